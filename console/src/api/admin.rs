@@ -1,0 +1,129 @@
+//! Platform administration: tenants, users, signing keys, the platform audit log.
+
+use actix_web::web::{Data, Json, Path, Query};
+use actix_web::HttpResponse;
+use platform_core::model::{AuditEntry, AuditFilter, Tenant, User};
+use platform_core::names::{DisplayName, Password, TenantSlug, Username};
+use platform_core::platform::{NewTenant, NewUser};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiJson, Items};
+use crate::error::{ApiError, ErrorBody};
+use crate::session::ApiAuth;
+use crate::state::AppState;
+
+#[utoipa::path(get, path = "/api/v1/admin/tenants", tag = "admin",
+    responses((status = 200, body = Items<Tenant>), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_tenants(state: Data<AppState>, auth: ApiAuth) -> Result<Json<Items<Tenant>>, ApiError> {
+    Ok(Json(Items::new(state.platform.all_tenants(&auth.0.principal).await?)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub slug: String,
+    pub display_name: String,
+    /// An existing user to make the tenant's first admin.
+    pub admin: Option<String>,
+}
+
+/// Creates a tenant with the `dev`, `test` and `prod` environments.
+#[utoipa::path(post, path = "/api/v1/admin/tenants", tag = "admin",
+    request_body = CreateTenant,
+    responses((status = 201, body = Tenant), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_tenant(state: Data<AppState>, auth: ApiAuth, body: ApiJson<CreateTenant>) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let input = NewTenant {
+        slug: TenantSlug::parse(&body.slug)?,
+        display_name: DisplayName::parse(&body.display_name)?,
+        admin: body.admin.as_deref().filter(|a| !a.is_empty()).map(Username::parse).transpose().map_err(|e| e.for_field("admin"))?,
+    };
+    let tenant = state.platform.create_tenant(&auth.0.principal, input).await?;
+    Ok(HttpResponse::Created().json(tenant))
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin",
+    responses((status = 200, body = Items<User>), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_users(state: Data<AppState>, auth: ApiAuth) -> Result<Json<Items<User>>, ApiError> {
+    Ok(Json(Items::new(state.platform.users(&auth.0.principal).await?)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub username: String,
+    pub display_name: String,
+    /// At least 10 characters.
+    pub password: String,
+    #[serde(default)]
+    pub platform_admin: bool,
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/users", tag = "admin",
+    request_body = CreateUser,
+    responses((status = 201, body = User), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_user(state: Data<AppState>, auth: ApiAuth, body: ApiJson<CreateUser>) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let input = NewUser {
+        username: Username::parse(&body.username)?,
+        display_name: DisplayName::parse(&body.display_name)?,
+        password: Password::parse_new(&body.password)?,
+        platform_admin: body.platform_admin,
+    };
+    let user = state.platform.create_user(&auth.0.principal, input).await?;
+    Ok(HttpResponse::Created().json(user))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    pub disabled: bool,
+}
+
+/// Disables or re-enables a user; a disabled user's sessions stop working at once.
+#[utoipa::path(patch, path = "/api/v1/admin/users/{username}", tag = "admin",
+    params(("username" = String, Path, description = "The user")),
+    request_body = UpdateUser,
+    responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update_user(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<String>,
+    body: ApiJson<UpdateUser>,
+) -> Result<Json<User>, ApiError> {
+    Ok(Json(state.platform.set_user_disabled(&auth.0.principal, &path, body.0.disabled).await?))
+}
+
+/// The platform-level audit log: logins, users, tenants, signing keys.
+#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin",
+    params(("actor" = Option<String>, Query, description = "Exact username"),
+        ("action" = Option<String>, Query, description = "Action prefix"),
+        ("target" = Option<String>, Query, description = "Substring of the target"),
+        ("before" = Option<i64>, Query, description = "Entries with a smaller id"),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50")),
+    responses((status = 200, body = Items<AuditEntry>), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn audit(state: Data<AppState>, auth: ApiAuth, filter: Query<AuditFilter>) -> Result<Json<Items<AuditEntry>>, ApiError> {
+    Ok(Json(Items::new(state.platform.platform_audit(&auth.0.principal, &filter).await?)))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedKey {
+    /// The key id new tokens carry.
+    pub kid: String,
+}
+
+/// Makes a new signing key current; tokens signed with the previous key keep working
+/// for the configured overlap.
+#[utoipa::path(post, path = "/api/v1/admin/signing-keys/rotate", tag = "admin",
+    responses((status = 200, body = RotatedKey), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rotate_keys(state: Data<AppState>, auth: ApiAuth) -> Result<Json<RotatedKey>, ApiError> {
+    Ok(Json(RotatedKey { kid: state.platform.rotate_signing_key(&auth.0.principal).await? }))
+}

@@ -1,0 +1,127 @@
+//! Applications and their revisions.
+
+use actix_web::web::{Data, Json, Path, Query};
+use actix_web::HttpResponse;
+use platform_core::model::{Application, ApplicationDetail, Revision};
+use platform_core::names::{AppName, EnvName, parse_description};
+use platform_core::platform::NewApplication;
+use platform_core::spec::AppSpec;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiJson, Items};
+use crate::error::{ApiError, ErrorBody};
+use crate::session::ApiAuth;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only applications of this environment.
+    pub environment: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/applications", tag = "applications",
+    params(("tenant" = String, Path, description = "Tenant slug"), ListQuery),
+    responses((status = 200, body = Items<Application>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<String>,
+    query: Query<ListQuery>,
+) -> Result<Json<Items<Application>>, ApiError> {
+    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    Ok(Json(Items::new(state.platform.applications(&access, query.environment.as_deref()).await?)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApplication {
+    pub environment: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub spec: AppSpec,
+}
+
+/// Creates an application with its first revision.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/applications", tag = "applications",
+    params(("tenant" = String, Path, description = "Tenant slug")),
+    request_body = CreateApplication,
+    responses((status = 201, body = ApplicationDetail), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<String>,
+    body: ApiJson<CreateApplication>,
+) -> Result<HttpResponse, ApiError> {
+    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    let body = body.0;
+    let input = NewApplication {
+        environment: EnvName::parse(&body.environment).map_err(|e| e.for_field("environment"))?,
+        name: AppName::parse(&body.name)?,
+        description: parse_description(&body.description)?,
+        spec: body.spec,
+    };
+    let detail = state.platform.create_application(&access, input).await?;
+    Ok(HttpResponse::Created().json(detail))
+}
+
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}", tag = "applications",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
+    responses((status = 200, body = ApplicationDetail), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(state: Data<AppState>, auth: ApiAuth, path: Path<(String, String, String)>) -> Result<Json<ApplicationDetail>, ApiError> {
+    let (tenant, env, app) = path.into_inner();
+    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    Ok(Json(state.platform.application(&access, &env, &app).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApplication {
+    pub spec: AppSpec,
+    pub description: Option<String>,
+}
+
+/// Applies a spec: a new revision when it differs from the current one; applying the
+/// same spec again changes nothing.
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}", tag = "applications",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
+    request_body = UpdateApplication,
+    responses((status = 200, body = ApplicationDetail), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String, String)>,
+    body: ApiJson<UpdateApplication>,
+) -> Result<Json<ApplicationDetail>, ApiError> {
+    let (tenant, env, app) = path.into_inner();
+    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let body = body.0;
+    let description = body.description.as_deref().map(parse_description).transpose()?;
+    Ok(Json(state.platform.update_application(&access, &env, &app, body.spec, description).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}", tag = "applications",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
+    responses((status = 204, description = "Deleted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete(state: Data<AppState>, auth: ApiAuth, path: Path<(String, String, String)>) -> Result<HttpResponse, ApiError> {
+    let (tenant, env, app) = path.into_inner();
+    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    state.platform.delete_application(&access, &env, &app).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/revisions", tag = "applications",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
+    responses((status = 200, body = Items<Revision>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn revisions(state: Data<AppState>, auth: ApiAuth, path: Path<(String, String, String)>) -> Result<Json<Items<Revision>>, ApiError> {
+    let (tenant, env, app) = path.into_inner();
+    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    Ok(Json(Items::new(state.platform.revisions(&access, &env, &app).await?)))
+}

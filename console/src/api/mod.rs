@@ -1,0 +1,161 @@
+//! The JSON API under `/api/v1`, described by the OpenAPI document at
+//! `/api/v1/openapi.json` (generated from these handlers by utoipa).
+
+pub mod admin;
+pub mod apps;
+pub mod auth;
+pub mod openapi;
+pub mod tenants;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::{FromRequest, HttpRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+/// The largest JSON body the API reads.
+pub const MAX_JSON_BYTES: usize = 64 * 1024;
+
+/// A list response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}
+
+impl<T> Items<T> {
+    pub fn new(items: Vec<T>) -> Self {
+        Self { items }
+    }
+}
+
+/// A JSON body whose errors name the field at fault (`spec.replicas: invalid type ...`)
+/// and map to the API's error shape: 415 for another media type, 413 when too large,
+/// 400 for malformed JSON and 422 for well-formed JSON of the wrong shape.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let is_json = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim();
+                mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+            });
+        let body = Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "the body must be JSON (Content-Type: application/json)",
+                ));
+            }
+            let bytes = body.await.map_err(|e| {
+                let too_large = e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE;
+                if too_large {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body exceeds {MAX_JSON_BYTES} bytes"))
+                } else {
+                    ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", "the request body could not be read")
+                }
+            })?;
+            parse_json(&bytes).map(ApiJson)
+        })
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.classify() == serde_json::error::Category::Data {
+            let field = if path == "." { "body".to_owned() } else { path };
+            // Our own parse errors already read "field: message"; keep only the message.
+            let message = inner.to_string();
+            let message = message.split_once(": ").filter(|(f, _)| field.ends_with(f)).map_or(message.clone(), |(_, m)| m.to_owned());
+            let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+            ApiError::field(field, message)
+        } else {
+            let message = inner.to_string();
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {message}"))
+        }
+    })
+}
+
+/// Routes of `/api/v1`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .app_data(web::PayloadConfig::new(MAX_JSON_BYTES))
+            .route("/openapi.json", web::get().to(openapi::document))
+            .route("/auth/token", web::post().to(auth::issue_token))
+            .route("/me", web::get().to(auth::me))
+            .route("/tenants", web::get().to(tenants::my_tenants))
+            .route("/tenants/{tenant}", web::get().to(tenants::get_tenant))
+            .route("/tenants/{tenant}/environments", web::get().to(tenants::list_environments))
+            .route("/tenants/{tenant}/environments", web::post().to(tenants::create_environment))
+            .route("/tenants/{tenant}/members", web::get().to(tenants::list_members))
+            .route("/tenants/{tenant}/members/{username}", web::put().to(tenants::set_member))
+            .route("/tenants/{tenant}/members/{username}", web::delete().to(tenants::remove_member))
+            .route("/tenants/{tenant}/audit", web::get().to(tenants::audit))
+            .route("/tenants/{tenant}/applications", web::get().to(apps::list))
+            .route("/tenants/{tenant}/applications", web::post().to(apps::create))
+            .route("/tenants/{tenant}/environments/{env}/applications/{app}", web::get().to(apps::get))
+            .route("/tenants/{tenant}/environments/{env}/applications/{app}", web::put().to(apps::update))
+            .route("/tenants/{tenant}/environments/{env}/applications/{app}", web::delete().to(apps::delete))
+            .route("/tenants/{tenant}/environments/{env}/applications/{app}/revisions", web::get().to(apps::revisions))
+            .route("/admin/tenants", web::get().to(admin::list_tenants))
+            .route("/admin/tenants", web::post().to(admin::create_tenant))
+            .route("/admin/users", web::get().to(admin::list_users))
+            .route("/admin/users", web::post().to(admin::create_user))
+            .route("/admin/users/{username}", web::patch().to(admin::update_user))
+            .route("/admin/audit", web::get().to(admin::audit))
+            .route("/admin/signing-keys/rotate", web::post().to(admin::rotate_keys))
+            .default_service(web::to(not_found)),
+    );
+}
+
+async fn not_found() -> actix_web::HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: platform_core::names::AppName,
+        spec: platform_core::spec::AppSpec,
+    }
+
+    fn check(json: &str, expected: (u16, &str, Option<&str>)) {
+        let err = parse_json::<Body>(json.as_bytes()).err().unwrap_or_else(|| panic!("{json} parsed"));
+        assert_eq!((err.status.as_u16(), err.code, err.field.as_deref()), expected, "{json}: {}", err.message);
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        check("{", (400, "malformed_json", None));
+        check("[1,2]", (422, "invalid_field", Some("body")));
+        check(r#"{"name": "Bad Name", "spec": {"command": "x"}}"#, (422, "invalid_field", Some("name")));
+        check(r#"{"name": "ok", "spec": {"command": "x", "replicas": "three"}}"#, (422, "invalid_field", Some("spec.replicas")));
+        check(r#"{"name": "ok", "spec": {"command": "x", "replica": 3}}"#, (422, "invalid_field", Some("spec")));
+        check(r#"{"name": "ok"}"#, (422, "invalid_field", Some("body")));
+    }
+}

@@ -1,0 +1,138 @@
+//! Tenants as their members see them: environments, members, audit.
+
+use actix_web::web::{Data, Json, Path, Query};
+use actix_web::HttpResponse;
+use platform_core::model::{AuditEntry, AuditFilter, Environment, Member, Role, Tenant, TenantMembership};
+use platform_core::names::{EnvName, parse_description};
+use platform_core::platform::NewEnvironment;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::{ApiJson, Items};
+use crate::error::{ApiError, ErrorBody};
+use crate::session::ApiAuth;
+use crate::state::AppState;
+
+/// The tenants the caller belongs to.
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants",
+    responses((status = 200, body = Items<TenantMembership>), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn my_tenants(auth: ApiAuth) -> Json<Items<TenantMembership>> {
+    Json(Items::new(auth.0.principal.memberships))
+}
+
+/// One tenant the caller belongs to.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}", tag = "tenants",
+    params(("tenant" = String, Path, description = "Tenant slug")),
+    responses((status = 200, body = Tenant), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_tenant(state: Data<AppState>, auth: ApiAuth, path: Path<String>) -> Result<Json<Tenant>, ApiError> {
+    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    Ok(Json(access.tenant().clone()))
+}
+
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/environments", tag = "environments",
+    params(("tenant" = String, Path, description = "Tenant slug")),
+    responses((status = 200, body = Items<Environment>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_environments(state: Data<AppState>, auth: ApiAuth, path: Path<String>) -> Result<Json<Items<Environment>>, ApiError> {
+    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    Ok(Json(Items::new(state.platform.environments(&access).await?)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnvironment {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Changes in a protected environment need the ops or tenant_admin role.
+    #[serde(default)]
+    pub protected: bool,
+}
+
+/// Adds an environment (tenant admins).
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/environments", tag = "environments",
+    params(("tenant" = String, Path, description = "Tenant slug")),
+    request_body = CreateEnvironment,
+    responses((status = 201, body = Environment), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_environment(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<String>,
+    body: ApiJson<CreateEnvironment>,
+) -> Result<HttpResponse, ApiError> {
+    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    let input = NewEnvironment {
+        name: EnvName::parse(&body.0.name)?,
+        description: parse_description(&body.0.description)?,
+        protected: body.0.protected,
+    };
+    let env = state.platform.create_environment(&access, input).await?;
+    Ok(HttpResponse::Created().json(env))
+}
+
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/members", tag = "members",
+    params(("tenant" = String, Path, description = "Tenant slug")),
+    responses((status = 200, body = Items<Member>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_members(state: Data<AppState>, auth: ApiAuth, path: Path<String>) -> Result<Json<Items<Member>>, ApiError> {
+    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    Ok(Json(Items::new(state.platform.members(&access).await?)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetMember {
+    pub role: Role,
+}
+
+/// Adds a user to the tenant or changes their role (tenant admins).
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/members/{username}", tag = "members",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("username" = String, Path, description = "The user")),
+    request_body = SetMember,
+    responses((status = 200, body = Member), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn set_member(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String)>,
+    body: ApiJson<SetMember>,
+) -> Result<Json<Member>, ApiError> {
+    let (tenant, username) = path.into_inner();
+    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    Ok(Json(state.platform.set_member_role(&access, &username, body.0.role).await?))
+}
+
+/// Removes a member (tenant admins). The last tenant admin cannot be removed.
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/members/{username}", tag = "members",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("username" = String, Path, description = "The user")),
+    responses((status = 204, description = "Removed"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn remove_member(state: Data<AppState>, auth: ApiAuth, path: Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (tenant, username) = path.into_inner();
+    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    state.platform.remove_member(&access, &username).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The tenant's audit log, newest first (ops and tenant admins).
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/audit", tag = "audit",
+    params(("tenant" = String, Path, description = "Tenant slug"),
+        ("actor" = Option<String>, Query, description = "Exact username"),
+        ("action" = Option<String>, Query, description = "Action prefix, e.g. application."),
+        ("target" = Option<String>, Query, description = "Substring of the target"),
+        ("before" = Option<i64>, Query, description = "Entries with a smaller id (paging)"),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50")),
+    responses((status = 200, body = Items<AuditEntry>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn audit(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<String>,
+    filter: Query<AuditFilter>,
+) -> Result<Json<Items<AuditEntry>>, ApiError> {
+    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    Ok(Json(Items::new(state.platform.tenant_audit(&access, &filter).await?)))
+}

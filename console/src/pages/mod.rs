@@ -1,0 +1,263 @@
+//! The server-rendered console: askama templates driven by htmx, readable without
+//! JavaScript. Every handler sits beside the template struct it renders.
+
+pub mod admin;
+pub mod auth;
+pub mod tenant;
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::ContentType;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use askama::Template;
+use platform_core::authz::{Permission, TenantAccess};
+use platform_core::model::{Role, TenantMembership};
+use platform_core::{CoreError, FieldError};
+
+use crate::session::Authenticated;
+
+/// What every page's frame needs: the user, their tenants, the current tenant.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub title: String,
+    pub csrf: String,
+    pub user: Option<UserNav>,
+    pub tenant: Option<TenantNav>,
+    pub active: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserNav {
+    pub username: String,
+    pub display_name: String,
+    pub platform_admin: bool,
+    pub tenants: Vec<TenantMembership>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantNav {
+    pub slug: String,
+    pub display_name: String,
+    pub role: Role,
+    pub can_audit: bool,
+}
+
+impl Layout {
+    pub fn anonymous(title: &str, csrf: String) -> Self {
+        Self { title: title.to_owned(), csrf, user: None, tenant: None, active: "" }
+    }
+
+    pub fn for_user(auth: &Authenticated, title: impl Into<String>, active: &'static str) -> Self {
+        let p = &auth.principal;
+        Self {
+            title: title.into(),
+            csrf: auth.claims.csrf.clone(),
+            user: Some(UserNav {
+                username: p.username.clone(),
+                display_name: p.display_name.clone(),
+                platform_admin: p.platform_admin,
+                tenants: p.memberships.clone(),
+            }),
+            tenant: None,
+            active,
+        }
+    }
+
+    pub fn for_tenant(auth: &Authenticated, access: &TenantAccess, title: impl Into<String>, active: &'static str) -> Self {
+        let tenant = access.tenant();
+        Self {
+            tenant: Some(TenantNav {
+                slug: tenant.slug.clone(),
+                display_name: tenant.display_name.clone(),
+                role: access.role(),
+                can_audit: access.can(Permission::ViewAudit),
+            }),
+            ..Self::for_user(auth, title, active)
+        }
+    }
+}
+
+/// Field errors of a submitted form, keyed by field path (`name`, `spec.replicas`).
+/// Errors that belong to no input are kept under `""` and shown above the form.
+#[derive(Debug, Clone, Default)]
+pub struct FormErrors(BTreeMap<String, String>);
+
+impl FormErrors {
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn from_field(e: FieldError) -> Self {
+        let mut errors = Self::default();
+        errors.0.insert(e.field, e.message);
+        errors
+    }
+
+    pub fn general_message(message: impl Into<String>) -> Self {
+        let mut errors = Self::default();
+        errors.0.insert(String::new(), message.into());
+        errors
+    }
+
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.0.get(field).map(String::as_str)
+    }
+
+    pub fn has(&self, field: &str) -> bool {
+        self.0.contains_key(field)
+    }
+
+    pub fn get_prefix(&self, prefix: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn has_prefix(&self, prefix: &str) -> bool {
+        self.0.keys().any(|k| k.starts_with(prefix))
+    }
+
+    pub fn general(&self) -> Option<&str> {
+        self.get("")
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Turns a core error from a form submission into inline errors, or passes it on
+/// when it is not about the form (not found, forbidden, storage).
+pub fn form_errors(e: CoreError) -> Result<FormErrors, PageError> {
+    match e {
+        CoreError::Invalid(field) => Ok(FormErrors::from_field(field)),
+        CoreError::Conflict { field, message } => Ok(FormErrors::from_field(FieldError::new(field, message))),
+        CoreError::Forbidden { .. } => Ok(FormErrors::general_message(e.to_string())),
+        other => Err(PageError::from(other)),
+    }
+}
+
+/// A failed page: rendered as the console's error page with the matching status.
+#[derive(Debug)]
+pub struct PageError {
+    status: StatusCode,
+    heading: &'static str,
+    message: String,
+    layout: Option<Layout>,
+}
+
+impl PageError {
+    pub fn new(status: StatusCode, heading: &'static str, message: impl Into<String>) -> Self {
+        Self { status, heading, message: message.into(), layout: None }
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "Not found", "There is nothing here, or you do not have access to it.")
+    }
+
+    /// Shows the error inside the user's console frame instead of a bare page.
+    pub fn within(mut self, layout: Layout) -> Self {
+        self.layout = Some(layout);
+        self
+    }
+}
+
+impl From<CoreError> for PageError {
+    fn from(e: CoreError) -> Self {
+        let api = crate::error::ApiError::from(e);
+        let heading = match api.status {
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::FORBIDDEN => "Not allowed",
+            s if s.is_server_error() => "Something went wrong",
+            _ => "Request refused",
+        };
+        Self::new(api.status, heading, api.message)
+    }
+}
+
+impl std::fmt::Display for PageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.message)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    layout: &'a Layout,
+    heading: &'a str,
+    message: &'a str,
+}
+
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let fallback = Layout::anonymous(self.heading, String::new());
+        let layout = self.layout.as_ref().unwrap_or(&fallback);
+        let page = ErrorPage { layout, heading: self.heading, message: &self.message };
+        match page.render() {
+            Ok(body) => HttpResponse::build(self.status).content_type(ContentType::html()).body(body),
+            Err(_) => HttpResponse::build(self.status).content_type(ContentType::plaintext()).body(self.message.clone()),
+        }
+    }
+}
+
+/// Renders a template as a full page.
+pub fn render(template: &impl Template) -> Result<HttpResponse, PageError> {
+    render_with_status(template, StatusCode::OK)
+}
+
+pub fn render_with_status(template: &impl Template, status: StatusCode) -> Result<HttpResponse, PageError> {
+    let body = template.render().map_err(|e| {
+        tracing::error!(error = %e, "template rendering failed");
+        PageError::new(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "the page could not be rendered")
+    })?;
+    Ok(HttpResponse::build(status).content_type(ContentType::html()).body(body))
+}
+
+/// Whether htmx asked for a fragment (a targeted swap), as opposed to a boosted
+/// navigation or a plain browser request, which get the whole page.
+pub fn wants_fragment(req: &HttpRequest) -> bool {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok()) == Some("true");
+    header("HX-Request") && !header("HX-Boosted")
+}
+
+/// A redirect after a successful form post (303, so the browser GETs the target).
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header((actix_web::http::header::LOCATION, location.to_owned())).finish()
+}
+
+/// Console routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::FormConfig::default().limit(crate::session::MAX_FORM_BYTES).error_handler(|err, _| {
+        PageError::new(StatusCode::BAD_REQUEST, "Request refused", format!("the form could not be read: {err}")).into()
+    }))
+    .app_data(web::QueryConfig::default().error_handler(|err, _| {
+        PageError::new(StatusCode::BAD_REQUEST, "Request refused", format!("the query string could not be read: {err}")).into()
+    }))
+    .route("/", web::get().to(auth::home))
+    .route("/login", web::get().to(auth::login_form))
+    .route("/login", web::post().to(auth::login))
+    .route("/logout", web::post().to(auth::logout))
+    .route("/t/{tenant}", web::get().to(tenant::dashboard))
+    .route("/t/{tenant}/apps", web::get().to(tenant::apps))
+    .route("/t/{tenant}/apps/new", web::get().to(tenant::new_app_form))
+    .route("/t/{tenant}/apps/new", web::post().to(tenant::create_app))
+    .route("/t/{tenant}/environments/{env}/apps/{app}", web::get().to(tenant::app))
+    .route("/t/{tenant}/environments/{env}/apps/{app}", web::post().to(tenant::update_app))
+    .route("/t/{tenant}/environments/{env}/apps/{app}/delete", web::post().to(tenant::delete_app))
+    .route("/t/{tenant}/environments", web::get().to(tenant::environments))
+    .route("/t/{tenant}/environments", web::post().to(tenant::create_environment))
+    .route("/t/{tenant}/members", web::get().to(tenant::members))
+    .route("/t/{tenant}/members", web::post().to(tenant::set_member))
+    .route("/t/{tenant}/members/{username}/remove", web::post().to(tenant::remove_member))
+    .route("/t/{tenant}/audit", web::get().to(tenant::audit))
+    .route("/admin/tenants", web::get().to(admin::tenants))
+    .route("/admin/tenants", web::post().to(admin::create_tenant))
+    .route("/admin/users", web::get().to(admin::users))
+    .route("/admin/users", web::post().to(admin::create_user))
+    .route("/admin/users/{username}/{action}", web::post().to(admin::set_user_state))
+    .route("/admin/audit", web::get().to(admin::audit));
+}

@@ -1,0 +1,7 @@
+//! Business-domain PaaS bundles: a named, versioned package of application templates,
+//! the middleware they need from the service catalog, and default policies, released
+//! independently of the core (FusionStage's "domain PaaS" layer).
+//!
+//! This crate defines the bundle manifest and its checks; bundles themselves are data.
+
+pub mod manifest;

@@ -1,0 +1,106 @@
+//! The core's error type and the field error that every parse failure produces.
+
+use std::fmt;
+
+/// A value supplied for a named field is not acceptable.
+///
+/// `field` is the path a client used (`name`, `spec.replicas`, `spec.env.PATH`) so that
+/// both the API body and the console's inline messages can point at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+
+    /// The same complaint about a value the caller knows under another name.
+    #[must_use]
+    pub fn for_field(mut self, field: impl Into<String>) -> Self {
+        self.field = field.into();
+        self
+    }
+
+    /// Nests the field under a parent, e.g. `replicas` under `spec`.
+    #[must_use]
+    pub fn under(mut self, parent: &str) -> Self {
+        self.field = format!("{parent}.{}", self.field);
+        self
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// Why a core operation refused or failed.
+///
+/// Every variant but [`CoreError::Store`] and [`CoreError::Internal`] is the caller's
+/// doing and maps to a 4xx status; those two are the platform's and map to 5xx.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The object does not exist, or exists in a tenant the caller cannot see: the two
+    /// are indistinguishable on purpose.
+    #[error("{kind} '{name}' was not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("{message}")]
+    Conflict { field: &'static str, message: String },
+    #[error("your role in this tenant does not allow you to {action}")]
+    Forbidden { action: &'static str },
+    #[error("only a platform administrator may {action}")]
+    PlatformAdminOnly { action: &'static str },
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("authentication is required")]
+    Unauthenticated,
+    #[error("storage failure")]
+    Store(#[from] sqlx::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl CoreError {
+    pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
+        Self::NotFound { kind, name: name.into() }
+    }
+
+    /// The stable snake_case code clients match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            Self::Invalid(_) => "invalid_field",
+            Self::Conflict { .. } => "already_exists",
+            Self::Forbidden { .. } | Self::PlatformAdminOnly { .. } => "forbidden",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Store(_) | Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The field a client should correct, when there is one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Invalid(e) => Some(&e.field),
+            Self::Conflict { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// Maps a unique-constraint violation to a conflict on `field`; anything else stays a
+/// storage failure.
+pub(crate) fn conflict_on_unique(err: sqlx::Error, field: &'static str, message: String) -> CoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => CoreError::Conflict { field, message },
+        _ => CoreError::Store(err),
+    }
+}

@@ -1,0 +1,20 @@
+//! The business-agnostic core of the PaaS: tenants, users and roles, environments,
+//! applications and their immutable revisions, authentication, authorization and the
+//! append-only audit log.
+//!
+//! Nothing here knows HTTP, HTML or JSON wire shapes (that is `console`), and only the
+//! [`store`] module writes SQL. Every tenant-scoped operation takes a [`authz::TenantAccess`],
+//! which only [`Platform::tenant`] can build: tenant isolation is enforced here, by type.
+
+pub mod auth;
+pub mod authz;
+pub mod bootstrap;
+pub mod error;
+pub mod model;
+pub mod names;
+pub mod platform;
+pub mod spec;
+pub mod store;
+
+pub use error::{CoreError, FieldError};
+pub use platform::Platform;

@@ -1,0 +1,174 @@
+//! The records the core reads and returns: tenants, users, memberships, environments,
+//! applications, revisions and audit entries.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::FieldError;
+use crate::spec::AppSpec;
+
+/// A member's role within one tenant. Platform administration is not a tenant role; it
+/// is a flag on the user ([`User::platform_admin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Onboards and changes applications in unprotected environments.
+    Developer,
+    /// Operates applications in every environment, including protected ones.
+    Ops,
+    /// Everything in the tenant: members, environments, applications, audit.
+    TenantAdmin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Developer, Role::Ops, Role::TenantAdmin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Developer => "developer",
+            Role::Ops => "ops",
+            Role::TenantAdmin => "tenant_admin",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Developer => "Developer",
+            Role::Ops => "Ops",
+            Role::TenantAdmin => "Tenant admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = FieldError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| FieldError::new("role", "must be one of developer, ops, tenant_admin"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub slug: String,
+    pub display_name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct User {
+    pub id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    pub platform_admin: bool,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A tenant as seen by one of its members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TenantMembership {
+    pub tenant_id: Uuid,
+    pub slug: String,
+    pub display_name: String,
+    pub role: Role,
+}
+
+/// A member of a tenant, as the tenant's admins see them.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Member {
+    pub user_id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Environment {
+    pub id: Uuid,
+    #[serde(skip)]
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub description: String,
+    /// Changes to applications in a protected environment need the `ops` or
+    /// `tenant_admin` role.
+    pub protected: bool,
+    /// The runtime that runs this environment's applications (`local` for now).
+    pub runtime: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Application {
+    pub id: Uuid,
+    #[serde(skip)]
+    pub tenant_id: Uuid,
+    pub environment: String,
+    pub name: String,
+    pub description: String,
+    pub current_revision: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An application with the spec of its current revision.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApplicationDetail {
+    #[serde(flatten)]
+    pub application: Application,
+    pub spec: AppSpec,
+}
+
+/// One immutable version of an application's spec.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Revision {
+    pub number: i32,
+    pub spec: AppSpec,
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target_kind: String,
+    pub target: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    pub source_ip: Option<String>,
+}
+
+/// Which audit entries to show; every field narrows the result.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct AuditFilter {
+    /// Exact username of the actor.
+    pub actor: Option<String>,
+    /// Action prefix, e.g. `application.` or `member.add`.
+    pub action: Option<String>,
+    /// Substring of the target's name.
+    pub target: Option<String>,
+    /// Only entries with an id below this one (for paging backwards).
+    pub before: Option<i64>,
+    /// At most this many entries (1 to 200, default 50).
+    pub limit: Option<i64>,
+}

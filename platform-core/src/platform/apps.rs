@@ -1,0 +1,189 @@
+//! Applications and revisions.
+
+use serde_json::json;
+
+use super::{Audit, Platform, record};
+use crate::authz::{Permission, TenantAccess};
+use crate::error::conflict_on_unique;
+use crate::model::{Application, ApplicationDetail, Environment, Revision};
+use crate::names::{AppName, EnvName};
+use crate::spec::AppSpec;
+use crate::store::apps::RevisionRow;
+use crate::{CoreError, FieldError, store};
+
+#[derive(Debug, Clone)]
+pub struct NewApplication {
+    pub environment: EnvName,
+    pub name: AppName,
+    pub description: String,
+    pub spec: AppSpec,
+}
+
+impl Platform {
+    /// Live applications, optionally of one environment.
+    pub async fn applications(&self, access: &TenantAccess, environment: Option<&str>) -> Result<Vec<Application>, CoreError> {
+        access.require(Permission::View, "view applications")?;
+        Ok(store::apps::list(&self.pool, access.tenant().id, environment).await?)
+    }
+
+    /// Creates an application and its first revision.
+    pub async fn create_application(&self, access: &TenantAccess, input: NewApplication) -> Result<ApplicationDetail, CoreError> {
+        input.spec.validate()?;
+        let env = self.environment_for_change(access, input.environment.as_str()).await?;
+        access.require(Permission::ChangeApps { protected_environment: env.protected }, "change applications in a protected environment")?;
+        let tenant_id = access.tenant().id;
+        let spec_json = serde_json::to_value(&input.spec).map_err(|e| CoreError::Internal(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        let id = store::apps::insert(&mut tx, tenant_id, env.id, input.name.as_str(), &input.description)
+            .await
+            .map_err(|e| {
+                conflict_on_unique(e, "name", format!("an application '{}' already exists in '{}'", input.name, env.name))
+            })?;
+        store::apps::insert_revision(&mut tx, id, 1, &spec_json, access.principal().user_id).await?;
+        record(
+            &mut tx,
+            access.principal(),
+            Audit {
+                tenant_id: Some(tenant_id),
+                action: "application.create",
+                target_kind: "application",
+                target: &format!("{}/{}", env.name, input.name),
+                details: json!({"revision": 1, "spec": spec_json}),
+            },
+        )
+        .await?;
+        let application = store::apps::find(&mut *tx, tenant_id, &env.name, input.name.as_str())
+            .await?
+            .ok_or_else(|| CoreError::Internal("application vanished inside its own transaction".into()))?;
+        tx.commit().await?;
+        Ok(ApplicationDetail { application, spec: input.spec })
+    }
+
+    /// An application with its current spec.
+    pub async fn application(&self, access: &TenantAccess, environment: &str, name: &str) -> Result<ApplicationDetail, CoreError> {
+        access.require(Permission::View, "view applications")?;
+        let application = self.find_application(access, environment, name).await?;
+        let row = store::apps::revision(&self.pool, application.id, application.current_revision)
+            .await?
+            .ok_or_else(|| CoreError::Internal(format!("application {} has no revision {}", application.id, application.current_revision)))?;
+        let spec = parse_stored_spec(&row)?;
+        Ok(ApplicationDetail { application, spec })
+    }
+
+    /// Every revision of an application, newest first.
+    pub async fn revisions(&self, access: &TenantAccess, environment: &str, name: &str) -> Result<Vec<Revision>, CoreError> {
+        access.require(Permission::View, "view applications")?;
+        let application = self.find_application(access, environment, name).await?;
+        store::apps::revisions(&self.pool, application.id)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(Revision {
+                    number: row.number,
+                    spec: parse_stored_spec(row)?,
+                    created_by: row.created_by.clone(),
+                    created_at: row.created_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Applies a spec: a new revision when it differs from the current one, nothing
+    /// when it is the same (so applying a spec twice has the effect of applying it once).
+    pub async fn update_application(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+        spec: AppSpec,
+        description: Option<String>,
+    ) -> Result<ApplicationDetail, CoreError> {
+        spec.validate()?;
+        let env = self.environment(access, environment).await?;
+        access.require(Permission::ChangeApps { protected_environment: env.protected }, "change applications in a protected environment")?;
+        let current = self.application(access, environment, name).await?;
+        let description_changed = description.as_ref().is_some_and(|d| *d != current.application.description);
+        if current.spec == spec && !description_changed {
+            return Ok(current);
+        }
+        let tenant_id = access.tenant().id;
+        let app_id = current.application.id;
+        let spec_json = serde_json::to_value(&spec).map_err(|e| CoreError::Internal(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        let latest = store::apps::lock(&mut tx, tenant_id, app_id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("application", name))?;
+        let mut revision = latest;
+        if current.spec != spec {
+            revision = latest + 1;
+            store::apps::insert_revision(&mut tx, app_id, revision, &spec_json, access.principal().user_id).await?;
+            store::apps::set_current_revision(&mut tx, app_id, revision).await?;
+        }
+        if let Some(d) = description.as_deref().filter(|_| description_changed) {
+            store::apps::set_description(&mut tx, app_id, d).await?;
+        }
+        record(
+            &mut tx,
+            access.principal(),
+            Audit {
+                tenant_id: Some(tenant_id),
+                action: "application.update",
+                target_kind: "application",
+                target: &format!("{environment}/{name}"),
+                details: json!({"revision": revision, "previous_revision": latest, "spec": spec_json}),
+            },
+        )
+        .await?;
+        let application = store::apps::find(&mut *tx, tenant_id, environment, name)
+            .await?
+            .ok_or_else(|| CoreError::not_found("application", name))?;
+        tx.commit().await?;
+        Ok(ApplicationDetail { application, spec })
+    }
+
+    /// Deletes an application. Its revisions and audit records are kept.
+    pub async fn delete_application(&self, access: &TenantAccess, environment: &str, name: &str) -> Result<(), CoreError> {
+        let env = self.environment(access, environment).await?;
+        access.require(Permission::ChangeApps { protected_environment: env.protected }, "change applications in a protected environment")?;
+        let application = self.find_application(access, environment, name).await?;
+        let tenant_id = access.tenant().id;
+        let mut tx = self.pool.begin().await?;
+        store::apps::lock(&mut tx, tenant_id, application.id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("application", name))?;
+        store::apps::soft_delete(&mut tx, application.id).await?;
+        record(
+            &mut tx,
+            access.principal(),
+            Audit {
+                tenant_id: Some(tenant_id),
+                action: "application.delete",
+                target_kind: "application",
+                target: &format!("{environment}/{name}"),
+                details: json!({"last_revision": application.current_revision}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_application(&self, access: &TenantAccess, environment: &str, name: &str) -> Result<Application, CoreError> {
+        store::apps::find(&self.pool, access.tenant().id, environment, name)
+            .await?
+            .ok_or_else(|| CoreError::not_found("application", format!("{environment}/{name}")))
+    }
+
+    /// The environment an application change targets. An environment that does not
+    /// exist is a bad field value when the client named it in a body.
+    async fn environment_for_change(&self, access: &TenantAccess, name: &str) -> Result<Environment, CoreError> {
+        store::tenants::environment(&self.pool, access.tenant().id, name)
+            .await?
+            .ok_or_else(|| FieldError::new("environment", format!("no environment '{name}' exists in this tenant")).into())
+    }
+}
+
+fn parse_stored_spec(row: &RevisionRow) -> Result<AppSpec, CoreError> {
+    serde_json::from_value(row.spec.clone())
+        .map_err(|e| CoreError::Internal(format!("stored spec of revision {} does not parse: {e}", row.number)))
+}

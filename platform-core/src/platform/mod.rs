@@ -1,0 +1,75 @@
+//! The [`Platform`] facade: every operation the console and API offer, each one
+//! authorized, validated and, when it changes state, written in one transaction together
+//! with its audit record.
+
+mod apps;
+mod auth;
+pub(crate) mod tenancy;
+mod users;
+
+use std::sync::Arc;
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::CoreError;
+use crate::auth::{TokenConfig, TokenService};
+use crate::authz::Principal;
+use crate::store;
+use crate::store::audit::AuditRecord;
+
+pub use apps::NewApplication;
+pub use auth::{AuthFailure, Session};
+pub use tenancy::{NewEnvironment, NewTenant};
+pub use users::NewUser;
+
+/// The core's entry point. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    pub(crate) pool: PgPool,
+    tokens: Arc<TokenService>,
+}
+
+impl Platform {
+    /// Builds the platform on a migrated database.
+    pub async fn start(pool: PgPool, token_config: TokenConfig) -> Result<Self, CoreError> {
+        let tokens = Arc::new(TokenService::start(pool.clone(), token_config).await?);
+        Ok(Self { pool, tokens })
+    }
+
+    pub fn tokens(&self) -> &TokenService {
+        &self.tokens
+    }
+
+    /// Whether the database answers (for readiness probes).
+    pub async fn ready(&self) -> bool {
+        store::ping(&self.pool).await.is_ok()
+    }
+}
+
+/// What an audit record says, before the actor is filled in.
+struct Audit<'a> {
+    tenant_id: Option<Uuid>,
+    action: &'a str,
+    target_kind: &'a str,
+    target: &'a str,
+    details: serde_json::Value,
+}
+
+async fn record(conn: &mut PgConnection, actor: &Principal, audit: Audit<'_>) -> Result<(), CoreError> {
+    store::audit::append(
+        conn,
+        AuditRecord {
+            tenant_id: audit.tenant_id,
+            actor_id: Some(actor.user_id),
+            actor: &actor.username,
+            action: audit.action,
+            target_kind: audit.target_kind,
+            target: audit.target,
+            details: audit.details,
+            source_ip: actor.source_ip.as_deref(),
+        },
+    )
+    .await
+    .map_err(CoreError::from)
+}

@@ -1,0 +1,216 @@
+//! Tenants, environments, members and the tenant's audit log.
+
+use serde_json::json;
+
+use super::{Audit, Platform, record};
+use crate::authz::{Permission, Principal, TenantAccess};
+use crate::error::conflict_on_unique;
+use crate::model::{AuditEntry, AuditFilter, Environment, Member, Role, Tenant, TenantMembership};
+use crate::names::{DisplayName, EnvName, TenantSlug, Username};
+use crate::{CoreError, FieldError, store};
+
+/// The environments every new tenant starts with; `prod` is protected.
+pub const DEFAULT_ENVIRONMENTS: [(&str, &str, bool); 3] = [
+    ("dev", "Development: developers deploy freely.", false),
+    ("test", "Testing and staging.", false),
+    ("prod", "Production: changes need the ops or tenant admin role.", true),
+];
+
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub slug: TenantSlug,
+    pub display_name: DisplayName,
+    /// An existing user to make the tenant's first admin.
+    pub admin: Option<Username>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEnvironment {
+    pub name: EnvName,
+    pub description: String,
+    pub protected: bool,
+}
+
+impl Platform {
+    /// Proof of access to a tenant. A tenant the caller is not a member of is reported
+    /// as not found, exactly like one that does not exist.
+    pub async fn tenant(&self, principal: &Principal, slug: &str) -> Result<TenantAccess, CoreError> {
+        let not_found = || CoreError::not_found("tenant", slug);
+        let membership = principal.membership(slug).ok_or_else(not_found)?;
+        let tenant = store::tenants::by_slug(&self.pool, slug).await?.ok_or_else(not_found)?;
+        if tenant.id != membership.tenant_id {
+            return Err(not_found());
+        }
+        Ok(TenantAccess::new(tenant, membership.role, principal.clone()))
+    }
+
+    /// The tenants the caller belongs to.
+    pub fn my_tenants<'p>(&self, principal: &'p Principal) -> &'p [TenantMembership] {
+        &principal.memberships
+    }
+
+    /// Every tenant (platform administrators only).
+    pub async fn all_tenants(&self, principal: &Principal) -> Result<Vec<Tenant>, CoreError> {
+        principal.require_platform_admin("list all tenants")?;
+        Ok(store::tenants::all(&self.pool).await?)
+    }
+
+    /// Creates a tenant with the default environments and, optionally, its first admin.
+    pub async fn create_tenant(&self, principal: &Principal, input: NewTenant) -> Result<Tenant, CoreError> {
+        principal.require_platform_admin("create tenants")?;
+        let mut tx = self.pool.begin().await?;
+        let tenant = store::tenants::insert(&mut tx, input.slug.as_str(), input.display_name.as_str())
+            .await
+            .map_err(|e| conflict_on_unique(e, "slug", format!("a tenant '{}' already exists", input.slug)))?;
+        for (name, description, protected) in DEFAULT_ENVIRONMENTS {
+            store::tenants::insert_environment(&mut tx, tenant.id, name, description, protected).await?;
+        }
+        if let Some(admin) = &input.admin {
+            let user = store::users::by_username(&mut *tx, admin.as_str())
+                .await?
+                .ok_or_else(|| FieldError::new("admin", format!("no user '{admin}' exists")))?;
+            store::tenants::upsert_member(&mut tx, tenant.id, user.id, Role::TenantAdmin).await?;
+        }
+        record(
+            &mut tx,
+            principal,
+            Audit {
+                tenant_id: Some(tenant.id),
+                action: "tenant.create",
+                target_kind: "tenant",
+                target: &tenant.slug,
+                details: json!({"display_name": tenant.display_name, "admin": input.admin}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    pub async fn environments(&self, access: &TenantAccess) -> Result<Vec<Environment>, CoreError> {
+        access.require(Permission::View, "view environments")?;
+        Ok(store::tenants::environments(&self.pool, access.tenant().id).await?)
+    }
+
+    pub async fn environment(&self, access: &TenantAccess, name: &str) -> Result<Environment, CoreError> {
+        access.require(Permission::View, "view environments")?;
+        store::tenants::environment(&self.pool, access.tenant().id, name)
+            .await?
+            .ok_or_else(|| CoreError::not_found("environment", name))
+    }
+
+    pub async fn create_environment(&self, access: &TenantAccess, input: NewEnvironment) -> Result<Environment, CoreError> {
+        access.require(Permission::ManageEnvironments, "add environments")?;
+        let tenant_id = access.tenant().id;
+        let mut tx = self.pool.begin().await?;
+        let env = store::tenants::insert_environment(
+            &mut tx,
+            tenant_id,
+            input.name.as_str(),
+            &input.description,
+            input.protected,
+        )
+        .await
+        .map_err(|e| conflict_on_unique(e, "name", format!("an environment '{}' already exists", input.name)))?;
+        record(
+            &mut tx,
+            access.principal(),
+            Audit {
+                tenant_id: Some(tenant_id),
+                action: "environment.create",
+                target_kind: "environment",
+                target: &env.name,
+                details: json!({"protected": env.protected}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(env)
+    }
+
+    pub async fn members(&self, access: &TenantAccess) -> Result<Vec<Member>, CoreError> {
+        access.require(Permission::View, "view members")?;
+        Ok(store::tenants::members(&self.pool, access.tenant().id).await?)
+    }
+
+    /// Adds a user to the tenant with a role, or changes their role.
+    pub async fn set_member_role(&self, access: &TenantAccess, username: &str, role: Role) -> Result<Member, CoreError> {
+        access.require(Permission::ManageMembers, "manage members")?;
+        let tenant_id = access.tenant().id;
+        let mut tx = self.pool.begin().await?;
+        let user = store::users::by_username(&mut *tx, username)
+            .await?
+            .ok_or_else(|| FieldError::new("username", format!("no user '{username}' exists")))?;
+        let previous = store::tenants::upsert_member(&mut tx, tenant_id, user.id, role).await?;
+        if previous == Some(Role::TenantAdmin) && role != Role::TenantAdmin {
+            ensure_an_admin_remains(&mut tx, tenant_id).await?;
+        }
+        let action = if previous.is_some() { "member.role_change" } else { "member.add" };
+        record(
+            &mut tx,
+            access.principal(),
+            Audit {
+                tenant_id: Some(tenant_id),
+                action,
+                target_kind: "user",
+                target: &user.username,
+                details: json!({"role": role, "previous_role": previous}),
+            },
+        )
+        .await?;
+        let member = store::tenants::members(&mut *tx, tenant_id)
+            .await?
+            .into_iter()
+            .find(|m| m.user_id == user.id)
+            .ok_or_else(|| CoreError::Internal("member vanished inside its own transaction".into()))?;
+        tx.commit().await?;
+        Ok(member)
+    }
+
+    pub async fn remove_member(&self, access: &TenantAccess, username: &str) -> Result<(), CoreError> {
+        access.require(Permission::ManageMembers, "manage members")?;
+        let tenant_id = access.tenant().id;
+        let not_found = || CoreError::not_found("member", username);
+        let mut tx = self.pool.begin().await?;
+        let user = store::users::by_username(&mut *tx, username).await?.ok_or_else(not_found)?;
+        if !store::tenants::remove_member(&mut tx, tenant_id, user.id).await? {
+            return Err(not_found());
+        }
+        ensure_an_admin_remains(&mut tx, tenant_id).await?;
+        record(
+            &mut tx,
+            access.principal(),
+            Audit { tenant_id: Some(tenant_id), action: "member.remove", target_kind: "user", target: username, details: json!({}) },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The tenant's audit log, newest first.
+    pub async fn tenant_audit(&self, access: &TenantAccess, filter: &AuditFilter) -> Result<Vec<AuditEntry>, CoreError> {
+        access.require(Permission::ViewAudit, "read the audit log")?;
+        Ok(store::audit::list(&self.pool, Some(access.tenant().id), filter).await?)
+    }
+
+    /// The platform-level audit log (logins, users, tenants, keys), newest first.
+    pub async fn platform_audit(&self, principal: &Principal, filter: &AuditFilter) -> Result<Vec<AuditEntry>, CoreError> {
+        principal.require_platform_admin("read the platform audit log")?;
+        Ok(store::audit::list(&self.pool, None, filter).await?)
+    }
+
+    /// Live application counts per environment, for the dashboard.
+    pub async fn application_counts(&self, access: &TenantAccess) -> Result<Vec<(String, i64)>, CoreError> {
+        access.require(Permission::View, "view applications")?;
+        Ok(store::apps::counts_by_environment(&self.pool, access.tenant().id).await?)
+    }
+}
+
+/// Refuses a change that would leave the tenant without an enabled admin: nobody could
+/// manage its members any more.
+async fn ensure_an_admin_remains(tx: &mut sqlx::PgConnection, tenant_id: uuid::Uuid) -> Result<(), CoreError> {
+    if store::tenants::admin_count(tx, tenant_id).await? == 0 {
+        return Err(FieldError::new("role", "a tenant must keep at least one tenant admin").into());
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! The application spec: what a revision holds. Specs are immutable once stored; every
+//! change makes a new revision.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::FieldError;
+
+/// How an application runs (the Kubernetes workload kinds the platform offers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadKind {
+    /// Stateless and long-running, any number of interchangeable replicas.
+    #[default]
+    Service,
+    /// Ordinal replicas with a stable identity and data directory each.
+    Stateful,
+    /// Runs to completion.
+    Job,
+    /// Runs to completion on a schedule.
+    Cronjob,
+    /// One replica on every node.
+    Daemon,
+}
+
+impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 5] =
+        [Self::Service, Self::Stateful, Self::Job, Self::Cronjob, Self::Daemon];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Service => "service",
+            Self::Stateful => "stateful",
+            Self::Job => "job",
+            Self::Cronjob => "cronjob",
+            Self::Daemon => "daemon",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<Self, FieldError> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == value)
+            .ok_or_else(|| FieldError::new("kind", "must be one of service, stateful, job, cronjob, daemon"))
+    }
+}
+
+/// CPU and memory for one instance. CPU in millicores, memory in MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default = "default_cpu")]
+    pub cpu_millis: u32,
+    #[serde(default = "default_memory")]
+    pub memory_mib: u32,
+}
+
+fn default_cpu() -> u32 {
+    100
+}
+
+fn default_memory() -> u32 {
+    128
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Self { cpu_millis: default_cpu(), memory_mib: default_memory() }
+    }
+}
+
+/// The desired shape of an application, as stored in a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    #[serde(default)]
+    pub kind: WorkloadKind,
+    /// The program to run (a path or a name on the node's PATH).
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    #[serde(default)]
+    pub resources: Resources,
+    /// A cron expression; required for `cronjob`, refused for every other kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+}
+
+impl AppSpec {
+    pub const MAX_REPLICAS: u32 = 100;
+    pub const MAX_ARGS: usize = 64;
+    pub const MAX_ENV: usize = 128;
+
+    /// Checks every field, reporting the first problem with its path under `spec.`.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        self.check().map_err(|e| e.under("spec"))
+    }
+
+    fn check(&self) -> Result<(), FieldError> {
+        let command = self.command.trim();
+        if command.is_empty() {
+            return Err(FieldError::new("command", "must not be empty"));
+        }
+        if command.len() > 1024 || command.contains('\0') {
+            return Err(FieldError::new("command", "must be at most 1024 bytes with no NUL"));
+        }
+        if self.args.len() > Self::MAX_ARGS {
+            return Err(FieldError::new("args", format!("must have at most {} entries", Self::MAX_ARGS)));
+        }
+        if let Some(i) = self.args.iter().position(|a| a.len() > 4096 || a.contains('\0')) {
+            return Err(FieldError::new(format!("args[{i}]"), "must be at most 4096 bytes with no NUL"));
+        }
+        if self.env.len() > Self::MAX_ENV {
+            return Err(FieldError::new("env", format!("must have at most {} variables", Self::MAX_ENV)));
+        }
+        for (key, value) in &self.env {
+            if !is_env_key(key) {
+                return Err(FieldError::new(
+                    format!("env.{key}"),
+                    "variable names use letters, digits and '_' and do not start with a digit",
+                ));
+            }
+            if value.len() > 8192 || value.contains('\0') {
+                return Err(FieldError::new(format!("env.{key}"), "must be at most 8192 bytes with no NUL"));
+            }
+        }
+        let max_replicas = if self.kind == WorkloadKind::Daemon { 1 } else { Self::MAX_REPLICAS };
+        if self.replicas > max_replicas {
+            return Err(FieldError::new("replicas", format!("must be between 0 and {max_replicas}")));
+        }
+        if !(10..=64_000).contains(&self.resources.cpu_millis) {
+            return Err(FieldError::new("resources.cpu_millis", "must be between 10 and 64000"));
+        }
+        if !(16..=262_144).contains(&self.resources.memory_mib) {
+            return Err(FieldError::new("resources.memory_mib", "must be between 16 and 262144"));
+        }
+        match (self.kind, &self.schedule) {
+            (WorkloadKind::Cronjob, None) => {
+                return Err(FieldError::new("schedule", "is required for a cronjob"));
+            }
+            (WorkloadKind::Cronjob, Some(s)) => check_cron(s)?,
+            (_, Some(_)) => return Err(FieldError::new("schedule", "is only allowed for a cronjob")),
+            (_, None) => {}
+        }
+        Ok(())
+    }
+}
+
+fn is_env_key(key: &str) -> bool {
+    let mut bytes = key.bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    first_ok && key.len() <= 256 && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Accepts cron expressions of six fields (with seconds, as tokio-cron-scheduler reads
+/// them) or five (classic). Each field is `*`, a number, a range, a list or a step.
+fn check_cron(expr: &str) -> Result<(), FieldError> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let shape_ok = matches!(fields.len(), 5 | 6)
+        && fields.iter().all(|f| {
+            f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/' | '?'))
+        });
+    if shape_ok {
+        Ok(())
+    } else {
+        Err(FieldError::new("schedule", "must be a cron expression of 5 or 6 fields, e.g. '0 */5 * * * *'"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> AppSpec {
+        serde_json::from_value(json).unwrap_or_else(|e| panic!("spec does not parse: {e}"))
+    }
+
+    fn check(json: serde_json::Value, expected: Result<(), (&str, &str)>) {
+        let got = spec(json.clone()).validate().map_err(|e| (e.field, e.message));
+        let expected = expected.map_err(|(f, m)| (f.to_owned(), m.to_owned()));
+        assert_eq!(got, expected, "spec {json}");
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_spec() {
+        let s = spec(serde_json::json!({"command": "python3"}));
+        assert_eq!(s.kind, WorkloadKind::Service);
+        assert_eq!(s.replicas, 1);
+        assert_eq!(s.resources, Resources { cpu_millis: 100, memory_mib: 128 });
+    }
+
+    #[test]
+    fn invalid_specs_name_the_field() {
+        use serde_json::json;
+        check(json!({"command": "web"}), Ok(()));
+        check(json!({"command": "  "}), Err(("spec.command", "must not be empty")));
+        check(json!({"command": "web", "replicas": 101}), Err(("spec.replicas", "must be between 0 and 100")));
+        check(json!({"command": "web", "kind": "daemon", "replicas": 2}), Err(("spec.replicas", "must be between 0 and 1")));
+        check(
+            json!({"command": "web", "env": {"1BAD": "x"}}),
+            Err(("spec.env.1BAD", "variable names use letters, digits and '_' and do not start with a digit")),
+        );
+        check(json!({"command": "web", "kind": "cronjob"}), Err(("spec.schedule", "is required for a cronjob")));
+        check(json!({"command": "web", "kind": "cronjob", "schedule": "0 * * * *"}), Ok(()));
+        check(json!({"command": "web", "schedule": "0 * * * *"}), Err(("spec.schedule", "is only allowed for a cronjob")));
+        check(
+            json!({"command": "web", "resources": {"cpu_millis": 1}}),
+            Err(("spec.resources.cpu_millis", "must be between 10 and 64000")),
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_value::<AppSpec>(serde_json::json!({"command": "x", "replica": 3}));
+        assert!(err.is_err());
+    }
+}

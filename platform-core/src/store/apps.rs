@@ -1,0 +1,163 @@
+//! Applications and their revisions.
+
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::model::Application;
+
+const APP_COLUMNS: &str = "a.id, a.tenant_id, e.name AS environment, a.name, a.description, a.current_revision, a.created_at, a.updated_at";
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    environment_id: Uuid,
+    name: &str,
+    description: &str,
+) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO applications (id, tenant_id, environment_id, name, description, current_revision)
+         VALUES ($1, $2, $3, $4, $5, 1)",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(environment_id)
+    .bind(name)
+    .bind(description)
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+/// Live applications of a tenant, optionally of one environment.
+pub async fn list<'e>(
+    ex: impl PgExecutor<'e>,
+    tenant_id: Uuid,
+    environment: Option<&str>,
+) -> Result<Vec<Application>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {APP_COLUMNS} FROM applications a JOIN environments e ON e.id = a.environment_id
+         WHERE a.tenant_id = $1 AND a.deleted_at IS NULL AND ($2::text IS NULL OR e.name = $2)
+         ORDER BY e.name, a.name"
+    ))
+    .bind(tenant_id)
+    .bind(environment)
+    .fetch_all(ex)
+    .await
+}
+
+pub async fn find<'e>(
+    ex: impl PgExecutor<'e>,
+    tenant_id: Uuid,
+    environment: &str,
+    name: &str,
+) -> Result<Option<Application>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {APP_COLUMNS} FROM applications a JOIN environments e ON e.id = a.environment_id
+         WHERE a.tenant_id = $1 AND e.name = $2 AND a.name = $3 AND a.deleted_at IS NULL"
+    ))
+    .bind(tenant_id)
+    .bind(environment)
+    .bind(name)
+    .fetch_optional(ex)
+    .await
+}
+
+/// Locks the application row for the rest of the transaction, so concurrent spec
+/// changes get consecutive revision numbers instead of a conflict.
+pub async fn lock(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<Option<i32>, sqlx::Error> {
+    let row: Option<(i32,)> = sqlx::query_as(
+        "SELECT current_revision FROM applications WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(n,)| n))
+}
+
+pub async fn insert_revision(
+    conn: &mut PgConnection,
+    application_id: Uuid,
+    number: i32,
+    spec: &serde_json::Value,
+    created_by: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO revisions (application_id, number, spec, created_by) VALUES ($1, $2, $3, $4)")
+        .bind(application_id)
+        .bind(number)
+        .bind(spec)
+        .bind(created_by)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+pub async fn set_current_revision(conn: &mut PgConnection, id: Uuid, number: i32) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE applications SET current_revision = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(number)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+pub async fn set_description(conn: &mut PgConnection, id: Uuid, description: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE applications SET description = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(description)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+pub async fn soft_delete(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE applications SET deleted_at = now() WHERE id = $1").bind(id).execute(conn).await.map(|_| ())
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct RevisionRow {
+    pub number: i32,
+    pub spec: serde_json::Value,
+    pub created_by: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn revisions<'e>(ex: impl PgExecutor<'e>, application_id: Uuid) -> Result<Vec<RevisionRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT r.number, r.spec, u.username AS created_by, r.created_at
+         FROM revisions r LEFT JOIN users u ON u.id = r.created_by
+         WHERE r.application_id = $1 ORDER BY r.number DESC",
+    )
+    .bind(application_id)
+    .fetch_all(ex)
+    .await
+}
+
+pub async fn revision<'e>(
+    ex: impl PgExecutor<'e>,
+    application_id: Uuid,
+    number: i32,
+) -> Result<Option<RevisionRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT r.number, r.spec, u.username AS created_by, r.created_at
+         FROM revisions r LEFT JOIN users u ON u.id = r.created_by
+         WHERE r.application_id = $1 AND r.number = $2",
+    )
+    .bind(application_id)
+    .bind(number)
+    .fetch_optional(ex)
+    .await
+}
+
+/// Counts of live applications per environment name.
+pub async fn counts_by_environment<'e>(ex: impl PgExecutor<'e>, tenant_id: Uuid) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.name, count(a.id) FROM environments e
+         LEFT JOIN applications a ON a.environment_id = e.id AND a.deleted_at IS NULL
+         WHERE e.tenant_id = $1 GROUP BY e.name ORDER BY e.name",
+    )
+    .bind(tenant_id)
+    .fetch_all(ex)
+    .await
+}

@@ -1,0 +1,71 @@
+//! The append-only audit log. Records are written inside the transaction of the change
+//! they describe; the table refuses updates and deletes by trigger.
+
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::model::{AuditEntry, AuditFilter};
+
+/// One change to record.
+#[derive(Debug, Clone)]
+pub struct AuditRecord<'a> {
+    pub tenant_id: Option<Uuid>,
+    pub actor_id: Option<Uuid>,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target_kind: &'a str,
+    pub target: &'a str,
+    pub details: serde_json::Value,
+    pub source_ip: Option<&'a str>,
+}
+
+pub async fn append(conn: &mut PgConnection, record: AuditRecord<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (tenant_id, actor_id, actor, action, target_kind, target, details, source_ip)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(record.tenant_id)
+    .bind(record.actor_id)
+    .bind(record.actor)
+    .bind(record.action)
+    .bind(record.target_kind)
+    .bind(record.target)
+    .bind(record.details)
+    .bind(record.source_ip)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Entries newest first. `tenant_id = None` reads the platform-level log (entries with
+/// no tenant: logins, users, tenants, keys).
+pub async fn list<'e>(
+    ex: impl PgExecutor<'e>,
+    tenant_id: Option<Uuid>,
+    filter: &AuditFilter,
+) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    let limit = filter.limit.unwrap_or(50).clamp(1, 200);
+    let action_prefix = filter.action.as_deref().filter(|s| !s.is_empty()).map(|a| format!("{}%", escape_like(a)));
+    let target_part = filter.target.as_deref().filter(|s| !s.is_empty()).map(|t| format!("%{}%", escape_like(t)));
+    sqlx::query_as(
+        "SELECT id, at, actor, action, target_kind, target, details, source_ip FROM audit_log
+         WHERE tenant_id IS NOT DISTINCT FROM $1
+           AND ($2::text IS NULL OR actor = $2)
+           AND ($3::text IS NULL OR action LIKE $3)
+           AND ($4::text IS NULL OR target ILIKE $4)
+           AND ($5::bigint IS NULL OR id < $5)
+         ORDER BY id DESC LIMIT $6",
+    )
+    .bind(tenant_id)
+    .bind(filter.actor.as_deref().filter(|s| !s.is_empty()))
+    .bind(action_prefix)
+    .bind(target_part)
+    .bind(filter.before)
+    .bind(limit)
+    .fetch_all(ex)
+    .await
+}
+
+fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}

@@ -1,0 +1,180 @@
+//! Tenants, their environments and their members.
+
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::model::{Environment, Member, Role, Tenant, TenantMembership};
+
+pub async fn insert(conn: &mut PgConnection, slug: &str, display_name: &str) -> Result<Tenant, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO tenants (id, slug, display_name) VALUES ($1, $2, $3)
+         RETURNING id, slug, display_name, created_at",
+    )
+    .bind(Uuid::new_v4())
+    .bind(slug)
+    .bind(display_name)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn all<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<Tenant>, sqlx::Error> {
+    sqlx::query_as("SELECT id, slug, display_name, created_at FROM tenants ORDER BY slug").fetch_all(ex).await
+}
+
+pub async fn by_slug<'e>(ex: impl PgExecutor<'e>, slug: &str) -> Result<Option<Tenant>, sqlx::Error> {
+    sqlx::query_as("SELECT id, slug, display_name, created_at FROM tenants WHERE slug = $1")
+        .bind(slug)
+        .fetch_optional(ex)
+        .await
+}
+
+#[derive(sqlx::FromRow)]
+struct MembershipRow {
+    tenant_id: Uuid,
+    slug: String,
+    display_name: String,
+    role: String,
+}
+
+/// The tenants a user belongs to, with their role in each.
+pub async fn memberships_of<'e>(ex: impl PgExecutor<'e>, user_id: Uuid) -> Result<Vec<TenantMembership>, sqlx::Error> {
+    let rows: Vec<MembershipRow> = sqlx::query_as(
+        "SELECT t.id AS tenant_id, t.slug, t.display_name, m.role
+         FROM memberships m JOIN tenants t ON t.id = m.tenant_id
+         WHERE m.user_id = $1 ORDER BY t.slug",
+    )
+    .bind(user_id)
+    .fetch_all(ex)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let role = r.role.parse::<Role>().ok()?;
+            Some(TenantMembership { tenant_id: r.tenant_id, slug: r.slug, display_name: r.display_name, role })
+        })
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct MemberRow {
+    user_id: Uuid,
+    username: String,
+    display_name: String,
+    role: String,
+    disabled: bool,
+    since: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn members<'e>(ex: impl PgExecutor<'e>, tenant_id: Uuid) -> Result<Vec<Member>, sqlx::Error> {
+    let rows: Vec<MemberRow> = sqlx::query_as(
+        "SELECT u.id AS user_id, u.username, u.display_name, m.role, u.disabled, m.created_at AS since
+         FROM memberships m JOIN users u ON u.id = m.user_id
+         WHERE m.tenant_id = $1 ORDER BY u.username",
+    )
+    .bind(tenant_id)
+    .fetch_all(ex)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(Member {
+                user_id: r.user_id,
+                username: r.username,
+                display_name: r.display_name,
+                role: r.role.parse().ok()?,
+                disabled: r.disabled,
+                since: r.since,
+            })
+        })
+        .collect())
+}
+
+/// Adds a member or changes their role; returns the previous role, if any.
+pub async fn upsert_member(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    role: Role,
+) -> Result<Option<Role>, sqlx::Error> {
+    let previous: Option<(String,)> =
+        sqlx::query_as("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE")
+            .bind(tenant_id)
+            .bind(user_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    sqlx::query(
+        "INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = EXCLUDED.role",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .bind(role.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(previous.and_then(|(r,)| r.parse().ok()))
+}
+
+/// Removes a member; returns whether they were one.
+pub async fn remove_member(conn: &mut PgConnection, tenant_id: Uuid, user_id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+        .bind(tenant_id)
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// How many tenant admins a tenant has (a tenant must keep at least one).
+pub async fn admin_count(conn: &mut PgConnection, tenant_id: Uuid) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND m.role = 'tenant_admin' AND NOT u.disabled")
+            .bind(tenant_id)
+            .fetch_one(conn)
+            .await?;
+    Ok(n)
+}
+
+const ENV_COLUMNS: &str = "id, tenant_id, name, description, protected, runtime, created_at";
+
+pub async fn insert_environment(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    name: &str,
+    description: &str,
+    protected: bool,
+) -> Result<Environment, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO environments (id, tenant_id, name, description, protected) VALUES ($1, $2, $3, $4, $5)
+         RETURNING {ENV_COLUMNS}"
+    ))
+    .bind(Uuid::new_v4())
+    .bind(tenant_id)
+    .bind(name)
+    .bind(description)
+    .bind(protected)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn environments<'e>(ex: impl PgExecutor<'e>, tenant_id: Uuid) -> Result<Vec<Environment>, sqlx::Error> {
+    // dev, test and prod first in their natural order, then the rest by name.
+    sqlx::query_as(&format!(
+        "SELECT {ENV_COLUMNS} FROM environments WHERE tenant_id = $1
+         ORDER BY array_position(ARRAY['dev','test','prod'], name) NULLS LAST, name"
+    ))
+    .bind(tenant_id)
+    .fetch_all(ex)
+    .await
+}
+
+pub async fn environment<'e>(
+    ex: impl PgExecutor<'e>,
+    tenant_id: Uuid,
+    name: &str,
+) -> Result<Option<Environment>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {ENV_COLUMNS} FROM environments WHERE tenant_id = $1 AND name = $2"))
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_optional(ex)
+        .await
+}

@@ -1,0 +1,88 @@
+//! Platform users.
+
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::model::User;
+
+const USER_COLUMNS: &str = "id, username, display_name, platform_admin, disabled, created_at";
+
+/// A user with the password hash, for login only.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Credentials {
+    pub id: Uuid,
+    pub username: String,
+    pub password_hash: String,
+    pub platform_admin: bool,
+    pub disabled: bool,
+}
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    username: &str,
+    display_name: &str,
+    password_hash: &str,
+    platform_admin: bool,
+) -> Result<User, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO users (id, username, display_name, password_hash, platform_admin)
+         VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
+    ))
+    .bind(Uuid::new_v4())
+    .bind(username)
+    .bind(display_name)
+    .bind(password_hash)
+    .bind(platform_admin)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn credentials<'e>(ex: impl PgExecutor<'e>, username: &str) -> Result<Option<Credentials>, sqlx::Error> {
+    sqlx::query_as("SELECT id, username, password_hash, platform_admin, disabled FROM users WHERE username = $1")
+        .bind(username)
+        .fetch_optional(ex)
+        .await
+}
+
+pub async fn by_id<'e>(ex: impl PgExecutor<'e>, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(ex)
+        .await
+}
+
+pub async fn by_username<'e>(ex: impl PgExecutor<'e>, username: &str) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1"))
+        .bind(username)
+        .fetch_optional(ex)
+        .await
+}
+
+pub async fn all<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<User>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username")).fetch_all(ex).await
+}
+
+pub async fn count<'e>(ex: impl PgExecutor<'e>) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM users").fetch_one(ex).await?;
+    Ok(n)
+}
+
+pub async fn platform_admin_count<'e>(ex: impl PgExecutor<'e>) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM users WHERE platform_admin AND NOT disabled")
+        .fetch_one(ex)
+        .await?;
+    Ok(n)
+}
+
+pub async fn set_disabled(conn: &mut PgConnection, id: Uuid, disabled: bool) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET disabled = $2 WHERE id = $1").bind(id).bind(disabled).execute(conn).await.map(|_| ())
+}
+
+pub async fn set_password(conn: &mut PgConnection, id: Uuid, password_hash: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+        .bind(id)
+        .bind(password_hash)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
