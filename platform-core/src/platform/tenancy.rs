@@ -35,13 +35,12 @@ impl Platform {
     /// Proof of access to a tenant. A tenant the caller is not a member of is reported
     /// as not found, exactly like one that does not exist.
     pub async fn tenant(&self, principal: &Principal, slug: &str) -> Result<TenantAccess, CoreError> {
-        let not_found = || CoreError::not_found("tenant", slug);
-        let membership = principal.membership(slug).ok_or_else(not_found)?;
-        let tenant = store::tenants::by_slug(&self.pool, slug).await?.ok_or_else(not_found)?;
-        if tenant.id != membership.tenant_id {
-            return Err(not_found());
-        }
-        Ok(TenantAccess::new(tenant, membership.role, principal.clone()))
+        // Read from the database, not from the principal's cached memberships, so that a
+        // membership removed a moment ago no longer opens the tenant.
+        let (tenant, role) = store::tenants::membership(&self.pool, slug, principal.user_id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("tenant", slug))?;
+        Ok(TenantAccess::new(tenant, role, principal.clone()))
     }
 
     /// The tenants the caller belongs to.

@@ -28,6 +28,26 @@ pub async fn by_slug<'e>(ex: impl PgExecutor<'e>, slug: &str) -> Result<Option<T
         .await
 }
 
+/// The tenant `slug` with the user's role in it, if they are a member.
+pub async fn membership<'e>(
+    ex: impl PgExecutor<'e>,
+    slug: &str,
+    user_id: Uuid,
+) -> Result<Option<(Tenant, Role)>, sqlx::Error> {
+    let row: Option<(Uuid, String, String, chrono::DateTime<chrono::Utc>, String)> = sqlx::query_as(
+        "SELECT t.id, t.slug, t.display_name, t.created_at, m.role
+         FROM tenants t JOIN memberships m ON m.tenant_id = t.id
+         WHERE t.slug = $1 AND m.user_id = $2",
+    )
+    .bind(slug)
+    .bind(user_id)
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.and_then(|(id, slug, display_name, created_at, role)| {
+        Some((Tenant { id, slug, display_name, created_at }, role.parse().ok()?))
+    }))
+}
+
 #[derive(sqlx::FromRow)]
 struct MembershipRow {
     tenant_id: Uuid,

@@ -1,0 +1,279 @@
+//! The core against a real PostgreSQL: one fresh database per test (`sqlx::test`
+//! creates it from `DATABASE_URL` and applies the migrations).
+
+use std::time::Duration;
+
+use platform_core::auth::TokenConfig;
+use platform_core::authz::Principal;
+use platform_core::model::{AuditFilter, Role};
+use platform_core::names::{AppName, DisplayName, EnvName, Password, TenantSlug, Username};
+use platform_core::platform::{NewApplication, NewEnvironment, NewTenant, NewUser, Session};
+use platform_core::spec::AppSpec;
+use platform_core::{CoreError, Platform};
+use sqlx::PgPool;
+
+const PASSWORD: &str = "a long enough password";
+
+fn must<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("unexpected error: {e:?}"))
+}
+
+fn spec(command: &str) -> AppSpec {
+    must(serde_json::from_value(serde_json::json!({"command": command})))
+}
+
+/// A platform with an admin, tenants `acme` and `globex`, and `alice` (developer in
+/// acme), `olga` (ops in acme), `tom` (tenant admin in acme), `gary` (admin of globex).
+struct World {
+    platform: Platform,
+    admin: Principal,
+}
+
+impl World {
+    async fn new(pool: PgPool) -> Self {
+        let platform = must(Platform::start(pool, TokenConfig::default()).await);
+        let password = must(Password::parse_new(PASSWORD));
+        assert!(must(platform.bootstrap_admin("root", &password).await));
+        let admin = must(platform.login("root", PASSWORD, Some("127.0.0.1")).await).principal;
+        let world = Self { platform, admin };
+        for user in ["alice", "olga", "tom", "gary"] {
+            world.create_user(user).await;
+        }
+        world.create_tenant("acme", "tom").await;
+        world.create_tenant("globex", "gary").await;
+        let tom = world.login("tom").await;
+        let acme = must(world.platform.tenant(&tom, "acme").await);
+        must(world.platform.set_member_role(&acme, "alice", Role::Developer).await);
+        must(world.platform.set_member_role(&acme, "olga", Role::Ops).await);
+        world
+    }
+
+    async fn create_user(&self, name: &str) {
+        let input = NewUser {
+            username: must(Username::parse(name)),
+            display_name: must(DisplayName::parse(name)),
+            password: must(Password::parse_new(PASSWORD)),
+            platform_admin: false,
+        };
+        must(self.platform.create_user(&self.admin, input).await);
+    }
+
+    async fn create_tenant(&self, slug: &str, admin: &str) {
+        let input = NewTenant {
+            slug: must(TenantSlug::parse(slug)),
+            display_name: must(DisplayName::parse(slug)),
+            admin: Some(must(Username::parse(admin))),
+        };
+        must(self.platform.create_tenant(&self.admin, input).await);
+    }
+
+    async fn session(&self, user: &str) -> Session {
+        must(self.platform.login(user, PASSWORD, Some("10.1.2.3")).await)
+    }
+
+    async fn login(&self, user: &str) -> Principal {
+        self.session(user).await.principal
+    }
+
+    async fn create_app(&self, user: &str, tenant: &str, env: &str, name: &str) -> Result<(), CoreError> {
+        let who = self.login(user).await;
+        let access = self.platform.tenant(&who, tenant).await?;
+        let input = NewApplication {
+            environment: must(EnvName::parse(env)),
+            name: must(AppName::parse(name)),
+            description: String::new(),
+            spec: spec("web"),
+        };
+        self.platform.create_application(&access, input).await.map(|_| ())
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_new_tenant_gets_dev_test_and_prod_with_prod_protected(pool: PgPool) {
+    let world = World::new(pool).await;
+    let tom = world.login("tom").await;
+    let acme = must(world.platform.tenant(&tom, "acme").await);
+    let envs = must(world.platform.environments(&acme).await);
+    let shape: Vec<(&str, bool)> = envs.iter().map(|e| (e.name.as_str(), e.protected)).collect();
+    assert_eq!(shape, [("dev", false), ("test", false), ("prod", true)]);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn another_tenants_objects_are_not_found(pool: PgPool) {
+    let world = World::new(pool).await;
+    must(world.create_app("gary", "globex", "dev", "secret-app").await);
+    let alice = world.login("alice").await;
+    // Not a member of globex: the tenant itself is "not found", like one that does not exist.
+    let err = world.platform.tenant(&alice, "globex").await.err();
+    assert!(matches!(err, Some(CoreError::NotFound { kind: "tenant", .. })), "{err:?}");
+    // Within her own tenant, the other tenant's app name does not resolve either.
+    let acme = must(world.platform.tenant(&alice, "acme").await);
+    let err = world.platform.application(&acme, "dev", "secret-app").await.err();
+    assert!(matches!(err, Some(CoreError::NotFound { .. })), "{err:?}");
+    // Even a principal forged with a membership it does not have gets nowhere: access is
+    // read from the database.
+    let mut forged = alice.clone();
+    forged.memberships.extend(world.login("gary").await.memberships);
+    assert!(matches!(world.platform.tenant(&forged, "globex").await, Err(CoreError::NotFound { .. })));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn developers_cannot_change_protected_environments_but_ops_can(pool: PgPool) {
+    let world = World::new(pool).await;
+    must(world.create_app("alice", "acme", "dev", "web").await);
+    let err = world.create_app("alice", "acme", "prod", "web").await.err();
+    assert!(matches!(err, Some(CoreError::Forbidden { .. })), "{err:?}");
+    must(world.create_app("olga", "acme", "prod", "web").await);
+    // Developers cannot manage members or read the audit log; ops can read it.
+    let alice = world.login("alice").await;
+    let acme = must(world.platform.tenant(&alice, "acme").await);
+    assert!(matches!(world.platform.set_member_role(&acme, "alice", Role::TenantAdmin).await, Err(CoreError::Forbidden { .. })));
+    assert!(matches!(world.platform.tenant_audit(&acme, &AuditFilter::default()).await, Err(CoreError::Forbidden { .. })));
+    let olga = world.login("olga").await;
+    let acme = must(world.platform.tenant(&olga, "acme").await);
+    assert!(world.platform.tenant_audit(&acme, &AuditFilter::default()).await.is_ok());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_spec_change_is_a_new_revision_and_the_same_spec_is_a_no_op(pool: PgPool) {
+    let world = World::new(pool).await;
+    must(world.create_app("alice", "acme", "dev", "web").await);
+    let alice = world.login("alice").await;
+    let acme = must(world.platform.tenant(&alice, "acme").await);
+    let mut changed = spec("web");
+    changed.replicas = 3;
+    let detail = must(world.platform.update_application(&acme, "dev", "web", changed.clone(), None).await);
+    assert_eq!(detail.application.current_revision, 2);
+    let again = must(world.platform.update_application(&acme, "dev", "web", changed, None).await);
+    assert_eq!(again.application.current_revision, 2, "applying the same spec twice is idempotent");
+    let revisions = must(world.platform.revisions(&acme, "dev", "web").await);
+    let shape: Vec<(i32, u32)> = revisions.iter().map(|r| (r.number, r.spec.replicas)).collect();
+    assert_eq!(shape, [(2, 3), (1, 1)]);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn revisions_and_the_audit_log_refuse_updates_and_deletes(pool: PgPool) {
+    let world = World::new(pool.clone()).await;
+    must(world.create_app("alice", "acme", "dev", "web").await);
+    for sql in [
+        "UPDATE revisions SET spec = '{}'",
+        "DELETE FROM revisions",
+        "UPDATE audit_log SET actor = 'nobody'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+    ] {
+        let err = sqlx::query(sql).execute(&pool).await.err();
+        assert!(err.is_some_and(|e| e.to_string().contains("append-only")), "{sql} was allowed");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_refused_change_leaves_no_audit_record_and_an_accepted_one_leaves_exactly_one(pool: PgPool) {
+    let world = World::new(pool.clone()).await;
+    let count = |action: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let (n,): (i64,) = must(sqlx::query_as("SELECT count(*) FROM audit_log WHERE action = $1").bind(action).fetch_one(&pool).await);
+            n
+        }
+    };
+    must(world.create_app("alice", "acme", "dev", "web").await);
+    assert_eq!(count("application.create").await, 1);
+    // A duplicate name is a conflict, and its transaction (app row and audit) rolls back.
+    let err = world.create_app("alice", "acme", "dev", "web").await.err();
+    assert!(matches!(err, Some(CoreError::Conflict { field: "name", .. })), "{err:?}");
+    assert_eq!(count("application.create").await, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_last_tenant_admin_cannot_be_removed_or_demoted(pool: PgPool) {
+    let world = World::new(pool).await;
+    let tom = world.login("tom").await;
+    let acme = must(world.platform.tenant(&tom, "acme").await);
+    let err = world.platform.set_member_role(&acme, "tom", Role::Developer).await.err();
+    assert!(matches!(&err, Some(CoreError::Invalid(e)) if e.field == "role"), "{err:?}");
+    assert!(world.platform.remove_member(&acme, "tom").await.is_err());
+    // With a second admin, the first may step down.
+    must(world.platform.set_member_role(&acme, "olga", Role::TenantAdmin).await);
+    must(world.platform.set_member_role(&acme, "tom", Role::Developer).await);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn removing_a_member_closes_the_tenant_to_them_at_once(pool: PgPool) {
+    let world = World::new(pool).await;
+    let alice = world.login("alice").await;
+    let tom = world.login("tom").await;
+    let acme = must(world.platform.tenant(&tom, "acme").await);
+    must(world.platform.remove_member(&acme, "alice").await);
+    // Alice's principal still lists acme (loaded before), but access is re-checked.
+    assert!(matches!(world.platform.tenant(&alice, "acme").await, Err(CoreError::NotFound { .. })));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn login_fails_alike_for_unknown_users_wrong_passwords_and_disabled_accounts(pool: PgPool) {
+    let world = World::new(pool).await;
+    let p = &world.platform;
+    assert!(matches!(p.login("nobody", PASSWORD, None).await, Err(CoreError::InvalidCredentials)));
+    assert!(matches!(p.login("alice", "wrong password!", None).await, Err(CoreError::InvalidCredentials)));
+    let session = world.session("alice").await;
+    must(p.set_user_disabled(&world.admin, "alice", true).await);
+    assert!(matches!(p.login("alice", PASSWORD, None).await, Err(CoreError::InvalidCredentials)));
+    // The disabled user's existing token stops working too.
+    assert!(p.authenticate(&session.token, None).await.is_err());
+    must(p.set_user_disabled(&world.admin, "alice", false).await);
+    assert!(p.authenticate(&session.token, None).await.is_ok());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_rotated_key_keeps_verifying_old_tokens_for_the_overlap_only(pool: PgPool) {
+    let config = TokenConfig { ttl: Duration::from_secs(60), key_overlap: Duration::from_secs(60), ..TokenConfig::default() };
+    let platform = must(Platform::start(pool.clone(), config).await);
+    let password = must(Password::parse_new(PASSWORD));
+    must(platform.bootstrap_admin("root", &password).await);
+    let old = must(platform.login("root", PASSWORD, None).await);
+    let old_kid = platform.tokens().current_kid();
+    let admin = old.principal.clone();
+    let new_kid = must(platform.rotate_signing_key(&admin).await);
+    assert_ne!(Some(new_kid.clone()), old_kid);
+    assert_eq!(platform.tokens().current_kid(), Some(new_kid));
+    assert!(platform.authenticate(&old.token, None).await.is_ok(), "old token verifies during the overlap");
+    // Move the retirement into the past beyond the overlap: the old key stops verifying.
+    must(sqlx::query("UPDATE signing_keys SET retired_at = now() - interval '2 minutes' WHERE retired_at IS NOT NULL").execute(&pool).await);
+    must(platform.tokens().refresh().await);
+    assert!(platform.authenticate(&old.token, None).await.is_err(), "old token refused after the overlap");
+    let fresh = must(platform.login("root", PASSWORD, None).await);
+    assert!(platform.authenticate(&fresh.token, None).await.is_ok());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn environments_are_unique_per_tenant_but_names_repeat_across_tenants(pool: PgPool) {
+    let world = World::new(pool).await;
+    for (user, tenant) in [("tom", "acme"), ("gary", "globex")] {
+        let who = world.login(user).await;
+        let access = must(world.platform.tenant(&who, tenant).await);
+        let input = NewEnvironment { name: must(EnvName::parse("staging")), description: String::new(), protected: true };
+        must(world.platform.create_environment(&access, input.clone()).await);
+        let err = world.platform.create_environment(&access, input).await.err();
+        assert!(matches!(err, Some(CoreError::Conflict { field: "name", .. })), "{err:?}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_demo_bootstrap_runs_once(pool: PgPool) {
+    let platform = must(Platform::start(pool, TokenConfig::default()).await);
+    let accounts = must(platform.bootstrap_demo().await);
+    let names: Vec<&str> = accounts.iter().map(|a| a.username.as_str()).collect();
+    assert_eq!(names, ["admin", "dev", "ops", "tadmin"]);
+    assert!(must(platform.bootstrap_demo().await).is_empty(), "second start creates nothing");
+    for a in &accounts {
+        let session = must(platform.login(&a.username, a.password.expose(), None).await);
+        assert_eq!(session.principal.platform_admin, a.role == "platform_admin");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_application_in_a_missing_environment_is_a_field_error(pool: PgPool) {
+    let world = World::new(pool).await;
+    let err = world.create_app("alice", "acme", "nowhere", "web").await.err();
+    assert!(matches!(&err, Some(CoreError::Invalid(e)) if e.field == "environment"), "{err:?}");
+}
