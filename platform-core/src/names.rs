@@ -147,6 +147,9 @@ pub fn parse_description(value: &str) -> Result<String, FieldError> {
     if trimmed.chars().count() > 500 {
         return Err(FieldError::new("description", "must be at most 500 characters"));
     }
+    if trimmed.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(FieldError::new("description", "must not contain control characters"));
+    }
     Ok(trimmed.to_owned())
 }
 

@@ -78,6 +78,13 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every request body of this API is an object; say so plainly rather than report
+    // a field path into an array or a scalar.
+    if bytes.trim_ascii_start().first() != Some(&b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+    {
+        return Err(ApiError::field("body", "must be a JSON object"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
@@ -155,7 +162,7 @@ mod tests {
         check("[1,2]", (422, "invalid_field", Some("body")));
         check(r#"{"name": "Bad Name", "spec": {"command": "x"}}"#, (422, "invalid_field", Some("name")));
         check(r#"{"name": "ok", "spec": {"command": "x", "replicas": "three"}}"#, (422, "invalid_field", Some("spec.replicas")));
-        check(r#"{"name": "ok", "spec": {"command": "x", "replica": 3}}"#, (422, "invalid_field", Some("spec")));
+        check(r#"{"name": "ok", "spec": {"command": "x", "replica": 3}}"#, (422, "invalid_field", Some("spec.replica")));
         check(r#"{"name": "ok"}"#, (422, "invalid_field", Some("body")));
     }
 }

@@ -169,6 +169,9 @@ impl Platform {
     }
 
     async fn find_application(&self, access: &TenantAccess, environment: &str, name: &str) -> Result<Application, CoreError> {
+        let not_found = || CoreError::not_found("application", format!("{environment}/{name}"));
+        EnvName::parse(environment).map_err(|_| not_found())?;
+        AppName::parse(name).map_err(|_| not_found())?;
         store::apps::find(&self.pool, access.tenant().id, environment, name)
             .await?
             .ok_or_else(|| CoreError::not_found("application", format!("{environment}/{name}")))

@@ -30,22 +30,28 @@ impl Platform {
         let Some(password) = Password::from_login(password) else {
             return Err(CoreError::InvalidCredentials);
         };
-        let credentials = store::users::credentials(&self.pool, username).await?;
+        // A name that cannot exist is looked up as nobody (still paying for the decoy hash).
+        let credentials = match crate::names::Username::parse(username) {
+            Ok(valid) => store::users::credentials(&self.pool, valid.as_str()).await?,
+            Err(_) => None,
+        };
         let stored_hash = credentials.as_ref().map_or(password::decoy_hash(), |c| c.password_hash.as_str());
         let matches = password::verify(&password, stored_hash).await;
         let user = match credentials {
             Some(c) if matches && !c.disabled => c,
             other => {
+                // What an attacker typed is recorded, but bounded and without control bytes.
+                let printable: String = username.chars().filter(|c| !c.is_control()).take(64).collect();
                 let mut conn = self.pool.acquire().await?;
                 store::audit::append(
                     &mut conn,
                     AuditRecord {
                         tenant_id: None,
                         actor_id: other.as_ref().map(|c| c.id),
-                        actor: username.get(..64).unwrap_or(username),
+                        actor: &printable,
                         action: "session.login_failed",
                         target_kind: "user",
-                        target: username.get(..64).unwrap_or(username),
+                        target: &printable,
                         details: json!({}),
                         source_ip,
                     },

@@ -37,9 +37,11 @@ impl Platform {
     pub async fn tenant(&self, principal: &Principal, slug: &str) -> Result<TenantAccess, CoreError> {
         // Read from the database, not from the principal's cached memberships, so that a
         // membership removed a moment ago no longer opens the tenant.
-        let (tenant, role) = store::tenants::membership(&self.pool, slug, principal.user_id)
+        let not_found = || CoreError::not_found("tenant", slug);
+        let valid = TenantSlug::parse(slug).map_err(|_| not_found())?;
+        let (tenant, role) = store::tenants::membership(&self.pool, valid.as_str(), principal.user_id)
             .await?
-            .ok_or_else(|| CoreError::not_found("tenant", slug))?;
+            .ok_or_else(not_found)?;
         Ok(TenantAccess::new(tenant, role, principal.clone()))
     }
 
@@ -93,6 +95,7 @@ impl Platform {
 
     pub async fn environment(&self, access: &TenantAccess, name: &str) -> Result<Environment, CoreError> {
         access.require(Permission::View, "view environments")?;
+        EnvName::parse(name).map_err(|_| CoreError::not_found("environment", name))?;
         store::tenants::environment(&self.pool, access.tenant().id, name)
             .await?
             .ok_or_else(|| CoreError::not_found("environment", name))
@@ -136,6 +139,8 @@ impl Platform {
     pub async fn set_member_role(&self, access: &TenantAccess, username: &str, role: Role) -> Result<Member, CoreError> {
         access.require(Permission::ManageMembers, "manage members")?;
         let tenant_id = access.tenant().id;
+        let username = Username::parse(username)?;
+        let username = username.as_str();
         let mut tx = self.pool.begin().await?;
         let user = store::users::by_username(&mut *tx, username)
             .await?
@@ -170,6 +175,7 @@ impl Platform {
         access.require(Permission::ManageMembers, "manage members")?;
         let tenant_id = access.tenant().id;
         let not_found = || CoreError::not_found("member", username);
+        Username::parse(username).map_err(|_| not_found())?;
         let mut tx = self.pool.begin().await?;
         let user = store::users::by_username(&mut *tx, username).await?.ok_or_else(not_found)?;
         if !store::tenants::remove_member(&mut tx, tenant_id, user.id).await? {

@@ -57,6 +57,7 @@ impl Platform {
     /// once, because every request re-reads the user.
     pub async fn set_user_disabled(&self, principal: &Principal, username: &str, disabled: bool) -> Result<User, CoreError> {
         principal.require_platform_admin("disable users")?;
+        Username::parse(username).map_err(|_| CoreError::not_found("user", username))?;
         let mut tx = self.pool.begin().await?;
         let user = store::users::by_username(&mut *tx, username)
             .await?

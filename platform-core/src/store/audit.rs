@@ -44,6 +44,11 @@ pub async fn list<'e>(
     tenant_id: Option<Uuid>,
     filter: &AuditFilter,
 ) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    let texts = [&filter.actor, &filter.action, &filter.target];
+    if texts.iter().any(|t| t.as_deref().is_some_and(|t| t.contains('\0'))) {
+        // PostgreSQL text cannot hold NUL, so nothing can match.
+        return Ok(Vec::new());
+    }
     let limit = filter.limit.unwrap_or(50).clamp(1, 200);
     let action_prefix = filter.action.as_deref().filter(|s| !s.is_empty()).map(|a| format!("{}%", escape_like(a)));
     let target_part = filter.target.as_deref().filter(|s| !s.is_empty()).map(|t| format!("%{}%", escape_like(t)));
