@@ -1,0 +1,300 @@
+//! End to end: the real `paas` binary against a fresh database, driven through the
+//! console by a real headless Chromium (Debian's `chromium` and `chromium-driver`).
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn must<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("unexpected error: {e:?}"))
+}
+
+/// Creates a fresh database on the test cluster and returns its URL.
+async fn fresh_database() -> String {
+    let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| panic!("DATABASE_URL must point at a PostgreSQL server"));
+    let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = must(sqlx::PgConnection::connect(&admin_url).await);
+    must(sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await);
+    let (base, query) = admin_url.split_once('?').map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// A running `paas up`, with what it printed at start.
+struct Platform {
+    child: Child,
+    url: String,
+    passwords: HashMap<String, String>,
+    printed: String,
+}
+
+async fn paas_up(database_url: &str) -> Platform {
+    let mut child = must(
+        Command::new(env!("CARGO_BIN_EXE_paas"))
+            .args(["up", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", database_url)
+            .env("PAAS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn(),
+    );
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    let mut url = String::new();
+    let mut passwords = HashMap::new();
+    let mut printed = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let line = must(tokio::time::timeout(remaining, lines.next_line()).await);
+        let Some(line) = must(line) else { break };
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(u) = line.strip_prefix("PaaS console: ") {
+            url = u.trim().trim_end_matches('/').to_owned();
+        }
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() == 4 && ["admin", "dev", "ops", "tadmin"].contains(&cols[0]) {
+            passwords.insert(cols[0].to_owned(), cols[3].to_owned());
+        }
+        if !url.is_empty() && (passwords.len() == 4 || line.contains("created on first start")) {
+            break;
+        }
+    }
+    assert!(!url.is_empty(), "paas up did not print its URL:\n{printed}");
+    // Keep draining stdout so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Platform { child, url, passwords, printed }
+}
+
+fn free_port() -> u16 {
+    must(std::net::TcpListener::bind("127.0.0.1:0")).local_addr().map(|a| a.port()).unwrap_or(9515)
+}
+
+/// Starts chromedriver and a headless Chromium session.
+async fn browser() -> (Child, Client) {
+    let driver = std::env::var("PAAS_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".to_owned());
+    let chromium = std::env::var("PAAS_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    let port = free_port();
+    let child = must(
+        Command::new(&driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("{driver}: {e} (install chromium-driver)")),
+    );
+    let profile = std::env::temp_dir().join(format!("paas-e2e-chromium-{}", uuid::Uuid::new_v4().simple()));
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-quic", "--no-first-run", "--window-size=1400,900",
+                     format!("--user-data-dir={}", profile.display())]
+        }),
+    );
+    let webdriver = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match ClientBuilder::rustls().map(|mut b| {
+            b.capabilities(caps.clone());
+            b
+        }) {
+            Ok(builder) => match builder.connect(&webdriver).await {
+                Ok(client) => return (child, client),
+                Err(e) if Instant::now() > deadline => panic!("could not start a Chromium session: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            },
+            Err(e) => panic!("webdriver client: {e}"),
+        }
+    }
+}
+
+async fn wait_for_path(client: &Client, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let current = must(client.current_url().await);
+        if current.path() == path {
+            return;
+        }
+        assert!(Instant::now() < deadline, "expected to reach {path}, still at {current}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn heading(client: &Client) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(h1) = client.find(Locator::Css("main h1")).await {
+            if let Ok(text) = h1.text().await {
+                return text;
+            }
+        }
+        assert!(Instant::now() < deadline, "no heading on the page");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_for_heading(client: &Client, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = heading(client).await;
+        if text == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "expected heading {expected:?}, got {text:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn log_in(client: &Client, base: &str, user: &str, password: &str) {
+    must(client.goto(&format!("{base}/login")).await);
+    must(must(client.find(Locator::Css("#username")).await).send_keys(user).await);
+    must(must(client.find(Locator::Css("#password")).await).send_keys(password).await);
+    must(must(client.find(Locator::Css("#sign-in")).await).click().await);
+}
+
+async fn click(client: &Client, css: &str) {
+    must(must(client.find(Locator::Css(css)).await).click().await);
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    if let Ok(dir) = std::env::var("PAAS_SCREENSHOT_DIR") {
+        let png = must(client.screenshot().await);
+        must(std::fs::write(std::path::Path::new(&dir).join(name), png));
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_admin_logs_in_switches_tenant_opens_every_page_and_logs_out() {
+    let database_url = fresh_database().await;
+    let platform = paas_up(&database_url).await;
+    assert_eq!(platform.passwords.len(), 4, "demo accounts were not printed:\n{}", platform.printed);
+    let (_driver, client) = browser().await;
+    let base = platform.url.as_str();
+
+    // A wrong password gets an inline error and no session.
+    log_in(&client, base, "tadmin", "not the password").await;
+    let error = must(must(client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#login-error")).await).text().await);
+    assert_eq!(error, "Invalid username or password.");
+
+    log_in(&client, base, "tadmin", &platform.passwords["tadmin"]).await;
+    wait_for_path(&client, "/t/acme").await;
+    wait_for_heading(&client, "Acme Corporation").await;
+    screenshot(&client, "console-dashboard.png").await;
+
+    // Switch tenant through the switcher in the top bar.
+    click(&client, "#tenant-switcher summary").await;
+    click(&client, "#tenant-switcher a[data-tenant=globex]").await;
+    wait_for_path(&client, "/t/globex").await;
+    wait_for_heading(&client, "Globex Industries").await;
+
+    // Every tenant page opens from the navigation.
+    for (link, heading_text) in [
+        ("Applications", "Applications"),
+        ("Environments", "Environments"),
+        ("Members", "Members"),
+        ("Audit log", "Audit log"),
+        ("Dashboard", "Globex Industries"),
+    ] {
+        must(must(client.find(Locator::LinkText(link)).await).click().await);
+        wait_for_heading(&client, heading_text).await;
+    }
+
+    // Back in acme: the sample application's page, and an inline error for a bad name.
+    must(client.goto(&format!("{base}/t/acme/apps")).await);
+    wait_for_heading(&client, "Applications").await;
+    screenshot(&client, "console-applications.png").await;
+    click(&client, "a[href='/t/acme/environments/dev/apps/hello']").await;
+    wait_for_heading(&client, "hello").await;
+    must(client.goto(&format!("{base}/t/acme/apps/new")).await);
+    must(must(client.find(Locator::Css("#name")).await).send_keys("Not A Valid Name").await);
+    must(must(client.find(Locator::Css("#command")).await).send_keys("python3").await);
+    click(&client, "#create-app").await;
+    let inline = must(must(client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#name-error")).await).text().await);
+    assert!(inline.contains("lowercase letters"), "{inline}");
+    // A valid one lands on its page.
+    let name = must(client.find(Locator::Css("#name")).await);
+    must(name.clear().await);
+    must(name.send_keys("shop").await);
+    click(&client, "#create-app").await;
+    wait_for_path(&client, "/t/acme/environments/dev/apps/shop").await;
+    wait_for_heading(&client, "shop").await;
+
+    click(&client, "#logout").await;
+    wait_for_path(&client, "/login").await;
+    // Logged out means logged out: a tenant page sends us back to the login form.
+    must(client.goto(&format!("{base}/t/acme")).await);
+    wait_for_path(&client, "/login").await;
+    must(client.close().await);
+}
+
+#[tokio::test]
+async fn each_demo_role_sees_only_what_its_role_allows() {
+    let database_url = fresh_database().await;
+    let platform = paas_up(&database_url).await;
+    let (_driver, client) = browser().await;
+    let base = platform.url.as_str();
+
+    // A developer has no audit log and cannot change the protected prod environment.
+    log_in(&client, base, "dev", &platform.passwords["dev"]).await;
+    wait_for_path(&client, "/t/acme").await;
+    let nav = must(must(client.find(Locator::Css("nav.sidebar")).await).text().await);
+    assert!(!nav.contains("Audit log") && !nav.contains("Users"), "{nav}");
+    must(client.goto(&format!("{base}/t/acme/audit")).await);
+    wait_for_heading(&client, "Not allowed").await;
+    click(&client, "#logout").await;
+    wait_for_path(&client, "/login").await;
+
+    // The platform admin has the platform pages and no tenant.
+    log_in(&client, base, "admin", &platform.passwords["admin"]).await;
+    wait_for_path(&client, "/admin/tenants").await;
+    wait_for_heading(&client, "Tenants").await;
+    let nav = must(must(client.find(Locator::Css("nav.sidebar")).await).text().await);
+    assert!(nav.contains("Users") && nav.contains("Platform audit"), "{nav}");
+    must(client.goto(&format!("{base}/t/acme")).await);
+    wait_for_heading(&client, "Not found").await;
+    click(&client, "#logout").await;
+    wait_for_path(&client, "/login").await;
+
+    // Ops reads the audit log.
+    log_in(&client, base, "ops", &platform.passwords["ops"]).await;
+    wait_for_path(&client, "/t/acme").await;
+    must(client.goto(&format!("{base}/t/acme/audit")).await);
+    wait_for_heading(&client, "Audit log").await;
+    must(client.close().await);
+}
+
+#[tokio::test]
+async fn a_restarted_platform_keeps_its_data_and_prints_no_new_passwords() {
+    let database_url = fresh_database().await;
+    let mut first = paas_up(&database_url).await;
+    let password = first.passwords["dev"].clone();
+    must(first.child.kill().await);
+    let second = paas_up(&database_url).await;
+    assert!(second.passwords.is_empty(), "{}", second.printed);
+    let response = must(
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/auth/token", second.url))
+            .json(&json!({"username": "dev", "password": password}))
+            .send()
+            .await,
+    );
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let body: Value = must(response.json().await);
+    assert!(body["token"].is_string());
+}

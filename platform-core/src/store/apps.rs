@@ -155,7 +155,8 @@ pub async fn counts_by_environment<'e>(ex: impl PgExecutor<'e>, tenant_id: Uuid)
     sqlx::query_as(
         "SELECT e.name, count(a.id) FROM environments e
          LEFT JOIN applications a ON a.environment_id = e.id AND a.deleted_at IS NULL
-         WHERE e.tenant_id = $1 GROUP BY e.name ORDER BY e.name",
+         WHERE e.tenant_id = $1 GROUP BY e.name
+         ORDER BY array_position(ARRAY['dev','test','prod'], e.name) NULLS LAST, e.name",
     )
     .bind(tenant_id)
     .fetch_all(ex)
