@@ -40,6 +40,8 @@ export DATABASE_URL="postgres://paas@127.0.0.1:$port/postgres"
 export PAAS_CHROMEDRIVER=${PAAS_CHROMEDRIVER:-/usr/bin/chromedriver}
 export PAAS_CHROMIUM=${PAAS_CHROMIUM:-/usr/bin/chromium}
 
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked
 
 # The OpenAPI document must validate as OpenAPI 3.

@@ -20,25 +20,52 @@ async fn a_developer_creates_changes_and_deletes_an_application(pool: PgPool) {
 
     let mut spec = service_spec();
     spec["replicas"] = json!(3);
-    let (status, body) = dev.put("/api/v1/tenants/acme/environments/dev/applications/shop", json!({"spec": spec})).await;
+    let (status, body) = dev
+        .put(
+            "/api/v1/tenants/acme/environments/dev/applications/shop",
+            json!({"spec": spec}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["current_revision"], 2);
 
-    let (_, revisions) = dev.get("/api/v1/tenants/acme/environments/dev/applications/shop/revisions").await;
-    let numbers: Vec<i64> = revisions["items"].as_array().map(|a| a.iter().filter_map(|r| r["number"].as_i64()).collect()).unwrap_or_default();
+    let (_, revisions) = dev
+        .get("/api/v1/tenants/acme/environments/dev/applications/shop/revisions")
+        .await;
+    let numbers: Vec<i64> = revisions["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["number"].as_i64()).collect())
+        .unwrap_or_default();
     assert_eq!(numbers, [2, 1]);
 
-    let (status, list) = dev.get("/api/v1/tenants/acme/applications?environment=dev").await;
+    let (status, list) = dev
+        .get("/api/v1/tenants/acme/applications?environment=dev")
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<&str> = list["items"].as_array().map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect()).unwrap_or_default();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect())
+        .unwrap_or_default();
     assert_eq!(names, ["hello", "shop"]);
 
-    let (status, _) = dev.delete("/api/v1/tenants/acme/environments/dev/applications/shop").await;
+    let (status, _) = dev
+        .delete("/api/v1/tenants/acme/environments/dev/applications/shop")
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, body) = dev.get("/api/v1/tenants/acme/environments/dev/applications/shop").await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let (status, body) = dev
+        .get("/api/v1/tenants/acme/environments/dev/applications/shop")
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
     // The name is free again once the application is deleted.
-    let (status, _) = dev.post("/api/v1/tenants/acme/applications", json!({"environment": "dev", "name": "shop", "spec": service_spec()})).await;
+    let (status, _) = dev
+        .post(
+            "/api/v1/tenants/acme/applications",
+            json!({"environment": "dev", "name": "shop", "spec": service_spec()}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
 }
 
@@ -51,24 +78,60 @@ async fn each_role_sees_only_what_it_may(pool: PgPool) {
     let admin = server.api("admin").await;
 
     let prod_app = json!({"environment": "prod", "name": "api", "spec": service_spec()});
-    assert_eq!(dev.post("/api/v1/tenants/acme/applications", prod_app.clone()).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(ops.post("/api/v1/tenants/acme/applications", prod_app).await.0, StatusCode::CREATED);
+    assert_eq!(
+        dev.post("/api/v1/tenants/acme/applications", prod_app.clone())
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        ops.post("/api/v1/tenants/acme/applications", prod_app)
+            .await
+            .0,
+        StatusCode::CREATED
+    );
 
-    assert_eq!(dev.get("/api/v1/tenants/acme/audit").await.0, StatusCode::FORBIDDEN);
-    assert_eq!(ops.get("/api/v1/tenants/acme/audit").await.0, StatusCode::OK);
-    assert_eq!(ops.put("/api/v1/tenants/acme/members/dev", json!({"role": "ops"})).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(tadmin.put("/api/v1/tenants/acme/members/dev", json!({"role": "ops"})).await.0, StatusCode::OK);
+    assert_eq!(
+        dev.get("/api/v1/tenants/acme/audit").await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        ops.get("/api/v1/tenants/acme/audit").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        ops.put("/api/v1/tenants/acme/members/dev", json!({"role": "ops"}))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        tadmin
+            .put("/api/v1/tenants/acme/members/dev", json!({"role": "ops"}))
+            .await
+            .0,
+        StatusCode::OK
+    );
 
     for api in [&dev, &ops, &tadmin] {
         let (status, body) = api.get("/api/v1/admin/users").await;
-        assert_eq!((status, body["error"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::FORBIDDEN, Some("forbidden"))
+        );
     }
     assert_eq!(admin.get("/api/v1/admin/users").await.0, StatusCode::OK);
     // The platform admin is a member of no tenant, so tenant objects are not found.
-    assert_eq!(admin.get("/api/v1/tenants/acme/applications").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        admin.get("/api/v1/tenants/acme/applications").await.0,
+        StatusCode::NOT_FOUND
+    );
 
     let (_, me) = dev.get("/api/v1/me").await;
-    let slugs: Vec<&str> = me["tenants"].as_array().map(|a| a.iter().filter_map(|t| t["slug"].as_str()).collect()).unwrap_or_default();
+    let slugs: Vec<&str> = me["tenants"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t["slug"].as_str()).collect())
+        .unwrap_or_default();
     assert_eq!(slugs, ["acme", "globex"]);
 }
 
@@ -77,21 +140,53 @@ async fn a_platform_admin_creates_a_tenant_and_its_admin_takes_over(pool: PgPool
     let server = start(pool).await;
     let admin = server.api("admin").await;
     let (status, _) = admin
-        .post("/api/v1/admin/users", json!({"username": "ivy", "display_name": "Ivy", "password": "ivy's long password"}))
+        .post(
+            "/api/v1/admin/users",
+            json!({"username": "ivy", "display_name": "Ivy", "password": "ivy's long password"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, body) = admin.post("/api/v1/admin/tenants", json!({"slug": "initech", "display_name": "Initech", "admin": "ivy"})).await;
+    let (status, body) = admin
+        .post(
+            "/api/v1/admin/tenants",
+            json!({"slug": "initech", "display_name": "Initech", "admin": "ivy"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = admin.post("/api/v1/admin/tenants", json!({"slug": "initech", "display_name": "Again"})).await;
-    assert_eq!((status, body["error"].as_str(), body["field"].as_str()), (StatusCode::CONFLICT, Some("already_exists"), Some("slug")));
+    let (status, body) = admin
+        .post(
+            "/api/v1/admin/tenants",
+            json!({"slug": "initech", "display_name": "Again"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str(), body["field"].as_str()),
+        (StatusCode::CONFLICT, Some("already_exists"), Some("slug"))
+    );
 
-    let ivy = support::Api { token: None, ..server.anonymous() };
-    let (_, token) = ivy.post("/api/v1/auth/token", json!({"username": "ivy", "password": "ivy's long password"})).await;
-    let ivy = support::Api { token: token["token"].as_str().map(str::to_owned), ..server.anonymous() };
+    let ivy = support::Api {
+        token: None,
+        ..server.anonymous()
+    };
+    let (_, token) = ivy
+        .post(
+            "/api/v1/auth/token",
+            json!({"username": "ivy", "password": "ivy's long password"}),
+        )
+        .await;
+    let ivy = support::Api {
+        token: token["token"].as_str().map(str::to_owned),
+        ..server.anonymous()
+    };
     let (status, envs) = ivy.get("/api/v1/tenants/initech/environments").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(envs["items"].as_array().map(Vec::len), Some(3));
-    let (status, _) = ivy.post("/api/v1/tenants/initech/environments", json!({"name": "staging", "protected": true})).await;
+    let (status, _) = ivy
+        .post(
+            "/api/v1/tenants/initech/environments",
+            json!({"name": "staging", "protected": true}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
 }
 
@@ -101,30 +196,78 @@ async fn bad_input_is_a_4xx_naming_the_field(pool: PgPool) {
     let dev = server.api("dev").await;
     let path = "/api/v1/tenants/acme/applications";
     let cases = [
-        (json!({"environment": "dev", "name": "Bad Name", "spec": service_spec()}), "name"),
-        (json!({"environment": "dev", "name": "ok", "spec": {"command": ""}}), "spec.command"),
-        (json!({"environment": "dev", "name": "ok", "spec": {"command": "x", "replicas": -1}}), "spec.replicas"),
-        (json!({"environment": "dev", "name": "ok", "spec": {"command": "x", "replicas": 1000}}), "spec.replicas"),
-        (json!({"environment": "dev", "name": "ok", "spec": {"command": "x", "env": {"A-B": "1"}}}), "spec.env.A-B"),
-        (json!({"environment": "dev", "name": "ok", "spec": {"command": "x", "kind": "vm"}}), "spec.kind"),
-        (json!({"environment": "nowhere", "name": "ok", "spec": service_spec()}), "environment"),
-        (json!({"environment": "dev", "name": "ok", "spec": service_spec(), "colour": "red"}), "colour"),
+        (
+            json!({"environment": "dev", "name": "Bad Name", "spec": service_spec()}),
+            "name",
+        ),
+        (
+            json!({"environment": "dev", "name": "ok", "spec": {"command": ""}}),
+            "spec.command",
+        ),
+        (
+            json!({"environment": "dev", "name": "ok", "spec": {"command": "x", "replicas": -1}}),
+            "spec.replicas",
+        ),
+        (
+            json!({"environment": "dev", "name": "ok", "spec": {"command": "x", "replicas": 1000}}),
+            "spec.replicas",
+        ),
+        (
+            json!({"environment": "dev", "name": "ok", "spec": {"command": "x", "env": {"A-B": "1"}}}),
+            "spec.env.A-B",
+        ),
+        (
+            json!({"environment": "dev", "name": "ok", "spec": {"command": "x", "kind": "vm"}}),
+            "spec.kind",
+        ),
+        (
+            json!({"environment": "nowhere", "name": "ok", "spec": service_spec()}),
+            "environment",
+        ),
+        (
+            json!({"environment": "dev", "name": "ok", "spec": service_spec(), "colour": "red"}),
+            "colour",
+        ),
     ];
     for (body, field) in cases {
         let (status, error) = dev.post(path, body.clone()).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {error}");
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} -> {error}"
+        );
         assert_eq!(error["error"], "invalid_field", "{body}");
         assert_eq!(error["field"], field, "{body} -> {error}");
         assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     let raw = |body: &'static str, content_type: &'static str| {
-        dev.request(Method::POST, path).header("content-type", content_type).body(body).send()
+        dev.request(Method::POST, path)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
     };
     let status = |r: reqwest::Response| r.status();
-    assert_eq!(status(must(raw("{not json", "application/json").await)), StatusCode::BAD_REQUEST);
-    assert_eq!(status(must(raw("name=x", "application/x-www-form-urlencoded").await)), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let huge = format!("{{\"environment\": \"dev\", \"name\": \"x\", \"description\": \"{}\"}}", "a".repeat(200_000));
-    let response = must(dev.request(Method::POST, path).header("content-type", "application/json").body(huge).send().await);
+    assert_eq!(
+        status(must(raw("{not json", "application/json").await)),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        status(must(
+            raw("name=x", "application/x-www-form-urlencoded").await
+        )),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let huge = format!(
+        "{{\"environment\": \"dev\", \"name\": \"x\", \"description\": \"{}\"}}",
+        "a".repeat(200_000)
+    );
+    let response = must(
+        dev.request(Method::POST, path)
+            .header("content-type", "application/json")
+            .body(huge)
+            .send()
+            .await,
+    );
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body: serde_json::Value = must(response.json().await);
     assert_eq!(body["error"], "payload_too_large");
@@ -135,22 +278,38 @@ async fn unknown_routes_and_methods_answer_with_the_error_shape(pool: PgPool) {
     let server = start(pool).await;
     let dev = server.api("dev").await;
     let (status, body) = dev.get("/api/v1/nothing-here").await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
     let (status, body) = dev.call(Method::PATCH, "/api/v1/tenants/acme", None).await;
     assert!(status.is_client_error(), "{status}");
     assert!(body["error"].is_string(), "{body}");
     let (status, body) = server.anonymous().get("/api/v1/tenants").await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthenticated"))
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn health_readiness_metrics_and_the_openapi_document_are_served(pool: PgPool) {
     let server = start(pool).await;
     let http = reqwest::Client::new();
-    assert_eq!(must(http.get(server.url("/healthz")).send().await).status(), StatusCode::OK);
-    assert_eq!(must(http.get(server.url("/readyz")).send().await).status(), StatusCode::OK);
+    assert_eq!(
+        must(http.get(server.url("/healthz")).send().await).status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        must(http.get(server.url("/readyz")).send().await).status(),
+        StatusCode::OK
+    );
     let _ = must(http.get(server.url("/login")).send().await);
-    let metrics = must(must(http.get(server.url("/metrics")).send().await).text().await);
+    let metrics = must(
+        must(http.get(server.url("/metrics")).send().await)
+            .text()
+            .await,
+    );
     assert!(metrics.contains("paas_http_requests_total"), "{metrics}");
     let (status, doc) = server.anonymous().get("/api/v1/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
@@ -162,7 +321,12 @@ async fn health_readiness_metrics_and_the_openapi_document_are_served(pool: PgPo
 async fn readiness_fails_when_the_database_is_gone(pool: PgPool) {
     let server = start(pool.clone()).await;
     pool.close().await;
-    let response = must(reqwest::Client::new().get(server.url("/readyz")).send().await);
+    let response = must(
+        reqwest::Client::new()
+            .get(server.url("/readyz"))
+            .send()
+            .await,
+    );
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
@@ -171,14 +335,23 @@ async fn the_audit_log_records_who_did_what_and_filters(pool: PgPool) {
     let server = start(pool).await;
     let dev = server.api("dev").await;
     let tadmin = server.api("tadmin").await;
-    let (status, _) = dev.post("/api/v1/tenants/acme/applications", json!({"environment": "dev", "name": "shop", "spec": service_spec()})).await;
+    let (status, _) = dev
+        .post(
+            "/api/v1/tenants/acme/applications",
+            json!({"environment": "dev", "name": "shop", "spec": service_spec()}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (_, entries) = tadmin.get("/api/v1/tenants/acme/audit?action=application.&actor=dev").await;
+    let (_, entries) = tadmin
+        .get("/api/v1/tenants/acme/audit?action=application.&actor=dev")
+        .await;
     let items = entries["items"].as_array().cloned().unwrap_or_default();
     assert_eq!(items.len(), 1, "{entries}");
     assert_eq!(items[0]["target"], "dev/shop");
     assert_eq!(items[0]["source_ip"], "127.0.0.1");
     // Another tenant's log does not contain it.
-    let (_, globex) = tadmin.get("/api/v1/tenants/globex/audit?action=application.").await;
+    let (_, globex) = tadmin
+        .get("/api/v1/tenants/globex/audit?action=application.")
+        .await;
     assert_eq!(globex["items"].as_array().map(Vec::len), Some(0));
 }

@@ -17,11 +17,18 @@ fn must<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
 
 /// Creates a fresh database on the test cluster and returns its URL.
 async fn fresh_database() -> String {
-    let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| panic!("DATABASE_URL must point at a PostgreSQL server"));
+    let admin_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| panic!("DATABASE_URL must point at a PostgreSQL server"));
     let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
     let mut conn = must(sqlx::PgConnection::connect(&admin_url).await);
-    must(sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await);
-    let (base, query) = admin_url.split_once('?').map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
+    must(
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await,
+    );
+    let (base, query) = admin_url
+        .split_once('?')
+        .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
     let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
     match query {
         Some(q) => format!("{base}/{name}?{q}"),
@@ -74,17 +81,27 @@ async fn paas_up(database_url: &str) -> Platform {
     assert!(!url.is_empty(), "paas up did not print its URL:\n{printed}");
     // Keep draining stdout so the process never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Platform { child, url, passwords, printed }
+    Platform {
+        child,
+        url,
+        passwords,
+        printed,
+    }
 }
 
 fn free_port() -> u16 {
-    must(std::net::TcpListener::bind("127.0.0.1:0")).local_addr().map(|a| a.port()).unwrap_or(9515)
+    must(std::net::TcpListener::bind("127.0.0.1:0"))
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(9515)
 }
 
 /// Starts chromedriver and a headless Chromium session.
 async fn browser() -> (Child, Client) {
-    let driver = std::env::var("PAAS_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".to_owned());
-    let chromium = std::env::var("PAAS_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    let driver =
+        std::env::var("PAAS_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".to_owned());
+    let chromium =
+        std::env::var("PAAS_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
     let port = free_port();
     let child = must(
         Command::new(&driver)
@@ -95,7 +112,10 @@ async fn browser() -> (Child, Client) {
             .spawn()
             .map_err(|e| format!("{driver}: {e} (install chromium-driver)")),
     );
-    let profile = std::env::temp_dir().join(format!("paas-e2e-chromium-{}", uuid::Uuid::new_v4().simple()));
+    let profile = std::env::temp_dir().join(format!(
+        "paas-e2e-chromium-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".to_owned(),
@@ -116,7 +136,9 @@ async fn browser() -> (Child, Client) {
         }) {
             Ok(builder) => match builder.connect(&webdriver).await {
                 Ok(client) => return (child, client),
-                Err(e) if Instant::now() > deadline => panic!("could not start a Chromium session: {e}"),
+                Err(e) if Instant::now() > deadline => {
+                    panic!("could not start a Chromium session: {e}")
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             },
             Err(e) => panic!("webdriver client: {e}"),
@@ -131,7 +153,10 @@ async fn wait_for_path(client: &Client, path: &str) {
         if current.path() == path {
             return;
         }
-        assert!(Instant::now() < deadline, "expected to reach {path}, still at {current}");
+        assert!(
+            Instant::now() < deadline,
+            "expected to reach {path}, still at {current}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -139,10 +164,10 @@ async fn wait_for_path(client: &Client, path: &str) {
 async fn heading(client: &Client) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(h1) = client.find(Locator::Css("main h1")).await {
-            if let Ok(text) = h1.text().await {
-                return text;
-            }
+        if let Ok(h1) = client.find(Locator::Css("main h1")).await
+            && let Ok(text) = h1.text().await
+        {
+            return text;
         }
         assert!(Instant::now() < deadline, "no heading on the page");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -156,16 +181,31 @@ async fn wait_for_heading(client: &Client, expected: &str) {
         if text == expected {
             return;
         }
-        assert!(Instant::now() < deadline, "expected heading {expected:?}, got {text:?}");
+        assert!(
+            Instant::now() < deadline,
+            "expected heading {expected:?}, got {text:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn log_in(client: &Client, base: &str, user: &str, password: &str) {
     must(client.goto(&format!("{base}/login")).await);
-    must(must(client.find(Locator::Css("#username")).await).send_keys(user).await);
-    must(must(client.find(Locator::Css("#password")).await).send_keys(password).await);
-    must(must(client.find(Locator::Css("#sign-in")).await).click().await);
+    must(
+        must(client.find(Locator::Css("#username")).await)
+            .send_keys(user)
+            .await,
+    );
+    must(
+        must(client.find(Locator::Css("#password")).await)
+            .send_keys(password)
+            .await,
+    );
+    must(
+        must(client.find(Locator::Css("#sign-in")).await)
+            .click()
+            .await,
+    );
 }
 
 async fn click(client: &Client, css: &str) {
@@ -183,13 +223,28 @@ async fn screenshot(client: &Client, name: &str) {
 async fn a_tenant_admin_logs_in_switches_tenant_opens_every_page_and_logs_out() {
     let database_url = fresh_database().await;
     let platform = paas_up(&database_url).await;
-    assert_eq!(platform.passwords.len(), 4, "demo accounts were not printed:\n{}", platform.printed);
+    assert_eq!(
+        platform.passwords.len(),
+        4,
+        "demo accounts were not printed:\n{}",
+        platform.printed
+    );
     let (_driver, client) = browser().await;
     let base = platform.url.as_str();
 
     // A wrong password gets an inline error and no session.
     log_in(&client, base, "tadmin", "not the password").await;
-    let error = must(must(client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#login-error")).await).text().await);
+    let error = must(
+        must(
+            client
+                .wait()
+                .at_most(Duration::from_secs(10))
+                .for_element(Locator::Css("#login-error"))
+                .await,
+        )
+        .text()
+        .await,
+    );
     assert_eq!(error, "Invalid username or password.");
 
     log_in(&client, base, "tadmin", &platform.passwords["tadmin"]).await;
@@ -211,7 +266,11 @@ async fn a_tenant_admin_logs_in_switches_tenant_opens_every_page_and_logs_out() 
         ("Audit log", "Audit log"),
         ("Dashboard", "Globex Industries"),
     ] {
-        must(must(client.find(Locator::LinkText(link)).await).click().await);
+        must(
+            must(client.find(Locator::LinkText(link)).await)
+                .click()
+                .await,
+        );
         wait_for_heading(&client, heading_text).await;
     }
 
@@ -222,10 +281,28 @@ async fn a_tenant_admin_logs_in_switches_tenant_opens_every_page_and_logs_out() 
     click(&client, "a[href='/t/acme/environments/dev/apps/hello']").await;
     wait_for_heading(&client, "hello").await;
     must(client.goto(&format!("{base}/t/acme/apps/new")).await);
-    must(must(client.find(Locator::Css("#name")).await).send_keys("Not A Valid Name").await);
-    must(must(client.find(Locator::Css("#command")).await).send_keys("python3").await);
+    must(
+        must(client.find(Locator::Css("#name")).await)
+            .send_keys("Not A Valid Name")
+            .await,
+    );
+    must(
+        must(client.find(Locator::Css("#command")).await)
+            .send_keys("python3")
+            .await,
+    );
     click(&client, "#create-app").await;
-    let inline = must(must(client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#name-error")).await).text().await);
+    let inline = must(
+        must(
+            client
+                .wait()
+                .at_most(Duration::from_secs(10))
+                .for_element(Locator::Css("#name-error"))
+                .await,
+        )
+        .text()
+        .await,
+    );
     assert!(inline.contains("lowercase letters"), "{inline}");
     // A valid one lands on its page.
     let name = must(client.find(Locator::Css("#name")).await);
@@ -253,8 +330,15 @@ async fn each_demo_role_sees_only_what_its_role_allows() {
     // A developer has no audit log and cannot change the protected prod environment.
     log_in(&client, base, "dev", &platform.passwords["dev"]).await;
     wait_for_path(&client, "/t/acme").await;
-    let nav = must(must(client.find(Locator::Css("nav.sidebar")).await).text().await);
-    assert!(!nav.contains("Audit log") && !nav.contains("Users"), "{nav}");
+    let nav = must(
+        must(client.find(Locator::Css("nav.sidebar")).await)
+            .text()
+            .await,
+    );
+    assert!(
+        !nav.contains("Audit log") && !nav.contains("Users"),
+        "{nav}"
+    );
     must(client.goto(&format!("{base}/t/acme/audit")).await);
     wait_for_heading(&client, "Not allowed").await;
     click(&client, "#logout").await;
@@ -264,8 +348,15 @@ async fn each_demo_role_sees_only_what_its_role_allows() {
     log_in(&client, base, "admin", &platform.passwords["admin"]).await;
     wait_for_path(&client, "/admin/tenants").await;
     wait_for_heading(&client, "Tenants").await;
-    let nav = must(must(client.find(Locator::Css("nav.sidebar")).await).text().await);
-    assert!(nav.contains("Users") && nav.contains("Platform audit"), "{nav}");
+    let nav = must(
+        must(client.find(Locator::Css("nav.sidebar")).await)
+            .text()
+            .await,
+    );
+    assert!(
+        nav.contains("Users") && nav.contains("Platform audit"),
+        "{nav}"
+    );
     must(client.goto(&format!("{base}/t/acme")).await);
     wait_for_heading(&client, "Not found").await;
     click(&client, "#logout").await;

@@ -15,23 +15,36 @@ use support::{Api, Server, must, service_spec, start, start_with};
 
 /// The current signing key, read the way an attacker with database access would.
 async fn signing_key(pool: &PgPool) -> (String, Vec<u8>) {
-    must(sqlx::query_as("SELECT kid, secret FROM signing_keys WHERE retired_at IS NULL").fetch_one(pool).await)
+    must(
+        sqlx::query_as("SELECT kid, secret FROM signing_keys WHERE retired_at IS NULL")
+            .fetch_one(pool)
+            .await,
+    )
 }
 
 async fn valid_claims(server: &Server) -> Value {
     let token = server.token("dev").await;
     let payload = token.split('.').nth(1).unwrap_or_default();
-    must(serde_json::from_slice(&must(URL_SAFE_NO_PAD.decode(payload))))
+    must(serde_json::from_slice(&must(
+        URL_SAFE_NO_PAD.decode(payload),
+    )))
 }
 
 fn sign(alg: Algorithm, kid: Option<&str>, secret: &[u8], claims: &Value) -> String {
     let mut header = Header::new(alg);
     header.kid = kid.map(str::to_owned);
-    must(jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)))
+    must(jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_secret(secret),
+    ))
 }
 
 async fn status_with_token(server: &Server, token: &str) -> (StatusCode, Value) {
-    let api = Api { token: Some(token.to_owned()), ..server.anonymous() };
+    let api = Api {
+        token: Some(token.to_owned()),
+        ..server.anonymous()
+    };
     api.get("/api/v1/tenants/acme/applications").await
 }
 
@@ -55,28 +68,81 @@ async fn forged_and_invalid_tokens_are_refused_with_401(pool: PgPool) {
     let genuine = sign(Algorithm::HS256, Some(&kid), &secret, &claims);
     assert_eq!(status_with_token(&server, &genuine).await.0, StatusCode::OK);
 
-    let header_none = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT", "kid": kid}).to_string());
+    let header_none =
+        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT", "kid": kid}).to_string());
     let body = URL_SAFE_NO_PAD.encode(claims.to_string());
     let mut bad_signature = genuine.clone();
     bad_signature.pop();
     bad_signature.push(if genuine.ends_with('A') { 'B' } else { 'A' });
     let forged = [
         ("alg none", format!("{header_none}.{body}.")),
-        ("another algorithm (HS512, same secret)", sign(Algorithm::HS512, Some(&kid), &secret, &claims)),
-        ("another algorithm (HS384, same secret)", sign(Algorithm::HS384, Some(&kid), &secret, &claims)),
+        (
+            "another algorithm (HS512, same secret)",
+            sign(Algorithm::HS512, Some(&kid), &secret, &claims),
+        ),
+        (
+            "another algorithm (HS384, same secret)",
+            sign(Algorithm::HS384, Some(&kid), &secret, &claims),
+        ),
         ("bad signature", bad_signature),
-        ("wrong secret", sign(Algorithm::HS256, Some(&kid), b"not the platform's secret at all", &claims)),
-        ("expired", sign(Algorithm::HS256, Some(&kid), &secret, &with(json!({"exp": now - 3600, "iat": now - 7200, "nbf": now - 7200})))),
-        ("not yet valid", sign(Algorithm::HS256, Some(&kid), &secret, &with(json!({"nbf": now + 3600})))),
-        ("wrong issuer", sign(Algorithm::HS256, Some(&kid), &secret, &with(json!({"iss": "someone-else"})))),
-        ("wrong audience", sign(Algorithm::HS256, Some(&kid), &secret, &with(json!({"aud": "another-service"})))),
-        ("unknown kid", sign(Algorithm::HS256, Some("k-unknown"), &secret, &claims)),
+        (
+            "wrong secret",
+            sign(
+                Algorithm::HS256,
+                Some(&kid),
+                b"not the platform's secret at all",
+                &claims,
+            ),
+        ),
+        (
+            "expired",
+            sign(
+                Algorithm::HS256,
+                Some(&kid),
+                &secret,
+                &with(json!({"exp": now - 3600, "iat": now - 7200, "nbf": now - 7200})),
+            ),
+        ),
+        (
+            "not yet valid",
+            sign(
+                Algorithm::HS256,
+                Some(&kid),
+                &secret,
+                &with(json!({"nbf": now + 3600})),
+            ),
+        ),
+        (
+            "wrong issuer",
+            sign(
+                Algorithm::HS256,
+                Some(&kid),
+                &secret,
+                &with(json!({"iss": "someone-else"})),
+            ),
+        ),
+        (
+            "wrong audience",
+            sign(
+                Algorithm::HS256,
+                Some(&kid),
+                &secret,
+                &with(json!({"aud": "another-service"})),
+            ),
+        ),
+        (
+            "unknown kid",
+            sign(Algorithm::HS256, Some("k-unknown"), &secret, &claims),
+        ),
         ("no kid", sign(Algorithm::HS256, None, &secret, &claims)),
-        ("no exp", sign(Algorithm::HS256, Some(&kid), &secret, &{
-            let mut c = claims.clone();
-            c.as_object_mut().map(|o| o.remove("exp"));
-            c
-        })),
+        (
+            "no exp",
+            sign(Algorithm::HS256, Some(&kid), &secret, &{
+                let mut c = claims.clone();
+                c.as_object_mut().map(|o| o.remove("exp"));
+                c
+            }),
+        ),
         ("garbage", "not.a.token".to_owned()),
     ];
     for (what, token) in forged {
@@ -91,24 +157,50 @@ async fn state_changes_with_a_cookie_need_the_csrf_token(pool: PgPool) {
     let server = start(pool).await;
     let browser = server.browser("tadmin").await;
     assert!(!browser.csrf.is_empty());
-    let form = [("name", "staging"), ("description", "x"), ("protected", "false")];
+    let form = [
+        ("name", "staging"),
+        ("description", "x"),
+        ("protected", "false"),
+    ];
 
-    let (status, body) = browser.post_form("/t/acme/environments", &form, false).await;
+    let (status, body) = browser
+        .post_form("/t/acme/environments", &form, false)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(body.contains("csrf_failed"));
     let mut wrong = form.to_vec();
     wrong.push(("_csrf", "forged"));
-    assert_eq!(browser.post_form("/t/acme/environments", &wrong, false).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        browser
+            .post_form("/t/acme/environments", &wrong, false)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
     // Cookie-authenticated JSON calls are held to the same rule.
     let response = must(
-        browser.http.post(format!("{}/api/v1/tenants/acme/environments", server.base)).json(&json!({"name": "qa"})).send().await,
+        browser
+            .http
+            .post(format!("{}/api/v1/tenants/acme/environments", server.base))
+            .json(&json!({"name": "qa"}))
+            .send()
+            .await,
     );
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     // Logout is a state change too.
-    assert_eq!(browser.post_form("/logout", &[], false).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        browser.post_form("/logout", &[], false).await.0,
+        StatusCode::FORBIDDEN
+    );
 
     // With the token, as a field or as htmx's header, the changes go through.
-    assert_eq!(browser.post_form("/t/acme/environments", &form, true).await.0, StatusCode::SEE_OTHER);
+    assert_eq!(
+        browser
+            .post_form("/t/acme/environments", &form, true)
+            .await
+            .0,
+        StatusCode::SEE_OTHER
+    );
     let response = must(
         browser
             .http
@@ -120,9 +212,17 @@ async fn state_changes_with_a_cookie_need_the_csrf_token(pool: PgPool) {
     );
     assert_eq!(response.status(), StatusCode::CREATED);
     // The login form has its own CSRF check.
-    let anonymous = must(reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build());
+    let anonymous = must(
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build(),
+    );
     let response = must(
-        anonymous.post(server.url("/login")).form(&[("username", "dev"), ("password", server.password("dev"))]).send().await,
+        anonymous
+            .post(server.url("/login"))
+            .form(&[("username", "dev"), ("password", server.password("dev"))])
+            .send()
+            .await,
     );
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }
@@ -132,7 +232,12 @@ async fn names_with_markup_render_escaped(pool: PgPool) {
     let server = start(pool).await;
     let admin = server.api("admin").await;
     let evil = "<script>alert('x')</script>";
-    let (status, _) = admin.post("/api/v1/admin/tenants", json!({"slug": "evil", "display_name": evil, "admin": "tadmin"})).await;
+    let (status, _) = admin
+        .post(
+            "/api/v1/admin/tenants",
+            json!({"slug": "evil", "display_name": evil, "admin": "tadmin"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     let dev = server.api("dev").await;
     let (status, _) = dev
@@ -141,13 +246,25 @@ async fn names_with_markup_render_escaped(pool: PgPool) {
     assert_eq!(status, StatusCode::CREATED);
 
     let browser = server.browser("tadmin").await;
-    for page in ["/t/evil", "/t/acme/apps", "/t/acme/environments/dev/apps/xss", "/t/acme/audit"] {
+    for page in [
+        "/t/evil",
+        "/t/acme/apps",
+        "/t/acme/environments/dev/apps/xss",
+        "/t/acme/audit",
+    ] {
         let (status, html) = browser.get(page).await;
         assert_eq!(status, StatusCode::OK, "{page}");
-        assert!(!html.contains("<script>alert"), "{page} contains raw markup");
+        assert!(
+            !html.contains("<script>alert"),
+            "{page} contains raw markup"
+        );
     }
     let (_, html) = browser.get("/t/acme/environments/dev/apps/xss").await;
-    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;") || html.contains("&#60;script&#62;"), "escaped form missing");
+    assert!(
+        html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;")
+            || html.contains("&#60;script&#62;"),
+        "escaped form missing"
+    );
 }
 
 /// Every tenant-scoped route, with `{t}` for the tenant.
@@ -156,17 +273,41 @@ fn tenant_routes() -> Vec<(Method, &'static str, Option<Value>)> {
     vec![
         (Method::GET, "/api/v1/tenants/{t}", None),
         (Method::GET, "/api/v1/tenants/{t}/environments", None),
-        (Method::POST, "/api/v1/tenants/{t}/environments", Some(json!({"name": "probe"}))),
+        (
+            Method::POST,
+            "/api/v1/tenants/{t}/environments",
+            Some(json!({"name": "probe"})),
+        ),
         (Method::GET, "/api/v1/tenants/{t}/members", None),
-        (Method::PUT, "/api/v1/tenants/{t}/members/ops", Some(json!({"role": "tenant_admin"}))),
+        (
+            Method::PUT,
+            "/api/v1/tenants/{t}/members/ops",
+            Some(json!({"role": "tenant_admin"})),
+        ),
         (Method::DELETE, "/api/v1/tenants/{t}/members/tadmin", None),
         (Method::GET, "/api/v1/tenants/{t}/audit", None),
         (Method::GET, "/api/v1/tenants/{t}/applications", None),
         (Method::POST, "/api/v1/tenants/{t}/applications", app),
-        (Method::GET, "/api/v1/tenants/{t}/environments/dev/applications/secret", None),
-        (Method::PUT, "/api/v1/tenants/{t}/environments/dev/applications/secret", Some(json!({"spec": service_spec()}))),
-        (Method::DELETE, "/api/v1/tenants/{t}/environments/dev/applications/secret", None),
-        (Method::GET, "/api/v1/tenants/{t}/environments/dev/applications/secret/revisions", None),
+        (
+            Method::GET,
+            "/api/v1/tenants/{t}/environments/dev/applications/secret",
+            None,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/tenants/{t}/environments/dev/applications/secret",
+            Some(json!({"spec": service_spec()})),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/tenants/{t}/environments/dev/applications/secret",
+            None,
+        ),
+        (
+            Method::GET,
+            "/api/v1/tenants/{t}/environments/dev/applications/secret/revisions",
+            None,
+        ),
     ]
 }
 
@@ -185,7 +326,12 @@ async fn every_route_refuses_a_user_of_another_tenant(pool: PgPool) {
     let server = start(pool).await;
     // tadmin administers globex and owns an application there; ops belongs to acme only.
     let owner = server.api("tadmin").await;
-    let (status, _) = owner.post("/api/v1/tenants/globex/applications", json!({"environment": "dev", "name": "secret", "spec": service_spec()})).await;
+    let (status, _) = owner
+        .post(
+            "/api/v1/tenants/globex/applications",
+            json!({"environment": "dev", "name": "secret", "spec": service_spec()}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
 
     let outsider = server.api("ops").await;
@@ -201,17 +347,38 @@ async fn every_route_refuses_a_user_of_another_tenant(pool: PgPool) {
         assert_eq!(browser.get(&page).await.0, StatusCode::NOT_FOUND, "{page}");
     }
     for (action, fields) in [
-        ("/t/globex/apps/new", vec![("name", "x"), ("environment", "dev"), ("command", "x"), ("kind", "service"), ("replicas", "1")]),
+        (
+            "/t/globex/apps/new",
+            vec![
+                ("name", "x"),
+                ("environment", "dev"),
+                ("command", "x"),
+                ("kind", "service"),
+                ("replicas", "1"),
+            ],
+        ),
         ("/t/globex/environments", vec![("name", "x")]),
-        ("/t/globex/members", vec![("username", "ops"), ("role", "tenant_admin")]),
+        (
+            "/t/globex/members",
+            vec![("username", "ops"), ("role", "tenant_admin")],
+        ),
         ("/t/globex/members/tadmin/remove", vec![]),
-        ("/t/globex/environments/dev/apps/secret", vec![("command", "x")]),
+        (
+            "/t/globex/environments/dev/apps/secret",
+            vec![("command", "x")],
+        ),
         ("/t/globex/environments/dev/apps/secret/delete", vec![]),
     ] {
-        assert_eq!(browser.post_form(action, &fields, true).await.0, StatusCode::NOT_FOUND, "POST {action}");
+        assert_eq!(
+            browser.post_form(action, &fields, true).await.0,
+            StatusCode::NOT_FOUND,
+            "POST {action}"
+        );
     }
     // Nothing changed in globex.
-    let (_, app) = owner.get("/api/v1/tenants/globex/environments/dev/applications/secret").await;
+    let (_, app) = owner
+        .get("/api/v1/tenants/globex/environments/dev/applications/secret")
+        .await;
     assert_eq!(app["current_revision"], 1);
     let (_, members) = owner.get("/api/v1/tenants/globex/members").await;
     assert_eq!(members["items"].as_array().map(Vec::len), Some(2));
@@ -219,26 +386,42 @@ async fn every_route_refuses_a_user_of_another_tenant(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_login_flood_gets_429_with_retry_after(pool: PgPool) {
-    let config = console::WebConfig { login_per_user_per_minute: 5, login_per_address_per_minute: 30, ..console::WebConfig::default() };
+    let config = console::WebConfig {
+        login_per_user_per_minute: 5,
+        login_per_address_per_minute: 30,
+        ..console::WebConfig::default()
+    };
     let server = start_with(pool, config).await;
     let api = server.anonymous();
     let mut statuses = Vec::new();
     for _ in 0..8 {
         let response = must(
-            api.request(Method::POST, "/api/v1/auth/token").json(&json!({"username": "dev", "password": "guess"})).send().await,
+            api.request(Method::POST, "/api/v1/auth/token")
+                .json(&json!({"username": "dev", "password": "guess"}))
+                .send()
+                .await,
         );
-        statuses.push((response.status(), response.headers().get("retry-after").is_some()));
+        statuses.push((
+            response.status(),
+            response.headers().get("retry-after").is_some(),
+        ));
     }
     assert_eq!(&statuses[..5], &[(StatusCode::UNAUTHORIZED, false); 5]);
     assert_eq!(statuses[5], (StatusCode::TOO_MANY_REQUESTS, true));
     // Even the right password is refused while the user is limited.
     let response = must(
-        api.request(Method::POST, "/api/v1/auth/token").json(&json!({"username": "dev", "password": server.password("dev")})).send().await,
+        api.request(Method::POST, "/api/v1/auth/token")
+            .json(&json!({"username": "dev", "password": server.password("dev")}))
+            .send()
+            .await,
     );
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     // Other users are limited per address only, which still has budget.
     let response = must(
-        api.request(Method::POST, "/api/v1/auth/token").json(&json!({"username": "ops", "password": server.password("ops")})).send().await,
+        api.request(Method::POST, "/api/v1/auth/token")
+            .json(&json!({"username": "ops", "password": server.password("ops")}))
+            .send()
+            .await,
     );
     assert_eq!(response.status(), StatusCode::OK);
 }
@@ -271,14 +454,28 @@ async fn hostile_bodies_never_produce_a_5xx(pool: PgPool) {
     for (api, path) in routes {
         for body in &bodies {
             for content_type in ["application/json", "text/plain"] {
-                let response = must(api.request(Method::POST, path).header("content-type", content_type).body(body.clone()).send().await);
+                let response = must(
+                    api.request(Method::POST, path)
+                        .header("content-type", content_type)
+                        .body(body.clone())
+                        .send()
+                        .await,
+                );
                 let status = response.status();
-                assert!(status.is_client_error(), "{path} {content_type} {:?} -> {status}", String::from_utf8_lossy(&body[..body.len().min(40)]));
+                assert!(
+                    status.is_client_error(),
+                    "{path} {content_type} {:?} -> {status}",
+                    String::from_utf8_lossy(&body[..body.len().min(40)])
+                );
             }
         }
     }
     // Odd paths and ids.
-    for path in ["/api/v1/tenants/%00", "/api/v1/tenants/acme/environments/..%2F..%2Fetc/applications/x", "/api/v1/tenants/a'--/audit?limit=-5&before=abc"] {
+    for path in [
+        "/api/v1/tenants/%00",
+        "/api/v1/tenants/acme/environments/..%2F..%2Fetc/applications/x",
+        "/api/v1/tenants/a'--/audit?limit=-5&before=abc",
+    ] {
         let (status, _) = tadmin.get(path).await;
         assert!(status.is_client_error(), "{path} -> {status}");
     }

@@ -31,15 +31,29 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None, retry_after: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+        }
     }
 
     pub fn unauthenticated() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "a valid session or bearer token is required")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a valid session or bearer token is required",
+        )
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} was not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} was not found"),
+        )
     }
 
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -57,7 +71,11 @@ impl ApiError {
     pub fn too_many_requests(retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after.max(1)),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "too many attempts; try again later")
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many attempts; try again later",
+            )
         }
     }
 }
@@ -79,9 +97,16 @@ impl ResponseError for ApiError {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(secs)));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"paas\"")));
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"paas\""),
+            ));
         }
-        response.json(ErrorBody { error: self.code.to_owned(), message: self.message.clone(), field: self.field.clone() })
+        response.json(ErrorBody {
+            error: self.code.to_owned(),
+            message: self.message.clone(),
+            field: self.field.clone(),
+        })
     }
 }
 
@@ -97,7 +122,9 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound { .. } => StatusCode::NOT_FOUND,
             CoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             CoreError::Conflict { .. } => StatusCode::CONFLICT,
-            CoreError::Forbidden { .. } | CoreError::PlatformAdminOnly { .. } => StatusCode::FORBIDDEN,
+            CoreError::Forbidden { .. } | CoreError::PlatformAdminOnly { .. } => {
+                StatusCode::FORBIDDEN
+            }
             CoreError::InvalidCredentials | CoreError::Unauthenticated => StatusCode::UNAUTHORIZED,
             CoreError::Store(_) | CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -108,6 +135,12 @@ impl From<CoreError> for ApiError {
         } else {
             e.to_string()
         };
-        Self { status, code: e.code(), message, field: e.field().map(str::to_owned), retry_after: None }
+        Self {
+            status,
+            code: e.code(),
+            message,
+            field: e.field().map(str::to_owned),
+            retry_after: None,
+        }
     }
 }

@@ -16,8 +16,8 @@ pub mod state;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{DefaultHeaders, Next, from_fn};
 use actix_web::web::{self, Data};
 use actix_web::{App, Error, HttpRequest, HttpResponse, ResponseError};
@@ -109,7 +109,10 @@ async fn api_error_bodies(
         s if s.is_server_error() => "internal",
         _ => "bad_request",
     };
-    let message = status.canonical_reason().unwrap_or("request refused").to_lowercase();
+    let message = status
+        .canonical_reason()
+        .unwrap_or("request refused")
+        .to_lowercase();
     let body = ApiError::new(status, code, message).error_response();
     Ok(response.into_response(body).map_into_right_body())
 }
@@ -120,14 +123,23 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(state: Data<AppState>) -> HttpResponse {
     if state.platform.ready().await {
-        HttpResponse::Ok().content_type("text/plain").body("ready\n")
+        HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n")
     } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "the database does not answer").error_response()
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database does not answer",
+        )
+        .error_response()
     }
 }
 
 async fn prometheus(state: Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
 }
 
 async fn asset(path: web::Path<String>) -> HttpResponse {
@@ -138,6 +150,9 @@ async fn asset(path: web::Path<String>) -> HttpResponse {
     };
     HttpResponse::Ok()
         .content_type(content_type)
-        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")))
+        .insert_header((
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        ))
         .body(body)
 }

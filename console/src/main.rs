@@ -18,7 +18,11 @@ use platform_core::store;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "paas", version, about = "A layered enterprise PaaS: console, API and control plane in one binary.")]
+#[command(
+    name = "paas",
+    version,
+    about = "A layered enterprise PaaS: console, API and control plane in one binary."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -141,8 +145,11 @@ struct ServeArgs {
 }
 
 fn init_tracing(format: &str) {
-    let filter = EnvFilter::try_from_env("PAAS_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,actix_server=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("PAAS_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,actix_server=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -207,10 +214,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         run_http(platform, &args.http, |addr| announce(addr, &accounts)).await
     }
     .await;
-    if let Some(pg) = local {
-        if let Err(e) = pg.stop().await {
-            tracing::warn!(error = %e, "could not stop the platform's PostgreSQL");
-        }
+    if let Some(pg) = local
+        && let Err(e) = pg.stop().await
+    {
+        tracing::warn!(error = %e, "could not stop the platform's PostgreSQL");
     }
     result
 }
@@ -219,15 +226,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let pool = open_database(&args.database_url, args.http.db_max_connections).await?;
     let platform = Platform::start(pool, args.http.tokens.config()).await?;
     if let Some(password) = args.bootstrap_admin_password.as_deref() {
-        let password = Password::parse_new(password).map_err(|e| anyhow::anyhow!("PAAS_BOOTSTRAP_ADMIN_PASSWORD: {}", e.message))?;
-        if platform.bootstrap_admin(&args.bootstrap_admin_username, &password).await? {
+        let password = Password::parse_new(password)
+            .map_err(|e| anyhow::anyhow!("PAAS_BOOTSTRAP_ADMIN_PASSWORD: {}", e.message))?;
+        if platform
+            .bootstrap_admin(&args.bootstrap_admin_username, &password)
+            .await?
+        {
             tracing::info!(username = %args.bootstrap_admin_username, "created the first platform administrator");
         }
     }
-    run_http(platform, &args.http, |addr| tracing::info!(%addr, "serving")).await
+    run_http(
+        platform,
+        &args.http,
+        |addr| tracing::info!(%addr, "serving"),
+    )
+    .await
 }
 
-async fn run_http(platform: Platform, http: &HttpArgs, on_listen: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+async fn run_http(
+    platform: Platform,
+    http: &HttpArgs,
+    on_listen: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
     let config = WebConfig {
         secure_cookies: http.secure_cookies,
         trust_proxy: http.trust_proxy,
@@ -250,26 +270,45 @@ async fn run_http(platform: Platform, http: &HttpArgs, on_listen: impl FnOnce(So
 }
 
 fn default_data_dir() -> PathBuf {
-    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
     if root {
         return PathBuf::from("/var/lib/paas");
     }
     if let Ok(xdg) = std::env::var("XDG_DATA_HOME") {
         return PathBuf::from(xdg).join("paas");
     }
-    std::env::var("HOME").map(|h| PathBuf::from(h).join(".local/share/paas")).unwrap_or_else(|_| PathBuf::from(".paas-data"))
+    std::env::var("HOME")
+        .map(|h| PathBuf::from(h).join(".local/share/paas"))
+        .unwrap_or_else(|_| PathBuf::from(".paas-data"))
 }
 
 fn announce(addr: SocketAddr, accounts: &[CreatedAccount]) {
     let mut text = format!("\nPaaS console: http://{addr}/\n");
     if accounts.is_empty() {
-        text.push_str("(demo accounts were created on first start; their passwords were printed then)\n");
+        text.push_str(
+            "(demo accounts were created on first start; their passwords were printed then)\n",
+        );
     } else {
         text.push_str("\nDemo accounts (shown once; store them now):\n");
-        text.push_str(&format!("  {:<8} {:<16} {:<14} {}\n", "USER", "ROLE", "TENANTS", "PASSWORD"));
+        text.push_str(&format!(
+            "  {:<8} {:<16} {:<14} {}\n",
+            "USER", "ROLE", "TENANTS", "PASSWORD"
+        ));
         for a in accounts {
-            let tenants = if a.tenants.is_empty() { "-".to_owned() } else { a.tenants.join(",") };
-            text.push_str(&format!("  {:<8} {:<16} {:<14} {}\n", a.username, a.role, tenants, a.password.expose()));
+            let tenants = if a.tenants.is_empty() {
+                "-".to_owned()
+            } else {
+                a.tenants.join(",")
+            };
+            text.push_str(&format!(
+                "  {:<8} {:<16} {:<14} {}\n",
+                a.username,
+                a.role,
+                tenants,
+                a.password.expose()
+            ));
         }
     }
     write_stdout(&text);

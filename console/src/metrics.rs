@@ -30,14 +30,20 @@ pub fn handle() -> PrometheusHandle {
 
 /// Counts and times requests, labelled by route pattern (never by raw path, which
 /// would let clients create unbounded series).
-pub async fn track(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+pub async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let method = req.method().to_string();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
     let response = next.call(req).await?;
     let status = response.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("paas_http_requests_total", &labels).increment(1);
-    metrics::histogram!("paas_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("paas_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
     Ok(response)
 }

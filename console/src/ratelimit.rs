@@ -17,7 +17,8 @@ pub struct LoginLimiter {
 
 impl LoginLimiter {
     pub fn new(per_user_per_minute: u32, per_address_per_minute: u32) -> Self {
-        let quota = |n: u32| Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
+        let quota =
+            |n: u32| Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
         Self {
             per_user: RateLimiter::keyed(quota(per_user_per_minute)),
             per_address: RateLimiter::keyed(quota(per_address_per_minute)),
@@ -28,9 +29,15 @@ impl LoginLimiter {
     /// Takes one attempt from both budgets; on refusal, the seconds to wait.
     pub fn check(&self, username: &str, address: &str) -> Result<(), u64> {
         self.forget_idle_keys();
-        let wait = |not_until: governor::NotUntil<_>| not_until.wait_time_from(self.clock.now()).as_secs() + 1;
-        self.per_address.check_key(&address.to_owned()).map_err(wait)?;
-        self.per_user.check_key(&username.to_lowercase()).map_err(wait)?;
+        let wait = |not_until: governor::NotUntil<_>| {
+            not_until.wait_time_from(self.clock.now()).as_secs() + 1
+        };
+        self.per_address
+            .check_key(&address.to_owned())
+            .map_err(wait)?;
+        self.per_user
+            .check_key(&username.to_lowercase())
+            .map_err(wait)?;
         Ok(())
     }
 
@@ -56,7 +63,10 @@ mod tests {
             assert!(limiter.check("alice", "10.0.0.1").is_ok());
         }
         let wait = limiter.check("alice", "10.0.0.2");
-        assert!(matches!(wait, Err(secs) if (1..=61).contains(&secs)), "{wait:?}");
+        assert!(
+            matches!(wait, Err(secs) if (1..=61).contains(&secs)),
+            "{wait:?}"
+        );
         assert!(limiter.check("bob", "10.0.0.1").is_ok());
         // Case does not give a fresh budget.
         assert!(limiter.check("ALICE", "10.0.0.3").is_err());

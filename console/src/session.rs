@@ -49,18 +49,20 @@ struct RefusedBearer;
 
 /// The client's address as the platform records it.
 pub fn client_address(req: &HttpRequest, trust_proxy: bool) -> String {
-    if trust_proxy {
-        if let Some(addr) = req.connection_info().realip_remote_addr() {
-            return addr.to_owned();
-        }
+    if trust_proxy && let Some(addr) = req.connection_info().realip_remote_addr() {
+        return addr.to_owned();
     }
-    req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".to_owned())
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn bearer_token(req: &ServiceRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -73,25 +75,48 @@ pub async fn authenticate(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     let Some(state) = req.app_data::<Data<AppState>>().cloned() else {
-        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "application state missing").into());
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "application state missing",
+        )
+        .into());
     };
     let address = client_address(req.request(), state.config.trust_proxy);
     let (token, via) = match bearer_token(&req) {
         Some(token) => (Some(token), Via::Bearer),
-        None => (req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned()), Via::Cookie),
+        None => (
+            req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned()),
+            Via::Cookie,
+        ),
     };
     if let Some(token) = token {
         match state.platform.authenticate(&token, Some(&address)).await {
             Ok((principal, claims)) => {
-                if via == Via::Cookie && !is_safe(req.method()) && !csrf_matches(&mut req, &claims.csrf).await? {
-                    let err = ApiError::new(StatusCode::FORBIDDEN, "csrf_failed", "the request lacks a valid CSRF token; reload the page and try again");
-                    return Ok(req.into_response(err.error_response()).map_into_right_body());
+                if via == Via::Cookie
+                    && !is_safe(req.method())
+                    && !csrf_matches(&mut req, &claims.csrf).await?
+                {
+                    let err = ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "csrf_failed",
+                        "the request lacks a valid CSRF token; reload the page and try again",
+                    );
+                    return Ok(req
+                        .into_response(err.error_response())
+                        .map_into_right_body());
                 }
-                req.extensions_mut().insert(Authenticated { principal, claims, via });
+                req.extensions_mut().insert(Authenticated {
+                    principal,
+                    claims,
+                    via,
+                });
             }
             Err(AuthFailure::Core(e)) => {
                 let err = ApiError::from(e);
-                return Ok(req.into_response(err.error_response()).map_into_right_body());
+                return Ok(req
+                    .into_response(err.error_response())
+                    .map_into_right_body());
             }
             Err(reason) => {
                 tracing::info!(%reason, via = ?via, address, "credentials refused");
@@ -103,7 +128,9 @@ pub async fn authenticate(
             }
         }
     }
-    next.call(req).await.map(ServiceResponse::map_into_left_body)
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }
 
 /// Compares the request's CSRF token (header, or `_csrf` in a form body) with the
@@ -121,7 +148,12 @@ async fn csrf_matches(req: &mut ServiceRequest, expected: &str) -> Result<bool, 
     while let Some(chunk) = payload.next().await {
         let chunk = chunk?;
         if body.len() + chunk.len() > MAX_FORM_BYTES {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the form is too large").into());
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the form is too large",
+            )
+            .into());
         }
         body.extend_from_slice(&chunk);
     }
@@ -131,7 +163,10 @@ async fn csrf_matches(req: &mut ServiceRequest, expected: &str) -> Result<bool, 
 }
 
 fn form_urlencoded_value(body: &[u8], key: &str) -> Option<String> {
-    serde_urlencoded_pairs(body).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    serde_urlencoded_pairs(body)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
 }
 
 fn serde_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
@@ -172,9 +207,11 @@ impl FromRequest for ApiAuth {
         let ext = req.extensions();
         ready(match ext.get::<Authenticated>() {
             Some(auth) => Ok(ApiAuth(auth.clone())),
-            None if ext.get::<RefusedBearer>().is_some() => {
-                Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the bearer token was refused"))
-            }
+            None if ext.get::<RefusedBearer>().is_some() => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the bearer token was refused",
+            )),
             None => Err(ApiError::unauthenticated()),
         })
     }
@@ -204,7 +241,10 @@ impl ResponseError for LoginRedirect {
         let target = format!("/login?next={}", urlencode(&self.0));
         // htmx follows HX-Redirect with a full page load instead of swapping the login
         // page into a fragment.
-        HttpResponse::SeeOther().insert_header((header::LOCATION, target.clone())).insert_header(("HX-Redirect", target)).finish()
+        HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, target.clone()))
+            .insert_header(("HX-Redirect", target))
+            .finish()
     }
 }
 
@@ -217,7 +257,10 @@ impl FromRequest for PageAuth {
             Some(auth) => Ok(PageAuth(auth.clone())),
             None => {
                 let next = if req.method() == Method::GET {
-                    req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned()
+                    req.uri()
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_owned()
                 } else {
                     "/".to_owned()
                 };
@@ -228,7 +271,9 @@ impl FromRequest for PageAuth {
 }
 
 pub fn urlencode(s: &str) -> String {
-    serde_urlencoded::to_string([("", s)]).map(|e| e.trim_start_matches('=').to_owned()).unwrap_or_default()
+    serde_urlencoded::to_string([("", s)])
+        .map(|e| e.trim_start_matches('=').to_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -245,7 +290,10 @@ mod tests {
 
     #[test]
     fn form_fields_are_found_and_decoded() {
-        assert_eq!(form_urlencoded_value(b"a=1&_csrf=x%2By&b=2", "_csrf"), Some("x+y".to_owned()));
+        assert_eq!(
+            form_urlencoded_value(b"a=1&_csrf=x%2By&b=2", "_csrf"),
+            Some("x+y".to_owned())
+        );
         assert_eq!(form_urlencoded_value(b"a=1", "_csrf"), None);
         assert_eq!(urlencode("/t/acme?x=1&y"), "%2Ft%2Facme%3Fx%3D1%26y");
     }

@@ -23,7 +23,12 @@ pub struct WebConfig {
 
 impl Default for WebConfig {
     fn default() -> Self {
-        Self { secure_cookies: false, trust_proxy: false, login_per_user_per_minute: 5, login_per_address_per_minute: 30 }
+        Self {
+            secure_cookies: false,
+            trust_proxy: false,
+            login_per_user_per_minute: 5,
+            login_per_address_per_minute: 30,
+        }
     }
 }
 
@@ -37,8 +42,15 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(platform: Platform, config: WebConfig) -> Self {
-        let login_limiter =
-            Arc::new(LoginLimiter::new(config.login_per_user_per_minute, config.login_per_address_per_minute));
-        Self { platform, config: Arc::new(config), login_limiter, metrics: crate::metrics::handle() }
+        let login_limiter = Arc::new(LoginLimiter::new(
+            config.login_per_user_per_minute,
+            config.login_per_address_per_minute,
+        ));
+        Self {
+            platform,
+            config: Arc::new(config),
+            login_limiter,
+            metrics: crate::metrics::handle(),
+        }
     }
 }

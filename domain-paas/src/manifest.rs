@@ -46,7 +46,8 @@ pub enum ManifestError {
 
 fn dns_label(s: &str) -> bool {
     (1..=40).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && s.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
         && !s.ends_with('-')
 }
@@ -57,7 +58,11 @@ impl BundleManifest {
             return Err(ManifestError::BadName(self.name.clone()));
         }
         let parts: Vec<&str> = self.version.split('.').collect();
-        if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || p.parse::<u64>().is_err()) {
+        if parts.len() != 3
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || p.parse::<u64>().is_err())
+        {
             return Err(ManifestError::BadVersion(self.version.clone()));
         }
         let mut seen = HashSet::new();
@@ -78,7 +83,8 @@ mod tests {
     use super::*;
 
     fn check(json: serde_json::Value, expected: Result<(), ManifestError>) {
-        let manifest: BundleManifest = serde_json::from_value(json.clone()).unwrap_or_else(|e| panic!("{json}: {e}"));
+        let manifest: BundleManifest =
+            serde_json::from_value(json.clone()).unwrap_or_else(|e| panic!("{json}: {e}"));
         assert_eq!(manifest.validate(), expected, "{json}");
     }
 
@@ -87,8 +93,14 @@ mod tests {
         use serde_json::json;
         let base = |name: &str, version: &str| json!({"name": name, "version": version, "description": "Retail"});
         check(base("retail", "1.0.0"), Ok(()));
-        check(base("Retail", "1.0.0"), Err(ManifestError::BadName("Retail".into())));
-        check(base("retail", "1.0"), Err(ManifestError::BadVersion("1.0".into())));
+        check(
+            base("Retail", "1.0.0"),
+            Err(ManifestError::BadName("Retail".into())),
+        );
+        check(
+            base("retail", "1.0"),
+            Err(ManifestError::BadVersion("1.0".into())),
+        );
         check(
             json!({"name": "retail", "version": "1.0.0", "description": "x",
                    "templates": [{"name": "shop", "description": "a"}, {"name": "shop", "description": "b"}]}),

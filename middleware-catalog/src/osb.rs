@@ -60,7 +60,10 @@ pub enum CatalogError {
 }
 
 fn cli_friendly(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl Catalog {
@@ -72,24 +75,38 @@ impl Catalog {
                 return Err(CatalogError::Empty { index, field: "id" });
             }
             if service.description.is_empty() {
-                return Err(CatalogError::Empty { index, field: "description" });
+                return Err(CatalogError::Empty {
+                    index,
+                    field: "description",
+                });
             }
             if !cli_friendly(&service.name) {
-                return Err(CatalogError::NotCliFriendly { service: service.name.clone() });
+                return Err(CatalogError::NotCliFriendly {
+                    service: service.name.clone(),
+                });
             }
             if service.plans.is_empty() {
-                return Err(CatalogError::NoPlans { service: service.name.clone() });
+                return Err(CatalogError::NoPlans {
+                    service: service.name.clone(),
+                });
             }
             if !ids.insert(service.id.as_str()) {
-                return Err(CatalogError::DuplicateId { id: service.id.clone() });
+                return Err(CatalogError::DuplicateId {
+                    id: service.id.clone(),
+                });
             }
             let mut names = HashSet::new();
             for plan in &service.plans {
                 if !ids.insert(plan.id.as_str()) {
-                    return Err(CatalogError::DuplicateId { id: plan.id.clone() });
+                    return Err(CatalogError::DuplicateId {
+                        id: plan.id.clone(),
+                    });
                 }
                 if !names.insert(plan.name.as_str()) {
-                    return Err(CatalogError::DuplicatePlanName { service: service.name.clone(), plan: plan.name.clone() });
+                    return Err(CatalogError::DuplicatePlanName {
+                        service: service.name.clone(),
+                        plan: plan.name.clone(),
+                    });
                 }
             }
         }
@@ -111,19 +128,36 @@ mod tests {
 
     #[test]
     fn a_well_formed_catalog_validates() {
-        let c = catalog(redis(serde_json::json!([{"id": "p1", "name": "small", "description": "64 MiB"}])));
+        let c = catalog(redis(
+            serde_json::json!([{"id": "p1", "name": "small", "description": "64 MiB"}]),
+        ));
         assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]
     fn duplicate_ids_and_missing_plans_are_refused() {
         let c = catalog(redis(serde_json::json!([])));
-        assert_eq!(c.validate(), Err(CatalogError::NoPlans { service: "redis".into() }));
-        let c = catalog(redis(serde_json::json!([{"id": "svc-redis", "name": "small", "description": "x"}])));
-        assert_eq!(c.validate(), Err(CatalogError::DuplicateId { id: "svc-redis".into() }));
+        assert_eq!(
+            c.validate(),
+            Err(CatalogError::NoPlans {
+                service: "redis".into()
+            })
+        );
+        let c = catalog(redis(
+            serde_json::json!([{"id": "svc-redis", "name": "small", "description": "x"}]),
+        ));
+        assert_eq!(
+            c.validate(),
+            Err(CatalogError::DuplicateId {
+                id: "svc-redis".into()
+            })
+        );
         let c = catalog(redis(serde_json::json!([
             {"id": "p1", "name": "small", "description": "x"}, {"id": "p2", "name": "small", "description": "y"}
         ])));
-        assert!(matches!(c.validate(), Err(CatalogError::DuplicatePlanName { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(CatalogError::DuplicatePlanName { .. })
+        ));
     }
 }

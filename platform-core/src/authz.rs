@@ -29,7 +29,11 @@ impl Principal {
     }
 
     pub(crate) fn require_platform_admin(&self, action: &'static str) -> Result<(), CoreError> {
-        if self.platform_admin { Ok(()) } else { Err(CoreError::PlatformAdminOnly { action }) }
+        if self.platform_admin {
+            Ok(())
+        } else {
+            Err(CoreError::PlatformAdminOnly { action })
+        }
     }
 }
 
@@ -56,9 +60,17 @@ impl Permission {
             (_, Role::TenantAdmin) => true,
             (Permission::View, _) => true,
             (Permission::ChangeApps { .. }, Role::Ops) => true,
-            (Permission::ChangeApps { protected_environment }, Role::Developer) => !protected_environment,
+            (
+                Permission::ChangeApps {
+                    protected_environment,
+                },
+                Role::Developer,
+            ) => !protected_environment,
             (Permission::ViewAudit, Role::Ops) => true,
-            (Permission::ManageEnvironments | Permission::ManageMembers | Permission::ViewAudit, _) => false,
+            (
+                Permission::ManageEnvironments | Permission::ManageMembers | Permission::ViewAudit,
+                _,
+            ) => false,
         }
     }
 }
@@ -73,7 +85,11 @@ pub struct TenantAccess {
 
 impl TenantAccess {
     pub(crate) fn new(tenant: Tenant, role: Role, principal: Principal) -> Self {
-        Self { tenant, role, principal }
+        Self {
+            tenant,
+            role,
+            principal,
+        }
     }
 
     pub fn tenant(&self) -> &Tenant {
@@ -92,8 +108,16 @@ impl TenantAccess {
         permission.allowed_for(self.role)
     }
 
-    pub(crate) fn require(&self, permission: Permission, action: &'static str) -> Result<(), CoreError> {
-        if self.can(permission) { Ok(()) } else { Err(CoreError::Forbidden { action }) }
+    pub(crate) fn require(
+        &self,
+        permission: Permission,
+        action: &'static str,
+    ) -> Result<(), CoreError> {
+        if self.can(permission) {
+            Ok(())
+        } else {
+            Err(CoreError::Forbidden { action })
+        }
     }
 }
 
@@ -102,15 +126,29 @@ mod tests {
     use super::*;
 
     fn check(permission: Permission, expected: [bool; 3]) {
-        let got = [Role::Developer, Role::Ops, Role::TenantAdmin].map(|r| permission.allowed_for(r));
-        assert_eq!(got, expected, "{permission:?} for [developer, ops, tenant_admin]");
+        let got =
+            [Role::Developer, Role::Ops, Role::TenantAdmin].map(|r| permission.allowed_for(r));
+        assert_eq!(
+            got, expected,
+            "{permission:?} for [developer, ops, tenant_admin]"
+        );
     }
 
     #[test]
     fn role_matrix() {
         check(Permission::View, [true, true, true]);
-        check(Permission::ChangeApps { protected_environment: false }, [true, true, true]);
-        check(Permission::ChangeApps { protected_environment: true }, [false, true, true]);
+        check(
+            Permission::ChangeApps {
+                protected_environment: false,
+            },
+            [true, true, true],
+        );
+        check(
+            Permission::ChangeApps {
+                protected_environment: true,
+            },
+            [false, true, true],
+        );
         check(Permission::ManageEnvironments, [false, false, true]);
         check(Permission::ManageMembers, [false, false, true]);
         check(Permission::ViewAudit, [false, true, true]);

@@ -21,14 +21,34 @@ pub struct CreatedAccount {
 }
 
 /// The demo tenants and who is in them.
-const DEMO_TENANTS: [(&str, &str); 2] = [("acme", "Acme Corporation"), ("globex", "Globex Industries")];
+const DEMO_TENANTS: [(&str, &str); 2] = [
+    ("acme", "Acme Corporation"),
+    ("globex", "Globex Industries"),
+];
 
-/// (username, display name, platform admin, memberships)
-const DEMO_USERS: [(&str, &str, bool, &[(&str, Role)]); 4] = [
+/// A demo account: username, display name, platform admin, memberships.
+type DemoUser = (
+    &'static str,
+    &'static str,
+    bool,
+    &'static [(&'static str, Role)],
+);
+
+const DEMO_USERS: [DemoUser; 4] = [
     ("admin", "Platform Administrator", true, &[]),
-    ("dev", "Dana Developer", false, &[("acme", Role::Developer), ("globex", Role::Developer)]),
+    (
+        "dev",
+        "Dana Developer",
+        false,
+        &[("acme", Role::Developer), ("globex", Role::Developer)],
+    ),
     ("ops", "Omar Ops", false, &[("acme", Role::Ops)]),
-    ("tadmin", "Tara Tenant-Admin", false, &[("acme", Role::TenantAdmin), ("globex", Role::TenantAdmin)]),
+    (
+        "tadmin",
+        "Tara Tenant-Admin",
+        false,
+        &[("acme", Role::TenantAdmin), ("globex", Role::TenantAdmin)],
+    ),
 ];
 
 impl Platform {
@@ -39,7 +59,9 @@ impl Platform {
     pub async fn bootstrap_demo(&self) -> Result<Vec<CreatedAccount>, CoreError> {
         let mut tx = self.pool.begin().await?;
         // Serializes concurrent first starts.
-        sqlx::query("SELECT pg_advisory_xact_lock(7242001)").execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7242001)")
+            .execute(&mut *tx)
+            .await?;
         if store::users::count(&mut *tx).await? > 0 {
             return Ok(Vec::new());
         }
@@ -47,7 +69,8 @@ impl Platform {
         for (slug, name) in DEMO_TENANTS {
             let tenant = store::tenants::insert(&mut tx, slug, name).await?;
             for (env, description, protected) in tenancy_defaults::DEFAULT_ENVIRONMENTS {
-                store::tenants::insert_environment(&mut tx, tenant.id, env, description, protected).await?;
+                store::tenants::insert_environment(&mut tx, tenant.id, env, description, protected)
+                    .await?;
             }
             system_audit(&mut tx, Some(tenant.id), "tenant.create", "tenant", slug).await?;
             tenant_ids.push((slug, tenant.id));
@@ -56,7 +79,8 @@ impl Platform {
         for (username, display_name, platform_admin, memberships) in DEMO_USERS {
             let password = Password::generate();
             let hash = password::hash(&password).await?;
-            let user = store::users::insert(&mut tx, username, display_name, &hash, platform_admin).await?;
+            let user = store::users::insert(&mut tx, username, display_name, &hash, platform_admin)
+                .await?;
             system_audit(&mut tx, None, "user.create", "user", username).await?;
             for (slug, role) in memberships {
                 if let Some((_, tenant_id)) = tenant_ids.iter().find(|(s, _)| s == slug) {
@@ -67,7 +91,10 @@ impl Platform {
             let role = if platform_admin {
                 "platform_admin".to_owned()
             } else {
-                memberships.first().map(|(_, r)| r.as_str().to_owned()).unwrap_or_default()
+                memberships
+                    .first()
+                    .map(|(_, r)| r.as_str().to_owned())
+                    .unwrap_or_default()
             };
             accounts.push(CreatedAccount {
                 username: username.to_owned(),
@@ -77,21 +104,43 @@ impl Platform {
             });
         }
         // One sample application so the console has something to show.
-        if let (Some((_, acme)), Some(dev_user)) = (tenant_ids.first(), store::users::by_username(&mut *tx, "dev").await?) {
-            if let Some(env) = store::tenants::environment(&mut *tx, *acme, "dev").await? {
+        let dev_user = store::users::by_username(&mut *tx, "dev").await?;
+        if let (Some((_, acme)), Some(dev_user)) = (tenant_ids.first(), dev_user)
+            && let Some(env) = store::tenants::environment(&mut *tx, *acme, "dev").await?
+        {
+            {
                 let spec = AppSpec {
                     kind: WorkloadKind::Service,
                     command: "python3".to_owned(),
-                    args: vec!["-m".to_owned(), "http.server".to_owned(), "$PORT".to_owned()],
+                    args: vec![
+                        "-m".to_owned(),
+                        "http.server".to_owned(),
+                        "$PORT".to_owned(),
+                    ],
                     env: [("GREETING".to_owned(), "hello".to_owned())].into(),
                     replicas: 2,
                     resources: Resources::default(),
                     schedule: None,
                 };
-                let spec_json = serde_json::to_value(&spec).map_err(|e| CoreError::Internal(e.to_string()))?;
-                let id = store::apps::insert(&mut tx, *acme, env.id, "hello", "A sample static HTTP service.").await?;
+                let spec_json =
+                    serde_json::to_value(&spec).map_err(|e| CoreError::Internal(e.to_string()))?;
+                let id = store::apps::insert(
+                    &mut tx,
+                    *acme,
+                    env.id,
+                    "hello",
+                    "A sample static HTTP service.",
+                )
+                .await?;
                 store::apps::insert_revision(&mut tx, id, 1, &spec_json, dev_user.id).await?;
-                system_audit(&mut tx, Some(*acme), "application.create", "application", "dev/hello").await?;
+                system_audit(
+                    &mut tx,
+                    Some(*acme),
+                    "application.create",
+                    "application",
+                    "dev/hello",
+                )
+                .await?;
             }
         }
         tx.commit().await?;
@@ -100,10 +149,16 @@ impl Platform {
 
     /// Creates the platform administrator `username` with `password` unless an enabled
     /// platform administrator exists; returns whether it created one.
-    pub async fn bootstrap_admin(&self, username: &str, password: &Password) -> Result<bool, CoreError> {
+    pub async fn bootstrap_admin(
+        &self,
+        username: &str,
+        password: &Password,
+    ) -> Result<bool, CoreError> {
         let username = crate::names::Username::parse(username)?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(7242001)").execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7242001)")
+            .execute(&mut *tx)
+            .await?;
         if store::users::platform_admin_count(&mut *tx).await? > 0 {
             return Ok(false);
         }
@@ -112,11 +167,20 @@ impl Platform {
             Some(_) => {
                 return Err(CoreError::Conflict {
                     field: "username",
-                    message: format!("user '{username}' exists but is not an enabled platform administrator"),
+                    message: format!(
+                        "user '{username}' exists but is not an enabled platform administrator"
+                    ),
                 });
             }
             None => {
-                store::users::insert(&mut tx, username.as_str(), "Platform Administrator", &hash, true).await?;
+                store::users::insert(
+                    &mut tx,
+                    username.as_str(),
+                    "Platform Administrator",
+                    &hash,
+                    true,
+                )
+                .await?;
             }
         }
         system_audit(&mut tx, None, "user.create", "user", username.as_str()).await?;

@@ -14,7 +14,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// The same complaint about a value the caller knows under another name.
@@ -53,7 +56,10 @@ pub enum CoreError {
     #[error(transparent)]
     Invalid(#[from] FieldError),
     #[error("{message}")]
-    Conflict { field: &'static str, message: String },
+    Conflict {
+        field: &'static str,
+        message: String,
+    },
     #[error("your role in this tenant does not allow you to {action}")]
     Forbidden { action: &'static str },
     #[error("only a platform administrator may {action}")]
@@ -70,7 +76,10 @@ pub enum CoreError {
 
 impl CoreError {
     pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
-        Self::NotFound { kind, name: name.into() }
+        Self::NotFound {
+            kind,
+            name: name.into(),
+        }
     }
 
     /// The stable snake_case code clients match on.
@@ -98,9 +107,15 @@ impl CoreError {
 
 /// Maps a unique-constraint violation to a conflict on `field`; anything else stays a
 /// storage failure.
-pub(crate) fn conflict_on_unique(err: sqlx::Error, field: &'static str, message: String) -> CoreError {
+pub(crate) fn conflict_on_unique(
+    err: sqlx::Error,
+    field: &'static str,
+    message: String,
+) -> CoreError {
     match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => CoreError::Conflict { field, message },
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            CoreError::Conflict { field, message }
+        }
         _ => CoreError::Store(err),
     }
 }

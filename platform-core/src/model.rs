@@ -14,7 +14,9 @@ use crate::spec::AppSpec;
 
 /// A member's role within one tenant. Platform administration is not a tenant role; it
 /// is a flag on the user ([`User::platform_admin`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Onboards and changes applications in unprotected environments.

@@ -12,12 +12,19 @@ fn check_dns_label(field: &str, value: &str, max: usize) -> Result<(), FieldErro
         return Err(FieldError::new(field, "must not be empty"));
     }
     if value.len() > max {
-        return Err(FieldError::new(field, format!("must be at most {max} characters")));
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     let bytes = value.as_bytes();
-    let valid_chars = bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    let valid_chars = bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
     let starts_with_letter = bytes.first().is_some_and(u8::is_ascii_lowercase);
-    let ends_alphanumeric = bytes.last().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let ends_alphanumeric = bytes
+        .last()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if !(valid_chars && starts_with_letter && ends_alphanumeric) {
         return Err(FieldError::new(
             field,
@@ -88,10 +95,13 @@ pub struct Username(String);
 impl Username {
     pub fn parse(value: &str) -> Result<Self, FieldError> {
         let ok_len = (2..=64).contains(&value.len());
-        let ok_first = value.as_bytes().first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        let ok_chars = value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+        let ok_first = value
+            .as_bytes()
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let ok_chars = value.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
         if ok_len && ok_first && ok_chars {
             Ok(Self(value.to_owned()))
         } else {
@@ -128,10 +138,16 @@ impl DisplayName {
             return Err(FieldError::new("display_name", "must not be empty"));
         }
         if trimmed.chars().count() > Self::MAX_CHARS {
-            return Err(FieldError::new("display_name", format!("must be at most {} characters", Self::MAX_CHARS)));
+            return Err(FieldError::new(
+                "display_name",
+                format!("must be at most {} characters", Self::MAX_CHARS),
+            ));
         }
         if trimmed.chars().any(char::is_control) {
-            return Err(FieldError::new("display_name", "must not contain control characters"));
+            return Err(FieldError::new(
+                "display_name",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -145,10 +161,19 @@ impl DisplayName {
 pub fn parse_description(value: &str) -> Result<String, FieldError> {
     let trimmed = value.trim();
     if trimmed.chars().count() > 500 {
-        return Err(FieldError::new("description", "must be at most 500 characters"));
+        return Err(FieldError::new(
+            "description",
+            "must be at most 500 characters",
+        ));
     }
-    if trimmed.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(FieldError::new("description", "must not contain control characters"));
+    if trimmed
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(FieldError::new(
+            "description",
+            "must not contain control characters",
+        ));
     }
     Ok(trimmed.to_owned())
 }
@@ -165,10 +190,16 @@ impl Password {
     pub fn parse_new(value: &str) -> Result<Self, FieldError> {
         let chars = value.chars().count();
         if chars < Self::MIN_LEN {
-            return Err(FieldError::new("password", format!("must be at least {} characters", Self::MIN_LEN)));
+            return Err(FieldError::new(
+                "password",
+                format!("must be at least {} characters", Self::MIN_LEN),
+            ));
         }
         if value.len() > Self::MAX_LEN {
-            return Err(FieldError::new("password", format!("must be at most {} bytes", Self::MAX_LEN)));
+            return Err(FieldError::new(
+                "password",
+                format!("must be at most {} bytes", Self::MAX_LEN),
+            ));
         }
         Ok(Self(value.to_owned()))
     }
@@ -183,7 +214,9 @@ impl Password {
         use rand::Rng;
         const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
         let mut rng = rand::thread_rng();
-        let value = (0..20).map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())])).collect();
+        let value = (0..20)
+            .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+            .collect();
         Self(value)
     }
 
@@ -227,7 +260,9 @@ mod tests {
     #[test]
     fn names_deserialize_only_when_valid() {
         assert!(serde_json::from_str::<TenantSlug>("\"acme\"").is_ok());
-        let err = serde_json::from_str::<TenantSlug>("\"ACME\"").err().map(|e| e.to_string());
+        let err = serde_json::from_str::<TenantSlug>("\"ACME\"")
+            .err()
+            .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("slug")));
     }
 
@@ -237,7 +272,10 @@ mod tests {
         assert!(Username::parse("a").is_err());
         assert!(Username::parse("Alice").is_err());
         assert!(Username::parse("-alice").is_err());
-        assert_eq!(DisplayName::parse("  Acme <script>  ").map(|d| d.as_str().to_owned()), Ok("Acme <script>".to_owned()));
+        assert_eq!(
+            DisplayName::parse("  Acme <script>  ").map(|d| d.as_str().to_owned()),
+            Ok("Acme <script>".to_owned())
+        );
         assert!(DisplayName::parse("   ").is_err());
         assert!(DisplayName::parse("bell\u{7}").is_err());
     }

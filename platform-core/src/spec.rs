@@ -26,8 +26,13 @@ pub enum WorkloadKind {
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 5] =
-        [Self::Service, Self::Stateful, Self::Job, Self::Cronjob, Self::Daemon];
+    pub const ALL: [WorkloadKind; 5] = [
+        Self::Service,
+        Self::Stateful,
+        Self::Job,
+        Self::Cronjob,
+        Self::Daemon,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -43,7 +48,12 @@ impl WorkloadKind {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == value)
-            .ok_or_else(|| FieldError::new("kind", "must be one of service, stateful, job, cronjob, daemon"))
+            .ok_or_else(|| {
+                FieldError::new(
+                    "kind",
+                    "must be one of service, stateful, job, cronjob, daemon",
+                )
+            })
     }
 }
 
@@ -71,7 +81,10 @@ fn default_replicas() -> u32 {
 
 impl Default for Resources {
     fn default() -> Self {
-        Self { cpu_millis: default_cpu(), memory_mib: default_memory() }
+        Self {
+            cpu_millis: default_cpu(),
+            memory_mib: default_memory(),
+        }
     }
 }
 
@@ -112,16 +125,32 @@ impl AppSpec {
             return Err(FieldError::new("command", "must not be empty"));
         }
         if command.len() > 1024 || command.contains('\0') {
-            return Err(FieldError::new("command", "must be at most 1024 bytes with no NUL"));
+            return Err(FieldError::new(
+                "command",
+                "must be at most 1024 bytes with no NUL",
+            ));
         }
         if self.args.len() > Self::MAX_ARGS {
-            return Err(FieldError::new("args", format!("must have at most {} entries", Self::MAX_ARGS)));
+            return Err(FieldError::new(
+                "args",
+                format!("must have at most {} entries", Self::MAX_ARGS),
+            ));
         }
-        if let Some(i) = self.args.iter().position(|a| a.len() > 4096 || a.contains('\0')) {
-            return Err(FieldError::new(format!("args[{i}]"), "must be at most 4096 bytes with no NUL"));
+        if let Some(i) = self
+            .args
+            .iter()
+            .position(|a| a.len() > 4096 || a.contains('\0'))
+        {
+            return Err(FieldError::new(
+                format!("args[{i}]"),
+                "must be at most 4096 bytes with no NUL",
+            ));
         }
         if self.env.len() > Self::MAX_ENV {
-            return Err(FieldError::new("env", format!("must have at most {} variables", Self::MAX_ENV)));
+            return Err(FieldError::new(
+                "env",
+                format!("must have at most {} variables", Self::MAX_ENV),
+            ));
         }
         for (key, value) in &self.env {
             if !is_env_key(key) {
@@ -131,25 +160,43 @@ impl AppSpec {
                 ));
             }
             if value.len() > 8192 || value.contains('\0') {
-                return Err(FieldError::new(format!("env.{key}"), "must be at most 8192 bytes with no NUL"));
+                return Err(FieldError::new(
+                    format!("env.{key}"),
+                    "must be at most 8192 bytes with no NUL",
+                ));
             }
         }
-        let max_replicas = if self.kind == WorkloadKind::Daemon { 1 } else { Self::MAX_REPLICAS };
+        let max_replicas = if self.kind == WorkloadKind::Daemon {
+            1
+        } else {
+            Self::MAX_REPLICAS
+        };
         if self.replicas > max_replicas {
-            return Err(FieldError::new("replicas", format!("must be between 0 and {max_replicas}")));
+            return Err(FieldError::new(
+                "replicas",
+                format!("must be between 0 and {max_replicas}"),
+            ));
         }
         if !(10..=64_000).contains(&self.resources.cpu_millis) {
-            return Err(FieldError::new("resources.cpu_millis", "must be between 10 and 64000"));
+            return Err(FieldError::new(
+                "resources.cpu_millis",
+                "must be between 10 and 64000",
+            ));
         }
         if !(16..=262_144).contains(&self.resources.memory_mib) {
-            return Err(FieldError::new("resources.memory_mib", "must be between 16 and 262144"));
+            return Err(FieldError::new(
+                "resources.memory_mib",
+                "must be between 16 and 262144",
+            ));
         }
         match (self.kind, &self.schedule) {
             (WorkloadKind::Cronjob, None) => {
                 return Err(FieldError::new("schedule", "is required for a cronjob"));
             }
             (WorkloadKind::Cronjob, Some(s)) => check_cron(s)?,
-            (_, Some(_)) => return Err(FieldError::new("schedule", "is only allowed for a cronjob")),
+            (_, Some(_)) => {
+                return Err(FieldError::new("schedule", "is only allowed for a cronjob"));
+            }
             (_, None) => {}
         }
         Ok(())
@@ -158,7 +205,9 @@ impl AppSpec {
 
 fn is_env_key(key: &str) -> bool {
     let mut bytes = key.bytes();
-    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
     first_ok && key.len() <= 256 && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
@@ -168,12 +217,16 @@ fn check_cron(expr: &str) -> Result<(), FieldError> {
     let fields: Vec<&str> = expr.split_whitespace().collect();
     let shape_ok = matches!(fields.len(), 5 | 6)
         && fields.iter().all(|f| {
-            f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/' | '?'))
+            f.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/' | '?'))
         });
     if shape_ok {
         Ok(())
     } else {
-        Err(FieldError::new("schedule", "must be a cron expression of 5 or 6 fields, e.g. '0 */5 * * * *'"))
+        Err(FieldError::new(
+            "schedule",
+            "must be a cron expression of 5 or 6 fields, e.g. '0 */5 * * * *'",
+        ))
     }
 }
 
@@ -186,7 +239,9 @@ mod tests {
     }
 
     fn check(json: serde_json::Value, expected: Result<(), (&str, &str)>) {
-        let got = spec(json.clone()).validate().map_err(|e| (e.field, e.message));
+        let got = spec(json.clone())
+            .validate()
+            .map_err(|e| (e.field, e.message));
         let expected = expected.map_err(|(f, m)| (f.to_owned(), m.to_owned()));
         assert_eq!(got, expected, "spec {json}");
     }
@@ -196,23 +251,50 @@ mod tests {
         let s = spec(serde_json::json!({"command": "python3"}));
         assert_eq!(s.kind, WorkloadKind::Service);
         assert_eq!(s.replicas, 1);
-        assert_eq!(s.resources, Resources { cpu_millis: 100, memory_mib: 128 });
+        assert_eq!(
+            s.resources,
+            Resources {
+                cpu_millis: 100,
+                memory_mib: 128
+            }
+        );
     }
 
     #[test]
     fn invalid_specs_name_the_field() {
         use serde_json::json;
         check(json!({"command": "web"}), Ok(()));
-        check(json!({"command": "  "}), Err(("spec.command", "must not be empty")));
-        check(json!({"command": "web", "replicas": 101}), Err(("spec.replicas", "must be between 0 and 100")));
-        check(json!({"command": "web", "kind": "daemon", "replicas": 2}), Err(("spec.replicas", "must be between 0 and 1")));
+        check(
+            json!({"command": "  "}),
+            Err(("spec.command", "must not be empty")),
+        );
+        check(
+            json!({"command": "web", "replicas": 101}),
+            Err(("spec.replicas", "must be between 0 and 100")),
+        );
+        check(
+            json!({"command": "web", "kind": "daemon", "replicas": 2}),
+            Err(("spec.replicas", "must be between 0 and 1")),
+        );
         check(
             json!({"command": "web", "env": {"1BAD": "x"}}),
-            Err(("spec.env.1BAD", "variable names use letters, digits and '_' and do not start with a digit")),
+            Err((
+                "spec.env.1BAD",
+                "variable names use letters, digits and '_' and do not start with a digit",
+            )),
         );
-        check(json!({"command": "web", "kind": "cronjob"}), Err(("spec.schedule", "is required for a cronjob")));
-        check(json!({"command": "web", "kind": "cronjob", "schedule": "0 * * * *"}), Ok(()));
-        check(json!({"command": "web", "schedule": "0 * * * *"}), Err(("spec.schedule", "is only allowed for a cronjob")));
+        check(
+            json!({"command": "web", "kind": "cronjob"}),
+            Err(("spec.schedule", "is required for a cronjob")),
+        );
+        check(
+            json!({"command": "web", "kind": "cronjob", "schedule": "0 * * * *"}),
+            Ok(()),
+        );
+        check(
+            json!({"command": "web", "schedule": "0 * * * *"}),
+            Err(("spec.schedule", "is only allowed for a cronjob")),
+        );
         check(
             json!({"command": "web", "resources": {"cpu_millis": 1}}),
             Err(("spec.resources.cpu_millis", "must be between 10 and 64000")),
@@ -221,7 +303,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused() {
-        let err = serde_json::from_value::<AppSpec>(serde_json::json!({"command": "x", "replica": 3}));
+        let err =
+            serde_json::from_value::<AppSpec>(serde_json::json!({"command": "x", "replica": 3}));
         assert!(err.is_err());
     }
 }

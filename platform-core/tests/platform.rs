@@ -19,7 +19,9 @@ fn must<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
 }
 
 fn spec(command: &str) -> AppSpec {
-    must(serde_json::from_value(serde_json::json!({"command": command})))
+    must(serde_json::from_value(
+        serde_json::json!({"command": command}),
+    ))
 }
 
 /// A platform with an admin, tenants `acme` and `globex`, and `alice` (developer in
@@ -43,8 +45,18 @@ impl World {
         world.create_tenant("globex", "gary").await;
         let tom = world.login("tom").await;
         let acme = must(world.platform.tenant(&tom, "acme").await);
-        must(world.platform.set_member_role(&acme, "alice", Role::Developer).await);
-        must(world.platform.set_member_role(&acme, "olga", Role::Ops).await);
+        must(
+            world
+                .platform
+                .set_member_role(&acme, "alice", Role::Developer)
+                .await,
+        );
+        must(
+            world
+                .platform
+                .set_member_role(&acme, "olga", Role::Ops)
+                .await,
+        );
         world
     }
 
@@ -75,7 +87,13 @@ impl World {
         self.session(user).await.principal
     }
 
-    async fn create_app(&self, user: &str, tenant: &str, env: &str, name: &str) -> Result<(), CoreError> {
+    async fn create_app(
+        &self,
+        user: &str,
+        tenant: &str,
+        env: &str,
+        name: &str,
+    ) -> Result<(), CoreError> {
         let who = self.login(user).await;
         let access = self.platform.tenant(&who, tenant).await?;
         let input = NewApplication {
@@ -84,7 +102,10 @@ impl World {
             description: String::new(),
             spec: spec("web"),
         };
-        self.platform.create_application(&access, input).await.map(|_| ())
+        self.platform
+            .create_application(&access, input)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -94,27 +115,46 @@ async fn a_new_tenant_gets_dev_test_and_prod_with_prod_protected(pool: PgPool) {
     let tom = world.login("tom").await;
     let acme = must(world.platform.tenant(&tom, "acme").await);
     let envs = must(world.platform.environments(&acme).await);
-    let shape: Vec<(&str, bool)> = envs.iter().map(|e| (e.name.as_str(), e.protected)).collect();
+    let shape: Vec<(&str, bool)> = envs
+        .iter()
+        .map(|e| (e.name.as_str(), e.protected))
+        .collect();
     assert_eq!(shape, [("dev", false), ("test", false), ("prod", true)]);
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn another_tenants_objects_are_not_found(pool: PgPool) {
     let world = World::new(pool).await;
-    must(world.create_app("gary", "globex", "dev", "secret-app").await);
+    must(
+        world
+            .create_app("gary", "globex", "dev", "secret-app")
+            .await,
+    );
     let alice = world.login("alice").await;
     // Not a member of globex: the tenant itself is "not found", like one that does not exist.
     let err = world.platform.tenant(&alice, "globex").await.err();
-    assert!(matches!(err, Some(CoreError::NotFound { kind: "tenant", .. })), "{err:?}");
+    assert!(
+        matches!(err, Some(CoreError::NotFound { kind: "tenant", .. })),
+        "{err:?}"
+    );
     // Within her own tenant, the other tenant's app name does not resolve either.
     let acme = must(world.platform.tenant(&alice, "acme").await);
-    let err = world.platform.application(&acme, "dev", "secret-app").await.err();
+    let err = world
+        .platform
+        .application(&acme, "dev", "secret-app")
+        .await
+        .err();
     assert!(matches!(err, Some(CoreError::NotFound { .. })), "{err:?}");
     // Even a principal forged with a membership it does not have gets nowhere: access is
     // read from the database.
     let mut forged = alice.clone();
-    forged.memberships.extend(world.login("gary").await.memberships);
-    assert!(matches!(world.platform.tenant(&forged, "globex").await, Err(CoreError::NotFound { .. })));
+    forged
+        .memberships
+        .extend(world.login("gary").await.memberships);
+    assert!(matches!(
+        world.platform.tenant(&forged, "globex").await,
+        Err(CoreError::NotFound { .. })
+    ));
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -127,11 +167,29 @@ async fn developers_cannot_change_protected_environments_but_ops_can(pool: PgPoo
     // Developers cannot manage members or read the audit log; ops can read it.
     let alice = world.login("alice").await;
     let acme = must(world.platform.tenant(&alice, "acme").await);
-    assert!(matches!(world.platform.set_member_role(&acme, "alice", Role::TenantAdmin).await, Err(CoreError::Forbidden { .. })));
-    assert!(matches!(world.platform.tenant_audit(&acme, &AuditFilter::default()).await, Err(CoreError::Forbidden { .. })));
+    assert!(matches!(
+        world
+            .platform
+            .set_member_role(&acme, "alice", Role::TenantAdmin)
+            .await,
+        Err(CoreError::Forbidden { .. })
+    ));
+    assert!(matches!(
+        world
+            .platform
+            .tenant_audit(&acme, &AuditFilter::default())
+            .await,
+        Err(CoreError::Forbidden { .. })
+    ));
     let olga = world.login("olga").await;
     let acme = must(world.platform.tenant(&olga, "acme").await);
-    assert!(world.platform.tenant_audit(&acme, &AuditFilter::default()).await.is_ok());
+    assert!(
+        world
+            .platform
+            .tenant_audit(&acme, &AuditFilter::default())
+            .await
+            .is_ok()
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -142,12 +200,28 @@ async fn every_spec_change_is_a_new_revision_and_the_same_spec_is_a_no_op(pool: 
     let acme = must(world.platform.tenant(&alice, "acme").await);
     let mut changed = spec("web");
     changed.replicas = 3;
-    let detail = must(world.platform.update_application(&acme, "dev", "web", changed.clone(), None).await);
+    let detail = must(
+        world
+            .platform
+            .update_application(&acme, "dev", "web", changed.clone(), None)
+            .await,
+    );
     assert_eq!(detail.application.current_revision, 2);
-    let again = must(world.platform.update_application(&acme, "dev", "web", changed, None).await);
-    assert_eq!(again.application.current_revision, 2, "applying the same spec twice is idempotent");
+    let again = must(
+        world
+            .platform
+            .update_application(&acme, "dev", "web", changed, None)
+            .await,
+    );
+    assert_eq!(
+        again.application.current_revision, 2,
+        "applying the same spec twice is idempotent"
+    );
     let revisions = must(world.platform.revisions(&acme, "dev", "web").await);
-    let shape: Vec<(i32, u32)> = revisions.iter().map(|r| (r.number, r.spec.replicas)).collect();
+    let shape: Vec<(i32, u32)> = revisions
+        .iter()
+        .map(|r| (r.number, r.spec.replicas))
+        .collect();
     assert_eq!(shape, [(2, 3), (1, 1)]);
 }
 
@@ -163,17 +237,27 @@ async fn revisions_and_the_audit_log_refuse_updates_and_deletes(pool: PgPool) {
         "TRUNCATE audit_log",
     ] {
         let err = sqlx::query(sql).execute(&pool).await.err();
-        assert!(err.is_some_and(|e| e.to_string().contains("append-only")), "{sql} was allowed");
+        assert!(
+            err.is_some_and(|e| e.to_string().contains("append-only")),
+            "{sql} was allowed"
+        );
     }
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_refused_change_leaves_no_audit_record_and_an_accepted_one_leaves_exactly_one(pool: PgPool) {
+async fn a_refused_change_leaves_no_audit_record_and_an_accepted_one_leaves_exactly_one(
+    pool: PgPool,
+) {
     let world = World::new(pool.clone()).await;
     let count = |action: &'static str| {
         let pool = pool.clone();
         async move {
-            let (n,): (i64,) = must(sqlx::query_as("SELECT count(*) FROM audit_log WHERE action = $1").bind(action).fetch_one(&pool).await);
+            let (n,): (i64,) = must(
+                sqlx::query_as("SELECT count(*) FROM audit_log WHERE action = $1")
+                    .bind(action)
+                    .fetch_one(&pool)
+                    .await,
+            );
             n
         }
     };
@@ -181,7 +265,10 @@ async fn a_refused_change_leaves_no_audit_record_and_an_accepted_one_leaves_exac
     assert_eq!(count("application.create").await, 1);
     // A duplicate name is a conflict, and its transaction (app row and audit) rolls back.
     let err = world.create_app("alice", "acme", "dev", "web").await.err();
-    assert!(matches!(err, Some(CoreError::Conflict { field: "name", .. })), "{err:?}");
+    assert!(
+        matches!(err, Some(CoreError::Conflict { field: "name", .. })),
+        "{err:?}"
+    );
     assert_eq!(count("application.create").await, 1);
 }
 
@@ -190,12 +277,29 @@ async fn the_last_tenant_admin_cannot_be_removed_or_demoted(pool: PgPool) {
     let world = World::new(pool).await;
     let tom = world.login("tom").await;
     let acme = must(world.platform.tenant(&tom, "acme").await);
-    let err = world.platform.set_member_role(&acme, "tom", Role::Developer).await.err();
-    assert!(matches!(&err, Some(CoreError::Invalid(e)) if e.field == "role"), "{err:?}");
+    let err = world
+        .platform
+        .set_member_role(&acme, "tom", Role::Developer)
+        .await
+        .err();
+    assert!(
+        matches!(&err, Some(CoreError::Invalid(e)) if e.field == "role"),
+        "{err:?}"
+    );
     assert!(world.platform.remove_member(&acme, "tom").await.is_err());
     // With a second admin, the first may step down.
-    must(world.platform.set_member_role(&acme, "olga", Role::TenantAdmin).await);
-    must(world.platform.set_member_role(&acme, "tom", Role::Developer).await);
+    must(
+        world
+            .platform
+            .set_member_role(&acme, "olga", Role::TenantAdmin)
+            .await,
+    );
+    must(
+        world
+            .platform
+            .set_member_role(&acme, "tom", Role::Developer)
+            .await,
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -206,18 +310,30 @@ async fn removing_a_member_closes_the_tenant_to_them_at_once(pool: PgPool) {
     let acme = must(world.platform.tenant(&tom, "acme").await);
     must(world.platform.remove_member(&acme, "alice").await);
     // Alice's principal still lists acme (loaded before), but access is re-checked.
-    assert!(matches!(world.platform.tenant(&alice, "acme").await, Err(CoreError::NotFound { .. })));
+    assert!(matches!(
+        world.platform.tenant(&alice, "acme").await,
+        Err(CoreError::NotFound { .. })
+    ));
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn login_fails_alike_for_unknown_users_wrong_passwords_and_disabled_accounts(pool: PgPool) {
     let world = World::new(pool).await;
     let p = &world.platform;
-    assert!(matches!(p.login("nobody", PASSWORD, None).await, Err(CoreError::InvalidCredentials)));
-    assert!(matches!(p.login("alice", "wrong password!", None).await, Err(CoreError::InvalidCredentials)));
+    assert!(matches!(
+        p.login("nobody", PASSWORD, None).await,
+        Err(CoreError::InvalidCredentials)
+    ));
+    assert!(matches!(
+        p.login("alice", "wrong password!", None).await,
+        Err(CoreError::InvalidCredentials)
+    ));
     let session = world.session("alice").await;
     must(p.set_user_disabled(&world.admin, "alice", true).await);
-    assert!(matches!(p.login("alice", PASSWORD, None).await, Err(CoreError::InvalidCredentials)));
+    assert!(matches!(
+        p.login("alice", PASSWORD, None).await,
+        Err(CoreError::InvalidCredentials)
+    ));
     // The disabled user's existing token stops working too.
     assert!(p.authenticate(&session.token, None).await.is_err());
     must(p.set_user_disabled(&world.admin, "alice", false).await);
@@ -226,7 +342,11 @@ async fn login_fails_alike_for_unknown_users_wrong_passwords_and_disabled_accoun
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_rotated_key_keeps_verifying_old_tokens_for_the_overlap_only(pool: PgPool) {
-    let config = TokenConfig { ttl: Duration::from_secs(60), key_overlap: Duration::from_secs(60), ..TokenConfig::default() };
+    let config = TokenConfig {
+        ttl: Duration::from_secs(60),
+        key_overlap: Duration::from_secs(60),
+        ..TokenConfig::default()
+    };
     let platform = must(Platform::start(pool.clone(), config).await);
     let password = must(Password::parse_new(PASSWORD));
     must(platform.bootstrap_admin("root", &password).await);
@@ -236,11 +356,17 @@ async fn a_rotated_key_keeps_verifying_old_tokens_for_the_overlap_only(pool: PgP
     let new_kid = must(platform.rotate_signing_key(&admin).await);
     assert_ne!(Some(new_kid.clone()), old_kid);
     assert_eq!(platform.tokens().current_kid(), Some(new_kid));
-    assert!(platform.authenticate(&old.token, None).await.is_ok(), "old token verifies during the overlap");
+    assert!(
+        platform.authenticate(&old.token, None).await.is_ok(),
+        "old token verifies during the overlap"
+    );
     // Move the retirement into the past beyond the overlap: the old key stops verifying.
     must(sqlx::query("UPDATE signing_keys SET retired_at = now() - interval '2 minutes' WHERE retired_at IS NOT NULL").execute(&pool).await);
     must(platform.tokens().refresh().await);
-    assert!(platform.authenticate(&old.token, None).await.is_err(), "old token refused after the overlap");
+    assert!(
+        platform.authenticate(&old.token, None).await.is_err(),
+        "old token refused after the overlap"
+    );
     let fresh = must(platform.login("root", PASSWORD, None).await);
     assert!(platform.authenticate(&fresh.token, None).await.is_ok());
 }
@@ -251,10 +377,26 @@ async fn environments_are_unique_per_tenant_but_names_repeat_across_tenants(pool
     for (user, tenant) in [("tom", "acme"), ("gary", "globex")] {
         let who = world.login(user).await;
         let access = must(world.platform.tenant(&who, tenant).await);
-        let input = NewEnvironment { name: must(EnvName::parse("staging")), description: String::new(), protected: true };
-        must(world.platform.create_environment(&access, input.clone()).await);
-        let err = world.platform.create_environment(&access, input).await.err();
-        assert!(matches!(err, Some(CoreError::Conflict { field: "name", .. })), "{err:?}");
+        let input = NewEnvironment {
+            name: must(EnvName::parse("staging")),
+            description: String::new(),
+            protected: true,
+        };
+        must(
+            world
+                .platform
+                .create_environment(&access, input.clone())
+                .await,
+        );
+        let err = world
+            .platform
+            .create_environment(&access, input)
+            .await
+            .err();
+        assert!(
+            matches!(err, Some(CoreError::Conflict { field: "name", .. })),
+            "{err:?}"
+        );
     }
 }
 
@@ -264,7 +406,10 @@ async fn the_demo_bootstrap_runs_once(pool: PgPool) {
     let accounts = must(platform.bootstrap_demo().await);
     let names: Vec<&str> = accounts.iter().map(|a| a.username.as_str()).collect();
     assert_eq!(names, ["admin", "dev", "ops", "tadmin"]);
-    assert!(must(platform.bootstrap_demo().await).is_empty(), "second start creates nothing");
+    assert!(
+        must(platform.bootstrap_demo().await).is_empty(),
+        "second start creates nothing"
+    );
     for a in &accounts {
         let session = must(platform.login(&a.username, a.password.expose(), None).await);
         assert_eq!(session.principal.platform_admin, a.role == "platform_admin");
@@ -274,6 +419,35 @@ async fn the_demo_bootstrap_runs_once(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn an_application_in_a_missing_environment_is_a_field_error(pool: PgPool) {
     let world = World::new(pool).await;
-    let err = world.create_app("alice", "acme", "nowhere", "web").await.err();
-    assert!(matches!(&err, Some(CoreError::Invalid(e)) if e.field == "environment"), "{err:?}");
+    let err = world
+        .create_app("alice", "acme", "nowhere", "web")
+        .await
+        .err();
+    assert!(
+        matches!(&err, Some(CoreError::Invalid(e)) if e.field == "environment"),
+        "{err:?}"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_logged_out_session_is_refused_even_before_it_expires(pool: PgPool) {
+    let world = World::new(pool).await;
+    let first = world.session("alice").await;
+    let second = world.session("alice").await;
+    must(world.platform.logout(&first.principal, &first.claims).await);
+    assert!(
+        world
+            .platform
+            .authenticate(&first.token, None)
+            .await
+            .is_err()
+    );
+    // Only that session ended; another one of the same user goes on.
+    assert!(
+        world
+            .platform
+            .authenticate(&second.token, None)
+            .await
+            .is_ok()
+    );
 }

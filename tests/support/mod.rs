@@ -34,21 +34,38 @@ impl Drop for Server {
 }
 
 pub async fn start(pool: PgPool) -> Server {
-    let generous = WebConfig { login_per_user_per_minute: 1000, login_per_address_per_minute: 1000, ..WebConfig::default() };
+    let generous = WebConfig {
+        login_per_user_per_minute: 1000,
+        login_per_address_per_minute: 1000,
+        ..WebConfig::default()
+    };
     start_with(pool, generous).await
 }
 
 pub async fn start_with(pool: PgPool, config: WebConfig) -> Server {
     let platform = must(Platform::start(pool.clone(), TokenConfig::default()).await);
     let accounts = must(platform.bootstrap_demo().await);
-    let passwords = accounts.iter().map(|a| (a.username.clone(), a.password.expose().to_owned())).collect();
+    let passwords = accounts
+        .iter()
+        .map(|a| (a.username.clone(), a.password.expose().to_owned()))
+        .collect();
     let state = AppState::new(platform.clone(), config);
-    let server = must(actix_web::HttpServer::new(move || console::app(state.clone())).workers(1).bind("127.0.0.1:0"));
+    let server = must(
+        actix_web::HttpServer::new(move || console::app(state.clone()))
+            .workers(1)
+            .bind("127.0.0.1:0"),
+    );
     let addr = server.addrs()[0];
     let running = server.disable_signals().run();
     let handle = running.handle();
     tokio::spawn(running);
-    Server { base: format!("http://{addr}"), platform, pool, passwords, handle }
+    Server {
+        base: format!("http://{addr}"),
+        platform,
+        pool,
+        passwords,
+        handle,
+    }
 }
 
 impl Server {
@@ -76,30 +93,58 @@ impl Server {
 
     /// An API client acting as a demo user.
     pub async fn api(&self, user: &str) -> Api {
-        Api { base: self.base.clone(), token: Some(self.token(user).await), http: reqwest::Client::new() }
+        Api {
+            base: self.base.clone(),
+            token: Some(self.token(user).await),
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn anonymous(&self) -> Api {
-        Api { base: self.base.clone(), token: None, http: reqwest::Client::new() }
+        Api {
+            base: self.base.clone(),
+            token: None,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// A browser-like client (cookie jar, no redirects followed) signed in through the
     /// login form, with the session's CSRF token.
     pub async fn browser(&self, user: &str) -> Browser {
         let http = must(
-            reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build(),
+            reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build(),
         );
         let page = must(must(http.get(self.url("/login")).send().await).text().await);
         let login_csrf = hidden_csrf(&page);
         let response = must(
             http.post(self.url("/login"))
-                .form(&[("username", user), ("password", self.password(user)), ("_csrf", &login_csrf), ("next", "/")])
+                .form(&[
+                    ("username", user),
+                    ("password", self.password(user)),
+                    ("_csrf", &login_csrf),
+                    ("next", "/"),
+                ])
                 .send()
                 .await,
         );
-        assert_eq!(response.status(), StatusCode::SEE_OTHER, "console login of {user}");
-        let home = must(must(http.get(self.url("/t/acme")).send().await).text().await);
-        Browser { base: self.base.clone(), http, csrf: hidden_csrf(&home) }
+        assert_eq!(
+            response.status(),
+            StatusCode::SEE_OTHER,
+            "console login of {user}"
+        );
+        let home = must(
+            must(http.get(self.url("/t/acme")).send().await)
+                .text()
+                .await,
+        );
+        Browser {
+            base: self.base.clone(),
+            http,
+            csrf: hidden_csrf(&home),
+        }
     }
 }
 
@@ -130,7 +175,12 @@ impl Api {
 
     /// Sends a request with an optional JSON body; returns the status and the JSON body
     /// (`Null` when the body is empty).
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let builder = self.request(method, path);
         let builder = match body {
             Some(b) => builder.json(&b),
@@ -139,7 +189,11 @@ impl Api {
         let response = must(builder.send().await);
         let status = response.status();
         let text = must(response.text().await);
-        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, json)
     }
 
@@ -173,12 +227,23 @@ impl Browser {
     }
 
     /// Posts a form; `with_csrf` adds the session's token as the `_csrf` field.
-    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)], with_csrf: bool) -> (StatusCode, String) {
+    pub async fn post_form(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        with_csrf: bool,
+    ) -> (StatusCode, String) {
         let mut all: Vec<(&str, &str)> = fields.to_vec();
         if with_csrf {
             all.push(("_csrf", &self.csrf));
         }
-        let response = must(self.http.post(format!("{}{path}", self.base)).form(&all).send().await);
+        let response = must(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .form(&all)
+                .send()
+                .await,
+        );
         (response.status(), must(response.text().await))
     }
 }

@@ -1,7 +1,7 @@
 //! Platform administration: tenants, users, signing keys, the platform audit log.
 
-use actix_web::web::{Data, Json, Path, Query};
 use actix_web::HttpResponse;
+use actix_web::web::{Data, Json, Path, Query};
 use platform_core::model::{AuditEntry, AuditFilter, Tenant, User};
 use platform_core::names::{DisplayName, Password, TenantSlug, Username};
 use platform_core::platform::{NewTenant, NewUser};
@@ -16,8 +16,13 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/api/v1/admin/tenants", tag = "admin",
     responses((status = 200, body = Items<Tenant>), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list_tenants(state: Data<AppState>, auth: ApiAuth) -> Result<Json<Items<Tenant>>, ApiError> {
-    Ok(Json(Items::new(state.platform.all_tenants(&auth.0.principal).await?)))
+pub async fn list_tenants(
+    state: Data<AppState>,
+    auth: ApiAuth,
+) -> Result<Json<Items<Tenant>>, ApiError> {
+    Ok(Json(Items::new(
+        state.platform.all_tenants(&auth.0.principal).await?,
+    )))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -34,22 +39,40 @@ pub struct CreateTenant {
     request_body = CreateTenant,
     responses((status = 201, body = Tenant), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn create_tenant(state: Data<AppState>, auth: ApiAuth, body: ApiJson<CreateTenant>) -> Result<HttpResponse, ApiError> {
+pub async fn create_tenant(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    body: ApiJson<CreateTenant>,
+) -> Result<HttpResponse, ApiError> {
     let body = body.0;
     let input = NewTenant {
         slug: TenantSlug::parse(&body.slug)?,
         display_name: DisplayName::parse(&body.display_name)?,
-        admin: body.admin.as_deref().filter(|a| !a.is_empty()).map(Username::parse).transpose().map_err(|e| e.for_field("admin"))?,
+        admin: body
+            .admin
+            .as_deref()
+            .filter(|a| !a.is_empty())
+            .map(Username::parse)
+            .transpose()
+            .map_err(|e| e.for_field("admin"))?,
     };
-    let tenant = state.platform.create_tenant(&auth.0.principal, input).await?;
+    let tenant = state
+        .platform
+        .create_tenant(&auth.0.principal, input)
+        .await?;
     Ok(HttpResponse::Created().json(tenant))
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin",
     responses((status = 200, body = Items<User>), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list_users(state: Data<AppState>, auth: ApiAuth) -> Result<Json<Items<User>>, ApiError> {
-    Ok(Json(Items::new(state.platform.users(&auth.0.principal).await?)))
+pub async fn list_users(
+    state: Data<AppState>,
+    auth: ApiAuth,
+) -> Result<Json<Items<User>>, ApiError> {
+    Ok(Json(Items::new(
+        state.platform.users(&auth.0.principal).await?,
+    )))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -67,7 +90,11 @@ pub struct CreateUser {
     request_body = CreateUser,
     responses((status = 201, body = User), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn create_user(state: Data<AppState>, auth: ApiAuth, body: ApiJson<CreateUser>) -> Result<HttpResponse, ApiError> {
+pub async fn create_user(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    body: ApiJson<CreateUser>,
+) -> Result<HttpResponse, ApiError> {
     let body = body.0;
     let input = NewUser {
         username: Username::parse(&body.username)?,
@@ -97,11 +124,16 @@ pub async fn update_user(
     path: Path<String>,
     body: ApiJson<UpdateUser>,
 ) -> Result<Json<User>, ApiError> {
-    Ok(Json(state.platform.set_user_disabled(&auth.0.principal, &path, body.0.disabled).await?))
+    Ok(Json(
+        state
+            .platform
+            .set_user_disabled(&auth.0.principal, &path, body.0.disabled)
+            .await?,
+    ))
 }
 
 /// The platform-level audit log: logins, users, tenants, signing keys.
-#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin",
+#[utoipa::path(operation_id = "platform_audit", get, path = "/api/v1/admin/audit", tag = "admin",
     params(("actor" = Option<String>, Query, description = "Exact username"),
         ("action" = Option<String>, Query, description = "Action prefix"),
         ("target" = Option<String>, Query, description = "Substring of the target"),
@@ -109,8 +141,17 @@ pub async fn update_user(
         ("limit" = Option<i64>, Query, description = "1 to 200, default 50")),
     responses((status = 200, body = Items<AuditEntry>), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn audit(state: Data<AppState>, auth: ApiAuth, filter: Query<AuditFilter>) -> Result<Json<Items<AuditEntry>>, ApiError> {
-    Ok(Json(Items::new(state.platform.platform_audit(&auth.0.principal, &filter).await?)))
+pub async fn audit(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    filter: Query<AuditFilter>,
+) -> Result<Json<Items<AuditEntry>>, ApiError> {
+    Ok(Json(Items::new(
+        state
+            .platform
+            .platform_audit(&auth.0.principal, &filter)
+            .await?,
+    )))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -124,6 +165,11 @@ pub struct RotatedKey {
 #[utoipa::path(post, path = "/api/v1/admin/signing-keys/rotate", tag = "admin",
     responses((status = 200, body = RotatedKey), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn rotate_keys(state: Data<AppState>, auth: ApiAuth) -> Result<Json<RotatedKey>, ApiError> {
-    Ok(Json(RotatedKey { kid: state.platform.rotate_signing_key(&auth.0.principal).await? }))
+pub async fn rotate_keys(
+    state: Data<AppState>,
+    auth: ApiAuth,
+) -> Result<Json<RotatedKey>, ApiError> {
+    Ok(Json(RotatedKey {
+        kid: state.platform.rotate_signing_key(&auth.0.principal).await?,
+    }))
 }

@@ -1,7 +1,7 @@
 //! Applications and their revisions.
 
-use actix_web::web::{Data, Json, Path, Query};
 use actix_web::HttpResponse;
+use actix_web::web::{Data, Json, Path, Query};
 use platform_core::model::{Application, ApplicationDetail, Revision};
 use platform_core::names::{AppName, EnvName, parse_description};
 use platform_core::platform::NewApplication;
@@ -20,7 +20,7 @@ pub struct ListQuery {
     pub environment: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/applications", tag = "applications",
+#[utoipa::path(operation_id = "list_applications", get, path = "/api/v1/tenants/{tenant}/applications", tag = "applications",
     params(("tenant" = String, Path, description = "Tenant slug"), ListQuery),
     responses((status = 200, body = Items<Application>), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -31,7 +31,12 @@ pub async fn list(
     query: Query<ListQuery>,
 ) -> Result<Json<Items<Application>>, ApiError> {
     let access = state.platform.tenant(&auth.0.principal, &path).await?;
-    Ok(Json(Items::new(state.platform.applications(&access, query.environment.as_deref()).await?)))
+    Ok(Json(Items::new(
+        state
+            .platform
+            .applications(&access, query.environment.as_deref())
+            .await?,
+    )))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -45,7 +50,7 @@ pub struct CreateApplication {
 }
 
 /// Creates an application with its first revision.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/applications", tag = "applications",
+#[utoipa::path(operation_id = "create_application", post, path = "/api/v1/tenants/{tenant}/applications", tag = "applications",
     params(("tenant" = String, Path, description = "Tenant slug")),
     request_body = CreateApplication,
     responses((status = 201, body = ApplicationDetail), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
@@ -68,11 +73,15 @@ pub async fn create(
     Ok(HttpResponse::Created().json(detail))
 }
 
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}", tag = "applications",
+#[utoipa::path(operation_id = "get_application", get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}", tag = "applications",
     params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
     responses((status = 200, body = ApplicationDetail), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get(state: Data<AppState>, auth: ApiAuth, path: Path<(String, String, String)>) -> Result<Json<ApplicationDetail>, ApiError> {
+pub async fn get(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String, String)>,
+) -> Result<Json<ApplicationDetail>, ApiError> {
     let (tenant, env, app) = path.into_inner();
     let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
     Ok(Json(state.platform.application(&access, &env, &app).await?))
@@ -87,7 +96,7 @@ pub struct UpdateApplication {
 
 /// Applies a spec: a new revision when it differs from the current one; applying the
 /// same spec again changes nothing.
-#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}", tag = "applications",
+#[utoipa::path(operation_id = "update_application", put, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}", tag = "applications",
     params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
     request_body = UpdateApplication,
     responses((status = 200, body = ApplicationDetail), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
@@ -101,27 +110,49 @@ pub async fn update(
     let (tenant, env, app) = path.into_inner();
     let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
     let body = body.0;
-    let description = body.description.as_deref().map(parse_description).transpose()?;
-    Ok(Json(state.platform.update_application(&access, &env, &app, body.spec, description).await?))
+    let description = body
+        .description
+        .as_deref()
+        .map(parse_description)
+        .transpose()?;
+    Ok(Json(
+        state
+            .platform
+            .update_application(&access, &env, &app, body.spec, description)
+            .await?,
+    ))
 }
 
-#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}", tag = "applications",
+#[utoipa::path(operation_id = "delete_application", delete, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}", tag = "applications",
     params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
     responses((status = 204, description = "Deleted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn delete(state: Data<AppState>, auth: ApiAuth, path: Path<(String, String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (tenant, env, app) = path.into_inner();
     let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
-    state.platform.delete_application(&access, &env, &app).await?;
+    state
+        .platform
+        .delete_application(&access, &env, &app)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/revisions", tag = "applications",
+#[utoipa::path(operation_id = "list_revisions", get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/revisions", tag = "applications",
     params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
     responses((status = 200, body = Items<Revision>), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn revisions(state: Data<AppState>, auth: ApiAuth, path: Path<(String, String, String)>) -> Result<Json<Items<Revision>>, ApiError> {
+pub async fn revisions(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String, String)>,
+) -> Result<Json<Items<Revision>>, ApiError> {
     let (tenant, env, app) = path.into_inner();
     let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
-    Ok(Json(Items::new(state.platform.revisions(&access, &env, &app).await?)))
+    Ok(Json(Items::new(
+        state.platform.revisions(&access, &env, &app).await?,
+    )))
 }

@@ -45,10 +45,23 @@ pub async fn issue_token(
 ) -> Result<HttpResponse, ApiError> {
     let LoginRequest { username, password } = body.0;
     let address = client_address(&req, state.config.trust_proxy);
-    state.login_limiter.check(&username, &address).map_err(ApiError::too_many_requests)?;
-    let session = state.platform.login(&username, &password, Some(&address)).await?;
-    let expires_at = Utc.timestamp_opt(session.claims.exp, 0).single().unwrap_or_else(Utc::now);
-    Ok(HttpResponse::Ok().json(TokenResponse { token: session.token, token_type: "Bearer", expires_at }))
+    state
+        .login_limiter
+        .check(&username, &address)
+        .map_err(ApiError::too_many_requests)?;
+    let session = state
+        .platform
+        .login(&username, &password, Some(&address))
+        .await?;
+    let expires_at = Utc
+        .timestamp_opt(session.claims.exp, 0)
+        .single()
+        .unwrap_or_else(Utc::now);
+    Ok(HttpResponse::Ok().json(TokenResponse {
+        token: session.token,
+        token_type: "Bearer",
+        expires_at,
+    }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -65,11 +65,20 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
                 ));
             }
             let bytes = body.await.map_err(|e| {
-                let too_large = e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE;
+                let too_large =
+                    e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE;
                 if too_large {
-                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body exceeds {MAX_JSON_BYTES} bytes"))
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!("the body exceeds {MAX_JSON_BYTES} bytes"),
+                    )
                 } else {
-                    ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", "the request body could not be read")
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "unreadable_body",
+                        "the request body could not be read",
+                    )
                 }
             })?;
             parse_json(&bytes).map(ApiJson)
@@ -93,12 +102,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             let field = if path == "." { "body".to_owned() } else { path };
             // Our own parse errors already read "field: message"; keep only the message.
             let message = inner.to_string();
-            let message = message.split_once(": ").filter(|(f, _)| field.ends_with(f)).map_or(message.clone(), |(_, m)| m.to_owned());
-            let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+            let message = message
+                .split_once(": ")
+                .filter(|(f, _)| field.ends_with(f))
+                .map_or(message.clone(), |(_, m)| m.to_owned());
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_owned();
             ApiError::field(field, message)
         } else {
             let message = inner.to_string();
-            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {message}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON: {message}"),
+            )
         }
     })
 }
@@ -113,31 +133,71 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/me", web::get().to(auth::me))
             .route("/tenants", web::get().to(tenants::my_tenants))
             .route("/tenants/{tenant}", web::get().to(tenants::get_tenant))
-            .route("/tenants/{tenant}/environments", web::get().to(tenants::list_environments))
-            .route("/tenants/{tenant}/environments", web::post().to(tenants::create_environment))
-            .route("/tenants/{tenant}/members", web::get().to(tenants::list_members))
-            .route("/tenants/{tenant}/members/{username}", web::put().to(tenants::set_member))
-            .route("/tenants/{tenant}/members/{username}", web::delete().to(tenants::remove_member))
+            .route(
+                "/tenants/{tenant}/environments",
+                web::get().to(tenants::list_environments),
+            )
+            .route(
+                "/tenants/{tenant}/environments",
+                web::post().to(tenants::create_environment),
+            )
+            .route(
+                "/tenants/{tenant}/members",
+                web::get().to(tenants::list_members),
+            )
+            .route(
+                "/tenants/{tenant}/members/{username}",
+                web::put().to(tenants::set_member),
+            )
+            .route(
+                "/tenants/{tenant}/members/{username}",
+                web::delete().to(tenants::remove_member),
+            )
             .route("/tenants/{tenant}/audit", web::get().to(tenants::audit))
             .route("/tenants/{tenant}/applications", web::get().to(apps::list))
-            .route("/tenants/{tenant}/applications", web::post().to(apps::create))
-            .route("/tenants/{tenant}/environments/{env}/applications/{app}", web::get().to(apps::get))
-            .route("/tenants/{tenant}/environments/{env}/applications/{app}", web::put().to(apps::update))
-            .route("/tenants/{tenant}/environments/{env}/applications/{app}", web::delete().to(apps::delete))
-            .route("/tenants/{tenant}/environments/{env}/applications/{app}/revisions", web::get().to(apps::revisions))
+            .route(
+                "/tenants/{tenant}/applications",
+                web::post().to(apps::create),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}",
+                web::get().to(apps::get),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}",
+                web::put().to(apps::update),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}",
+                web::delete().to(apps::delete),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/revisions",
+                web::get().to(apps::revisions),
+            )
             .route("/admin/tenants", web::get().to(admin::list_tenants))
             .route("/admin/tenants", web::post().to(admin::create_tenant))
             .route("/admin/users", web::get().to(admin::list_users))
             .route("/admin/users", web::post().to(admin::create_user))
-            .route("/admin/users/{username}", web::patch().to(admin::update_user))
+            .route(
+                "/admin/users/{username}",
+                web::patch().to(admin::update_user),
+            )
             .route("/admin/audit", web::get().to(admin::audit))
-            .route("/admin/signing-keys/rotate", web::post().to(admin::rotate_keys))
+            .route(
+                "/admin/signing-keys/rotate",
+                web::post().to(admin::rotate_keys),
+            )
             .default_service(web::to(not_found)),
     );
 }
 
 async fn not_found() -> actix_web::HttpResponse {
-    actix_web::ResponseError::error_response(&ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route"))
+    actix_web::ResponseError::error_response(&ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such API route",
+    ))
 }
 
 #[cfg(test)]
@@ -152,17 +212,33 @@ mod tests {
     }
 
     fn check(json: &str, expected: (u16, &str, Option<&str>)) {
-        let err = parse_json::<Body>(json.as_bytes()).err().unwrap_or_else(|| panic!("{json} parsed"));
-        assert_eq!((err.status.as_u16(), err.code, err.field.as_deref()), expected, "{json}: {}", err.message);
+        let err = parse_json::<Body>(json.as_bytes())
+            .err()
+            .unwrap_or_else(|| panic!("{json} parsed"));
+        assert_eq!(
+            (err.status.as_u16(), err.code, err.field.as_deref()),
+            expected,
+            "{json}: {}",
+            err.message
+        );
     }
 
     #[test]
     fn json_errors_name_the_field() {
         check("{", (400, "malformed_json", None));
         check("[1,2]", (422, "invalid_field", Some("body")));
-        check(r#"{"name": "Bad Name", "spec": {"command": "x"}}"#, (422, "invalid_field", Some("name")));
-        check(r#"{"name": "ok", "spec": {"command": "x", "replicas": "three"}}"#, (422, "invalid_field", Some("spec.replicas")));
-        check(r#"{"name": "ok", "spec": {"command": "x", "replica": 3}}"#, (422, "invalid_field", Some("spec.replica")));
+        check(
+            r#"{"name": "Bad Name", "spec": {"command": "x"}}"#,
+            (422, "invalid_field", Some("name")),
+        );
+        check(
+            r#"{"name": "ok", "spec": {"command": "x", "replicas": "three"}}"#,
+            (422, "invalid_field", Some("spec.replicas")),
+        );
+        check(
+            r#"{"name": "ok", "spec": {"command": "x", "replica": 3}}"#,
+            (422, "invalid_field", Some("spec.replica")),
+        );
         check(r#"{"name": "ok"}"#, (422, "invalid_field", Some("body")));
     }
 }

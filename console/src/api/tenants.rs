@@ -1,8 +1,10 @@
 //! Tenants as their members see them: environments, members, audit.
 
-use actix_web::web::{Data, Json, Path, Query};
 use actix_web::HttpResponse;
-use platform_core::model::{AuditEntry, AuditFilter, Environment, Member, Role, Tenant, TenantMembership};
+use actix_web::web::{Data, Json, Path, Query};
+use platform_core::model::{
+    AuditEntry, AuditFilter, Environment, Member, Role, Tenant, TenantMembership,
+};
 use platform_core::names::{EnvName, parse_description};
 use platform_core::platform::NewEnvironment;
 use serde::Deserialize;
@@ -26,7 +28,11 @@ pub async fn my_tenants(auth: ApiAuth) -> Json<Items<TenantMembership>> {
     params(("tenant" = String, Path, description = "Tenant slug")),
     responses((status = 200, body = Tenant), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get_tenant(state: Data<AppState>, auth: ApiAuth, path: Path<String>) -> Result<Json<Tenant>, ApiError> {
+pub async fn get_tenant(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<String>,
+) -> Result<Json<Tenant>, ApiError> {
     let access = state.platform.tenant(&auth.0.principal, &path).await?;
     Ok(Json(access.tenant().clone()))
 }
@@ -35,9 +41,15 @@ pub async fn get_tenant(state: Data<AppState>, auth: ApiAuth, path: Path<String>
     params(("tenant" = String, Path, description = "Tenant slug")),
     responses((status = 200, body = Items<Environment>), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list_environments(state: Data<AppState>, auth: ApiAuth, path: Path<String>) -> Result<Json<Items<Environment>>, ApiError> {
+pub async fn list_environments(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<String>,
+) -> Result<Json<Items<Environment>>, ApiError> {
     let access = state.platform.tenant(&auth.0.principal, &path).await?;
-    Ok(Json(Items::new(state.platform.environments(&access).await?)))
+    Ok(Json(Items::new(
+        state.platform.environments(&access).await?,
+    )))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -77,7 +89,11 @@ pub async fn create_environment(
     params(("tenant" = String, Path, description = "Tenant slug")),
     responses((status = 200, body = Items<Member>), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list_members(state: Data<AppState>, auth: ApiAuth, path: Path<String>) -> Result<Json<Items<Member>>, ApiError> {
+pub async fn list_members(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<String>,
+) -> Result<Json<Items<Member>>, ApiError> {
     let access = state.platform.tenant(&auth.0.principal, &path).await?;
     Ok(Json(Items::new(state.platform.members(&access).await?)))
 }
@@ -102,7 +118,12 @@ pub async fn set_member(
 ) -> Result<Json<Member>, ApiError> {
     let (tenant, username) = path.into_inner();
     let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
-    Ok(Json(state.platform.set_member_role(&access, &username, body.0.role).await?))
+    Ok(Json(
+        state
+            .platform
+            .set_member_role(&access, &username, body.0.role)
+            .await?,
+    ))
 }
 
 /// Removes a member (tenant admins). The last tenant admin cannot be removed.
@@ -110,7 +131,11 @@ pub async fn set_member(
     params(("tenant" = String, Path, description = "Tenant slug"), ("username" = String, Path, description = "The user")),
     responses((status = 204, description = "Removed"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn remove_member(state: Data<AppState>, auth: ApiAuth, path: Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn remove_member(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (tenant, username) = path.into_inner();
     let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
     state.platform.remove_member(&access, &username).await?;
@@ -118,7 +143,7 @@ pub async fn remove_member(state: Data<AppState>, auth: ApiAuth, path: Path<(Str
 }
 
 /// The tenant's audit log, newest first (ops and tenant admins).
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/audit", tag = "audit",
+#[utoipa::path(operation_id = "tenant_audit", get, path = "/api/v1/tenants/{tenant}/audit", tag = "audit",
     params(("tenant" = String, Path, description = "Tenant slug"),
         ("actor" = Option<String>, Query, description = "Exact username"),
         ("action" = Option<String>, Query, description = "Action prefix, e.g. application."),
@@ -134,5 +159,7 @@ pub async fn audit(
     filter: Query<AuditFilter>,
 ) -> Result<Json<Items<AuditEntry>>, ApiError> {
     let access = state.platform.tenant(&auth.0.principal, &path).await?;
-    Ok(Json(Items::new(state.platform.tenant_audit(&access, &filter).await?)))
+    Ok(Json(Items::new(
+        state.platform.tenant_audit(&access, &filter).await?,
+    )))
 }

@@ -39,10 +39,19 @@ struct TenantsPage {
     errors: FormErrors,
 }
 
-async fn tenants_page(state: &AppState, auth: &PageAuth, form: TenantForm, errors: FormErrors) -> Result<TenantsPage, PageError> {
+async fn tenants_page(
+    state: &AppState,
+    auth: &PageAuth,
+    form: TenantForm,
+    errors: FormErrors,
+) -> Result<TenantsPage, PageError> {
     Ok(TenantsPage {
         layout: Layout::for_user(&auth.0, "Tenants", "admin-tenants"),
-        tenants: state.platform.all_tenants(&auth.0.principal).await.map_err(fail(auth, "Tenants"))?,
+        tenants: state
+            .platform
+            .all_tenants(&auth.0.principal)
+            .await
+            .map_err(fail(auth, "Tenants"))?,
         form,
         errors,
     })
@@ -52,24 +61,40 @@ pub async fn tenants(state: Data<AppState>, auth: PageAuth) -> Result<HttpRespon
     render(&tenants_page(&state, &auth, TenantForm::default(), FormErrors::none()).await?)
 }
 
-pub async fn create_tenant(state: Data<AppState>, auth: PageAuth, form: Form<TenantForm>) -> Result<HttpResponse, PageError> {
+pub async fn create_tenant(
+    state: Data<AppState>,
+    auth: PageAuth,
+    form: Form<TenantForm>,
+) -> Result<HttpResponse, PageError> {
     let form = form.into_inner();
     let parsed = (|| {
         Ok::<_, FieldError>(NewTenant {
             slug: TenantSlug::parse(form.slug.trim())?,
             display_name: DisplayName::parse(&form.display_name)?,
-            admin: Some(form.admin.trim()).filter(|a| !a.is_empty()).map(Username::parse).transpose().map_err(|e| e.for_field("admin"))?,
+            admin: Some(form.admin.trim())
+                .filter(|a| !a.is_empty())
+                .map(Username::parse)
+                .transpose()
+                .map_err(|e| e.for_field("admin"))?,
         })
     })();
     let result = match parsed {
-        Ok(input) => state.platform.create_tenant(&auth.0.principal, input).await.map(|_| ()),
+        Ok(input) => state
+            .platform
+            .create_tenant(&auth.0.principal, input)
+            .await
+            .map(|_| ()),
         Err(e) => Err(e.into()),
     };
     match result {
         Ok(()) => Ok(see_other("/admin/tenants")),
         Err(e) => {
-            let errors = form_errors(e).map_err(|e| e.within(Layout::for_user(&auth.0, "Tenants", "admin-tenants")))?;
-            render_with_status(&tenants_page(&state, &auth, form, errors).await?, StatusCode::UNPROCESSABLE_ENTITY)
+            let errors = form_errors(e)
+                .map_err(|e| e.within(Layout::for_user(&auth.0, "Tenants", "admin-tenants")))?;
+            render_with_status(
+                &tenants_page(&state, &auth, form, errors).await?,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
         }
     }
 }
@@ -95,12 +120,24 @@ struct UsersPage {
     errors: FormErrors,
 }
 
-async fn users_page(state: &AppState, auth: &PageAuth, form: UserForm, errors: FormErrors) -> Result<UsersPage, PageError> {
+async fn users_page(
+    state: &AppState,
+    auth: &PageAuth,
+    form: UserForm,
+    errors: FormErrors,
+) -> Result<UsersPage, PageError> {
     Ok(UsersPage {
         layout: Layout::for_user(&auth.0, "Users", "admin-users"),
-        users: state.platform.users(&auth.0.principal).await.map_err(fail(auth, "Users"))?,
+        users: state
+            .platform
+            .users(&auth.0.principal)
+            .await
+            .map_err(fail(auth, "Users"))?,
         // The password is never echoed back into the page.
-        form: UserForm { password: String::new(), ..form },
+        form: UserForm {
+            password: String::new(),
+            ..form
+        },
         errors,
     })
 }
@@ -109,7 +146,11 @@ pub async fn users(state: Data<AppState>, auth: PageAuth) -> Result<HttpResponse
     render(&users_page(&state, &auth, UserForm::default(), FormErrors::none()).await?)
 }
 
-pub async fn create_user(state: Data<AppState>, auth: PageAuth, form: Form<UserForm>) -> Result<HttpResponse, PageError> {
+pub async fn create_user(
+    state: Data<AppState>,
+    auth: PageAuth,
+    form: Form<UserForm>,
+) -> Result<HttpResponse, PageError> {
     let form = form.into_inner();
     let parsed = (|| {
         Ok::<_, FieldError>(NewUser {
@@ -120,36 +161,65 @@ pub async fn create_user(state: Data<AppState>, auth: PageAuth, form: Form<UserF
         })
     })();
     let result = match parsed {
-        Ok(input) => state.platform.create_user(&auth.0.principal, input).await.map(|_| ()),
+        Ok(input) => state
+            .platform
+            .create_user(&auth.0.principal, input)
+            .await
+            .map(|_| ()),
         Err(e) => Err(e.into()),
     };
     match result {
         Ok(()) => Ok(see_other("/admin/users")),
         Err(e) => {
-            let errors = form_errors(e).map_err(|e| e.within(Layout::for_user(&auth.0, "Users", "admin-users")))?;
-            render_with_status(&users_page(&state, &auth, form, errors).await?, StatusCode::UNPROCESSABLE_ENTITY)
+            let errors = form_errors(e)
+                .map_err(|e| e.within(Layout::for_user(&auth.0, "Users", "admin-users")))?;
+            render_with_status(
+                &users_page(&state, &auth, form, errors).await?,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
         }
     }
 }
 
-pub async fn set_user_state(state: Data<AppState>, auth: PageAuth, path: Path<(String, String)>) -> Result<HttpResponse, PageError> {
+pub async fn set_user_state(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<(String, String)>,
+) -> Result<HttpResponse, PageError> {
     let (username, action) = path.into_inner();
     let disabled = match action.as_str() {
         "disable" => true,
         "enable" => false,
         _ => return Err(PageError::not_found()),
     };
-    match state.platform.set_user_disabled(&auth.0.principal, &username, disabled).await {
+    match state
+        .platform
+        .set_user_disabled(&auth.0.principal, &username, disabled)
+        .await
+    {
         Ok(_) => Ok(see_other("/admin/users")),
         Err(e) => {
-            let errors = form_errors(e).map_err(|e| e.within(Layout::for_user(&auth.0, "Users", "admin-users")))?;
-            render_with_status(&users_page(&state, &auth, UserForm::default(), errors).await?, StatusCode::UNPROCESSABLE_ENTITY)
+            let errors = form_errors(e)
+                .map_err(|e| e.within(Layout::for_user(&auth.0, "Users", "admin-users")))?;
+            render_with_status(
+                &users_page(&state, &auth, UserForm::default(), errors).await?,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
         }
     }
 }
 
-pub async fn audit(state: Data<AppState>, auth: PageAuth, filter: Query<AuditFilter>, req: HttpRequest) -> Result<HttpResponse, PageError> {
-    let entries = state.platform.platform_audit(&auth.0.principal, &filter).await.map_err(fail(&auth, "Platform audit"))?;
+pub async fn audit(
+    state: Data<AppState>,
+    auth: PageAuth,
+    filter: Query<AuditFilter>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PageError> {
+    let entries = state
+        .platform
+        .platform_audit(&auth.0.principal, &filter)
+        .await
+        .map_err(fail(&auth, "Platform audit"))?;
     let page = AuditPage::new(
         Layout::for_user(&auth.0, "Platform audit", "admin-audit"),
         "Platform".to_owned(),

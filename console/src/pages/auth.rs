@@ -11,7 +11,9 @@ use platform_core::auth::tokens::random_token;
 use serde::Deserialize;
 
 use super::{Layout, PageError, render_with_status, see_other};
-use crate::session::{Authenticated, PageAuth, clear_session_cookie, client_address, session_cookie};
+use crate::session::{
+    Authenticated, PageAuth, clear_session_cookie, client_address, session_cookie,
+};
 use crate::state::AppState;
 
 const LOGIN_CSRF_COOKIE: &str = "paas_login_csrf";
@@ -28,7 +30,14 @@ struct LoginPage {
 /// Only same-site paths are followed after login, never another origin.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.starts_with("/login") => n.to_owned(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.starts_with("/login") =>
+        {
+            n.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -44,9 +53,13 @@ pub async fn home(req: HttpRequest) -> HttpResponse {
     } else if p.platform_admin {
         see_other("/admin/tenants")
     } else {
-        PageError::new(StatusCode::OK, "No tenant yet", "You are not a member of any tenant. Ask a tenant admin to add you.")
-            .within(Layout::for_user(&auth, "No tenant", ""))
-            .error_response()
+        PageError::new(
+            StatusCode::OK,
+            "No tenant yet",
+            "You are not a member of any tenant. Ask a tenant admin to add you.",
+        )
+        .within(Layout::for_user(&auth, "No tenant", ""))
+        .error_response()
     }
 }
 
@@ -55,16 +68,39 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-fn login_page(status: StatusCode, error: Option<String>, username: String, next: String) -> Result<HttpResponse, PageError> {
+fn login_page(
+    status: StatusCode,
+    error: Option<String>,
+    username: String,
+    next: String,
+) -> Result<HttpResponse, PageError> {
     let csrf = random_token();
-    let page = LoginPage { layout: Layout::anonymous("Sign in", csrf.clone()), error, username, next };
+    let page = LoginPage {
+        layout: Layout::anonymous("Sign in", csrf.clone()),
+        error,
+        username,
+        next,
+    };
     let mut response = render_with_status(&page, status)?;
-    let cookie = Cookie::build(LOGIN_CSRF_COOKIE, csrf).path("/login").http_only(true).same_site(SameSite::Strict).finish();
-    response.add_cookie(&cookie).map_err(|_| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "cookie"))?;
+    let cookie = Cookie::build(LOGIN_CSRF_COOKIE, csrf)
+        .path("/login")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .finish();
+    response.add_cookie(&cookie).map_err(|_| {
+        PageError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "cookie",
+        )
+    })?;
     Ok(response)
 }
 
-pub async fn login_form(req: HttpRequest, query: Query<NextQuery>) -> Result<HttpResponse, PageError> {
+pub async fn login_form(
+    req: HttpRequest,
+    query: Query<NextQuery>,
+) -> Result<HttpResponse, PageError> {
     let next = safe_next(query.next.as_deref());
     if req.extensions().get::<Authenticated>().is_some() {
         return Ok(see_other(&next));
@@ -83,48 +119,93 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-pub async fn login(state: Data<AppState>, req: HttpRequest, form: Form<LoginForm>) -> Result<HttpResponse, PageError> {
+pub async fn login(
+    state: Data<AppState>,
+    req: HttpRequest,
+    form: Form<LoginForm>,
+) -> Result<HttpResponse, PageError> {
     let form = form.into_inner();
     let next = safe_next(form.next.as_deref());
-    let expected = req.cookie(LOGIN_CSRF_COOKIE).map(|c| c.value().to_owned()).unwrap_or_default();
+    let expected = req
+        .cookie(LOGIN_CSRF_COOKIE)
+        .map(|c| c.value().to_owned())
+        .unwrap_or_default();
     if expected.is_empty() || expected != form.csrf {
-        return login_page(StatusCode::FORBIDDEN, Some("Your sign-in form expired. Please try again.".into()), form.username, next);
+        return login_page(
+            StatusCode::FORBIDDEN,
+            Some("Your sign-in form expired. Please try again.".into()),
+            form.username,
+            next,
+        );
     }
     let address = client_address(&req, state.config.trust_proxy);
     if let Err(wait) = state.login_limiter.check(&form.username, &address) {
         let mut response = login_page(
             StatusCode::TOO_MANY_REQUESTS,
-            Some(format!("Too many sign-in attempts. Try again in {wait} seconds.")),
+            Some(format!(
+                "Too many sign-in attempts. Try again in {wait} seconds."
+            )),
             form.username,
             next,
         )?;
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
         return Ok(response);
     }
-    match state.platform.login(&form.username, &form.password, Some(&address)).await {
+    match state
+        .platform
+        .login(&form.username, &form.password, Some(&address))
+        .await
+    {
         Ok(session) => {
             let ttl = session.claims.exp - session.claims.iat;
             let mut response = see_other(&next);
             response
-                .add_cookie(&session_cookie(session.token, ttl, state.config.secure_cookies))
-                .map_err(|_| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "cookie"))?;
+                .add_cookie(&session_cookie(
+                    session.token,
+                    ttl,
+                    secure_cookies(&state, &req),
+                ))
+                .map_err(|_| {
+                    PageError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Something went wrong",
+                        "cookie",
+                    )
+                })?;
             let mut removal = Cookie::build(LOGIN_CSRF_COOKIE, "").path("/login").finish();
             removal.make_removal();
             let _ = response.add_cookie(&removal);
             Ok(response)
         }
-        Err(CoreError::InvalidCredentials) => {
-            login_page(StatusCode::UNAUTHORIZED, Some("Invalid username or password.".into()), form.username, next)
-        }
+        Err(CoreError::InvalidCredentials) => login_page(
+            StatusCode::UNAUTHORIZED,
+            Some("Invalid username or password.".into()),
+            form.username,
+            next,
+        ),
         Err(e) => Err(e.into()),
     }
 }
 
-pub async fn logout(state: Data<AppState>, auth: PageAuth) -> Result<HttpResponse, PageError> {
-    state.platform.logout(&auth.0.principal, &auth.0.claims).await?;
+pub async fn logout(
+    state: Data<AppState>,
+    auth: PageAuth,
+    req: HttpRequest,
+) -> Result<HttpResponse, PageError> {
+    state
+        .platform
+        .logout(&auth.0.principal, &auth.0.claims)
+        .await?;
     let mut response = see_other("/login");
-    let _ = response.add_cookie(&clear_session_cookie(state.config.secure_cookies));
+    let _ = response.add_cookie(&clear_session_cookie(secure_cookies(&state, &req)));
     Ok(response)
+}
+
+/// Cookies are `Secure` when configured so, or when the request came over HTTPS.
+fn secure_cookies(state: &AppState, req: &HttpRequest) -> bool {
+    state.config.secure_cookies || req.connection_info().scheme() == "https"
 }
 
 #[cfg(test)]

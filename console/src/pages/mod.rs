@@ -45,7 +45,13 @@ pub struct TenantNav {
 
 impl Layout {
     pub fn anonymous(title: &str, csrf: String) -> Self {
-        Self { title: title.to_owned(), csrf, user: None, tenant: None, active: "" }
+        Self {
+            title: title.to_owned(),
+            csrf,
+            user: None,
+            tenant: None,
+            active: "",
+        }
     }
 
     pub fn for_user(auth: &Authenticated, title: impl Into<String>, active: &'static str) -> Self {
@@ -64,7 +70,12 @@ impl Layout {
         }
     }
 
-    pub fn for_tenant(auth: &Authenticated, access: &TenantAccess, title: impl Into<String>, active: &'static str) -> Self {
+    pub fn for_tenant(
+        auth: &Authenticated,
+        access: &TenantAccess,
+        title: impl Into<String>,
+        active: &'static str,
+    ) -> Self {
         let tenant = access.tenant();
         Self {
             tenant: Some(TenantNav {
@@ -109,7 +120,10 @@ impl FormErrors {
     }
 
     pub fn get_prefix(&self, prefix: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn has_prefix(&self, prefix: &str) -> bool {
@@ -130,7 +144,9 @@ impl FormErrors {
 pub fn form_errors(e: CoreError) -> Result<FormErrors, PageError> {
     match e {
         CoreError::Invalid(field) => Ok(FormErrors::from_field(field)),
-        CoreError::Conflict { field, message } => Ok(FormErrors::from_field(FieldError::new(field, message))),
+        CoreError::Conflict { field, message } => {
+            Ok(FormErrors::from_field(FieldError::new(field, message)))
+        }
         CoreError::Forbidden { .. } => Ok(FormErrors::general_message(e.to_string())),
         other => Err(PageError::from(other)),
     }
@@ -142,21 +158,30 @@ pub struct PageError {
     status: StatusCode,
     heading: &'static str,
     message: String,
-    layout: Option<Layout>,
+    layout: Option<Box<Layout>>,
 }
 
 impl PageError {
     pub fn new(status: StatusCode, heading: &'static str, message: impl Into<String>) -> Self {
-        Self { status, heading, message: message.into(), layout: None }
+        Self {
+            status,
+            heading,
+            message: message.into(),
+            layout: None,
+        }
     }
 
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "Not found", "There is nothing here, or you do not have access to it.")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is nothing here, or you do not have access to it.",
+        )
     }
 
     /// Shows the error inside the user's console frame instead of a bare page.
     pub fn within(mut self, layout: Layout) -> Self {
-        self.layout = Some(layout);
+        self.layout = Some(Box::new(layout));
         self
     }
 }
@@ -195,11 +220,19 @@ impl ResponseError for PageError {
 
     fn error_response(&self) -> HttpResponse {
         let fallback = Layout::anonymous(self.heading, String::new());
-        let layout = self.layout.as_ref().unwrap_or(&fallback);
-        let page = ErrorPage { layout, heading: self.heading, message: &self.message };
+        let layout = self.layout.as_deref().unwrap_or(&fallback);
+        let page = ErrorPage {
+            layout,
+            heading: self.heading,
+            message: &self.message,
+        };
         match page.render() {
-            Ok(body) => HttpResponse::build(self.status).content_type(ContentType::html()).body(body),
-            Err(_) => HttpResponse::build(self.status).content_type(ContentType::plaintext()).body(self.message.clone()),
+            Ok(body) => HttpResponse::build(self.status)
+                .content_type(ContentType::html())
+                .body(body),
+            Err(_) => HttpResponse::build(self.status)
+                .content_type(ContentType::plaintext())
+                .body(self.message.clone()),
         }
     }
 }
@@ -209,12 +242,21 @@ pub fn render(template: &impl Template) -> Result<HttpResponse, PageError> {
     render_with_status(template, StatusCode::OK)
 }
 
-pub fn render_with_status(template: &impl Template, status: StatusCode) -> Result<HttpResponse, PageError> {
+pub fn render_with_status(
+    template: &impl Template,
+    status: StatusCode,
+) -> Result<HttpResponse, PageError> {
     let body = template.render().map_err(|e| {
         tracing::error!(error = %e, "template rendering failed");
-        PageError::new(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "the page could not be rendered")
+        PageError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "the page could not be rendered",
+        )
     })?;
-    Ok(HttpResponse::build(status).content_type(ContentType::html()).body(body))
+    Ok(HttpResponse::build(status)
+        .content_type(ContentType::html())
+        .body(body))
 }
 
 /// Whether htmx asked for a fragment (a targeted swap), as opposed to a boosted
@@ -226,16 +268,32 @@ pub fn wants_fragment(req: &HttpRequest) -> bool {
 
 /// A redirect after a successful form post (303, so the browser GETs the target).
 pub fn see_other(location: &str) -> HttpResponse {
-    HttpResponse::SeeOther().insert_header((actix_web::http::header::LOCATION, location.to_owned())).finish()
+    HttpResponse::SeeOther()
+        .insert_header((actix_web::http::header::LOCATION, location.to_owned()))
+        .finish()
 }
 
 /// Console routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::FormConfig::default().limit(crate::session::MAX_FORM_BYTES).error_handler(|err, _| {
-        PageError::new(StatusCode::BAD_REQUEST, "Request refused", format!("the form could not be read: {err}")).into()
-    }))
+    cfg.app_data(
+        web::FormConfig::default()
+            .limit(crate::session::MAX_FORM_BYTES)
+            .error_handler(|err, _| {
+                PageError::new(
+                    StatusCode::BAD_REQUEST,
+                    "Request refused",
+                    format!("the form could not be read: {err}"),
+                )
+                .into()
+            }),
+    )
     .app_data(web::QueryConfig::default().error_handler(|err, _| {
-        PageError::new(StatusCode::BAD_REQUEST, "Request refused", format!("the query string could not be read: {err}")).into()
+        PageError::new(
+            StatusCode::BAD_REQUEST,
+            "Request refused",
+            format!("the query string could not be read: {err}"),
+        )
+        .into()
     }))
     .route("/", web::get().to(auth::home))
     .route("/login", web::get().to(auth::login_form))
@@ -245,19 +303,40 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/t/{tenant}/apps", web::get().to(tenant::apps))
     .route("/t/{tenant}/apps/new", web::get().to(tenant::new_app_form))
     .route("/t/{tenant}/apps/new", web::post().to(tenant::create_app))
-    .route("/t/{tenant}/environments/{env}/apps/{app}", web::get().to(tenant::app))
-    .route("/t/{tenant}/environments/{env}/apps/{app}", web::post().to(tenant::update_app))
-    .route("/t/{tenant}/environments/{env}/apps/{app}/delete", web::post().to(tenant::delete_app))
-    .route("/t/{tenant}/environments", web::get().to(tenant::environments))
-    .route("/t/{tenant}/environments", web::post().to(tenant::create_environment))
+    .route(
+        "/t/{tenant}/environments/{env}/apps/{app}",
+        web::get().to(tenant::app),
+    )
+    .route(
+        "/t/{tenant}/environments/{env}/apps/{app}",
+        web::post().to(tenant::update_app),
+    )
+    .route(
+        "/t/{tenant}/environments/{env}/apps/{app}/delete",
+        web::post().to(tenant::delete_app),
+    )
+    .route(
+        "/t/{tenant}/environments",
+        web::get().to(tenant::environments),
+    )
+    .route(
+        "/t/{tenant}/environments",
+        web::post().to(tenant::create_environment),
+    )
     .route("/t/{tenant}/members", web::get().to(tenant::members))
     .route("/t/{tenant}/members", web::post().to(tenant::set_member))
-    .route("/t/{tenant}/members/{username}/remove", web::post().to(tenant::remove_member))
+    .route(
+        "/t/{tenant}/members/{username}/remove",
+        web::post().to(tenant::remove_member),
+    )
     .route("/t/{tenant}/audit", web::get().to(tenant::audit))
     .route("/admin/tenants", web::get().to(admin::tenants))
     .route("/admin/tenants", web::post().to(admin::create_tenant))
     .route("/admin/users", web::get().to(admin::users))
     .route("/admin/users", web::post().to(admin::create_user))
-    .route("/admin/users/{username}/{action}", web::post().to(admin::set_user_state))
+    .route(
+        "/admin/users/{username}/{action}",
+        web::post().to(admin::set_user_state),
+    )
     .route("/admin/audit", web::get().to(admin::audit));
 }

@@ -4,15 +4,21 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Data, Form, Path, Query};
 use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
+use platform_core::FieldError;
 use platform_core::authz::{Permission, TenantAccess};
-use platform_core::model::{Application, ApplicationDetail, AuditEntry, AuditFilter, Environment, Member, Revision, Role, Tenant};
+use platform_core::model::{
+    Application, ApplicationDetail, AuditEntry, AuditFilter, Environment, Member, Revision, Role,
+    Tenant,
+};
 use platform_core::names::{AppName, EnvName, parse_description};
 use platform_core::platform::{NewApplication, NewEnvironment};
 use platform_core::spec::{AppSpec, Resources, WorkloadKind};
-use platform_core::FieldError;
 use serde::Deserialize;
 
-use super::{FormErrors, Layout, PageError, form_errors, render, render_with_status, see_other, wants_fragment};
+use super::{
+    FormErrors, Layout, PageError, form_errors, render, render_with_status, see_other,
+    wants_fragment,
+};
 use crate::session::PageAuth;
 use crate::state::AppState;
 
@@ -26,7 +32,10 @@ async fn access(state: &AppState, auth: &PageAuth, slug: &str) -> Result<TenantA
         .map_err(|e| PageError::from(e).within(Layout::for_user(&auth.0, "Not found", "")))
 }
 
-fn in_frame(auth: &PageAuth, access: &TenantAccess) -> impl Fn(platform_core::CoreError) -> PageError {
+fn in_frame(
+    auth: &PageAuth,
+    access: &TenantAccess,
+) -> impl Fn(platform_core::CoreError) -> PageError {
     let layout = Layout::for_tenant(&auth.0, access, "Error", "");
     move |e| PageError::from(e).within(layout.clone())
 }
@@ -43,20 +52,40 @@ struct DashboardPage {
     can_audit: bool,
 }
 
-pub async fn dashboard(state: Data<AppState>, auth: PageAuth, path: Path<String>) -> Result<HttpResponse, PageError> {
+pub async fn dashboard(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<String>,
+) -> Result<HttpResponse, PageError> {
     let access = access(&state, &auth, &path).await?;
     let fail = in_frame(&auth, &access);
-    let counts = state.platform.application_counts(&access).await.map_err(&fail)?;
+    let counts = state
+        .platform
+        .application_counts(&access)
+        .await
+        .map_err(&fail)?;
     let members = state.platform.members(&access).await.map_err(&fail)?.len();
     let can_audit = access.can(Permission::ViewAudit);
     let recent = if can_audit {
-        let filter = AuditFilter { limit: Some(8), ..AuditFilter::default() };
-        state.platform.tenant_audit(&access, &filter).await.map_err(&fail)?
+        let filter = AuditFilter {
+            limit: Some(8),
+            ..AuditFilter::default()
+        };
+        state
+            .platform
+            .tenant_audit(&access, &filter)
+            .await
+            .map_err(&fail)?
     } else {
         Vec::new()
     };
     render(&DashboardPage {
-        layout: Layout::for_tenant(&auth.0, &access, access.tenant().display_name.clone(), "dashboard"),
+        layout: Layout::for_tenant(
+            &auth.0,
+            &access,
+            access.tenant().display_name.clone(),
+            "dashboard",
+        ),
         tenant: access.tenant().clone(),
         role: access.role(),
         counts,
@@ -81,11 +110,21 @@ pub struct AppsQuery {
     environment: Option<String>,
 }
 
-pub async fn apps(state: Data<AppState>, auth: PageAuth, path: Path<String>, query: Query<AppsQuery>, req: HttpRequest) -> Result<HttpResponse, PageError> {
+pub async fn apps(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<String>,
+    query: Query<AppsQuery>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PageError> {
     let access = access(&state, &auth, &path).await?;
     let fail = in_frame(&auth, &access);
     let filter = query.environment.clone().unwrap_or_default();
-    let apps = state.platform.applications(&access, Some(filter.as_str()).filter(|f| !f.is_empty())).await.map_err(&fail)?;
+    let apps = state
+        .platform
+        .applications(&access, Some(filter.as_str()).filter(|f| !f.is_empty()))
+        .await
+        .map_err(&fail)?;
     let page = AppsPage {
         layout: Layout::for_tenant(&auth.0, &access, "Applications", "apps"),
         tenant: access.tenant().clone(),
@@ -93,7 +132,11 @@ pub async fn apps(state: Data<AppState>, auth: PageAuth, path: Path<String>, que
         apps,
         filter,
     };
-    if wants_fragment(&req) { render(&page.as_table()) } else { render(&page) }
+    if wants_fragment(&req) {
+        render(&page.as_table())
+    } else {
+        render(&page)
+    }
 }
 
 /// The application form as typed: every field a string, so that a wrong value comes
@@ -153,7 +196,12 @@ impl AppForm {
             kind: spec.kind.as_str().to_owned(),
             command: spec.command.clone(),
             args: spec.args.join("\n"),
-            env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n"),
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             replicas: spec.replicas.to_string(),
             cpu_millis: spec.resources.cpu_millis.to_string(),
             memory_mib: spec.resources.memory_mib.to_string(),
@@ -164,19 +212,30 @@ impl AppForm {
     /// Reads the spec fields; errors name the same paths as the API (`spec.replicas`).
     fn spec(&self) -> Result<AppSpec, FieldError> {
         let number = |field: &str, value: &str| {
-            value.trim().parse::<u32>().map_err(|_| FieldError::new(format!("spec.{field}"), "must be a whole number"))
+            value
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| FieldError::new(format!("spec.{field}"), "must be a whole number"))
         };
         let mut env = std::collections::BTreeMap::new();
         for line in self.env.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| FieldError::new("spec.env", format!("'{line}' is not of the form NAME=value")))?;
+            let (key, value) = line.split_once('=').ok_or_else(|| {
+                FieldError::new(
+                    "spec.env",
+                    format!("'{line}' is not of the form NAME=value"),
+                )
+            })?;
             env.insert(key.trim().to_owned(), value.to_owned());
         }
         let spec = AppSpec {
             kind: WorkloadKind::parse(&self.kind).map_err(|e| e.under("spec"))?,
             command: self.command.trim().to_owned(),
-            args: self.args.lines().map(|l| l.trim_end_matches('\r').to_owned()).filter(|l| !l.is_empty()).collect(),
+            args: self
+                .args
+                .lines()
+                .map(|l| l.trim_end_matches('\r').to_owned())
+                .filter(|l| !l.is_empty())
+                .collect(),
             env,
             replicas: number("replicas", &self.replicas)?,
             resources: Resources {
@@ -201,9 +260,17 @@ struct NewAppPage {
     kinds: [&'static str; 5],
 }
 
-pub async fn new_app_form(state: Data<AppState>, auth: PageAuth, path: Path<String>) -> Result<HttpResponse, PageError> {
+pub async fn new_app_form(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<String>,
+) -> Result<HttpResponse, PageError> {
     let access = access(&state, &auth, &path).await?;
-    let environments = state.platform.environments(&access).await.map_err(in_frame(&auth, &access))?;
+    let environments = state
+        .platform
+        .environments(&access)
+        .await
+        .map_err(in_frame(&auth, &access))?;
     render(&NewAppPage {
         layout: Layout::for_tenant(&auth.0, &access, "New application", "apps"),
         tenant: access.tenant().clone(),
@@ -214,13 +281,19 @@ pub async fn new_app_form(state: Data<AppState>, auth: PageAuth, path: Path<Stri
     })
 }
 
-pub async fn create_app(state: Data<AppState>, auth: PageAuth, path: Path<String>, form: Form<AppForm>) -> Result<HttpResponse, PageError> {
+pub async fn create_app(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<String>,
+    form: Form<AppForm>,
+) -> Result<HttpResponse, PageError> {
     let access = access(&state, &auth, &path).await?;
     let fail = in_frame(&auth, &access);
     let form = form.into_inner();
     let parsed = (|| {
         Ok::<_, FieldError>(NewApplication {
-            environment: EnvName::parse(&form.environment).map_err(|e| e.for_field("environment"))?,
+            environment: EnvName::parse(&form.environment)
+                .map_err(|e| e.for_field("environment"))?,
             name: AppName::parse(form.name.trim())?,
             description: parse_description(&form.description)?,
             spec: form.spec()?,
@@ -238,7 +311,8 @@ pub async fn create_app(state: Data<AppState>, auth: PageAuth, path: Path<String
             detail.application.name
         ))),
         Err(e) => {
-            let errors = form_errors(e).map_err(|e| e.within(Layout::for_tenant(&auth.0, &access, "Error", "apps")))?;
+            let errors = form_errors(e)
+                .map_err(|e| e.within(Layout::for_tenant(&auth.0, &access, "Error", "apps")))?;
             let page = NewAppPage {
                 layout: Layout::for_tenant(&auth.0, &access, "New application", "apps"),
                 tenant: access.tenant().clone(),
@@ -276,14 +350,28 @@ async fn app_page(
     errors: FormErrors,
 ) -> Result<AppPage, PageError> {
     let fail = in_frame(auth, access);
-    let app = state.platform.application(access, env, name).await.map_err(&fail)?;
-    let environment = state.platform.environment(access, env).await.map_err(&fail)?;
-    let revisions = state.platform.revisions(access, env, name).await.map_err(&fail)?;
+    let app = state
+        .platform
+        .application(access, env, name)
+        .await
+        .map_err(&fail)?;
+    let environment = state
+        .platform
+        .environment(access, env)
+        .await
+        .map_err(&fail)?;
+    let revisions = state
+        .platform
+        .revisions(access, env, name)
+        .await
+        .map_err(&fail)?;
     Ok(AppPage {
         layout: Layout::for_tenant(&auth.0, access, app.application.name.clone(), "apps"),
         tenant: access.tenant().clone(),
         role: access.role(),
-        can_change: access.can(Permission::ChangeApps { protected_environment: environment.protected }),
+        can_change: access.can(Permission::ChangeApps {
+            protected_environment: environment.protected,
+        }),
         form: form.unwrap_or_else(|| AppForm::from_detail(&app)),
         app,
         revisions,
@@ -292,10 +380,25 @@ async fn app_page(
     })
 }
 
-pub async fn app(state: Data<AppState>, auth: PageAuth, path: Path<(String, String, String)>) -> Result<HttpResponse, PageError> {
+pub async fn app(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<(String, String, String)>,
+) -> Result<HttpResponse, PageError> {
     let (tenant, env, name) = path.into_inner();
     let access = access(&state, &auth, &tenant).await?;
-    render(&app_page(&state, &auth, &access, &env, &name, None, FormErrors::none()).await?)
+    render(
+        &app_page(
+            &state,
+            &auth,
+            &access,
+            &env,
+            &name,
+            None,
+            FormErrors::none(),
+        )
+        .await?,
+    )
 }
 
 pub async fn update_app(
@@ -308,25 +411,38 @@ pub async fn update_app(
     let access = access(&state, &auth, &tenant).await?;
     let form = form.into_inner();
     let result = match (form.spec(), parse_description(&form.description)) {
-        (Ok(spec), Ok(description)) => {
-            state.platform.update_application(&access, &env, &name, spec, Some(description)).await.map(|_| ())
-        }
+        (Ok(spec), Ok(description)) => state
+            .platform
+            .update_application(&access, &env, &name, spec, Some(description))
+            .await
+            .map(|_| ()),
         (Err(e), _) | (_, Err(e)) => Err(e.into()),
     };
     match result {
-        Ok(()) => Ok(see_other(&format!("/t/{tenant}/environments/{env}/apps/{name}"))),
+        Ok(()) => Ok(see_other(&format!(
+            "/t/{tenant}/environments/{env}/apps/{name}"
+        ))),
         Err(e) => {
-            let errors = form_errors(e).map_err(|e| e.within(Layout::for_tenant(&auth.0, &access, "Error", "apps")))?;
+            let errors = form_errors(e)
+                .map_err(|e| e.within(Layout::for_tenant(&auth.0, &access, "Error", "apps")))?;
             let page = app_page(&state, &auth, &access, &env, &name, Some(form), errors).await?;
             render_with_status(&page, StatusCode::UNPROCESSABLE_ENTITY)
         }
     }
 }
 
-pub async fn delete_app(state: Data<AppState>, auth: PageAuth, path: Path<(String, String, String)>) -> Result<HttpResponse, PageError> {
+pub async fn delete_app(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<(String, String, String)>,
+) -> Result<HttpResponse, PageError> {
     let (tenant, env, name) = path.into_inner();
     let access = access(&state, &auth, &tenant).await?;
-    state.platform.delete_application(&access, &env, &name).await.map_err(in_frame(&auth, &access))?;
+    state
+        .platform
+        .delete_application(&access, &env, &name)
+        .await
+        .map_err(in_frame(&auth, &access))?;
     Ok(see_other(&format!("/t/{tenant}/apps")))
 }
 
@@ -351,38 +467,82 @@ struct EnvironmentsPage {
     errors: FormErrors,
 }
 
-async fn environments_page(state: &AppState, auth: &PageAuth, access: &TenantAccess, form: EnvForm, errors: FormErrors) -> Result<EnvironmentsPage, PageError> {
+async fn environments_page(
+    state: &AppState,
+    auth: &PageAuth,
+    access: &TenantAccess,
+    form: EnvForm,
+    errors: FormErrors,
+) -> Result<EnvironmentsPage, PageError> {
     Ok(EnvironmentsPage {
         layout: Layout::for_tenant(&auth.0, access, "Environments", "environments"),
         tenant: access.tenant().clone(),
-        environments: state.platform.environments(access).await.map_err(in_frame(auth, access))?,
+        environments: state
+            .platform
+            .environments(access)
+            .await
+            .map_err(in_frame(auth, access))?,
         can_manage: access.can(Permission::ManageEnvironments),
         form,
         errors,
     })
 }
 
-pub async fn environments(state: Data<AppState>, auth: PageAuth, path: Path<String>) -> Result<HttpResponse, PageError> {
+pub async fn environments(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<String>,
+) -> Result<HttpResponse, PageError> {
     let access = access(&state, &auth, &path).await?;
-    render(&environments_page(&state, &auth, &access, EnvForm::default(), FormErrors::none()).await?)
+    render(
+        &environments_page(
+            &state,
+            &auth,
+            &access,
+            EnvForm::default(),
+            FormErrors::none(),
+        )
+        .await?,
+    )
 }
 
-pub async fn create_environment(state: Data<AppState>, auth: PageAuth, path: Path<String>, form: Form<EnvForm>) -> Result<HttpResponse, PageError> {
+pub async fn create_environment(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<String>,
+    form: Form<EnvForm>,
+) -> Result<HttpResponse, PageError> {
     let access = access(&state, &auth, &path).await?;
     let form = form.into_inner();
-    let result = match (EnvName::parse(form.name.trim()), parse_description(&form.description)) {
+    let result = match (
+        EnvName::parse(form.name.trim()),
+        parse_description(&form.description),
+    ) {
         (Ok(name), Ok(description)) => state
             .platform
-            .create_environment(&access, NewEnvironment { name, description, protected: form.protected })
+            .create_environment(
+                &access,
+                NewEnvironment {
+                    name,
+                    description,
+                    protected: form.protected,
+                },
+            )
             .await
             .map(|_| ()),
         (Err(e), _) | (_, Err(e)) => Err(e.into()),
     };
     match result {
-        Ok(()) => Ok(see_other(&format!("/t/{}/environments", access.tenant().slug))),
+        Ok(()) => Ok(see_other(&format!(
+            "/t/{}/environments",
+            access.tenant().slug
+        ))),
         Err(e) => {
             let errors = form_errors(e)?;
-            render_with_status(&environments_page(&state, &auth, &access, form, errors).await?, StatusCode::UNPROCESSABLE_ENTITY)
+            render_with_status(
+                &environments_page(&state, &auth, &access, form, errors).await?,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
         }
     }
 }
@@ -399,11 +559,21 @@ struct MembersPage {
     form_username: String,
 }
 
-async fn members_page(state: &AppState, auth: &PageAuth, access: &TenantAccess, form_username: String, errors: FormErrors) -> Result<MembersPage, PageError> {
+async fn members_page(
+    state: &AppState,
+    auth: &PageAuth,
+    access: &TenantAccess,
+    form_username: String,
+    errors: FormErrors,
+) -> Result<MembersPage, PageError> {
     Ok(MembersPage {
         layout: Layout::for_tenant(&auth.0, access, "Members", "members"),
         tenant: access.tenant().clone(),
-        members: state.platform.members(access).await.map_err(in_frame(auth, access))?,
+        members: state
+            .platform
+            .members(access)
+            .await
+            .map_err(in_frame(auth, access))?,
         can_manage: access.can(Permission::ManageMembers),
         roles: Role::ALL,
         errors,
@@ -411,7 +581,11 @@ async fn members_page(state: &AppState, auth: &PageAuth, access: &TenantAccess, 
     })
 }
 
-pub async fn members(state: Data<AppState>, auth: PageAuth, path: Path<String>) -> Result<HttpResponse, PageError> {
+pub async fn members(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<String>,
+) -> Result<HttpResponse, PageError> {
     let access = access(&state, &auth, &path).await?;
     render(&members_page(&state, &auth, &access, String::new(), FormErrors::none()).await?)
 }
@@ -424,10 +598,19 @@ pub struct MemberForm {
     role: String,
 }
 
-pub async fn set_member(state: Data<AppState>, auth: PageAuth, path: Path<String>, form: Form<MemberForm>) -> Result<HttpResponse, PageError> {
+pub async fn set_member(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<String>,
+    form: Form<MemberForm>,
+) -> Result<HttpResponse, PageError> {
     let access = access(&state, &auth, &path).await?;
     let result = match form.role.parse::<Role>() {
-        Ok(role) => state.platform.set_member_role(&access, form.username.trim(), role).await.map(|_| ()),
+        Ok(role) => state
+            .platform
+            .set_member_role(&access, form.username.trim(), role)
+            .await
+            .map(|_| ()),
         Err(e) => Err(e.into()),
     };
     match result {
@@ -440,7 +623,11 @@ pub async fn set_member(state: Data<AppState>, auth: PageAuth, path: Path<String
     }
 }
 
-pub async fn remove_member(state: Data<AppState>, auth: PageAuth, path: Path<(String, String)>) -> Result<HttpResponse, PageError> {
+pub async fn remove_member(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<(String, String)>,
+) -> Result<HttpResponse, PageError> {
     let (tenant, username) = path.into_inner();
     let access = access(&state, &auth, &tenant).await?;
     match state.platform.remove_member(&access, &username).await {
@@ -448,7 +635,12 @@ pub async fn remove_member(state: Data<AppState>, auth: PageAuth, path: Path<(St
         Err(e) => {
             let errors = form_errors(e)?;
             let errors = if errors.general().is_none() {
-                FormErrors::general_message(errors.get("role").or(errors.get("username")).unwrap_or("the member could not be removed"))
+                FormErrors::general_message(
+                    errors
+                        .get("role")
+                        .or(errors.get("username"))
+                        .unwrap_or("the member could not be removed"),
+                )
             } else {
                 errors
             };
@@ -472,9 +664,17 @@ pub(super) struct AuditPage {
 }
 
 impl AuditPage {
-    pub fn new(layout: Layout, scope_label: String, base: String, filter: &AuditFilter, entries: Vec<AuditEntry>) -> Self {
+    pub fn new(
+        layout: Layout,
+        scope_label: String,
+        base: String,
+        filter: &AuditFilter,
+        entries: Vec<AuditEntry>,
+    ) -> Self {
         let limit = filter.limit.unwrap_or(50).clamp(1, 200);
-        let older = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.id)).flatten();
+        let older = (entries.len() as i64 == limit)
+            .then(|| entries.last().map(|e| e.id))
+            .flatten();
         Self {
             layout,
             scope_label,
@@ -488,13 +688,27 @@ impl AuditPage {
     }
 
     pub fn respond(&self, req: &HttpRequest) -> Result<HttpResponse, PageError> {
-        if wants_fragment(req) { render(&self.as_rows()) } else { render(self) }
+        if wants_fragment(req) {
+            render(&self.as_rows())
+        } else {
+            render(self)
+        }
     }
 }
 
-pub async fn audit(state: Data<AppState>, auth: PageAuth, path: Path<String>, filter: Query<AuditFilter>, req: HttpRequest) -> Result<HttpResponse, PageError> {
+pub async fn audit(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<String>,
+    filter: Query<AuditFilter>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PageError> {
     let access = access(&state, &auth, &path).await?;
-    let entries = state.platform.tenant_audit(&access, &filter).await.map_err(in_frame(&auth, &access))?;
+    let entries = state
+        .platform
+        .tenant_audit(&access, &filter)
+        .await
+        .map_err(in_frame(&auth, &access))?;
     let page = AuditPage::new(
         Layout::for_tenant(&auth.0, &access, "Audit log", "audit"),
         access.tenant().display_name.clone(),

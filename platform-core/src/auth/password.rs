@@ -1,9 +1,9 @@
 //! Password hashing with argon2id (the `argon2` crate's defaults follow OWASP's
 //! recommended parameters). Hashing is CPU-bound, so it runs on the blocking pool.
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 
 use crate::CoreError;
 use crate::names::Password;
@@ -29,7 +29,11 @@ pub async fn verify(password: &Password, stored: &str) -> bool {
     let stored = stored.to_owned();
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&stored)
-            .map(|parsed| Argon2::default().verify_password(password.expose().as_bytes(), &parsed).is_ok())
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.expose().as_bytes(), &parsed)
+                    .is_ok()
+            })
             .unwrap_or(false)
     })
     .await
@@ -52,7 +56,8 @@ mod tests {
         let h = hash(&pw).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(h.starts_with("$argon2id$"));
         assert!(verify(&pw, &h).await);
-        let other = Password::parse_new("incorrect horse battery").unwrap_or_else(|e| panic!("{e}"));
+        let other =
+            Password::parse_new("incorrect horse battery").unwrap_or_else(|e| panic!("{e}"));
         assert!(!verify(&other, &h).await);
         assert!(!verify(&pw, "not a hash").await);
         assert!(!verify(&pw, decoy_hash()).await);

@@ -133,7 +133,11 @@ impl TokenService {
     pub async fn start(pool: PgPool, mut config: TokenConfig) -> Result<Self, CoreError> {
         config.key_overlap = config.key_overlap.max(config.ttl);
         store::keys::insert_first(&pool, &new_kid(), &new_secret()).await?;
-        let service = Self { config, pool, ring: RwLock::new(KeyRing::default()) };
+        let service = Self {
+            config,
+            pool,
+            ring: RwLock::new(KeyRing::default()),
+        };
         service.reload().await?;
         Ok(service)
     }
@@ -146,10 +150,20 @@ impl TokenService {
         let rows = store::keys::live(&self.pool, self.overlap_secs()).await?;
         let keys = rows
             .into_iter()
-            .map(|r| SigningKey { kid: r.kid, secret: r.secret, retired_at: r.retired_at })
+            .map(|r| SigningKey {
+                kid: r.kid,
+                secret: r.secret,
+                retired_at: r.retired_at,
+            })
             .collect();
-        let mut ring = self.ring.write().map_err(|_| CoreError::Internal("key ring lock poisoned".into()))?;
-        *ring = KeyRing { keys, loaded_at: Some(Instant::now()) };
+        let mut ring = self
+            .ring
+            .write()
+            .map_err(|_| CoreError::Internal("key ring lock poisoned".into()))?;
+        *ring = KeyRing {
+            keys,
+            loaded_at: Some(Instant::now()),
+        };
         Ok(())
     }
 
@@ -181,15 +195,23 @@ impl TokenService {
             csrf: random_token(),
         };
         let key = {
-            let ring = self.ring.read().map_err(|_| CoreError::Internal("key ring lock poisoned".into()))?;
+            let ring = self
+                .ring
+                .read()
+                .map_err(|_| CoreError::Internal("key ring lock poisoned".into()))?;
             ring.current().cloned()
         };
         let key = match key {
             Some(k) => k,
             None => {
                 self.reload().await?;
-                let ring = self.ring.read().map_err(|_| CoreError::Internal("key ring lock poisoned".into()))?;
-                ring.current().cloned().ok_or_else(|| CoreError::Internal("no current signing key".into()))?
+                let ring = self
+                    .ring
+                    .read()
+                    .map_err(|_| CoreError::Internal("key ring lock poisoned".into()))?;
+                ring.current()
+                    .cloned()
+                    .ok_or_else(|| CoreError::Internal("no current signing key".into()))?
             }
         };
         let mut header = Header::new(ALGORITHM);
@@ -212,7 +234,9 @@ impl TokenService {
                 // A key created by another replica since we loaded: reload, but at most
                 // once a second so that forged kids cannot hammer the database.
                 if self.stale_after(Duration::from_secs(1))? {
-                    self.reload().await.map_err(|_| TokenError::KeyRingUnavailable)?;
+                    self.reload()
+                        .await
+                        .map_err(|_| TokenError::KeyRingUnavailable)?;
                 }
                 self.lookup(&kid)?.ok_or(TokenError::UnknownKid)?
             }
@@ -236,12 +260,18 @@ impl TokenService {
     }
 
     fn lookup(&self, kid: &str) -> Result<Option<SigningKey>, TokenError> {
-        let ring = self.ring.read().map_err(|_| TokenError::KeyRingUnavailable)?;
+        let ring = self
+            .ring
+            .read()
+            .map_err(|_| TokenError::KeyRingUnavailable)?;
         Ok(ring.find(kid).cloned())
     }
 
     fn stale_after(&self, age: Duration) -> Result<bool, TokenError> {
-        let ring = self.ring.read().map_err(|_| TokenError::KeyRingUnavailable)?;
+        let ring = self
+            .ring
+            .read()
+            .map_err(|_| TokenError::KeyRingUnavailable)?;
         Ok(ring.loaded_at.is_none_or(|t| t.elapsed() >= age))
     }
 
@@ -260,7 +290,10 @@ impl TokenService {
 
     /// The key id tokens are being signed with now.
     pub fn current_kid(&self) -> Option<String> {
-        self.ring.read().ok().and_then(|r| r.current().map(|k| k.kid.clone()))
+        self.ring
+            .read()
+            .ok()
+            .and_then(|r| r.current().map(|k| k.kid.clone()))
     }
 }
 

@@ -21,25 +21,55 @@ pub struct NewApplication {
 
 impl Platform {
     /// Live applications, optionally of one environment.
-    pub async fn applications(&self, access: &TenantAccess, environment: Option<&str>) -> Result<Vec<Application>, CoreError> {
+    pub async fn applications(
+        &self,
+        access: &TenantAccess,
+        environment: Option<&str>,
+    ) -> Result<Vec<Application>, CoreError> {
         access.require(Permission::View, "view applications")?;
         Ok(store::apps::list(&self.pool, access.tenant().id, environment).await?)
     }
 
     /// Creates an application and its first revision.
-    pub async fn create_application(&self, access: &TenantAccess, input: NewApplication) -> Result<ApplicationDetail, CoreError> {
+    pub async fn create_application(
+        &self,
+        access: &TenantAccess,
+        input: NewApplication,
+    ) -> Result<ApplicationDetail, CoreError> {
         input.spec.validate()?;
-        let env = self.environment_for_change(access, input.environment.as_str()).await?;
-        access.require(Permission::ChangeApps { protected_environment: env.protected }, "change applications in a protected environment")?;
+        let env = self
+            .environment_for_change(access, input.environment.as_str())
+            .await?;
+        access.require(
+            Permission::ChangeApps {
+                protected_environment: env.protected,
+            },
+            "change applications in a protected environment",
+        )?;
         let tenant_id = access.tenant().id;
-        let spec_json = serde_json::to_value(&input.spec).map_err(|e| CoreError::Internal(e.to_string()))?;
+        let spec_json =
+            serde_json::to_value(&input.spec).map_err(|e| CoreError::Internal(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
-        let id = store::apps::insert(&mut tx, tenant_id, env.id, input.name.as_str(), &input.description)
-            .await
-            .map_err(|e| {
-                conflict_on_unique(e, "name", format!("an application '{}' already exists in '{}'", input.name, env.name))
-            })?;
-        store::apps::insert_revision(&mut tx, id, 1, &spec_json, access.principal().user_id).await?;
+        let id = store::apps::insert(
+            &mut tx,
+            tenant_id,
+            env.id,
+            input.name.as_str(),
+            &input.description,
+        )
+        .await
+        .map_err(|e| {
+            conflict_on_unique(
+                e,
+                "name",
+                format!(
+                    "an application '{}' already exists in '{}'",
+                    input.name, env.name
+                ),
+            )
+        })?;
+        store::apps::insert_revision(&mut tx, id, 1, &spec_json, access.principal().user_id)
+            .await?;
         record(
             &mut tx,
             access.principal(),
@@ -54,24 +84,44 @@ impl Platform {
         .await?;
         let application = store::apps::find(&mut *tx, tenant_id, &env.name, input.name.as_str())
             .await?
-            .ok_or_else(|| CoreError::Internal("application vanished inside its own transaction".into()))?;
+            .ok_or_else(|| {
+                CoreError::Internal("application vanished inside its own transaction".into())
+            })?;
         tx.commit().await?;
-        Ok(ApplicationDetail { application, spec: input.spec })
+        Ok(ApplicationDetail {
+            application,
+            spec: input.spec,
+        })
     }
 
     /// An application with its current spec.
-    pub async fn application(&self, access: &TenantAccess, environment: &str, name: &str) -> Result<ApplicationDetail, CoreError> {
+    pub async fn application(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+    ) -> Result<ApplicationDetail, CoreError> {
         access.require(Permission::View, "view applications")?;
         let application = self.find_application(access, environment, name).await?;
         let row = store::apps::revision(&self.pool, application.id, application.current_revision)
             .await?
-            .ok_or_else(|| CoreError::Internal(format!("application {} has no revision {}", application.id, application.current_revision)))?;
+            .ok_or_else(|| {
+                CoreError::Internal(format!(
+                    "application {} has no revision {}",
+                    application.id, application.current_revision
+                ))
+            })?;
         let spec = parse_stored_spec(&row)?;
         Ok(ApplicationDetail { application, spec })
     }
 
     /// Every revision of an application, newest first.
-    pub async fn revisions(&self, access: &TenantAccess, environment: &str, name: &str) -> Result<Vec<Revision>, CoreError> {
+    pub async fn revisions(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+    ) -> Result<Vec<Revision>, CoreError> {
         access.require(Permission::View, "view applications")?;
         let application = self.find_application(access, environment, name).await?;
         store::apps::revisions(&self.pool, application.id)
@@ -100,15 +150,23 @@ impl Platform {
     ) -> Result<ApplicationDetail, CoreError> {
         spec.validate()?;
         let env = self.environment(access, environment).await?;
-        access.require(Permission::ChangeApps { protected_environment: env.protected }, "change applications in a protected environment")?;
+        access.require(
+            Permission::ChangeApps {
+                protected_environment: env.protected,
+            },
+            "change applications in a protected environment",
+        )?;
         let current = self.application(access, environment, name).await?;
-        let description_changed = description.as_ref().is_some_and(|d| *d != current.application.description);
+        let description_changed = description
+            .as_ref()
+            .is_some_and(|d| *d != current.application.description);
         if current.spec == spec && !description_changed {
             return Ok(current);
         }
         let tenant_id = access.tenant().id;
         let app_id = current.application.id;
-        let spec_json = serde_json::to_value(&spec).map_err(|e| CoreError::Internal(e.to_string()))?;
+        let spec_json =
+            serde_json::to_value(&spec).map_err(|e| CoreError::Internal(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
         let latest = store::apps::lock(&mut tx, tenant_id, app_id)
             .await?
@@ -116,7 +174,14 @@ impl Platform {
         let mut revision = latest;
         if current.spec != spec {
             revision = latest + 1;
-            store::apps::insert_revision(&mut tx, app_id, revision, &spec_json, access.principal().user_id).await?;
+            store::apps::insert_revision(
+                &mut tx,
+                app_id,
+                revision,
+                &spec_json,
+                access.principal().user_id,
+            )
+            .await?;
             store::apps::set_current_revision(&mut tx, app_id, revision).await?;
         }
         if let Some(d) = description.as_deref().filter(|_| description_changed) {
@@ -142,9 +207,19 @@ impl Platform {
     }
 
     /// Deletes an application. Its revisions and audit records are kept.
-    pub async fn delete_application(&self, access: &TenantAccess, environment: &str, name: &str) -> Result<(), CoreError> {
+    pub async fn delete_application(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+    ) -> Result<(), CoreError> {
         let env = self.environment(access, environment).await?;
-        access.require(Permission::ChangeApps { protected_environment: env.protected }, "change applications in a protected environment")?;
+        access.require(
+            Permission::ChangeApps {
+                protected_environment: env.protected,
+            },
+            "change applications in a protected environment",
+        )?;
         let application = self.find_application(access, environment, name).await?;
         let tenant_id = access.tenant().id;
         let mut tx = self.pool.begin().await?;
@@ -168,7 +243,12 @@ impl Platform {
         Ok(())
     }
 
-    async fn find_application(&self, access: &TenantAccess, environment: &str, name: &str) -> Result<Application, CoreError> {
+    async fn find_application(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+    ) -> Result<Application, CoreError> {
         let not_found = || CoreError::not_found("application", format!("{environment}/{name}"));
         EnvName::parse(environment).map_err(|_| not_found())?;
         AppName::parse(name).map_err(|_| not_found())?;
@@ -179,14 +259,28 @@ impl Platform {
 
     /// The environment an application change targets. An environment that does not
     /// exist is a bad field value when the client named it in a body.
-    async fn environment_for_change(&self, access: &TenantAccess, name: &str) -> Result<Environment, CoreError> {
+    async fn environment_for_change(
+        &self,
+        access: &TenantAccess,
+        name: &str,
+    ) -> Result<Environment, CoreError> {
         store::tenants::environment(&self.pool, access.tenant().id, name)
             .await?
-            .ok_or_else(|| FieldError::new("environment", format!("no environment '{name}' exists in this tenant")).into())
+            .ok_or_else(|| {
+                FieldError::new(
+                    "environment",
+                    format!("no environment '{name}' exists in this tenant"),
+                )
+                .into()
+            })
     }
 }
 
 fn parse_stored_spec(row: &RevisionRow) -> Result<AppSpec, CoreError> {
-    serde_json::from_value(row.spec.clone())
-        .map_err(|e| CoreError::Internal(format!("stored spec of revision {} does not parse: {e}", row.number)))
+    serde_json::from_value(row.spec.clone()).map_err(|e| {
+        CoreError::Internal(format!(
+            "stored spec of revision {} does not parse: {e}",
+            row.number
+        ))
+    })
 }

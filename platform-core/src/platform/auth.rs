@@ -26,7 +26,12 @@ impl Platform {
     ///
     /// Unknown users, wrong passwords and disabled accounts all fail the same way and
     /// take the same time (a decoy hash is verified when the user does not exist).
-    pub async fn login(&self, username: &str, password: &str, source_ip: Option<&str>) -> Result<Session, CoreError> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        source_ip: Option<&str>,
+    ) -> Result<Session, CoreError> {
         let Some(password) = Password::from_login(password) else {
             return Err(CoreError::InvalidCredentials);
         };
@@ -35,13 +40,19 @@ impl Platform {
             Ok(valid) => store::users::credentials(&self.pool, valid.as_str()).await?,
             Err(_) => None,
         };
-        let stored_hash = credentials.as_ref().map_or(password::decoy_hash(), |c| c.password_hash.as_str());
+        let stored_hash = credentials
+            .as_ref()
+            .map_or(password::decoy_hash(), |c| c.password_hash.as_str());
         let matches = password::verify(&password, stored_hash).await;
         let user = match credentials {
             Some(c) if matches && !c.disabled => c,
             other => {
                 // What an attacker typed is recorded, but bounded and without control bytes.
-                let printable: String = username.chars().filter(|c| !c.is_control()).take(64).collect();
+                let printable: String = username
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(64)
+                    .collect();
                 let mut conn = self.pool.acquire().await?;
                 store::audit::append(
                     &mut conn,
@@ -60,11 +71,19 @@ impl Platform {
                 return Err(CoreError::InvalidCredentials);
             }
         };
-        let principal = self.load_principal(user.id, source_ip).await?.ok_or(CoreError::InvalidCredentials)?;
-        let roles: BTreeMap<String, String> =
-            principal.memberships.iter().map(|m| (m.slug.clone(), m.role.as_str().to_owned())).collect();
-        let IssuedToken { token, claims } =
-            self.tokens.issue(user.id, &user.username, roles, user.platform_admin).await?;
+        let principal = self
+            .load_principal(user.id, source_ip)
+            .await?
+            .ok_or(CoreError::InvalidCredentials)?;
+        let roles: BTreeMap<String, String> = principal
+            .memberships
+            .iter()
+            .map(|m| (m.slug.clone(), m.role.as_str().to_owned()))
+            .collect();
+        let IssuedToken { token, claims } = self
+            .tokens
+            .issue(user.id, &user.username, roles, user.platform_admin)
+            .await?;
         let mut tx = self.pool.begin().await?;
         record(
             &mut tx,
@@ -79,14 +98,32 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
-        Ok(Session { token, claims, principal })
+        Ok(Session {
+            token,
+            claims,
+            principal,
+        })
     }
 
     /// Verifies a session token and loads the user it names, with their current roles.
     /// A disabled or deleted user is refused even while their token is unexpired.
-    pub async fn authenticate(&self, token: &str, source_ip: Option<&str>) -> Result<(Principal, Claims), AuthFailure> {
-        let claims = self.tokens.verify(token).await.map_err(AuthFailure::Token)?;
-        let user_id = Uuid::parse_str(&claims.sub).map_err(|_| AuthFailure::Token(TokenError::Malformed))?;
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        source_ip: Option<&str>,
+    ) -> Result<(Principal, Claims), AuthFailure> {
+        let claims = self
+            .tokens
+            .verify(token)
+            .await
+            .map_err(AuthFailure::Token)?;
+        let user_id =
+            Uuid::parse_str(&claims.sub).map_err(|_| AuthFailure::Token(TokenError::Malformed))?;
+        match store::keys::session_revoked(&self.pool, &claims.jti).await {
+            Ok(false) => {}
+            Ok(true) => return Err(AuthFailure::LoggedOut),
+            Err(e) => return Err(AuthFailure::Core(e.into())),
+        }
         match self.load_principal(user_id, source_ip).await {
             Ok(Some(principal)) => Ok((principal, claims)),
             Ok(None) => Err(AuthFailure::UserGone),
@@ -94,7 +131,11 @@ impl Platform {
         }
     }
 
-    async fn load_principal(&self, user_id: Uuid, source_ip: Option<&str>) -> Result<Option<Principal>, CoreError> {
+    async fn load_principal(
+        &self,
+        user_id: Uuid,
+        source_ip: Option<&str>,
+    ) -> Result<Option<Principal>, CoreError> {
         let Some(user) = store::users::by_id(&self.pool, user_id).await? else {
             return Ok(None);
         };
@@ -112,9 +153,12 @@ impl Platform {
         }))
     }
 
-    /// Records a logout (the token itself simply expires; the browser drops its cookie).
+    /// Ends a session: its token is refused from now on, even before it expires.
     pub async fn logout(&self, principal: &Principal, claims: &Claims) -> Result<(), CoreError> {
+        let expires_at =
+            chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(chrono::Utc::now);
         let mut tx = self.pool.begin().await?;
+        store::keys::revoke_session(&mut tx, &claims.jti, expires_at).await?;
         record(
             &mut tx,
             principal,
@@ -140,7 +184,13 @@ impl Platform {
         record(
             &mut tx,
             principal,
-            Audit { tenant_id: None, action: "signing_key.rotate", target_kind: "signing_key", target: &kid, details: json!({}) },
+            Audit {
+                tenant_id: None,
+                action: "signing_key.rotate",
+                target_kind: "signing_key",
+                target: &kid,
+                details: json!({}),
+            },
         )
         .await?;
         tx.commit().await?;
@@ -180,6 +230,8 @@ pub enum AuthFailure {
     Token(TokenError),
     #[error("the token's user no longer exists or is disabled")]
     UserGone,
+    #[error("the session was ended by a logout")]
+    LoggedOut,
     #[error(transparent)]
     Core(CoreError),
 }

@@ -56,7 +56,11 @@ struct Audit<'a> {
     details: serde_json::Value,
 }
 
-async fn record(conn: &mut PgConnection, actor: &Principal, audit: Audit<'_>) -> Result<(), CoreError> {
+async fn record(
+    conn: &mut PgConnection,
+    actor: &Principal,
+    audit: Audit<'_>,
+) -> Result<(), CoreError> {
     store::audit::append(
         conn,
         AuditRecord {

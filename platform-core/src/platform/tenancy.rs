@@ -13,7 +13,11 @@ use crate::{CoreError, FieldError, store};
 pub const DEFAULT_ENVIRONMENTS: [(&str, &str, bool); 3] = [
     ("dev", "Development: developers deploy freely.", false),
     ("test", "Testing and staging.", false),
-    ("prod", "Production: changes need the ops or tenant admin role.", true),
+    (
+        "prod",
+        "Production: changes need the ops or tenant admin role.",
+        true,
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -34,14 +38,19 @@ pub struct NewEnvironment {
 impl Platform {
     /// Proof of access to a tenant. A tenant the caller is not a member of is reported
     /// as not found, exactly like one that does not exist.
-    pub async fn tenant(&self, principal: &Principal, slug: &str) -> Result<TenantAccess, CoreError> {
+    pub async fn tenant(
+        &self,
+        principal: &Principal,
+        slug: &str,
+    ) -> Result<TenantAccess, CoreError> {
         // Read from the database, not from the principal's cached memberships, so that a
         // membership removed a moment ago no longer opens the tenant.
         let not_found = || CoreError::not_found("tenant", slug);
         let valid = TenantSlug::parse(slug).map_err(|_| not_found())?;
-        let (tenant, role) = store::tenants::membership(&self.pool, valid.as_str(), principal.user_id)
-            .await?
-            .ok_or_else(not_found)?;
+        let (tenant, role) =
+            store::tenants::membership(&self.pool, valid.as_str(), principal.user_id)
+                .await?
+                .ok_or_else(not_found)?;
         Ok(TenantAccess::new(tenant, role, principal.clone()))
     }
 
@@ -57,14 +66,26 @@ impl Platform {
     }
 
     /// Creates a tenant with the default environments and, optionally, its first admin.
-    pub async fn create_tenant(&self, principal: &Principal, input: NewTenant) -> Result<Tenant, CoreError> {
+    pub async fn create_tenant(
+        &self,
+        principal: &Principal,
+        input: NewTenant,
+    ) -> Result<Tenant, CoreError> {
         principal.require_platform_admin("create tenants")?;
         let mut tx = self.pool.begin().await?;
-        let tenant = store::tenants::insert(&mut tx, input.slug.as_str(), input.display_name.as_str())
-            .await
-            .map_err(|e| conflict_on_unique(e, "slug", format!("a tenant '{}' already exists", input.slug)))?;
+        let tenant =
+            store::tenants::insert(&mut tx, input.slug.as_str(), input.display_name.as_str())
+                .await
+                .map_err(|e| {
+                    conflict_on_unique(
+                        e,
+                        "slug",
+                        format!("a tenant '{}' already exists", input.slug),
+                    )
+                })?;
         for (name, description, protected) in DEFAULT_ENVIRONMENTS {
-            store::tenants::insert_environment(&mut tx, tenant.id, name, description, protected).await?;
+            store::tenants::insert_environment(&mut tx, tenant.id, name, description, protected)
+                .await?;
         }
         if let Some(admin) = &input.admin {
             let user = store::users::by_username(&mut *tx, admin.as_str())
@@ -93,7 +114,11 @@ impl Platform {
         Ok(store::tenants::environments(&self.pool, access.tenant().id).await?)
     }
 
-    pub async fn environment(&self, access: &TenantAccess, name: &str) -> Result<Environment, CoreError> {
+    pub async fn environment(
+        &self,
+        access: &TenantAccess,
+        name: &str,
+    ) -> Result<Environment, CoreError> {
         access.require(Permission::View, "view environments")?;
         EnvName::parse(name).map_err(|_| CoreError::not_found("environment", name))?;
         store::tenants::environment(&self.pool, access.tenant().id, name)
@@ -101,7 +126,11 @@ impl Platform {
             .ok_or_else(|| CoreError::not_found("environment", name))
     }
 
-    pub async fn create_environment(&self, access: &TenantAccess, input: NewEnvironment) -> Result<Environment, CoreError> {
+    pub async fn create_environment(
+        &self,
+        access: &TenantAccess,
+        input: NewEnvironment,
+    ) -> Result<Environment, CoreError> {
         access.require(Permission::ManageEnvironments, "add environments")?;
         let tenant_id = access.tenant().id;
         let mut tx = self.pool.begin().await?;
@@ -113,7 +142,13 @@ impl Platform {
             input.protected,
         )
         .await
-        .map_err(|e| conflict_on_unique(e, "name", format!("an environment '{}' already exists", input.name)))?;
+        .map_err(|e| {
+            conflict_on_unique(
+                e,
+                "name",
+                format!("an environment '{}' already exists", input.name),
+            )
+        })?;
         record(
             &mut tx,
             access.principal(),
@@ -136,7 +171,12 @@ impl Platform {
     }
 
     /// Adds a user to the tenant with a role, or changes their role.
-    pub async fn set_member_role(&self, access: &TenantAccess, username: &str, role: Role) -> Result<Member, CoreError> {
+    pub async fn set_member_role(
+        &self,
+        access: &TenantAccess,
+        username: &str,
+        role: Role,
+    ) -> Result<Member, CoreError> {
         access.require(Permission::ManageMembers, "manage members")?;
         let tenant_id = access.tenant().id;
         let username = Username::parse(username)?;
@@ -149,7 +189,11 @@ impl Platform {
         if previous == Some(Role::TenantAdmin) && role != Role::TenantAdmin {
             ensure_an_admin_remains(&mut tx, tenant_id).await?;
         }
-        let action = if previous.is_some() { "member.role_change" } else { "member.add" };
+        let action = if previous.is_some() {
+            "member.role_change"
+        } else {
+            "member.add"
+        };
         record(
             &mut tx,
             access.principal(),
@@ -166,18 +210,26 @@ impl Platform {
             .await?
             .into_iter()
             .find(|m| m.user_id == user.id)
-            .ok_or_else(|| CoreError::Internal("member vanished inside its own transaction".into()))?;
+            .ok_or_else(|| {
+                CoreError::Internal("member vanished inside its own transaction".into())
+            })?;
         tx.commit().await?;
         Ok(member)
     }
 
-    pub async fn remove_member(&self, access: &TenantAccess, username: &str) -> Result<(), CoreError> {
+    pub async fn remove_member(
+        &self,
+        access: &TenantAccess,
+        username: &str,
+    ) -> Result<(), CoreError> {
         access.require(Permission::ManageMembers, "manage members")?;
         let tenant_id = access.tenant().id;
         let not_found = || CoreError::not_found("member", username);
         Username::parse(username).map_err(|_| not_found())?;
         let mut tx = self.pool.begin().await?;
-        let user = store::users::by_username(&mut *tx, username).await?.ok_or_else(not_found)?;
+        let user = store::users::by_username(&mut *tx, username)
+            .await?
+            .ok_or_else(not_found)?;
         if !store::tenants::remove_member(&mut tx, tenant_id, user.id).await? {
             return Err(not_found());
         }
@@ -185,7 +237,13 @@ impl Platform {
         record(
             &mut tx,
             access.principal(),
-            Audit { tenant_id: Some(tenant_id), action: "member.remove", target_kind: "user", target: username, details: json!({}) },
+            Audit {
+                tenant_id: Some(tenant_id),
+                action: "member.remove",
+                target_kind: "user",
+                target: username,
+                details: json!({}),
+            },
         )
         .await?;
         tx.commit().await?;
@@ -193,19 +251,30 @@ impl Platform {
     }
 
     /// The tenant's audit log, newest first.
-    pub async fn tenant_audit(&self, access: &TenantAccess, filter: &AuditFilter) -> Result<Vec<AuditEntry>, CoreError> {
+    pub async fn tenant_audit(
+        &self,
+        access: &TenantAccess,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEntry>, CoreError> {
         access.require(Permission::ViewAudit, "read the audit log")?;
         Ok(store::audit::list(&self.pool, Some(access.tenant().id), filter).await?)
     }
 
     /// The platform-level audit log (logins, users, tenants, keys), newest first.
-    pub async fn platform_audit(&self, principal: &Principal, filter: &AuditFilter) -> Result<Vec<AuditEntry>, CoreError> {
+    pub async fn platform_audit(
+        &self,
+        principal: &Principal,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEntry>, CoreError> {
         principal.require_platform_admin("read the platform audit log")?;
         Ok(store::audit::list(&self.pool, None, filter).await?)
     }
 
     /// Live application counts per environment, for the dashboard.
-    pub async fn application_counts(&self, access: &TenantAccess) -> Result<Vec<(String, i64)>, CoreError> {
+    pub async fn application_counts(
+        &self,
+        access: &TenantAccess,
+    ) -> Result<Vec<(String, i64)>, CoreError> {
         access.require(Permission::View, "view applications")?;
         Ok(store::apps::counts_by_environment(&self.pool, access.tenant().id).await?)
     }
@@ -213,7 +282,10 @@ impl Platform {
 
 /// Refuses a change that would leave the tenant without an enabled admin: nobody could
 /// manage its members any more.
-async fn ensure_an_admin_remains(tx: &mut sqlx::PgConnection, tenant_id: uuid::Uuid) -> Result<(), CoreError> {
+async fn ensure_an_admin_remains(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: uuid::Uuid,
+) -> Result<(), CoreError> {
     if store::tenants::admin_count(tx, tenant_id).await? == 0 {
         return Err(FieldError::new("role", "a tenant must keep at least one tenant admin").into());
     }

@@ -24,7 +24,11 @@ impl Platform {
         Ok(store::users::all(&self.pool).await?)
     }
 
-    pub async fn create_user(&self, principal: &Principal, input: NewUser) -> Result<User, CoreError> {
+    pub async fn create_user(
+        &self,
+        principal: &Principal,
+        input: NewUser,
+    ) -> Result<User, CoreError> {
         principal.require_platform_admin("create users")?;
         let hash = password::hash(&input.password).await?;
         let mut tx = self.pool.begin().await?;
@@ -36,7 +40,13 @@ impl Platform {
             input.platform_admin,
         )
         .await
-        .map_err(|e| conflict_on_unique(e, "username", format!("a user '{}' already exists", input.username)))?;
+        .map_err(|e| {
+            conflict_on_unique(
+                e,
+                "username",
+                format!("a user '{}' already exists", input.username),
+            )
+        })?;
         record(
             &mut tx,
             principal,
@@ -55,7 +65,12 @@ impl Platform {
 
     /// Disables or re-enables an account. A disabled user's sessions stop working at
     /// once, because every request re-reads the user.
-    pub async fn set_user_disabled(&self, principal: &Principal, username: &str, disabled: bool) -> Result<User, CoreError> {
+    pub async fn set_user_disabled(
+        &self,
+        principal: &Principal,
+        username: &str,
+        disabled: bool,
+    ) -> Result<User, CoreError> {
         principal.require_platform_admin("disable users")?;
         Username::parse(username).map_err(|_| CoreError::not_found("user", username))?;
         let mut tx = self.pool.begin().await?;
@@ -63,7 +78,9 @@ impl Platform {
             .await?
             .ok_or_else(|| CoreError::not_found("user", username))?;
         if disabled && user.id == principal.user_id {
-            return Err(crate::FieldError::new("disabled", "you cannot disable your own account").into());
+            return Err(
+                crate::FieldError::new("disabled", "you cannot disable your own account").into(),
+            );
         }
         store::users::set_disabled(&mut tx, user.id, disabled).await?;
         record(
@@ -71,7 +88,11 @@ impl Platform {
             principal,
             Audit {
                 tenant_id: None,
-                action: if disabled { "user.disable" } else { "user.enable" },
+                action: if disabled {
+                    "user.disable"
+                } else {
+                    "user.enable"
+                },
                 target_kind: "user",
                 target: &user.username,
                 details: json!({}),

@@ -65,7 +65,11 @@ pub async fn find<'e>(
 
 /// Locks the application row for the rest of the transaction, so concurrent spec
 /// changes get consecutive revision numbers instead of a conflict.
-pub async fn lock(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<Option<i32>, sqlx::Error> {
+pub async fn lock(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<Option<i32>, sqlx::Error> {
     let row: Option<(i32,)> = sqlx::query_as(
         "SELECT current_revision FROM applications WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL FOR UPDATE",
     )
@@ -83,17 +87,23 @@ pub async fn insert_revision(
     spec: &serde_json::Value,
     created_by: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO revisions (application_id, number, spec, created_by) VALUES ($1, $2, $3, $4)")
-        .bind(application_id)
-        .bind(number)
-        .bind(spec)
-        .bind(created_by)
-        .execute(conn)
-        .await
-        .map(|_| ())
+    sqlx::query(
+        "INSERT INTO revisions (application_id, number, spec, created_by) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(application_id)
+    .bind(number)
+    .bind(spec)
+    .bind(created_by)
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
-pub async fn set_current_revision(conn: &mut PgConnection, id: Uuid, number: i32) -> Result<(), sqlx::Error> {
+pub async fn set_current_revision(
+    conn: &mut PgConnection,
+    id: Uuid,
+    number: i32,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE applications SET current_revision = $2, updated_at = now() WHERE id = $1")
         .bind(id)
         .bind(number)
@@ -102,7 +112,11 @@ pub async fn set_current_revision(conn: &mut PgConnection, id: Uuid, number: i32
         .map(|_| ())
 }
 
-pub async fn set_description(conn: &mut PgConnection, id: Uuid, description: &str) -> Result<(), sqlx::Error> {
+pub async fn set_description(
+    conn: &mut PgConnection,
+    id: Uuid,
+    description: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE applications SET description = $2, updated_at = now() WHERE id = $1")
         .bind(id)
         .bind(description)
@@ -112,7 +126,11 @@ pub async fn set_description(conn: &mut PgConnection, id: Uuid, description: &st
 }
 
 pub async fn soft_delete(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE applications SET deleted_at = now() WHERE id = $1").bind(id).execute(conn).await.map(|_| ())
+    sqlx::query("UPDATE applications SET deleted_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -123,7 +141,10 @@ pub struct RevisionRow {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
-pub async fn revisions<'e>(ex: impl PgExecutor<'e>, application_id: Uuid) -> Result<Vec<RevisionRow>, sqlx::Error> {
+pub async fn revisions<'e>(
+    ex: impl PgExecutor<'e>,
+    application_id: Uuid,
+) -> Result<Vec<RevisionRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT r.number, r.spec, u.username AS created_by, r.created_at
          FROM revisions r LEFT JOIN users u ON u.id = r.created_by
@@ -151,7 +172,10 @@ pub async fn revision<'e>(
 }
 
 /// Counts of live applications per environment name.
-pub async fn counts_by_environment<'e>(ex: impl PgExecutor<'e>, tenant_id: Uuid) -> Result<Vec<(String, i64)>, sqlx::Error> {
+pub async fn counts_by_environment<'e>(
+    ex: impl PgExecutor<'e>,
+    tenant_id: Uuid,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT e.name, count(a.id) FROM environments e
          LEFT JOIN applications a ON a.environment_id = e.id AND a.deleted_at IS NULL

@@ -45,13 +45,24 @@ pub async fn list<'e>(
     filter: &AuditFilter,
 ) -> Result<Vec<AuditEntry>, sqlx::Error> {
     let texts = [&filter.actor, &filter.action, &filter.target];
-    if texts.iter().any(|t| t.as_deref().is_some_and(|t| t.contains('\0'))) {
+    if texts
+        .iter()
+        .any(|t| t.as_deref().is_some_and(|t| t.contains('\0')))
+    {
         // PostgreSQL text cannot hold NUL, so nothing can match.
         return Ok(Vec::new());
     }
     let limit = filter.limit.unwrap_or(50).clamp(1, 200);
-    let action_prefix = filter.action.as_deref().filter(|s| !s.is_empty()).map(|a| format!("{}%", escape_like(a)));
-    let target_part = filter.target.as_deref().filter(|s| !s.is_empty()).map(|t| format!("%{}%", escape_like(t)));
+    let action_prefix = filter
+        .action
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|a| format!("{}%", escape_like(a)));
+    let target_part = filter
+        .target
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|t| format!("%{}%", escape_like(t)));
     sqlx::query_as(
         "SELECT id, at, actor, action, target_kind, target, details, source_ip FROM audit_log
          WHERE tenant_id IS NOT DISTINCT FROM $1
@@ -72,5 +83,7 @@ pub async fn list<'e>(
 }
 
 fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }

@@ -49,3 +49,29 @@ pub async fn rotate(tx: &mut PgConnection, kid: &str, secret: &[u8]) -> Result<(
         .await
         .map(|_| ())
 }
+
+/// Records that the session `jti` was ended, and forgets sessions that have expired.
+pub async fn revoke_session(
+    conn: &mut PgConnection,
+    jti: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM revoked_sessions WHERE expires_at < now()")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("INSERT INTO revoked_sessions (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+/// Whether the session `jti` was ended by a logout.
+pub async fn session_revoked(pool: &PgPool, jti: &str) -> Result<bool, sqlx::Error> {
+    let row: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM revoked_sessions WHERE jti = $1")
+        .bind(jti)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.is_some())
+}

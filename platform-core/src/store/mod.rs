@@ -12,15 +12,18 @@ pub mod users;
 
 use std::time::Duration;
 
+pub use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-pub use sqlx::PgPool;
 
 /// The platform's schema history, embedded at build time from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 /// Opens a connection pool.
-pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+pub async fn connect(
+    options: PgConnectOptions,
+    max_connections: u32,
+) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
@@ -31,7 +34,9 @@ pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<
 /// Connects to the database at `url` and applies pending migrations.
 pub async fn open(url: &str, max_connections: u32) -> Result<PgPool, OpenError> {
     let options: PgConnectOptions = url.parse().map_err(OpenError::BadUrl)?;
-    let pool = connect(options, max_connections).await.map_err(OpenError::Connect)?;
+    let pool = connect(options, max_connections)
+        .await
+        .map_err(OpenError::Connect)?;
     migrate(&pool).await.map_err(OpenError::Migrate)?;
     Ok(pool)
 }

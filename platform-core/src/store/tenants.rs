@@ -5,7 +5,11 @@ use uuid::Uuid;
 
 use crate::model::{Environment, Member, Role, Tenant, TenantMembership};
 
-pub async fn insert(conn: &mut PgConnection, slug: &str, display_name: &str) -> Result<Tenant, sqlx::Error> {
+pub async fn insert(
+    conn: &mut PgConnection,
+    slug: &str,
+    display_name: &str,
+) -> Result<Tenant, sqlx::Error> {
     sqlx::query_as(
         "INSERT INTO tenants (id, slug, display_name) VALUES ($1, $2, $3)
          RETURNING id, slug, display_name, created_at",
@@ -18,10 +22,15 @@ pub async fn insert(conn: &mut PgConnection, slug: &str, display_name: &str) -> 
 }
 
 pub async fn all<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<Tenant>, sqlx::Error> {
-    sqlx::query_as("SELECT id, slug, display_name, created_at FROM tenants ORDER BY slug").fetch_all(ex).await
+    sqlx::query_as("SELECT id, slug, display_name, created_at FROM tenants ORDER BY slug")
+        .fetch_all(ex)
+        .await
 }
 
-pub async fn by_slug<'e>(ex: impl PgExecutor<'e>, slug: &str) -> Result<Option<Tenant>, sqlx::Error> {
+pub async fn by_slug<'e>(
+    ex: impl PgExecutor<'e>,
+    slug: &str,
+) -> Result<Option<Tenant>, sqlx::Error> {
     sqlx::query_as("SELECT id, slug, display_name, created_at FROM tenants WHERE slug = $1")
         .bind(slug)
         .fetch_optional(ex)
@@ -34,17 +43,26 @@ pub async fn membership<'e>(
     slug: &str,
     user_id: Uuid,
 ) -> Result<Option<(Tenant, Role)>, sqlx::Error> {
-    let row: Option<(Uuid, String, String, chrono::DateTime<chrono::Utc>, String)> = sqlx::query_as(
-        "SELECT t.id, t.slug, t.display_name, t.created_at, m.role
+    let row: Option<(Uuid, String, String, chrono::DateTime<chrono::Utc>, String)> =
+        sqlx::query_as(
+            "SELECT t.id, t.slug, t.display_name, t.created_at, m.role
          FROM tenants t JOIN memberships m ON m.tenant_id = t.id
          WHERE t.slug = $1 AND m.user_id = $2",
-    )
-    .bind(slug)
-    .bind(user_id)
-    .fetch_optional(ex)
-    .await?;
+        )
+        .bind(slug)
+        .bind(user_id)
+        .fetch_optional(ex)
+        .await?;
     Ok(row.and_then(|(id, slug, display_name, created_at, role)| {
-        Some((Tenant { id, slug, display_name, created_at }, role.parse().ok()?))
+        Some((
+            Tenant {
+                id,
+                slug,
+                display_name,
+                created_at,
+            },
+            role.parse().ok()?,
+        ))
     }))
 }
 
@@ -57,7 +75,10 @@ struct MembershipRow {
 }
 
 /// The tenants a user belongs to, with their role in each.
-pub async fn memberships_of<'e>(ex: impl PgExecutor<'e>, user_id: Uuid) -> Result<Vec<TenantMembership>, sqlx::Error> {
+pub async fn memberships_of<'e>(
+    ex: impl PgExecutor<'e>,
+    user_id: Uuid,
+) -> Result<Vec<TenantMembership>, sqlx::Error> {
     let rows: Vec<MembershipRow> = sqlx::query_as(
         "SELECT t.id AS tenant_id, t.slug, t.display_name, m.role
          FROM memberships m JOIN tenants t ON t.id = m.tenant_id
@@ -70,7 +91,12 @@ pub async fn memberships_of<'e>(ex: impl PgExecutor<'e>, user_id: Uuid) -> Resul
         .into_iter()
         .filter_map(|r| {
             let role = r.role.parse::<Role>().ok()?;
-            Some(TenantMembership { tenant_id: r.tenant_id, slug: r.slug, display_name: r.display_name, role })
+            Some(TenantMembership {
+                tenant_id: r.tenant_id,
+                slug: r.slug,
+                display_name: r.display_name,
+                role,
+            })
         })
         .collect())
 }
@@ -85,7 +111,10 @@ struct MemberRow {
     since: chrono::DateTime<chrono::Utc>,
 }
 
-pub async fn members<'e>(ex: impl PgExecutor<'e>, tenant_id: Uuid) -> Result<Vec<Member>, sqlx::Error> {
+pub async fn members<'e>(
+    ex: impl PgExecutor<'e>,
+    tenant_id: Uuid,
+) -> Result<Vec<Member>, sqlx::Error> {
     let rows: Vec<MemberRow> = sqlx::query_as(
         "SELECT u.id AS user_id, u.username, u.display_name, m.role, u.disabled, m.created_at AS since
          FROM memberships m JOIN users u ON u.id = m.user_id
@@ -116,12 +145,13 @@ pub async fn upsert_member(
     user_id: Uuid,
     role: Role,
 ) -> Result<Option<Role>, sqlx::Error> {
-    let previous: Option<(String,)> =
-        sqlx::query_as("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE")
-            .bind(tenant_id)
-            .bind(user_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let previous: Option<(String,)> = sqlx::query_as(
+        "SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
     sqlx::query(
         "INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, $3)
          ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = EXCLUDED.role",
@@ -135,7 +165,11 @@ pub async fn upsert_member(
 }
 
 /// Removes a member; returns whether they were one.
-pub async fn remove_member(conn: &mut PgConnection, tenant_id: Uuid, user_id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn remove_member(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    user_id: Uuid,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2")
         .bind(tenant_id)
         .bind(user_id)
@@ -176,7 +210,10 @@ pub async fn insert_environment(
     .await
 }
 
-pub async fn environments<'e>(ex: impl PgExecutor<'e>, tenant_id: Uuid) -> Result<Vec<Environment>, sqlx::Error> {
+pub async fn environments<'e>(
+    ex: impl PgExecutor<'e>,
+    tenant_id: Uuid,
+) -> Result<Vec<Environment>, sqlx::Error> {
     // dev, test and prod first in their natural order, then the rest by name.
     sqlx::query_as(&format!(
         "SELECT {ENV_COLUMNS} FROM environments WHERE tenant_id = $1
@@ -192,9 +229,11 @@ pub async fn environment<'e>(
     tenant_id: Uuid,
     name: &str,
 ) -> Result<Option<Environment>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {ENV_COLUMNS} FROM environments WHERE tenant_id = $1 AND name = $2"))
-        .bind(tenant_id)
-        .bind(name)
-        .fetch_optional(ex)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {ENV_COLUMNS} FROM environments WHERE tenant_id = $1 AND name = $2"
+    ))
+    .bind(tenant_id)
+    .bind(name)
+    .fetch_optional(ex)
+    .await
 }

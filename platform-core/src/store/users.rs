@@ -37,7 +37,10 @@ pub async fn insert(
     .await
 }
 
-pub async fn credentials<'e>(ex: impl PgExecutor<'e>, username: &str) -> Result<Option<Credentials>, sqlx::Error> {
+pub async fn credentials<'e>(
+    ex: impl PgExecutor<'e>,
+    username: &str,
+) -> Result<Option<Credentials>, sqlx::Error> {
     sqlx::query_as("SELECT id, username, password_hash, platform_admin, disabled FROM users WHERE username = $1")
         .bind(username)
         .fetch_optional(ex)
@@ -51,34 +54,59 @@ pub async fn by_id<'e>(ex: impl PgExecutor<'e>, id: Uuid) -> Result<Option<User>
         .await
 }
 
-pub async fn by_username<'e>(ex: impl PgExecutor<'e>, username: &str) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1"))
-        .bind(username)
-        .fetch_optional(ex)
-        .await
+pub async fn by_username<'e>(
+    ex: impl PgExecutor<'e>,
+    username: &str,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+    ))
+    .bind(username)
+    .fetch_optional(ex)
+    .await
 }
 
 pub async fn all<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<User>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username")).fetch_all(ex).await
+    sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+    ))
+    .fetch_all(ex)
+    .await
 }
 
 pub async fn count<'e>(ex: impl PgExecutor<'e>) -> Result<i64, sqlx::Error> {
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM users").fetch_one(ex).await?;
-    Ok(n)
-}
-
-pub async fn platform_admin_count<'e>(ex: impl PgExecutor<'e>) -> Result<i64, sqlx::Error> {
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM users WHERE platform_admin AND NOT disabled")
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM users")
         .fetch_one(ex)
         .await?;
     Ok(n)
 }
 
-pub async fn set_disabled(conn: &mut PgConnection, id: Uuid, disabled: bool) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE users SET disabled = $2 WHERE id = $1").bind(id).bind(disabled).execute(conn).await.map(|_| ())
+pub async fn platform_admin_count<'e>(ex: impl PgExecutor<'e>) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM users WHERE platform_admin AND NOT disabled")
+            .fetch_one(ex)
+            .await?;
+    Ok(n)
 }
 
-pub async fn set_password(conn: &mut PgConnection, id: Uuid, password_hash: &str) -> Result<(), sqlx::Error> {
+pub async fn set_disabled(
+    conn: &mut PgConnection,
+    id: Uuid,
+    disabled: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET disabled = $2 WHERE id = $1")
+        .bind(id)
+        .bind(disabled)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+pub async fn set_password(
+    conn: &mut PgConnection,
+    id: Uuid,
+    password_hash: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
         .bind(id)
         .bind(password_hash)
