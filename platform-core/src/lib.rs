@@ -13,6 +13,7 @@ pub mod error;
 pub mod model;
 pub mod names;
 pub mod platform;
+pub mod runtime;
 pub mod spec;
 pub mod store;
 

@@ -1,0 +1,12 @@
+//! The local process runtime: what runs applications on one machine with no cluster.
+//!
+//! A node agent supervises each instance as an OS process ([`supervisor`]): its own
+//! process group, its port in `PORT`, a working directory, stdout and stderr captured to
+//! size-bounded files ([`logs`]), readiness and liveness probes ([`probe`]), restarts with
+//! exponential backoff, graceful stop, and CPU and memory measured from `/proc`
+//! ([`usage`]). This crate is the only one in the platform that knows OS processes.
+
+pub mod logs;
+pub mod probe;
+pub mod supervisor;
+pub mod usage;

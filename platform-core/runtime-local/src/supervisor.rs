@@ -1,0 +1,502 @@
+//! Supervision of one instance as an OS process.
+//!
+//! # Guarantees
+//! - The process runs in its own process group; stopping or restarting it signals the
+//!   whole group, so nothing it started outlives it.
+//! - A stop is graceful: SIGTERM to the group, up to the grace period for it to exit,
+//!   then SIGKILL.
+//! - A process that exits (or fails its liveness probe) is restarted according to the
+//!   restart policy, after an exponential backoff that resets once it has run well for
+//!   a while; while it waits, the status is `BackOff` with the exit reason and the last
+//!   lines it wrote.
+//! - Everything it writes to stdout and stderr lands in its size-bounded log.
+//!
+//! # Assumptions
+//! - The caller chose a free port; a port taken meanwhile shows up as a crash whose
+//!   last log lines say so.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use platform_core::runtime::Phase;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::logs::LogFile;
+use crate::probe::{Probe, ProbeState};
+use crate::usage::UsageSampler;
+
+/// When a process that exited is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Always (services): an exit of any kind is restarted.
+    Always,
+    /// Only after a failure, at most `max_retries` times (jobs).
+    OnFailure { max_retries: u32 },
+    /// Never (one-shot runs).
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    /// A run at least this long resets the backoff.
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait before restart number `failures` (1-based) in a row.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let factor = 2_u32.saturating_pow(failures.saturating_sub(1).min(20));
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// Everything needed to run one instance.
+#[derive(Debug, Clone)]
+pub struct InstanceConfig {
+    pub name: String,
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Given to the process as `PORT` and used by the probes.
+    pub port: Option<u16>,
+    pub workdir: PathBuf,
+    pub log: LogFile,
+    pub readiness: Option<Probe>,
+    pub liveness: Option<Probe>,
+    pub restart: RestartPolicy,
+    pub backoff: Backoff,
+    /// How long a stopping process gets between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+/// What the supervisor observes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub phase: Phase,
+    pub ready: bool,
+    pub restarts: u32,
+    pub pid: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    pub cpu_millis: Option<u32>,
+    pub memory_mib: Option<u32>,
+    pub since: chrono::DateTime<Utc>,
+}
+
+impl Status {
+    fn initial() -> Self {
+        Self {
+            phase: Phase::Pending,
+            ready: false,
+            restarts: 0,
+            pid: None,
+            exit_code: None,
+            message: None,
+            cpu_millis: None,
+            memory_mib: None,
+            since: Utc::now(),
+        }
+    }
+}
+
+/// A supervised instance. Dropping it does not stop the process; call [`Self::stop`].
+#[derive(Debug)]
+pub struct Supervised {
+    status: watch::Receiver<Status>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    log: LogFile,
+}
+
+impl Supervised {
+    /// Starts supervising; the process starts at once.
+    pub fn start(config: InstanceConfig) -> Self {
+        let (status_tx, status) = watch::channel(Status::initial());
+        let (stop, stop_rx) = watch::channel(false);
+        let log = config.log.clone();
+        let task = tokio::spawn(supervise(config, status_tx, stop_rx));
+        Self {
+            status,
+            stop,
+            task,
+            log,
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    pub fn logs(&self, lines: usize) -> Vec<String> {
+        self.log.tail(lines)
+    }
+
+    /// Stops the instance gracefully and waits until it is gone.
+    pub async fn stop(self) -> Status {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.status.borrow().clone()
+    }
+}
+
+fn update(tx: &watch::Sender<Status>, change: impl FnOnce(&mut Status)) {
+    tx.send_modify(|s| {
+        let phase_before = s.phase;
+        change(s);
+        if s.phase != phase_before {
+            s.since = Utc::now();
+        }
+    });
+}
+
+/// How one run of the process ended.
+enum RunEnd {
+    Exited(ExitStatus),
+    LivenessFailed(String),
+    Stopped,
+}
+
+async fn supervise(
+    config: InstanceConfig,
+    tx: watch::Sender<Status>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap_or_default();
+    let mut failures_in_row = 0_u32;
+    loop {
+        if *stop.borrow() {
+            update(&tx, finish_stopped);
+            return;
+        }
+        update(&tx, |s| {
+            s.phase = Phase::Starting;
+            s.ready = false;
+            s.exit_code = None;
+        });
+        let started = Instant::now();
+        let (success, reason) = match spawn(&config) {
+            Err(reason) => {
+                config.log.note(&reason).await;
+                (false, reason)
+            }
+            Ok(mut child) => {
+                let pid = child.id();
+                update(&tx, |s| {
+                    s.pid = pid;
+                    s.message = None;
+                    if config.readiness.is_none() {
+                        s.phase = Phase::Running;
+                        s.ready = true;
+                    }
+                });
+                let end = watch_run(&config, &mut child, &tx, &mut stop, &http).await;
+                let pgid = pid.and_then(|p| i32::try_from(p).ok());
+                match end {
+                    RunEnd::Stopped => {
+                        update(&tx, |s| {
+                            s.phase = Phase::Stopping;
+                            s.ready = false;
+                        });
+                        terminate(&mut child, pgid, config.grace).await;
+                        config.log.note("stopped").await;
+                        update(&tx, finish_stopped);
+                        return;
+                    }
+                    RunEnd::LivenessFailed(why) => {
+                        terminate(&mut child, pgid, config.grace).await;
+                        let reason = format!("liveness probe failed: {why}");
+                        config.log.note(&reason).await;
+                        (false, reason)
+                    }
+                    RunEnd::Exited(status) => {
+                        // The leader is gone; take down anything it left in its group.
+                        if let Some(pgid) = pgid {
+                            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+                        }
+                        let reason = describe_exit(status);
+                        config.log.note(&reason).await;
+                        update(&tx, |s| s.exit_code = status.code());
+                        (status.success(), reason)
+                    }
+                }
+            }
+        };
+        update(&tx, |s| {
+            s.pid = None;
+            s.ready = false;
+            s.cpu_millis = None;
+        });
+
+        let restarts_so_far = tx.borrow().restarts;
+        let give_up = match config.restart {
+            RestartPolicy::Always => None,
+            RestartPolicy::OnFailure { .. } if success => Some(Phase::Succeeded),
+            RestartPolicy::OnFailure { max_retries } if restarts_so_far >= max_retries => {
+                Some(Phase::Failed)
+            }
+            RestartPolicy::OnFailure { .. } => None,
+            RestartPolicy::Never => Some(if success {
+                Phase::Succeeded
+            } else {
+                Phase::Failed
+            }),
+        };
+        if let Some(phase) = give_up {
+            let message = (!success).then(|| with_last_lines(&reason, &config.log));
+            update(&tx, |s| {
+                s.phase = phase;
+                s.message = message;
+            });
+            // Wait for a stop so the owner can still read the final status and logs.
+            stopped(&mut stop).await;
+            return;
+        }
+
+        if started.elapsed() >= config.backoff.reset_after {
+            failures_in_row = 0;
+        }
+        failures_in_row += 1;
+        let delay = config.backoff.delay(failures_in_row);
+        let message = format!(
+            "{}; restarting in {}s",
+            with_last_lines(&reason, &config.log),
+            delay.as_secs_f32()
+        );
+        tracing::info!(instance = %config.name, reason = %reason, delay_ms = delay.as_millis() as u64, "instance will restart");
+        update(&tx, |s| {
+            s.phase = Phase::BackOff;
+            s.message = Some(message);
+        });
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopped(&mut stop) => {}
+        }
+        if !*stop.borrow() {
+            update(&tx, |s| s.restarts += 1);
+        }
+    }
+}
+
+/// Resolves once a stop has been asked for (without holding the channel's lock).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+fn finish_stopped(s: &mut Status) {
+    s.phase = Phase::Stopping;
+    s.ready = false;
+    s.pid = None;
+    s.message = Some("stopped".to_owned());
+}
+
+/// The reason with the last lines the process wrote, which usually say why.
+fn with_last_lines(reason: &str, log: &LogFile) -> String {
+    let lines: Vec<String> = log
+        .tail(6)
+        .into_iter()
+        .filter(|l| !l.starts_with("[paas]"))
+        .collect();
+    if lines.is_empty() {
+        reason.to_owned()
+    } else {
+        format!("{reason}; last output:\n{}", lines.join("\n"))
+    }
+}
+
+fn spawn(config: &InstanceConfig) -> Result<Child, String> {
+    std::fs::create_dir_all(&config.workdir).map_err(|e| {
+        format!(
+            "cannot create working directory {}: {e}",
+            config.workdir.display()
+        )
+    })?;
+    let mut command = Command::new(&config.command);
+    command
+        .args(&config.args)
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned()),
+        )
+        .env("HOME", &config.workdir)
+        .env("PAAS_INSTANCE", &config.name)
+        .envs(&config.env)
+        .current_dir(&config.workdir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(port) = config.port {
+        command.env("PORT", port.to_string());
+    }
+    let mut child = command.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("command '{}' was not found", config.command),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("command '{}' is not executable", config.command)
+        }
+        _ => format!("command '{}' could not start: {e}", config.command),
+    })?;
+    if let Some(out) = child.stdout.take() {
+        let log = config.log.clone();
+        tokio::spawn(async move { log.capture(out).await });
+    }
+    if let Some(err) = child.stderr.take() {
+        let log = config.log.clone();
+        tokio::spawn(async move { log.capture(err).await });
+    }
+    Ok(child)
+}
+
+async fn watch_run(
+    config: &InstanceConfig,
+    child: &mut Child,
+    tx: &watch::Sender<Status>,
+    stop: &mut watch::Receiver<bool>,
+    http: &reqwest::Client,
+) -> RunEnd {
+    let started = tokio::time::Instant::now();
+    let port = config.port.unwrap_or(0);
+    let mut readiness = ProbeState::default();
+    let mut liveness = ProbeState::default();
+    let tick = |probe: &Option<Probe>| {
+        let (delay, period) = probe.as_ref().map_or(
+            (Duration::from_secs(3600), Duration::from_secs(3600)),
+            |p| (p.initial_delay, p.period),
+        );
+        let mut interval =
+            tokio::time::interval_at(started + delay, period.max(Duration::from_millis(50)));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    };
+    let mut readiness_tick = tick(&config.readiness);
+    let mut liveness_tick = tick(&config.liveness);
+    let mut usage_tick = tokio::time::interval(Duration::from_secs(5));
+    let mut sampler = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .map(UsageSampler::new);
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                return match status {
+                    Ok(status) => RunEnd::Exited(status),
+                    Err(e) => RunEnd::LivenessFailed(format!("lost the process: {e}")),
+                };
+            }
+            () = stopped(stop) => return RunEnd::Stopped,
+            _ = readiness_tick.tick(), if config.readiness.is_some() => {
+                if let Some(probe) = &config.readiness {
+                    let result = probe.check(http, port).await;
+                    readiness.record(probe, result);
+                    let ready = readiness.passing();
+                    let waiting = readiness.last_error.clone().map(|e| format!("not ready: {e}"));
+                    update(tx, |s| {
+                        s.ready = ready;
+                        // Once it has been ready, a failing readiness probe only takes it out of
+                        // rotation; it stays Running.
+                        if ready || s.phase == Phase::Running {
+                            s.phase = Phase::Running;
+                        } else {
+                            s.phase = Phase::Starting;
+                        }
+                        s.message = if ready { None } else { waiting };
+                    });
+                }
+            }
+            _ = liveness_tick.tick(), if config.liveness.is_some() => {
+                if let Some(probe) = &config.liveness {
+                    let result = probe.check(http, port).await;
+                    liveness.record(probe, result);
+                    if liveness.failed(probe) {
+                        return RunEnd::LivenessFailed(liveness.last_error.clone().unwrap_or_default());
+                    }
+                }
+            }
+            _ = usage_tick.tick() => {
+                if let Some(sampler) = sampler.as_mut() {
+                    let usage = sampler.sample();
+                    update(tx, |s| {
+                        s.cpu_millis = usage.cpu_millis.or(s.cpu_millis);
+                        s.memory_mib = Some(usage.memory_mib);
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// SIGTERM to the group, the grace period, then SIGKILL; waits for the leader.
+async fn terminate(child: &mut Child, pgid: Option<i32>, grace: Duration) {
+    let Some(pgid) = pgid else {
+        let _ = child.kill().await;
+        return;
+    };
+    let group = Pid::from_raw(pgid);
+    let _ = killpg(group, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    // Children that ignored SIGTERM but outlived the leader.
+    let _ = killpg(group, Signal::SIGKILL);
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(0), _) => "exited with code 0".to_owned(),
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => {
+            let name = Signal::try_from(signal)
+                .map(|s| s.as_str())
+                .unwrap_or("unknown signal");
+            format!("killed by {name}")
+        }
+        (None, None) => "exited".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+            reset_after: Duration::from_secs(60),
+        };
+        let delays: Vec<u64> = (1..=6).map(|n| b.delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
+        assert_eq!(b.delay(1000), Duration::from_secs(10));
+    }
+}

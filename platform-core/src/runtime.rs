@@ -1,0 +1,172 @@
+//! The runtime port: the one narrow interface between the core and whatever runs
+//! instances (the local process runtime, a Kubernetes cluster). Nothing above it knows
+//! which driver is in use.
+//!
+//! The core decides, the runtime converges: the core states a workload's desired shape
+//! (its kind, the revisions that should run side by side and how many instances of each,
+//! where they may be placed) and the driver makes it so, reporting what it observes.
+//! Canaries, rolling upgrades and autoscaling are core logic expressed as successive
+//! desired shapes; no driver implements them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::spec::{AppSpec, Resources, WorkloadKind};
+
+/// Which application a workload is: tenant, environment and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+pub struct WorkloadKey {
+    pub tenant: String,
+    pub environment: String,
+    pub app: String,
+}
+
+impl fmt::Display for WorkloadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.tenant, self.environment, self.app)
+    }
+}
+
+/// How many instances of one revision should run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Slots {
+    /// Interchangeable instances (services, jobs).
+    Count(u32),
+    /// Stateful instances with stable identities: exactly these ordinals run this
+    /// revision (an in-place upgrade moves ordinals from one revision to the next).
+    Ordinals(Vec<u32>),
+    /// One instance on every node that matches the placement (daemons).
+    EveryNode,
+}
+
+/// One revision of a workload and its share of instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RevisionShape {
+    pub revision: i32,
+    pub spec: AppSpec,
+    pub slots: Slots,
+}
+
+/// Where instances may and should run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Placement {
+    /// Only nodes carrying all these labels.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Spread instances across the values of this node label (anti-affinity), e.g. `zone`.
+    #[serde(default)]
+    pub spread_by: Option<String>,
+}
+
+/// The desired shape of one workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Workload {
+    pub key: WorkloadKey,
+    pub kind: WorkloadKind,
+    /// Several revisions may run side by side (during a rollout); each has its slots.
+    pub revisions: Vec<RevisionShape>,
+    pub placement: Placement,
+}
+
+impl Workload {
+    /// The total number of instances asked for, where it is a number.
+    pub fn desired_count(&self) -> u32 {
+        self.revisions
+            .iter()
+            .map(|r| match &r.slots {
+                Slots::Count(n) => *n,
+                Slots::Ordinals(o) => u32::try_from(o.len()).unwrap_or(u32::MAX),
+                Slots::EveryNode => 0,
+            })
+            .sum()
+    }
+}
+
+/// The life of an instance as a driver observes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Accepted, not yet placed or started.
+    Pending,
+    /// The process or container is starting; not yet ready.
+    Starting,
+    /// Running; see `ready` for whether it passes its readiness check.
+    Running,
+    /// Exited unexpectedly and waits before the next restart.
+    BackOff,
+    /// Being stopped (draining, then terminated).
+    Stopping,
+    /// Ran to completion (jobs).
+    Succeeded,
+    /// Gave up: a job out of retries, or an artifact that cannot run at all.
+    Failed,
+}
+
+/// One instance as observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Instance {
+    /// Stable within the workload, e.g. `web-r3-7f2c` or `db-0`.
+    pub name: String,
+    pub revision: i32,
+    pub ordinal: Option<u32>,
+    pub node: Option<String>,
+    pub phase: Phase,
+    pub ready: bool,
+    pub restarts: u32,
+    pub cpu_millis: Option<u32>,
+    pub memory_mib: Option<u32>,
+    /// Why the instance is in its phase, for people (the last log lines of a crash).
+    pub message: Option<String>,
+    pub since: DateTime<Utc>,
+}
+
+/// A node as observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Node {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Resources,
+    pub healthy: bool,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// Why a driver could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The driver cannot reach what runs the instances (an apiserver, the agents).
+    #[error("the runtime is unavailable: {0}")]
+    Unavailable(String),
+    /// The desired shape cannot be met (no node matches, capacity exhausted).
+    #[error("the workload cannot be placed: {0}")]
+    Unschedulable(String),
+    #[error("{kind} '{name}' was not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("runtime failure: {0}")]
+    Other(String),
+}
+
+/// The port. Implementations are idempotent: applying the same shape twice is the same
+/// as applying it once, and every call may be retried.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + fmt::Debug {
+    /// Makes the workload converge on this shape (creating it when absent).
+    async fn apply(&self, workload: &Workload) -> Result<(), RuntimeError>;
+    /// Stops and forgets every instance of the workload.
+    async fn remove(&self, key: &WorkloadKey) -> Result<(), RuntimeError>;
+    /// The workload's instances as they are now.
+    async fn instances(&self, key: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError>;
+    /// The nodes instances can run on.
+    async fn nodes(&self) -> Result<Vec<Node>, RuntimeError>;
+    /// The last `tail` lines an instance wrote (stdout and stderr interleaved).
+    async fn logs(
+        &self,
+        key: &WorkloadKey,
+        instance: &str,
+        tail: usize,
+    ) -> Result<Vec<String>, RuntimeError>;
+}
