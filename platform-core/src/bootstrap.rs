@@ -7,7 +7,7 @@ use crate::auth::password;
 use crate::model::Role;
 use crate::names::Password;
 use crate::platform::tenancy as tenancy_defaults;
-use crate::spec::{AppSpec, Resources, WorkloadKind};
+use crate::spec::{AppSpec, HealthSpec, PortProtocol, PortSpec, Resources, WorkloadKind};
 use crate::store::audit::AuditRecord;
 use crate::{CoreError, Platform, store};
 
@@ -121,6 +121,11 @@ impl Platform {
                     replicas: 2,
                     resources: Resources::default(),
                     schedule: None,
+                    ports: vec![PortSpec {
+                        name: "http".to_owned(),
+                        protocol: PortProtocol::Http,
+                    }],
+                    health: HealthSpec::default(),
                 };
                 let spec_json =
                     serde_json::to_value(&spec).map_err(|e| CoreError::Internal(e.to_string()))?;

@@ -88,6 +88,112 @@ impl Default for Resources {
     }
 }
 
+/// A port the application listens on. The runtime picks the number and passes it in
+/// `PORT` (the first port) and `PORT_<NAME>` (every port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    #[serde(default = "default_port_name")]
+    pub name: String,
+    /// `http` ports are routed by the platform's router; `tcp` ports are not.
+    #[serde(default)]
+    pub protocol: PortProtocol,
+}
+
+fn default_port_name() -> String {
+    "http".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PortProtocol {
+    #[default]
+    Http,
+    Tcp,
+}
+
+/// A health check: an HTTP GET of `http_path` (2xx or 3xx passes) or, without a path, a
+/// TCP connect to the first port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    #[serde(default)]
+    pub http_path: Option<String>,
+    #[serde(default)]
+    pub initial_delay_ms: u32,
+    #[serde(default = "default_period")]
+    pub period_ms: u32,
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u32,
+    #[serde(default = "default_failures")]
+    pub failure_threshold: u32,
+    #[serde(default = "default_successes")]
+    pub success_threshold: u32,
+}
+
+fn default_period() -> u32 {
+    1000
+}
+fn default_timeout() -> u32 {
+    1000
+}
+fn default_failures() -> u32 {
+    3
+}
+fn default_successes() -> u32 {
+    1
+}
+
+impl CheckSpec {
+    fn check(&self, field: &str) -> Result<(), FieldError> {
+        if let Some(path) = &self.http_path
+            && (!path.starts_with('/') || path.len() > 512 || path.chars().any(char::is_control))
+        {
+            return Err(FieldError::new(
+                format!("{field}.http_path"),
+                "must be a path starting with '/'",
+            ));
+        }
+        if !(50..=300_000).contains(&self.period_ms) {
+            return Err(FieldError::new(
+                format!("{field}.period_ms"),
+                "must be between 50 and 300000",
+            ));
+        }
+        if !(10..=60_000).contains(&self.timeout_ms) {
+            return Err(FieldError::new(
+                format!("{field}.timeout_ms"),
+                "must be between 10 and 60000",
+            ));
+        }
+        if self.initial_delay_ms > 3_600_000 {
+            return Err(FieldError::new(
+                format!("{field}.initial_delay_ms"),
+                "must be at most 3600000",
+            ));
+        }
+        if !(1..=100).contains(&self.failure_threshold)
+            || !(1..=100).contains(&self.success_threshold)
+        {
+            return Err(FieldError::new(
+                field.to_owned(),
+                "thresholds must be between 1 and 100",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Readiness decides whether an instance gets traffic; liveness whether it is restarted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    #[serde(default)]
+    pub readiness: Option<CheckSpec>,
+    #[serde(default)]
+    pub liveness: Option<CheckSpec>,
+}
+
 /// The desired shape of an application, as stored in a revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +213,17 @@ pub struct AppSpec {
     /// A cron expression; required for `cronjob`, refused for every other kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// Ports the application listens on; the first `http` port is routed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    #[serde(default, skip_serializing_if = "HealthSpec::is_empty")]
+    pub health: HealthSpec,
+}
+
+impl HealthSpec {
+    pub fn is_empty(&self) -> bool {
+        self.readiness.is_none() && self.liveness.is_none()
+    }
 }
 
 impl AppSpec {
@@ -188,6 +305,38 @@ impl AppSpec {
                 "resources.memory_mib",
                 "must be between 16 and 262144",
             ));
+        }
+        if self.ports.len() > 8 {
+            return Err(FieldError::new("ports", "must have at most 8 entries"));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, port) in self.ports.iter().enumerate() {
+            let ok = !port.name.is_empty()
+                && port.name.len() <= 15
+                && port
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return Err(FieldError::new(
+                    format!("ports[{i}].name"),
+                    "must be 1 to 15 lowercase letters, digits or '-'",
+                ));
+            }
+            if !names.insert(port.name.as_str()) {
+                return Err(FieldError::new(format!("ports[{i}].name"), "is used twice"));
+            }
+        }
+        for (name, check) in [
+            ("health.readiness", &self.health.readiness),
+            ("health.liveness", &self.health.liveness),
+        ] {
+            if let Some(check) = check {
+                check.check(name)?;
+                if self.ports.is_empty() {
+                    return Err(FieldError::new(name, "needs a port to check"));
+                }
+            }
         }
         match (self.kind, &self.schedule) {
             (WorkloadKind::Cronjob, None) => {

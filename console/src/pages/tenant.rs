@@ -12,7 +12,7 @@ use platform_core::model::{
 };
 use platform_core::names::{AppName, EnvName, parse_description};
 use platform_core::platform::{NewApplication, NewEnvironment};
-use platform_core::spec::{AppSpec, Resources, WorkloadKind};
+use platform_core::spec::{AppSpec, HealthSpec, PortProtocol, PortSpec, Resources, WorkloadKind};
 use serde::Deserialize;
 
 use super::{
@@ -165,6 +165,11 @@ pub struct AppForm {
     memory_mib: String,
     #[serde(default)]
     schedule: String,
+    /// "true" when the application serves HTTP on `$PORT`.
+    #[serde(default)]
+    serves_http: String,
+    #[serde(default)]
+    health_path: String,
 }
 
 impl Default for AppForm {
@@ -182,6 +187,8 @@ impl Default for AppForm {
             cpu_millis: defaults.cpu_millis.to_string(),
             memory_mib: defaults.memory_mib.to_string(),
             schedule: String::new(),
+            serves_http: "true".to_owned(),
+            health_path: String::new(),
         }
     }
 }
@@ -206,7 +213,23 @@ impl AppForm {
             cpu_millis: spec.resources.cpu_millis.to_string(),
             memory_mib: spec.resources.memory_mib.to_string(),
             schedule: spec.schedule.clone().unwrap_or_default(),
+            serves_http: if spec.ports.iter().any(|p| p.protocol == PortProtocol::Http) {
+                "true"
+            } else {
+                ""
+            }
+            .to_owned(),
+            health_path: spec
+                .health
+                .readiness
+                .as_ref()
+                .and_then(|r| r.http_path.clone())
+                .unwrap_or_default(),
         }
+    }
+
+    pub fn serves_http(&self) -> bool {
+        self.serves_http == "true"
     }
 
     /// Reads the spec fields; errors name the same paths as the API (`spec.replicas`).
@@ -243,6 +266,22 @@ impl AppForm {
                 memory_mib: number("resources.memory_mib", &self.memory_mib)?,
             },
             schedule: Some(self.schedule.trim().to_owned()).filter(|s| !s.is_empty()),
+            ports: if self.serves_http() {
+                vec![PortSpec {
+                    name: "http".to_owned(),
+                    protocol: PortProtocol::Http,
+                }]
+            } else {
+                Vec::new()
+            },
+            health: HealthSpec {
+                readiness: Some(self.health_path.trim())
+                    .filter(|p| !p.is_empty())
+                    .map(|p| serde_json::from_value(serde_json::json!({"http_path": p})))
+                    .transpose()
+                    .map_err(|e| FieldError::new("spec.health.readiness", e.to_string()))?,
+                liveness: None,
+            },
         };
         spec.validate()?;
         Ok(spec)

@@ -17,6 +17,8 @@ use utoipa::ToSchema;
 
 use crate::spec::{AppSpec, Resources, WorkloadKind};
 
+pub mod local;
+
 /// Which application a workload is: tenant, environment and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 pub struct WorkloadKey {

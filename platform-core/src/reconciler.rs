@@ -1,0 +1,360 @@
+//! The reconciler: compares every application's desired state (PostgreSQL) with what
+//! the runtime observes and takes one idempotent step toward it.
+//!
+//! # Guarantees
+//! - Level-triggered: it is never told what changed; each tick recomputes the desired
+//!   shape of every workload from the database and the runtime's observations, so a
+//!   tick after a crash (of the reconciler, the control plane or an agent) picks up
+//!   exactly where things are, mid-rollout included.
+//! - A spec change replaces instances one at a time: one new instance is added, and an
+//!   old one is removed only when a new one is ready, so capacity never drops below
+//!   the replica count (max surge 1, max unavailable 0).
+//!
+//! # Assumptions
+//! - The runtime's `apply` is idempotent and serializes concurrent calls per workload.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::runtime::local::default_placement;
+use crate::runtime::{
+    Instance, Phase, RevisionShape, Runtime, RuntimeError, Slots, Workload, WorkloadKey,
+};
+use crate::spec::{AppSpec, WorkloadKind};
+use crate::store;
+
+/// What one tick did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickReport {
+    pub applied: usize,
+    pub removed: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reconciler {
+    pool: PgPool,
+    runtime: Arc<dyn Runtime>,
+}
+
+impl Reconciler {
+    pub fn new(pool: PgPool, runtime: Arc<dyn Runtime>) -> Self {
+        Self { pool, runtime }
+    }
+
+    /// Ticks every `period` until `shutdown` turns true. Errors are logged and the next
+    /// tick tries again.
+    pub async fn run(self, period: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Err(e) = self.tick().await {
+                tracing::warn!(error = %e, "reconcile tick failed");
+            }
+        }
+    }
+
+    /// One pass over every workload.
+    pub async fn tick(&self) -> Result<TickReport, sqlx::Error> {
+        let mut report = TickReport::default();
+        for row in store::runtime::desired(&self.pool).await? {
+            let key = WorkloadKey {
+                tenant: row.tenant.clone(),
+                environment: row.environment.clone(),
+                app: row.app.clone(),
+            };
+            if row.deleted {
+                match self.runtime.remove(&key).await {
+                    Ok(()) => report.removed += 1,
+                    Err(e) => {
+                        report.failed += 1;
+                        tracing::warn!(workload = %key, error = %e, "could not remove");
+                    }
+                }
+                continue;
+            }
+            let Ok(spec) = serde_json::from_value::<AppSpec>(row.spec.clone()) else {
+                report.failed += 1;
+                tracing::error!(workload = %key, "stored spec does not parse");
+                continue;
+            };
+            let observed = match self.runtime.instances(&key).await {
+                Ok(o) => o,
+                Err(e) => {
+                    report.failed += 1;
+                    tracing::warn!(workload = %key, error = %e, "could not observe");
+                    continue;
+                }
+            };
+            let replicas = if row.run_state == "stopped" {
+                0
+            } else {
+                spec.replicas
+            };
+            let workload = Workload {
+                key: key.clone(),
+                kind: spec.kind,
+                revisions: shapes(row.revision, &spec, replicas, &observed),
+                placement: default_placement(),
+            };
+            match self.runtime.apply(&workload).await {
+                Ok(()) => report.applied += 1,
+                Err(RuntimeError::Unschedulable(why)) => {
+                    report.failed += 1;
+                    tracing::warn!(workload = %key, why, "cannot place every instance");
+                }
+                Err(e) => {
+                    report.failed += 1;
+                    tracing::warn!(workload = %key, error = %e, "could not apply");
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The revisions that should run and their slots, given the current revision, its
+/// spec, the replica count and what runs now. Pure.
+pub fn shapes(
+    current: i32,
+    spec: &AppSpec,
+    replicas: u32,
+    observed: &[Instance],
+) -> Vec<RevisionShape> {
+    let live: Vec<&Instance> = observed
+        .iter()
+        .filter(|i| i.phase != Phase::Stopping)
+        .collect();
+    let shape = |revision: i32, spec: &AppSpec, slots: Slots| RevisionShape {
+        revision,
+        spec: spec.clone(),
+        slots,
+    };
+    match spec.kind {
+        WorkloadKind::Daemon => {
+            let slots = if replicas == 0 {
+                Slots::Count(0)
+            } else {
+                Slots::EveryNode
+            };
+            vec![shape(current, spec, slots)]
+        }
+        // Cron jobs are started by the scheduler at their times, not kept running.
+        WorkloadKind::Cronjob => vec![shape(current, spec, Slots::Count(0))],
+        WorkloadKind::Stateful => stateful_shapes(current, spec, replicas, &live),
+        WorkloadKind::Service | WorkloadKind::Job => {
+            let new_ready = live
+                .iter()
+                .filter(|i| i.revision == current && i.ready)
+                .count() as u32;
+            let mut old: BTreeMap<i32, u32> = BTreeMap::new();
+            for i in live.iter().filter(|i| i.revision != current) {
+                *old.entry(i.revision).or_default() += 1;
+            }
+            // A job's instance that completed counts as done, not as missing.
+            if old.is_empty() || spec.kind == WorkloadKind::Job || replicas == 0 {
+                return vec![shape(current, spec, Slots::Count(replicas))];
+            }
+            let new_target = replicas.min(new_ready + 1);
+            let mut old_budget = replicas.saturating_sub(new_ready);
+            let mut shapes = vec![shape(current, spec, Slots::Count(new_target))];
+            // Keep the newest old revisions first; their specs are not needed to keep
+            // running what runs, so the current spec stands in for the record.
+            for (revision, count) in old.into_iter().rev() {
+                let keep = count.min(old_budget);
+                old_budget -= keep;
+                shapes.push(shape(revision, spec, Slots::Count(keep)));
+            }
+            shapes
+        }
+    }
+}
+
+/// Stateful sets move one ordinal at a time, highest first, to the new revision, and
+/// only while every ordinal already moved is ready.
+fn stateful_shapes(
+    current: i32,
+    spec: &AppSpec,
+    replicas: u32,
+    live: &[&Instance],
+) -> Vec<RevisionShape> {
+    let holder = |ordinal: u32| live.iter().find(|i| i.ordinal == Some(ordinal));
+    let mut moved_ready = true;
+    let mut next_to_move: Option<u32> = None;
+    for ordinal in (0..replicas).rev() {
+        match holder(ordinal) {
+            Some(i) if i.revision == current => moved_ready &= i.ready,
+            Some(_) if next_to_move.is_none() => next_to_move = Some(ordinal),
+            Some(_) => {}
+            None => {}
+        }
+    }
+    let mut by_revision: BTreeMap<i32, Vec<u32>> = BTreeMap::new();
+    for ordinal in 0..replicas {
+        let revision = match holder(ordinal) {
+            Some(i) if i.revision != current && !(moved_ready && next_to_move == Some(ordinal)) => {
+                i.revision
+            }
+            _ => current,
+        };
+        by_revision.entry(revision).or_default().push(ordinal);
+    }
+    by_revision.entry(current).or_default();
+    by_revision
+        .into_iter()
+        .map(|(revision, ordinals)| RevisionShape {
+            revision,
+            spec: spec.clone(),
+            slots: Slots::Ordinals(ordinals),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: WorkloadKind) -> AppSpec {
+        let mut s: AppSpec = serde_json::from_value(serde_json::json!({"command": "x"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.kind = kind;
+        s
+    }
+
+    fn inst(revision: i32, ready: bool, ordinal: Option<u32>) -> Instance {
+        Instance {
+            name: format!("i{revision}"),
+            revision,
+            ordinal,
+            node: None,
+            phase: Phase::Running,
+            ready,
+            restarts: 0,
+            cpu_millis: None,
+            memory_mib: None,
+            message: None,
+            since: chrono::Utc::now(),
+        }
+    }
+
+    fn check(kind: WorkloadKind, replicas: u32, observed: &[Instance], expected: &[(i32, Slots)]) {
+        let got: Vec<(i32, Slots)> = shapes(2, &spec(kind), replicas, observed)
+            .into_iter()
+            .map(|s| (s.revision, s.slots))
+            .collect();
+        assert_eq!(
+            got,
+            expected,
+            "observed {:?}",
+            observed
+                .iter()
+                .map(|i| (i.revision, i.ready, i.ordinal))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_rolling_replacement_adds_one_then_removes_one_per_ready_instance() {
+        use Slots::Count;
+        let svc = WorkloadKind::Service;
+        // Steady state.
+        check(
+            svc,
+            3,
+            &[
+                inst(2, true, None),
+                inst(2, true, None),
+                inst(2, true, None),
+            ],
+            &[(2, Count(3))],
+        );
+        // Revision 2 arrives over three ready instances of revision 1: surge one.
+        let old = [
+            inst(1, true, None),
+            inst(1, true, None),
+            inst(1, true, None),
+        ];
+        check(svc, 3, &old, &[(2, Count(1)), (1, Count(3))]);
+        // The new one is not ready yet: nothing more happens.
+        let mut starting = old.to_vec();
+        starting.push(inst(2, false, None));
+        check(svc, 3, &starting, &[(2, Count(1)), (1, Count(3))]);
+        // It is ready: one old goes, one more new comes.
+        let mut one_ready = old.to_vec();
+        one_ready.push(inst(2, true, None));
+        check(svc, 3, &one_ready, &[(2, Count(2)), (1, Count(2))]);
+        // All new ready: old revision goes to zero.
+        let done = [
+            inst(1, true, None),
+            inst(2, true, None),
+            inst(2, true, None),
+            inst(2, true, None),
+        ];
+        check(svc, 3, &done, &[(2, Count(3)), (1, Count(0))]);
+        // Scaling to zero stops everything at once.
+        check(svc, 0, &old, &[(2, Count(0))]);
+    }
+
+    #[test]
+    fn stateful_sets_move_the_highest_ordinal_first_when_the_moved_ones_are_ready() {
+        use Slots::Ordinals;
+        let st = WorkloadKind::Stateful;
+        let old = [
+            inst(1, true, Some(0)),
+            inst(1, true, Some(1)),
+            inst(1, true, Some(2)),
+        ];
+        check(
+            st,
+            3,
+            &old,
+            &[(1, Ordinals(vec![0, 1])), (2, Ordinals(vec![2]))],
+        );
+        let moving = [
+            inst(1, true, Some(0)),
+            inst(1, true, Some(1)),
+            inst(2, false, Some(2)),
+        ];
+        check(
+            st,
+            3,
+            &moving,
+            &[(1, Ordinals(vec![0, 1])), (2, Ordinals(vec![2]))],
+        );
+        let moved = [
+            inst(1, true, Some(0)),
+            inst(1, true, Some(1)),
+            inst(2, true, Some(2)),
+        ];
+        check(
+            st,
+            3,
+            &moved,
+            &[(1, Ordinals(vec![0])), (2, Ordinals(vec![1, 2]))],
+        );
+        check(st, 2, &[], &[(2, Ordinals(vec![0, 1]))]);
+    }
+
+    #[test]
+    fn daemons_run_everywhere_and_cron_jobs_wait_for_their_schedule() {
+        check(WorkloadKind::Daemon, 1, &[], &[(2, Slots::EveryNode)]);
+        check(WorkloadKind::Cronjob, 1, &[], &[(2, Slots::Count(0))]);
+        check(
+            WorkloadKind::Job,
+            1,
+            &[inst(1, false, None)],
+            &[(2, Slots::Count(1))],
+        );
+    }
+}

@@ -1,0 +1,645 @@
+//! The control-plane half of the local runtime: desired instances live in PostgreSQL,
+//! placed on nodes by [`crate::placement`]; node agents pull their assignments and
+//! report what they observe in one heartbeat call; the router pulls the route table.
+//!
+//! Nothing here touches a process: agents (in `runtime-local`) do. Because every
+//! decision is a row, a control plane that dies and comes back adopts what runs as it
+//! is: agents keep their processes and report them against the same rows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{
+    Instance, Node, Phase, Placement, Runtime, RuntimeError, Slots, Workload, WorkloadKey,
+};
+use crate::placement::{NodeLoad, choose};
+use crate::spec::{AppSpec, Resources, WorkloadKind};
+use crate::store;
+use crate::store::runtime::{InstanceRow, NewInstance, Observation};
+
+/// A node silent for longer than this is unhealthy: nothing new is placed on it.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What an agent says when it starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registration {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Resources,
+    /// The host its instances' ports are reachable on.
+    pub address: String,
+}
+
+/// An agent's periodic report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub instances: Vec<InstanceReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceReport {
+    pub id: Uuid,
+    pub phase: Phase,
+    pub ready: bool,
+    pub restarts: u32,
+    pub port: Option<u16>,
+    pub message: Option<String>,
+    pub cpu_millis: Option<u32>,
+    pub memory_mib: Option<u32>,
+}
+
+/// Whether an assigned instance should run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Desired {
+    Run,
+    Stop,
+}
+
+/// One instance a node is responsible for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assignment {
+    pub id: Uuid,
+    pub name: String,
+    pub key: WorkloadKey,
+    pub revision: i32,
+    pub ordinal: Option<u32>,
+    pub desired: Desired,
+    pub spec: AppSpec,
+}
+
+/// The agent's instructions, in answer to a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assignments {
+    pub instances: Vec<Assignment>,
+}
+
+/// Where an application's traffic may go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub key: WorkloadKey,
+    /// `host:port` of each ready instance.
+    pub backends: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTable {
+    pub routes: Vec<Route>,
+}
+
+/// Why an agent's call was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("node '{0}' is not registered")]
+    UnknownNode(String),
+    #[error("invalid registration: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+}
+
+/// The local runtime driver.
+#[derive(Debug, Clone)]
+pub struct LocalRuntime {
+    pool: PgPool,
+}
+
+impl LocalRuntime {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Registers (or re-registers) a node.
+    pub async fn register(&self, r: &Registration) -> Result<(), AgentError> {
+        let valid_name = (1..=63).contains(&r.name.len())
+            && r.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid_name {
+            return Err(AgentError::Invalid(
+                "node names are 1 to 63 lowercase letters, digits or '-'".into(),
+            ));
+        }
+        if r.capacity.cpu_millis == 0 || r.capacity.memory_mib == 0 || r.address.is_empty() {
+            return Err(AgentError::Invalid(
+                "capacity and address are required".into(),
+            ));
+        }
+        let labels =
+            serde_json::to_value(&r.labels).map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let cpu = i32::try_from(r.capacity.cpu_millis).unwrap_or(i32::MAX);
+        let mem = i32::try_from(r.capacity.memory_mib).unwrap_or(i32::MAX);
+        let mut conn = self.pool.acquire().await?;
+        store::runtime::upsert_node(&mut conn, &r.name, &labels, cpu, mem, &r.address).await?;
+        tracing::info!(node = %r.name, labels = ?r.labels, "node registered");
+        Ok(())
+    }
+
+    /// Takes a node's report and answers with its assignments. Every change it observes
+    /// becomes an event on the application.
+    pub async fn heartbeat(&self, node: &str, beat: &Heartbeat) -> Result<Assignments, AgentError> {
+        let mut tx = self.pool.begin().await?;
+        if !store::runtime::touch_node(&mut tx, node).await? {
+            return Err(AgentError::UnknownNode(node.to_owned()));
+        }
+        for report in &beat.instances {
+            let observation = Observation {
+                id: report.id,
+                phase: phase_name(report.phase).to_owned(),
+                ready: report.ready,
+                restarts: i32::try_from(report.restarts).unwrap_or(i32::MAX),
+                port: report.port.map(i32::from),
+                message: report.message.clone(),
+                cpu_millis: report.cpu_millis.and_then(|v| i32::try_from(v).ok()),
+                memory_mib: report.memory_mib.and_then(|v| i32::try_from(v).ok()),
+            };
+            if let Some(before) = store::runtime::observe(&mut tx, node, &observation).await? {
+                for (reason, message) in transitions(&before, report) {
+                    store::runtime::append_event(
+                        &mut tx,
+                        before.application_id,
+                        Some(&before.name),
+                        reason,
+                        &message,
+                    )
+                    .await?;
+                }
+            }
+        }
+        let reported: Vec<Uuid> = beat.instances.iter().map(|r| r.id).collect();
+        for gone in store::runtime::forget_stopped(&mut tx, node, &reported).await? {
+            let message = format!("stopped on {node}");
+            store::runtime::append_event(
+                &mut tx,
+                gone.application_id,
+                Some(&gone.name),
+                "Stopped",
+                &message,
+            )
+            .await?;
+        }
+        let rows = store::runtime::assignments(&mut *tx, node).await?;
+        tx.commit().await?;
+        let instances = rows
+            .into_iter()
+            .filter_map(|row| {
+                let spec = serde_json::from_value(row.spec).ok()?;
+                Some(Assignment {
+                    id: row.id,
+                    name: row.name,
+                    key: WorkloadKey {
+                        tenant: row.tenant,
+                        environment: row.environment,
+                        app: row.app,
+                    },
+                    revision: row.revision,
+                    ordinal: row.ordinal.and_then(|o| u32::try_from(o).ok()),
+                    desired: if row.desired == "run" {
+                        Desired::Run
+                    } else {
+                        Desired::Stop
+                    },
+                    spec,
+                })
+            })
+            .collect();
+        Ok(Assignments { instances })
+    }
+
+    /// The route table: every application with at least one ready instance.
+    pub async fn routes(&self) -> Result<RouteTable, sqlx::Error> {
+        let mut routes: Vec<Route> = Vec::new();
+        for row in store::runtime::routes(&self.pool).await? {
+            let key = WorkloadKey {
+                tenant: row.tenant,
+                environment: row.environment,
+                app: row.app,
+            };
+            let backend = format!("{}:{}", row.address, row.port);
+            match routes.last_mut() {
+                Some(last) if last.key == key => last.backends.push(backend),
+                _ => routes.push(Route {
+                    key,
+                    backends: vec![backend],
+                }),
+            }
+        }
+        Ok(RouteTable { routes })
+    }
+
+    async fn node_loads(
+        &self,
+        application_id: Uuid,
+        conn: &mut sqlx::PgConnection,
+    ) -> Result<Vec<NodeLoad>, sqlx::Error> {
+        let rows = store::runtime::nodes(&mut *conn).await?;
+        let instances = store::runtime::instances_of(&mut *conn, application_id).await?;
+        let now = Utc::now();
+        Ok(rows
+            .into_iter()
+            .map(|n| NodeLoad {
+                workload_instances: instances
+                    .iter()
+                    .filter(|i| i.node == n.name && i.desired == "run")
+                    .count() as u32,
+                labels: serde_json::from_value(n.labels).unwrap_or_default(),
+                capacity: Resources {
+                    cpu_millis: u32::try_from(n.cpu_millis).unwrap_or(0),
+                    memory_mib: u32::try_from(n.memory_mib).unwrap_or(0),
+                },
+                requested: Resources {
+                    cpu_millis: u32::try_from(n.cpu_requested).unwrap_or(u32::MAX),
+                    memory_mib: u32::try_from(n.memory_requested).unwrap_or(u32::MAX),
+                },
+                healthy: (now - n.last_heartbeat)
+                    .to_std()
+                    .map_or(true, |age| age < NODE_TIMEOUT),
+                name: n.name,
+            })
+            .collect())
+    }
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Pending => "pending",
+        Phase::Starting => "starting",
+        Phase::Running => "running",
+        Phase::BackOff => "back_off",
+        Phase::Stopping => "stopping",
+        Phase::Succeeded => "succeeded",
+        Phase::Failed => "failed",
+    }
+}
+
+fn parse_phase(name: &str) -> Phase {
+    match name {
+        "starting" => Phase::Starting,
+        "running" => Phase::Running,
+        "back_off" => Phase::BackOff,
+        "stopping" => Phase::Stopping,
+        "succeeded" => Phase::Succeeded,
+        "failed" => Phase::Failed,
+        _ => Phase::Pending,
+    }
+}
+
+/// The events between what was known of an instance and what its agent now reports.
+fn transitions(before: &InstanceRow, now: &InstanceReport) -> Vec<(&'static str, String)> {
+    let mut events = Vec::new();
+    let was = parse_phase(&before.phase);
+    if was == Phase::Pending && now.phase != Phase::Pending {
+        events.push(("Started", format!("process started on {}", before.node)));
+    }
+    if now.restarts > u32::try_from(before.restarts).unwrap_or(0) {
+        events.push((
+            "Restarted",
+            format!("restarted (restart #{})", now.restarts),
+        ));
+    }
+    if now.phase != was {
+        match now.phase {
+            Phase::BackOff => events.push((
+                "Crashed",
+                now.message.clone().unwrap_or_else(|| "exited".to_owned()),
+            )),
+            Phase::Failed => events.push((
+                "Failed",
+                now.message.clone().unwrap_or_else(|| "failed".to_owned()),
+            )),
+            Phase::Succeeded => events.push(("Completed", "ran to completion".to_owned())),
+            _ => {}
+        }
+    }
+    if now.ready && !before.ready {
+        events.push((
+            "Ready",
+            "passes its readiness check; receives traffic".to_owned(),
+        ));
+    }
+    if !now.ready && before.ready && now.phase == Phase::Running {
+        events.push((
+            "NotReady",
+            now.message
+                .clone()
+                .unwrap_or_else(|| "failed its readiness check".to_owned()),
+        ));
+    }
+    events
+}
+
+fn instance_name(
+    app: &str,
+    revision: i32,
+    ordinal: Option<u32>,
+    kind: WorkloadKind,
+    node: &str,
+) -> String {
+    match (ordinal, kind) {
+        (Some(o), _) => format!("{app}-{o}"),
+        (None, WorkloadKind::Daemon) => format!("{app}-{node}"),
+        (None, _) => {
+            let suffix = Uuid::new_v4().simple().to_string();
+            format!("{app}-r{revision}-{}", &suffix[..6])
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for LocalRuntime {
+    async fn apply(&self, workload: &Workload) -> Result<(), RuntimeError> {
+        let unavailable = |e: sqlx::Error| RuntimeError::Unavailable(e.to_string());
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let key = &workload.key;
+        let (app_id, tenant_id) =
+            store::runtime::lock_application(&mut tx, &key.tenant, &key.environment, &key.app)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| RuntimeError::NotFound {
+                    kind: "application",
+                    name: key.to_string(),
+                })?;
+        let existing = store::runtime::instances_of(&mut *tx, app_id)
+            .await
+            .map_err(unavailable)?;
+        let mut nodes = self
+            .node_loads(app_id, &mut tx)
+            .await
+            .map_err(unavailable)?;
+        let live: Vec<&InstanceRow> = existing.iter().filter(|i| i.desired == "run").collect();
+        let mut to_stop: Vec<Uuid> = Vec::new();
+        let mut to_create: Vec<(i32, Option<u32>, String, Resources)> = Vec::new();
+        let mut unschedulable: Option<String> = None;
+
+        let shaped: Vec<i32> = workload.revisions.iter().map(|r| r.revision).collect();
+        to_stop.extend(
+            live.iter()
+                .filter(|i| !shaped.contains(&i.revision))
+                .map(|i| i.id),
+        );
+
+        for shape in &workload.revisions {
+            let mine: Vec<&&InstanceRow> = live
+                .iter()
+                .filter(|i| i.revision == shape.revision)
+                .collect();
+            let request = shape.spec.resources;
+            match &shape.slots {
+                Slots::Count(n) => {
+                    let n = *n as usize;
+                    if mine.len() > n {
+                        // Stop the least useful first: not ready, then newest.
+                        let mut ranked = mine.clone();
+                        ranked.sort_by_key(|i| (i.ready, std::cmp::Reverse(i.created_at)));
+                        to_stop.extend(ranked.iter().take(mine.len() - n).map(|i| i.id));
+                    }
+                    for _ in mine.len()..n {
+                        match choose(&nodes, &workload.placement, request) {
+                            Ok(node) => {
+                                let name = node.name.clone();
+                                to_create.push((shape.revision, None, name.clone(), request));
+                                charge(&mut nodes, &name, request);
+                            }
+                            Err(e) => {
+                                unschedulable = Some(e.to_string());
+                                break;
+                            }
+                        }
+                    }
+                }
+                Slots::Ordinals(ordinals) => {
+                    for ordinal in ordinals {
+                        let holder = live.iter().find(|i| i.ordinal == Some(*ordinal as i32));
+                        match holder {
+                            Some(i) if i.revision == shape.revision => {}
+                            Some(i) => {
+                                // In place: the new revision takes the ordinal on the same
+                                // node (its data directory lives there).
+                                to_stop.push(i.id);
+                                to_create.push((
+                                    shape.revision,
+                                    Some(*ordinal),
+                                    i.node.clone(),
+                                    request,
+                                ));
+                            }
+                            None => match choose(&nodes, &workload.placement, request) {
+                                Ok(node) => {
+                                    let name = node.name.clone();
+                                    to_create.push((
+                                        shape.revision,
+                                        Some(*ordinal),
+                                        name.clone(),
+                                        request,
+                                    ));
+                                    charge(&mut nodes, &name, request);
+                                }
+                                Err(e) => unschedulable = Some(e.to_string()),
+                            },
+                        }
+                    }
+                    let wanted: Vec<i32> = workload
+                        .revisions
+                        .iter()
+                        .flat_map(|r| match &r.slots {
+                            Slots::Ordinals(o) => o.iter().map(|x| *x as i32).collect(),
+                            _ => Vec::new(),
+                        })
+                        .collect();
+                    to_stop.extend(
+                        mine.iter()
+                            .filter(|i| i.ordinal.is_none_or(|o| !wanted.contains(&o)))
+                            .map(|i| i.id),
+                    );
+                }
+                Slots::EveryNode => {
+                    for node in nodes.clone() {
+                        let matches = node.healthy
+                            && workload
+                                .placement
+                                .node_selector
+                                .iter()
+                                .all(|(k, v)| node.labels.get(k) == Some(v));
+                        let present = mine.iter().any(|i| i.node == node.name);
+                        if matches && !present {
+                            to_create.push((shape.revision, None, node.name.clone(), request));
+                        }
+                    }
+                }
+            }
+        }
+        to_stop.sort();
+        to_stop.dedup();
+        if !to_stop.is_empty() {
+            store::runtime::mark_stop(&mut tx, &to_stop)
+                .await
+                .map_err(unavailable)?;
+            for id in &to_stop {
+                if let Some(i) = existing.iter().find(|i| i.id == *id) {
+                    store::runtime::append_event(
+                        &mut tx,
+                        app_id,
+                        Some(&i.name),
+                        "Stopping",
+                        &format!("stopping on {}", i.node),
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                }
+            }
+        }
+        for (revision, ordinal, node, request) in to_create {
+            let name = instance_name(&key.app, revision, ordinal, workload.kind, &node);
+            let new = NewInstance {
+                application_id: app_id,
+                tenant_id,
+                revision,
+                ordinal: ordinal.map(|o| o as i32),
+                name: &name,
+                node: &node,
+                cpu_request: i32::try_from(request.cpu_millis).unwrap_or(i32::MAX),
+                memory_request: i32::try_from(request.memory_mib).unwrap_or(i32::MAX),
+            };
+            store::runtime::insert_instance(&mut tx, new)
+                .await
+                .map_err(unavailable)?;
+            store::runtime::append_event(
+                &mut tx,
+                app_id,
+                Some(&name),
+                "Scheduled",
+                &format!("revision {revision} placed on {node}"),
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        match unschedulable {
+            Some(why) => Err(RuntimeError::Unschedulable(why)),
+            None => Ok(()),
+        }
+    }
+
+    async fn remove(&self, key: &WorkloadKey) -> Result<(), RuntimeError> {
+        let unavailable = |e: sqlx::Error| RuntimeError::Unavailable(e.to_string());
+        let Some(app_id) =
+            store::runtime::application_id(&self.pool, &key.tenant, &key.environment, &key.app)
+                .await
+                .map_err(unavailable)?
+        else {
+            return Ok(());
+        };
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let live: Vec<Uuid> = store::runtime::instances_of(&mut *tx, app_id)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|i| i.desired == "run")
+            .map(|i| i.id)
+            .collect();
+        store::runtime::mark_stop(&mut tx, &live)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn instances(&self, key: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError> {
+        let unavailable = |e: sqlx::Error| RuntimeError::Unavailable(e.to_string());
+        let Some(app_id) =
+            store::runtime::application_id(&self.pool, &key.tenant, &key.environment, &key.app)
+                .await
+                .map_err(unavailable)?
+        else {
+            return Ok(Vec::new());
+        };
+        let rows = store::runtime::instances_of(&self.pool, app_id)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Instance {
+                name: r.name,
+                revision: r.revision,
+                ordinal: r.ordinal.and_then(|o| u32::try_from(o).ok()),
+                node: Some(r.node),
+                phase: if r.desired == "stop" {
+                    Phase::Stopping
+                } else {
+                    parse_phase(&r.phase)
+                },
+                ready: r.ready && r.desired == "run",
+                restarts: u32::try_from(r.restarts).unwrap_or(0),
+                cpu_millis: r.cpu_millis.and_then(|v| u32::try_from(v).ok()),
+                memory_mib: r.memory_mib.and_then(|v| u32::try_from(v).ok()),
+                message: r.message,
+                since: r.observed_at.unwrap_or(r.created_at),
+            })
+            .collect())
+    }
+
+    async fn nodes(&self) -> Result<Vec<Node>, RuntimeError> {
+        let rows = store::runtime::nodes(&self.pool)
+            .await
+            .map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
+        let now = Utc::now();
+        Ok(rows
+            .into_iter()
+            .map(|n| Node {
+                labels: serde_json::from_value(n.labels).unwrap_or_default(),
+                capacity: Resources {
+                    cpu_millis: u32::try_from(n.cpu_millis).unwrap_or(0),
+                    memory_mib: u32::try_from(n.memory_mib).unwrap_or(0),
+                },
+                healthy: (now - n.last_heartbeat)
+                    .to_std()
+                    .map_or(true, |age| age < NODE_TIMEOUT),
+                last_seen: Some(n.last_heartbeat),
+                name: n.name,
+            })
+            .collect())
+    }
+
+    async fn logs(
+        &self,
+        _key: &WorkloadKey,
+        instance: &str,
+        _tail: usize,
+    ) -> Result<Vec<String>, RuntimeError> {
+        // Logs stay on the node that wrote them; the console reads them from the agent.
+        Err(RuntimeError::NotFound {
+            kind: "instance log",
+            name: instance.to_owned(),
+        })
+    }
+}
+
+fn charge(nodes: &mut [NodeLoad], name: &str, request: Resources) {
+    if let Some(n) = nodes.iter_mut().find(|n| n.name == name) {
+        n.requested.cpu_millis += request.cpu_millis;
+        n.requested.memory_mib += request.memory_mib;
+        n.workload_instances += 1;
+    }
+}
+
+/// Nodes by name, for callers that need an agent's address.
+pub async fn node_addresses(pool: &PgPool) -> Result<HashMap<String, String>, sqlx::Error> {
+    Ok(store::runtime::nodes(pool)
+        .await?
+        .into_iter()
+        .map(|n| (n.name, n.address))
+        .collect())
+}
+
+/// Placement for a workload of this kind: spread services and stateful sets across
+/// zones when nodes carry a `zone` label.
+pub fn default_placement() -> Placement {
+    Placement {
+        node_selector: BTreeMap::new(),
+        spread_by: Some("zone".to_owned()),
+    }
+}

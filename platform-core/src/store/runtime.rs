@@ -1,0 +1,382 @@
+//! Nodes, placed instances and application events (the local runtime's state).
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NodeRow {
+    pub name: String,
+    pub labels: serde_json::Value,
+    pub cpu_millis: i32,
+    pub memory_mib: i32,
+    pub address: String,
+    pub last_heartbeat: DateTime<Utc>,
+    /// Requests of the instances that should run there.
+    pub cpu_requested: i64,
+    pub memory_requested: i64,
+}
+
+pub async fn upsert_node(
+    conn: &mut PgConnection,
+    name: &str,
+    labels: &serde_json::Value,
+    cpu_millis: i32,
+    memory_mib: i32,
+    address: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO nodes (name, labels, cpu_millis, memory_mib, address) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (name) DO UPDATE SET labels = EXCLUDED.labels, cpu_millis = EXCLUDED.cpu_millis,
+             memory_mib = EXCLUDED.memory_mib, address = EXCLUDED.address, last_heartbeat = now()",
+    )
+    .bind(name)
+    .bind(labels)
+    .bind(cpu_millis)
+    .bind(memory_mib)
+    .bind(address)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Records a heartbeat; false when the node is not registered.
+pub async fn touch_node(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE nodes SET last_heartbeat = now() WHERE name = $1")
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn nodes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<NodeRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT n.name, n.labels, n.cpu_millis, n.memory_mib, n.address, n.last_heartbeat,
+                COALESCE(sum(i.cpu_request) FILTER (WHERE i.desired = 'run'), 0)::bigint AS cpu_requested,
+                COALESCE(sum(i.memory_request) FILTER (WHERE i.desired = 'run'), 0)::bigint AS memory_requested
+         FROM nodes n LEFT JOIN instances i ON i.node = n.name
+         GROUP BY n.name ORDER BY n.name",
+    )
+    .fetch_all(ex)
+    .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InstanceRow {
+    pub id: Uuid,
+    pub application_id: Uuid,
+    pub revision: i32,
+    pub ordinal: Option<i32>,
+    pub name: String,
+    pub node: String,
+    pub desired: String,
+    pub cpu_request: i32,
+    pub memory_request: i32,
+    pub created_at: DateTime<Utc>,
+    pub phase: String,
+    pub ready: bool,
+    pub restarts: i32,
+    pub port: Option<i32>,
+    pub message: Option<String>,
+    pub cpu_millis: Option<i32>,
+    pub memory_mib: Option<i32>,
+    pub observed_at: Option<DateTime<Utc>>,
+}
+
+const INSTANCE_COLUMNS: &str = "id, application_id, revision, ordinal, name, node, desired, cpu_request, memory_request, \
+     created_at, phase, ready, restarts, port, message, cpu_millis, memory_mib, observed_at";
+
+pub async fn instances_of<'e>(
+    ex: impl PgExecutor<'e>,
+    application_id: Uuid,
+) -> Result<Vec<InstanceRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {INSTANCE_COLUMNS} FROM instances WHERE application_id = $1 ORDER BY revision, ordinal NULLS LAST, created_at"
+    ))
+    .bind(application_id)
+    .fetch_all(ex)
+    .await
+}
+
+#[derive(Debug)]
+pub struct NewInstance<'a> {
+    pub application_id: Uuid,
+    pub tenant_id: Uuid,
+    pub revision: i32,
+    pub ordinal: Option<i32>,
+    pub name: &'a str,
+    pub node: &'a str,
+    pub cpu_request: i32,
+    pub memory_request: i32,
+}
+
+pub async fn insert_instance(
+    conn: &mut PgConnection,
+    new: NewInstance<'_>,
+) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO instances (id, application_id, tenant_id, revision, ordinal, name, node, cpu_request, memory_request)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(id)
+    .bind(new.application_id)
+    .bind(new.tenant_id)
+    .bind(new.revision)
+    .bind(new.ordinal)
+    .bind(new.name)
+    .bind(new.node)
+    .bind(new.cpu_request)
+    .bind(new.memory_request)
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+pub async fn mark_stop(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE instances SET desired = 'stop' WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// An instance a node should run or stop, with the spec of its revision.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AssignmentRow {
+    pub id: Uuid,
+    pub name: String,
+    pub revision: i32,
+    pub ordinal: Option<i32>,
+    pub desired: String,
+    pub spec: serde_json::Value,
+    pub tenant: String,
+    pub environment: String,
+    pub app: String,
+}
+
+pub async fn assignments<'e>(
+    ex: impl PgExecutor<'e>,
+    node: &str,
+) -> Result<Vec<AssignmentRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT i.id, i.name, i.revision, i.ordinal, i.desired, r.spec, t.slug AS tenant, e.name AS environment, a.name AS app
+         FROM instances i
+         JOIN revisions r ON r.application_id = i.application_id AND r.number = i.revision
+         JOIN applications a ON a.id = i.application_id
+         JOIN environments e ON e.id = a.environment_id
+         JOIN tenants t ON t.id = a.tenant_id
+         WHERE i.node = $1 ORDER BY i.created_at",
+    )
+    .bind(node)
+    .fetch_all(ex)
+    .await
+}
+
+/// One instance as an agent reported it.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub id: Uuid,
+    pub phase: String,
+    pub ready: bool,
+    pub restarts: i32,
+    pub port: Option<i32>,
+    pub message: Option<String>,
+    pub cpu_millis: Option<i32>,
+    pub memory_mib: Option<i32>,
+}
+
+/// Stores an observation of an instance on `node`; returns the row as it was before.
+pub async fn observe(
+    conn: &mut PgConnection,
+    node: &str,
+    o: &Observation,
+) -> Result<Option<InstanceRow>, sqlx::Error> {
+    let before: Option<InstanceRow> = sqlx::query_as(&format!(
+        "SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = $1 AND node = $2 FOR UPDATE"
+    ))
+    .bind(o.id)
+    .bind(node)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if before.is_some() {
+        sqlx::query(
+            "UPDATE instances SET phase = $2, ready = $3, restarts = $4, port = $5, message = $6, cpu_millis = $7,
+                 memory_mib = $8, observed_at = now() WHERE id = $1",
+        )
+        .bind(o.id)
+        .bind(&o.phase)
+        .bind(o.ready)
+        .bind(o.restarts)
+        .bind(o.port)
+        .bind(&o.message)
+        .bind(o.cpu_millis)
+        .bind(o.memory_mib)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(before)
+}
+
+/// Forgets the instances a node was told to stop and no longer reports; returns them.
+pub async fn forget_stopped(
+    conn: &mut PgConnection,
+    node: &str,
+    reported: &[Uuid],
+) -> Result<Vec<InstanceRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "DELETE FROM instances WHERE node = $1 AND desired = 'stop' AND NOT (id = ANY($2)) RETURNING {INSTANCE_COLUMNS}"
+    ))
+    .bind(node)
+    .bind(reported)
+    .fetch_all(conn)
+    .await
+}
+
+/// A backend the router may send an application's traffic to.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RouteRow {
+    pub tenant: String,
+    pub environment: String,
+    pub app: String,
+    pub address: String,
+    pub port: i32,
+}
+
+/// Ready, wanted instances with a port, on nodes that heartbeat.
+pub async fn routes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<RouteRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.slug AS tenant, e.name AS environment, a.name AS app, n.address, i.port
+         FROM instances i
+         JOIN nodes n ON n.name = i.node
+         JOIN applications a ON a.id = i.application_id
+         JOIN environments e ON e.id = a.environment_id
+         JOIN tenants t ON t.id = a.tenant_id
+         WHERE i.desired = 'run' AND i.ready AND i.port IS NOT NULL AND a.deleted_at IS NULL
+         ORDER BY t.slug, e.name, a.name, i.name",
+    )
+    .fetch_all(ex)
+    .await
+}
+
+pub async fn append_event(
+    conn: &mut PgConnection,
+    application_id: Uuid,
+    instance: Option<&str>,
+    reason: &str,
+    message: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO app_events (application_id, instance, reason, message) VALUES ($1, $2, $3, $4)")
+        .bind(application_id)
+        .bind(instance)
+        .bind(reason)
+        .bind(message)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub instance: Option<String>,
+    pub reason: String,
+    pub message: String,
+}
+
+pub async fn events<'e>(
+    ex: impl PgExecutor<'e>,
+    application_id: Uuid,
+    limit: i64,
+) -> Result<Vec<EventRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, at, instance, reason, message FROM app_events WHERE application_id = $1 ORDER BY id DESC LIMIT $2")
+        .bind(application_id)
+        .bind(limit)
+        .fetch_all(ex)
+        .await
+}
+
+/// The application a workload key names (live only), with its tenant, locked for the
+/// rest of the transaction so that concurrent applies serialize.
+pub async fn lock_application(
+    conn: &mut PgConnection,
+    tenant: &str,
+    environment: &str,
+    app: &str,
+) -> Result<Option<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.id, a.tenant_id FROM applications a
+         JOIN environments e ON e.id = a.environment_id JOIN tenants t ON t.id = a.tenant_id
+         WHERE t.slug = $1 AND e.name = $2 AND a.name = $3 AND a.deleted_at IS NULL
+         FOR UPDATE OF a",
+    )
+    .bind(tenant)
+    .bind(environment)
+    .bind(app)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The application a key names, live or deleted (the newest), for observation and removal.
+pub async fn application_id<'e>(
+    ex: impl PgExecutor<'e>,
+    tenant: &str,
+    environment: &str,
+    app: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let row: Option<(Uuid,)> = sqlx::query_as(
+        "SELECT a.id FROM applications a
+         JOIN environments e ON e.id = a.environment_id JOIN tenants t ON t.id = a.tenant_id
+         WHERE t.slug = $1 AND e.name = $2 AND a.name = $3 ORDER BY a.deleted_at DESC NULLS FIRST LIMIT 1",
+    )
+    .bind(tenant)
+    .bind(environment)
+    .bind(app)
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.map(|(id,)| id))
+}
+
+/// What the reconciler needs of every application: live ones with their current spec,
+/// and deleted ones that still have instances.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DesiredRow {
+    pub application_id: Uuid,
+    pub tenant: String,
+    pub environment: String,
+    pub app: String,
+    pub revision: i32,
+    pub spec: serde_json::Value,
+    pub run_state: String,
+    pub deleted: bool,
+}
+
+pub async fn desired<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<DesiredRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.id AS application_id, t.slug AS tenant, e.name AS environment, a.name AS app, a.current_revision AS revision,
+                r.spec, a.run_state, a.deleted_at IS NOT NULL AS deleted
+         FROM applications a
+         JOIN environments e ON e.id = a.environment_id
+         JOIN tenants t ON t.id = a.tenant_id
+         JOIN revisions r ON r.application_id = a.id AND r.number = a.current_revision
+         WHERE e.runtime = 'local'
+           AND (a.deleted_at IS NULL OR EXISTS (SELECT 1 FROM instances i WHERE i.application_id = a.id))
+         ORDER BY a.id",
+    )
+    .fetch_all(ex)
+    .await
+}
+
+pub async fn set_run_state(
+    conn: &mut PgConnection,
+    application_id: Uuid,
+    state: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE applications SET run_state = $2, updated_at = now() WHERE id = $1")
+        .bind(application_id)
+        .bind(state)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
