@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod error;
+pub mod internal;
 pub mod local_postgres;
 pub mod metrics;
 pub mod pages;
@@ -50,6 +51,7 @@ pub fn app(
         .app_data(Data::new(state))
         .app_data(web::PathConfig::default().error_handler(|_, req| not_found_for(req)))
         .configure(api::configure)
+        .configure(internal::configure)
         .configure(pages::configure)
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use platform_core::Platform;
+use platform_core::runtime::local::LocalRuntime;
 
 use crate::ratelimit::LoginLimiter;
 
@@ -38,6 +39,10 @@ pub struct AppState {
     pub config: Arc<WebConfig>,
     pub login_limiter: Arc<LoginLimiter>,
     pub metrics: PrometheusHandle,
+    /// The local runtime's control-plane half, when agents may connect.
+    pub local_runtime: Option<Arc<LocalRuntime>>,
+    /// The secret agents and the router present.
+    pub agent_token: Option<String>,
 }
 
 impl AppState {
@@ -51,6 +56,16 @@ impl AppState {
             config: Arc::new(config),
             login_limiter,
             metrics: crate::metrics::handle(),
+            local_runtime: None,
+            agent_token: None,
         }
+    }
+
+    /// Opens the internal API to agents and the router presenting `token`.
+    #[must_use]
+    pub fn with_local_runtime(mut self, runtime: Arc<LocalRuntime>, token: String) -> Self {
+        self.local_runtime = Some(runtime);
+        self.agent_token = Some(token);
+        self
     }
 }

@@ -6,7 +6,10 @@
 //! exponential backoff, graceful stop, and CPU and memory measured from `/proc`
 //! ([`usage`]). This crate is the only one in the platform that knows OS processes.
 
+pub mod agent;
+pub mod lock;
 pub mod logs;
 pub mod probe;
+pub mod router;
 pub mod supervisor;
 pub mod usage;
