@@ -4,6 +4,8 @@
 -- Whether an application should run at all (stop/start keep its replicas and revision).
 ALTER TABLE applications ADD COLUMN run_state text NOT NULL DEFAULT 'running'
     CHECK (run_state IN ('running', 'stopped'));
+-- Replicas set by scaling (manual now, autoscaling later); NULL means the spec's.
+ALTER TABLE applications ADD COLUMN replicas integer CHECK (replicas >= 0);
 
 -- Nodes register themselves and heartbeat; a node silent for long is unhealthy.
 CREATE TABLE nodes (

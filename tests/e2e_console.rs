@@ -1,99 +1,22 @@
 //! End to end: the real `paas` binary against a fresh database, driven through the
 //! console by a real headless Chromium (Debian's `chromium` and `chromium-driver`).
 
-use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use sqlx::Connection;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-fn must<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("unexpected error: {e:?}"))
-}
+mod support;
 
-/// Creates a fresh database on the test cluster and returns its URL.
-async fn fresh_database() -> String {
-    let admin_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| panic!("DATABASE_URL must point at a PostgreSQL server"));
-    let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = must(sqlx::PgConnection::connect(&admin_url).await);
-    must(
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await,
-    );
-    let (base, query) = admin_url
-        .split_once('?')
-        .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
+use support::binary::{Paas, Site, free_port, paas_up};
+use support::must;
 
-/// A running `paas up`, with what it printed at start.
-struct Platform {
-    child: Child,
-    url: String,
-    passwords: HashMap<String, String>,
-    printed: String,
-}
-
-async fn paas_up(database_url: &str) -> Platform {
-    let mut child = must(
-        Command::new(env!("CARGO_BIN_EXE_paas"))
-            .args(["up", "--listen", "127.0.0.1:0"])
-            .env("DATABASE_URL", database_url)
-            .env("PAAS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn(),
-    );
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let mut lines = BufReader::new(stdout).lines();
-    let mut url = String::new();
-    let mut passwords = HashMap::new();
-    let mut printed = String::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let line = must(tokio::time::timeout(remaining, lines.next_line()).await);
-        let Some(line) = must(line) else { break };
-        printed.push_str(&line);
-        printed.push('\n');
-        if let Some(u) = line.strip_prefix("PaaS console: ") {
-            url = u.trim().trim_end_matches('/').to_owned();
-        }
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.len() == 4 && ["admin", "dev", "ops", "tadmin"].contains(&cols[0]) {
-            passwords.insert(cols[0].to_owned(), cols[3].to_owned());
-        }
-        if !url.is_empty() && (passwords.len() == 4 || line.contains("created on first start")) {
-            break;
-        }
-    }
-    assert!(!url.is_empty(), "paas up did not print its URL:\n{printed}");
-    // Keep draining stdout so the process never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Platform {
-        child,
-        url,
-        passwords,
-        printed,
-    }
-}
-
-fn free_port() -> u16 {
-    must(std::net::TcpListener::bind("127.0.0.1:0"))
-        .local_addr()
-        .map(|a| a.port())
-        .unwrap_or(9515)
+async fn platform() -> (Site, Paas) {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    (site, paas)
 }
 
 /// Starts chromedriver and a headless Chromium session.
@@ -221,8 +144,7 @@ async fn screenshot(client: &Client, name: &str) {
 
 #[tokio::test]
 async fn a_tenant_admin_logs_in_switches_tenant_opens_every_page_and_logs_out() {
-    let database_url = fresh_database().await;
-    let platform = paas_up(&database_url).await;
+    let (_site, platform) = platform().await;
     assert_eq!(
         platform.passwords.len(),
         4,
@@ -322,8 +244,7 @@ async fn a_tenant_admin_logs_in_switches_tenant_opens_every_page_and_logs_out() 
 
 #[tokio::test]
 async fn each_demo_role_sees_only_what_its_role_allows() {
-    let database_url = fresh_database().await;
-    let platform = paas_up(&database_url).await;
+    let (_site, platform) = platform().await;
     let (_driver, client) = browser().await;
     let base = platform.url.as_str();
 
@@ -372,11 +293,10 @@ async fn each_demo_role_sees_only_what_its_role_allows() {
 
 #[tokio::test]
 async fn a_restarted_platform_keeps_its_data_and_prints_no_new_passwords() {
-    let database_url = fresh_database().await;
-    let mut first = paas_up(&database_url).await;
+    let (site, first) = platform().await;
     let password = first.passwords["dev"].clone();
-    must(first.child.kill().await);
-    let second = paas_up(&database_url).await;
+    first.stop().await;
+    let second = paas_up(&site).await;
     assert!(second.passwords.is_empty(), "{}", second.printed);
     let response = must(
         reqwest::Client::new()

@@ -24,7 +24,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Checks the agent token in constant time; 404 when the local runtime is off, so the
 /// internal API does not even appear to exist.
 fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    let (Some(expected), Some(_)) = (state.agent_token.as_deref(), state.local_runtime.as_ref()) else {
+    let (Some(expected), Some(_)) = (state.agent_token.as_deref(), state.local_runtime.as_ref())
+    else {
         return Err(ApiError::not_found("the internal API"));
     };
     let given = req
@@ -33,8 +34,21 @@ fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let same = given.len() == expected.len() && given.bytes().zip(expected.bytes()).fold(0_u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    if same { Ok(()) } else { Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_agent_token", "the agent token was refused")) }
+    let same = given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0_u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_agent_token",
+            "the agent token was refused",
+        ))
+    }
 }
 
 fn agent_error(e: AgentError) -> ApiError {
@@ -45,17 +59,32 @@ fn agent_error(e: AgentError) -> ApiError {
     }
 }
 
-async fn register(state: Data<AppState>, req: HttpRequest, body: ApiJson<Registration>) -> Result<HttpResponse, ApiError> {
+async fn register(
+    state: Data<AppState>,
+    req: HttpRequest,
+    body: ApiJson<Registration>,
+) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    let runtime = state.local_runtime.as_ref().ok_or_else(|| ApiError::not_found("the internal API"))?;
+    let runtime = state
+        .local_runtime
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("the internal API"))?;
     runtime.register(&body.0).await.map_err(agent_error)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn heartbeat(state: Data<AppState>, req: HttpRequest, path: Path<String>, body: ApiJson<Heartbeat>) -> HttpResponse {
+async fn heartbeat(
+    state: Data<AppState>,
+    req: HttpRequest,
+    path: Path<String>,
+    body: ApiJson<Heartbeat>,
+) -> HttpResponse {
     let result = async {
         authorize(&state, &req)?;
-        let runtime = state.local_runtime.as_ref().ok_or_else(|| ApiError::not_found("the internal API"))?;
+        let runtime = state
+            .local_runtime
+            .as_ref()
+            .ok_or_else(|| ApiError::not_found("the internal API"))?;
         runtime.heartbeat(&path, &body.0).await.map_err(agent_error)
     }
     .await;
@@ -65,8 +94,18 @@ async fn heartbeat(state: Data<AppState>, req: HttpRequest, path: Path<String>, 
     }
 }
 
-async fn routes(state: Data<AppState>, req: HttpRequest) -> Result<Json<platform_core::runtime::local::RouteTable>, ApiError> {
+async fn routes(
+    state: Data<AppState>,
+    req: HttpRequest,
+) -> Result<Json<platform_core::runtime::local::RouteTable>, ApiError> {
     authorize(&state, &req)?;
-    let runtime = state.local_runtime.as_ref().ok_or_else(|| ApiError::not_found("the internal API"))?;
-    runtime.routes().await.map(Json).map_err(|e| platform_core::CoreError::from(e).into())
+    let runtime = state
+        .local_runtime
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("the internal API"))?;
+    runtime
+        .routes()
+        .await
+        .map(Json)
+        .map_err(|e| platform_core::CoreError::from(e).into())
 }

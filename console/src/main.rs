@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -73,7 +73,11 @@ struct AgentArgs {
     /// Memory the node offers, in MiB (default: the machine's).
     #[arg(long, env = "PAAS_NODE_MEMORY_MIB")]
     memory_mib: Option<u32>,
-    #[arg(long, env = "PAAS_CONTROL_PLANE", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "PAAS_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:8080"
+    )]
     control_plane: String,
     /// The shared secret of agents and the control plane.
     #[arg(long, env = "PAAS_AGENT_TOKEN", hide_env_values = true)]
@@ -98,7 +102,11 @@ struct AgentArgs {
 struct RouterArgs {
     #[arg(long, env = "PAAS_ROUTER_LISTEN", default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
-    #[arg(long, env = "PAAS_CONTROL_PLANE", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "PAAS_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:8080"
+    )]
     control_plane: String,
     #[arg(long, env = "PAAS_AGENT_TOKEN", hide_env_values = true)]
     token: String,
@@ -274,7 +282,8 @@ async fn open_database(url: &str, max_connections: u32) -> anyhow::Result<store:
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let (url, local) = match args.database_url.clone() {
         Some(url) => (url, None),
         None => {
@@ -319,7 +328,12 @@ fn agent_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
         return Ok(token.trim().to_owned());
     }
     let token = platform_core::auth::tokens::random_token();
-    let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
     std::io::Write::write_all(&mut file, token.as_bytes())?;
     Ok(token)
 }
@@ -333,7 +347,13 @@ struct Fleet {
 }
 
 impl Fleet {
-    fn start(&mut self, data_dir: &std::path::Path, control_plane: &str, token: &str, args: &UpArgs) {
+    fn start(
+        &mut self,
+        data_dir: &std::path::Path,
+        control_plane: &str,
+        token: &str,
+        args: &UpArgs,
+    ) {
         let Ok(exe) = std::env::current_exe() else {
             tracing::error!("cannot find the paas executable to start agents");
             return;
@@ -348,7 +368,15 @@ impl Fleet {
             let state_dir = data_dir.join("agents").join(&name);
             let mut command = tokio::process::Command::new(&exe);
             command
-                .args(["agent", "--name", &name, "--labels", &labels, "--control-plane", control_plane])
+                .args([
+                    "agent",
+                    "--name",
+                    &name,
+                    "--labels",
+                    &labels,
+                    "--control-plane",
+                    control_plane,
+                ])
                 .arg("--state-dir")
                 .arg(&state_dir)
                 .env("PAAS_AGENT_TOKEN", token);
@@ -356,7 +384,13 @@ impl Fleet {
         }
         let mut command = tokio::process::Command::new(&exe);
         command
-            .args(["router", "--listen", &args.router_listen.to_string(), "--control-plane", control_plane])
+            .args([
+                "router",
+                "--listen",
+                &args.router_listen.to_string(),
+                "--control-plane",
+                control_plane,
+            ])
             .arg("--lock-file")
             .arg(data_dir.join("router.lock"))
             .env("PAAS_AGENT_TOKEN", token);
@@ -364,7 +398,9 @@ impl Fleet {
     }
 
     fn spawn(&mut self, mut command: tokio::process::Command, what: &str) {
-        command.stdin(std::process::Stdio::null()).kill_on_drop(false);
+        command
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(false);
         match command.spawn() {
             Ok(child) => self.children.push(child),
             Err(e) => tracing::error!(what, error = %e, "could not start"),
@@ -376,7 +412,11 @@ impl Fleet {
     async fn stop(mut self, data_dir: &std::path::Path) {
         use nix::sys::signal::{Signal, kill};
         use nix::unistd::Pid;
-        let mut pids: Vec<u32> = self.children.iter().filter_map(tokio::process::Child::id).collect();
+        let mut pids: Vec<u32> = self
+            .children
+            .iter()
+            .filter_map(tokio::process::Child::id)
+            .collect();
         let mut locks = vec![data_dir.join("router.lock")];
         if let Ok(entries) = std::fs::read_dir(data_dir.join("agents")) {
             locks.extend(entries.flatten().map(|e| e.path().join("agent.lock")));
@@ -401,12 +441,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(password) = args.bootstrap_admin_password.as_deref() {
         let password = Password::parse_new(password)
             .map_err(|e| anyhow::anyhow!("PAAS_BOOTSTRAP_ADMIN_PASSWORD: {}", e.message))?;
-        if platform.bootstrap_admin(&args.bootstrap_admin_username, &password).await? {
+        if platform
+            .bootstrap_admin(&args.bootstrap_admin_username, &password)
+            .await?
+        {
             tracing::info!(username = %args.bootstrap_admin_username, "created the first platform administrator");
         }
     }
     let local = args.agent_token.clone().map(|token| (pool, token));
-    run_http(platform, &args.http, local, |addr| tracing::info!(%addr, "serving")).await
+    run_http(
+        platform,
+        &args.http,
+        local,
+        |addr| tracing::info!(%addr, "serving"),
+    )
+    .await
 }
 
 /// Serves the console and API; with a local runtime, also its internal API and the
@@ -423,12 +472,18 @@ async fn run_http(
         login_per_user_per_minute: http.login_rate_per_user,
         login_per_address_per_minute: http.login_rate_per_address,
     };
-    let mut state = AppState::new(platform, config);
     let (stop_reconciler, stopped) = tokio::sync::watch::channel(false);
+    let mut platform = platform;
+    let mut internal = None;
     if let Some((pool, token)) = local {
         let runtime = Arc::new(LocalRuntime::new(pool.clone()));
         let reconciler = Reconciler::new(pool, runtime.clone());
         tokio::spawn(reconciler.run(Duration::from_secs(1), stopped));
+        platform = platform.with_runtime(runtime.clone());
+        internal = Some((runtime, token));
+    }
+    let mut state = AppState::new(platform, config);
+    if let Some((runtime, token)) = internal {
         state = state.with_local_runtime(runtime, token);
     }
     let mut server = actix_web::HttpServer::new(move || console::app(state.clone()))
@@ -450,7 +505,10 @@ async fn run_http(
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM).
 async fn termination() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
                 _ = int.recv() => {}
@@ -498,7 +556,9 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         name: args.name,
         labels: parse_labels(&args.labels)?,
         capacity: Resources {
-            cpu_millis: args.cpu_millis.unwrap_or(u32::try_from(cores * 1000).unwrap_or(1000)),
+            cpu_millis: args
+                .cpu_millis
+                .unwrap_or(u32::try_from(cores * 1000).unwrap_or(1000)),
             memory_mib: args.memory_mib.unwrap_or_else(machine_memory_mib),
         },
         address: args.advertise,
@@ -571,13 +631,28 @@ fn announce(addr: SocketAddr, router: SocketAddr, accounts: &[CreatedAccount]) {
         router.port()
     ));
     if accounts.is_empty() {
-        text.push_str("(demo accounts were created on first start; their passwords were printed then)\n");
+        text.push_str(
+            "(demo accounts were created on first start; their passwords were printed then)\n",
+        );
     } else {
         text.push_str("\nDemo accounts (shown once; store them now):\n");
-        text.push_str(&format!("  {:<8} {:<16} {:<14} {}\n", "USER", "ROLE", "TENANTS", "PASSWORD"));
+        text.push_str(&format!(
+            "  {:<8} {:<16} {:<14} {}\n",
+            "USER", "ROLE", "TENANTS", "PASSWORD"
+        ));
         for a in accounts {
-            let tenants = if a.tenants.is_empty() { "-".to_owned() } else { a.tenants.join(",") };
-            text.push_str(&format!("  {:<8} {:<16} {:<14} {}\n", a.username, a.role, tenants, a.password.expose()));
+            let tenants = if a.tenants.is_empty() {
+                "-".to_owned()
+            } else {
+                a.tenants.join(",")
+            };
+            text.push_str(&format!(
+                "  {:<8} {:<16} {:<14} {}\n",
+                a.username,
+                a.role,
+                tenants,
+                a.password.expose()
+            ));
         }
     }
     write_stdout(&text);

@@ -84,7 +84,10 @@ pub async fn authenticate(
     };
     // The internal API authenticates agents with its own token.
     if req.path().starts_with("/internal/") {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
     }
     let address = client_address(req.request(), state.config.trust_proxy);
     let (token, via) = match bearer_token(&req) {

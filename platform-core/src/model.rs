@@ -126,8 +126,23 @@ pub struct Application {
     pub name: String,
     pub description: String,
     pub current_revision: i32,
+    /// `running` or `stopped`.
+    pub run_state: String,
+    /// Replicas set by scaling; when absent the spec's count applies.
+    pub scaled_replicas: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Something that happened to an application's instances.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AppEvent {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub instance: Option<String>,
+    /// `Scheduled`, `Started`, `Ready`, `Crashed`, `Restarted`, `Stopping`, `Stopped`, ...
+    pub reason: String,
+    pub message: String,
 }
 
 /// An application with the spec of its current revision.

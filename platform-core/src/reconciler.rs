@@ -97,10 +97,10 @@ impl Reconciler {
                     continue;
                 }
             };
-            let replicas = if row.run_state == "stopped" {
-                0
-            } else {
-                spec.replicas
+            let replicas = match (row.run_state.as_str(), row.replicas) {
+                ("stopped", _) => 0,
+                (_, Some(scaled)) => u32::try_from(scaled).unwrap_or(0),
+                (_, None) => spec.replicas,
             };
             let workload = Workload {
                 key: key.clone(),

@@ -252,3 +252,5 @@ impl Browser {
 pub fn service_spec() -> Value {
     json!({"kind": "service", "command": "python3", "args": ["-m", "http.server"], "replicas": 1})
 }
+
+pub mod binary;

@@ -2,9 +2,10 @@
 
 use actix_web::HttpResponse;
 use actix_web::web::{Data, Json, Path, Query};
-use platform_core::model::{Application, ApplicationDetail, Revision};
+use platform_core::model::{AppEvent, Application, ApplicationDetail, Revision};
 use platform_core::names::{AppName, EnvName, parse_description};
 use platform_core::platform::NewApplication;
+use platform_core::runtime::Instance;
 use platform_core::spec::AppSpec;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -155,4 +156,95 @@ pub async fn revisions(
     Ok(Json(Items::new(
         state.platform.revisions(&access, &env, &app).await?,
     )))
+}
+
+#[utoipa::path(operation_id = "list_instances", get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/instances", tag = "applications",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
+    responses((status = 200, body = Items<Instance>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn instances(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String, String)>,
+) -> Result<Json<Items<Instance>>, ApiError> {
+    let (tenant, env, app) = path.into_inner();
+    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    Ok(Json(Items::new(
+        state.platform.instances(&access, &env, &app).await?,
+    )))
+}
+
+#[utoipa::path(operation_id = "list_events", get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/events", tag = "applications",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
+    responses((status = 200, body = Items<AppEvent>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn events(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String, String)>,
+) -> Result<Json<Items<AppEvent>>, ApiError> {
+    let (tenant, env, app) = path.into_inner();
+    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    Ok(Json(Items::new(
+        state.platform.events(&access, &env, &app, 100).await?,
+    )))
+}
+
+/// A lifecycle action: `start`, `stop` or `restart`.
+#[utoipa::path(operation_id = "application_action", post, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/{action}", tag = "applications",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application"),
+        ("action" = String, Path, description = "start, stop or restart")),
+    responses((status = 204, description = "Done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn action(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, env, app, action) = path.into_inner();
+    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    match action.as_str() {
+        "start" => {
+            state
+                .platform
+                .set_running(&access, &env, &app, true)
+                .await?
+        }
+        "stop" => {
+            state
+                .platform
+                .set_running(&access, &env, &app, false)
+                .await?
+        }
+        "restart" => state.platform.restart(&access, &env, &app).await?,
+        _ => return Err(ApiError::not_found("the action")),
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    pub replicas: u32,
+}
+
+/// Sets the number of instances.
+#[utoipa::path(operation_id = "scale_application", put, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/replicas", tag = "applications",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
+    request_body = Scale,
+    responses((status = 204, description = "Scaled"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn scale(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String, String)>,
+    body: ApiJson<Scale>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, env, app) = path.into_inner();
+    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    state
+        .platform
+        .scale(&access, &env, &app, body.0.replicas)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }

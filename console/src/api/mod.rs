@@ -175,6 +175,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/tenants/{tenant}/environments/{env}/applications/{app}/revisions",
                 web::get().to(apps::revisions),
             )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/instances",
+                web::get().to(apps::instances),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/events",
+                web::get().to(apps::events),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/replicas",
+                web::put().to(apps::scale),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/{action}",
+                web::post().to(apps::action),
+            )
             .route("/admin/tenants", web::get().to(admin::list_tenants))
             .route("/admin/tenants", web::post().to(admin::create_tenant))
             .route("/admin/users", web::get().to(admin::list_users))

@@ -7,8 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use platform_core::runtime::local::{Assignment, Assignments, Desired, Heartbeat, InstanceReport, Registration};
 use platform_core::runtime::Phase;
+use platform_core::runtime::local::{
+    Assignment, Assignments, Desired, Heartbeat, InstanceReport, Registration,
+};
 use platform_core::spec::{CheckSpec, Resources, WorkloadKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -48,10 +50,14 @@ struct Running {
 
 /// Runs the agent until `shutdown` turns true; then stops every instance gracefully.
 pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
     let mut running: HashMap<Uuid, Running> = HashMap::new();
     let mut stopping: HashMap<Uuid, JoinHandle<()>> = HashMap::new();
     let mut registered = false;
+    let mut unreachable_since: Option<std::time::Instant> = None;
     let mut interval = tokio::time::interval(config.heartbeat);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -69,17 +75,31 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
             }
         }
         stopping.retain(|_, handle| !handle.is_finished());
-        let beat = Heartbeat { instances: reports(&running, &stopping) };
+        let beat = Heartbeat {
+            instances: reports(&running, &stopping),
+        };
         match send_heartbeat(&http, &config, &beat).await {
-            Ok(assignments) => reconcile(&config, assignments, &mut running, &mut stopping),
+            Ok(assignments) => {
+                if unreachable_since.take().is_some() {
+                    tracing::info!(node = %config.name, "control plane reachable again");
+                }
+                reconcile(&config, assignments, &mut running, &mut stopping);
+            }
             Err(HeartbeatError::UnknownNode) => registered = false,
             Err(HeartbeatError::Unreachable(e)) => {
-                tracing::warn!(node = %config.name, error = %e, "control plane unreachable; instances keep running");
+                // Said once per outage, not once per heartbeat.
+                if unreachable_since.is_none() {
+                    tracing::warn!(node = %config.name, error = %e, "control plane unreachable; instances keep running");
+                    unreachable_since = Some(std::time::Instant::now());
+                }
             }
         }
     }
     tracing::info!(node = %config.name, instances = running.len(), "agent stopping its instances");
-    let stops: Vec<_> = running.into_values().map(|r| tokio::spawn(r.supervised.stop())).collect();
+    let stops: Vec<_> = running
+        .into_values()
+        .map(|r| tokio::spawn(r.supervised.stop()))
+        .collect();
     for stop in stops {
         let _ = stop.await;
     }
@@ -111,7 +131,7 @@ async fn register(http: &reqwest::Client, config: &AgentConfig) -> bool {
             false
         }
         Err(e) => {
-            tracing::warn!(node = %config.name, error = %e, "control plane unreachable; will retry");
+            tracing::debug!(node = %config.name, error = %e, "control plane unreachable; will retry");
             false
         }
     }
@@ -122,9 +142,16 @@ enum HeartbeatError {
     Unreachable(String),
 }
 
-async fn send_heartbeat(http: &reqwest::Client, config: &AgentConfig, beat: &Heartbeat) -> Result<Assignments, HeartbeatError> {
+async fn send_heartbeat(
+    http: &reqwest::Client,
+    config: &AgentConfig,
+    beat: &Heartbeat,
+) -> Result<Assignments, HeartbeatError> {
     let response = http
-        .post(format!("{}/internal/v1/nodes/{}/heartbeat", config.control_plane, config.name))
+        .post(format!(
+            "{}/internal/v1/nodes/{}/heartbeat",
+            config.control_plane, config.name
+        ))
         .bearer_auth(&config.token)
         .json(beat)
         .send()
@@ -134,12 +161,21 @@ async fn send_heartbeat(http: &reqwest::Client, config: &AgentConfig, beat: &Hea
         return Err(HeartbeatError::UnknownNode);
     }
     if !response.status().is_success() {
-        return Err(HeartbeatError::Unreachable(format!("heartbeat answered {}", response.status())));
+        return Err(HeartbeatError::Unreachable(format!(
+            "heartbeat answered {}",
+            response.status()
+        )));
     }
-    response.json().await.map_err(|e| HeartbeatError::Unreachable(e.to_string()))
+    response
+        .json()
+        .await
+        .map_err(|e| HeartbeatError::Unreachable(e.to_string()))
 }
 
-fn reports(running: &HashMap<Uuid, Running>, stopping: &HashMap<Uuid, JoinHandle<()>>) -> Vec<InstanceReport> {
+fn reports(
+    running: &HashMap<Uuid, Running>,
+    stopping: &HashMap<Uuid, JoinHandle<()>>,
+) -> Vec<InstanceReport> {
     let mut reports: Vec<InstanceReport> = running
         .iter()
         .map(|(id, r)| {
@@ -175,9 +211,17 @@ fn reconcile(
     running: &mut HashMap<Uuid, Running>,
     stopping: &mut HashMap<Uuid, JoinHandle<()>>,
 ) {
-    let wanted: HashMap<Uuid, Assignment> =
-        assignments.instances.into_iter().filter(|a| a.desired == Desired::Run).map(|a| (a.id, a)).collect();
-    let unwanted: Vec<Uuid> = running.keys().filter(|id| !wanted.contains_key(id)).copied().collect();
+    let wanted: HashMap<Uuid, Assignment> = assignments
+        .instances
+        .into_iter()
+        .filter(|a| a.desired == Desired::Run)
+        .map(|a| (a.id, a))
+        .collect();
+    let unwanted: Vec<Uuid> = running
+        .keys()
+        .filter(|id| !wanted.contains_key(id))
+        .copied()
+        .collect();
     for id in unwanted {
         if let Some(r) = running.remove(&id) {
             tracing::info!(instance = %r.assignment.name, "draining, then stopping");
@@ -197,7 +241,14 @@ fn reconcile(
         }
         let (instance, port) = start(config, &assignment);
         tracing::info!(instance = %assignment.name, port, "starting instance");
-        running.insert(id, Running { assignment, supervised: instance, port });
+        running.insert(
+            id,
+            Running {
+                assignment,
+                supervised: instance,
+                port,
+            },
+        );
     }
 }
 
@@ -207,18 +258,33 @@ fn start(config: &AgentConfig, a: &Assignment) -> (Supervised, Option<u16>) {
     let mut port = None;
     for p in &spec.ports {
         let number = free_port();
-        env.insert(format!("PORT_{}", p.name.to_uppercase().replace('-', "_")), number.to_string());
+        env.insert(
+            format!("PORT_{}", p.name.to_uppercase().replace('-', "_")),
+            number.to_string(),
+        );
         if port.is_none() {
             port = Some(number);
             env.insert("PORT".to_owned(), number.to_string());
         }
     }
     let args = spec.args.iter().map(|arg| expand(arg, &env)).collect();
-    let app_dir = PathBuf::from(&a.key.tenant).join(&a.key.environment).join(&a.key.app);
+    let app_dir = PathBuf::from(&a.key.tenant)
+        .join(&a.key.environment)
+        .join(&a.key.app);
     // A stateful instance keeps its directory per ordinal across restarts and revisions.
-    let workdir_leaf = a.ordinal.map_or_else(|| a.name.clone(), |o| format!("ordinal-{o}"));
-    let workdir = config.state_dir.join("work").join(&app_dir).join(workdir_leaf);
-    let log = LogFile::new(&config.state_dir.join("logs").join(&app_dir), &a.name, config.log_limit_bytes);
+    let workdir_leaf = a
+        .ordinal
+        .map_or_else(|| a.name.clone(), |o| format!("ordinal-{o}"));
+    let workdir = config
+        .state_dir
+        .join("work")
+        .join(&app_dir)
+        .join(workdir_leaf);
+    let log = LogFile::new(
+        &config.state_dir.join("logs").join(&app_dir),
+        &a.name,
+        config.log_limit_bytes,
+    );
     let probe = |check: &CheckSpec| Probe {
         target: match &check.http_path {
             Some(path) => ProbeTarget::Http { path: path.clone() },
@@ -271,7 +337,9 @@ pub fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
                 None => ("", 0),
             }
         } else {
-            let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
             (&after[..end], end)
         };
         match env.get(name).filter(|_| !name.is_empty()) {
@@ -290,7 +358,10 @@ pub fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -299,7 +370,11 @@ mod tests {
 
     #[test]
     fn arguments_expand_the_instances_variables() {
-        let env: BTreeMap<String, String> = [("PORT".to_owned(), "8001".to_owned()), ("NAME".to_owned(), "web".to_owned())].into();
+        let env: BTreeMap<String, String> = [
+            ("PORT".to_owned(), "8001".to_owned()),
+            ("NAME".to_owned(), "web".to_owned()),
+        ]
+        .into();
         let check = |arg: &str, expected: &str| assert_eq!(expand(arg, &env), expected, "{arg}");
         check("$PORT", "8001");
         check("--listen=127.0.0.1:${PORT}", "--listen=127.0.0.1:8001");

@@ -68,7 +68,9 @@ pub async fn run(listener: TcpListener, config: RouterConfig, mut shutdown: watc
     connector.set_nodelay(true);
     let shared = Shared {
         table: Arc::new(RwLock::new(Arc::new(Table::default()))),
-        client: Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector),
+        client: Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector),
         domain: config.domain.clone(),
     };
     tokio::spawn(refresh_loop(config, shared.table.clone(), shutdown.clone()));
@@ -90,15 +92,25 @@ pub async fn run(listener: TcpListener, config: RouterConfig, mut shutdown: watc
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(handle(&shared, req, peer).await) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
     }
 }
 
-async fn refresh_loop(config: RouterConfig, table: Arc<RwLock<Arc<Table>>>, mut shutdown: watch::Receiver<bool>) {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap_or_default();
+async fn refresh_loop(
+    config: RouterConfig,
+    table: Arc<RwLock<Arc<Table>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap_or_default();
     let mut interval = tokio::time::interval(config.refresh);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -108,7 +120,11 @@ async fn refresh_loop(config: RouterConfig, table: Arc<RwLock<Arc<Table>>>, mut 
             _ = shutdown.changed() => return,
         }
         let fetched = async {
-            let r = http.get(format!("{}/internal/v1/routes", config.control_plane)).bearer_auth(&config.token).send().await?;
+            let r = http
+                .get(format!("{}/internal/v1/routes", config.control_plane))
+                .bearer_auth(&config.token)
+                .send()
+                .await?;
             r.error_for_status()?.json::<RouteTable>().await
         }
         .await;
@@ -136,8 +152,17 @@ fn install(table: &RwLock<Arc<Table>>, routes: RouteTable) {
     let mut next = Table::default();
     for route in routes.routes {
         let key = (route.key.tenant, route.key.environment, route.key.app);
-        let position = old.routes.get(&key).map_or(0, |b| b.next.load(Ordering::Relaxed));
-        next.routes.insert(key, Arc::new(Backends { addrs: route.backends, next: AtomicUsize::new(position) }));
+        let position = old
+            .routes
+            .get(&key)
+            .map_or(0, |b| b.next.load(Ordering::Relaxed));
+        next.routes.insert(
+            key,
+            Arc::new(Backends {
+                addrs: route.backends,
+                next: AtomicUsize::new(position),
+            }),
+        );
     }
     if let Ok(mut t) = table.write() {
         *t = Arc::new(next);
@@ -147,16 +172,34 @@ fn install(table: &RwLock<Arc<Table>>, routes: RouteTable) {
 /// Which application a request is for, and the path to forward.
 fn resolve(req: &Request<Incoming>, domain: &str) -> Option<((String, String, String), String)> {
     let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).unwrap_or("");
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())
+        .unwrap_or("");
     resolve_from(host, path_and_query, domain)
 }
 
-fn resolve_from(host: &str, path_and_query: &str, domain: &str) -> Option<((String, String, String), String)> {
-    let host = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+fn resolve_from(
+    host: &str,
+    path_and_query: &str,
+    domain: &str,
+) -> Option<((String, String, String), String)> {
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
     if let Some(names) = host.strip_suffix(domain).and_then(|n| n.strip_suffix('.')) {
         let labels: Vec<&str> = names.split('.').collect();
         if let [app, env, tenant] = labels.as_slice() {
-            return Some(((tenant.to_string(), env.to_string(), app.to_string()), path_and_query.to_owned()));
+            return Some((
+                (tenant.to_string(), env.to_string(), app.to_string()),
+                path_and_query.to_owned(),
+            ));
         }
     }
     let rest = path_and_query.strip_prefix("/apps/")?;
@@ -165,23 +208,43 @@ fn resolve_from(host: &str, path_and_query: &str, domain: &str) -> Option<((Stri
     let app = app.split('?').next().unwrap_or(app);
     let tail = parts.next().unwrap_or("");
     let forwarded = if tail.starts_with('?') || tail.is_empty() {
-        let query = path_and_query.find('?').map_or("", |i| &path_and_query[i..]);
+        let query = path_and_query
+            .find('?')
+            .map_or("", |i| &path_and_query[i..]);
         format!("/{}", if tail.is_empty() { query } else { tail })
     } else {
         format!("/{tail}")
     };
-    Some(((tenant.to_owned(), env.to_owned(), app.to_owned()), forwarded))
+    Some((
+        (tenant.to_owned(), env.to_owned(), app.to_owned()),
+        forwarded,
+    ))
 }
 
 fn text(status: StatusCode, message: &str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(format!("{message}\n"))).map_err(|never| match never {}).boxed());
+    let mut response = Response::new(
+        Full::new(Bytes::from(format!("{message}\n")))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
     for name in HOP_BY_HOP {
@@ -191,43 +254,79 @@ fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
 
 async fn handle(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let Some((key, path)) = resolve(&req, &shared.domain) else {
-        return text(StatusCode::NOT_FOUND, "no application at this address; use http://<app>.<env>.<tenant>.localhost/ or /apps/<tenant>/<env>/<app>/");
+        return text(
+            StatusCode::NOT_FOUND,
+            "no application at this address; use http://<app>.<env>.<tenant>.localhost/ or /apps/<tenant>/<env>/<app>/",
+        );
     };
-    let backends = shared.table.read().ok().and_then(|t| t.routes.get(&key).cloned());
+    let backends = shared
+        .table
+        .read()
+        .ok()
+        .and_then(|t| t.routes.get(&key).cloned());
     let Some(backends) = backends.filter(|b| !b.addrs.is_empty()) else {
-        let mut r = text(StatusCode::SERVICE_UNAVAILABLE, &format!("no ready instance of {}/{}/{}", key.0, key.1, key.2));
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let mut r = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("no ready instance of {}/{}/{}", key.0, key.1, key.2),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     };
     let (mut parts, body) = req.into_parts();
     // Requests without a body can be retried on another instance when a connection
     // cannot be made (an instance that just died); others are sent once.
     let bodyless = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
-        && parts.headers.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
+        && parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_none_or(|v| v == "0")
         && !parts.headers.contains_key(header::TRANSFER_ENCODING);
     let original_host = parts.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
-    let forwarded_for = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let forwarded_for = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(prior) => format!("{prior}, {}", peer.ip()),
         None => peer.ip().to_string(),
     };
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        parts.headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+        parts
+            .headers
+            .insert(HeaderName::from_static("x-forwarded-for"), v);
     }
     if let Some(host) = original_host {
-        parts.headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        parts
+            .headers
+            .insert(HeaderName::from_static("x-forwarded-host"), host);
     }
-    parts.headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+    parts.headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
     let mut body = Some(body.boxed());
-    let attempts = if bodyless { backends.addrs.len().min(3) } else { 1 };
+    let attempts = if bodyless {
+        backends.addrs.len().min(3)
+    } else {
+        1
+    };
     let mut last_error = String::new();
     for _ in 0..attempts {
         let index = backends.next.fetch_add(1, Ordering::Relaxed) % backends.addrs.len();
         let addr = &backends.addrs[index];
         let Ok(uri) = format!("http://{addr}{path}").parse::<Uri>() else {
-            return text(StatusCode::BAD_REQUEST, "the request path cannot be forwarded");
+            return text(
+                StatusCode::BAD_REQUEST,
+                "the request path cannot be forwarded",
+            );
         };
-        let mut outgoing = Request::from_parts(parts.clone(), body.take().unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed()));
+        let mut outgoing = Request::from_parts(
+            parts.clone(),
+            body.take()
+                .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed()),
+        );
         *outgoing.uri_mut() = uri;
         match shared.client.request(outgoing).await {
             Ok(response) => {
@@ -241,7 +340,10 @@ async fn handle(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Re
             }
         }
     }
-    text(StatusCode::BAD_GATEWAY, &format!("the application's instance did not answer ({last_error})"))
+    text(
+        StatusCode::BAD_GATEWAY,
+        &format!("the application's instance did not answer ({last_error})"),
+    )
 }
 
 #[cfg(test)]
@@ -251,14 +353,39 @@ mod tests {
     #[test]
     fn the_host_and_path_forms_resolve() {
         let check = |host: &str, path: &str, expected: Option<(&str, &str, &str, &str)>| {
-            let expected = expected.map(|(t, e, a, p)| ((t.to_owned(), e.to_owned(), a.to_owned()), p.to_owned()));
-            assert_eq!(resolve_from(host, path, "localhost"), expected, "{host} {path}");
+            let expected = expected
+                .map(|(t, e, a, p)| ((t.to_owned(), e.to_owned(), a.to_owned()), p.to_owned()));
+            assert_eq!(
+                resolve_from(host, path, "localhost"),
+                expected,
+                "{host} {path}"
+            );
         };
-        check("web.dev.acme.localhost:8000", "/x?y=1", Some(("acme", "dev", "web", "/x?y=1")));
-        check("web.dev.acme.localhost", "/", Some(("acme", "dev", "web", "/")));
-        check("127.0.0.1:8000", "/apps/acme/dev/web/static/a.css", Some(("acme", "dev", "web", "/static/a.css")));
-        check("127.0.0.1:8000", "/apps/acme/dev/web", Some(("acme", "dev", "web", "/")));
-        check("127.0.0.1:8000", "/apps/acme/dev/web?x=1", Some(("acme", "dev", "web", "/?x=1")));
+        check(
+            "web.dev.acme.localhost:8000",
+            "/x?y=1",
+            Some(("acme", "dev", "web", "/x?y=1")),
+        );
+        check(
+            "web.dev.acme.localhost",
+            "/",
+            Some(("acme", "dev", "web", "/")),
+        );
+        check(
+            "127.0.0.1:8000",
+            "/apps/acme/dev/web/static/a.css",
+            Some(("acme", "dev", "web", "/static/a.css")),
+        );
+        check(
+            "127.0.0.1:8000",
+            "/apps/acme/dev/web",
+            Some(("acme", "dev", "web", "/")),
+        );
+        check(
+            "127.0.0.1:8000",
+            "/apps/acme/dev/web?x=1",
+            Some(("acme", "dev", "web", "/?x=1")),
+        );
         check("127.0.0.1:8000", "/apps/acme/dev", None);
         check("dev.acme.localhost", "/", None);
         check("example.com", "/", None);

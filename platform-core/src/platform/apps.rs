@@ -5,8 +5,9 @@ use serde_json::json;
 use super::{Audit, Platform, record};
 use crate::authz::{Permission, TenantAccess};
 use crate::error::conflict_on_unique;
-use crate::model::{Application, ApplicationDetail, Environment, Revision};
+use crate::model::{AppEvent, Application, ApplicationDetail, Environment, Revision};
 use crate::names::{AppName, EnvName};
+use crate::runtime::{Instance, WorkloadKey};
 use crate::spec::AppSpec;
 use crate::store::apps::RevisionRow;
 use crate::{CoreError, FieldError, store};
@@ -174,6 +175,10 @@ impl Platform {
         let mut revision = latest;
         if current.spec != spec {
             revision = latest + 1;
+            // A spec that states a new replica count takes back the count from scaling.
+            if current.spec.replicas != spec.replicas {
+                store::runtime::set_replicas(&mut tx, app_id, None).await?;
+            }
             store::apps::insert_revision(
                 &mut tx,
                 app_id,
@@ -241,6 +246,178 @@ impl Platform {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The application's instances as the runtime observes them.
+    pub async fn instances(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+    ) -> Result<Vec<Instance>, CoreError> {
+        access.require(Permission::View, "view applications")?;
+        self.find_application(access, environment, name).await?;
+        let Some(runtime) = &self.runtime else {
+            return Ok(Vec::new());
+        };
+        let key = WorkloadKey {
+            tenant: access.tenant().slug.clone(),
+            environment: environment.to_owned(),
+            app: name.to_owned(),
+        };
+        runtime
+            .instances(&key)
+            .await
+            .map_err(|e| CoreError::Internal(format!("the runtime could not be read: {e}")))
+    }
+
+    /// The application's most recent events, newest first.
+    pub async fn events(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+        limit: i64,
+    ) -> Result<Vec<AppEvent>, CoreError> {
+        access.require(Permission::View, "view applications")?;
+        let application = self.find_application(access, environment, name).await?;
+        let rows = store::runtime::events(&self.pool, application.id, limit.clamp(1, 500)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AppEvent {
+                id: r.id,
+                at: r.at,
+                instance: r.instance,
+                reason: r.reason,
+                message: r.message,
+            })
+            .collect())
+    }
+
+    /// Starts or stops an application; a stopped one keeps its revisions and replicas.
+    pub async fn set_running(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+        running: bool,
+    ) -> Result<(), CoreError> {
+        let application = self.change_target(access, environment, name).await?;
+        let state = if running { "running" } else { "stopped" };
+        let mut tx = self.pool.begin().await?;
+        store::runtime::set_run_state(&mut tx, application.id, state).await?;
+        record(
+            &mut tx,
+            access.principal(),
+            Audit {
+                tenant_id: Some(access.tenant().id),
+                action: if running {
+                    "application.start"
+                } else {
+                    "application.stop"
+                },
+                target_kind: "application",
+                target: &format!("{environment}/{name}"),
+                details: json!({}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets the number of instances, overriding the spec's count until the next spec
+    /// change that sets one.
+    pub async fn scale(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+        replicas: u32,
+    ) -> Result<(), CoreError> {
+        if replicas > AppSpec::MAX_REPLICAS {
+            return Err(FieldError::new(
+                "replicas",
+                format!("must be between 0 and {}", AppSpec::MAX_REPLICAS),
+            )
+            .into());
+        }
+        let application = self.change_target(access, environment, name).await?;
+        let mut tx = self.pool.begin().await?;
+        store::runtime::set_replicas(&mut tx, application.id, Some(replicas as i32)).await?;
+        record(
+            &mut tx,
+            access.principal(),
+            Audit {
+                tenant_id: Some(access.tenant().id),
+                action: "application.scale",
+                target_kind: "application",
+                target: &format!("{environment}/{name}"),
+                details: json!({"replicas": replicas, "previous": application.scaled_replicas}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Restarts every instance: the runtime stops them and the reconciler starts fresh
+    /// ones.
+    pub async fn restart(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+    ) -> Result<(), CoreError> {
+        self.change_target(access, environment, name).await?;
+        let Some(runtime) = &self.runtime else {
+            return Err(CoreError::Conflict {
+                field: "runtime",
+                message: "no runtime runs this platform's applications".into(),
+            });
+        };
+        let key = WorkloadKey {
+            tenant: access.tenant().slug.clone(),
+            environment: environment.to_owned(),
+            app: name.to_owned(),
+        };
+        runtime
+            .remove(&key)
+            .await
+            .map_err(|e| CoreError::Internal(format!("the runtime refused: {e}")))?;
+        let mut tx = self.pool.begin().await?;
+        record(
+            &mut tx,
+            access.principal(),
+            Audit {
+                tenant_id: Some(access.tenant().id),
+                action: "application.restart",
+                target_kind: "application",
+                target: &format!("{environment}/{name}"),
+                details: json!({}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An application the caller may change (404 if absent, 403 if protected for them).
+    async fn change_target(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+    ) -> Result<Application, CoreError> {
+        let application = self.find_application(access, environment, name).await?;
+        let env = self.environment(access, environment).await?;
+        access.require(
+            Permission::ChangeApps {
+                protected_environment: env.protected,
+            },
+            "change applications in a protected environment",
+        )?;
+        Ok(application)
     }
 
     async fn find_application(

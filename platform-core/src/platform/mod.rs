@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::CoreError;
 use crate::auth::{TokenConfig, TokenService};
 use crate::authz::Principal;
+use crate::runtime::Runtime;
 use crate::store;
 use crate::store::audit::AuditRecord;
 
@@ -28,13 +29,25 @@ pub use users::NewUser;
 pub struct Platform {
     pub(crate) pool: PgPool,
     tokens: Arc<TokenService>,
+    runtime: Option<Arc<dyn Runtime>>,
 }
 
 impl Platform {
     /// Builds the platform on a migrated database.
     pub async fn start(pool: PgPool, token_config: TokenConfig) -> Result<Self, CoreError> {
         let tokens = Arc::new(TokenService::start(pool.clone(), token_config).await?);
-        Ok(Self { pool, tokens })
+        Ok(Self {
+            pool,
+            tokens,
+            runtime: None,
+        })
+    }
+
+    /// Lets the platform observe applications through a runtime.
+    #[must_use]
+    pub fn with_runtime(mut self, runtime: Arc<dyn Runtime>) -> Self {
+        self.runtime = Some(runtime);
+        self
     }
 
     pub fn tokens(&self) -> &TokenService {

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::model::Application;
 
-const APP_COLUMNS: &str = "a.id, a.tenant_id, e.name AS environment, a.name, a.description, a.current_revision, a.created_at, a.updated_at";
+const APP_COLUMNS: &str = "a.id, a.tenant_id, e.name AS environment, a.name, a.description, a.current_revision, a.run_state, a.replicas AS scaled_replicas, a.created_at, a.updated_at";
 
 pub async fn insert(
     conn: &mut PgConnection,

@@ -350,12 +350,14 @@ pub struct DesiredRow {
     pub spec: serde_json::Value,
     pub run_state: String,
     pub deleted: bool,
+    /// Replicas set by scaling, overriding the spec's.
+    pub replicas: Option<i32>,
 }
 
 pub async fn desired<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<DesiredRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT a.id AS application_id, t.slug AS tenant, e.name AS environment, a.name AS app, a.current_revision AS revision,
-                r.spec, a.run_state, a.deleted_at IS NOT NULL AS deleted
+                r.spec, a.run_state, a.deleted_at IS NOT NULL AS deleted, a.replicas
          FROM applications a
          JOIN environments e ON e.id = a.environment_id
          JOIN tenants t ON t.id = a.tenant_id
@@ -366,6 +368,19 @@ pub async fn desired<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<DesiredRow>, sql
     )
     .fetch_all(ex)
     .await
+}
+
+pub async fn set_replicas(
+    conn: &mut PgConnection,
+    application_id: Uuid,
+    replicas: Option<i32>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE applications SET replicas = $2, updated_at = now() WHERE id = $1")
+        .bind(application_id)
+        .bind(replicas)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 pub async fn set_run_state(

@@ -1,0 +1,432 @@
+//! The local runtime end to end: the real `paas up` with its agents and router, real
+//! application processes, real HTTP through the router.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::binary::{Paas, Site, paas_up};
+use support::must;
+
+struct Tenant {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Tenant {
+    async fn login(paas: &Paas, user: &str) -> Self {
+        Self::login_as(&paas.url, user, &paas.passwords[user]).await
+    }
+
+    async fn login_as(base: &str, user: &str, password: &str) -> Self {
+        let http = reqwest::Client::new();
+        let body: Value = must(
+            must(
+                http.post(format!("{base}/api/v1/auth/token"))
+                    .json(&json!({"username": user, "password": password}))
+                    .send()
+                    .await,
+            )
+            .json()
+            .await,
+        );
+        Self {
+            base: base.to_owned(),
+            token: body["token"].as_str().unwrap_or_default().to_owned(),
+            http,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1/tenants/acme{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let response = must(req.send().await);
+        let status = response.status();
+        let text = must(response.text().await);
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn onboard(&self, name: &str, spec: Value) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/applications",
+                Some(json!({"environment": "dev", "name": name, "spec": spec})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    async fn instances(&self, app: &str) -> Vec<Value> {
+        let (_, body) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/environments/dev/applications/{app}/instances"),
+                None,
+            )
+            .await;
+        body["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until the app's instances satisfy `check`; returns them.
+    async fn wait_instances(
+        &self,
+        app: &str,
+        what: &str,
+        check: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let instances = self.instances(app).await;
+            if check(&instances) {
+                return instances;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {instances:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A static HTTP service that records its pid and serves a unique directory, so the
+/// test can find and count its processes.
+fn web_spec(marker: &std::path::Path, replicas: u32) -> Value {
+    let script = format!(
+        "echo $$ > pid; exec python3 -m http.server $PORT --bind 127.0.0.1 --directory {}",
+        marker.display()
+    );
+    json!({"command": "sh", "args": ["-c", script], "replicas": replicas, "ports": [{"name": "http"}]})
+}
+
+fn marker_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("paas-e2e-site-{}", uuid::Uuid::new_v4().simple()));
+    must(std::fs::create_dir_all(&dir));
+    must(std::fs::write(
+        dir.join("index.html"),
+        "hello from the platform\n",
+    ));
+    dir
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                .filter(|cmd| String::from_utf8_lossy(cmd).contains(needle))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+async fn wait_for_200(url: &str) -> Duration {
+    let started = Instant::now();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap_or_default();
+    loop {
+        if let Ok(r) = http.get(url).send().await
+            && r.status() == StatusCode::OK
+        {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{url} never answered 200"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_onboarded_service_serves_through_the_router_and_heals_after_kill_9() {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    let marker = marker_dir();
+    dev.onboard("web", web_spec(&marker, 1)).await;
+    let url = format!("{}/apps/acme/dev/web/index.html", site.router());
+    wait_for_200(&url).await;
+    let body = must(must(reqwest::get(&url).await).text().await);
+    assert_eq!(body, "hello from the platform\n");
+    // The host form reaches the same application.
+    let by_host = must(
+        reqwest::Client::new()
+            .get(format!("{}/index.html", site.router()))
+            .header(
+                "host",
+                format!("web.dev.acme.localhost:{}", site.router_port),
+            )
+            .send()
+            .await,
+    );
+    assert_eq!(by_host.status(), StatusCode::OK);
+
+    let instances = dev
+        .wait_instances("web", "one ready instance", |i| {
+            i.len() == 1 && i[0]["ready"] == true
+        })
+        .await;
+    let (name, node) = (
+        instances[0]["name"].as_str().unwrap_or(""),
+        instances[0]["node"].as_str().unwrap_or(""),
+    );
+    let pid_file = site
+        .data_dir
+        .join("agents")
+        .join(node)
+        .join("work/acme/dev/web")
+        .join(name)
+        .join("pid");
+    let pid: i32 = must(must(std::fs::read_to_string(&pid_file)).trim().parse());
+    must(nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    ));
+
+    dev.wait_instances("web", "a restart", |i| {
+        i.len() == 1 && i[0]["restarts"].as_u64() >= Some(1)
+    })
+    .await;
+    wait_for_200(&url).await;
+    let (_, events) = dev
+        .call(
+            reqwest::Method::GET,
+            "/environments/dev/applications/web/events",
+            None,
+        )
+        .await;
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    for expected in ["Scheduled", "Started", "Ready", "Crashed", "Restarted"] {
+        assert!(
+            reasons.contains(&expected),
+            "no {expected} event in {reasons:?}"
+        );
+    }
+    paas.stop().await;
+    assert_eq!(
+        processes_mentioning(&marker.display().to_string()),
+        0,
+        "an instance outlived the platform"
+    );
+}
+
+#[tokio::test]
+async fn scaling_changes_the_number_of_instances_and_stop_start_follow() {
+    let site = Site::new(&["--agents", "2", "--zones", "a,b"]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    let marker = marker_dir();
+    dev.onboard("web", web_spec(&marker, 1)).await;
+    dev.wait_instances("web", "one ready", |i| {
+        i.iter().filter(|x| x["ready"] == true).count() == 1
+    })
+    .await;
+    let (status, _) = dev
+        .call(
+            reqwest::Method::PUT,
+            "/environments/dev/applications/web/replicas",
+            Some(json!({"replicas": 3})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let three = dev
+        .wait_instances("web", "three ready", |i| {
+            i.iter().filter(|x| x["ready"] == true).count() == 3
+        })
+        .await;
+    let nodes: std::collections::BTreeSet<&str> =
+        three.iter().filter_map(|i| i["node"].as_str()).collect();
+    assert_eq!(
+        nodes.len(),
+        2,
+        "instances spread over both zones: {three:#?}"
+    );
+    let (status, _) = dev
+        .call(
+            reqwest::Method::PUT,
+            "/environments/dev/applications/web/replicas",
+            Some(json!({"replicas": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    dev.wait_instances("web", "one left", |i| i.len() == 1)
+        .await;
+    let (status, _) = dev
+        .call(
+            reqwest::Method::POST,
+            "/environments/dev/applications/web/stop",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    dev.wait_instances("web", "none left", <[Value]>::is_empty)
+        .await;
+    let (status, _) = dev
+        .call(
+            reqwest::Method::POST,
+            "/environments/dev/applications/web/start",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    dev.wait_instances("web", "back to one", |i| {
+        i.len() == 1 && i[0]["ready"] == true
+    })
+    .await;
+    paas.stop().await;
+}
+
+#[tokio::test]
+async fn bad_artifacts_show_a_clear_state_and_disturb_nothing_else() {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    dev.onboard("missing", json!({"command": "/no/such/program"}))
+        .await;
+    dev.onboard("crasher", json!({"command": "sh", "args": ["-c", "echo 'fatal: DATABASE_URL is not set' >&2; exit 2"]})).await;
+    dev.onboard(
+        "never-ready",
+        json!({"command": "sleep", "args": ["300"], "ports": [{"name": "http"}], "health": {"readiness": {"http_path": "/healthz", "period_ms": 100}}}),
+    )
+    .await;
+    let message = |i: &[Value]| {
+        i.first()
+            .and_then(|x| x["message"].as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let missing = dev
+        .wait_instances("missing", "back-off", |i| {
+            i.first().is_some_and(|x| x["phase"] == "back_off")
+        })
+        .await;
+    assert!(
+        message(&missing).contains("command '/no/such/program' was not found"),
+        "{missing:#?}"
+    );
+    let crasher = dev
+        .wait_instances("crasher", "back-off", |i| {
+            i.first().is_some_and(|x| x["phase"] == "back_off")
+        })
+        .await;
+    assert!(
+        message(&crasher).contains("exited with code 2"),
+        "{crasher:#?}"
+    );
+    assert!(
+        message(&crasher).contains("DATABASE_URL is not set"),
+        "{crasher:#?}"
+    );
+    let never = dev
+        .wait_instances("never-ready", "a readiness failure", |i| {
+            !message(i).is_empty()
+        })
+        .await;
+    assert_eq!(never[0]["ready"], false);
+    assert!(message(&never).contains("/healthz"), "{never:#?}");
+    // The router answers 503 for it, and the sample application is unaffected.
+    let response =
+        must(reqwest::get(format!("{}/apps/acme/dev/never-ready/", site.router())).await);
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    wait_for_200(&format!("{}/apps/acme/dev/hello/", site.router())).await;
+    paas.stop().await;
+}
+
+#[tokio::test]
+async fn killing_the_control_plane_drops_no_request_and_its_successor_adopts_everything() {
+    let site = Site::new(&[]).await;
+    let mut paas = paas_up(&site).await;
+    let password = paas.passwords["dev"].clone();
+    let dev = Tenant::login(&paas, "dev").await;
+    let marker = marker_dir();
+    dev.onboard("web", web_spec(&marker, 2)).await;
+    dev.wait_instances("web", "two ready", |i| {
+        i.iter().filter(|x| x["ready"] == true).count() == 2
+    })
+    .await;
+    let url = format!("{}/apps/acme/dev/web/index.html", site.router());
+    wait_for_200(&url).await;
+
+    // Steady traffic, about 100 requests a second, for the whole episode.
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (ok, failed, stop, url) = (ok.clone(), failed.clone(), stop.clone(), url.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default();
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                match http.get(&url).send().await {
+                    Ok(r) if r.status() == StatusCode::OK => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    must(paas.child.kill().await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let successor = paas_up(&site).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    must(load.await);
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 200, "only {ok} requests went through");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed while the control plane was down",
+        ok + failed
+    );
+
+    // No duplicate and no orphan: still exactly two instances and one agent.
+    let dev = Tenant::login_as(&successor.url, "dev", &password).await;
+    let instances = dev
+        .wait_instances("web", "two ready", |i| {
+            i.iter().filter(|x| x["ready"] == true).count() == 2
+        })
+        .await;
+    assert_eq!(instances.len(), 2);
+    assert_eq!(processes_mentioning(&marker.display().to_string()), 2);
+    let agents = processes_mentioning(
+        &site
+            .data_dir
+            .join("agents")
+            .join("node-1")
+            .display()
+            .to_string(),
+    );
+    assert_eq!(agents, 1, "one agent for node-1");
+    successor.stop().await;
+    assert_eq!(processes_mentioning(&marker.display().to_string()), 0);
+}

@@ -1,0 +1,175 @@
+//! Running the real `paas` binary: a fresh database, `paas up` in its own data
+//! directory with its own router port, and what it printed at start.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::must;
+
+/// Creates a fresh database on the test cluster and returns its URL.
+pub async fn fresh_database() -> String {
+    let admin_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| panic!("DATABASE_URL must point at a PostgreSQL server"));
+    let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = must(sqlx::PgConnection::connect(&admin_url).await);
+    must(
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await,
+    );
+    let (base, query) = admin_url
+        .split_once('?')
+        .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+pub fn free_port() -> u16 {
+    must(std::net::TcpListener::bind("127.0.0.1:0"))
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(9515)
+}
+
+/// A platform's identity across restarts: its database, data directory and router port.
+/// Dropping it stops whatever agents and router still run for it, so that a failed test
+/// leaves no process behind.
+#[derive(Debug)]
+pub struct Site {
+    pub database_url: String,
+    pub data_dir: PathBuf,
+    pub router_port: u16,
+    /// Fixed, so that agents and the router that outlive a control plane find the next one.
+    pub console_port: u16,
+    pub extra_args: Vec<String>,
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let mut locks = vec![self.data_dir.join("router.lock")];
+        if let Ok(entries) = std::fs::read_dir(self.data_dir.join("agents")) {
+            locks.extend(entries.flatten().map(|e| e.path().join("agent.lock")));
+        }
+        let pids: Vec<i32> = locks
+            .iter()
+            .filter_map(|l| std::fs::read_to_string(l).ok()?.trim().parse().ok())
+            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while pids
+            .iter()
+            .any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Site {
+    pub async fn new(extra_args: &[&str]) -> Self {
+        let data_dir =
+            std::env::temp_dir().join(format!("paas-e2e-{}", uuid::Uuid::new_v4().simple()));
+        Self {
+            database_url: fresh_database().await,
+            data_dir,
+            router_port: free_port(),
+            console_port: free_port(),
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    pub fn router(&self) -> String {
+        format!("http://127.0.0.1:{}", self.router_port)
+    }
+}
+
+/// A running `paas up`.
+pub struct Paas {
+    pub child: Child,
+    pub url: String,
+    pub passwords: HashMap<String, String>,
+    pub printed: String,
+}
+
+pub async fn paas_up(site: &Site) -> Paas {
+    let mut child = must(
+        Command::new(env!("CARGO_BIN_EXE_paas"))
+            .args([
+                "up",
+                "--listen",
+                &format!("127.0.0.1:{}", site.console_port),
+            ])
+            .arg("--data-dir")
+            .arg(&site.data_dir)
+            .arg("--router-listen")
+            .arg(format!("127.0.0.1:{}", site.router_port))
+            .args(&site.extra_args)
+            .env("DATABASE_URL", &site.database_url)
+            .env("PAAS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn(),
+    );
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    let mut url = String::new();
+    let mut passwords = HashMap::new();
+    let mut printed = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let line = must(tokio::time::timeout(remaining, lines.next_line()).await);
+        let Some(line) = must(line) else { break };
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(u) = line.strip_prefix("PaaS console: ") {
+            url = u.trim().trim_end_matches('/').to_owned();
+        }
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() == 4 && ["admin", "dev", "ops", "tadmin"].contains(&cols[0]) {
+            passwords.insert(cols[0].to_owned(), cols[3].to_owned());
+        }
+        if !url.is_empty() && (passwords.len() == 4 || line.contains("created on first start")) {
+            break;
+        }
+    }
+    assert!(!url.is_empty(), "paas up did not print its URL:\n{printed}");
+    // Keep draining stdout so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Paas {
+        child,
+        url,
+        passwords,
+        printed,
+    }
+}
+
+impl Paas {
+    /// Stops the control plane and its fleet the way an operator would (SIGTERM).
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+}
