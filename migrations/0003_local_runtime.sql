@@ -14,6 +14,7 @@ CREATE TABLE nodes (
     cpu_millis     integer NOT NULL,
     memory_mib     integer NOT NULL,
     address        text NOT NULL,
+    api_port       integer NOT NULL DEFAULT 0,
     registered_at  timestamptz NOT NULL DEFAULT now(),
     last_heartbeat timestamptz NOT NULL DEFAULT now()
 );

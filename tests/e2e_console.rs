@@ -309,3 +309,60 @@ async fn a_restarted_platform_keeps_its_data_and_prints_no_new_passwords() {
     let body: Value = must(response.json().await);
     assert!(body["token"].is_string());
 }
+
+#[tokio::test]
+async fn one_click_onboarding_lands_on_the_app_page_where_the_url_appears_and_answers() {
+    let (_site, platform) = platform().await;
+    let (_driver, client) = browser().await;
+    let base = platform.url.as_str();
+    log_in(&client, base, "dev", &platform.passwords["dev"]).await;
+    wait_for_path(&client, "/t/acme").await;
+    must(
+        must(client.find(Locator::LinkText("Onboard application")).await)
+            .click()
+            .await,
+    );
+    wait_for_heading(&client, "Onboard an application").await;
+    click(&client, "#deploy-hello-http").await;
+    wait_for_path(&client, "/t/acme/environments/dev/apps/hello-web").await;
+    wait_for_heading(&client, "hello-web").await;
+    // Instances appear and turn ready live; the URL shows once one serves.
+    let link = must(
+        client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Css("#app-url"))
+            .await,
+    );
+    let url = must(link.attr("href").await).unwrap_or_default();
+    assert!(
+        url.starts_with("http://hello-web.dev.acme.localhost:"),
+        "{url}"
+    );
+    screenshot(&client, "console-app.png").await;
+    // The host-form URL needs a resolver for *.localhost; ask the router directly with
+    // the same Host header.
+    let port = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let response = must(
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/"))
+            .header("host", format!("hello-web.dev.acme.localhost:{port}"))
+            .send()
+            .await,
+    );
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let body: Value = must(response.json().await);
+    assert_eq!(body["message"], "Hello from the platform");
+    let ready = must(
+        must(client.find(Locator::Css("#instances")).await)
+            .text()
+            .await,
+    );
+    assert!(ready.contains("ready"), "{ready}");
+    must(client.close().await);
+}

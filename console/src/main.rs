@@ -152,6 +152,10 @@ struct HttpArgs {
     /// Maximum database connections.
     #[arg(long, env = "PAAS_DB_MAX_CONNECTIONS", default_value_t = 16)]
     db_max_connections: u32,
+    /// Where the router serves applications (shown as their URLs), e.g.
+    /// `http://paas.example.com:8000`; `paas up` sets it to its router.
+    #[arg(long, env = "PAAS_ROUTER_URL")]
+    router_url: Option<String>,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "PAAS_WORKERS")]
     workers: Option<usize>,
@@ -299,11 +303,17 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         let accounts = platform.bootstrap_demo().await?;
         let token = agent_token(&data_dir)?;
         let mut fleet = Fleet::default();
-        let result = run_http(platform, &args.http, Some((pool, token.clone())), |addr| {
-            let control_plane = format!("http://{addr}");
-            fleet.start(&data_dir, &control_plane, &token, &args);
-            announce(addr, args.router_listen, &accounts);
-        })
+        let result = run_http(
+            platform,
+            &args.http,
+            Some(format!("http://{}", args.router_listen)),
+            Some((pool, token.clone())),
+            |addr| {
+                let control_plane = format!("http://{addr}");
+                fleet.start(&data_dir, &control_plane, &token, &args);
+                announce(addr, args.router_listen, &accounts);
+            },
+        )
         .await;
         fleet.stop(&data_dir).await;
         result
@@ -452,6 +462,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     run_http(
         platform,
         &args.http,
+        None,
         local,
         |addr| tracing::info!(%addr, "serving"),
     )
@@ -463,6 +474,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn run_http(
     platform: Platform,
     http: &HttpArgs,
+    router_url: Option<String>,
     local: Option<(store::PgPool, String)>,
     on_listen: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
@@ -471,12 +483,13 @@ async fn run_http(
         trust_proxy: http.trust_proxy,
         login_per_user_per_minute: http.login_rate_per_user,
         login_per_address_per_minute: http.login_rate_per_address,
+        router_url: router_url.or_else(|| http.router_url.clone()),
     };
     let (stop_reconciler, stopped) = tokio::sync::watch::channel(false);
     let mut platform = platform;
     let mut internal = None;
     if let Some((pool, token)) = local {
-        let runtime = Arc::new(LocalRuntime::new(pool.clone()));
+        let runtime = Arc::new(LocalRuntime::new(pool.clone(), token.clone()));
         let reconciler = Reconciler::new(pool, runtime.clone());
         tokio::spawn(reconciler.run(Duration::from_secs(1), stopped));
         platform = platform.with_runtime(runtime.clone());

@@ -20,6 +20,9 @@ pub struct WebConfig {
     pub login_per_user_per_minute: u32,
     /// Login attempts allowed per client address per minute.
     pub login_per_address_per_minute: u32,
+    /// Where the router serves applications, e.g. `http://127.0.0.1:8000`, to show
+    /// their URLs.
+    pub router_url: Option<String>,
 }
 
 impl Default for WebConfig {
@@ -29,6 +32,7 @@ impl Default for WebConfig {
             trust_proxy: false,
             login_per_user_per_minute: 5,
             login_per_address_per_minute: 30,
+            router_url: None,
         }
     }
 }

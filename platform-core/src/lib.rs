@@ -18,6 +18,7 @@ pub mod reconciler;
 pub mod runtime;
 pub mod spec;
 pub mod store;
+pub mod templates;
 
 pub use error::{CoreError, FieldError};
 pub use platform::Platform;

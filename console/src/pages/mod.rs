@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod runtime;
 pub mod tenant;
 
 use std::collections::BTreeMap;
@@ -128,6 +129,11 @@ impl FormErrors {
 
     pub fn has_prefix(&self, prefix: &str) -> bool {
         self.0.keys().any(|k| k.starts_with(prefix))
+    }
+
+    /// The first error, field and message.
+    pub fn first(&self) -> Option<(&str, &str)> {
+        self.0.iter().next().map(|(f, m)| (f.as_str(), m.as_str()))
     }
 
     pub fn general(&self) -> Option<&str> {
@@ -330,6 +336,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(tenant::remove_member),
     )
     .route("/t/{tenant}/audit", web::get().to(tenant::audit))
+    .route("/t/{tenant}/onboard", web::get().to(runtime::onboard_form))
+    .route("/t/{tenant}/onboard", web::post().to(runtime::onboard))
+    .route(
+        "/t/{tenant}/environments/{env}/apps/{app}/live",
+        web::get().to(runtime::live),
+    )
+    .route(
+        "/t/{tenant}/environments/{env}/apps/{app}/scale",
+        web::post().to(runtime::scale),
+    )
+    .route(
+        "/t/{tenant}/environments/{env}/apps/{app}/action/{action}",
+        web::post().to(runtime::action),
+    )
+    .route(
+        "/t/{tenant}/environments/{env}/apps/{app}/instances/{instance}/logs",
+        web::get().to(runtime::logs),
+    )
     .route("/admin/tenants", web::get().to(admin::tenants))
     .route("/admin/tenants", web::post().to(admin::create_tenant))
     .route("/admin/users", web::get().to(admin::users))

@@ -367,8 +367,10 @@ pub async fn create_app(
 
 #[derive(Template)]
 #[template(path = "app.html")]
-struct AppPage {
+pub(super) struct AppPage {
     layout: Layout,
+    live: super::runtime::LivePanel,
+    base: String,
     tenant: Tenant,
     role: Role,
     app: ApplicationDetail,
@@ -404,7 +406,12 @@ async fn app_page(
         .revisions(access, env, name)
         .await
         .map_err(&fail)?;
+    let live = super::runtime::live_panel(state, access, env, name)
+        .await
+        .map_err(&fail)?;
     Ok(AppPage {
+        live,
+        base: format!("/t/{}/environments/{env}/apps/{name}", access.tenant().slug),
         layout: Layout::for_tenant(&auth.0, access, app.application.name.clone(), "apps"),
         tenant: access.tenant().clone(),
         role: access.role(),
@@ -417,6 +424,18 @@ async fn app_page(
         errors,
         kinds: KINDS,
     })
+}
+
+/// The application page with errors from a form other than the spec form.
+pub(super) async fn app_page_with_errors(
+    state: &AppState,
+    auth: &PageAuth,
+    access: &TenantAccess,
+    env: &str,
+    name: &str,
+    errors: FormErrors,
+) -> Result<AppPage, PageError> {
+    app_page(state, auth, access, env, name, None, errors).await
 }
 
 pub async fn app(

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::agent_api::LogIndex;
 use crate::logs::LogFile;
 use crate::probe::{Probe, ProbeTarget};
 use crate::supervisor::{Backoff, InstanceConfig, RestartPolicy, Supervised};
@@ -54,6 +55,23 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap_or_default();
+    let log_index = LogIndex::default();
+    let api_port = match tokio::net::TcpListener::bind((config.address.as_str(), 0)).await {
+        Ok(listener) => {
+            let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+            tokio::spawn(crate::agent_api::serve(
+                listener,
+                config.token.clone(),
+                log_index.clone(),
+                shutdown.clone(),
+            ));
+            port
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the agent API could not listen; logs will not be served");
+            0
+        }
+    };
     let mut running: HashMap<Uuid, Running> = HashMap::new();
     let mut stopping: HashMap<Uuid, JoinHandle<()>> = HashMap::new();
     let mut registered = false;
@@ -69,7 +87,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
             break;
         }
         if !registered {
-            registered = register(&http, &config).await;
+            registered = register(&http, &config, api_port).await;
             if !registered {
                 continue;
             }
@@ -84,6 +102,14 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
                     tracing::info!(node = %config.name, "control plane reachable again");
                 }
                 reconcile(&config, assignments, &mut running, &mut stopping);
+                if let Ok(mut index) = log_index.lock() {
+                    index.retain(|id, _| running.contains_key(id) || stopping.contains_key(id));
+                    for (id, r) in &running {
+                        index
+                            .entry(*id)
+                            .or_insert_with(|| r.supervised.log().clone());
+                    }
+                }
             }
             Err(HeartbeatError::UnknownNode) => registered = false,
             Err(HeartbeatError::Unreachable(e)) => {
@@ -108,8 +134,9 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn register(http: &reqwest::Client, config: &AgentConfig) -> bool {
+async fn register(http: &reqwest::Client, config: &AgentConfig, api_port: u16) -> bool {
     let registration = Registration {
+        api_port,
         name: config.name.clone(),
         labels: config.labels.clone(),
         capacity: config.capacity,

@@ -7,6 +7,7 @@
 //! ([`usage`]). This crate is the only one in the platform that knows OS processes.
 
 pub mod agent;
+pub mod agent_api;
 pub mod lock;
 pub mod logs;
 pub mod probe;

@@ -151,6 +151,10 @@ impl Supervised {
         self.status.clone()
     }
 
+    pub fn log(&self) -> &LogFile {
+        &self.log
+    }
+
     pub fn logs(&self, lines: usize) -> Vec<String> {
         self.log.tail(lines)
     }

@@ -271,6 +271,36 @@ impl Platform {
             .map_err(|e| CoreError::Internal(format!("the runtime could not be read: {e}")))
     }
 
+    /// The last `tail` lines an instance of the application wrote.
+    pub async fn logs(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+        instance: &str,
+        tail: usize,
+    ) -> Result<Vec<String>, CoreError> {
+        access.require(Permission::View, "view applications")?;
+        self.find_application(access, environment, name).await?;
+        let Some(runtime) = &self.runtime else {
+            return Err(CoreError::not_found("instance", instance));
+        };
+        let key = WorkloadKey {
+            tenant: access.tenant().slug.clone(),
+            environment: environment.to_owned(),
+            app: name.to_owned(),
+        };
+        runtime
+            .logs(&key, instance, tail.clamp(1, 5000))
+            .await
+            .map_err(|e| match e {
+                crate::runtime::RuntimeError::NotFound { .. } => {
+                    CoreError::not_found("instance", instance)
+                }
+                other => CoreError::Internal(format!("logs could not be read: {other}")),
+            })
+    }
+
     /// The application's most recent events, newest first.
     pub async fn events(
         &self,

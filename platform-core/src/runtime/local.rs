@@ -33,6 +33,9 @@ pub struct Registration {
     pub capacity: Resources,
     /// The host its instances' ports are reachable on.
     pub address: String,
+    /// The port of the agent's own API (instance logs) on that host.
+    #[serde(default)]
+    pub api_port: u16,
 }
 
 /// An agent's periodic report.
@@ -107,11 +110,22 @@ pub enum AgentError {
 #[derive(Debug, Clone)]
 pub struct LocalRuntime {
     pool: PgPool,
+    /// Presented to agents when the control plane reads from them (logs).
+    agent_token: String,
+    http: reqwest::Client,
 }
 
 impl LocalRuntime {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, agent_token: String) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self {
+            pool,
+            agent_token,
+            http,
+        }
     }
 
     /// Registers (or re-registers) a node.
@@ -135,7 +149,16 @@ impl LocalRuntime {
         let cpu = i32::try_from(r.capacity.cpu_millis).unwrap_or(i32::MAX);
         let mem = i32::try_from(r.capacity.memory_mib).unwrap_or(i32::MAX);
         let mut conn = self.pool.acquire().await?;
-        store::runtime::upsert_node(&mut conn, &r.name, &labels, cpu, mem, &r.address).await?;
+        store::runtime::upsert_node(
+            &mut conn,
+            &r.name,
+            &labels,
+            cpu,
+            mem,
+            &r.address,
+            i32::from(r.api_port),
+        )
+        .await?;
         tracing::info!(node = %r.name, labels = ?r.labels, "node registered");
         Ok(())
     }
@@ -606,15 +629,64 @@ impl Runtime for LocalRuntime {
 
     async fn logs(
         &self,
-        _key: &WorkloadKey,
+        key: &WorkloadKey,
         instance: &str,
-        _tail: usize,
+        tail: usize,
     ) -> Result<Vec<String>, RuntimeError> {
-        // Logs stay on the node that wrote them; the console reads them from the agent.
-        Err(RuntimeError::NotFound {
-            kind: "instance log",
+        // Logs stay on the node that wrote them; they are read from its agent.
+        let unavailable = |e: sqlx::Error| RuntimeError::Unavailable(e.to_string());
+        let not_found = || RuntimeError::NotFound {
+            kind: "instance",
             name: instance.to_owned(),
-        })
+        };
+        let app_id =
+            store::runtime::application_id(&self.pool, &key.tenant, &key.environment, &key.app)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(not_found)?;
+        let rows = store::runtime::instances_of(&self.pool, app_id)
+            .await
+            .map_err(unavailable)?;
+        let row = rows
+            .into_iter()
+            .find(|r| r.name == instance)
+            .ok_or_else(not_found)?;
+        let nodes = store::runtime::nodes(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let node = nodes
+            .into_iter()
+            .find(|n| n.name == row.node)
+            .ok_or_else(not_found)?;
+        if node.api_port == 0 {
+            return Err(RuntimeError::Unavailable(format!(
+                "node {} does not serve logs",
+                node.name
+            )));
+        }
+        let url = format!(
+            "http://{}:{}/v1/instances/{}/logs?tail={tail}",
+            node.address, node.api_port, row.id
+        );
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.agent_token)
+            .send()
+            .await
+            .map_err(|e| {
+                RuntimeError::Unavailable(format!("node {} did not answer: {e}", node.name))
+            })?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(not_found());
+        }
+        let response = response
+            .error_for_status()
+            .map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
+        response
+            .json::<Vec<String>>()
+            .await
+            .map_err(|e| RuntimeError::Other(e.to_string()))
     }
 }
 

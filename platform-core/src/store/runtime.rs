@@ -11,6 +11,7 @@ pub struct NodeRow {
     pub cpu_millis: i32,
     pub memory_mib: i32,
     pub address: String,
+    pub api_port: i32,
     pub last_heartbeat: DateTime<Utc>,
     /// Requests of the instances that should run there.
     pub cpu_requested: i64,
@@ -24,17 +25,20 @@ pub async fn upsert_node(
     cpu_millis: i32,
     memory_mib: i32,
     address: &str,
+    api_port: i32,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO nodes (name, labels, cpu_millis, memory_mib, address) VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO nodes (name, labels, cpu_millis, memory_mib, address, api_port) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (name) DO UPDATE SET labels = EXCLUDED.labels, cpu_millis = EXCLUDED.cpu_millis,
-             memory_mib = EXCLUDED.memory_mib, address = EXCLUDED.address, last_heartbeat = now()",
+             memory_mib = EXCLUDED.memory_mib, address = EXCLUDED.address, api_port = EXCLUDED.api_port,
+             last_heartbeat = now()",
     )
     .bind(name)
     .bind(labels)
     .bind(cpu_millis)
     .bind(memory_mib)
     .bind(address)
+    .bind(api_port)
     .execute(conn)
     .await
     .map(|_| ())
@@ -51,7 +55,7 @@ pub async fn touch_node(conn: &mut PgConnection, name: &str) -> Result<bool, sql
 
 pub async fn nodes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<NodeRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT n.name, n.labels, n.cpu_millis, n.memory_mib, n.address, n.last_heartbeat,
+        "SELECT n.name, n.labels, n.cpu_millis, n.memory_mib, n.address, n.api_port, n.last_heartbeat,
                 COALESCE(sum(i.cpu_request) FILTER (WHERE i.desired = 'run'), 0)::bigint AS cpu_requested,
                 COALESCE(sum(i.memory_request) FILTER (WHERE i.desired = 'run'), 0)::bigint AS memory_requested
          FROM nodes n LEFT JOIN instances i ON i.node = n.name
