@@ -355,3 +355,75 @@ async fn the_audit_log_records_who_did_what_and_filters(pool: PgPool) {
         .await;
     assert_eq!(globex["items"].as_array().map(Vec::len), Some(0));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn quotas_refuse_changes_beyond_them_with_a_clear_message(pool: PgPool) {
+    let server = start(pool).await;
+    let admin = server.api("admin").await;
+    let dev = server.api("dev").await;
+    let (status, _) = admin
+        .put(
+            "/api/v1/admin/tenants/acme/quota",
+            json!({"max_instances": 5, "max_cpu_millis": 2000}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The sample application already asks for 2 instances.
+    let mut spec = service_spec();
+    spec["replicas"] = json!(2);
+    let (status, body) = dev
+        .post(
+            "/api/v1/tenants/acme/applications",
+            json!({"environment": "dev", "name": "api", "spec": spec}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = dev
+        .put(
+            "/api/v1/tenants/acme/environments/dev/applications/api/replicas",
+            json!({"replicas": 4}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("quota_exceeded")),
+        "{body}"
+    );
+    assert_eq!(
+        body["message"],
+        "this change would bring the tenant to 6 of instances; its quota allows 5"
+    );
+    let (status, body) = dev.post("/api/v1/tenants/acme/applications", json!({"environment": "dev", "name": "big", "spec": {"command": "x", "resources": {"cpu_millis": 1900}}})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("quota_exceeded")),
+        "{body}"
+    );
+    // Stopping an application frees its share.
+    let (status, _) = dev
+        .call(
+            Method::POST,
+            "/api/v1/tenants/acme/environments/dev/applications/hello/stop",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = dev
+        .put(
+            "/api/v1/tenants/acme/environments/dev/applications/api/replicas",
+            json!({"replicas": 4}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, quota) = dev.get("/api/v1/tenants/acme/quota").await;
+    assert_eq!(quota["usage"]["instances"], 4);
+    assert_eq!(quota["quota"]["max_instances"], 5);
+    // Only platform administrators set quotas.
+    let (status, _) = dev
+        .put(
+            "/api/v1/admin/tenants/acme/quota",
+            json!({"max_instances": 500}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}

@@ -308,10 +308,41 @@ fn tenant_routes() -> Vec<(Method, &'static str, Option<Value>)> {
             "/api/v1/tenants/{t}/environments/dev/applications/secret/revisions",
             None,
         ),
+        (
+            Method::GET,
+            "/api/v1/tenants/{t}/environments/dev/applications/secret/instances",
+            None,
+        ),
+        (
+            Method::GET,
+            "/api/v1/tenants/{t}/environments/dev/applications/secret/events",
+            None,
+        ),
+        (
+            Method::GET,
+            "/api/v1/tenants/{t}/environments/dev/applications/secret/instances/secret-0/logs",
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/tenants/{t}/environments/dev/applications/secret/stop",
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/tenants/{t}/environments/dev/applications/secret/restart",
+            None,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/tenants/{t}/environments/dev/applications/secret/replicas",
+            Some(json!({"replicas": 0})),
+        ),
+        (Method::GET, "/api/v1/tenants/{t}/quota", None),
     ]
 }
 
-const TENANT_PAGES: [&str; 7] = [
+const TENANT_PAGES: [&str; 10] = [
     "/t/{t}",
     "/t/{t}/apps",
     "/t/{t}/apps/new",
@@ -319,6 +350,9 @@ const TENANT_PAGES: [&str; 7] = [
     "/t/{t}/members",
     "/t/{t}/audit",
     "/t/{t}/environments/dev/apps/secret",
+    "/t/{t}/onboard",
+    "/t/{t}/environments/dev/apps/secret/live",
+    "/t/{t}/environments/dev/apps/secret/instances/secret-0/logs",
 ];
 
 #[sqlx::test(migrations = "../migrations")]
@@ -368,6 +402,19 @@ async fn every_route_refuses_a_user_of_another_tenant(pool: PgPool) {
             vec![("command", "x")],
         ),
         ("/t/globex/environments/dev/apps/secret/delete", vec![]),
+        ("/t/globex/environments/dev/apps/secret/action/stop", vec![]),
+        (
+            "/t/globex/environments/dev/apps/secret/scale",
+            vec![("replicas", "0")],
+        ),
+        (
+            "/t/globex/onboard",
+            vec![
+                ("template", "worker"),
+                ("name", "x"),
+                ("environment", "dev"),
+            ],
+        ),
     ] {
         assert_eq!(
             browser.post_form(action, &fields, true).await.0,

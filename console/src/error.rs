@@ -120,7 +120,9 @@ impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         let status = match &e {
             CoreError::NotFound { .. } => StatusCode::NOT_FOUND,
-            CoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            CoreError::Invalid(_) | CoreError::QuotaExceeded { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             CoreError::Conflict { .. } => StatusCode::CONFLICT,
             CoreError::Forbidden { .. } | CoreError::PlatformAdminOnly { .. } => {
                 StatusCode::FORBIDDEN

@@ -73,6 +73,18 @@ impl Platform {
                     .await?;
             }
             system_audit(&mut tx, Some(tenant.id), "tenant.create", "tenant", slug).await?;
+            // A generous quota, so that the demo shows quotas at work without getting
+            // in the way.
+            store::tenants::set_quota(
+                &mut tx,
+                tenant.id,
+                store::tenants::QuotaRow {
+                    max_instances: Some(20),
+                    max_cpu_millis: Some(4000),
+                    max_memory_mib: Some(4096),
+                },
+            )
+            .await?;
             tenant_ids.push((slug, tenant.id));
         }
         let mut accounts = Vec::new();

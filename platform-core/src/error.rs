@@ -64,6 +64,8 @@ pub enum CoreError {
     Forbidden { action: &'static str },
     #[error("only a platform administrator may {action}")]
     PlatformAdminOnly { action: &'static str },
+    #[error("{message}")]
+    QuotaExceeded { message: String },
     #[error("invalid username or password")]
     InvalidCredentials,
     #[error("authentication is required")]
@@ -88,6 +90,7 @@ impl CoreError {
             Self::NotFound { .. } => "not_found",
             Self::Invalid(_) => "invalid_field",
             Self::Conflict { .. } => "already_exists",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::Forbidden { .. } | Self::PlatformAdminOnly { .. } => "forbidden",
             Self::InvalidCredentials => "invalid_credentials",
             Self::Unauthenticated => "unauthenticated",

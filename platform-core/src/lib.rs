@@ -14,6 +14,7 @@ pub mod model;
 pub mod names;
 pub mod placement;
 pub mod platform;
+pub mod quota;
 pub mod reconciler;
 pub mod runtime;
 pub mod spec;

@@ -5,6 +5,7 @@ use actix_web::web::{Data, Json, Path, Query};
 use platform_core::model::{AuditEntry, AuditFilter, Tenant, User};
 use platform_core::names::{DisplayName, Password, TenantSlug, Username};
 use platform_core::platform::{NewTenant, NewUser};
+use platform_core::quota::Quota;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -172,4 +173,24 @@ pub async fn rotate_keys(
     Ok(Json(RotatedKey {
         kid: state.platform.rotate_signing_key(&auth.0.principal).await?,
     }))
+}
+
+/// Sets a tenant's quota; omitted or null limits are unlimited.
+#[utoipa::path(operation_id = "set_tenant_quota", put, path = "/api/v1/admin/tenants/{tenant}/quota", tag = "admin",
+    params(("tenant" = String, Path, description = "Tenant slug")),
+    request_body = Quota,
+    responses((status = 200, body = Quota), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn set_quota(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<String>,
+    body: ApiJson<Quota>,
+) -> Result<Json<Quota>, ApiError> {
+    Ok(Json(
+        state
+            .platform
+            .set_quota(&auth.0.principal, &path, body.0)
+            .await?,
+    ))
 }

@@ -7,7 +7,7 @@ use platform_core::names::{AppName, EnvName, parse_description};
 use platform_core::platform::NewApplication;
 use platform_core::runtime::Instance;
 use platform_core::spec::AppSpec;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, Items};
@@ -247,4 +247,36 @@ pub async fn scale(
         .scale(&access, &env, &app, body.0.replicas)
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LogsQuery {
+    /// How many of the last lines (1 to 5000, default 200).
+    pub tail: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogLines {
+    pub lines: Vec<String>,
+}
+
+/// The last lines an instance wrote (stdout and stderr); poll to follow.
+#[utoipa::path(operation_id = "instance_logs", get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/instances/{instance}/logs", tag = "applications",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application"),
+        ("instance" = String, Path, description = "Instance name"), LogsQuery),
+    responses((status = 200, body = LogLines), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn logs(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String, String, String)>,
+    query: Query<LogsQuery>,
+) -> Result<Json<LogLines>, ApiError> {
+    let (tenant, env, app, instance) = path.into_inner();
+    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let lines = state
+        .platform
+        .logs(&access, &env, &app, &instance, query.tail.unwrap_or(200))
+        .await?;
+    Ok(Json(LogLines { lines }))
 }

@@ -191,6 +191,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/tenants/{tenant}/environments/{env}/applications/{app}/{action}",
                 web::post().to(apps::action),
             )
+            .route("/tenants/{tenant}/quota", web::get().to(tenants::quota))
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/instances/{instance}/logs",
+                web::get().to(apps::logs),
+            )
+            .route(
+                "/admin/tenants/{tenant}/quota",
+                web::put().to(admin::set_quota),
+            )
             .route("/admin/tenants", web::get().to(admin::list_tenants))
             .route("/admin/tenants", web::post().to(admin::create_tenant))
             .route("/admin/users", web::get().to(admin::list_users))

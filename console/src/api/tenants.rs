@@ -7,7 +7,8 @@ use platform_core::model::{
 };
 use platform_core::names::{EnvName, parse_description};
 use platform_core::platform::NewEnvironment;
-use serde::Deserialize;
+use platform_core::quota::{Quota, Usage};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiJson, Items};
@@ -162,4 +163,25 @@ pub async fn audit(
     Ok(Json(Items::new(
         state.platform.tenant_audit(&access, &filter).await?,
     )))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotaStatus {
+    pub quota: Quota,
+    pub usage: Usage,
+}
+
+/// The tenant's quota and what its running applications ask for.
+#[utoipa::path(operation_id = "tenant_quota", get, path = "/api/v1/tenants/{tenant}/quota", tag = "tenants",
+    params(("tenant" = String, Path, description = "Tenant slug")),
+    responses((status = 200, body = QuotaStatus), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn quota(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<String>,
+) -> Result<Json<QuotaStatus>, ApiError> {
+    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    let (quota, usage) = state.platform.quota(&access).await?;
+    Ok(Json(QuotaStatus { quota, usage }))
 }

@@ -50,6 +50,8 @@ struct DashboardPage {
     members: usize,
     recent: Vec<AuditEntry>,
     can_audit: bool,
+    quota: platform_core::quota::Quota,
+    usage: platform_core::quota::Usage,
 }
 
 pub async fn dashboard(
@@ -66,6 +68,7 @@ pub async fn dashboard(
         .map_err(&fail)?;
     let members = state.platform.members(&access).await.map_err(&fail)?.len();
     let can_audit = access.can(Permission::ViewAudit);
+    let (quota, usage) = state.platform.quota(&access).await.map_err(&fail)?;
     let recent = if can_audit {
         let filter = AuditFilter {
             limit: Some(8),
@@ -92,6 +95,8 @@ pub async fn dashboard(
         members,
         recent,
         can_audit,
+        quota,
+        usage,
     })
 }
 

@@ -2,11 +2,12 @@
 
 use serde_json::json;
 
-use super::{Audit, Platform, record};
+use super::{Audit, Platform, enforce_quota, record};
 use crate::authz::{Permission, TenantAccess};
 use crate::error::conflict_on_unique;
 use crate::model::{AppEvent, Application, ApplicationDetail, Environment, Revision};
 use crate::names::{AppName, EnvName};
+use crate::quota::Usage;
 use crate::runtime::{Instance, WorkloadKey};
 use crate::spec::AppSpec;
 use crate::store::apps::RevisionRow;
@@ -51,6 +52,8 @@ impl Platform {
         let spec_json =
             serde_json::to_value(&input.spec).map_err(|e| CoreError::Internal(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
+        let demand = Usage::of(&input.spec, input.spec.replicas);
+        enforce_quota(&mut tx, tenant_id, None, demand).await?;
         let id = store::apps::insert(
             &mut tx,
             tenant_id,
@@ -172,6 +175,15 @@ impl Platform {
         let latest = store::apps::lock(&mut tx, tenant_id, app_id)
             .await?
             .ok_or_else(|| CoreError::not_found("application", name))?;
+        if current.application.run_state == "running" {
+            let replicas = match current.application.scaled_replicas {
+                Some(scaled) if current.spec.replicas == spec.replicas => {
+                    u32::try_from(scaled).unwrap_or(0)
+                }
+                _ => spec.replicas,
+            };
+            enforce_quota(&mut tx, tenant_id, Some(app_id), Usage::of(&spec, replicas)).await?;
+        }
         let mut revision = latest;
         if current.spec != spec {
             revision = latest + 1;
@@ -335,6 +347,19 @@ impl Platform {
         let application = self.change_target(access, environment, name).await?;
         let state = if running { "running" } else { "stopped" };
         let mut tx = self.pool.begin().await?;
+        if running {
+            let detail = self.application(access, environment, name).await?;
+            let replicas = application
+                .scaled_replicas
+                .map_or(detail.spec.replicas, |r| u32::try_from(r).unwrap_or(0));
+            enforce_quota(
+                &mut tx,
+                access.tenant().id,
+                Some(application.id),
+                Usage::of(&detail.spec, replicas),
+            )
+            .await?;
+        }
         store::runtime::set_run_state(&mut tx, application.id, state).await?;
         record(
             &mut tx,
@@ -373,7 +398,17 @@ impl Platform {
             .into());
         }
         let application = self.change_target(access, environment, name).await?;
+        let detail = self.application(access, environment, name).await?;
         let mut tx = self.pool.begin().await?;
+        if application.run_state == "running" {
+            enforce_quota(
+                &mut tx,
+                access.tenant().id,
+                Some(application.id),
+                Usage::of(&detail.spec, replicas),
+            )
+            .await?;
+        }
         store::runtime::set_replicas(&mut tx, application.id, Some(replicas as i32)).await?;
         record(
             &mut tx,

@@ -69,6 +69,39 @@ struct Audit<'a> {
     details: serde_json::Value,
 }
 
+/// Refuses a change that would take the tenant over its quota. Locks the tenant row so
+/// that concurrent changes in one tenant are checked one after the other.
+async fn enforce_quota(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    except: Option<Uuid>,
+    demand: crate::quota::Usage,
+) -> Result<(), CoreError> {
+    let q = store::tenants::quota(&mut *conn, tenant_id).await?;
+    let quota = crate::quota::Quota {
+        max_instances: q.max_instances.and_then(|v| u32::try_from(v).ok()),
+        max_cpu_millis: q.max_cpu_millis.and_then(|v| u32::try_from(v).ok()),
+        max_memory_mib: q.max_memory_mib.and_then(|v| u32::try_from(v).ok()),
+    };
+    if quota == crate::quota::Quota::default() {
+        return Ok(());
+    }
+    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(tenant_id)
+        .execute(&mut *conn)
+        .await?;
+    let (instances, cpu, mem) = store::tenants::usage(conn, tenant_id, except).await?;
+    let current = crate::quota::Usage {
+        instances: u64::try_from(instances).unwrap_or(0),
+        cpu_millis: u64::try_from(cpu).unwrap_or(0),
+        memory_mib: u64::try_from(mem).unwrap_or(0),
+    };
+    match quota.exceeded_by(current.plus(demand)) {
+        Some(message) => Err(CoreError::QuotaExceeded { message }),
+        None => Ok(()),
+    }
+}
+
 async fn record(
     conn: &mut PgConnection,
     actor: &Principal,

@@ -7,6 +7,7 @@ use crate::authz::{Permission, Principal, TenantAccess};
 use crate::error::conflict_on_unique;
 use crate::model::{AuditEntry, AuditFilter, Environment, Member, Role, Tenant, TenantMembership};
 use crate::names::{DisplayName, EnvName, TenantSlug, Username};
+use crate::quota::{Quota, Usage};
 use crate::{CoreError, FieldError, store};
 
 /// The environments every new tenant starts with; `prod` is protected.
@@ -268,6 +269,67 @@ impl Platform {
     ) -> Result<Vec<AuditEntry>, CoreError> {
         principal.require_platform_admin("read the platform audit log")?;
         Ok(store::audit::list(&self.pool, None, filter).await?)
+    }
+
+    /// The tenant's quota and what its running applications ask for now.
+    pub async fn quota(&self, access: &TenantAccess) -> Result<(Quota, Usage), CoreError> {
+        access.require(Permission::View, "view the quota")?;
+        let q = store::tenants::quota(&self.pool, access.tenant().id).await?;
+        let mut conn = self.pool.acquire().await?;
+        let (instances, cpu, mem) =
+            store::tenants::usage(&mut conn, access.tenant().id, None).await?;
+        Ok((
+            Quota {
+                max_instances: q.max_instances.and_then(|v| u32::try_from(v).ok()),
+                max_cpu_millis: q.max_cpu_millis.and_then(|v| u32::try_from(v).ok()),
+                max_memory_mib: q.max_memory_mib.and_then(|v| u32::try_from(v).ok()),
+            },
+            Usage {
+                instances: u64::try_from(instances).unwrap_or(0),
+                cpu_millis: u64::try_from(cpu).unwrap_or(0),
+                memory_mib: u64::try_from(mem).unwrap_or(0),
+            },
+        ))
+    }
+
+    /// Sets a tenant's quota (platform administrators). Running applications are not
+    /// stopped by a lower quota; changes that would exceed it are refused.
+    pub async fn set_quota(
+        &self,
+        principal: &Principal,
+        slug: &str,
+        quota: Quota,
+    ) -> Result<Quota, CoreError> {
+        principal.require_platform_admin("set quotas")?;
+        let tenant = store::tenants::by_slug(&self.pool, slug)
+            .await?
+            .ok_or_else(|| CoreError::not_found("tenant", slug))?;
+        let to_i32 = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+        let mut tx = self.pool.begin().await?;
+        store::tenants::set_quota(
+            &mut tx,
+            tenant.id,
+            store::tenants::QuotaRow {
+                max_instances: to_i32(quota.max_instances),
+                max_cpu_millis: to_i32(quota.max_cpu_millis),
+                max_memory_mib: to_i32(quota.max_memory_mib),
+            },
+        )
+        .await?;
+        record(
+            &mut tx,
+            principal,
+            Audit {
+                tenant_id: Some(tenant.id),
+                action: "tenant.quota",
+                target_kind: "tenant",
+                target: &tenant.slug,
+                details: json!(quota),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(quota)
     }
 
     /// Live application counts per environment, for the dashboard.

@@ -237,3 +237,58 @@ pub async fn environment<'e>(
     .fetch_optional(ex)
     .await
 }
+
+/// A tenant's quota (None: unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct QuotaRow {
+    pub max_instances: Option<i32>,
+    pub max_cpu_millis: Option<i32>,
+    pub max_memory_mib: Option<i32>,
+}
+
+pub async fn quota<'e>(ex: impl PgExecutor<'e>, tenant_id: Uuid) -> Result<QuotaRow, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT max_instances, max_cpu_millis, max_memory_mib FROM tenants WHERE id = $1",
+    )
+    .bind(tenant_id)
+    .fetch_one(ex)
+    .await
+}
+
+pub async fn set_quota(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    quota: QuotaRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tenants SET max_instances = $2, max_cpu_millis = $3, max_memory_mib = $4 WHERE id = $1")
+        .bind(tenant_id)
+        .bind(quota.max_instances)
+        .bind(quota.max_cpu_millis)
+        .bind(quota.max_memory_mib)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// What a tenant's running applications ask for: instances, CPU and memory, leaving
+/// out one application (the one being changed, whose new demand the caller adds).
+pub async fn usage(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    except: Option<Uuid>,
+) -> Result<(i64, i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "WITH demand AS (
+             SELECT COALESCE(a.replicas, (r.spec->>'replicas')::int, 1) AS n,
+                    COALESCE((r.spec->'resources'->>'cpu_millis')::int, 100) AS cpu,
+                    COALESCE((r.spec->'resources'->>'memory_mib')::int, 128) AS mem
+             FROM applications a JOIN revisions r ON r.application_id = a.id AND r.number = a.current_revision
+             WHERE a.tenant_id = $1 AND a.deleted_at IS NULL AND a.run_state = 'running'
+               AND ($2::uuid IS NULL OR a.id <> $2) AND COALESCE(r.spec->>'kind', 'service') <> 'cronjob')
+         SELECT COALESCE(sum(n), 0)::bigint, COALESCE(sum(n * cpu), 0)::bigint, COALESCE(sum(n * mem), 0)::bigint FROM demand",
+    )
+    .bind(tenant_id)
+    .bind(except)
+    .fetch_one(conn)
+    .await
+}
