@@ -427,3 +427,70 @@ async fn quotas_refuse_changes_beyond_them_with_a_clear_message(pool: PgPool) {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_manifest_applied_again_and_again_has_the_effect_of_once(pool: PgPool) {
+    let server = start(pool).await;
+    let dev = server.api("dev").await;
+    let manifest = "apiVersion: paas/v1\nkind: Application\nmetadata:\n  name: shop\n  environment: dev\n  description: The shop\nspec:\n  command: python3\n  args: [\"-m\", \"http.server\", \"$PORT\"]\n  replicas: 2\n  ports: [{name: http}]\n---\napiVersion: paas/v1\nkind: Application\nmetadata: {name: worker, environment: test}\nspec: {command: sh, args: [\"-c\", \"sleep 60\"]}\n";
+    let apply = |text: String| {
+        dev.request(Method::POST, "/api/v1/tenants/acme/manifests")
+            .header("content-type", "application/yaml")
+            .body(text)
+            .send()
+    };
+    let outcomes = |body: serde_json::Value| -> Vec<(String, String, i64)> {
+        body["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| {
+                (
+                    i["name"].as_str().unwrap_or("").to_owned(),
+                    i["outcome"].as_str().unwrap_or("").to_owned(),
+                    i["revision"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let first: serde_json::Value = must(must(apply(manifest.to_owned()).await).json().await);
+    assert_eq!(
+        outcomes(first),
+        [
+            ("shop".into(), "created".into(), 1),
+            ("worker".into(), "created".into(), 1)
+        ]
+    );
+    let again: serde_json::Value = must(must(apply(manifest.to_owned()).await).json().await);
+    assert_eq!(
+        outcomes(again),
+        [
+            ("shop".into(), "unchanged".into(), 1),
+            ("worker".into(), "unchanged".into(), 1)
+        ]
+    );
+    let changed: serde_json::Value = must(
+        must(apply(manifest.replace("replicas: 2", "replicas: 3")).await)
+            .json()
+            .await,
+    );
+    assert_eq!(
+        outcomes(changed),
+        [
+            ("shop".into(), "updated".into(), 2),
+            ("worker".into(), "unchanged".into(), 1)
+        ]
+    );
+
+    let bad = must(apply(manifest.replace("replicas: 2", "replicas: lots")).await);
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = must(bad.json().await);
+    assert!(
+        body["field"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("documents[0].spec")),
+        "{body}"
+    );
+    let garbage = must(apply("{{{ not yaml".to_owned()).await);
+    assert_eq!(garbage.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod authz;
 pub mod bootstrap;
 pub mod error;
+pub mod manifest;
 pub mod model;
 pub mod names;
 pub mod placement;

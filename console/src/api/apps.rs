@@ -2,6 +2,7 @@
 
 use actix_web::HttpResponse;
 use actix_web::web::{Data, Json, Path, Query};
+use platform_core::manifest::Applied;
 use platform_core::model::{AppEvent, Application, ApplicationDetail, Revision};
 use platform_core::names::{AppName, EnvName, parse_description};
 use platform_core::platform::NewApplication;
@@ -279,4 +280,36 @@ pub async fn logs(
         .logs(&access, &env, &app, &instance, query.tail.unwrap_or(200))
         .await?;
     Ok(Json(LogLines { lines }))
+}
+
+/// The largest manifest accepted.
+const MAX_MANIFEST_BYTES: usize = 256 * 1024;
+
+/// Applies YAML application manifests (one or more documents). Applying the same
+/// manifest again changes nothing.
+#[utoipa::path(operation_id = "apply_manifests", post, path = "/api/v1/tenants/{tenant}/manifests", tag = "applications",
+    params(("tenant" = String, Path, description = "Tenant slug")),
+    request_body(content = String, content_type = "application/yaml", description = "YAML documents of kind Application"),
+    responses((status = 200, body = Items<Applied>), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn apply_manifests(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<String>,
+    body: actix_web::web::Bytes,
+) -> Result<Json<Items<Applied>>, ApiError> {
+    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    if body.len() > MAX_MANIFEST_BYTES {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the manifest exceeds 256 KiB",
+        ));
+    }
+    let text =
+        std::str::from_utf8(&body).map_err(|_| ApiError::field("body", "must be UTF-8 text"))?;
+    let manifests = platform_core::manifest::parse(text)?;
+    Ok(Json(Items::new(
+        state.platform.apply_manifests(&access, manifests).await?,
+    )))
 }

@@ -192,6 +192,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::post().to(apps::action),
             )
             .route("/tenants/{tenant}/quota", web::get().to(tenants::quota))
+            .service(
+                web::resource("/tenants/{tenant}/manifests")
+                    .app_data(web::PayloadConfig::new(256 * 1024))
+                    .route(web::post().to(apps::apply_manifests)),
+            )
             .route(
                 "/tenants/{tenant}/environments/{env}/applications/{app}/instances/{instance}/logs",
                 web::get().to(apps::logs),

@@ -13,7 +13,7 @@ use super::{admin, apps, auth, tenants};
         auth::issue_token, auth::me,
         tenants::my_tenants, tenants::get_tenant, tenants::list_environments, tenants::create_environment,
         tenants::list_members, tenants::set_member, tenants::remove_member, tenants::audit,
-        apps::list, apps::create, apps::get, apps::update, apps::delete, apps::revisions, apps::instances, apps::events, apps::action, apps::scale, apps::logs, tenants::quota, admin::set_quota,
+        apps::list, apps::create, apps::get, apps::update, apps::delete, apps::revisions, apps::instances, apps::events, apps::action, apps::scale, apps::logs, apps::apply_manifests, tenants::quota, admin::set_quota,
         admin::list_tenants, admin::create_tenant, admin::list_users, admin::create_user, admin::update_user,
         admin::audit, admin::rotate_keys,
     ),
@@ -64,6 +64,6 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), count, "duplicate operationIds");
-        assert_eq!(count, 30, "documented operations: {ids:?}");
+        assert_eq!(count, 31, "documented operations: {ids:?}");
     }
 }

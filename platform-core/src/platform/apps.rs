@@ -5,6 +5,7 @@ use serde_json::json;
 use super::{Audit, Platform, enforce_quota, record};
 use crate::authz::{Permission, TenantAccess};
 use crate::error::conflict_on_unique;
+use crate::manifest::{Applied, Manifest};
 use crate::model::{AppEvent, Application, ApplicationDetail, Environment, Revision};
 use crate::names::{AppName, EnvName};
 use crate::quota::Usage;
@@ -258,6 +259,50 @@ impl Platform {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Applies manifests in order: each application is created when absent, given a
+    /// new revision when its spec or description differs, and left alone otherwise.
+    pub async fn apply_manifests(
+        &self,
+        access: &TenantAccess,
+        manifests: Vec<Manifest>,
+    ) -> Result<Vec<Applied>, CoreError> {
+        let mut applied = Vec::with_capacity(manifests.len());
+        for m in manifests {
+            let (env, name) = (m.environment.to_string(), m.name.to_string());
+            let existing = store::apps::find(&self.pool, access.tenant().id, &env, &name).await?;
+            let (outcome, revision) = match existing {
+                None => {
+                    let input = NewApplication {
+                        environment: m.environment,
+                        name: m.name,
+                        description: m.description,
+                        spec: m.spec,
+                    };
+                    let detail = self.create_application(access, input).await?;
+                    ("created", detail.application.current_revision)
+                }
+                Some(before) => {
+                    let detail = self
+                        .update_application(access, &env, &name, m.spec, Some(m.description))
+                        .await?;
+                    let changed = detail.application.current_revision != before.current_revision
+                        || detail.application.description != before.description;
+                    (
+                        if changed { "updated" } else { "unchanged" },
+                        detail.application.current_revision,
+                    )
+                }
+            };
+            applied.push(Applied {
+                environment: env,
+                name,
+                outcome,
+                revision,
+            });
+        }
+        Ok(applied)
     }
 
     /// The application's instances as the runtime observes them.
