@@ -88,7 +88,7 @@ struct AgentArgs {
     /// The host the node's instances are reachable on.
     #[arg(long, env = "PAAS_NODE_ADDRESS", default_value = "127.0.0.1")]
     advertise: String,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 250)]
     heartbeat_ms: u64,
     /// How long an instance keeps serving after leaving the route table.
     #[arg(long, default_value_t = 2000)]
@@ -110,7 +110,7 @@ struct RouterArgs {
     control_plane: String,
     #[arg(long, env = "PAAS_AGENT_TOKEN", hide_env_values = true)]
     token: String,
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 250)]
     refresh_ms: u64,
     /// A lock file that keeps a second router for the same platform from starting.
     #[arg(long)]
@@ -491,7 +491,7 @@ async fn run_http(
     if let Some((pool, token)) = local {
         let runtime = Arc::new(LocalRuntime::new(pool.clone(), token.clone()));
         let reconciler = Reconciler::new(pool, runtime.clone());
-        tokio::spawn(reconciler.run(Duration::from_secs(1), stopped));
+        tokio::spawn(reconciler.run(Duration::from_secs(1), platform.changes(), stopped));
         platform = platform.with_runtime(runtime.clone());
         internal = Some((runtime, token));
     }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::runtime::local::default_placement;
 use crate::runtime::{
@@ -48,12 +48,20 @@ impl Reconciler {
 
     /// Ticks every `period` until `shutdown` turns true. Errors are logged and the next
     /// tick tries again.
-    pub async fn run(self, period: Duration, mut shutdown: watch::Receiver<bool>) {
+    /// A change of desired state (`wake`) starts a tick at once, so onboarding or
+    /// scaling does not wait for the period.
+    pub async fn run(
+        self,
+        period: Duration,
+        wake: Arc<Notify>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
+                () = wake.notified() => {}
                 _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() {

@@ -12,7 +12,9 @@ use platform_core::runtime::local::{
     Assignment, Assignments, Desired, Heartbeat, InstanceReport, Registration,
 };
 use platform_core::spec::{CheckSpec, Resources, WorkloadKind};
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -78,9 +80,13 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
     let mut unreachable_since: Option<std::time::Instant> = None;
     let mut interval = tokio::time::interval(config.heartbeat);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A status change of any instance (ready, crashed, ...) is reported at once
+    // rather than at the next period.
+    let changed = Arc::new(Notify::new());
     loop {
         tokio::select! {
             _ = interval.tick() => {}
+            () = changed.notified() => {}
             _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {
@@ -101,7 +107,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
                 if unreachable_since.take().is_some() {
                     tracing::info!(node = %config.name, "control plane reachable again");
                 }
-                reconcile(&config, assignments, &mut running, &mut stopping);
+                reconcile(&config, assignments, &mut running, &mut stopping, &changed);
                 if let Ok(mut index) = log_index.lock() {
                     index.retain(|id, _| running.contains_key(id) || stopping.contains_key(id));
                     for (id, r) in &running {
@@ -237,6 +243,7 @@ fn reconcile(
     assignments: Assignments,
     running: &mut HashMap<Uuid, Running>,
     stopping: &mut HashMap<Uuid, JoinHandle<()>>,
+    changed: &Arc<Notify>,
 ) {
     let wanted: HashMap<Uuid, Assignment> = assignments
         .instances
@@ -268,6 +275,14 @@ fn reconcile(
         }
         let (instance, port) = start(config, &assignment);
         tracing::info!(instance = %assignment.name, port, "starting instance");
+        let mut status = instance.watch();
+        let changed = changed.clone();
+        tokio::spawn(async move {
+            // Ends when the supervisor ends.
+            while status.changed().await.is_ok() {
+                changed.notify_one();
+            }
+        });
         running.insert(
             id,
             Running {

@@ -62,9 +62,13 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// The wait before restart number `failures` (1-based) in a row.
+    /// The wait before restart number `failures` (1-based) in a row: the first restart
+    /// is immediate (a one-off crash heals at once), then `initial`, doubling up to `max`.
     pub fn delay(&self, failures: u32) -> Duration {
-        let factor = 2_u32.saturating_pow(failures.saturating_sub(1).min(20));
+        if failures <= 1 {
+            return Duration::ZERO;
+        }
+        let factor = 2_u32.saturating_pow(failures.saturating_sub(2).min(20));
         self.initial.saturating_mul(factor).min(self.max)
     }
 }
@@ -499,8 +503,8 @@ mod tests {
             max: Duration::from_secs(10),
             reset_after: Duration::from_secs(60),
         };
-        let delays: Vec<u64> = (1..=6).map(|n| b.delay(n).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
+        let delays: Vec<u64> = (1..=7).map(|n| b.delay(n).as_secs()).collect();
+        assert_eq!(delays, [0, 1, 2, 4, 8, 10, 10]);
         assert_eq!(b.delay(1000), Duration::from_secs(10));
     }
 }

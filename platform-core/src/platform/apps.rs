@@ -93,6 +93,7 @@ impl Platform {
                 CoreError::Internal("application vanished inside its own transaction".into())
             })?;
         tx.commit().await?;
+        self.changed();
         Ok(ApplicationDetail {
             application,
             spec: input.spec,
@@ -221,6 +222,7 @@ impl Platform {
             .await?
             .ok_or_else(|| CoreError::not_found("application", name))?;
         tx.commit().await?;
+        self.changed();
         Ok(ApplicationDetail { application, spec })
     }
 
@@ -258,6 +260,7 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
+        self.changed();
         Ok(())
     }
 
@@ -423,6 +426,7 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
+        self.changed();
         Ok(())
     }
 
@@ -468,6 +472,7 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
+        self.changed();
         Ok(())
     }
 
@@ -509,6 +514,7 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
+        self.changed();
         Ok(())
     }
 

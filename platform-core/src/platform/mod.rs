@@ -30,6 +30,8 @@ pub struct Platform {
     pub(crate) pool: PgPool,
     tokens: Arc<TokenService>,
     runtime: Option<Arc<dyn Runtime>>,
+    /// Woken after every change of desired state, so the reconciler acts at once.
+    changes: Arc<tokio::sync::Notify>,
 }
 
 impl Platform {
@@ -40,7 +42,17 @@ impl Platform {
             pool,
             tokens,
             runtime: None,
+            changes: Arc::new(tokio::sync::Notify::new()),
         })
+    }
+
+    /// Notified after every change of desired state.
+    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changes.clone()
+    }
+
+    pub(crate) fn changed(&self) {
+        self.changes.notify_one();
     }
 
     /// Lets the platform observe applications through a runtime.

@@ -113,6 +113,9 @@ pub struct LocalRuntime {
     /// Presented to agents when the control plane reads from them (logs).
     agent_token: String,
     http: reqwest::Client,
+    /// When this control plane started: nodes are not judged lost until it has been up
+    /// long enough to have heard from them.
+    started: std::time::Instant,
 }
 
 impl LocalRuntime {
@@ -125,6 +128,7 @@ impl LocalRuntime {
             pool,
             agent_token,
             http,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -394,8 +398,22 @@ impl Runtime for LocalRuntime {
             .node_loads(app_id, &mut tx)
             .await
             .map_err(unavailable)?;
-        let live: Vec<&InstanceRow> = existing.iter().filter(|i| i.desired == "run").collect();
-        let mut to_stop: Vec<Uuid> = Vec::new();
+        // Instances on a node that stopped heartbeating are lost: they are replaced on
+        // healthy nodes, and stopped if their node ever comes back. A control plane that
+        // just started gives nodes time to report first.
+        let judged = self.started.elapsed() >= NODE_TIMEOUT;
+        let lost: Vec<Uuid> = existing
+            .iter()
+            .filter(|i| {
+                i.desired == "run" && judged && nodes.iter().any(|n| n.name == i.node && !n.healthy)
+            })
+            .map(|i| i.id)
+            .collect();
+        let live: Vec<&InstanceRow> = existing
+            .iter()
+            .filter(|i| i.desired == "run" && !lost.contains(&i.id))
+            .collect();
+        let mut to_stop: Vec<Uuid> = lost.clone();
         let mut to_create: Vec<(i32, Option<u32>, String, Resources)> = Vec::new();
         let mut unschedulable: Option<String> = None;
 

@@ -1,0 +1,193 @@
+"""Measures the local runtime; see bench-runtime.sh. Prints one line per figure."""
+import json, os, re, signal, socket, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+
+PAAS = os.path.abspath(sys.argv[1])
+RUNS = 5
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def status(url, host=None, timeout=2):
+    req = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status
+    except Exception:
+        return None
+
+
+def wait_200(url, limit=60):
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if status(url, timeout=1) == 200:
+            return time.monotonic() - start
+        time.sleep(0.005)
+    raise SystemExit(f"{url} never answered 200")
+
+
+def api(base, token, method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        text = r.read()
+        return json.loads(text) if text else None
+
+
+def instance_pids(prefix):
+    """Processes whose PAAS_INSTANCE starts with prefix: {pid: (instance, port)}."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        vars = dict(e.decode(errors="replace").split("=", 1) for e in env if b"=" in e)
+        if vars.get("PAAS_INSTANCE", "").startswith(prefix):
+            found[int(pid)] = (vars["PAAS_INSTANCE"], vars.get("PORT"))
+    return found
+
+
+def start_platform(data, cport, rport, db_env):
+    proc = subprocess.Popen([PAAS, "up", "--data-dir", data, "--listen", f"127.0.0.1:{cport}",
+                             "--router-listen", f"127.0.0.1:{rport}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=db_env)
+    passwords = {}
+    for line in proc.stdout:
+        cols = line.split()
+        if len(cols) == 4 and cols[0] in ("admin", "dev", "ops", "tadmin"):
+            passwords[cols[0]] = cols[3]
+        if len(passwords) == 4 or "created on first start" in line:
+            break
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    return proc, passwords
+
+
+def wrk(url, host=None):
+    cmd = ["wrk", "-t2", "-c32", "-d8s", "--latency", url]
+    if host:
+        cmd[1:1] = ["-H", f"Host: {host}"]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, float(p99.group(1)) * scale, int(errors.group(1)) if errors else 0
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="paas-bench-")
+    os.chmod(work, 0o755)
+    data = os.path.join(work, "data")
+    cport, rport = free_port(), free_port()
+    env = dict(os.environ, PAAS_LOG="warn")
+    router = f"http://127.0.0.1:{rport}"
+    proc, passwords = start_platform(data, cport, rport, env)
+    base = f"http://127.0.0.1:{cport}"
+    try:
+        token = json.loads(urllib.request.urlopen(urllib.request.Request(
+            base + "/api/v1/auth/token", data=json.dumps({"username": "dev", "password": passwords["dev"]}).encode(),
+            headers={"Content-Type": "application/json"}), timeout=10).read())["token"]
+
+        # Baseline: the same application started by hand, to its first 200.
+        bare = []
+        for _ in range(RUNS):
+            port = free_port()
+            started = time.monotonic()
+            p = subprocess.Popen(["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
+            wait_200(f"http://127.0.0.1:{port}/")
+            bare.append(time.monotonic() - started)
+            p.kill()
+            p.wait()
+        bare_s = statistics.median(bare)
+
+        # Onboarding request to first 200 through the router.
+        spec = {"command": "python3", "args": ["-m", "http.server", "$PORT", "--bind", "127.0.0.1"],
+                "ports": [{"name": "http"}], "replicas": 1}
+        onboard = []
+        for i in range(RUNS):
+            started = time.monotonic()
+            api(base, token, "POST", "/api/v1/tenants/acme/applications", {"environment": "dev", "name": f"bench-{i}", "spec": spec})
+            wait_200(f"{router}/apps/acme/dev/bench-{i}/")
+            onboard.append(time.monotonic() - started)
+        onboard_s = statistics.median(onboard)
+
+        # kill -9 of the only instance to serving again.
+        heal = []
+        for i in range(RUNS):
+            pids = instance_pids(f"bench-{i}-")
+            pid = next(iter(pids))
+            started = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            while status(f"{router}/apps/acme/dev/bench-{i}/", timeout=1) == 200 and time.monotonic() - started < 2:
+                time.sleep(0.002)
+            wait_200(f"{router}/apps/acme/dev/bench-{i}/")
+            heal.append(time.monotonic() - started)
+        heal_s = statistics.median(heal)
+
+        # Throughput and p99: straight to the instance, then through the router.
+        port = next(iter(instance_pids("bench-0-").values()))[1]
+        direct = wrk(f"http://127.0.0.1:{port}/")
+        routed = wrk(f"{router}/apps/acme/dev/bench-0/")
+
+        # kill -9 of the control plane under 200 requests per second.
+        api(base, token, "PUT", "/api/v1/tenants/acme/environments/dev/applications/bench-0/replicas", {"replicas": 2})
+        while len(instance_pids("bench-0-")) < 2:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        results = {"ok": 0, "failed": 0}
+        stop = threading.Event()
+
+        def load():
+            url = f"{router}/apps/acme/dev/bench-0/"
+            next_at = time.monotonic()
+            while not stop.is_set():
+                next_at += 1 / 200
+                results["ok" if status(url, timeout=5) == 200 else "failed"] += 1
+                time.sleep(max(0.0, next_at - time.monotonic()))
+
+        threads = [threading.Thread(target=load) for _ in range(1)]
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        proc.kill()
+        proc.wait()
+        time.sleep(2)
+        proc, _ = start_platform(data, cport, rport, env)
+        time.sleep(3)
+        stop.set()
+        for t in threads:
+            t.join()
+        time.sleep(2)
+        instances = api(base, token, "GET", "/api/v1/tenants/acme/applications?environment=dev")
+        expected = 2 + (RUNS - 1) + 2  # bench-0 scaled to 2, the other benches 1, hello 2
+        running = len(instance_pids("bench-")) + len(instance_pids("hello-"))
+        agents = sum(1 for pid in filter(str.isdigit, os.listdir("/proc"))
+                     if b"agent\0--name\0node-1" in open(f"/proc/{pid}/cmdline", "rb").read()
+                     and data.encode() in open(f"/proc/{pid}/cmdline", "rb").read())
+
+        print(f"bare start to first 200 (median of {RUNS}): {bare_s*1000:.0f} ms")
+        print(f"onboarding request to first 200 through the router: {onboard_s*1000:.0f} ms -> ratio {onboard_s/bare_s:.2f} (aim <= 1.5)")
+        print(f"kill -9 of the only instance to serving again: {heal_s*1000:.0f} ms -> ratio {heal_s/bare_s:.2f} (aim <= 2)")
+        print(f"throughput direct {direct[0]:.0f} req/s, through the router {routed[0]:.0f} req/s -> ratio {routed[0]/direct[0]:.2f} (aim >= 0.5)")
+        print(f"p99 direct {direct[1]:.2f} ms, through the router {routed[1]:.2f} ms -> added {routed[1]-direct[1]:.2f} ms (aim <= 1 ms); non-2xx {direct[2]}/{routed[2]}")
+        print(f"control plane kill -9 under 200 req/s: {results['failed']} failed of {results['ok'] + results['failed']} (aim 0)")
+        print(f"after restart: {running} instance processes for {expected} wanted, {agents} agent(s) for node-1 (aim {expected} and 1)")
+        print(f"({len(instances['items'])} applications in acme/dev)")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+if __name__ == "__main__":
+    main()
