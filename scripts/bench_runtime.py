@@ -70,7 +70,7 @@ def start_platform(data, cport, rport, db_env):
 
 
 def wrk(url, host=None):
-    cmd = ["wrk", "-t2", "-c32", "-d8s", "--latency", url]
+    cmd = ["wrk", "-t2", "-c8", "-d8s", "--latency", url]
     if host:
         cmd[1:1] = ["-H", f"Host: {host}"]
     out = subprocess.run(cmd, capture_output=True, text=True).stdout

@@ -88,7 +88,7 @@ struct AgentArgs {
     /// The host the node's instances are reachable on.
     #[arg(long, env = "PAAS_NODE_ADDRESS", default_value = "127.0.0.1")]
     advertise: String,
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 200)]
     heartbeat_ms: u64,
     /// How long an instance keeps serving after leaving the route table.
     #[arg(long, default_value_t = 2000)]
@@ -110,7 +110,7 @@ struct RouterArgs {
     control_plane: String,
     #[arg(long, env = "PAAS_AGENT_TOKEN", hide_env_values = true)]
     token: String,
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 100)]
     refresh_ms: u64,
     /// A lock file that keeps a second router for the same platform from starting.
     #[arg(long)]

@@ -341,7 +341,12 @@ fn start(config: &AgentConfig, a: &Assignment) -> (Supervised, Option<u16>) {
     // An instance with a port and no readiness check is ready once the port accepts.
     let readiness = match (&spec.health.readiness, port) {
         (Some(check), _) => Some(probe(check)),
-        (None, Some(_)) => Some(Probe::new(ProbeTarget::Tcp)),
+        (None, Some(_)) => Some(Probe {
+            // A local connect is cheap: check often so the instance is ready the moment
+            // it listens.
+            period: Duration::from_millis(50),
+            ..Probe::new(ProbeTarget::Tcp)
+        }),
         (None, None) => None,
     };
     let restart = match spec.kind {
