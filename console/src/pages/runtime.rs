@@ -14,6 +14,7 @@ use platform_core::spec::PortProtocol;
 use platform_core::{CoreError, FieldError, templates};
 use serde::Deserialize;
 
+use super::tenant::access;
 use super::{
     FormErrors, Layout, PageError, form_errors, render, render_with_status, see_other,
     wants_fragment,
@@ -131,14 +132,6 @@ pub async fn live_panel(
         instances: instances.into_iter().map(InstanceView::from).collect(),
         events,
     })
-}
-
-async fn access(state: &AppState, auth: &PageAuth, slug: &str) -> Result<TenantAccess, PageError> {
-    state
-        .platform
-        .tenant(&auth.0.principal, slug)
-        .await
-        .map_err(|e| PageError::from(e).within(Layout::for_user(&auth.0, "Not found", "")))
 }
 
 #[derive(Template)]

@@ -24,7 +24,12 @@ use crate::state::AppState;
 
 const KINDS: [&str; 5] = ["service", "stateful", "job", "cronjob", "daemon"];
 
-async fn access(state: &AppState, auth: &PageAuth, slug: &str) -> Result<TenantAccess, PageError> {
+/// Proof of access to a tenant, or the not-found page in the user's frame.
+pub(super) async fn access(
+    state: &AppState,
+    auth: &PageAuth,
+    slug: &str,
+) -> Result<TenantAccess, PageError> {
     state
         .platform
         .tenant(&auth.0.principal, slug)

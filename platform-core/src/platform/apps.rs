@@ -206,16 +206,13 @@ impl Platform {
         if let Some(d) = description.as_deref().filter(|_| description_changed) {
             store::apps::set_description(&mut tx, app_id, d).await?;
         }
-        record(
+        audit_app(
             &mut tx,
-            access.principal(),
-            Audit {
-                tenant_id: Some(tenant_id),
-                action: "application.update",
-                target_kind: "application",
-                target: &format!("{environment}/{name}"),
-                details: json!({"revision": revision, "previous_revision": latest, "spec": spec_json}),
-            },
+            access,
+            "application.update",
+            environment,
+            name,
+            json!({"revision": revision, "previous_revision": latest, "spec": spec_json}),
         )
         .await?;
         let application = store::apps::find(&mut *tx, tenant_id, environment, name)
@@ -247,16 +244,13 @@ impl Platform {
             .await?
             .ok_or_else(|| CoreError::not_found("application", name))?;
         store::apps::soft_delete(&mut tx, application.id).await?;
-        record(
+        audit_app(
             &mut tx,
-            access.principal(),
-            Audit {
-                tenant_id: Some(tenant_id),
-                action: "application.delete",
-                target_kind: "application",
-                target: &format!("{environment}/{name}"),
-                details: json!({"last_revision": application.current_revision}),
-            },
+            access,
+            "application.delete",
+            environment,
+            name,
+            json!({"last_revision": application.current_revision}),
         )
         .await?;
         tx.commit().await?;
@@ -459,16 +453,13 @@ impl Platform {
             .await?;
         }
         store::runtime::set_replicas(&mut tx, application.id, Some(replicas as i32)).await?;
-        record(
+        audit_app(
             &mut tx,
-            access.principal(),
-            Audit {
-                tenant_id: Some(access.tenant().id),
-                action: "application.scale",
-                target_kind: "application",
-                target: &format!("{environment}/{name}"),
-                details: json!({"replicas": replicas, "previous": application.scaled_replicas}),
-            },
+            access,
+            "application.scale",
+            environment,
+            name,
+            json!({"replicas": replicas, "previous": application.scaled_replicas}),
         )
         .await?;
         tx.commit().await?;
@@ -501,16 +492,13 @@ impl Platform {
             .await
             .map_err(|e| CoreError::Internal(format!("the runtime refused: {e}")))?;
         let mut tx = self.pool.begin().await?;
-        record(
+        audit_app(
             &mut tx,
-            access.principal(),
-            Audit {
-                tenant_id: Some(access.tenant().id),
-                action: "application.restart",
-                target_kind: "application",
-                target: &format!("{environment}/{name}"),
-                details: json!({}),
-            },
+            access,
+            "application.restart",
+            environment,
+            name,
+            json!({}),
         )
         .await?;
         tx.commit().await?;
@@ -576,4 +564,27 @@ fn parse_stored_spec(row: &RevisionRow) -> Result<AppSpec, CoreError> {
             row.number
         ))
     })
+}
+
+/// Records a change to an application in the tenant's audit log.
+async fn audit_app(
+    tx: &mut sqlx::PgConnection,
+    access: &TenantAccess,
+    action: &str,
+    environment: &str,
+    name: &str,
+    details: serde_json::Value,
+) -> Result<(), CoreError> {
+    record(
+        tx,
+        access.principal(),
+        Audit {
+            tenant_id: Some(access.tenant().id),
+            action,
+            target_kind: "application",
+            target: &format!("{environment}/{name}"),
+            details,
+        },
+    )
+    .await
 }
