@@ -430,3 +430,91 @@ async fn killing_the_control_plane_drops_no_request_and_its_successor_adopts_eve
     successor.stop().await;
     assert_eq!(processes_mentioning(&marker.display().to_string()), 0);
 }
+
+#[tokio::test]
+async fn stateful_daemon_and_job_kinds_run_as_their_kind_says() {
+    let site = Site::new(&["--agents", "2", "--zones", "a,b"]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    // Stateful: ordinal names, and a data directory per ordinal that survives a restart.
+    dev.onboard(
+        "db",
+        json!({"kind": "stateful", "command": "sh", "args": ["-c", "echo start >> data.log; sleep 300"], "replicas": 2}),
+    )
+    .await;
+    let db = dev
+        .wait_instances("db", "two ordinals running", |i| {
+            i.len() == 2 && i.iter().all(|x| x["phase"] == "running")
+        })
+        .await;
+    let mut names: Vec<&str> = db.iter().filter_map(|i| i["name"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["db-0", "db-1"]);
+    let (status, _) = dev
+        .call(
+            reqwest::Method::POST,
+            "/environments/dev/applications/db/restart",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let node_of_0 = |instances: &[Value]| {
+        instances
+            .iter()
+            .find(|i| i["name"] == "db-0")
+            .and_then(|i| i["node"].as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let node = node_of_0(&dev.instances("db").await);
+        let log = site
+            .data_dir
+            .join("agents")
+            .join(&node)
+            .join("work/acme/dev/db/ordinal-0/data.log");
+        if std::fs::read_to_string(&log).is_ok_and(|l| l.lines().count() >= 2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ordinal 0 did not restart in its own data directory"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Daemon: one instance on every node.
+    dev.onboard(
+        "agent-sidecar",
+        json!({"kind": "daemon", "command": "sleep", "args": ["300"]}),
+    )
+    .await;
+    let daemons = dev
+        .wait_instances("agent-sidecar", "one per node", |i| {
+            i.len() == 2 && i.iter().all(|x| x["phase"] == "running")
+        })
+        .await;
+    let nodes: std::collections::BTreeSet<&str> =
+        daemons.iter().filter_map(|i| i["node"].as_str()).collect();
+    assert_eq!(nodes.len(), 2);
+
+    // Job: runs to completion and stays completed.
+    dev.onboard(
+        "migrate",
+        json!({"kind": "job", "command": "sh", "args": ["-c", "echo migrated"]}),
+    )
+    .await;
+    dev.wait_instances("migrate", "completion", |i| {
+        i.len() == 1 && i[0]["phase"] == "succeeded"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = dev.instances("migrate").await;
+    assert_eq!(
+        (after.len(), after[0]["restarts"].as_u64()),
+        (1, Some(0)),
+        "{after:#?}"
+    );
+    paas.stop().await;
+}
