@@ -439,8 +439,18 @@ impl Fleet {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
             }
         }
+        // Wait for every one of them, adopted ones included (they are not our children,
+        // so they are watched through /proc), so that no instance outlives `paas up`.
         for child in &mut self.children {
             let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while pids
+            .iter()
+            .any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

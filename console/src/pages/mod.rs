@@ -274,6 +274,11 @@ pub fn wants_fragment(req: &HttpRequest) -> bool {
     header("HX-Request") && !header("HX-Boosted")
 }
 
+/// The console path of an application's page.
+pub fn app_path(tenant: &str, environment: &str, name: &str) -> String {
+    format!("/t/{tenant}/environments/{environment}/apps/{name}")
+}
+
 /// A redirect after a successful form post (303, so the browser GETs the target).
 pub fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::tenant::access;
 use super::{
-    FormErrors, Layout, PageError, form_errors, render, render_with_status, see_other,
+    FormErrors, Layout, PageError, app_path, form_errors, render, render_with_status, see_other,
     wants_fragment,
 };
 use crate::session::PageAuth;
@@ -151,7 +151,7 @@ pub async fn live(
     let live = live_panel(&state, &access, &env, &name).await?;
     render(&LiveFragment {
         live,
-        base: format!("/t/{tenant}/environments/{env}/apps/{name}"),
+        base: app_path(&tenant, &env, &name),
     })
 }
 
@@ -296,11 +296,10 @@ pub async fn onboard(
         Err(e) => Err(e.into()),
     };
     match result {
-        Ok(detail) => Ok(see_other(&format!(
-            "/t/{}/environments/{}/apps/{}",
-            access.tenant().slug,
-            detail.application.environment,
-            detail.application.name
+        Ok(detail) => Ok(see_other(&app_path(
+            &access.tenant().slug,
+            &detail.application.environment,
+            &detail.application.name,
         ))),
         Err(e) => {
             let errors = form_errors(e)?;
@@ -380,7 +379,7 @@ pub async fn logs(
     };
     let page = LogsPage {
         layout: Layout::for_tenant(&auth.0, &access, format!("Logs of {instance}"), "apps"),
-        base: format!("/t/{tenant}/environments/{env}/apps/{name}"),
+        base: app_path(&tenant, &env, &name),
         app: name,
         instance,
         tail,

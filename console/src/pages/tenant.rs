@@ -16,7 +16,7 @@ use platform_core::spec::{AppSpec, HealthSpec, PortProtocol, PortSpec, Resources
 use serde::Deserialize;
 
 use super::{
-    FormErrors, Layout, PageError, form_errors, render, render_with_status, see_other,
+    FormErrors, Layout, PageError, app_path, form_errors, render, render_with_status, see_other,
     wants_fragment,
 };
 use crate::session::PageAuth;
@@ -353,11 +353,10 @@ pub async fn create_app(
         Err(e) => Err(e.into()),
     };
     match result {
-        Ok(detail) => Ok(see_other(&format!(
-            "/t/{}/environments/{}/apps/{}",
-            access.tenant().slug,
-            detail.application.environment,
-            detail.application.name
+        Ok(detail) => Ok(see_other(&app_path(
+            &access.tenant().slug,
+            &detail.application.environment,
+            &detail.application.name,
         ))),
         Err(e) => {
             let errors = form_errors(e)

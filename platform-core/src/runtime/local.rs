@@ -259,13 +259,13 @@ impl LocalRuntime {
         Ok(RouteTable { routes })
     }
 
+    /// Nodes with their load, counting `instances` (the workload's, already read).
     async fn node_loads(
         &self,
-        application_id: Uuid,
+        instances: &[InstanceRow],
         conn: &mut sqlx::PgConnection,
     ) -> Result<Vec<NodeLoad>, sqlx::Error> {
         let rows = store::runtime::nodes(&mut *conn).await?;
-        let instances = store::runtime::instances_of(&mut *conn, application_id).await?;
         let now = Utc::now();
         Ok(rows
             .into_iter()
@@ -323,7 +323,16 @@ fn transitions(before: &InstanceRow, now: &InstanceReport) -> Vec<(&'static str,
     if was == Phase::Pending && now.phase != Phase::Pending {
         events.push(("Started", format!("process started on {}", before.node)));
     }
-    if now.restarts > u32::try_from(before.restarts).unwrap_or(0) {
+    let restarted = now.restarts > u32::try_from(before.restarts).unwrap_or(0);
+    // A first crash is restarted at once, so a report may never show the back-off
+    // phase; the restart count still proves the crash, which must not go unrecorded.
+    if restarted && was != Phase::BackOff && now.phase != Phase::BackOff {
+        events.push((
+            "Crashed",
+            "the process exited and was restarted at once".to_owned(),
+        ));
+    }
+    if restarted {
         events.push((
             "Restarted",
             format!("restarted (restart #{})", now.restarts),
@@ -380,7 +389,6 @@ fn instance_name(
 #[async_trait::async_trait]
 impl Runtime for LocalRuntime {
     async fn apply(&self, workload: &Workload) -> Result<(), RuntimeError> {
-        let unavailable = |e: sqlx::Error| RuntimeError::Unavailable(e.to_string());
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let key = &workload.key;
         let (app_id, tenant_id) =
@@ -395,7 +403,7 @@ impl Runtime for LocalRuntime {
             .await
             .map_err(unavailable)?;
         let mut nodes = self
-            .node_loads(app_id, &mut tx)
+            .node_loads(&existing, &mut tx)
             .await
             .map_err(unavailable)?;
         // Instances on a node that stopped heartbeating are lost: they are replaced on
@@ -567,7 +575,6 @@ impl Runtime for LocalRuntime {
     }
 
     async fn remove(&self, key: &WorkloadKey) -> Result<(), RuntimeError> {
-        let unavailable = |e: sqlx::Error| RuntimeError::Unavailable(e.to_string());
         let Some(app_id) =
             store::runtime::application_id(&self.pool, &key.tenant, &key.environment, &key.app)
                 .await
@@ -590,7 +597,6 @@ impl Runtime for LocalRuntime {
     }
 
     async fn instances(&self, key: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError> {
-        let unavailable = |e: sqlx::Error| RuntimeError::Unavailable(e.to_string());
         let Some(app_id) =
             store::runtime::application_id(&self.pool, &key.tenant, &key.environment, &key.app)
                 .await
@@ -652,7 +658,6 @@ impl Runtime for LocalRuntime {
         tail: usize,
     ) -> Result<Vec<String>, RuntimeError> {
         // Logs stay on the node that wrote them; they are read from its agent.
-        let unavailable = |e: sqlx::Error| RuntimeError::Unavailable(e.to_string());
         let not_found = || RuntimeError::NotFound {
             kind: "instance",
             name: instance.to_owned(),
@@ -706,6 +711,10 @@ impl Runtime for LocalRuntime {
             .await
             .map_err(|e| RuntimeError::Other(e.to_string()))
     }
+}
+
+fn unavailable(e: sqlx::Error) -> RuntimeError {
+    RuntimeError::Unavailable(e.to_string())
 }
 
 fn charge(nodes: &mut [NodeLoad], name: &str, request: Resources) {
