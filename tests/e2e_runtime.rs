@@ -518,3 +518,91 @@ async fn stateful_daemon_and_job_kinds_run_as_their_kind_says() {
     );
     paas.stop().await;
 }
+
+#[tokio::test]
+async fn a_cron_job_runs_on_its_schedule_keeps_a_bounded_history_and_never_overlaps() {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    // Every two seconds, a run that finishes at once.
+    dev.onboard(
+        "tick",
+        json!({"kind": "cronjob", "schedule": "*/2 * * * * *", "command": "sh", "args": ["-c", "echo tick"]}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, events) = dev
+            .call(
+                reqwest::Method::GET,
+                "/environments/dev/applications/tick/events",
+                None,
+            )
+            .await;
+        let completed = events["items"].as_array().map_or(0, |e| {
+            e.iter().filter(|x| x["reason"] == "Completed").count()
+        });
+        if completed >= 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fewer than 5 runs: {events:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Old runs are forgotten: at most the history and the run in progress remain.
+    let instances: Vec<Value> = dev
+        .instances("tick")
+        .await
+        .into_iter()
+        .filter(|i| i["phase"] != "stopping")
+        .collect();
+    assert!(instances.len() <= 3, "history not bounded: {instances:#?}");
+    assert!(
+        instances
+            .iter()
+            .filter(|i| i["phase"] == "succeeded")
+            .count()
+            >= 2
+    );
+
+    // A run longer than the period is not started twice: the next tick is skipped.
+    dev.onboard(
+        "slow",
+        json!({"kind": "cronjob", "schedule": "* * * * * *", "command": "sleep", "args": ["30"]}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, events) = dev
+            .call(
+                reqwest::Method::GET,
+                "/environments/dev/applications/slow/events",
+                None,
+            )
+            .await;
+        if events["items"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x["reason"] == "Skipped"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no skipped tick: {events:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let running = dev.instances("slow").await;
+    assert_eq!(running.len(), 1, "{running:#?}");
+
+    // Stopping the application suspends the schedule and stops the run.
+    let (status, _) = dev
+        .call(
+            reqwest::Method::POST,
+            "/environments/dev/applications/slow/stop",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    dev.wait_instances("slow", "the run stopped", <[Value]>::is_empty)
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(dev.instances("slow").await.is_empty());
+    paas.stop().await;
+}

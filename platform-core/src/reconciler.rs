@@ -158,8 +158,8 @@ pub fn shapes(
             };
             vec![shape(current, spec, slots)]
         }
-        // Cron jobs are started by the scheduler at their times, not kept running.
-        WorkloadKind::Cronjob => vec![shape(current, spec, Slots::Count(0))],
+        // A cron job's runs are started by its schedule; the count is each run's size.
+        WorkloadKind::Cronjob => vec![shape(current, spec, Slots::Count(replicas))],
         WorkloadKind::Stateful => stateful_shapes(current, spec, replicas, &live),
         WorkloadKind::Service | WorkloadKind::Job => {
             let new_ready = live
@@ -355,9 +355,10 @@ mod tests {
     }
 
     #[test]
-    fn daemons_run_everywhere_and_cron_jobs_wait_for_their_schedule() {
+    fn daemons_run_everywhere_and_cron_jobs_size_their_runs() {
         check(WorkloadKind::Daemon, 1, &[], &[(2, Slots::EveryNode)]);
-        check(WorkloadKind::Cronjob, 1, &[], &[(2, Slots::Count(0))]);
+        check(WorkloadKind::Cronjob, 1, &[], &[(2, Slots::Count(1))]);
+        check(WorkloadKind::Cronjob, 0, &[], &[(2, Slots::Count(0))]);
         check(
             WorkloadKind::Job,
             1,

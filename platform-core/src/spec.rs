@@ -360,23 +360,40 @@ fn is_env_key(key: &str) -> bool {
     first_ok && key.len() <= 256 && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// Accepts cron expressions of six fields (with seconds, as tokio-cron-scheduler reads
-/// them) or five (classic). Each field is `*`, a number, a range, a list or a step.
-fn check_cron(expr: &str) -> Result<(), FieldError> {
+/// A cron expression with seconds, the form the scheduler reads: five-field (classic)
+/// expressions run at second 0.
+pub fn normalized_schedule(expr: &str) -> String {
     let fields: Vec<&str> = expr.split_whitespace().collect();
-    let shape_ok = matches!(fields.len(), 5 | 6)
-        && fields.iter().all(|f| {
-            f.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/' | '?'))
-        });
-    if shape_ok {
-        Ok(())
+    if fields.len() == 5 {
+        format!("0 {}", fields.join(" "))
     } else {
-        Err(FieldError::new(
-            "schedule",
-            "must be a cron expression of 5 or 6 fields, e.g. '0 */5 * * * *'",
-        ))
+        fields.join(" ")
     }
+}
+
+/// The parser the local scheduler uses (seconds required, day-of-month and day-of-week
+/// both matched), so a schedule that validates is one that runs.
+pub fn parse_schedule(expr: &str) -> Result<croner::Cron, FieldError> {
+    let fields = expr.split_whitespace().count();
+    let invalid = |why: String| {
+        FieldError::new(
+            "schedule",
+            format!("must be a cron expression of 5 or 6 fields, e.g. '*/5 * * * *' ({why})"),
+        )
+    };
+    if !matches!(fields, 5 | 6) || expr.len() > 200 {
+        return Err(invalid(format!("{fields} fields")));
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(&normalized_schedule(expr))
+        .map_err(|e| invalid(e.to_string()))
+}
+
+fn check_cron(expr: &str) -> Result<(), FieldError> {
+    parse_schedule(expr).map(|_| ())
 }
 
 #[cfg(test)]
@@ -440,6 +457,18 @@ mod tests {
             json!({"command": "web", "kind": "cronjob", "schedule": "0 * * * *"}),
             Ok(()),
         );
+        check(
+            json!({"command": "web", "kind": "cronjob", "schedule": "*/2 * * * * *"}),
+            Ok(()),
+        );
+        for bad in ["* * *", "61 * * * *", "every minute", "* * * * * * * *"] {
+            let got =
+                spec(json!({"command": "web", "kind": "cronjob", "schedule": bad})).validate();
+            assert!(
+                got.as_ref().is_err_and(|e| e.field == "spec.schedule"),
+                "{bad}: {got:?}"
+            );
+        }
         check(
             json!({"command": "web", "schedule": "0 * * * *"}),
             Err(("spec.schedule", "is only allowed for a cronjob")),

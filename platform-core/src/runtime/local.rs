@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::cron::{CronRun, CronTable};
 use super::{
     Instance, Node, Phase, Placement, Runtime, RuntimeError, Slots, Workload, WorkloadKey,
 };
@@ -116,6 +117,8 @@ pub struct LocalRuntime {
     /// When this control plane started: nodes are not judged lost until it has been up
     /// long enough to have heard from them.
     started: std::time::Instant,
+    /// The schedules of cron workloads.
+    cron: std::sync::Arc<CronTable>,
 }
 
 impl LocalRuntime {
@@ -129,6 +132,7 @@ impl LocalRuntime {
             agent_token,
             http,
             started: std::time::Instant::now(),
+            cron: std::sync::Arc::default(),
         }
     }
 
@@ -259,37 +263,194 @@ impl LocalRuntime {
         Ok(RouteTable { routes })
     }
 
-    /// Nodes with their load, counting `instances` (the workload's, already read).
-    async fn node_loads(
-        &self,
-        instances: &[InstanceRow],
-        conn: &mut sqlx::PgConnection,
-    ) -> Result<Vec<NodeLoad>, sqlx::Error> {
-        let rows = store::runtime::nodes(&mut *conn).await?;
-        let now = Utc::now();
-        Ok(rows
+    /// A cron workload: its schedule, its finished runs' history, and on suspension
+    /// its active run.
+    async fn apply_cron(&self, workload: &Workload) -> Result<(), RuntimeError> {
+        let key = &workload.key;
+        let current = workload.revisions.iter().max_by_key(|r| r.revision);
+        let parallelism = match current.map(|r| &r.slots) {
+            Some(Slots::Count(n)) => *n,
+            _ => 0,
+        };
+        let run = current.filter(|_| parallelism > 0).map(|shape| CronRun {
+            key: key.clone(),
+            shape: shape.clone(),
+            parallelism,
+            placement: workload.placement.clone(),
+        });
+        self.cron.sync(key, run, &self.pool).await?;
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let Some((app_id, _)) =
+            store::runtime::lock_application(&mut tx, &key.tenant, &key.environment, &key.app)
+                .await
+                .map_err(unavailable)?
+        else {
+            return Err(RuntimeError::NotFound {
+                kind: "application",
+                name: key.to_string(),
+            });
+        };
+        let existing: Vec<InstanceRow> = store::runtime::instances_of(&mut *tx, app_id)
+            .await
+            .map_err(unavailable)?
             .into_iter()
-            .map(|n| NodeLoad {
-                workload_instances: instances
-                    .iter()
-                    .filter(|i| i.node == n.name && i.desired == "run")
-                    .count() as u32,
-                labels: serde_json::from_value(n.labels).unwrap_or_default(),
-                capacity: Resources {
-                    cpu_millis: u32::try_from(n.cpu_millis).unwrap_or(0),
-                    memory_mib: u32::try_from(n.memory_mib).unwrap_or(0),
-                },
-                requested: Resources {
-                    cpu_millis: u32::try_from(n.cpu_requested).unwrap_or(u32::MAX),
-                    memory_mib: u32::try_from(n.memory_requested).unwrap_or(u32::MAX),
-                },
-                healthy: (now - n.last_heartbeat)
-                    .to_std()
-                    .map_or(true, |age| age < NODE_TIMEOUT),
-                name: n.name,
-            })
-            .collect())
+            .filter(|i| i.desired == "run")
+            .collect();
+        let mut to_stop = beyond_history(&existing, parallelism);
+        if parallelism == 0 {
+            to_stop.extend(existing.iter().filter(|i| !is_finished(i)).map(|i| i.id));
+        }
+        store::runtime::mark_stop(&mut tx, &to_stop)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
     }
+}
+
+/// How many finished runs of a cron job are kept (with their logs).
+pub const CRON_HISTORY: usize = 3;
+
+fn is_finished(i: &InstanceRow) -> bool {
+    matches!(i.phase.as_str(), "succeeded" | "failed")
+}
+
+/// The finished instances of a cron workload older than its kept history.
+fn beyond_history(instances: &[InstanceRow], parallelism: u32) -> Vec<Uuid> {
+    let mut finished: Vec<&InstanceRow> = instances
+        .iter()
+        .filter(|i| i.desired == "run" && is_finished(i))
+        .collect();
+    finished.sort_by_key(|i| std::cmp::Reverse(i.created_at));
+    let keep = CRON_HISTORY * parallelism.max(1) as usize;
+    finished.iter().skip(keep).map(|i| i.id).collect()
+}
+
+/// Places one run of a cron workload, unless the previous one is still active.
+pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), RuntimeError> {
+    let key = &run.key;
+    let mut tx = pool.begin().await.map_err(unavailable)?;
+    let (app_id, tenant_id) =
+        store::runtime::lock_application(&mut tx, &key.tenant, &key.environment, &key.app)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "application",
+                name: key.to_string(),
+            })?;
+    let existing = store::runtime::instances_of(&mut *tx, app_id)
+        .await
+        .map_err(unavailable)?;
+    let active = existing
+        .iter()
+        .find(|i| i.desired == "run" && !is_finished(i));
+    if let Some(active) = active {
+        store::runtime::append_event(
+            &mut tx,
+            app_id,
+            Some(&active.name),
+            "Skipped",
+            "scheduled run skipped: the previous run is still active",
+        )
+        .await
+        .map_err(unavailable)?;
+        return tx.commit().await.map_err(unavailable);
+    }
+    // This run will push one more into the history: keep room for it.
+    let parallelism = run.parallelism.max(1) as usize;
+    let mut kept: Vec<&InstanceRow> = existing.iter().filter(|i| i.desired == "run").collect();
+    kept.sort_by_key(|i| std::cmp::Reverse(i.created_at));
+    let forget: Vec<Uuid> = kept
+        .iter()
+        .skip((CRON_HISTORY - 1) * parallelism)
+        .map(|i| i.id)
+        .collect();
+    store::runtime::mark_stop(&mut tx, &forget)
+        .await
+        .map_err(unavailable)?;
+    let mut nodes = node_loads(&existing, &mut tx).await.map_err(unavailable)?;
+    let request = run.shape.spec.resources;
+    for _ in 0..run.parallelism {
+        let node = match choose(&nodes, &run.placement, request) {
+            Ok(node) => node.name.clone(),
+            Err(e) => {
+                store::runtime::append_event(
+                    &mut tx,
+                    app_id,
+                    None,
+                    "Unschedulable",
+                    &format!("scheduled run not placed: {e}"),
+                )
+                .await
+                .map_err(unavailable)?;
+                break;
+            }
+        };
+        charge(&mut nodes, &node, request);
+        let name = instance_name(
+            &key.app,
+            run.shape.revision,
+            None,
+            WorkloadKind::Cronjob,
+            &node,
+        );
+        let new = NewInstance {
+            application_id: app_id,
+            tenant_id,
+            revision: run.shape.revision,
+            ordinal: None,
+            name: &name,
+            node: &node,
+            cpu_request: i32::try_from(request.cpu_millis).unwrap_or(i32::MAX),
+            memory_request: i32::try_from(request.memory_mib).unwrap_or(i32::MAX),
+        };
+        store::runtime::insert_instance(&mut tx, new)
+            .await
+            .map_err(unavailable)?;
+        store::runtime::append_event(
+            &mut tx,
+            app_id,
+            Some(&name),
+            "Scheduled",
+            &format!(
+                "scheduled run of revision {} placed on {node}",
+                run.shape.revision
+            ),
+        )
+        .await
+        .map_err(unavailable)?;
+    }
+    tx.commit().await.map_err(unavailable)
+}
+
+/// Nodes with their load, counting `instances` (the workload's, already read).
+async fn node_loads(
+    instances: &[InstanceRow],
+    conn: &mut sqlx::PgConnection,
+) -> Result<Vec<NodeLoad>, sqlx::Error> {
+    let rows = store::runtime::nodes(&mut *conn).await?;
+    let now = Utc::now();
+    Ok(rows
+        .into_iter()
+        .map(|n| NodeLoad {
+            workload_instances: instances
+                .iter()
+                .filter(|i| i.node == n.name && i.desired == "run")
+                .count() as u32,
+            labels: serde_json::from_value(n.labels).unwrap_or_default(),
+            capacity: Resources {
+                cpu_millis: u32::try_from(n.cpu_millis).unwrap_or(0),
+                memory_mib: u32::try_from(n.memory_mib).unwrap_or(0),
+            },
+            requested: Resources {
+                cpu_millis: u32::try_from(n.cpu_requested).unwrap_or(u32::MAX),
+                memory_mib: u32::try_from(n.memory_requested).unwrap_or(u32::MAX),
+            },
+            healthy: (now - n.last_heartbeat)
+                .to_std()
+                .map_or(true, |age| age < NODE_TIMEOUT),
+            name: n.name,
+        })
+        .collect())
 }
 
 fn phase_name(phase: Phase) -> &'static str {
@@ -389,6 +550,9 @@ fn instance_name(
 #[async_trait::async_trait]
 impl Runtime for LocalRuntime {
     async fn apply(&self, workload: &Workload) -> Result<(), RuntimeError> {
+        if workload.kind == WorkloadKind::Cronjob {
+            return self.apply_cron(workload).await;
+        }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let key = &workload.key;
         let (app_id, tenant_id) =
@@ -402,10 +566,7 @@ impl Runtime for LocalRuntime {
         let existing = store::runtime::instances_of(&mut *tx, app_id)
             .await
             .map_err(unavailable)?;
-        let mut nodes = self
-            .node_loads(&existing, &mut tx)
-            .await
-            .map_err(unavailable)?;
+        let mut nodes = node_loads(&existing, &mut tx).await.map_err(unavailable)?;
         // Instances on a node that stopped heartbeating are lost: they are replaced on
         // healthy nodes, and stopped if their node ever comes back. A control plane that
         // just started gives nodes time to report first.
@@ -575,6 +736,7 @@ impl Runtime for LocalRuntime {
     }
 
     async fn remove(&self, key: &WorkloadKey) -> Result<(), RuntimeError> {
+        self.cron.sync(key, None, &self.pool).await?;
         let Some(app_id) =
             store::runtime::application_id(&self.pool, &key.tenant, &key.environment, &key.app)
                 .await

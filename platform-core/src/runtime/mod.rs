@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 
 use crate::spec::{AppSpec, Resources, WorkloadKind};
 
+mod cron;
 pub mod local;
 
 /// Which application a workload is: tenant, environment and name.
@@ -37,7 +38,8 @@ impl fmt::Display for WorkloadKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Slots {
-    /// Interchangeable instances (services, jobs).
+    /// Interchangeable instances (services, jobs). For a cron job, the instances each
+    /// scheduled run starts; zero suspends the schedule.
     Count(u32),
     /// Stateful instances with stable identities: exactly these ordinals run this
     /// revision (an in-place upgrade moves ordinals from one revision to the next).
