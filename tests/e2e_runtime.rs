@@ -606,3 +606,93 @@ async fn a_cron_job_runs_on_its_schedule_keeps_a_bounded_history_and_never_overl
     assert!(dev.instances("slow").await.is_empty());
     paas.stop().await;
 }
+
+#[tokio::test]
+async fn an_uploaded_package_is_unpacked_and_run_and_a_non_archive_is_refused() {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    // A package: a start script and the page it serves, made with the system's tar.
+    let src = std::env::temp_dir().join(format!("paas-e2e-pkg-{}", uuid::Uuid::new_v4().simple()));
+    must(std::fs::create_dir_all(src.join("site")));
+    must(std::fs::write(
+        src.join("site/index.html"),
+        "served from an uploaded package\n",
+    ));
+    must(std::fs::write(
+        src.join("run.sh"),
+        "#!/bin/sh\nexec python3 -m http.server \"$PORT\" --bind 127.0.0.1 --directory site\n",
+    ));
+    let archive = src.with_extension("tar.gz");
+    // tar keeps the mode: the script is executable once unpacked.
+    must(std::fs::set_permissions(
+        src.join("run.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    ));
+    let made = must(
+        std::process::Command::new("tar")
+            .arg("czf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&src)
+            .args(["run.sh", "site"])
+            .status(),
+    );
+    assert!(made.success());
+    let upload = |body: Vec<u8>| {
+        dev.http
+            .post(format!(
+                "{}/api/v1/tenants/acme/packages?filename=site.tar.gz",
+                dev.base
+            ))
+            .bearer_auth(&dev.token)
+            .header("content-type", "application/gzip")
+            .body(body)
+            .send()
+    };
+    let response = must(upload(must(std::fs::read(&archive))).await);
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let package: Value = must(response.json().await);
+    let digest = package["digest"].as_str().unwrap_or_default().to_owned();
+    assert!(digest.starts_with("sha256:"), "{package}");
+    assert_eq!(package["files"], 2);
+
+    dev.onboard(
+        "packaged",
+        json!({"command": "./run.sh", "package": digest, "ports": [{"name": "http"}]}),
+    )
+    .await;
+    wait_for_200(&format!("{}/apps/acme/dev/packaged/", site.router())).await;
+    let page = must(
+        must(reqwest::get(format!("{}/apps/acme/dev/packaged/", site.router())).await)
+            .text()
+            .await,
+    );
+    assert_eq!(page, "served from an uploaded package\n");
+
+    // What is not an archive is refused at the door, naming the field.
+    let response = must(upload(b"just some text, certainly not a tarball".to_vec()).await);
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error: Value = must(response.json().await);
+    assert_eq!(error["field"], "package", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not a tar"),
+        "{error}"
+    );
+    // A spec naming a package nobody uploaded is refused too.
+    let (status, error) = dev
+        .call(
+            reqwest::Method::POST,
+            "/applications",
+            Some(json!({"environment": "dev", "name": "ghost", "spec": {"command": "./run.sh", "package": format!("sha256:{}", "0".repeat(64))}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error["field"], "spec.package", "{error}");
+    let _ = std::fs::remove_dir_all(&src);
+    let _ = std::fs::remove_file(&archive);
+    paas.stop().await;
+}

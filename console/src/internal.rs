@@ -17,7 +17,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .app_data(web::PayloadConfig::new(4 * 1024 * 1024))
             .route("/nodes", web::post().to(register))
             .route("/nodes/{name}/heartbeat", web::post().to(heartbeat))
-            .route("/routes", web::get().to(routes)),
+            .route("/routes", web::get().to(routes))
+            .route("/packages/{digest}", web::get().to(package)),
     );
 }
 
@@ -108,4 +109,28 @@ async fn routes(
         .await
         .map(Json)
         .map_err(|e| platform_core::CoreError::from(e).into())
+}
+
+/// A package archive's bytes, for an agent about to start an instance that runs it.
+async fn package(
+    state: Data<AppState>,
+    req: HttpRequest,
+    path: Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    if !platform_core::package::is_digest(&path) {
+        return Err(ApiError::not_found("package"));
+    }
+    let runtime = state
+        .local_runtime
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("the internal API"))?;
+    let bytes = runtime
+        .package(&path)
+        .await
+        .map_err(platform_core::CoreError::from)?
+        .ok_or_else(|| ApiError::not_found("package"))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(bytes))
 }

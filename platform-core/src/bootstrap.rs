@@ -122,6 +122,7 @@ impl Platform {
         {
             {
                 let spec = AppSpec {
+                    package: None,
                     kind: WorkloadKind::Service,
                     command: "python3".to_owned(),
                     args: vec![

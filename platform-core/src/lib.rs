@@ -13,6 +13,7 @@ pub mod error;
 pub mod manifest;
 pub mod model;
 pub mod names;
+pub mod package;
 pub mod placement;
 pub mod platform;
 pub mod quota;

@@ -189,3 +189,15 @@ pub struct AuditFilter {
     /// At most this many entries (1 to 200, default 50).
     pub limit: Option<i64>,
 }
+
+/// An uploaded package archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Package {
+    /// `sha256:<hex>`: what a spec's `package` names.
+    pub digest: String,
+    pub filename: String,
+    pub size_bytes: i64,
+    /// Regular files in the archive.
+    pub files: i32,
+    pub uploaded_at: DateTime<Utc>,
+}

@@ -204,6 +204,11 @@ pub struct AppSpec {
     pub command: String,
     #[serde(default)]
     pub args: Vec<String>,
+    /// An uploaded package archive (`sha256:<hex>`) unpacked into the instance's
+    /// working directory before the command starts; a relative command (`./run.sh`)
+    /// is found there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default = "default_replicas")]
@@ -245,6 +250,14 @@ impl AppSpec {
             return Err(FieldError::new(
                 "command",
                 "must be at most 1024 bytes with no NUL",
+            ));
+        }
+        if let Some(package) = &self.package
+            && !crate::package::is_digest(package)
+        {
+            return Err(FieldError::new(
+                "package",
+                "must be a package digest 'sha256:<64 hex digits>' as returned by the upload",
             ));
         }
         if self.args.len() > Self::MAX_ARGS {

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod apps;
 pub mod auth;
 pub mod openapi;
+pub mod packages;
 pub mod tenants;
 
 use std::future::Future;
@@ -192,6 +193,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::post().to(apps::action),
             )
             .route("/tenants/{tenant}/quota", web::get().to(tenants::quota))
+            .service(
+                web::resource("/tenants/{tenant}/packages")
+                    .app_data(web::PayloadConfig::new(
+                        platform_core::package::MAX_ARCHIVE_BYTES,
+                    ))
+                    .route(web::post().to(packages::upload))
+                    .route(web::get().to(packages::list)),
+            )
             .service(
                 web::resource("/tenants/{tenant}/manifests")
                     .app_data(web::PayloadConfig::new(256 * 1024))

@@ -4,7 +4,7 @@ use actix_web::web::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, apps, auth, tenants};
+use super::{admin, apps, auth, packages, tenants};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -13,14 +13,14 @@ use super::{admin, apps, auth, tenants};
         auth::issue_token, auth::me,
         tenants::my_tenants, tenants::get_tenant, tenants::list_environments, tenants::create_environment,
         tenants::list_members, tenants::set_member, tenants::remove_member, tenants::audit,
-        apps::list, apps::create, apps::get, apps::update, apps::delete, apps::revisions, apps::instances, apps::events, apps::action, apps::scale, apps::logs, apps::apply_manifests, tenants::quota, admin::set_quota,
+        apps::list, apps::create, apps::get, apps::update, apps::delete, apps::revisions, apps::instances, apps::events, apps::action, apps::scale, apps::logs, apps::apply_manifests, packages::upload, packages::list, tenants::quota, admin::set_quota,
         admin::list_tenants, admin::create_tenant, admin::list_users, admin::create_user, admin::update_user,
         admin::audit, admin::rotate_keys,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Tokens and identity"),
-        (name = "tenants"), (name = "environments"), (name = "members"), (name = "applications"), (name = "audit"),
+        (name = "tenants"), (name = "environments"), (name = "members"), (name = "applications"), (name = "packages", description = "Package archives the local runtime unpacks and runs"), (name = "audit"),
         (name = "admin", description = "Platform administration"),
     )
 )]
@@ -64,6 +64,6 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), count, "duplicate operationIds");
-        assert_eq!(count, 31, "documented operations: {ids:?}");
+        assert_eq!(count, 33, "documented operations: {ids:?}");
     }
 }

@@ -261,6 +261,7 @@ impl AppForm {
             env.insert(key.trim().to_owned(), value.to_owned());
         }
         let spec = AppSpec {
+            package: None,
             kind: WorkloadKind::parse(&self.kind).map_err(|e| e.under("spec"))?,
             command: self.command.trim().to_owned(),
             args: self

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::agent_api::LogIndex;
 use crate::logs::LogFile;
+use crate::package::PackageSource;
 use crate::probe::{Probe, ProbeTarget};
 use crate::supervisor::{Backoff, InstanceConfig, RestartPolicy, Supervised};
 
@@ -366,6 +367,12 @@ fn start(config: &AgentConfig, a: &Assignment) -> (Supervised, Option<u16>) {
         restart,
         backoff: Backoff::default(),
         grace: config.grace,
+        package: spec.package.as_ref().map(|digest| PackageSource {
+            digest: digest.clone(),
+            control_plane: config.control_plane.clone(),
+            token: config.token.clone(),
+            cache_dir: config.state_dir.join("packages"),
+        }),
     });
     (instance, port)
 }

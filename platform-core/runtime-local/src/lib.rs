@@ -10,6 +10,7 @@ pub mod agent;
 pub mod agent_api;
 pub mod lock;
 pub mod logs;
+pub mod package;
 pub mod probe;
 pub mod router;
 pub mod supervisor;

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::logs::LogFile;
+use crate::package::{InstallError, PackageSource};
 use crate::probe::{Probe, ProbeState};
 use crate::usage::UsageSampler;
 
@@ -90,6 +91,8 @@ pub struct InstanceConfig {
     pub backoff: Backoff,
     /// How long a stopping process gets between SIGTERM and SIGKILL.
     pub grace: Duration,
+    /// A package archive unpacked into `workdir` before the first start.
+    pub package: Option<PackageSource>,
 }
 
 /// What the supervisor observes.
@@ -197,6 +200,11 @@ async fn supervise(
         .pool_max_idle_per_host(0)
         .build()
         .unwrap_or_default();
+    if let Some(source) = &config.package
+        && !install(&config, source, &tx, &mut stop, &http).await
+    {
+        return;
+    }
     let mut failures_in_row = 0_u32;
     loop {
         if *stop.borrow() {
@@ -312,6 +320,54 @@ async fn supervise(
     }
 }
 
+/// Installs the package, retrying while the control plane is unreachable. False when
+/// the instance must not start: stopped meanwhile, or an archive that can never work
+/// (then the instance is `Failed` with the reason until it is stopped).
+async fn install(
+    config: &InstanceConfig,
+    source: &PackageSource,
+    tx: &watch::Sender<Status>,
+    stop: &mut watch::Receiver<bool>,
+    http: &reqwest::Client,
+) -> bool {
+    update(tx, |s| {
+        s.phase = Phase::Starting;
+        s.message = Some(format!("installing package {}", source.digest));
+    });
+    loop {
+        let result = tokio::select! {
+            r = source.install(http, &config.workdir) => r,
+            () = stopped(stop) => {
+                update(tx, finish_stopped);
+                return false;
+            }
+        };
+        match result {
+            Ok(()) => return true,
+            Err(InstallError::Invalid(why)) => {
+                config.log.note(&why).await;
+                update(tx, |s| {
+                    s.phase = Phase::Failed;
+                    s.message = Some(why);
+                });
+                stopped(stop).await;
+                update(tx, finish_stopped);
+                return false;
+            }
+            Err(InstallError::Unavailable(why)) => {
+                update(tx, |s| {
+                    s.phase = Phase::BackOff;
+                    s.message = Some(format!("{why}; retrying in 2s"));
+                });
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    () = stopped(stop) => {}
+                }
+            }
+        }
+    }
+}
+
 /// Resolves once a stop has been asked for (without holding the channel's lock).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
@@ -345,7 +401,13 @@ fn spawn(config: &InstanceConfig) -> Result<Child, String> {
             config.workdir.display()
         )
     })?;
-    let mut command = Command::new(&config.command);
+    // A relative path names a file of the instance's own directory (its package).
+    let program = if config.command.contains('/') && !config.command.starts_with('/') {
+        config.workdir.join(&config.command)
+    } else {
+        PathBuf::from(&config.command)
+    };
+    let mut command = Command::new(&program);
     command
         .args(&config.args)
         .env_clear()

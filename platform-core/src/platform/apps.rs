@@ -40,6 +40,7 @@ impl Platform {
         input: NewApplication,
     ) -> Result<ApplicationDetail, CoreError> {
         input.spec.validate()?;
+        self.check_package(access, &input.spec).await?;
         let env = self
             .environment_for_change(access, input.environment.as_str())
             .await?;
@@ -155,6 +156,7 @@ impl Platform {
         description: Option<String>,
     ) -> Result<ApplicationDetail, CoreError> {
         spec.validate()?;
+        self.check_package(access, &spec).await?;
         let env = self.environment(access, environment).await?;
         access.require(
             Permission::ChangeApps {

@@ -4,6 +4,7 @@
 
 mod apps;
 mod auth;
+mod packages;
 pub(crate) mod tenancy;
 mod users;
 

@@ -242,6 +242,11 @@ impl LocalRuntime {
         Ok(Assignments { instances })
     }
 
+    /// A package archive's bytes, for an agent to unpack.
+    pub async fn package(&self, digest: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        store::packages::content(&self.pool, digest).await
+    }
+
     /// The route table: every application with at least one ready instance.
     pub async fn routes(&self) -> Result<RouteTable, sqlx::Error> {
         let mut routes: Vec<Route> = Vec::new();

@@ -7,6 +7,7 @@
 pub mod apps;
 pub mod audit;
 pub mod keys;
+pub mod packages;
 pub mod runtime;
 pub mod tenants;
 pub mod users;
