@@ -67,6 +67,23 @@ pub struct Resources {
     pub memory_mib: u32,
 }
 
+/// Hard ceilings for one instance. Unset means no ceiling on the local runtime; on
+/// Kubernetes the memory ceiling defaults to the request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u32>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        self.cpu_millis.is_none() && self.memory_mib.is_none()
+    }
+}
+
 fn default_cpu() -> u32 {
     100
 }
@@ -213,8 +230,13 @@ pub struct AppSpec {
     pub env: BTreeMap<String, String>,
     #[serde(default = "default_replicas")]
     pub replicas: u32,
+    /// What an instance is guaranteed (placement counts these).
     #[serde(default)]
     pub resources: Resources,
+    /// What an instance may never exceed (cgroups on the local runtime when the node
+    /// has them).
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
     /// A cron expression; required for `cronjob`, refused for every other kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
@@ -317,6 +339,22 @@ impl AppSpec {
             return Err(FieldError::new(
                 "resources.memory_mib",
                 "must be between 16 and 262144",
+            ));
+        }
+        if let Some(cpu) = self.limits.cpu_millis
+            && !(self.resources.cpu_millis..=64_000).contains(&cpu)
+        {
+            return Err(FieldError::new(
+                "limits.cpu_millis",
+                "must be at least resources.cpu_millis and at most 64000",
+            ));
+        }
+        if let Some(memory) = self.limits.memory_mib
+            && !(self.resources.memory_mib..=262_144).contains(&memory)
+        {
+            return Err(FieldError::new(
+                "limits.memory_mib",
+                "must be at least resources.memory_mib and at most 262144",
             ));
         }
         if self.ports.len() > 8 {
@@ -485,6 +523,17 @@ mod tests {
         check(
             json!({"command": "web", "schedule": "0 * * * *"}),
             Err(("spec.schedule", "is only allowed for a cronjob")),
+        );
+        check(
+            json!({"command": "web", "resources": {"memory_mib": 64}, "limits": {"memory_mib": 32}}),
+            Err((
+                "spec.limits.memory_mib",
+                "must be at least resources.memory_mib and at most 262144",
+            )),
+        );
+        check(
+            json!({"command": "web", "limits": {"cpu_millis": 500, "memory_mib": 256}}),
+            Ok(()),
         );
         check(
             json!({"command": "web", "resources": {"cpu_millis": 1}}),

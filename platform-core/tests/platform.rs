@@ -451,3 +451,56 @@ async fn a_logged_out_session_is_refused_even_before_it_expires(pool: PgPool) {
             .is_ok()
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_workload_no_node_can_hold_says_so_once_as_an_event(pool: PgPool) {
+    use platform_core::reconciler::Reconciler;
+    use platform_core::runtime::local::{LocalRuntime, Registration};
+    let world = World::new(pool.clone()).await;
+    let runtime = LocalRuntime::new(pool.clone(), "token".into());
+    must(
+        runtime
+            .register(&Registration {
+                name: "small".into(),
+                labels: Default::default(),
+                capacity: platform_core::spec::Resources {
+                    cpu_millis: 1000,
+                    memory_mib: 256,
+                },
+                address: "127.0.0.1".into(),
+                api_port: 0,
+            })
+            .await,
+    );
+    let alice = world.login("alice").await;
+    let access = must(world.platform.tenant(&alice, "acme").await);
+    let mut big = spec("web");
+    big.resources.memory_mib = 4096;
+    must(
+        world
+            .platform
+            .create_application(
+                &access,
+                NewApplication {
+                    environment: must(EnvName::parse("dev")),
+                    name: must(AppName::parse("big")),
+                    description: String::new(),
+                    spec: big,
+                },
+            )
+            .await,
+    );
+    let reconciler = Reconciler::new(pool, std::sync::Arc::new(runtime));
+    for _ in 0..3 {
+        let report = must(reconciler.tick().await);
+        assert_eq!(report.failed, 1, "{report:?}");
+    }
+    let events = must(world.platform.events(&access, "dev", "big", 50).await);
+    let unschedulable: Vec<&str> = events
+        .iter()
+        .filter(|e| e.reason == "Unschedulable")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(unschedulable.len(), 1, "{events:?}");
+    assert!(unschedulable[0].contains("4096 MiB"), "{unschedulable:?}");
+}

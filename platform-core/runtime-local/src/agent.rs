@@ -59,6 +59,15 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
         .build()
         .unwrap_or_default();
     let log_index = LogIndex::default();
+    let cgroups = crate::limits::Cgroups::detect(&config.name).map(Arc::new);
+    match &cgroups {
+        Some(c) => {
+            tracing::info!(node = %config.name, cgroups = ?c, "instance limits are enforced")
+        }
+        None => {
+            tracing::info!(node = %config.name, "no writable cgroups: instance limits are measured, not enforced")
+        }
+    }
     let api_port = match tokio::net::TcpListener::bind((config.address.as_str(), 0)).await {
         Ok(listener) => {
             let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -108,7 +117,14 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
                 if unreachable_since.take().is_some() {
                     tracing::info!(node = %config.name, "control plane reachable again");
                 }
-                reconcile(&config, assignments, &mut running, &mut stopping, &changed);
+                reconcile(
+                    &config,
+                    cgroups.as_ref(),
+                    assignments,
+                    &mut running,
+                    &mut stopping,
+                    &changed,
+                );
                 if let Ok(mut index) = log_index.lock() {
                     index.retain(|id, _| running.contains_key(id) || stopping.contains_key(id));
                     for (id, r) in &running {
@@ -241,6 +257,7 @@ fn reports(
 
 fn reconcile(
     config: &AgentConfig,
+    cgroups: Option<&Arc<crate::limits::Cgroups>>,
     assignments: Assignments,
     running: &mut HashMap<Uuid, Running>,
     stopping: &mut HashMap<Uuid, JoinHandle<()>>,
@@ -274,7 +291,7 @@ fn reconcile(
         if running.contains_key(&id) || stopping.contains_key(&id) {
             continue;
         }
-        let (instance, port) = start(config, &assignment);
+        let (instance, port) = start(config, cgroups, &assignment);
         tracing::info!(instance = %assignment.name, port, "starting instance");
         let mut status = instance.watch();
         let changed = changed.clone();
@@ -295,7 +312,11 @@ fn reconcile(
     }
 }
 
-fn start(config: &AgentConfig, a: &Assignment) -> (Supervised, Option<u16>) {
+fn start(
+    config: &AgentConfig,
+    cgroups: Option<&Arc<crate::limits::Cgroups>>,
+    a: &Assignment,
+) -> (Supervised, Option<u16>) {
     let spec = &a.spec;
     let mut env = spec.env.clone();
     let mut port = None;
@@ -373,6 +394,11 @@ fn start(config: &AgentConfig, a: &Assignment) -> (Supervised, Option<u16>) {
             token: config.token.clone(),
             cache_dir: config.state_dir.join("packages"),
         }),
+        ceilings: crate::limits::Ceilings {
+            cpu_millis: spec.limits.cpu_millis,
+            memory_mib: spec.limits.memory_mib,
+        },
+        cgroups: cgroups.cloned(),
     });
     (instance, port)
 }

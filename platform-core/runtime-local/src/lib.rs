@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod agent_api;
+pub mod limits;
 pub mod lock;
 pub mod logs;
 pub mod package;

@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -28,6 +29,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::limits::{Ceilings, Cgroups, Confinement};
 use crate::logs::LogFile;
 use crate::package::{InstallError, PackageSource};
 use crate::probe::{Probe, ProbeState};
@@ -93,6 +95,9 @@ pub struct InstanceConfig {
     pub grace: Duration,
     /// A package archive unpacked into `workdir` before the first start.
     pub package: Option<PackageSource>,
+    /// Hard ceilings, enforced through `cgroups` when the node has them.
+    pub ceilings: Ceilings,
+    pub cgroups: Option<Arc<Cgroups>>,
 }
 
 /// What the supervisor observes.
@@ -206,8 +211,16 @@ async fn supervise(
         return;
     }
     let mut failures_in_row = 0_u32;
+    let mut confinement: Option<Confinement> = None;
+    if !config.ceilings.is_empty() && config.cgroups.is_none() {
+        config
+            .log
+            .note("limits are not enforced on this node (no writable cgroups); usage is measured")
+            .await;
+    }
     loop {
         if *stop.borrow() {
+            confinement.take().map(Confinement::release);
             update(&tx, finish_stopped);
             return;
         }
@@ -224,6 +237,21 @@ async fn supervise(
             }
             Ok(mut child) => {
                 let pid = child.id();
+                if let (Some(cgroups), Some(pid), None) = (&config.cgroups, pid, &confinement)
+                    && !config.ceilings.is_empty()
+                {
+                    match cgroups.confine(&config.name, pid, config.ceilings) {
+                        Ok(c) => confinement = Some(c),
+                        Err(e) => config.log.note(&format!("limits not enforced: {e}")).await,
+                    }
+                } else if let (Some(cgroups), Some(pid), Some(_)) =
+                    (&config.cgroups, pid, &confinement)
+                {
+                    // The group exists from an earlier run: move the new process in.
+                    if let Err(e) = cgroups.confine(&config.name, pid, config.ceilings) {
+                        config.log.note(&format!("limits not enforced: {e}")).await;
+                    }
+                }
                 update(&tx, |s| {
                     s.pid = pid;
                     s.message = None;
@@ -242,6 +270,7 @@ async fn supervise(
                         });
                         terminate(&mut child, pgid, config.grace).await;
                         config.log.note("stopped").await;
+                        confinement.take().map(Confinement::release);
                         update(&tx, finish_stopped);
                         return;
                     }
@@ -256,7 +285,16 @@ async fn supervise(
                         if let Some(pgid) = pgid {
                             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
                         }
-                        let reason = describe_exit(status);
+                        let mut reason = describe_exit(status);
+                        if let (Some(mib), Some(_), Some(9)) = (
+                            config.ceilings.memory_mib,
+                            &confinement,
+                            std::os::unix::process::ExitStatusExt::signal(&status),
+                        ) {
+                            reason.push_str(&format!(
+                                " (likely out of memory: its limit is {mib} MiB)"
+                            ));
+                        }
                         config.log.note(&reason).await;
                         update(&tx, |s| s.exit_code = status.code());
                         (status.success(), reason)
@@ -291,6 +329,7 @@ async fn supervise(
                 s.message = message;
             });
             // Wait for a stop so the owner can still read the final status and logs.
+            confinement.take().map(Confinement::release);
             stopped(&mut stop).await;
             return;
         }

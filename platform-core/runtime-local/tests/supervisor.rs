@@ -42,6 +42,9 @@ fn config(name: &str, command: &str, args: &[&str]) -> InstanceConfig {
             reset_after: Duration::from_secs(60),
         },
         grace: Duration::from_secs(2),
+        package: None,
+        ceilings: Default::default(),
+        cgroups: None,
     }
 }
 
@@ -278,4 +281,50 @@ async fn logs_stay_within_their_bound() {
     );
     assert_eq!(instance.logs(3).len(), 3);
     instance.stop().await;
+}
+
+#[tokio::test]
+async fn a_memory_ceiling_is_enforced_where_the_node_has_cgroups() {
+    let Some(cgroups) = runtime_local::limits::Cgroups::detect("supervisor-test") else {
+        eprintln!("SKIPPED: this machine offers no writable cgroups; limits are only measured");
+        return;
+    };
+    let mut c = config(
+        "hog",
+        "python3",
+        &[
+            "-c",
+            "import time\nb = b'x' * (256 << 20)\nprint('allocated', flush=True)\ntime.sleep(30)",
+        ],
+    );
+    c.restart = RestartPolicy::Never;
+    c.ceilings = runtime_local::limits::Ceilings {
+        cpu_millis: Some(200),
+        memory_mib: Some(64),
+    };
+    c.cgroups = Some(std::sync::Arc::new(cgroups));
+    let instance = Supervised::start(c);
+    let status = wait_until(&instance, "the out-of-memory kill", |s| {
+        s.phase == Phase::Failed
+    })
+    .await;
+    let message = status.message.unwrap_or_default();
+    assert!(message.contains("out of memory"), "{message}");
+    assert!(!instance.logs(20).iter().any(|l| l.contains("allocated")));
+    instance.stop().await;
+
+    // Without a ceiling the same program allocates and runs.
+    let free = Supervised::start(config(
+        "no-hog",
+        "python3",
+        &[
+            "-c",
+            "b = b'x' * (256 << 20)\nprint('allocated', flush=True)",
+        ],
+    ));
+    wait_until(&free, "the allocation", |s| {
+        s.phase == Phase::Running || s.restarts > 0
+    })
+    .await;
+    free.stop().await;
 }

@@ -733,6 +733,21 @@ impl Runtime for LocalRuntime {
             .await
             .map_err(unavailable)?;
         }
+        if let Some(why) = &unschedulable {
+            // Said once, not at every tick while it lasts.
+            let message = format!("not every instance can be placed: {why}");
+            let last = store::runtime::last_event(&mut tx, app_id)
+                .await
+                .map_err(unavailable)?;
+            if last
+                .as_ref()
+                .is_none_or(|(r, m)| r != "Unschedulable" || *m != message)
+            {
+                store::runtime::append_event(&mut tx, app_id, None, "Unschedulable", &message)
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
         tx.commit().await.map_err(unavailable)?;
         match unschedulable {
             Some(why) => Err(RuntimeError::Unschedulable(why)),

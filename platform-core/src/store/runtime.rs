@@ -399,3 +399,16 @@ pub async fn set_run_state(
         .await
         .map(|_| ())
 }
+
+/// The reason and message of an application's latest event.
+pub async fn last_event(
+    conn: &mut PgConnection,
+    application_id: Uuid,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT reason, message FROM app_events WHERE application_id = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(application_id)
+    .fetch_optional(conn)
+    .await
+}
