@@ -128,6 +128,7 @@ impl From<CoreError> for ApiError {
                 StatusCode::FORBIDDEN
             }
             CoreError::InvalidCredentials | CoreError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             CoreError::Store(_) | CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = if status.is_server_error() {

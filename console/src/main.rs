@@ -17,9 +17,11 @@ use platform_core::auth::TokenConfig;
 use platform_core::bootstrap::CreatedAccount;
 use platform_core::names::Password;
 use platform_core::reconciler::Reconciler;
+use platform_core::runtime::Runtimes;
 use platform_core::runtime::local::LocalRuntime;
 use platform_core::spec::Resources;
 use platform_core::store;
+use runtime_kube::{ClusterSource, KubeRuntime};
 use runtime_local::agent::AgentConfig;
 use runtime_local::router::RouterConfig;
 use tracing_subscriber::EnvFilter;
@@ -156,6 +158,14 @@ struct HttpArgs {
     /// `http://paas.example.com:8000`; `paas up` sets it to its router.
     #[arg(long, env = "PAAS_ROUTER_URL")]
     router_url: Option<String>,
+    /// Kubernetes clusters to drive, as `name=in-cluster` or `name=/path/to/kubeconfig`
+    /// (environments whose runtime is `name` run there).
+    #[arg(
+        long = "kube-cluster",
+        env = "PAAS_KUBE_CLUSTERS",
+        value_delimiter = ','
+    )]
+    kube_clusters: Vec<String>,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "PAAS_WORKERS")]
     workers: Option<usize>,
@@ -307,7 +317,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             platform,
             &args.http,
             Some(format!("http://{}", args.router_listen)),
-            Some((pool, token.clone())),
+            pool,
+            Some(token.clone()),
             |addr| {
                 let control_plane = format!("http://{addr}");
                 fleet.start(&data_dir, &control_plane, &token, &args);
@@ -468,24 +479,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(username = %args.bootstrap_admin_username, "created the first platform administrator");
         }
     }
-    let local = args.agent_token.clone().map(|token| (pool, token));
     run_http(
         platform,
         &args.http,
         None,
-        local,
+        pool,
+        args.agent_token.clone(),
         |addr| tracing::info!(%addr, "serving"),
     )
     .await
 }
 
-/// Serves the console and API; with a local runtime, also its internal API and the
-/// reconciler.
+/// Serves the console and API, and reconciles the environments of every runtime this
+/// control plane drives: the local runtime (with its internal API) when there is an
+/// agent token, and each configured Kubernetes cluster.
 async fn run_http(
     platform: Platform,
     http: &HttpArgs,
     router_url: Option<String>,
-    local: Option<(store::PgPool, String)>,
+    pool: store::PgPool,
+    agent_token: Option<String>,
     on_listen: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let config = WebConfig {
@@ -498,12 +511,26 @@ async fn run_http(
     let (stop_reconciler, stopped) = tokio::sync::watch::channel(false);
     let mut platform = platform;
     let mut internal = None;
-    if let Some((pool, token)) = local {
+    let mut runtimes = Runtimes::default();
+    if let Some(token) = agent_token {
         let runtime = Arc::new(LocalRuntime::new(pool.clone(), token.clone()));
-        let reconciler = Reconciler::new(pool, runtime.clone());
-        tokio::spawn(reconciler.run(Duration::from_secs(1), platform.changes(), stopped));
-        platform = platform.with_runtime(runtime.clone());
+        runtimes = runtimes.with("local", runtime.clone());
         internal = Some((runtime, token));
+    }
+    for cluster in &http.kube_clusters {
+        let (name, source) = cluster.split_once('=').with_context(|| {
+            format!("--kube-cluster '{cluster}' is not name=in-cluster or name=/path/to/kubeconfig")
+        })?;
+        let runtime = KubeRuntime::connect(&ClusterSource::parse(source))
+            .await
+            .with_context(|| format!("cluster '{name}'"))?;
+        tracing::info!(cluster = name, "driving a Kubernetes cluster");
+        runtimes = runtimes.with(name, Arc::new(runtime));
+    }
+    if !runtimes.is_empty() {
+        let reconciler = Reconciler::new(pool, runtimes.clone());
+        tokio::spawn(reconciler.run(Duration::from_secs(1), platform.changes(), stopped));
+        platform = platform.with_runtimes(runtimes);
     }
     let mut state = AppState::new(platform, config);
     if let Some((runtime, token)) = internal {

@@ -123,6 +123,7 @@ impl Platform {
             {
                 let spec = AppSpec {
                     package: None,
+                    image: None,
                     limits: Default::default(),
                     kind: WorkloadKind::Service,
                     command: "python3".to_owned(),

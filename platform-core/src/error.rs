@@ -72,6 +72,9 @@ pub enum CoreError {
     Unauthenticated,
     #[error("storage failure")]
     Store(#[from] sqlx::Error),
+    /// What runs the applications cannot be reached now (an apiserver, the agents).
+    #[error("the runtime is unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -94,6 +97,7 @@ impl CoreError {
             Self::Forbidden { .. } | Self::PlatformAdminOnly { .. } => "forbidden",
             Self::InvalidCredentials => "invalid_credentials",
             Self::Unauthenticated => "unauthenticated",
+            Self::Unavailable(_) => "runtime_unavailable",
             Self::Store(_) | Self::Internal(_) => "internal",
         }
     }

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::runtime::local::default_placement;
 use crate::runtime::{
-    Instance, Phase, RevisionShape, Runtime, RuntimeError, Slots, Workload, WorkloadKey,
+    Instance, Phase, RevisionShape, RuntimeError, Runtimes, Slots, Workload, WorkloadKey,
 };
 use crate::spec::{AppSpec, WorkloadKind};
 use crate::store;
@@ -38,12 +38,14 @@ pub struct TickReport {
 #[derive(Debug, Clone)]
 pub struct Reconciler {
     pool: PgPool,
-    runtime: Arc<dyn Runtime>,
+    runtimes: Runtimes,
 }
 
 impl Reconciler {
-    pub fn new(pool: PgPool, runtime: Arc<dyn Runtime>) -> Self {
-        Self { pool, runtime }
+    /// Reconciles the applications of every environment whose runtime is in
+    /// `runtimes`; others are left to the control plane that drives them.
+    pub fn new(pool: PgPool, runtimes: Runtimes) -> Self {
+        Self { pool, runtimes }
     }
 
     /// Ticks every `period` until `shutdown` turns true. Errors are logged and the next
@@ -82,9 +84,15 @@ impl Reconciler {
                 environment: row.environment.clone(),
                 app: row.app.clone(),
             };
+            let Some(runtime) = self.runtimes.get(&row.runtime) else {
+                continue;
+            };
             if row.deleted {
-                match self.runtime.remove(&key).await {
-                    Ok(()) => report.removed += 1,
+                match runtime.remove(&key).await {
+                    Ok(()) => {
+                        store::runtime::mark_released(&self.pool, row.application_id).await?;
+                        report.removed += 1;
+                    }
                     Err(e) => {
                         report.failed += 1;
                         tracing::warn!(workload = %key, error = %e, "could not remove");
@@ -97,7 +105,7 @@ impl Reconciler {
                 tracing::error!(workload = %key, "stored spec does not parse");
                 continue;
             };
-            let observed = match self.runtime.instances(&key).await {
+            let observed = match runtime.instances(&key).await {
                 Ok(o) => o,
                 Err(e) => {
                     report.failed += 1;
@@ -116,7 +124,7 @@ impl Reconciler {
                 revisions: shapes(row.revision, &spec, replicas, &observed),
                 placement: default_placement(),
             };
-            match self.runtime.apply(&workload).await {
+            match runtime.apply(&workload).await {
                 Ok(()) => report.applied += 1,
                 Err(RuntimeError::Unschedulable(why)) => {
                     report.failed += 1;

@@ -217,8 +217,15 @@ pub struct HealthSpec {
 pub struct AppSpec {
     #[serde(default)]
     pub kind: WorkloadKind,
-    /// The program to run (a path or a name on the node's PATH).
+    /// The program to run (a path or a name on the node's PATH; on Kubernetes, the
+    /// container's entrypoint, or the image's own when empty). The local runtime
+    /// needs it.
+    #[serde(default)]
     pub command: String,
+    /// The container image, e.g. `registry.example.com/shop/web:1.4.2` (ideally by
+    /// digest). Kubernetes needs it; the local runtime ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     #[serde(default)]
     pub args: Vec<String>,
     /// An uploaded package archive (`sha256:<hex>`) unpacked into the instance's
@@ -265,8 +272,19 @@ impl AppSpec {
 
     fn check(&self) -> Result<(), FieldError> {
         let command = self.command.trim();
-        if command.is_empty() {
-            return Err(FieldError::new("command", "must not be empty"));
+        if command.is_empty() && self.image.is_none() {
+            return Err(FieldError::new(
+                "command",
+                "must not be empty (unless an image gives the entrypoint)",
+            ));
+        }
+        if let Some(image) = &self.image
+            && !is_image_reference(image)
+        {
+            return Err(FieldError::new(
+                "image",
+                "must be an image reference like 'registry/name:tag' or 'name@sha256:...'",
+            ));
         }
         if command.len() > 1024 || command.contains('\0') {
             return Err(FieldError::new(
@@ -403,6 +421,58 @@ impl AppSpec {
     }
 }
 
+/// An OCI image reference: `[registry/]name[:tag][@digest]`, lowercase path parts.
+fn is_image_reference(image: &str) -> bool {
+    let (rest, digest) = match image.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (image, None),
+    };
+    let digest_ok = digest.is_none_or(|d| {
+        d.split_once(':').is_some_and(|(alg, hex)| {
+            !alg.is_empty()
+                && alg.bytes().all(|b| b.is_ascii_alphanumeric())
+                && hex.len() >= 32
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+    });
+    // The tag is after the last ':' that follows the last '/' (a registry port is not a tag).
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    let tag_ok = tag.is_none_or(|t| {
+        (1..=128).contains(&t.len())
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+            && !t.starts_with(['.', '-'])
+    });
+    let mut parts = name.split('/');
+    let first = parts.next().unwrap_or("");
+    let registry_like = name.contains('/') && (first.contains(['.', ':']) || first == "localhost");
+    let name_ok = !name.is_empty()
+        && name.split('/').enumerate().all(|(i, part)| {
+            if i == 0 && registry_like {
+                !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+            } else {
+                !part.is_empty()
+                    && part.bytes().all(|b| {
+                        b.is_ascii_lowercase()
+                            || b.is_ascii_digit()
+                            || matches!(b, b'.' | b'_' | b'-')
+                    })
+                    && part
+                        .bytes()
+                        .next()
+                        .is_some_and(|b| b.is_ascii_alphanumeric())
+            }
+        });
+    image.len() <= 512 && digest_ok && tag_ok && name_ok
+}
+
 fn is_env_key(key: &str) -> bool {
     let mut bytes = key.bytes();
     let first_ok = bytes
@@ -483,8 +553,30 @@ mod tests {
         check(json!({"command": "web"}), Ok(()));
         check(
             json!({"command": "  "}),
-            Err(("spec.command", "must not be empty")),
+            Err((
+                "spec.command",
+                "must not be empty (unless an image gives the entrypoint)",
+            )),
         );
+        check(json!({"image": "nginx:1.27"}), Ok(()));
+        check(
+            json!({"image": "registry.example.com:5000/shop/web@sha256:0123456789abcdef0123456789abcdef"}),
+            Ok(()),
+        );
+        for bad in [
+            "Nginx",
+            "nginx:",
+            "a b",
+            "nginx@sha256:xyz",
+            "/nginx",
+            "nginx:-x",
+        ] {
+            let got = spec(json!({"image": bad})).validate();
+            assert!(
+                got.as_ref().is_err_and(|e| e.field == "spec.image"),
+                "{bad}: {got:?}"
+            );
+        }
         check(
             json!({"command": "web", "replicas": 101}),
             Err(("spec.replicas", "must be between 0 and 100")),

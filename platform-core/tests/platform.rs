@@ -490,7 +490,9 @@ async fn a_workload_no_node_can_hold_says_so_once_as_an_event(pool: PgPool) {
             )
             .await,
     );
-    let reconciler = Reconciler::new(pool, std::sync::Arc::new(runtime));
+    let runtimes =
+        platform_core::runtime::Runtimes::default().with("local", std::sync::Arc::new(runtime));
+    let reconciler = Reconciler::new(pool, runtimes);
     for _ in 0..3 {
         let report = must(reconciler.tick().await);
         assert_eq!(report.failed, 1, "{report:?}");

@@ -262,6 +262,7 @@ impl AppForm {
         }
         let spec = AppSpec {
             package: None,
+            image: None,
             limits: Default::default(),
             kind: WorkloadKind::parse(&self.kind).map_err(|e| e.under("spec"))?,
             command: self.command.trim().to_owned(),

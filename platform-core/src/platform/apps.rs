@@ -44,6 +44,7 @@ impl Platform {
         let env = self
             .environment_for_change(access, input.environment.as_str())
             .await?;
+        self.preflight(&env, &input.spec)?;
         access.require(
             Permission::ChangeApps {
                 protected_environment: env.protected,
@@ -164,6 +165,7 @@ impl Platform {
             },
             "change applications in a protected environment",
         )?;
+        self.preflight(&env, &spec)?;
         let current = self.application(access, environment, name).await?;
         let description_changed = description
             .as_ref()
@@ -313,7 +315,7 @@ impl Platform {
     ) -> Result<Vec<Instance>, CoreError> {
         access.require(Permission::View, "view applications")?;
         self.find_application(access, environment, name).await?;
-        let Some(runtime) = &self.runtime else {
+        let Some(runtime) = self.runtime_of(access, environment).await? else {
             return Ok(Vec::new());
         };
         let key = WorkloadKey {
@@ -321,10 +323,7 @@ impl Platform {
             environment: environment.to_owned(),
             app: name.to_owned(),
         };
-        runtime
-            .instances(&key)
-            .await
-            .map_err(|e| CoreError::Internal(format!("the runtime could not be read: {e}")))
+        runtime.instances(&key).await.map_err(runtime_error)
     }
 
     /// The last `tail` lines an instance of the application wrote.
@@ -338,7 +337,7 @@ impl Platform {
     ) -> Result<Vec<String>, CoreError> {
         access.require(Permission::View, "view applications")?;
         self.find_application(access, environment, name).await?;
-        let Some(runtime) = &self.runtime else {
+        let Some(runtime) = self.runtime_of(access, environment).await? else {
             return Err(CoreError::not_found("instance", instance));
         };
         let key = WorkloadKey {
@@ -353,7 +352,7 @@ impl Platform {
                 crate::runtime::RuntimeError::NotFound { .. } => {
                     CoreError::not_found("instance", instance)
                 }
-                other => CoreError::Internal(format!("logs could not be read: {other}")),
+                other => runtime_error(other),
             })
     }
 
@@ -478,10 +477,10 @@ impl Platform {
         name: &str,
     ) -> Result<(), CoreError> {
         self.change_target(access, environment, name).await?;
-        let Some(runtime) = &self.runtime else {
+        let Some(runtime) = self.runtime_of(access, environment).await? else {
             return Err(CoreError::Conflict {
                 field: "runtime",
-                message: "no runtime runs this platform's applications".into(),
+                message: "no runtime runs this environment's applications".into(),
             });
         };
         let key = WorkloadKey {
@@ -489,10 +488,7 @@ impl Platform {
             environment: environment.to_owned(),
             app: name.to_owned(),
         };
-        runtime
-            .remove(&key)
-            .await
-            .map_err(|e| CoreError::Internal(format!("the runtime refused: {e}")))?;
+        runtime.remove(&key).await.map_err(runtime_error)?;
         let mut tx = self.pool.begin().await?;
         audit_app(
             &mut tx,
@@ -538,6 +534,39 @@ impl Platform {
         store::apps::find(&self.pool, access.tenant().id, environment, name)
             .await?
             .ok_or_else(|| CoreError::not_found("application", format!("{environment}/{name}")))
+    }
+
+    /// The runtime of an environment; `None` when this control plane runs none for it.
+    async fn runtime_of(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+    ) -> Result<Option<std::sync::Arc<dyn crate::runtime::Runtime>>, CoreError> {
+        let Some(env) =
+            store::tenants::environment(&self.pool, access.tenant().id, environment).await?
+        else {
+            return Ok(None);
+        };
+        Ok(self.runtimes.get(&env.runtime).cloned())
+    }
+
+    /// Refuses a spec the environment's runtime cannot run, naming the field. A
+    /// platform with no runtimes at all (a pure API host) checks nothing.
+    pub(crate) fn preflight(&self, env: &Environment, spec: &AppSpec) -> Result<(), CoreError> {
+        if self.runtimes.is_empty() {
+            return Ok(());
+        }
+        match self.runtimes.get(&env.runtime) {
+            Some(runtime) => runtime.check(spec).map_err(CoreError::from),
+            None => Err(FieldError::new(
+                "environment",
+                format!(
+                    "environment '{}' runs on '{}', which this control plane does not drive",
+                    env.name, env.runtime
+                ),
+            )
+            .into()),
+        }
     }
 
     /// The environment an application change targets. An environment that does not
@@ -589,4 +618,13 @@ async fn audit_app(
         },
     )
     .await
+}
+
+/// A runtime that cannot be reached is a 503 for the caller; anything else it says is
+/// internal.
+fn runtime_error(e: crate::runtime::RuntimeError) -> CoreError {
+    match e {
+        crate::runtime::RuntimeError::Unavailable(why) => CoreError::Unavailable(why),
+        other => CoreError::Internal(format!("the runtime failed: {other}")),
+    }
 }

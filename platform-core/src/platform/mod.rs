@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::CoreError;
 use crate::auth::{TokenConfig, TokenService};
 use crate::authz::Principal;
-use crate::runtime::Runtime;
+use crate::runtime::Runtimes;
 use crate::store;
 use crate::store::audit::AuditRecord;
 
@@ -30,7 +30,7 @@ pub use users::NewUser;
 pub struct Platform {
     pub(crate) pool: PgPool,
     tokens: Arc<TokenService>,
-    runtime: Option<Arc<dyn Runtime>>,
+    runtimes: Runtimes,
     /// Woken after every change of desired state, so the reconciler acts at once.
     changes: Arc<tokio::sync::Notify>,
 }
@@ -42,7 +42,7 @@ impl Platform {
         Ok(Self {
             pool,
             tokens,
-            runtime: None,
+            runtimes: Runtimes::default(),
             changes: Arc::new(tokio::sync::Notify::new()),
         })
     }
@@ -56,11 +56,15 @@ impl Platform {
         self.changes.notify_one();
     }
 
-    /// Lets the platform observe applications through a runtime.
+    /// The runtimes that run environments' applications, by name.
     #[must_use]
-    pub fn with_runtime(mut self, runtime: Arc<dyn Runtime>) -> Self {
-        self.runtime = Some(runtime);
+    pub fn with_runtimes(mut self, runtimes: Runtimes) -> Self {
+        self.runtimes = runtimes;
         self
+    }
+
+    pub fn runtimes(&self) -> &Runtimes {
+        &self.runtimes
     }
 
     pub fn tokens(&self) -> &TokenService {

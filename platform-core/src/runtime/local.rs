@@ -554,6 +554,16 @@ fn instance_name(
 
 #[async_trait::async_trait]
 impl Runtime for LocalRuntime {
+    fn check(&self, spec: &AppSpec) -> Result<(), crate::FieldError> {
+        if spec.command.trim().is_empty() {
+            return Err(crate::FieldError::new(
+                "spec.command",
+                "is required: this environment runs on the local runtime, which runs processes (an image alone cannot run here)",
+            ));
+        }
+        Ok(())
+    }
+
     async fn apply(&self, workload: &Workload) -> Result<(), RuntimeError> {
         if workload.kind == WorkloadKind::Cronjob {
             return self.apply_cron(workload).await;

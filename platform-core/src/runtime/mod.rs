@@ -154,10 +154,44 @@ pub enum RuntimeError {
     Other(String),
 }
 
+/// The runtimes one control plane drives, by the name environments refer to them by
+/// (`local`, or a configured cluster's name). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Runtimes {
+    by_name: BTreeMap<String, std::sync::Arc<dyn Runtime>>,
+}
+
+impl Runtimes {
+    #[must_use]
+    pub fn with(mut self, name: impl Into<String>, runtime: std::sync::Arc<dyn Runtime>) -> Self {
+        self.by_name.insert(name.into(), runtime);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&std::sync::Arc<dyn Runtime>> {
+        self.by_name.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &std::sync::Arc<dyn Runtime>)> {
+        self.by_name.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
 /// The port. Implementations are idempotent: applying the same shape twice is the same
 /// as applying it once, and every call may be retried.
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync + fmt::Debug {
+    /// Whether this driver can run a spec at all (a pre-flight at create and update):
+    /// the field at fault and why, e.g. an image on a runtime that runs processes.
+    fn check(&self, spec: &AppSpec) -> Result<(), crate::FieldError>;
     /// Makes the workload converge on this shape (creating it when absent).
     async fn apply(&self, workload: &Workload) -> Result<(), RuntimeError>;
     /// Stops and forgets every instance of the workload.

@@ -356,18 +356,20 @@ pub struct DesiredRow {
     pub deleted: bool,
     /// Replicas set by scaling, overriding the spec's.
     pub replicas: Option<i32>,
+    /// The environment's runtime.
+    pub runtime: String,
 }
 
 pub async fn desired<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<DesiredRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT a.id AS application_id, t.slug AS tenant, e.name AS environment, a.name AS app, a.current_revision AS revision,
-                r.spec, a.run_state, a.deleted_at IS NOT NULL AS deleted, a.replicas
+                r.spec, a.run_state, a.deleted_at IS NOT NULL AS deleted, a.replicas, e.runtime
          FROM applications a
          JOIN environments e ON e.id = a.environment_id
          JOIN tenants t ON t.id = a.tenant_id
          JOIN revisions r ON r.application_id = a.id AND r.number = a.current_revision
-         WHERE e.runtime = 'local'
-           AND (a.deleted_at IS NULL OR EXISTS (SELECT 1 FROM instances i WHERE i.application_id = a.id))
+         WHERE a.deleted_at IS NULL OR a.released_at IS NULL
+            OR EXISTS (SELECT 1 FROM instances i WHERE i.application_id = a.id AND i.desired = 'run')
          ORDER BY a.id",
     )
     .fetch_all(ex)
@@ -411,4 +413,16 @@ pub async fn last_event(
     .bind(application_id)
     .fetch_optional(conn)
     .await
+}
+
+/// Records that the runtime no longer runs anything of a deleted application.
+pub async fn mark_released<'e>(
+    ex: impl PgExecutor<'e>,
+    application_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE applications SET released_at = now() WHERE id = $1 AND deleted_at IS NOT NULL AND released_at IS NULL")
+        .bind(application_id)
+        .execute(ex)
+        .await
+        .map(|_| ())
 }

@@ -1,0 +1,482 @@
+//! The Kubernetes runtime driver: the runtime port on a cluster.
+//!
+//! `apply` renders the workload ([`render`]), server-side applies the namespace and
+//! every object with the field manager `paas`, then prunes the app's labelled objects
+//! it did not render. `instances` reads pods from a watch-fed cache (kube-runtime's
+//! reflector) when one runs, otherwise lists them; CPU and memory come from
+//! `metrics.k8s.io` when the cluster serves it. `logs` reads `pods/log`.
+//!
+//! # Failure handling
+//! - Conflicts (409), throttling (429) and server errors (5xx) are retried a few
+//!   times with backoff inside one call; a lost apiserver connection is reported as
+//!   `Unavailable`, which the reconciler retries at its next tick. Nothing is fatal.
+//! - The pod watch re-lists on `410 Gone` and backs off on errors (kube-runtime's
+//!   watcher); duplicate events are idempotent updates of the cache.
+
+pub mod observe;
+pub mod quantity;
+pub mod render;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod, Service};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, Patch,
+    PatchParams,
+};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use platform_core::FieldError;
+use platform_core::runtime::{Instance, Node, Runtime, RuntimeError, Workload, WorkloadKey};
+use platform_core::spec::AppSpec;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use render::{MANAGED_BY, MANAGER, Object, app_selector, namespace_name};
+
+/// Where a cluster's credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterSource {
+    /// The service account of the pod the control plane runs in.
+    InCluster,
+    /// A kubeconfig file (its current context).
+    Kubeconfig(PathBuf),
+}
+
+impl ClusterSource {
+    /// `in-cluster` or a kubeconfig path.
+    pub fn parse(value: &str) -> Self {
+        if value == "in-cluster" {
+            Self::InCluster
+        } else {
+            Self::Kubeconfig(PathBuf::from(value))
+        }
+    }
+}
+
+/// How long a call waits for the apiserver before it counts as unreachable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Attempts per call for conflicts, throttling and server errors.
+const ATTEMPTS: u32 = 4;
+
+type Usage = HashMap<(String, String), observe::Usage>;
+
+/// The driver. Cheap to clone.
+#[derive(Clone)]
+pub struct KubeRuntime {
+    client: Client,
+    pods: Option<Store<Pod>>,
+    usage: Arc<RwLock<Usage>>,
+}
+
+impl std::fmt::Debug for KubeRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeRuntime")
+            .field("watching", &self.pods.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeRuntime {
+    /// Connects to a cluster and starts watching its pods and polling its metrics.
+    pub async fn connect(source: &ClusterSource) -> Result<Self, RuntimeError> {
+        let config = match source {
+            ClusterSource::InCluster => {
+                kube::Config::incluster().map_err(|e| unavailable(format!("in-cluster: {e}")))?
+            }
+            ClusterSource::Kubeconfig(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                    .await
+                    .map_err(|e| unavailable(format!("{}: {e}", path.display())))?
+            }
+        };
+        let client = Client::try_from(config).map_err(|e| unavailable(e.to_string()))?;
+        Ok(Self::watching(client))
+    }
+
+    /// A driver that lists on every observation (no background tasks).
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            pods: None,
+            usage: Arc::default(),
+        }
+    }
+
+    /// A driver with a pod cache fed by a watch and a metrics poller, both running
+    /// until the process ends.
+    pub fn watching(client: Client) -> Self {
+        let (store, task) = pod_cache(client.clone());
+        tokio::spawn(task);
+        let usage: Arc<RwLock<Usage>> = Arc::default();
+        tokio::spawn(poll_metrics(client.clone(), usage.clone()));
+        Self {
+            client,
+            pods: Some(store),
+            usage,
+        }
+    }
+
+    async fn apply_namespace(&self, ns: &Namespace) -> Result<(), RuntimeError> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let name = ns.metadata.name.clone().unwrap_or_default();
+        retried(|| ssa(&api, &name, ns)).await
+    }
+
+    async fn apply_object(&self, ns: &str, object: &Object) -> Result<(), RuntimeError> {
+        let name = object.name().to_owned();
+        let client = self.client.clone();
+        match object {
+            Object::Deployment(o) => {
+                let api: Api<Deployment> = Api::namespaced(client, ns);
+                retried(|| ssa(&api, &name, o.as_ref())).await
+            }
+            Object::StatefulSet(o) => {
+                let api: Api<StatefulSet> = Api::namespaced(client, ns);
+                retried(|| ssa(&api, &name, o.as_ref())).await
+            }
+            Object::DaemonSet(o) => {
+                let api: Api<DaemonSet> = Api::namespaced(client, ns);
+                retried(|| ssa(&api, &name, o.as_ref())).await
+            }
+            Object::Job(o) => {
+                let api: Api<Job> = Api::namespaced(client, ns);
+                // A Job's template is immutable; its name carries the revision, so
+                // an existing one is the same and is left alone.
+                match retried(|| get_opt(&api, &name)).await? {
+                    Some(_) => Ok(()),
+                    None => retried(|| ssa(&api, &name, o.as_ref())).await,
+                }
+            }
+            Object::CronJob(o) => {
+                let api: Api<CronJob> = Api::namespaced(client, ns);
+                retried(|| ssa(&api, &name, o.as_ref())).await
+            }
+            Object::Service(o) => {
+                let api: Api<Service> = Api::namespaced(client, ns);
+                retried(|| ssa(&api, &name, o.as_ref())).await
+            }
+        }
+    }
+
+    /// Deletes the app's labelled objects of every kind whose names are not in `keep`.
+    async fn prune(
+        &self,
+        key: &WorkloadKey,
+        keep: &BTreeSet<(&'static str, String)>,
+    ) -> Result<(), RuntimeError> {
+        let ns = namespace_name(key);
+        let selector = app_selector(key);
+        let c = &self.client;
+        prune_kind::<Deployment>(c, &ns, &selector, "Deployment", keep).await?;
+        prune_kind::<StatefulSet>(c, &ns, &selector, "StatefulSet", keep).await?;
+        prune_kind::<DaemonSet>(c, &ns, &selector, "DaemonSet", keep).await?;
+        prune_kind::<Job>(c, &ns, &selector, "Job", keep).await?;
+        prune_kind::<CronJob>(c, &ns, &selector, "CronJob", keep).await?;
+        prune_kind::<Service>(c, &ns, &selector, "Service", keep).await?;
+        Ok(())
+    }
+
+    async fn pods_of(&self, key: &WorkloadKey) -> Result<Vec<Pod>, RuntimeError> {
+        let ns = namespace_name(key);
+        if let Some(store) = &self.pods
+            && tokio::time::timeout(Duration::from_secs(2), store.wait_until_ready())
+                .await
+                .is_ok_and(|r| r.is_ok())
+        {
+            return Ok(store
+                .state()
+                .into_iter()
+                .filter(|p| {
+                    p.metadata.namespace.as_deref() == Some(ns.as_str())
+                        && p.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get(render::LABEL_APP))
+                            == Some(&key.app)
+                })
+                .map(|p| (*p).clone())
+                .collect());
+        }
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let lp = ListParams::default().labels(&app_selector(key));
+        match retried(|| async { with_timeout(api.list(&lp)).await }).await {
+            Ok(list) => Ok(list.items),
+            // No namespace yet: nothing runs.
+            Err(RuntimeError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A reflector over every pod the platform manages, and the task that feeds it.
+pub fn pod_cache(client: Client) -> (Store<Pod>, impl std::future::Future<Output = ()> + Send) {
+    let (reader, writer) = reflector::store();
+    let api: Api<Pod> = Api::all(client);
+    let config = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
+    let task = async move {
+        let mut events = watcher(api, config)
+            .default_backoff()
+            .reflect(writer)
+            .boxed();
+        while let Some(event) = events.next().await {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "pod watch interrupted; resuming");
+            }
+        }
+    };
+    (reader, task)
+}
+
+async fn poll_metrics(client: Client, usage: Arc<RwLock<Usage>>) {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "metrics.k8s.io",
+        "v1beta1",
+        "PodMetrics",
+    ));
+    let api: Api<DynamicObject> = Api::all_with(client, &resource);
+    let lp = ListParams::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
+    loop {
+        let wait = match with_timeout(api.list(&lp)).await {
+            Ok(list) => {
+                let fresh = pod_usage(&list.items);
+                if let Ok(mut u) = usage.write() {
+                    *u = fresh;
+                }
+                Duration::from_secs(15)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "pod metrics unavailable");
+                Duration::from_secs(60)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Sums each pod's containers from `PodMetrics` objects.
+pub fn pod_usage(items: &[DynamicObject]) -> Usage {
+    let mut out = Usage::new();
+    for item in items {
+        let (Some(ns), Some(name)) = (&item.metadata.namespace, &item.metadata.name) else {
+            continue;
+        };
+        let mut cpu = 0_u32;
+        let mut mem = 0_u32;
+        for c in item.data["containers"].as_array().into_iter().flatten() {
+            cpu = cpu.saturating_add(
+                c["usage"]["cpu"]
+                    .as_str()
+                    .and_then(quantity::cpu_millis)
+                    .unwrap_or(0),
+            );
+            mem = mem.saturating_add(
+                c["usage"]["memory"]
+                    .as_str()
+                    .and_then(quantity::memory_mib)
+                    .unwrap_or(0),
+            );
+        }
+        out.insert((ns.clone(), name.clone()), (cpu, mem));
+    }
+    out
+}
+
+async fn with_timeout<T>(
+    call: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, RuntimeError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(r) => r.map_err(classify),
+        Err(_) => Err(unavailable("the apiserver did not answer in time".into())),
+    }
+}
+
+async fn ssa<K>(api: &Api<K>, name: &str, object: &K) -> Result<(), RuntimeError>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let params = PatchParams::apply(MANAGER).force();
+    with_timeout(api.patch(name, &params, &Patch::Apply(object)))
+        .await
+        .map(|_| ())
+}
+
+async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>, RuntimeError>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    with_timeout(api.get_opt(name)).await
+}
+
+async fn prune_kind<K>(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    kind: &'static str,
+    keep: &BTreeSet<(&'static str, String)>,
+) -> Result<(), RuntimeError>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(selector);
+    let listed = match retried(|| async { with_timeout(api.list(&lp)).await }).await {
+        Ok(list) => list,
+        Err(RuntimeError::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for object in listed.items {
+        let name = object.meta().name.clone().unwrap_or_default();
+        if keep.contains(&(kind, name.clone())) {
+            continue;
+        }
+        tracing::info!(namespace = ns, kind, name, "pruning");
+        // Background propagation takes a Job's or ReplicaSet's pods with it.
+        match retried(|| async {
+            with_timeout(api.delete(&name, &DeleteParams::background())).await
+        })
+        .await
+        {
+            Ok(_) | Err(RuntimeError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Runs `call` up to [`ATTEMPTS`] times while it fails with a retryable error.
+async fn retried<T, F, Fut>(mut call: F) -> Result<T, RuntimeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RuntimeError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e) if attempt < ATTEMPTS && retryable(&e) => {
+                tracing::debug!(error = %e, attempt, "retrying apiserver call");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn retryable(e: &RuntimeError) -> bool {
+    matches!(e, RuntimeError::Unavailable(_))
+}
+
+fn unavailable(message: String) -> RuntimeError {
+    RuntimeError::Unavailable(message)
+}
+
+/// Maps a kube error to the port's: 404 is `NotFound`; 409, 429, 5xx and transport
+/// failures are `Unavailable` (retryable); the rest are `Other`.
+fn classify(e: kube::Error) -> RuntimeError {
+    match e {
+        kube::Error::Api(status) => match status.code {
+            404 => RuntimeError::NotFound {
+                kind: "object",
+                name: status.message.clone(),
+            },
+            409 | 429 | 500..=599 => RuntimeError::Unavailable(format!(
+                "apiserver answered {}: {}",
+                status.code, status.message
+            )),
+            code => RuntimeError::Other(format!("apiserver refused ({code}): {}", status.message)),
+        },
+        other => RuntimeError::Unavailable(format!("apiserver unreachable: {other}")),
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for KubeRuntime {
+    fn check(&self, spec: &AppSpec) -> Result<(), FieldError> {
+        render::check(spec).map_err(|e| FieldError::new(e.field, e.message))
+    }
+
+    async fn apply(&self, workload: &Workload) -> Result<(), RuntimeError> {
+        let rendered = render::render(workload)
+            .map_err(|e| RuntimeError::Other(format!("cannot run on Kubernetes: {e}")))?;
+        let ns = namespace_name(&workload.key);
+        self.apply_namespace(&rendered.namespace).await?;
+        let mut keep = BTreeSet::new();
+        for object in &rendered.objects {
+            self.apply_object(&ns, object).await?;
+            keep.insert((object.kind(), object.name().to_owned()));
+        }
+        self.prune(&workload.key, &keep).await
+    }
+
+    async fn remove(&self, key: &WorkloadKey) -> Result<(), RuntimeError> {
+        self.prune(key, &BTreeSet::new()).await
+    }
+
+    async fn instances(&self, key: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError> {
+        let pods = self.pods_of(key).await?;
+        let usage = self.usage.read().map(|u| u.clone()).unwrap_or_default();
+        let mut instances: Vec<Instance> = pods
+            .iter()
+            .map(|p| {
+                let id = (
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone().unwrap_or_default(),
+                );
+                observe::instance(p, usage.get(&id).copied())
+            })
+            .collect();
+        instances.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(instances)
+    }
+
+    async fn nodes(&self) -> Result<Vec<Node>, RuntimeError> {
+        let api: Api<KubeNode> = Api::all(self.client.clone());
+        let list =
+            retried(|| async { with_timeout(api.list(&ListParams::default())).await }).await?;
+        Ok(list.items.iter().map(observe::node).collect())
+    }
+
+    async fn logs(
+        &self,
+        key: &WorkloadKey,
+        instance: &str,
+        tail: usize,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let not_found = || RuntimeError::NotFound {
+            kind: "instance",
+            name: instance.to_owned(),
+        };
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace_name(key));
+        // Only a pod of this app: a name alone must not reach another app's logs.
+        let pod = retried(|| get_opt(&api, instance))
+            .await?
+            .ok_or_else(not_found)?;
+        let labels = pod.metadata.labels.unwrap_or_default();
+        if labels.get(render::LABEL_APP) != Some(&key.app)
+            || labels.get(MANAGED_BY).map(String::as_str) != Some(MANAGER)
+        {
+            return Err(not_found());
+        }
+        let params = LogParams {
+            tail_lines: Some(i64::try_from(tail).unwrap_or(i64::MAX)),
+            ..LogParams::default()
+        };
+        let text = with_timeout(api.logs(instance, &params)).await?;
+        Ok(text.lines().map(str::to_owned).collect())
+    }
+}
