@@ -72,6 +72,9 @@ type Usage = HashMap<(String, String), observe::Usage>;
 #[derive(Clone)]
 pub struct KubeRuntime {
     client: Client,
+    /// Whether the driver creates the tenant environments' namespaces (it needs the
+    /// cluster-wide right to), or finds them made beforehand (e.g. by the chart).
+    manage_namespaces: bool,
     pods: Option<Store<Pod>>,
     usage: Arc<RwLock<Usage>>,
 }
@@ -107,9 +110,17 @@ impl KubeRuntime {
     pub fn new(client: Client) -> Self {
         Self {
             client,
+            manage_namespaces: true,
             pods: None,
             usage: Arc::default(),
         }
+    }
+
+    /// Uses namespaces made beforehand instead of creating them.
+    #[must_use]
+    pub fn with_existing_namespaces(mut self) -> Self {
+        self.manage_namespaces = false;
+        self
     }
 
     /// A driver with a pod cache fed by a watch and a metrics poller, both running
@@ -121,6 +132,7 @@ impl KubeRuntime {
         tokio::spawn(poll_metrics(client.clone(), usage.clone()));
         Self {
             client,
+            manage_namespaces: true,
             pods: Some(store),
             usage,
         }
@@ -414,7 +426,9 @@ impl Runtime for KubeRuntime {
         let rendered = render::render(workload)
             .map_err(|e| RuntimeError::Other(format!("cannot run on Kubernetes: {e}")))?;
         let ns = namespace_name(&workload.key);
-        self.apply_namespace(&rendered.namespace).await?;
+        if self.manage_namespaces {
+            self.apply_namespace(&rendered.namespace).await?;
+        }
         let mut keep = BTreeSet::new();
         for object in &rendered.objects {
             self.apply_object(&ns, object).await?;

@@ -1,0 +1,428 @@
+//! The driver against in-memory apiservers: `kube-fake-client` (a stateful fake with
+//! server-side apply, label selectors and deletion) for apply and prune, and scripted
+//! `tower-test` apiservers for what the fake cannot do: watches (410 Gone, duplicate
+//! events), an apiserver that drops connections, and `pods/log`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use http::{Request, Response, StatusCode};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams};
+use kube::client::Body;
+use kube_fake_client::{ClientBuilder, interceptor};
+use platform_core::runtime::{
+    Phase, Placement, RevisionShape, Runtime, RuntimeError, Slots, Workload, WorkloadKey,
+};
+use platform_core::spec::{AppSpec, WorkloadKind};
+use runtime_kube::KubeRuntime;
+use serde_json::{Value, json};
+
+fn must<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("unexpected error: {e:?}"))
+}
+
+fn key(app: &str) -> WorkloadKey {
+    WorkloadKey {
+        tenant: "acme".into(),
+        environment: "dev".into(),
+        app: app.into(),
+    }
+}
+
+fn spec(image: &str) -> AppSpec {
+    must(serde_json::from_value(json!({
+        "image": image, "ports": [{"name": "http"}],
+        "health": {"readiness": {"http_path": "/healthz"}}
+    })))
+}
+
+fn service_workload(app: &str, revisions: &[(i32, &str, u32)]) -> Workload {
+    Workload {
+        key: key(app),
+        kind: WorkloadKind::Service,
+        revisions: revisions
+            .iter()
+            .map(|(revision, image, n)| RevisionShape {
+                revision: *revision,
+                spec: spec(image),
+                slots: Slots::Count(*n),
+            })
+            .collect(),
+        placement: Placement::default(),
+    }
+}
+
+async fn deployments(client: &kube::Client) -> Vec<(String, i32, String)> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "paas-acme-dev");
+    let mut out: Vec<(String, i32, String)> = must(api.list(&ListParams::default()).await)
+        .items
+        .into_iter()
+        .map(|d| {
+            let spec = d.spec.unwrap_or_default();
+            let image = spec
+                .template
+                .spec
+                .and_then(|p| p.containers.first().and_then(|c| c.image.clone()))
+                .unwrap_or_default();
+            (
+                d.metadata.name.unwrap_or_default(),
+                spec.replicas.unwrap_or(-1),
+                image,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn two_revisions_run_side_by_side_then_the_old_one_is_pruned() {
+    let client = must(ClientBuilder::new().build().await);
+    // The fake cannot address a Namespace by name; namespaces are rendered (and
+    // checked) in the render tests, and exist beforehand here.
+    let runtime = KubeRuntime::new(client.clone()).with_existing_namespaces();
+    // A canary: revision 2 with one instance next to three of revision 1.
+    must(
+        runtime
+            .apply(&service_workload(
+                "web",
+                &[(1, "shop/web:1.0", 3), (2, "shop/web:1.1", 1)],
+            ))
+            .await,
+    );
+    assert_eq!(
+        deployments(&client).await,
+        [
+            ("web-r1".to_owned(), 3, "shop/web:1.0".to_owned()),
+            ("web-r2".to_owned(), 1, "shop/web:1.1".to_owned())
+        ]
+    );
+    let services: Api<Service> = Api::namespaced(client.clone(), "paas-acme-dev");
+    let selector = must(services.get("web").await)
+        .spec
+        .and_then(|s| s.selector)
+        .unwrap_or_default();
+    assert!(!selector.contains_key("paas.dev/revision"), "{selector:?}");
+
+    // Another app in the same namespace is never touched by this one's pruning.
+    must(
+        runtime
+            .apply(&service_workload("api", &[(4, "shop/api:2.0", 2)]))
+            .await,
+    );
+    // The rollout completes: revision 1 goes.
+    must(
+        runtime
+            .apply(&service_workload("web", &[(2, "shop/web:1.1", 3)]))
+            .await,
+    );
+    assert_eq!(
+        deployments(&client).await,
+        [
+            ("api-r4".to_owned(), 2, "shop/api:2.0".to_owned()),
+            ("web-r2".to_owned(), 3, "shop/web:1.1".to_owned())
+        ]
+    );
+    // Applying the same shape again changes nothing.
+    must(
+        runtime
+            .apply(&service_workload("web", &[(2, "shop/web:1.1", 3)]))
+            .await,
+    );
+    assert_eq!(deployments(&client).await.len(), 2);
+    // Removal takes the app's objects and only those.
+    must(runtime.remove(&key("web")).await);
+    assert_eq!(
+        deployments(&client).await,
+        [("api-r4".to_owned(), 2, "shop/api:2.0".to_owned())]
+    );
+    assert!(must(services.get_opt("web").await).is_none());
+    assert!(must(services.get_opt("api").await).is_some());
+}
+
+#[tokio::test]
+async fn a_conflict_is_retried_and_a_lasting_one_is_reported_not_fatal() {
+    // The first two applies of a Deployment meet a 409; the third goes through.
+    let conflicts = Arc::new(AtomicU32::new(0));
+    let seen = conflicts.clone();
+    let client = must(
+        ClientBuilder::new()
+            .with_interceptor_funcs(interceptor::Funcs::new().patch(move |ctx| {
+                if ctx.name.starts_with("web-") && seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                    return Err(kube_fake_client::Error::Conflict(
+                        "the object has been modified".into(),
+                    ));
+                }
+                Ok(None)
+            }))
+            .build()
+            .await,
+    );
+    let runtime = KubeRuntime::new(client.clone()).with_existing_namespaces();
+    must(
+        runtime
+            .apply(&service_workload("web", &[(1, "shop/web:1.0", 2)]))
+            .await,
+    );
+    assert_eq!(conflicts.load(Ordering::SeqCst), 3);
+    assert_eq!(deployments(&client).await.len(), 1);
+
+    // A conflict that never clears is an error the reconciler retries later.
+    let client = must(
+        ClientBuilder::new()
+            .with_interceptor_funcs(interceptor::Funcs::new().patch(|ctx| {
+                if ctx.name.starts_with("web-") {
+                    return Err(kube_fake_client::Error::Conflict("always".into()));
+                }
+                Ok(None)
+            }))
+            .build()
+            .await,
+    );
+    let runtime = KubeRuntime::new(client).with_existing_namespaces();
+    let err = runtime
+        .apply(&service_workload("web", &[(1, "shop/web:1.0", 2)]))
+        .await;
+    assert!(
+        matches!(&err, Err(RuntimeError::Unavailable(m)) if m.contains("409")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_spec_kubernetes_cannot_run_is_refused_before_any_call() {
+    let client = must(ClientBuilder::new().build().await);
+    let runtime = KubeRuntime::new(client.clone());
+    let mut no_image = spec("x:1");
+    no_image.image = None;
+    no_image.command = "python3".into();
+    let refused = runtime.check(&no_image);
+    assert!(refused.is_err_and(|e| e.field == "spec.image"));
+    let mut workload = service_workload("web", &[(1, "x:1", 1)]);
+    workload.revisions[0].spec = no_image;
+    assert!(matches!(
+        runtime.apply(&workload).await,
+        Err(RuntimeError::Other(_))
+    ));
+    assert!(deployments(&client).await.is_empty());
+}
+
+// ----- Scripted apiservers (tower-test) -----
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn scripted() -> (kube::Client, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (kube::Client::new(service, "default"), handle)
+}
+
+fn respond(send: tower_test::mock::SendResponse<Response<Body>>, status: StatusCode, body: Value) {
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .body(Body::from(must(serde_json::to_vec(&body))))
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+}
+
+fn pod(name: &str, app: &str, revision: i32, ready: bool, resource_version: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "paas-acme-dev", "resourceVersion": resource_version,
+            "labels": {"app.kubernetes.io/managed-by": "paas", "paas.dev/app": app, "paas.dev/revision": revision.to_string()}},
+        "spec": {"nodeName": "node-a", "containers": [{"name": "app", "image": "x:1"}]},
+        "status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+            "containerStatuses": [{"name": "app", "ready": ready, "restartCount": 2, "image": "x:1", "imageID": "",
+                "state": {"running": {}}}]}
+    })
+}
+
+fn pod_list(items: Vec<Value>, resource_version: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": resource_version}, "items": items})
+}
+
+fn watch_lines(events: &[Value]) -> Body {
+    let mut text = String::new();
+    for e in events {
+        text.push_str(&e.to_string());
+        text.push('\n');
+    }
+    Body::from(text.into_bytes())
+}
+
+/// Answers the watcher's next request, checking that it is a list or a watch.
+async fn next(
+    handle: &mut Handle,
+) -> (
+    Request<Body>,
+    tower_test::mock::SendResponse<Response<Body>>,
+) {
+    must(
+        tokio::time::timeout(std::time::Duration::from_secs(10), handle.next_request())
+            .await
+            .map_err(|_| "no request came")
+            .and_then(|r| r.ok_or("the client went away")),
+    )
+}
+
+#[tokio::test]
+async fn the_pod_cache_relists_after_410_gone_and_ignores_duplicate_events() {
+    let (client, mut handle) = scripted();
+    let (store, task) = runtime_kube::pod_cache(client);
+    let feeding = tokio::spawn(task);
+    // Initial list: one pod.
+    let (req, send) = next(&mut handle).await;
+    assert!(req.uri().path().ends_with("/api/v1/pods"), "{}", req.uri());
+    assert!(
+        req.uri()
+            .query()
+            .unwrap_or("")
+            .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpaas"),
+        "{}",
+        req.uri()
+    );
+    respond(
+        send,
+        StatusCode::OK,
+        pod_list(vec![pod("web-a", "web", 1, true, "10")], "10"),
+    );
+    // The watch: the same pod again (a duplicate), then a new one, then 410 Gone.
+    let (req, send) = next(&mut handle).await;
+    assert!(
+        req.uri().query().unwrap_or("").contains("watch=true"),
+        "{}",
+        req.uri()
+    );
+    send.send_response(
+        Response::builder()
+            .status(StatusCode::OK)
+            .body(watch_lines(&[
+                json!({"type": "MODIFIED", "object": pod("web-a", "web", 1, true, "10")}),
+                json!({"type": "ADDED", "object": pod("web-b", "web", 2, false, "11")}),
+                json!({"type": "ERROR", "object": {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 410, "reason": "Expired", "message": "too old resource version"}}),
+            ]))
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    // After 410 the watcher lists again: the world has changed meanwhile.
+    let (req, send) = next(&mut handle).await;
+    assert!(
+        !req.uri().query().unwrap_or("").contains("watch=true"),
+        "{}",
+        req.uri()
+    );
+    respond(
+        send,
+        StatusCode::OK,
+        pod_list(
+            vec![
+                pod("web-b", "web", 2, true, "20"),
+                pod("web-c", "web", 2, true, "21"),
+            ],
+            "21",
+        ),
+    );
+    // The cache converges on the relisted state: no web-a, no duplicate.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut names: Vec<String> = store
+            .state()
+            .iter()
+            .filter_map(|p: &Arc<Pod>| p.metadata.name.clone())
+            .collect();
+        names.sort();
+        if names == ["web-b", "web-c"] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "cache is {names:?}");
+        // Keep the next watch open without events.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    feeding.abort();
+}
+
+#[tokio::test]
+async fn an_apiserver_outage_is_unavailable_then_the_driver_recovers() {
+    let (client, mut handle) = scripted();
+    let runtime = KubeRuntime::new(client);
+    let server = tokio::spawn(async move {
+        // Every attempt of the first call meets a dropped connection.
+        for _ in 0..4 {
+            let (_, send) = next(&mut handle).await;
+            send.send_error(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "connection refused",
+            ));
+        }
+        // The apiserver is back.
+        let (req, send) = next(&mut handle).await;
+        assert!(
+            req.uri().path().ends_with("/namespaces/paas-acme-dev/pods"),
+            "{}",
+            req.uri()
+        );
+        respond(
+            send,
+            StatusCode::OK,
+            pod_list(vec![pod("web-r1-x", "web", 1, true, "5")], "5"),
+        );
+        // Logs of that pod: the driver first checks that it belongs to the app.
+        let (req, send) = next(&mut handle).await;
+        assert!(
+            req.uri().path().ends_with("/pods/web-r1-x"),
+            "{}",
+            req.uri()
+        );
+        respond(send, StatusCode::OK, pod("web-r1-x", "web", 1, true, "5"));
+        let (req, send) = next(&mut handle).await;
+        assert!(
+            req.uri().path().ends_with("/pods/web-r1-x/log"),
+            "{}",
+            req.uri()
+        );
+        assert!(
+            req.uri().query().unwrap_or("").contains("tailLines=2"),
+            "{}",
+            req.uri()
+        );
+        send.send_response(
+            Response::builder()
+                .status(StatusCode::OK)
+                .body(Body::from(b"line one\nline two\n".to_vec()))
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        // A pod of another app is not this app's instance.
+        let (_, send) = next(&mut handle).await;
+        respond(send, StatusCode::OK, pod("api-r1-y", "api", 1, true, "6"));
+    });
+    let down = runtime.instances(&key("web")).await;
+    assert!(
+        matches!(down, Err(RuntimeError::Unavailable(_))),
+        "{down:?}"
+    );
+    let up = must(runtime.instances(&key("web")).await);
+    assert_eq!(up.len(), 1);
+    assert_eq!(
+        (
+            up[0].revision,
+            up[0].ready,
+            up[0].restarts,
+            up[0].phase,
+            up[0].node.as_deref()
+        ),
+        (1, true, 2, Phase::Running, Some("node-a"))
+    );
+    assert_eq!(
+        must(runtime.logs(&key("web"), "web-r1-x", 2).await),
+        ["line one", "line two"]
+    );
+    let foreign = runtime.logs(&key("web"), "api-r1-y", 2).await;
+    assert!(
+        matches!(foreign, Err(RuntimeError::NotFound { .. })),
+        "{foreign:?}"
+    );
+    must(server.await);
+}
