@@ -1,0 +1,299 @@
+//! Every object the driver renders, for a property-generated corpus of application
+//! specs of every kind, meets the "restricted" Pod Security Standard (checked here)
+//! and, written out as YAML, validates against the Kubernetes schemas and passes
+//! checkov's pod-security checks (`tests/k8s/validate.py`, run when the tools are
+//! installed: `scripts/k8s-tools.sh`, which the test command runs first).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use platform_core::runtime::{Placement, RevisionShape, Slots, Workload, WorkloadKey};
+use platform_core::spec::{AppSpec, WorkloadKind};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use runtime_kube::render::{Object, render};
+
+fn kind() -> impl Strategy<Value = WorkloadKind> {
+    prop::sample::select(WorkloadKind::ALL.to_vec())
+}
+
+prop_compose! {
+    fn check()(path in prop::option::of("/[a-z]{1,8}"), period in 100u32..30_000,
+               timeout in 10u32..5_000, failures in 1u32..10, successes in 1u32..3,
+               delay in 0u32..60_000) -> serde_json::Value {
+        serde_json::json!({"http_path": path, "period_ms": period, "timeout_ms": timeout,
+            "failure_threshold": failures, "success_threshold": successes, "initial_delay_ms": delay})
+    }
+}
+
+prop_compose! {
+    fn spec()(kind in kind(), image in "[a-z]{1,10}(/[a-z0-9]{1,8})?:[0-9]\\.[0-9]{1,2}",
+              command in prop::option::of("[a-z]{1,8}"),
+              args in prop::collection::vec("[a-z$-]{0,6}(\\$PORT|\\$\\{PORT\\})?", 0..4),
+              env in prop::collection::btree_map("[A-Z][A-Z_]{0,8}", "[ -~]{0,12}", 0..4),
+              replicas in 0u32..5, cpu in 10u32..4000, memory in 16u32..4096,
+              cpu_extra in prop::option::of(0u32..2000), memory_extra in prop::option::of(0u32..2048),
+              ports in prop::collection::btree_set("[a-z]{1,6}", 0..3),
+              readiness in prop::option::of(check()), liveness in prop::option::of(check()),
+              minute in 0u32..60)
+        -> AppSpec {
+        let ports: Vec<_> = ports.into_iter().map(|p| serde_json::json!({"name": p})).collect();
+        let mut health = serde_json::Map::new();
+        if !ports.is_empty() {
+            if let Some(r) = readiness { health.insert("readiness".into(), r); }
+            if let Some(l) = liveness { health.insert("liveness".into(), l); }
+        }
+        let mut limits = serde_json::Map::new();
+        if let Some(extra) = cpu_extra { limits.insert("cpu_millis".into(), (cpu + extra).into()); }
+        if let Some(extra) = memory_extra { limits.insert("memory_mib".into(), (memory + extra).into()); }
+        let json = serde_json::json!({
+            "kind": kind, "image": image, "command": command.unwrap_or_default(), "args": args,
+            "env": env, "replicas": if kind == WorkloadKind::Daemon { replicas.min(1) } else { replicas },
+            "resources": {"cpu_millis": cpu, "memory_mib": memory}, "limits": limits,
+            "ports": ports, "health": health,
+            "schedule": (kind == WorkloadKind::Cronjob).then(|| format!("{minute} */2 * * *")),
+        });
+        let spec: AppSpec = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        spec.validate().unwrap_or_else(|e| panic!("generated an invalid spec: {e:?}"));
+        spec
+    }
+}
+
+prop_compose! {
+    fn workload()(spec in spec(), app in "[a-z][a-z0-9]{0,12}", revision in 1i32..50,
+                   previous in prop::option::of(1u32..4), zone_spread in any::<bool>(),
+                   selector in prop::option::of("[a-z]{1,5}")) -> Workload {
+        let current = revision + 1;
+        let mut revisions = Vec::new();
+        let slots = |n: u32, first: u32| match spec.kind {
+            WorkloadKind::Stateful => Slots::Ordinals((first..first + n).collect()),
+            WorkloadKind::Daemon if n > 0 => Slots::EveryNode,
+            _ => Slots::Count(n),
+        };
+        // A rollout in progress: some instances still on the previous revision.
+        if let Some(old) = previous.filter(|_| spec.kind != WorkloadKind::Daemon && spec.kind != WorkloadKind::Cronjob) {
+            revisions.push(RevisionShape { revision, spec: spec.clone(), slots: slots(old, 0) });
+            revisions.push(RevisionShape { revision: current, spec: spec.clone(), slots: slots(spec.replicas, old) });
+        } else {
+            revisions.push(RevisionShape { revision: current, spec: spec.clone(), slots: slots(spec.replicas, 0) });
+        }
+        Workload {
+            key: WorkloadKey { tenant: "acme".into(), environment: "dev".into(), app },
+            kind: spec.kind,
+            revisions,
+            placement: Placement {
+                node_selector: selector.map(|s| BTreeMap::from([("zone".to_owned(), s)])).unwrap_or_default(),
+                spread_by: zone_spread.then(|| "zone".to_owned()),
+            },
+        }
+    }
+}
+
+fn templates(object: &Object) -> Vec<&PodTemplateSpec> {
+    match object {
+        Object::Deployment(d) => d.spec.iter().map(|s| &s.template).collect(),
+        Object::StatefulSet(s) => s.spec.iter().map(|s| &s.template).collect(),
+        Object::DaemonSet(d) => d.spec.iter().map(|s| &s.template).collect(),
+        Object::Job(j) => j.spec.iter().map(|s| &s.template).collect(),
+        Object::CronJob(c) => c
+            .spec
+            .iter()
+            .filter_map(|s| s.job_template.spec.as_ref().map(|j| &j.template))
+            .collect(),
+        Object::Service(_) => Vec::new(),
+    }
+}
+
+/// The "restricted" Pod Security Standard (v1.32) and the platform's own rules, as
+/// violations in words.
+fn violations(template: &PodTemplateSpec) -> Vec<String> {
+    let mut v = Vec::new();
+    let Some(pod) = &template.spec else {
+        return vec!["no pod spec".into()];
+    };
+    let psc = pod.security_context.clone().unwrap_or_default();
+    if pod.host_network == Some(true) || pod.host_pid == Some(true) || pod.host_ipc == Some(true) {
+        v.push("host namespaces".into());
+    }
+    if pod.automount_service_account_token != Some(false) {
+        v.push("service account token mounted".into());
+    }
+    for volume in pod.volumes.iter().flatten() {
+        let allowed = volume.empty_dir.is_some()
+            || volume.config_map.is_some()
+            || volume.secret.is_some()
+            || volume.persistent_volume_claim.is_some()
+            || volume.projected.is_some()
+            || volume.downward_api.is_some();
+        if !allowed {
+            v.push(format!("volume {} of a forbidden type", volume.name));
+        }
+    }
+    for c in &pod.containers {
+        let sc = c.security_context.clone().unwrap_or_default();
+        if sc.privileged == Some(true) {
+            v.push(format!("{}: privileged", c.name));
+        }
+        if sc.allow_privilege_escalation != Some(false) {
+            v.push(format!("{}: allowPrivilegeEscalation not false", c.name));
+        }
+        let non_root = sc.run_as_non_root.or(psc.run_as_non_root) == Some(true);
+        if !non_root {
+            v.push(format!("{}: runAsNonRoot not true", c.name));
+        }
+        if sc.run_as_user.or(psc.run_as_user) == Some(0) {
+            v.push(format!("{}: runs as UID 0", c.name));
+        }
+        let seccomp = sc
+            .seccomp_profile
+            .clone()
+            .or(psc.seccomp_profile.clone())
+            .map(|p| p.type_);
+        if !matches!(seccomp.as_deref(), Some("RuntimeDefault" | "Localhost")) {
+            v.push(format!("{}: seccomp not RuntimeDefault", c.name));
+        }
+        let caps = sc.capabilities.clone().unwrap_or_default();
+        if !caps.drop.iter().flatten().any(|d| d == "ALL") {
+            v.push(format!("{}: capabilities not dropped", c.name));
+        }
+        if caps.add.iter().flatten().any(|a| a != "NET_BIND_SERVICE") {
+            v.push(format!("{}: capabilities added", c.name));
+        }
+        if c.ports.iter().flatten().any(|p| p.host_port.is_some()) {
+            v.push(format!("{}: host port", c.name));
+        }
+        let resources = c.resources.clone().unwrap_or_default();
+        for (what, map) in [
+            ("requests", &resources.requests),
+            ("limits", &resources.limits),
+        ] {
+            for r in ["cpu", "memory"] {
+                if !map.as_ref().is_some_and(|m| m.contains_key(r)) {
+                    v.push(format!("{}: no {r} {what}", c.name));
+                }
+            }
+        }
+    }
+    v
+}
+
+fn corpus_dir() -> PathBuf {
+    std::env::var_os("PAAS_K8S_CORPUS").map_or_else(
+        || std::env::temp_dir().join(format!("paas-k8s-corpus-{}", std::process::id())),
+        PathBuf::from,
+    )
+}
+
+#[test]
+fn the_rendered_corpus_is_restricted_and_schema_valid() {
+    let dir = corpus_dir();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let mut runner = TestRunner::new(Config {
+        cases: 120,
+        ..Config::default()
+    });
+    let counter = std::cell::Cell::new(0_usize);
+    let kinds = std::cell::RefCell::new(BTreeMap::<&'static str, usize>::new());
+    runner
+        .run(&workload(), |w| {
+            let rendered = render(&w).map_err(|e| TestCaseError::fail(format!("{e}")))?;
+            for object in &rendered.objects {
+                *kinds.borrow_mut().entry(object.kind()).or_default() += 1;
+                for t in templates(object) {
+                    let found = violations(t);
+                    prop_assert!(
+                        found.is_empty(),
+                        "{} {}: {found:?}",
+                        object.kind(),
+                        object.name()
+                    );
+                }
+            }
+            let mut yaml = serde_yaml_ng::to_string(&rendered.namespace)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            for object in &rendered.objects {
+                yaml.push_str("---\n");
+                yaml.push_str(
+                    &serde_yaml_ng::to_string(object)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?,
+                );
+            }
+            let n = counter.get();
+            counter.set(n + 1);
+            std::fs::write(dir.join(format!("case-{n:04}.yaml")), yaml)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kinds = kinds.into_inner();
+    for kind in [
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+        "Job",
+        "CronJob",
+        "Service",
+    ] {
+        assert!(
+            kinds.get(kind).is_some_and(|n| *n > 0),
+            "no {kind} in the corpus: {kinds:?}"
+        );
+    }
+
+    // The same objects through the Kubernetes schemas and checkov.
+    let Some(python) = std::env::var_os("PAAS_K8S_PYTHON") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must validate the corpus: run scripts/k8s-tools.sh and set PAAS_K8S_PYTHON"
+        );
+        eprintln!(
+            "SKIPPED schema and checkov validation of {} cases in {}: set PAAS_K8S_PYTHON (scripts/k8s-tools.sh)",
+            counter.get(),
+            dir.display()
+        );
+        return;
+    };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/k8s/validate.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("validate.py did not run: {e}"));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("0 schema violations, 0 pod-security violations"),
+        "{report}"
+    );
+    eprintln!("{}", report.lines().last().unwrap_or(""));
+}
+
+#[test]
+fn the_namespace_enforces_restricted_and_names_fit() {
+    let w = Workload {
+        key: WorkloadKey {
+            tenant: "a".repeat(30),
+            environment: "e".repeat(20),
+            app: "x".repeat(40),
+        },
+        kind: WorkloadKind::Service,
+        revisions: Vec::new(),
+        placement: Placement::default(),
+    };
+    let rendered = render(&w).unwrap_or_else(|e| panic!("{e}"));
+    let ns = rendered.namespace.metadata.name.unwrap_or_default();
+    assert!(ns.len() <= 63, "{ns}");
+    let labels = rendered.namespace.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted")
+    );
+}
