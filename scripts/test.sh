@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the platform on a Debian machine: installs what the tests need
-# (PostgreSQL, Chromium and its driver), starts a throwaway PostgreSQL that each test
-# creates its own fresh database in, runs the Rust test suites, then validates the
-# OpenAPI document. Exits non-zero on the first failure.
+# (PostgreSQL, Chromium and its driver, the Kubernetes validation tools in a Python
+# venv), starts a throwaway PostgreSQL that each test creates its own fresh database
+# in, runs the Rust test suites, lints and validates the Helm chart, then validates
+# the OpenAPI document. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,10 +40,16 @@ trap cleanup EXIT
 export DATABASE_URL="postgres://paas@127.0.0.1:$port/postgres"
 export PAAS_CHROMEDRIVER=${PAAS_CHROMEDRIVER:-/usr/bin/chromedriver}
 export PAAS_CHROMIUM=${PAAS_CHROMIUM:-/usr/bin/chromium}
+# Schemas and checkov for every object the Kubernetes driver renders (the corpus test).
+k8s_venv=$(scripts/k8s-tools.sh)
+export PAAS_K8S_PYTHON="$k8s_venv/bin/python"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked
+
+# The Helm chart: linted, rendered with real Helm, every object validated, RBAC checked.
+"$PAAS_K8S_PYTHON" tests/k8s/chart.py
 
 # The OpenAPI document must validate as OpenAPI 3.
 python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator >/dev/null
