@@ -696,3 +696,84 @@ async fn an_uploaded_package_is_unpacked_and_run_and_a_non_archive_is_refused() 
     let _ = std::fs::remove_file(&archive);
     paas.stop().await;
 }
+
+#[tokio::test]
+async fn runtimes_list_their_nodes_and_environments_choose_a_runtime_that_exists() {
+    let site = Site::new(&["--agents", "2", "--zones", "a,b"]).await;
+    let paas = paas_up(&site).await;
+    let admin = Tenant::login(&paas, "admin").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let local = loop {
+        let body: Value = must(
+            must(
+                admin
+                    .http
+                    .get(format!("{}/api/v1/admin/runtimes", admin.base))
+                    .bearer_auth(&admin.token)
+                    .send()
+                    .await,
+            )
+            .json()
+            .await,
+        );
+        let local = body["items"][0].clone();
+        if local["nodes"].as_array().is_some_and(|n| n.len() == 2) {
+            break local;
+        }
+        assert!(Instant::now() < deadline, "{body:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(local["name"], "local");
+    let mut zones: Vec<&str> = local["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["labels"]["zone"].as_str())
+        .collect();
+    zones.sort_unstable();
+    assert_eq!(zones, ["a", "b"]);
+    // A developer may not see the platform's nodes.
+    let dev = Tenant::login(&paas, "dev").await;
+    let status = must(
+        dev.http
+            .get(format!("{}/api/v1/admin/runtimes", dev.base))
+            .bearer_auth(&dev.token)
+            .send()
+            .await,
+    )
+    .status();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let tadmin = Tenant::login(&paas, "tadmin").await;
+    let (status, body) = tadmin
+        .call(
+            reqwest::Method::POST,
+            "/environments",
+            Some(json!({"name": "edge", "runtime": "nowhere"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["field"], "runtime");
+    let (status, body) = tadmin
+        .call(
+            reqwest::Method::POST,
+            "/environments",
+            Some(json!({"name": "edge", "runtime": "local"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["runtime"], "local");
+    // The local runtime runs processes: an image alone is refused before anything runs.
+    let (status, body) = dev
+        .call(
+            reqwest::Method::POST,
+            "/applications",
+            Some(
+                json!({"environment": "dev", "name": "imageonly", "spec": {"image": "nginx:1.27"}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["field"], "spec.command");
+    paas.stop().await;
+}

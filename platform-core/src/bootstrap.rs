@@ -69,8 +69,15 @@ impl Platform {
         for (slug, name) in DEMO_TENANTS {
             let tenant = store::tenants::insert(&mut tx, slug, name).await?;
             for (env, description, protected) in tenancy_defaults::DEFAULT_ENVIRONMENTS {
-                store::tenants::insert_environment(&mut tx, tenant.id, env, description, protected)
-                    .await?;
+                store::tenants::insert_environment(
+                    &mut tx,
+                    tenant.id,
+                    env,
+                    description,
+                    protected,
+                    "local",
+                )
+                .await?;
             }
             system_audit(&mut tx, Some(tenant.id), "tenant.create", "tenant", slug).await?;
             // A generous quota, so that the demo shows quotas at work without getting

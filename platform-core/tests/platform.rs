@@ -381,6 +381,7 @@ async fn environments_are_unique_per_tenant_but_names_repeat_across_tenants(pool
             name: must(EnvName::parse("staging")),
             description: String::new(),
             protected: true,
+            runtime: None,
         };
         must(
             world

@@ -4,7 +4,7 @@ use actix_web::HttpResponse;
 use actix_web::web::{Data, Json, Path, Query};
 use platform_core::model::{AuditEntry, AuditFilter, Tenant, User};
 use platform_core::names::{DisplayName, Password, TenantSlug, Username};
-use platform_core::platform::{NewTenant, NewUser};
+use platform_core::platform::{NewTenant, NewUser, RuntimeOverview};
 use platform_core::quota::Quota;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -193,4 +193,17 @@ pub async fn set_quota(
             .set_quota(&auth.0.principal, &path, body.0)
             .await?,
     ))
+}
+
+/// The runtimes this control plane drives and their nodes (labels, capacity, health).
+#[utoipa::path(operation_id = "list_runtimes", get, path = "/api/v1/admin/runtimes", tag = "admin",
+    responses((status = 200, body = Items<RuntimeOverview>), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn runtimes(
+    state: Data<AppState>,
+    auth: ApiAuth,
+) -> Result<Json<Items<RuntimeOverview>>, ApiError> {
+    Ok(Json(Items::new(
+        state.platform.runtime_overview(&auth.0.principal).await?,
+    )))
 }

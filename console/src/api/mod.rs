@@ -223,6 +223,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::patch().to(admin::update_user),
             )
             .route("/admin/audit", web::get().to(admin::audit))
+            .route("/admin/runtimes", web::get().to(admin::runtimes))
             .route(
                 "/admin/signing-keys/rotate",
                 web::post().to(admin::rotate_keys),

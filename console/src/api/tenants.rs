@@ -62,6 +62,10 @@ pub struct CreateEnvironment {
     /// Changes in a protected environment need the ops or tenant_admin role.
     #[serde(default)]
     pub protected: bool,
+    /// The runtime that runs its applications (`local`, or a Kubernetes cluster's
+    /// name as configured on the control plane). Default `local`.
+    #[serde(default)]
+    pub runtime: Option<String>,
 }
 
 /// Adds an environment (tenant admins).
@@ -81,6 +85,7 @@ pub async fn create_environment(
         name: EnvName::parse(&body.0.name)?,
         description: parse_description(&body.0.description)?,
         protected: body.0.protected,
+        runtime: body.0.runtime.clone(),
     };
     let env = state.platform.create_environment(&access, input).await?;
     Ok(HttpResponse::Created().json(env))

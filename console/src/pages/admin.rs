@@ -57,6 +57,25 @@ async fn tenants_page(
     })
 }
 
+#[derive(Template)]
+#[template(path = "admin_runtimes.html")]
+struct RuntimesPage {
+    layout: Layout,
+    runtimes: Vec<platform_core::platform::RuntimeOverview>,
+}
+
+/// The runtimes this control plane drives and their nodes.
+pub async fn runtimes(state: Data<AppState>, auth: PageAuth) -> Result<HttpResponse, PageError> {
+    render(&RuntimesPage {
+        layout: Layout::for_user(&auth.0, "Runtimes", "admin-runtimes"),
+        runtimes: state
+            .platform
+            .runtime_overview(&auth.0.principal)
+            .await
+            .map_err(fail(&auth, "Runtimes"))?,
+    })
+}
+
 pub async fn tenants(state: Data<AppState>, auth: PageAuth) -> Result<HttpResponse, PageError> {
     render(&tenants_page(&state, &auth, TenantForm::default(), FormErrors::none()).await?)
 }

@@ -369,5 +369,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/admin/users/{username}/{action}",
         web::post().to(admin::set_user_state),
     )
-    .route("/admin/audit", web::get().to(admin::audit));
+    .route("/admin/audit", web::get().to(admin::audit))
+    .route("/admin/runtimes", web::get().to(admin::runtimes));
 }

@@ -524,6 +524,8 @@ pub struct EnvForm {
     description: String,
     #[serde(default)]
     protected: bool,
+    #[serde(default)]
+    runtime: Option<String>,
 }
 
 #[derive(Template)]
@@ -533,6 +535,8 @@ struct EnvironmentsPage {
     tenant: Tenant,
     environments: Vec<Environment>,
     can_manage: bool,
+    /// The runtimes an environment may use.
+    runtimes: Vec<String>,
     form: EnvForm,
     errors: FormErrors,
 }
@@ -553,6 +557,19 @@ async fn environments_page(
             .await
             .map_err(in_frame(auth, access))?,
         can_manage: access.can(Permission::ManageEnvironments),
+        runtimes: {
+            let names: Vec<String> = state
+                .platform
+                .runtimes()
+                .names()
+                .map(str::to_owned)
+                .collect();
+            if names.is_empty() {
+                vec!["local".to_owned()]
+            } else {
+                names
+            }
+        },
         form,
         errors,
     })
@@ -596,6 +613,7 @@ pub async fn create_environment(
                     name,
                     description,
                     protected: form.protected,
+                    runtime: form.runtime.clone().filter(|r| !r.is_empty()),
                 },
             )
             .await

@@ -22,6 +22,7 @@ use crate::store::audit::AuditRecord;
 
 pub use apps::NewApplication;
 pub use auth::{AuthFailure, Session};
+pub use packages::RuntimeOverview;
 pub use tenancy::{NewEnvironment, NewTenant};
 pub use users::NewUser;
 

@@ -34,6 +34,8 @@ pub struct NewEnvironment {
     pub name: EnvName,
     pub description: String,
     pub protected: bool,
+    /// The runtime that runs its applications; `None` is `local`.
+    pub runtime: Option<String>,
 }
 
 impl Platform {
@@ -85,8 +87,15 @@ impl Platform {
                     )
                 })?;
         for (name, description, protected) in DEFAULT_ENVIRONMENTS {
-            store::tenants::insert_environment(&mut tx, tenant.id, name, description, protected)
-                .await?;
+            store::tenants::insert_environment(
+                &mut tx,
+                tenant.id,
+                name,
+                description,
+                protected,
+                "local",
+            )
+            .await?;
         }
         if let Some(admin) = &input.admin {
             let user = store::users::by_username(&mut *tx, admin.as_str())
@@ -133,6 +142,24 @@ impl Platform {
         input: NewEnvironment,
     ) -> Result<Environment, CoreError> {
         access.require(Permission::ManageEnvironments, "add environments")?;
+        let runtime = input
+            .runtime
+            .as_deref()
+            .unwrap_or("local")
+            .trim()
+            .to_owned();
+        let known = self.runtimes().names().any(|n| n == runtime);
+        if !known && !(self.runtimes().is_empty() && runtime == "local") {
+            let names: Vec<&str> = self.runtimes().names().collect();
+            return Err(crate::FieldError::new(
+                "runtime",
+                format!(
+                    "must be one of this platform's runtimes: {}",
+                    names.join(", ")
+                ),
+            )
+            .into());
+        }
         let tenant_id = access.tenant().id;
         let mut tx = self.pool.begin().await?;
         let env = store::tenants::insert_environment(
@@ -141,6 +168,7 @@ impl Platform {
             input.name.as_str(),
             &input.description,
             input.protected,
+            &runtime,
         )
         .await
         .map_err(|e| {

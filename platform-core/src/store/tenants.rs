@@ -196,9 +196,10 @@ pub async fn insert_environment(
     name: &str,
     description: &str,
     protected: bool,
+    runtime: &str,
 ) -> Result<Environment, sqlx::Error> {
     sqlx::query_as(&format!(
-        "INSERT INTO environments (id, tenant_id, name, description, protected) VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO environments (id, tenant_id, name, description, protected, runtime) VALUES ($1, $2, $3, $4, $5, $6)
          RETURNING {ENV_COLUMNS}"
     ))
     .bind(Uuid::new_v4())
@@ -206,6 +207,7 @@ pub async fn insert_environment(
     .bind(name)
     .bind(description)
     .bind(protected)
+    .bind(runtime)
     .fetch_one(conn)
     .await
 }
