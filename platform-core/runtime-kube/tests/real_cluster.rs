@@ -58,7 +58,10 @@ async fn wait_for(
         if check(&instances) {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {instances:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {instances:#?}"
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
@@ -73,7 +76,9 @@ fn ready_of(instances: &[Instance], revision: i32) -> usize {
 #[tokio::test]
 async fn onboard_scale_two_revisions_and_delete_on_a_real_cluster() {
     let Some(path) = std::env::var_os("PAAS_TEST_KUBECONFIG") else {
-        eprintln!("SKIPPED: the real-cluster suite needs PAAS_TEST_KUBECONFIG (see README: kind or k3d)");
+        eprintln!(
+            "SKIPPED: the real-cluster suite needs PAAS_TEST_KUBECONFIG (see README: kind or k3d)"
+        );
         return;
     };
     let source = ClusterSource::Kubeconfig(path.into());
@@ -121,6 +126,9 @@ async fn onboard_scale_two_revisions_and_delete_on_a_real_cluster() {
     )));
     let namespaces: Api<Namespace> = Api::all(client);
     let _ = namespaces
-        .delete(&format!("paas-{}-dev", key.tenant), &DeleteParams::default())
+        .delete(
+            &format!("paas-{}-dev", key.tenant),
+            &DeleteParams::default(),
+        )
         .await;
 }

@@ -220,7 +220,9 @@ async fn supervise(
     }
     loop {
         if *stop.borrow() {
-            confinement.take().map(Confinement::release);
+            if let Some(c) = confinement.take() {
+                c.release();
+            }
             update(&tx, finish_stopped);
             return;
         }
@@ -270,7 +272,9 @@ async fn supervise(
                         });
                         terminate(&mut child, pgid, config.grace).await;
                         config.log.note("stopped").await;
-                        confinement.take().map(Confinement::release);
+                        if let Some(c) = confinement.take() {
+                            c.release();
+                        }
                         update(&tx, finish_stopped);
                         return;
                     }
@@ -329,7 +333,9 @@ async fn supervise(
                 s.message = message;
             });
             // Wait for a stop so the owner can still read the final status and logs.
-            confinement.take().map(Confinement::release);
+            if let Some(c) = confinement.take() {
+                c.release();
+            }
             stopped(&mut stop).await;
             return;
         }

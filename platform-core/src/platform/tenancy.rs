@@ -149,7 +149,8 @@ impl Platform {
             .trim()
             .to_owned();
         let known = self.runtimes().names().any(|n| n == runtime);
-        if !known && !(self.runtimes().is_empty() && runtime == "local") {
+        let allowed = known || (self.runtimes().is_empty() && runtime == "local");
+        if !allowed {
             let names: Vec<&str> = self.runtimes().names().collect();
             return Err(crate::FieldError::new(
                 "runtime",
