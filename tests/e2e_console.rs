@@ -53,6 +53,8 @@ async fn browser() -> (Child, Client) {
     let webdriver = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        // Several TLS crypto providers are linked in (kube picks ring): say which.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         match ClientBuilder::rustls().map(|mut b| {
             b.capabilities(caps.clone());
             b

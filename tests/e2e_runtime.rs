@@ -777,3 +777,67 @@ async fn runtimes_list_their_nodes_and_environments_choose_a_runtime_that_exists
     assert_eq!(body["field"], "spec.command");
     paas.stop().await;
 }
+
+#[tokio::test]
+async fn a_followed_log_streams_new_lines_as_they_are_written() {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    dev.onboard(
+        "ticker",
+        json!({"command": "sh", "args": ["-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.3; done"]}),
+    )
+    .await;
+    let running = dev
+        .wait_instances("ticker", "running", |i| {
+            i.first().is_some_and(|x| x["phase"] == "running")
+        })
+        .await;
+    let name = running[0]["name"].as_str().unwrap_or_default().to_owned();
+    let mut response = must(
+        dev.http
+            .get(format!(
+                "{}/api/v1/tenants/acme/environments/dev/applications/ticker/instances/{name}/logs?follow=true&tail=1",
+                dev.base
+            ))
+            .bearer_auth(&dev.token)
+            .send()
+            .await,
+    );
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    // Lines arrive while the process writes them, each once and in order.
+    let mut ticks: Vec<u64> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ticks.len() < 8 {
+        assert!(Instant::now() < deadline, "only {ticks:?}");
+        let chunk = must(
+            tokio::time::timeout(Duration::from_secs(5), response.chunk())
+                .await
+                .map_err(|_| "no chunk"),
+        );
+        let Some(chunk) = must(chunk) else {
+            panic!("the stream ended after {ticks:?}")
+        };
+        for line in String::from_utf8_lossy(&chunk).lines() {
+            if let Some(n) = line
+                .strip_prefix("data: tick ")
+                .and_then(|n| n.trim().parse().ok())
+            {
+                ticks.push(n);
+            }
+        }
+    }
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "lines missing or repeated: {ticks:?}"
+    );
+    drop(response);
+    paas.stop().await;
+}

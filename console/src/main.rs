@@ -257,6 +257,9 @@ fn init_tracing(format: &str) {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log_format);
+    // TLS to Kubernetes apiservers uses ring; with more than one provider linked in,
+    // rustls needs to be told.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Up(args) => up(args).await,
         Command::Serve(args) => serve(args).await,

@@ -254,6 +254,10 @@ pub async fn scale(
 pub struct LogsQuery {
     /// How many of the last lines (1 to 5000, default 200).
     pub tail: Option<usize>,
+    /// Keep the response open and send new lines as they are written, as server-sent
+    /// events (`text/event-stream`, one `data:` per line).
+    #[serde(default)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -261,25 +265,96 @@ pub struct LogLines {
     pub lines: Vec<String>,
 }
 
-/// The last lines an instance wrote (stdout and stderr); poll to follow.
+/// The last lines an instance wrote (stdout and stderr); with `follow=true`, then every
+/// new line as it is written (server-sent events) until the client goes away.
 #[utoipa::path(operation_id = "instance_logs", get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/instances/{instance}/logs", tag = "applications",
     params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application"),
         ("instance" = String, Path, description = "Instance name"), LogsQuery),
-    responses((status = 200, body = LogLines), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = LogLines, description = "The lines; with follow=true a text/event-stream of them"), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn logs(
     state: Data<AppState>,
     auth: ApiAuth,
     path: Path<(String, String, String, String)>,
     query: Query<LogsQuery>,
-) -> Result<Json<LogLines>, ApiError> {
+) -> Result<actix_web::HttpResponse, ApiError> {
     let (tenant, env, app, instance) = path.into_inner();
     let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let tail = query.tail.unwrap_or(200);
     let lines = state
         .platform
-        .logs(&access, &env, &app, &instance, query.tail.unwrap_or(200))
+        .logs(&access, &env, &app, &instance, tail)
         .await?;
-    Ok(Json(LogLines { lines }))
+    if !query.follow {
+        return Ok(actix_web::HttpResponse::Ok().json(LogLines { lines }));
+    }
+    let platform = state.platform.clone();
+    let first = sse_lines(&lines);
+    let follow = futures_util::stream::unfold(lines, move |seen| {
+        let (platform, access, env, app, instance) = (
+            platform.clone(),
+            access.clone(),
+            env.clone(),
+            app.clone(),
+            instance.clone(),
+        );
+        async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            match platform
+                .logs(&access, &env, &app, &instance, FOLLOW_WINDOW)
+                .await
+            {
+                Ok(now) => {
+                    let fresh = new_lines(&seen, &now);
+                    let chunk = if fresh.is_empty() {
+                        // A comment keeps proxies from closing an idle stream.
+                        ": idle\n\n".to_owned()
+                    } else {
+                        sse_lines(fresh)
+                    };
+                    Some((Ok::<_, actix_web::Error>(bytes::Bytes::from(chunk)), now))
+                }
+                // The instance is gone: say so and end the stream.
+                Err(_) => None,
+            }
+        }
+    });
+    let stream = futures_util::StreamExt::chain(
+        futures_util::stream::once(
+            async move { Ok::<_, actix_web::Error>(bytes::Bytes::from(first)) },
+        ),
+        follow,
+    );
+    Ok(actix_web::HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(stream))
+}
+
+/// How many of the last lines each poll of a followed log compares.
+const FOLLOW_WINDOW: usize = 1000;
+
+fn sse_lines(lines: &[String]) -> String {
+    let mut out = String::new();
+    for line in lines {
+        out.push_str("data: ");
+        // A line never holds a newline; a carriage return would end the field early.
+        out.push_str(&line.replace('\r', ""));
+        out.push_str("\n\n");
+    }
+    out
+}
+
+/// The lines of `now` (a later tail of the same log) that `seen` did not have: what
+/// follows the longest suffix of `seen` that `now` starts with.
+pub fn new_lines<'a>(seen: &[String], now: &'a [String]) -> &'a [String] {
+    let longest = seen.len().min(now.len());
+    let overlap = (0..=longest)
+        .rev()
+        .find(|&k| seen[seen.len() - k..] == now[..k])
+        .unwrap_or(0);
+    &now[overlap..]
 }
 
 /// The largest manifest accepted.
@@ -312,4 +387,29 @@ pub async fn apply_manifests(
     Ok(Json(Items::new(
         state.platform.apply_manifests(&access, manifests).await?,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_lines;
+
+    fn v(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|l| (*l).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_followed_log_yields_only_what_was_appended() {
+        assert_eq!(new_lines(&v(&["a", "b"]), &v(&["a", "b", "c"])), v(&["c"]));
+        // The window slid: the oldest lines dropped out of the tail.
+        assert_eq!(
+            new_lines(&v(&["a", "b", "c"]), &v(&["b", "c", "d", "e"])),
+            v(&["d", "e"])
+        );
+        assert!(new_lines(&v(&["a", "b"]), &v(&["a", "b"])).is_empty());
+        // Repeated lines are counted, not collapsed.
+        assert_eq!(new_lines(&v(&["x", "a"]), &v(&["a", "a"])), v(&["a"]));
+        assert_eq!(new_lines(&v(&[]), &v(&["a"])), v(&["a"]));
+        // Nothing in common (more than a window written between polls): all of it.
+        assert_eq!(new_lines(&v(&["a"]), &v(&["b", "c"])), v(&["b", "c"]));
+    }
 }

@@ -426,3 +426,55 @@ async fn an_apiserver_outage_is_unavailable_then_the_driver_recovers() {
     );
     must(server.await);
 }
+
+#[tokio::test]
+async fn the_same_spec_passes_both_drivers_preflight() {
+    // A spec with a command for the local runtime and an image for Kubernetes.
+    let both: AppSpec = must(serde_json::from_value(json!({
+        "command": "python3", "args": ["-m", "http.server", "$PORT"],
+        "image": "python:3.12-slim", "ports": [{"name": "http"}], "replicas": 2
+    })));
+    let kube = KubeRuntime::new(must(ClientBuilder::new().build().await));
+    let pool = must(sqlx::PgPool::connect_lazy(
+        "postgres://nobody@127.0.0.1:1/none",
+    ));
+    let local = platform_core::runtime::local::LocalRuntime::new(pool, "token".into());
+    let drivers: [&dyn Runtime; 2] = [&kube, &local];
+    for driver in drivers {
+        assert_eq!(driver.check(&both), Ok(()), "{driver:?}");
+    }
+    // And each refuses what only the other can run, naming the field.
+    let mut image_only = both.clone();
+    image_only.command = String::new();
+    assert!(
+        local
+            .check(&image_only)
+            .is_err_and(|e| e.field == "spec.command")
+    );
+    assert_eq!(kube.check(&image_only), Ok(()));
+    let mut packaged = both.clone();
+    packaged.package = Some(format!("sha256:{}", "a".repeat(64)));
+    assert!(
+        kube.check(&packaged)
+            .is_err_and(|e| e.field == "spec.package")
+    );
+    assert_eq!(local.check(&packaged), Ok(()));
+}
+
+#[test]
+fn pod_metrics_sum_their_containers() {
+    let item: kube::api::DynamicObject = must(serde_json::from_value(json!({
+        "apiVersion": "metrics.k8s.io/v1beta1", "kind": "PodMetrics",
+        "metadata": {"name": "web-r1-a", "namespace": "paas-acme-dev"},
+        "timestamp": "2026-11-26T00:00:00Z", "window": "15s",
+        "containers": [
+            {"name": "app", "usage": {"cpu": "250000000n", "memory": "64Mi"}},
+            {"name": "side", "usage": {"cpu": "5m", "memory": "16384Ki"}}
+        ]
+    })));
+    let usage = runtime_kube::pod_usage(&[item]);
+    assert_eq!(
+        usage.get(&("paas-acme-dev".to_owned(), "web-r1-a".to_owned())),
+        Some(&(255, 80))
+    );
+}
