@@ -180,6 +180,14 @@ pub struct AppForm {
     serves_http: String,
     #[serde(default)]
     health_path: String,
+    #[serde(default)]
+    image: String,
+    #[serde(default)]
+    package: String,
+    #[serde(default)]
+    limit_cpu_millis: String,
+    #[serde(default)]
+    limit_memory_mib: String,
 }
 
 impl Default for AppForm {
@@ -199,6 +207,10 @@ impl Default for AppForm {
             schedule: String::new(),
             serves_http: "true".to_owned(),
             health_path: String::new(),
+            image: String::new(),
+            package: String::new(),
+            limit_cpu_millis: String::new(),
+            limit_memory_mib: String::new(),
         }
     }
 }
@@ -235,6 +247,18 @@ impl AppForm {
                 .as_ref()
                 .and_then(|r| r.http_path.clone())
                 .unwrap_or_default(),
+            image: spec.image.clone().unwrap_or_default(),
+            package: spec.package.clone().unwrap_or_default(),
+            limit_cpu_millis: spec
+                .limits
+                .cpu_millis
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            limit_memory_mib: spec
+                .limits
+                .memory_mib
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
         }
     }
 
@@ -260,10 +284,20 @@ impl AppForm {
             })?;
             env.insert(key.trim().to_owned(), value.to_owned());
         }
+        let optional_number = |field: &str, value: &str| {
+            Some(value.trim())
+                .filter(|v| !v.is_empty())
+                .map(|v| number(field, v))
+                .transpose()
+        };
+        let text = |value: &str| Some(value.trim().to_owned()).filter(|v| !v.is_empty());
         let spec = AppSpec {
-            package: None,
-            image: None,
-            limits: Default::default(),
+            package: text(&self.package),
+            image: text(&self.image),
+            limits: platform_core::spec::Limits {
+                cpu_millis: optional_number("limits.cpu_millis", &self.limit_cpu_millis)?,
+                memory_mib: optional_number("limits.memory_mib", &self.limit_memory_mib)?,
+            },
             kind: WorkloadKind::parse(&self.kind).map_err(|e| e.under("spec"))?,
             command: self.command.trim().to_owned(),
             args: self
@@ -805,4 +839,39 @@ pub async fn audit(
         entries,
     );
     page.respond(&req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn editing_in_the_form_keeps_every_field_the_form_shows() {
+        let spec: AppSpec = serde_json::from_value(serde_json::json!({
+            "command": "./run.sh", "args": ["--port", "$PORT"], "image": "shop/web:1.2",
+            "package": format!("sha256:{}", "b".repeat(64)), "env": {"A": "1"}, "replicas": 3,
+            "resources": {"cpu_millis": 200, "memory_mib": 256},
+            "limits": {"cpu_millis": 400, "memory_mib": 512},
+            "ports": [{"name": "http"}], "health": {"readiness": {"http_path": "/healthz"}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let now = chrono::Utc::now();
+        let detail = ApplicationDetail {
+            application: platform_core::model::Application {
+                id: uuid::Uuid::nil(),
+                tenant_id: uuid::Uuid::nil(),
+                environment: "dev".into(),
+                name: "web".into(),
+                description: String::new(),
+                current_revision: 1,
+                run_state: "running".into(),
+                scaled_replicas: None,
+                created_at: now,
+                updated_at: now,
+            },
+            spec: spec.clone(),
+        };
+        let form = AppForm::from_detail(&detail);
+        assert_eq!(form.spec().unwrap_or_else(|e| panic!("{e:?}")), spec);
+    }
 }
