@@ -211,15 +211,18 @@ fn the_rendered_corpus_is_restricted_and_schema_valid() {
                     );
                 }
             }
-            let mut yaml = serde_yaml_ng::to_string(&rendered.namespace)
+            // Written as JSON documents (valid YAML): what the driver sends is JSON, and a
+            // YAML 1.1 reader would take some plain scalars (`<<`, `=`) for tags.
+            let mut yaml = serde_json::to_string_pretty(&rendered.namespace)
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             for object in &rendered.objects {
-                yaml.push_str("---\n");
+                yaml.push_str("\n---\n");
                 yaml.push_str(
-                    &serde_yaml_ng::to_string(object)
+                    &serde_json::to_string_pretty(object)
                         .map_err(|e| TestCaseError::fail(e.to_string()))?,
                 );
             }
+            yaml.push('\n');
             let n = counter.get();
             counter.set(n + 1);
             std::fs::write(dir.join(format!("case-{n:04}.yaml")), yaml)
