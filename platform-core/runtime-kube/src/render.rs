@@ -340,8 +340,7 @@ fn stateful_set(
         _ => replicas,
     };
     let selector = base_labels(key);
-    let mut pod_labels = revision_labels(key, newest.revision);
-    pod_labels.extend(selector.clone());
+    let pod_labels = revision_labels(key, newest.revision);
     StatefulSet {
         metadata: meta(key.app.clone(), ns, base_labels(key)),
         spec: Some(StatefulSetSpec {
@@ -438,8 +437,7 @@ fn daemon_set(
     placement: &Placement,
 ) -> DaemonSet {
     let selector = base_labels(key);
-    let mut pod_labels = revision_labels(key, shape.revision);
-    pod_labels.extend(selector.clone());
+    let pod_labels = revision_labels(key, shape.revision);
     DaemonSet {
         metadata: meta(key.app.clone(), ns, base_labels(key)),
         spec: Some(DaemonSetSpec {

@@ -239,19 +239,15 @@ async fn supervise(
             }
             Ok(mut child) => {
                 let pid = child.id();
-                if let (Some(cgroups), Some(pid), None) = (&config.cgroups, pid, &confinement)
+                // Each run's process joins the instance's group (made by the first run).
+                if let (Some(cgroups), Some(pid)) = (&config.cgroups, pid)
                     && !config.ceilings.is_empty()
                 {
                     match cgroups.confine(&config.name, pid, config.ceilings) {
-                        Ok(c) => confinement = Some(c),
+                        Ok(c) => {
+                            confinement.get_or_insert(c);
+                        }
                         Err(e) => config.log.note(&format!("limits not enforced: {e}")).await,
-                    }
-                } else if let (Some(cgroups), Some(pid), Some(_)) =
-                    (&config.cgroups, pid, &confinement)
-                {
-                    // The group exists from an earlier run: move the new process in.
-                    if let Err(e) = cgroups.confine(&config.name, pid, config.ceilings) {
-                        config.log.note(&format!("limits not enforced: {e}")).await;
                     }
                 }
                 update(&tx, |s| {

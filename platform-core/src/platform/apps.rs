@@ -315,13 +315,8 @@ impl Platform {
     ) -> Result<Vec<Instance>, CoreError> {
         access.require(Permission::View, "view applications")?;
         self.find_application(access, environment, name).await?;
-        let Some(runtime) = self.runtime_of(access, environment).await? else {
+        let Some((runtime, key)) = self.runtime_of(access, environment, name).await? else {
             return Ok(Vec::new());
-        };
-        let key = WorkloadKey {
-            tenant: access.tenant().slug.clone(),
-            environment: environment.to_owned(),
-            app: name.to_owned(),
         };
         runtime.instances(&key).await.map_err(runtime_error)
     }
@@ -337,13 +332,8 @@ impl Platform {
     ) -> Result<Vec<String>, CoreError> {
         access.require(Permission::View, "view applications")?;
         self.find_application(access, environment, name).await?;
-        let Some(runtime) = self.runtime_of(access, environment).await? else {
+        let Some((runtime, key)) = self.runtime_of(access, environment, name).await? else {
             return Err(CoreError::not_found("instance", instance));
-        };
-        let key = WorkloadKey {
-            tenant: access.tenant().slug.clone(),
-            environment: environment.to_owned(),
-            app: name.to_owned(),
         };
         runtime
             .logs(&key, instance, tail.clamp(1, 5000))
@@ -477,16 +467,11 @@ impl Platform {
         name: &str,
     ) -> Result<(), CoreError> {
         self.change_target(access, environment, name).await?;
-        let Some(runtime) = self.runtime_of(access, environment).await? else {
+        let Some((runtime, key)) = self.runtime_of(access, environment, name).await? else {
             return Err(CoreError::Conflict {
                 field: "runtime",
                 message: "no runtime runs this environment's applications".into(),
             });
-        };
-        let key = WorkloadKey {
-            tenant: access.tenant().slug.clone(),
-            environment: environment.to_owned(),
-            app: name.to_owned(),
         };
         runtime.remove(&key).await.map_err(runtime_error)?;
         let mut tx = self.pool.begin().await?;
@@ -536,18 +521,25 @@ impl Platform {
             .ok_or_else(|| CoreError::not_found("application", format!("{environment}/{name}")))
     }
 
-    /// The runtime of an environment; `None` when this control plane runs none for it.
+    /// The runtime of an application's environment and the application's workload key;
+    /// `None` when this control plane runs no runtime for that environment.
     async fn runtime_of(
         &self,
         access: &TenantAccess,
         environment: &str,
-    ) -> Result<Option<std::sync::Arc<dyn crate::runtime::Runtime>>, CoreError> {
+        app: &str,
+    ) -> Result<Option<(std::sync::Arc<dyn crate::runtime::Runtime>, WorkloadKey)>, CoreError> {
         let Some(env) =
             store::tenants::environment(&self.pool, access.tenant().id, environment).await?
         else {
             return Ok(None);
         };
-        Ok(self.runtimes.get(&env.runtime).cloned())
+        let key = WorkloadKey {
+            tenant: access.tenant().slug.clone(),
+            environment: environment.to_owned(),
+            app: app.to_owned(),
+        };
+        Ok(self.runtimes.get(&env.runtime).cloned().map(|r| (r, key)))
     }
 
     /// Refuses a spec the environment's runtime cannot run, naming the field. A

@@ -5,6 +5,7 @@
 mod apps;
 mod auth;
 mod packages;
+mod runtimes;
 pub(crate) mod tenancy;
 mod users;
 
@@ -22,7 +23,7 @@ use crate::store::audit::AuditRecord;
 
 pub use apps::NewApplication;
 pub use auth::{AuthFailure, Session};
-pub use packages::RuntimeOverview;
+pub use runtimes::RuntimeOverview;
 pub use tenancy::{NewEnvironment, NewTenant};
 pub use users::NewUser;
 

@@ -301,7 +301,7 @@ impl LocalRuntime {
             .into_iter()
             .filter(|i| i.desired == "run")
             .collect();
-        let mut to_stop = beyond_history(&existing, parallelism);
+        let mut to_stop = beyond_history(&existing, CRON_HISTORY * parallelism.max(1) as usize);
         if parallelism == 0 {
             to_stop.extend(existing.iter().filter(|i| !is_finished(i)).map(|i| i.id));
         }
@@ -319,14 +319,13 @@ fn is_finished(i: &InstanceRow) -> bool {
     matches!(i.phase.as_str(), "succeeded" | "failed")
 }
 
-/// The finished instances of a cron workload older than its kept history.
-fn beyond_history(instances: &[InstanceRow], parallelism: u32) -> Vec<Uuid> {
+/// The finished instances of a cron workload beyond the newest `keep`.
+fn beyond_history(instances: &[InstanceRow], keep: usize) -> Vec<Uuid> {
     let mut finished: Vec<&InstanceRow> = instances
         .iter()
         .filter(|i| i.desired == "run" && is_finished(i))
         .collect();
     finished.sort_by_key(|i| std::cmp::Reverse(i.created_at));
-    let keep = CRON_HISTORY * parallelism.max(1) as usize;
     finished.iter().skip(keep).map(|i| i.id).collect()
 }
 
@@ -362,13 +361,8 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
     }
     // This run will push one more into the history: keep room for it.
     let parallelism = run.parallelism.max(1) as usize;
-    let mut kept: Vec<&InstanceRow> = existing.iter().filter(|i| i.desired == "run").collect();
-    kept.sort_by_key(|i| std::cmp::Reverse(i.created_at));
-    let forget: Vec<Uuid> = kept
-        .iter()
-        .skip((CRON_HISTORY - 1) * parallelism)
-        .map(|i| i.id)
-        .collect();
+    // Nothing is active here, so every kept instance is a finished run.
+    let forget = beyond_history(&existing, (CRON_HISTORY - 1) * parallelism);
     store::runtime::mark_stop(&mut tx, &forget)
         .await
         .map_err(unavailable)?;
@@ -398,31 +392,20 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
             WorkloadKind::Cronjob,
             &node,
         );
-        let new = NewInstance {
-            application_id: app_id,
-            tenant_id,
-            revision: run.shape.revision,
-            ordinal: None,
-            name: &name,
-            node: &node,
-            cpu_request: i32::try_from(request.cpu_millis).unwrap_or(i32::MAX),
-            memory_request: i32::try_from(request.memory_mib).unwrap_or(i32::MAX),
-        };
-        store::runtime::insert_instance(&mut tx, new)
-            .await
-            .map_err(unavailable)?;
-        store::runtime::append_event(
-            &mut tx,
+        let message = format!(
+            "scheduled run of revision {} placed on {node}",
+            run.shape.revision
+        );
+        let new = NewInstance::of(
             app_id,
-            Some(&name),
-            "Scheduled",
-            &format!(
-                "scheduled run of revision {} placed on {node}",
-                run.shape.revision
-            ),
-        )
-        .await
-        .map_err(unavailable)?;
+            tenant_id,
+            run.shape.revision,
+            None,
+            &name,
+            &node,
+            request,
+        );
+        place(&mut tx, new, &message).await?;
     }
     tx.commit().await.map_err(unavailable)
 }
@@ -720,28 +703,13 @@ impl Runtime for LocalRuntime {
         }
         for (revision, ordinal, node, request) in to_create {
             let name = instance_name(&key.app, revision, ordinal, workload.kind, &node);
-            let new = NewInstance {
-                application_id: app_id,
-                tenant_id,
-                revision,
-                ordinal: ordinal.map(|o| o as i32),
-                name: &name,
-                node: &node,
-                cpu_request: i32::try_from(request.cpu_millis).unwrap_or(i32::MAX),
-                memory_request: i32::try_from(request.memory_mib).unwrap_or(i32::MAX),
-            };
-            store::runtime::insert_instance(&mut tx, new)
-                .await
-                .map_err(unavailable)?;
-            store::runtime::append_event(
+            let new = NewInstance::of(app_id, tenant_id, revision, ordinal, &name, &node, request);
+            place(
                 &mut tx,
-                app_id,
-                Some(&name),
-                "Scheduled",
+                new,
                 &format!("revision {revision} placed on {node}"),
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         }
         if let Some(why) = &unschedulable {
             // Said once, not at every tick while it lasts.
@@ -903,6 +871,21 @@ impl Runtime for LocalRuntime {
             .await
             .map_err(|e| RuntimeError::Other(e.to_string()))
     }
+}
+
+/// Records a new instance and its `Scheduled` event.
+async fn place(
+    tx: &mut sqlx::PgConnection,
+    new: NewInstance<'_>,
+    message: &str,
+) -> Result<(), RuntimeError> {
+    let (app_id, name) = (new.application_id, new.name);
+    store::runtime::insert_instance(&mut *tx, new)
+        .await
+        .map_err(unavailable)?;
+    store::runtime::append_event(tx, app_id, Some(name), "Scheduled", message)
+        .await
+        .map_err(unavailable)
 }
 
 fn unavailable(e: sqlx::Error) -> RuntimeError {

@@ -114,6 +114,31 @@ pub struct NewInstance<'a> {
     pub memory_request: i32,
 }
 
+impl<'a> NewInstance<'a> {
+    /// An instance of `revision` (at `ordinal`, for stateful sets) on `node`, charged
+    /// with `request`.
+    pub fn of(
+        application_id: Uuid,
+        tenant_id: Uuid,
+        revision: i32,
+        ordinal: Option<u32>,
+        name: &'a str,
+        node: &'a str,
+        request: crate::spec::Resources,
+    ) -> Self {
+        Self {
+            application_id,
+            tenant_id,
+            revision,
+            ordinal: ordinal.and_then(|o| i32::try_from(o).ok()),
+            name,
+            node,
+            cpu_request: i32::try_from(request.cpu_millis).unwrap_or(i32::MAX),
+            memory_request: i32::try_from(request.memory_mib).unwrap_or(i32::MAX),
+        }
+    }
+}
+
 pub async fn insert_instance(
     conn: &mut PgConnection,
     new: NewInstance<'_>,
