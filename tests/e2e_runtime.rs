@@ -105,37 +105,22 @@ impl Tenant {
     }
 }
 
-/// A static HTTP service that records its pid and serves a unique directory, so the
-/// test can find and count its processes.
-fn web_spec(marker: &std::path::Path, replicas: u32) -> Value {
+/// A static HTTP service that serves a page from a directory named after a unique
+/// marker, so that the test can find and count its processes in `/proc`.
+fn web_spec(marker: &str, replicas: u32) -> Value {
     let script = format!(
-        "echo $$ > pid; exec python3 -m http.server $PORT --bind 127.0.0.1 --directory {}",
-        marker.display()
+        "mkdir -p {marker} && printf 'hello from the platform\\n' > {marker}/index.html && exec python3 -m http.server $PORT --bind 127.0.0.1 --directory {marker}"
     );
     json!({"command": "sh", "args": ["-c", script], "replicas": replicas, "ports": [{"name": "http"}]})
 }
 
-fn marker_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("paas-e2e-site-{}", uuid::Uuid::new_v4().simple()));
-    must(std::fs::create_dir_all(&dir));
-    must(std::fs::write(
-        dir.join("index.html"),
-        "hello from the platform\n",
-    ));
-    dir
+fn marker() -> String {
+    format!("site-{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Processes whose command line mentions `needle`.
+/// Live processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-                .filter(|cmd| String::from_utf8_lossy(cmd).contains(needle))
-                .count()
-        })
-        .unwrap_or(0)
+    support::procs::count(needle)
 }
 
 async fn wait_for_200(url: &str) -> Duration {
@@ -163,7 +148,7 @@ async fn an_onboarded_service_serves_through_the_router_and_heals_after_kill_9()
     let site = Site::new(&[]).await;
     let paas = paas_up(&site).await;
     let dev = Tenant::login(&paas, "dev").await;
-    let marker = marker_dir();
+    let marker = marker();
     dev.onboard("web", web_spec(&marker, 1)).await;
     let url = format!("{}/apps/acme/dev/web/index.html", site.router());
     wait_for_200(&url).await;
@@ -182,27 +167,11 @@ async fn an_onboarded_service_serves_through_the_router_and_heals_after_kill_9()
     );
     assert_eq!(by_host.status(), StatusCode::OK);
 
-    let instances = dev
-        .wait_instances("web", "one ready instance", |i| {
-            i.len() == 1 && i[0]["ready"] == true
-        })
-        .await;
-    let (name, node) = (
-        instances[0]["name"].as_str().unwrap_or(""),
-        instances[0]["node"].as_str().unwrap_or(""),
-    );
-    let pid_file = site
-        .data_dir
-        .join("agents")
-        .join(node)
-        .join("work/acme/dev/web")
-        .join(name)
-        .join("pid");
-    let pid: i32 = must(must(std::fs::read_to_string(&pid_file)).trim().parse());
-    must(nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    ));
+    dev.wait_instances("web", "one ready instance", |i| {
+        i.len() == 1 && i[0]["ready"] == true
+    })
+    .await;
+    support::procs::signal_the_one(&marker, nix::sys::signal::Signal::SIGKILL);
 
     dev.wait_instances("web", "a restart", |i| {
         i.len() == 1 && i[0]["restarts"].as_u64() >= Some(1)
@@ -228,9 +197,13 @@ async fn an_onboarded_service_serves_through_the_router_and_heals_after_kill_9()
             "no {expected} event in {reasons:?}"
         );
     }
+    // Stopping the control plane leaves the application serving; `paas down` stops it.
     paas.stop().await;
+    assert_eq!(processes_mentioning(&marker), 1);
+    wait_for_200(&url).await;
+    site.down().await;
     assert_eq!(
-        processes_mentioning(&marker.display().to_string()),
+        processes_mentioning(&marker),
         0,
         "an instance outlived the platform"
     );
@@ -241,7 +214,7 @@ async fn scaling_changes_the_number_of_instances_and_stop_start_follow() {
     let site = Site::new(&["--agents", "2", "--zones", "a,b"]).await;
     let paas = paas_up(&site).await;
     let dev = Tenant::login(&paas, "dev").await;
-    let marker = marker_dir();
+    let marker = marker();
     dev.onboard("web", web_spec(&marker, 1)).await;
     dev.wait_instances("web", "one ready", |i| {
         i.iter().filter(|x| x["ready"] == true).count() == 1
@@ -364,7 +337,7 @@ async fn killing_the_control_plane_drops_no_request_and_its_successor_adopts_eve
     let mut paas = paas_up(&site).await;
     let password = paas.passwords["dev"].clone();
     let dev = Tenant::login(&paas, "dev").await;
-    let marker = marker_dir();
+    let marker = marker();
     dev.onboard("web", web_spec(&marker, 2)).await;
     dev.wait_instances("web", "two ready", |i| {
         i.iter().filter(|x| x["ready"] == true).count() == 2
@@ -417,18 +390,15 @@ async fn killing_the_control_plane_drops_no_request_and_its_successor_adopts_eve
         })
         .await;
     assert_eq!(instances.len(), 2);
-    assert_eq!(processes_mentioning(&marker.display().to_string()), 2);
-    let agents = processes_mentioning(
-        &site
-            .data_dir
-            .join("agents")
-            .join("node-1")
-            .display()
-            .to_string(),
-    );
+    assert_eq!(processes_mentioning(&marker), 2);
+    let agents = processes_mentioning(&format!(
+        "--state-dir {} ",
+        site.data_dir.join("agents").join("node-1").display()
+    ));
     assert_eq!(agents, 1, "one agent for node-1");
     successor.stop().await;
-    assert_eq!(processes_mentioning(&marker.display().to_string()), 0);
+    site.down().await;
+    assert_eq!(processes_mentioning(&marker), 0);
 }
 
 #[tokio::test]

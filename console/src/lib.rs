@@ -8,7 +8,6 @@
 pub mod api;
 pub mod error;
 pub mod internal;
-pub mod local_postgres;
 pub mod metrics;
 pub mod pages;
 pub mod ratelimit;

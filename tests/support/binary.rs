@@ -55,29 +55,8 @@ pub struct Site {
 
 impl Drop for Site {
     fn drop(&mut self) {
-        let mut locks = vec![self.data_dir.join("router.lock")];
-        if let Ok(entries) = std::fs::read_dir(self.data_dir.join("agents")) {
-            locks.extend(entries.flatten().map(|e| e.path().join("agent.lock")));
-        }
-        let pids: Vec<i32> = locks
-            .iter()
-            .filter_map(|l| std::fs::read_to_string(l).ok()?.trim().parse().ok())
-            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
-            .collect();
-        for pid in &pids {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while pids
-            .iter()
-            .any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Whatever the test left running of this platform stops with it.
+        self.down_blocking();
     }
 }
 
@@ -96,6 +75,31 @@ impl Site {
 
     pub fn router(&self) -> String {
         format!("http://127.0.0.1:{}", self.router_port)
+    }
+
+    /// `paas down`: stops everything of this platform (control plane, agents,
+    /// instances, router).
+    pub async fn down(&self) {
+        let status = Command::new(env!("CARGO_BIN_EXE_paas"))
+            .arg("down")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("PAAS_LOG", "warn")
+            .status()
+            .await;
+        assert!(must(status).success(), "paas down failed");
+    }
+
+    fn down_blocking(&self) {
+        if !self.data_dir.exists() {
+            return;
+        }
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_paas"))
+            .arg("down")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("PAAS_LOG", "warn")
+            .status();
     }
 }
 
@@ -162,7 +166,8 @@ pub async fn paas_up(site: &Site) -> Paas {
 }
 
 impl Paas {
-    /// Stops the control plane and its fleet the way an operator would (SIGTERM).
+    /// Stops the control plane the way an operator would (SIGTERM); applications,
+    /// agents and the router keep running.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = nix::sys::signal::kill(

@@ -254,3 +254,4 @@ pub fn service_spec() -> Value {
 }
 
 pub mod binary;
+pub mod procs;

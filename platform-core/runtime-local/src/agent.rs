@@ -1,19 +1,28 @@
 //! The node agent: registers its node, then heartbeats. Each heartbeat reports every
-//! instance it supervises and brings back the instances the control plane wants on
-//! this node; the agent starts what is missing and drains and stops what is no longer
-//! wanted. When the control plane cannot be reached, everything keeps running as it is.
+//! instance of the node and brings back the instances the control plane wants on it;
+//! the agent starts what is missing and drains and stops what is no longer wanted.
+//!
+//! Every instance runs under its own shim ([`crate::shim`]), not under the agent, so
+//! the agent can die, be restarted or be replaced by a new binary while its instances
+//! keep serving: a starting agent adopts the shims it finds in its state directory,
+//! and the control plane's next answer says which of them are still wanted (the others
+//! are stopped, so no orphan outlives the restart).
+//!
+//! When the control plane cannot be reached, everything keeps running as it is, except
+//! fenced instances (stateful ordinals), which stop once their lease lapses.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use platform_core::runtime::Phase;
+use platform_core::runtime::WorkloadKey;
 use platform_core::runtime::local::{
     Assignment, Assignments, Desired, Heartbeat, InstanceReport, Registration,
 };
 use platform_core::spec::{CheckSpec, Resources, WorkloadKind};
-use std::sync::Arc;
-
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -22,7 +31,12 @@ use crate::agent_api::LogIndex;
 use crate::logs::LogFile;
 use crate::package::PackageSource;
 use crate::probe::{Probe, ProbeTarget};
-use crate::supervisor::{Backoff, InstanceConfig, RestartPolicy, Supervised};
+use crate::sandbox::Isolation;
+use crate::shim::{Shim, ShimSpec};
+use crate::supervisor::{Backoff, InstanceConfig, RestartPolicy};
+
+/// How long a fenced instance's lease lasts when the control plane does not say.
+const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -43,23 +57,57 @@ pub struct AgentConfig {
     pub drain: Duration,
     pub grace: Duration,
     pub log_limit_bytes: u64,
+    /// The command that runs a shim (`paas shim`): program, then leading arguments.
+    pub shim_program: PathBuf,
+    pub shim_args: Vec<String>,
+    /// Paths instances must not see (the platform's data directory).
+    pub hide: Vec<PathBuf>,
 }
+
+/// What the agent keeps on disk of an instance, beside its shim, to adopt it after a
+/// restart. Never a secret: those live only in the shim's memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct InstanceRecord {
+    id: Uuid,
+    name: String,
+    key: WorkloadKey,
+    port: Option<u16>,
+    fenced: bool,
+    log: LogFile,
+}
+
+const RECORD: &str = "instance.json";
 
 #[derive(Debug)]
 struct Running {
-    assignment: Assignment,
-    supervised: Supervised,
-    port: Option<u16>,
+    record: InstanceRecord,
+    shim: Shim,
+    /// The instance's directory: its shim's socket and lock, and its record.
+    dir: PathBuf,
 }
 
-/// Runs the agent until `shutdown` turns true; then stops every instance gracefully.
+/// The agent's instances, in the states it tracks them in.
+#[derive(Debug, Default)]
+struct Instances {
+    running: HashMap<Uuid, Running>,
+    /// Shims being started (creating directories, unpacking, connecting).
+    starting: HashMap<Uuid, JoinHandle<Result<Running, String>>>,
+    /// Instances draining, then stopping.
+    stopping: HashMap<Uuid, JoinHandle<()>>,
+    /// Restarts of instances whose shim was lost, carried into the next shim.
+    restarts: HashMap<Uuid, u32>,
+    /// Why an instance could not be started, reported until it can.
+    failed: HashMap<Uuid, String>,
+}
+
+/// Runs the agent until `shutdown` turns true. The instances keep running after it.
 pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap_or_default();
     let log_index = LogIndex::default();
-    let cgroups = crate::limits::Cgroups::detect(&config.name).map(Arc::new);
+    let cgroups = crate::limits::Cgroups::detect(&config.name);
     match &cgroups {
         Some(c) => {
             tracing::info!(node = %config.name, cgroups = ?c, "instance limits are enforced")
@@ -68,6 +116,16 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
             tracing::info!(node = %config.name, "no writable cgroups: instance limits are measured, not enforced")
         }
     }
+    let isolation = Arc::new(Isolation::detect());
+    match &*isolation {
+        Isolation::Identities { bwrap: Some(_), .. } => {
+            tracing::info!(node = %config.name, isolation = %isolation.describe(), "instances are isolated")
+        }
+        _ => {
+            tracing::warn!(node = %config.name, isolation = %isolation.describe(), "instances are weakly isolated")
+        }
+    }
+    prepare_state_dir(&config.state_dir);
     let api_port = match tokio::net::TcpListener::bind((config.address.as_str(), 0)).await {
         Ok(listener) => {
             let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -84,15 +142,22 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
             0
         }
     };
-    let mut running: HashMap<Uuid, Running> = HashMap::new();
-    let mut stopping: HashMap<Uuid, JoinHandle<()>> = HashMap::new();
-    let mut registered = false;
-    let mut unreachable_since: Option<std::time::Instant> = None;
-    let mut interval = tokio::time::interval(config.heartbeat);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A status change of any instance (ready, crashed, ...) is reported at once
     // rather than at the next period.
     let changed = Arc::new(Notify::new());
+    let mut instances = Instances {
+        running: adopt(&config, &changed).await,
+        ..Instances::default()
+    };
+    let mut registered = false;
+    let mut unreachable_since: Option<Instant> = None;
+    let mut lease_ttl = DEFAULT_LEASE;
+    // When the last heartbeat that the control plane answered was sent: the lease runs
+    // from there, never from the answer, so that it never outlasts what the control
+    // plane assumes.
+    let mut lease_from: Option<Instant> = None;
+    let mut interval = tokio::time::interval(config.heartbeat);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = interval.tick() => {}
@@ -102,35 +167,44 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
         if *shutdown.borrow() {
             break;
         }
+        instances.settle(&changed).await;
         if !registered {
             registered = register(&http, &config, api_port).await;
             if !registered {
                 continue;
             }
         }
-        stopping.retain(|_, handle| !handle.is_finished());
+        let sent = Instant::now();
         let beat = Heartbeat {
-            instances: reports(&running, &stopping),
+            instances: instances.reports(),
         };
         match send_heartbeat(&http, &config, &beat).await {
             Ok(assignments) => {
                 if unreachable_since.take().is_some() {
                     tracing::info!(node = %config.name, "control plane reachable again");
                 }
-                reconcile(
+                if let Some(ms) = assignments.lease_ttl_ms {
+                    lease_ttl = Duration::from_millis(ms);
+                }
+                lease_from = Some(sent);
+                let lease_left = lease_ttl.saturating_sub(sent.elapsed());
+                for r in instances.running.values().filter(|r| r.record.fenced) {
+                    r.shim.renew(lease_left);
+                }
+                instances.reconcile(
                     &config,
                     cgroups.as_ref(),
+                    &isolation,
                     assignments,
-                    &mut running,
-                    &mut stopping,
+                    lease_left,
                     &changed,
                 );
                 if let Ok(mut index) = log_index.lock() {
-                    index.retain(|id, _| running.contains_key(id) || stopping.contains_key(id));
-                    for (id, r) in &running {
-                        index
-                            .entry(*id)
-                            .or_insert_with(|| r.supervised.log().clone());
+                    index.retain(|id, _| {
+                        instances.running.contains_key(id) || instances.stopping.contains_key(id)
+                    });
+                    for (id, r) in &instances.running {
+                        index.entry(*id).or_insert_with(|| r.shim.log().clone());
                     }
                 }
             }
@@ -138,23 +212,82 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
             Err(HeartbeatError::Unreachable(e)) => {
                 // Said once per outage, not once per heartbeat.
                 if unreachable_since.is_none() {
-                    tracing::warn!(node = %config.name, error = %e, "control plane unreachable; instances keep running");
-                    unreachable_since = Some(std::time::Instant::now());
+                    let fenced = instances
+                        .running
+                        .values()
+                        .filter(|r| r.record.fenced)
+                        .count();
+                    let left = lease_from
+                        .map_or(Duration::ZERO, |f| lease_ttl.saturating_sub(f.elapsed()));
+                    tracing::warn!(node = %config.name, error = %e, fenced, lease_left_ms = left.as_millis() as u64,
+                        "control plane unreachable; instances keep running, fenced ones until their lease lapses");
+                    unreachable_since = Some(Instant::now());
                 }
             }
         }
     }
-    tracing::info!(node = %config.name, instances = running.len(), "agent stopping its instances");
-    let stops: Vec<_> = running
-        .into_values()
-        .map(|r| tokio::spawn(r.supervised.stop()))
-        .collect();
-    for stop in stops {
-        let _ = stop.await;
+    tracing::info!(node = %config.name, instances = instances.running.len(), "agent exiting; its instances keep running under their shims");
+}
+
+/// The state directory and the parents of instance working directories: traversable
+/// by instance identities (to reach their own directory when there is no sandbox),
+/// listable by nobody else.
+fn prepare_state_dir(state_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for (dir, mode) in [
+        (state_dir.to_path_buf(), 0o711),
+        (state_dir.join("work"), 0o711),
+        (state_dir.join("instances"), 0o700),
+        (state_dir.join("logs"), 0o700),
+        (state_dir.join("packages"), 0o700),
+    ] {
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
     }
-    for (_, handle) in stopping {
-        let _ = handle.await;
+}
+
+/// Reconnects to the shims a previous agent of this node left running; removes the
+/// directories of those that are gone.
+async fn adopt(config: &AgentConfig, changed: &Arc<Notify>) -> HashMap<Uuid, Running> {
+    let mut adopted = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(config.state_dir.join("instances")) else {
+        return adopted;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let record: Option<InstanceRecord> = std::fs::read(dir.join(RECORD))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let shim = match &record {
+            Some(r) => Shim::adopt(&dir, r.log.clone()).await,
+            None => None,
+        };
+        match (record, shim) {
+            (Some(record), Some(shim)) => {
+                tracing::info!(instance = %record.name, "adopted a running instance");
+                notify_changes(&shim, changed);
+                adopted.insert(record.id, Running { record, shim, dir });
+            }
+            _ => {
+                tracing::info!(dir = %dir.display(), "removing an instance whose shim is gone");
+                crate::shim::clean_up(&dir);
+            }
+        }
     }
+    adopted
+}
+
+/// Wakes the heartbeat loop at each status change of the shim's instance.
+fn notify_changes(shim: &Shim, changed: &Arc<Notify>) {
+    let mut status = shim.watch();
+    let changed = changed.clone();
+    tokio::spawn(async move {
+        // Ends when the shim's connection ends.
+        while status.changed().await.is_ok() {
+            changed.notify_one();
+        }
+        changed.notify_one();
+    });
 }
 
 async fn register(http: &reqwest::Client, config: &AgentConfig, api_port: u16) -> bool {
@@ -222,101 +355,224 @@ async fn send_heartbeat(
         .map_err(|e| HeartbeatError::Unreachable(e.to_string()))
 }
 
-fn reports(
-    running: &HashMap<Uuid, Running>,
-    stopping: &HashMap<Uuid, JoinHandle<()>>,
-) -> Vec<InstanceReport> {
-    let mut reports: Vec<InstanceReport> = running
-        .iter()
-        .map(|(id, r)| {
-            let s = r.supervised.status();
-            InstanceReport {
-                id: *id,
-                phase: s.phase,
-                ready: s.ready,
-                restarts: s.restarts,
-                port: r.port,
-                message: s.message,
-                cpu_millis: s.cpu_millis,
-                memory_mib: s.memory_mib,
+impl Instances {
+    /// Takes in the shims that finished starting, and lets go of those that were lost
+    /// (killed): their instance is started again by the next reconcile, counted as a
+    /// restart.
+    async fn settle(&mut self, changed: &Arc<Notify>) {
+        let done: Vec<Uuid> = self
+            .starting
+            .iter()
+            .filter(|(_, task)| task.is_finished())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            let Some(task) = self.starting.remove(&id) else {
+                continue;
+            };
+            match task.await {
+                Ok(Ok(running)) => {
+                    self.failed.remove(&id);
+                    notify_changes(&running.shim, changed);
+                    self.running.insert(id, running);
+                }
+                Ok(Err(why)) => {
+                    tracing::warn!(instance = %id, error = %why, "instance could not be started");
+                    self.failed.insert(id, why);
+                }
+                Err(e) => {
+                    self.failed.insert(id, e.to_string());
+                }
             }
-        })
-        .collect();
-    reports.extend(stopping.keys().map(|id| InstanceReport {
-        id: *id,
-        phase: Phase::Stopping,
-        ready: false,
-        restarts: 0,
-        port: None,
-        message: Some("draining".to_owned()),
-        cpu_millis: None,
-        memory_mib: None,
-    }));
-    reports
-}
+        }
+        let lost: Vec<Uuid> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.shim.lost())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some(r) = self.running.remove(&id) {
+                tracing::warn!(instance = %r.record.name, "the instance's shim died; starting it again");
+                let restarts = r.shim.status().restarts + 1;
+                self.restarts.insert(id, restarts);
+                crate::shim::clean_up(&r.dir);
+            }
+        }
+        self.stopping.retain(|_, handle| !handle.is_finished());
+    }
 
-fn reconcile(
-    config: &AgentConfig,
-    cgroups: Option<&Arc<crate::limits::Cgroups>>,
-    assignments: Assignments,
-    running: &mut HashMap<Uuid, Running>,
-    stopping: &mut HashMap<Uuid, JoinHandle<()>>,
-    changed: &Arc<Notify>,
-) {
-    let wanted: HashMap<Uuid, Assignment> = assignments
-        .instances
-        .into_iter()
-        .filter(|a| a.desired == Desired::Run)
-        .map(|a| (a.id, a))
-        .collect();
-    let unwanted: Vec<Uuid> = running
-        .keys()
-        .filter(|id| !wanted.contains_key(id))
-        .copied()
-        .collect();
-    for id in unwanted {
-        if let Some(r) = running.remove(&id) {
-            tracing::info!(instance = %r.assignment.name, "draining, then stopping");
-            let drain = config.drain;
-            stopping.insert(
+    fn reports(&self) -> Vec<InstanceReport> {
+        let mut reports: Vec<InstanceReport> = self
+            .running
+            .iter()
+            .map(|(id, r)| {
+                let s = r.shim.status();
+                InstanceReport {
+                    id: *id,
+                    phase: s.phase,
+                    ready: s.ready,
+                    restarts: s.restarts,
+                    port: r.record.port,
+                    message: s.message,
+                    cpu_millis: s.cpu_millis,
+                    memory_mib: s.memory_mib,
+                }
+            })
+            .collect();
+        reports.extend(self.starting.keys().map(|id| InstanceReport {
+            id: *id,
+            phase: Phase::Pending,
+            ready: false,
+            restarts: self.restarts.get(id).copied().unwrap_or(0),
+            port: None,
+            message: Some("starting its shim".to_owned()),
+            cpu_millis: None,
+            memory_mib: None,
+        }));
+        reports.extend(
+            self.failed
+                .iter()
+                .filter(|(id, _)| !self.starting.contains_key(id))
+                .map(|(id, why)| InstanceReport {
+                    id: *id,
+                    phase: Phase::BackOff,
+                    ready: false,
+                    restarts: self.restarts.get(id).copied().unwrap_or(0),
+                    port: None,
+                    message: Some(why.clone()),
+                    cpu_millis: None,
+                    memory_mib: None,
+                }),
+        );
+        reports.extend(self.stopping.keys().map(|id| InstanceReport {
+            id: *id,
+            phase: Phase::Stopping,
+            ready: false,
+            restarts: 0,
+            port: None,
+            message: Some("draining".to_owned()),
+            cpu_millis: None,
+            memory_mib: None,
+        }));
+        reports
+    }
+
+    fn reconcile(
+        &mut self,
+        config: &AgentConfig,
+        cgroups: Option<&crate::limits::Cgroups>,
+        isolation: &Arc<Isolation>,
+        assignments: Assignments,
+        lease_left: Duration,
+        changed: &Arc<Notify>,
+    ) {
+        let wanted: HashMap<Uuid, Assignment> = assignments
+            .instances
+            .into_iter()
+            .filter(|a| a.desired == Desired::Run)
+            .map(|a| (a.id, a))
+            .collect();
+        self.failed.retain(|id, _| wanted.contains_key(id));
+        self.restarts.retain(|id, _| wanted.contains_key(id));
+        let unwanted: Vec<Uuid> = self
+            .running
+            .keys()
+            .filter(|id| !wanted.contains_key(id))
+            .copied()
+            .collect();
+        for id in unwanted {
+            if let Some(r) = self.running.remove(&id) {
+                tracing::info!(instance = %r.record.name, "draining, then stopping");
+                let drain = config.drain;
+                self.stopping.insert(
+                    id,
+                    tokio::spawn(async move {
+                        tokio::time::sleep(drain).await;
+                        r.shim.stop().await;
+                    }),
+                );
+            }
+        }
+        for (id, assignment) in wanted {
+            if self.running.contains_key(&id)
+                || self.stopping.contains_key(&id)
+                || self.starting.contains_key(&id)
+            {
+                continue;
+            }
+            let (instance, port) = instance_config(config, cgroups, isolation, &assignment);
+            let fenced = assignment.spec.kind == WorkloadKind::Stateful;
+            let record = InstanceRecord {
+                id,
+                name: assignment.name.clone(),
+                key: assignment.key.clone(),
+                port,
+                fenced,
+                log: instance.log.clone(),
+            };
+            let spec = ShimSpec {
+                config: instance,
+                fenced,
+                lease_ms: u64::try_from(lease_left.as_millis()).unwrap_or(u64::MAX),
+                restarts_before: self.restarts.get(&id).copied().unwrap_or(0),
+            };
+            tracing::info!(instance = %assignment.name, port, "starting instance");
+            let dir = config.state_dir.join("instances").join(id.to_string());
+            let (program, args) = (config.shim_program.clone(), config.shim_args.clone());
+            let identity = spec.config.sandbox.as_ref().map(|s| (s.uid, s.gid));
+            let tenant_dir = config.state_dir.join("work").join(&assignment.key.tenant);
+            let changed = changed.clone();
+            self.starting.insert(
                 id,
                 tokio::spawn(async move {
-                    tokio::time::sleep(drain).await;
-                    r.supervised.stop().await;
+                    let started =
+                        start(&program, &args, &dir, &tenant_dir, identity, record, spec).await;
+                    changed.notify_one();
+                    started
                 }),
             );
         }
     }
-    for (id, assignment) in wanted {
-        if running.contains_key(&id) || stopping.contains_key(&id) {
-            continue;
-        }
-        let (instance, port) = start(config, cgroups, &assignment);
-        tracing::info!(instance = %assignment.name, port, "starting instance");
-        let mut status = instance.watch();
-        let changed = changed.clone();
-        tokio::spawn(async move {
-            // Ends when the supervisor ends.
-            while status.changed().await.is_ok() {
-                changed.notify_one();
-            }
-        });
-        running.insert(
-            id,
-            Running {
-                assignment,
-                supervised: instance,
-                port,
-            },
-        );
-    }
 }
 
-fn start(
+/// Prepares an instance's directories and starts its shim.
+async fn start(
+    program: &Path,
+    args: &[String],
+    dir: &Path,
+    tenant_dir: &Path,
+    identity: Option<(u32, u32)>,
+    record: InstanceRecord,
+    spec: ShimSpec,
+) -> Result<Running, String> {
+    use std::os::unix::fs::PermissionsExt;
+    // The tenant's directory is its identity's alone: without a sandbox, this is what
+    // keeps tenants out of each other's working directories.
+    std::fs::create_dir_all(tenant_dir).map_err(|e| e.to_string())?;
+    if let Some((uid, gid)) = identity {
+        std::os::unix::fs::chown(tenant_dir, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(tenant_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| e.to_string())?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let bytes = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join(RECORD), bytes).map_err(|e| e.to_string())?;
+    let shim = Shim::spawn(program, args, dir, &spec).await?;
+    Ok(Running {
+        record,
+        shim,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// How an assignment runs on this node, and the port it was given.
+fn instance_config(
     config: &AgentConfig,
-    cgroups: Option<&Arc<crate::limits::Cgroups>>,
+    cgroups: Option<&crate::limits::Cgroups>,
+    isolation: &Isolation,
     a: &Assignment,
-) -> (Supervised, Option<u16>) {
+) -> (InstanceConfig, Option<u16>) {
     let spec = &a.spec;
     let mut env = spec.env.clone();
     let mut port = None;
@@ -375,7 +631,10 @@ fn start(
         WorkloadKind::Job | WorkloadKind::Cronjob => RestartPolicy::OnFailure { max_retries: 3 },
         _ => RestartPolicy::Always,
     };
-    let instance = Supervised::start(InstanceConfig {
+    let sandbox = a
+        .uid
+        .and_then(|uid| isolation.sandbox(uid, &config.hide, &a.name));
+    let instance = InstanceConfig {
         name: a.name.clone(),
         command: spec.command.clone(),
         args,
@@ -399,7 +658,8 @@ fn start(
             memory_mib: spec.limits.memory_mib,
         },
         cgroups: cgroups.cloned(),
-    });
+        sandbox,
+    };
     (instance, port)
 }
 

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 /// The ceilings to apply; `None` leaves that resource unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ceilings {
     pub cpu_millis: Option<u32>,
     pub memory_mib: Option<u32>,
@@ -27,7 +27,7 @@ impl Ceilings {
 }
 
 /// Which control-group interface the node offers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Cgroups {
     /// The unified hierarchy with `memory` and `cpu` delegated to our group.
     V2 { base: PathBuf },

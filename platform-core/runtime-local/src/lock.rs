@@ -39,6 +39,18 @@ pub fn acquire(path: &Path) -> std::io::Result<Result<LockGuard, Option<u32>>> {
     }
 }
 
+/// Whether some process holds the lock at `path` now (a missing file is not held).
+pub fn holder_alive(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        // Taken and released at once: nobody held it.
+        Ok(_) => false,
+        Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
+    }
+}
+
 /// The pid written in a lock file, if any.
 pub fn holder(path: &Path) -> Option<u32> {
     let mut text = String::new();
@@ -59,7 +71,9 @@ mod tests {
         // conflicts just as another process would.
         let second = acquire(&path).ok().map(|r| r.err());
         assert_eq!(second, Some(Some(Some(std::process::id()))));
+        assert!(holder_alive(&path));
         drop(first);
+        assert!(!holder_alive(&path));
         assert!(acquire(&path).ok().and_then(Result::ok).is_some());
     }
 }

@@ -21,19 +21,46 @@ struct Writer {
     written: u64,
 }
 
-/// The log of one instance.
-#[derive(Debug, Clone)]
+/// The log of one instance. It crosses processes (agent to shim) as its path and
+/// limit.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(into = "LogSpec", from = "LogSpec")]
 pub struct LogFile {
     path: PathBuf,
     limit: u64,
     writer: Arc<Mutex<Writer>>,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LogSpec {
+    path: PathBuf,
+    limit: u64,
+}
+
+impl From<LogFile> for LogSpec {
+    fn from(log: LogFile) -> Self {
+        Self {
+            path: log.path,
+            limit: log.limit,
+        }
+    }
+}
+
+impl From<LogSpec> for LogFile {
+    fn from(spec: LogSpec) -> Self {
+        Self::at(spec.path, spec.limit)
+    }
+}
+
 impl LogFile {
     /// A log at `dir/<name>.log` that rotates past `limit` bytes.
     pub fn new(dir: &Path, name: &str, limit: u64) -> Self {
+        Self::at(dir.join(format!("{name}.log")), limit)
+    }
+
+    fn at(path: PathBuf, limit: u64) -> Self {
         Self {
-            path: dir.join(format!("{name}.log")),
+            path,
             limit: limit.max(1024),
             writer: Arc::new(Mutex::new(Writer {
                 file: None,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use platform_core::package;
 
 /// Where an instance's package comes from.
-#[derive(Debug, Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct PackageSource {
     /// `sha256:<hex>`.
     pub digest: String,
@@ -18,6 +18,17 @@ pub struct PackageSource {
     pub token: String,
     /// The node's package cache.
     pub cache_dir: PathBuf,
+}
+
+impl std::fmt::Debug for PackageSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The node's credential is never printed.
+        f.debug_struct("PackageSource")
+            .field("digest", &self.digest)
+            .field("control_plane", &self.control_plane)
+            .field("cache_dir", &self.cache_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a package could not be installed.

@@ -169,8 +169,18 @@ fn install(table: &RwLock<Arc<Table>>, routes: RouteTable) {
     }
 }
 
+/// Where a request goes: the application, the path to forward, and the prefix the
+/// router took off (the path form's `/apps/<tenant>/<env>/<app>`), which the
+/// application learns from `X-Forwarded-Prefix` so its redirects stay inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    key: (String, String, String),
+    path: String,
+    prefix: Option<String>,
+}
+
 /// Which application a request is for, and the path to forward.
-fn resolve(req: &Request<Incoming>, domain: &str) -> Option<((String, String, String), String)> {
+fn resolve(req: &Request<Incoming>, domain: &str) -> Option<Target> {
     let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let host = req
         .headers()
@@ -181,11 +191,7 @@ fn resolve(req: &Request<Incoming>, domain: &str) -> Option<((String, String, St
     resolve_from(host, path_and_query, domain)
 }
 
-fn resolve_from(
-    host: &str,
-    path_and_query: &str,
-    domain: &str,
-) -> Option<((String, String, String), String)> {
+fn resolve_from(host: &str, path_and_query: &str, domain: &str) -> Option<Target> {
     let host = host.rsplit_once(':').map_or(host, |(h, port)| {
         if port.bytes().all(|b| b.is_ascii_digit()) {
             h
@@ -196,10 +202,11 @@ fn resolve_from(
     if let Some(names) = host.strip_suffix(domain).and_then(|n| n.strip_suffix('.')) {
         let labels: Vec<&str> = names.split('.').collect();
         if let [app, env, tenant] = labels.as_slice() {
-            return Some((
-                (tenant.to_string(), env.to_string(), app.to_string()),
-                path_and_query.to_owned(),
-            ));
+            return Some(Target {
+                key: (tenant.to_string(), env.to_string(), app.to_string()),
+                path: path_and_query.to_owned(),
+                prefix: None,
+            });
         }
     }
     let rest = path_and_query.strip_prefix("/apps/")?;
@@ -215,10 +222,72 @@ fn resolve_from(
     } else {
         format!("/{tail}")
     };
-    Some((
-        (tenant.to_owned(), env.to_owned(), app.to_owned()),
-        forwarded,
-    ))
+    Some(Target {
+        key: (tenant.to_owned(), env.to_owned(), app.to_owned()),
+        path: forwarded,
+        prefix: Some(format!("/apps/{tenant}/{env}/{app}")),
+    })
+}
+
+/// An RFC 7239 `node` value: IPv6 addresses are bracketed and quoted.
+fn forwarded_node(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+/// An RFC 7239 value: a token as it is, anything else quoted.
+fn forwarded_value(value: &str) -> String {
+    let token = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if token {
+        value.to_owned()
+    } else {
+        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// Tells the application how the client reached it: `X-Forwarded-For`, `-Host`,
+/// `-Proto` and `-Prefix`, and the standard `Forwarded` (each appended to what a proxy
+/// in front of the router already said).
+fn add_forwarding(
+    headers: &mut hyper::HeaderMap,
+    peer: SocketAddr,
+    host: Option<&HeaderValue>,
+    prefix: Option<&str>,
+) {
+    let append = |headers: &hyper::HeaderMap, name: &str, value: String| match headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prior) if !prior.is_empty() => format!("{prior}, {value}"),
+        _ => value,
+    };
+    let set = |headers: &mut hyper::HeaderMap, name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    let xff = append(headers, "x-forwarded-for", peer.ip().to_string());
+    set(headers, "x-forwarded-for", xff);
+    let mut forwarded = format!("for={};proto=http", forwarded_node(peer.ip()));
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        forwarded.push_str(&format!(";host={}", forwarded_value(host)));
+        set(headers, "x-forwarded-host", host.to_owned());
+    }
+    let forwarded = append(headers, "forwarded", forwarded);
+    set(headers, "forwarded", forwarded);
+    set(headers, "x-forwarded-proto", "http".to_owned());
+    match prefix {
+        Some(prefix) => set(headers, "x-forwarded-prefix", prefix.to_owned()),
+        // A client must not make the application believe in a prefix that is not there.
+        None => {
+            headers.remove("x-forwarded-prefix");
+        }
+    }
 }
 
 fn text(status: StatusCode, message: &str) -> Response<Body> {
@@ -253,7 +322,7 @@ fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
 }
 
 async fn handle(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let Some((key, path)) = resolve(&req, &shared.domain) else {
+    let Some(Target { key, path, prefix }) = resolve(&req, &shared.domain) else {
         return text(
             StatusCode::NOT_FOUND,
             "no application at this address; use http://<app>.<env>.<tenant>.localhost/ or /apps/<tenant>/<env>/<app>/",
@@ -284,27 +353,11 @@ async fn handle(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Re
         && !parts.headers.contains_key(header::TRANSFER_ENCODING);
     let original_host = parts.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
-    let forwarded_for = match parts
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prior) => format!("{prior}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        parts
-            .headers
-            .insert(HeaderName::from_static("x-forwarded-for"), v);
-    }
-    if let Some(host) = original_host {
-        parts
-            .headers
-            .insert(HeaderName::from_static("x-forwarded-host"), host);
-    }
-    parts.headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
+    add_forwarding(
+        &mut parts.headers,
+        peer,
+        original_host.as_ref(),
+        prefix.as_deref(),
     );
     let mut body = Some(body.boxed());
     let attempts = if bodyless {
@@ -352,42 +405,89 @@ mod tests {
 
     #[test]
     fn the_host_and_path_forms_resolve() {
-        let check = |host: &str, path: &str, expected: Option<(&str, &str, &str, &str)>| {
-            let expected = expected
-                .map(|(t, e, a, p)| ((t.to_owned(), e.to_owned(), a.to_owned()), p.to_owned()));
-            assert_eq!(
-                resolve_from(host, path, "localhost"),
-                expected,
-                "{host} {path}"
-            );
-        };
+        let check =
+            |host: &str, path: &str, expected: Option<(&str, &str, &str, &str, Option<&str>)>| {
+                let expected = expected.map(|(t, e, a, p, prefix)| Target {
+                    key: (t.to_owned(), e.to_owned(), a.to_owned()),
+                    path: p.to_owned(),
+                    prefix: prefix.map(str::to_owned),
+                });
+                assert_eq!(
+                    resolve_from(host, path, "localhost"),
+                    expected,
+                    "{host} {path}"
+                );
+            };
         check(
             "web.dev.acme.localhost:8000",
             "/x?y=1",
-            Some(("acme", "dev", "web", "/x?y=1")),
+            Some(("acme", "dev", "web", "/x?y=1", None)),
         );
         check(
             "web.dev.acme.localhost",
             "/",
-            Some(("acme", "dev", "web", "/")),
+            Some(("acme", "dev", "web", "/", None)),
         );
         check(
             "127.0.0.1:8000",
             "/apps/acme/dev/web/static/a.css",
-            Some(("acme", "dev", "web", "/static/a.css")),
+            Some((
+                "acme",
+                "dev",
+                "web",
+                "/static/a.css",
+                Some("/apps/acme/dev/web"),
+            )),
         );
         check(
             "127.0.0.1:8000",
             "/apps/acme/dev/web",
-            Some(("acme", "dev", "web", "/")),
+            Some(("acme", "dev", "web", "/", Some("/apps/acme/dev/web"))),
         );
         check(
             "127.0.0.1:8000",
             "/apps/acme/dev/web?x=1",
-            Some(("acme", "dev", "web", "/?x=1")),
+            Some(("acme", "dev", "web", "/?x=1", Some("/apps/acme/dev/web"))),
         );
         check("127.0.0.1:8000", "/apps/acme/dev", None);
         check("dev.acme.localhost", "/", None);
         check("example.com", "/", None);
+    }
+
+    #[test]
+    fn forwarding_headers_say_how_the_client_came_and_append_to_a_proxy_in_front() {
+        let peer: SocketAddr = "10.0.0.7:5555".parse().unwrap_or_else(|e| panic!("{e}"));
+        let host = HeaderValue::from_static("127.0.0.1:8000");
+        let mut headers = hyper::HeaderMap::new();
+        add_forwarding(&mut headers, peer, Some(&host), Some("/apps/acme/dev/web"));
+        let get = |h: &hyper::HeaderMap, n: &str| {
+            h.get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        assert_eq!(get(&headers, "x-forwarded-for"), "10.0.0.7");
+        assert_eq!(get(&headers, "x-forwarded-host"), "127.0.0.1:8000");
+        assert_eq!(get(&headers, "x-forwarded-proto"), "http");
+        assert_eq!(get(&headers, "x-forwarded-prefix"), "/apps/acme/dev/web");
+        assert_eq!(
+            get(&headers, "forwarded"),
+            "for=10.0.0.7;proto=http;host=\"127.0.0.1:8000\""
+        );
+
+        // Behind another proxy: its entries come first; a forged prefix is dropped.
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        headers.insert("forwarded", HeaderValue::from_static("for=203.0.113.9"));
+        headers.insert("x-forwarded-prefix", HeaderValue::from_static("/evil"));
+        let v6: SocketAddr = "[::1]:5555".parse().unwrap_or_else(|e| panic!("{e}"));
+        let host = HeaderValue::from_static("web.dev.acme.localhost");
+        add_forwarding(&mut headers, v6, Some(&host), None);
+        assert_eq!(get(&headers, "x-forwarded-for"), "203.0.113.9, ::1");
+        assert_eq!(
+            get(&headers, "forwarded"),
+            "for=203.0.113.9, for=\"[::1]\";proto=http;host=web.dev.acme.localhost"
+        );
+        assert_eq!(get(&headers, "x-forwarded-prefix"), "");
     }
 }

@@ -10,21 +10,24 @@
 //!   a while; while it waits, the status is `BackOff` with the exit reason and the last
 //!   lines it wrote.
 //! - Everything it writes to stdout and stderr lands in its size-bounded log.
+//! - With a [`Sandbox`], the process runs as the sandbox's unprivileged identity in a
+//!   working directory that identity owns and only it can read.
 //!
 //! # Assumptions
 //! - The caller chose a free port; a port taken meanwhile shows up as a crash whose
 //!   last log lines say so.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use platform_core::runtime::Phase;
+use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -33,10 +36,11 @@ use crate::limits::{Ceilings, Cgroups, Confinement};
 use crate::logs::LogFile;
 use crate::package::{InstallError, PackageSource};
 use crate::probe::{Probe, ProbeState};
+use crate::sandbox::Sandbox;
 use crate::usage::UsageSampler;
 
 /// When a process that exited is started again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RestartPolicy {
     /// Always (services): an exit of any kind is restarted.
     Always,
@@ -46,7 +50,7 @@ pub enum RestartPolicy {
     Never,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backoff {
     pub initial: Duration,
     pub max: Duration,
@@ -76,8 +80,9 @@ impl Backoff {
     }
 }
 
-/// Everything needed to run one instance.
-#[derive(Debug, Clone)]
+/// Everything needed to run one instance. It crosses from the agent to the instance's
+/// shim as JSON on a pipe, never through a file: `env` holds the instance's secrets.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct InstanceConfig {
     pub name: String,
     pub command: String,
@@ -97,11 +102,28 @@ pub struct InstanceConfig {
     pub package: Option<PackageSource>,
     /// Hard ceilings, enforced through `cgroups` when the node has them.
     pub ceilings: Ceilings,
-    pub cgroups: Option<Arc<Cgroups>>,
+    pub cgroups: Option<Cgroups>,
+    /// The identity and view of the process; `None` runs it as the supervisor's user.
+    pub sandbox: Option<Sandbox>,
+}
+
+impl std::fmt::Debug for InstanceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Environment values may be secrets: only their names are ever printed.
+        f.debug_struct("InstanceConfig")
+            .field("name", &self.name)
+            .field("command", &self.command)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("port", &self.port)
+            .field("workdir", &self.workdir)
+            .field("restart", &self.restart)
+            .field("sandbox", &self.sandbox)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the supervisor observes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub phase: Phase,
     pub ready: bool,
@@ -115,7 +137,7 @@ pub struct Status {
 }
 
 impl Status {
-    fn initial() -> Self {
+    pub fn initial() -> Self {
         Self {
             phase: Phase::Pending,
             ready: false,
@@ -179,7 +201,7 @@ impl Supervised {
     }
 }
 
-fn update(tx: &watch::Sender<Status>, change: impl FnOnce(&mut Status)) {
+pub(crate) fn update(tx: &watch::Sender<Status>, change: impl FnOnce(&mut Status)) {
     tx.send_modify(|s| {
         let phase_before = s.phase;
         change(s);
@@ -209,6 +231,18 @@ async fn supervise(
         && !install(&config, source, &tx, &mut stop, &http).await
     {
         return;
+    }
+    // Once per supervisor: everything in the working directory (an unpacked package, or
+    // data left by an earlier run) becomes the instance identity's.
+    if let Some(sandbox) = &config.sandbox
+        && let Err(e) = hand_over(&config.workdir, sandbox.uid, sandbox.gid)
+    {
+        config
+            .log
+            .note(&format!(
+                "cannot give the working directory to the instance: {e}"
+            ))
+            .await;
     }
     let mut failures_in_row = 0_u32;
     let mut confinement: Option<Confinement> = None;
@@ -260,13 +294,14 @@ async fn supervise(
                 });
                 let end = watch_run(&config, &mut child, &tx, &mut stop, &http).await;
                 let pgid = pid.and_then(|p| i32::try_from(p).ok());
+                let leader = config.sandbox.as_ref().is_some_and(Sandbox::has_leader);
                 match end {
                     RunEnd::Stopped => {
                         update(&tx, |s| {
                             s.phase = Phase::Stopping;
                             s.ready = false;
                         });
-                        terminate(&mut child, pgid, config.grace).await;
+                        terminate(&mut child, pgid, config.grace, leader).await;
                         config.log.note("stopped").await;
                         if let Some(c) = confinement.take() {
                             c.release();
@@ -275,7 +310,7 @@ async fn supervise(
                         return;
                     }
                     RunEnd::LivenessFailed(why) => {
-                        terminate(&mut child, pgid, config.grace).await;
+                        terminate(&mut child, pgid, config.grace, leader).await;
                         let reason = format!("liveness probe failed: {why}");
                         config.log.note(&reason).await;
                         (false, reason)
@@ -285,11 +320,11 @@ async fn supervise(
                         if let Some(pgid) = pgid {
                             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
                         }
-                        let mut reason = describe_exit(status);
+                        let mut reason = describe_exit(status, leader);
                         if let (Some(mib), Some(_), Some(9)) = (
                             config.ceilings.memory_mib,
                             &confinement,
-                            std::os::unix::process::ExitStatusExt::signal(&status),
+                            killed_by(status, leader),
                         ) {
                             reason.push_str(&format!(
                                 " (likely out of memory: its limit is {mib} MiB)"
@@ -435,6 +470,55 @@ fn with_last_lines(reason: &str, log: &LogFile) -> String {
     }
 }
 
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The program a command names: a relative path is a file of the instance's own
+/// directory (its package), a bare name is looked up on `PATH`. Resolved here, so that
+/// a missing program is said the same way in a sandbox and out of one.
+fn resolve_program(command: &str, workdir: &Path, path: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<PathBuf> = if command.starts_with('/') {
+        vec![PathBuf::from(command)]
+    } else if command.contains('/') {
+        vec![workdir.join(command)]
+    } else {
+        path.split(':')
+            .filter(|dir| !dir.is_empty())
+            .map(|dir| Path::new(dir).join(command))
+            .collect()
+    };
+    let found = candidates
+        .into_iter()
+        .find(|c| c.is_file())
+        .ok_or_else(|| format!("command '{command}' was not found"))?;
+    let executable = std::fs::metadata(&found)
+        .map(|m| m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false);
+    if executable {
+        Ok(found)
+    } else {
+        Err(format!("command '{command}' is not executable"))
+    }
+}
+
+/// Makes `dir` and everything in it belong to `uid`/`gid`, readable by nobody else.
+fn hand_over(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        // Links are changed themselves, never followed.
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+        if std::fs::symlink_metadata(&path)?.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn spawn(config: &InstanceConfig) -> Result<Child, String> {
     std::fs::create_dir_all(&config.workdir).map_err(|e| {
         format!(
@@ -442,20 +526,22 @@ fn spawn(config: &InstanceConfig) -> Result<Child, String> {
             config.workdir.display()
         )
     })?;
-    // A relative path names a file of the instance's own directory (its package).
-    let program = if config.command.contains('/') && !config.command.starts_with('/') {
-        config.workdir.join(&config.command)
-    } else {
-        PathBuf::from(&config.command)
+    // A sandboxed instance gets the system's PATH: the agent's may name directories of
+    // its own user that the instance's identity cannot enter.
+    let path = match &config.sandbox {
+        Some(_) => SYSTEM_PATH.to_owned(),
+        None => std::env::var("PATH").unwrap_or_else(|_| SYSTEM_PATH.to_owned()),
     };
-    let mut command = Command::new(&program);
+    let program = resolve_program(&config.command, &config.workdir, &path)?;
+    let (exe, args): (PathBuf, Vec<OsString>) = match &config.sandbox {
+        Some(sandbox) => sandbox.wrap(&program, &config.args, &config.workdir),
+        None => (program, config.args.iter().map(OsString::from).collect()),
+    };
+    let mut command = Command::new(&exe);
     command
-        .args(&config.args)
+        .args(&args)
         .env_clear()
-        .env(
-            "PATH",
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned()),
-        )
+        .env("PATH", &path)
         .env("HOME", &config.workdir)
         .env("PAAS_INSTANCE", &config.name)
         .envs(&config.env)
@@ -468,13 +554,9 @@ fn spawn(config: &InstanceConfig) -> Result<Child, String> {
     if let Some(port) = config.port {
         command.env("PORT", port.to_string());
     }
-    let mut child = command.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!("command '{}' was not found", config.command),
-        std::io::ErrorKind::PermissionDenied => {
-            format!("command '{}' is not executable", config.command)
-        }
-        _ => format!("command '{}' could not start: {e}", config.command),
-    })?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("command '{}' could not start: {e}", config.command))?;
     if let Some(out) = child.stdout.take() {
         let log = config.log.clone();
         tokio::spawn(async move { log.capture(out).await });
@@ -565,13 +647,25 @@ async fn watch_run(
 }
 
 /// SIGTERM to the group, the grace period, then SIGKILL; waits for the leader.
-async fn terminate(child: &mut Child, pgid: Option<i32>, grace: Duration) {
+///
+/// When the leader is a sandbox (`sandboxed_leader`), SIGTERM goes to every member but
+/// it: the sandbox ends by itself once the instance has, and killing it first would
+/// kill the instance without its grace period.
+async fn terminate(child: &mut Child, pgid: Option<i32>, grace: Duration, sandboxed_leader: bool) {
     let Some(pgid) = pgid else {
         let _ = child.kill().await;
         return;
     };
     let group = Pid::from_raw(pgid);
-    let _ = killpg(group, Signal::SIGTERM);
+    if sandboxed_leader {
+        for pid in crate::usage::group_members(pgid) {
+            if pid != pgid {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
+    } else {
+        let _ = killpg(group, Signal::SIGTERM);
+    }
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         let _ = killpg(group, Signal::SIGKILL);
         let _ = child.wait().await;
@@ -580,17 +674,28 @@ async fn terminate(child: &mut Child, pgid: Option<i32>, grace: Duration) {
     let _ = killpg(group, Signal::SIGKILL);
 }
 
-fn describe_exit(status: ExitStatus) -> String {
+/// The signal that ended the instance: its own, or, behind a sandbox leader (which
+/// exits with 128 + the signal of its child), the one its exit code stands for.
+fn killed_by(status: ExitStatus, sandboxed_leader: bool) -> Option<i32> {
     use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(0), _) => "exited with code 0".to_owned(),
-        (Some(code), _) => format!("exited with code {code}"),
-        (None, Some(signal)) => {
+    status.signal().or_else(|| {
+        status
+            .code()
+            .filter(|c| sandboxed_leader && (129..=192).contains(c))
+            .map(|c| c - 128)
+    })
+}
+
+fn describe_exit(status: ExitStatus, sandboxed_leader: bool) -> String {
+    match (status.code(), killed_by(status, sandboxed_leader)) {
+        (_, Some(signal)) => {
             let name = Signal::try_from(signal)
                 .map(|s| s.as_str())
                 .unwrap_or("unknown signal");
             format!("killed by {name}")
         }
+        (Some(0), _) => "exited with code 0".to_owned(),
+        (Some(code), _) => format!("exited with code {code}"),
         (None, None) => "exited".to_owned(),
     }
 }
@@ -609,5 +714,48 @@ mod tests {
         let delays: Vec<u64> = (1..=7).map(|n| b.delay(n).as_secs()).collect();
         assert_eq!(delays, [0, 1, 2, 4, 8, 10, 10]);
         assert_eq!(b.delay(1000), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn programs_are_found_where_the_command_says() {
+        let dir = std::env::temp_dir().join(format!("paas-resolve-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let script = dir.join("run.sh");
+        let _ = std::fs::write(&script, "#!/bin/sh\n");
+        let check = |command: &str, expected: Result<PathBuf, String>| {
+            assert_eq!(
+                resolve_program(command, &dir, "/nowhere:/bin"),
+                expected,
+                "{command}"
+            );
+        };
+        check("sh", Ok(PathBuf::from("/bin/sh")));
+        check("/bin/sh", Ok(PathBuf::from("/bin/sh")));
+        check(
+            "nosuchprogram",
+            Err("command 'nosuchprogram' was not found".into()),
+        );
+        check(
+            "./run.sh",
+            Err("command './run.sh' is not executable".into()),
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755));
+        check("./run.sh", Ok(dir.join("./run.sh")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_sandbox_leader_reports_its_childs_signal_as_an_exit_code() {
+        use std::os::unix::process::ExitStatusExt;
+        let by_code = ExitStatus::from_raw(137 << 8);
+        assert_eq!(describe_exit(by_code, true), "killed by SIGKILL");
+        assert_eq!(describe_exit(by_code, false), "exited with code 137");
+        let by_signal = ExitStatus::from_raw(9);
+        assert_eq!(describe_exit(by_signal, false), "killed by SIGKILL");
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(2 << 8), true),
+            "exited with code 2"
+        );
     }
 }

@@ -62,34 +62,41 @@ impl UsageSampler {
 
 /// Sums utime + stime (ticks) and rss (pages) over the processes of a group.
 fn group_totals(pgid: i32) -> (u64, u64) {
-    let mut ticks = 0;
-    let mut rss = 0;
+    group_stats(pgid)
+        .iter()
+        .fold((0, 0), |(ticks, rss), (_, f)| {
+            (ticks + f.utime + f.stime, rss + f.rss_pages)
+        })
+}
+
+/// The pids of a process group's live members (zombies excluded), from `/proc`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    group_stats(pgid)
+        .into_iter()
+        .filter(|(_, f)| f.state != 'Z')
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+fn group_stats(pgid: i32) -> Vec<(i32, StatFields)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return (0, 0);
+        return Vec::new();
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if let Some(fields) = parse_stat(&stat)
-            && fields.pgrp == pgid
-        {
-            ticks += fields.utime + fields.stime;
-            rss += fields.rss_pages;
-        }
-    }
-    (ticks, rss)
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            parse_stat(&stat)
+                .filter(|fields| fields.pgrp == pgid)
+                .map(|fields| (pid, fields))
+        })
+        .collect()
 }
 
 #[derive(Debug, PartialEq, Eq)]
 struct StatFields {
+    state: char,
     pgrp: i32,
     utime: u64,
     stime: u64,
@@ -103,6 +110,7 @@ fn parse_stat(stat: &str) -> Option<StatFields> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After the name: state(0) ppid(1) pgrp(2) ... utime(11) stime(12) ... rss(21).
     Some(StatFields {
+        state: fields.first()?.chars().next()?,
         pgrp: fields.get(2)?.parse().ok()?,
         utime: fields.get(11)?.parse().ok()?,
         stime: fields.get(12)?.parse().ok()?,
@@ -120,6 +128,7 @@ mod tests {
         assert_eq!(
             parse_stat(stat),
             Some(StatFields {
+                state: 'S',
                 pgrp: 4242,
                 utime: 250,
                 stime: 50,

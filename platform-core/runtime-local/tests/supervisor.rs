@@ -45,6 +45,7 @@ fn config(name: &str, command: &str, args: &[&str]) -> InstanceConfig {
         package: None,
         ceilings: Default::default(),
         cgroups: None,
+        sandbox: None,
     }
 }
 
@@ -302,7 +303,7 @@ async fn a_memory_ceiling_is_enforced_where_the_node_has_cgroups() {
         cpu_millis: Some(200),
         memory_mib: Some(64),
     };
-    c.cgroups = Some(std::sync::Arc::new(cgroups));
+    c.cgroups = Some(cgroups);
     let instance = Supervised::start(c);
     let status = wait_until(&instance, "the out-of-memory kill", |s| {
         s.phase == Phase::Failed
@@ -327,4 +328,86 @@ async fn a_memory_ceiling_is_enforced_where_the_node_has_cgroups() {
     })
     .await;
     free.stop().await;
+}
+
+/// The node's sandbox for a made-up tenant identity, or `None` (with the reason
+/// printed) where the node cannot isolate instances.
+fn sandbox_for(uid: u32, hide: &std::path::Path) -> Option<runtime_local::sandbox::Sandbox> {
+    let isolation = runtime_local::sandbox::Isolation::detect();
+    match &isolation {
+        runtime_local::sandbox::Isolation::Identities { bwrap: Some(_), .. } => {
+            isolation.sandbox(uid, &[hide.to_path_buf()], "sandboxed")
+        }
+        other => {
+            eprintln!("SKIPPED: {}", other.describe());
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sandboxed_instance_runs_as_its_identity_sees_only_itself_and_still_stops_gracefully() {
+    let uid = 1_900_000_123;
+    let mut cfg = config(
+        "sandboxed",
+        "sh",
+        &[
+            "-c",
+            "id -u > whoami; ls /proc | grep -c '^[0-9]' > procs; cat \"$SECRET\" > leaked 2>&1; \
+             trap 'echo graceful > stopped; exit 0' TERM; while true; do sleep 0.1; done",
+        ],
+    );
+    let hidden = cfg
+        .workdir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join("secret");
+    must_write(&hidden.join("file"), "platform secret");
+    cfg.env
+        .insert("SECRET".into(), hidden.join("file").display().to_string());
+    let Some(sandbox) = sandbox_for(uid, &hidden) else {
+        return;
+    };
+    cfg.sandbox = Some(sandbox);
+    cfg.grace = Duration::from_secs(5);
+    let workdir = cfg.workdir.clone();
+    let instance = Supervised::start(cfg);
+    wait_until(&instance, "running", |s| s.phase == Phase::Running).await;
+    let read = |name: &str| std::fs::read_to_string(workdir.join(name)).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read("procs").is_empty() || read("leaked").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the instance never wrote its findings"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(read("whoami").trim(), uid.to_string());
+    // Its shell, the loop's sleep, and the sandbox's own init: nothing of the node.
+    let visible: u32 = read("procs").trim().parse().unwrap_or(u32::MAX);
+    assert!(visible <= 5, "the instance saw {visible} processes");
+    assert!(
+        read("leaked").contains("No such file"),
+        "{}",
+        read("leaked")
+    );
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&workdir).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700));
+    // SIGTERM reaches the instance, not the sandbox first: it gets its grace period.
+    let started = Instant::now();
+    instance.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the stop waited for the grace period"
+    );
+    assert_eq!(read("stopped").trim(), "graceful");
+}
+
+fn must_write(path: &std::path::Path, text: &str) {
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
 }

@@ -26,6 +26,10 @@ use crate::store::runtime::{InstanceRow, NewInstance, Observation};
 /// A node silent for longer than this is unhealthy: nothing new is placed on it.
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long a fenced instance keeps running after its node's last heartbeat, unless
+/// configured otherwise.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
 /// What an agent says when it starts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Registration {
@@ -75,12 +79,19 @@ pub struct Assignment {
     pub ordinal: Option<u32>,
     pub desired: Desired,
     pub spec: AppSpec,
+    /// The unprivileged identity (uid and gid) the instance runs as: its tenant's on
+    /// this platform.
+    #[serde(default)]
+    pub uid: Option<u32>,
 }
 
 /// The agent's instructions, in answer to a heartbeat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Assignments {
     pub instances: Vec<Assignment>,
+    /// How long a fenced instance's lease lasts from the heartbeat that renewed it.
+    #[serde(default)]
+    pub lease_ttl_ms: Option<u64>,
 }
 
 /// Where an application's traffic may go.
@@ -119,6 +130,8 @@ pub struct LocalRuntime {
     started: std::time::Instant,
     /// The schedules of cron workloads.
     cron: std::sync::Arc<CronTable>,
+    /// How long a fenced instance runs on after its node's last heartbeat.
+    lease_ttl: Duration,
 }
 
 impl LocalRuntime {
@@ -133,7 +146,34 @@ impl LocalRuntime {
             http,
             started: std::time::Instant::now(),
             cron: std::sync::Arc::default(),
+            lease_ttl: DEFAULT_LEASE_TTL,
         }
+    }
+
+    /// Sets how long fenced instances (stateful ordinals) keep running after their
+    /// node's last heartbeat.
+    #[must_use]
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// The secret agents and the router present (the control plane presents it to
+    /// agents in turn).
+    pub fn agent_token(&self) -> &str {
+        &self.agent_token
+    }
+
+    /// Records an event of a node (its agent died, ...).
+    pub async fn record_node_event(
+        &self,
+        node: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        store::runtime::append_node_event(&mut conn, node, reason, message).await?;
+        Ok(())
     }
 
     /// Registers (or re-registers) a node.
@@ -236,10 +276,14 @@ impl LocalRuntime {
                         Desired::Stop
                     },
                     spec,
+                    uid: u32::try_from(row.uid).ok(),
                 })
             })
             .collect();
-        Ok(Assignments { instances })
+        Ok(Assignments {
+            instances,
+            lease_ttl_ms: Some(u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX)),
+        })
     }
 
     /// A package archive's bytes, for an agent to unpack.

@@ -182,6 +182,8 @@ pub struct AssignmentRow {
     pub tenant: String,
     pub environment: String,
     pub app: String,
+    /// The tenant's instance identity on this platform.
+    pub uid: i64,
 }
 
 pub async fn assignments<'e>(
@@ -189,7 +191,8 @@ pub async fn assignments<'e>(
     node: &str,
 ) -> Result<Vec<AssignmentRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT i.id, i.name, i.revision, i.ordinal, i.desired, r.spec, t.slug AS tenant, e.name AS environment, a.name AS app
+        "SELECT i.id, i.name, i.revision, i.ordinal, i.desired, r.spec, t.slug AS tenant, e.name AS environment, a.name AS app,
+                (SELECT uid_base FROM platform) + t.uid_offset AS uid
          FROM instances i
          JOIN revisions r ON r.application_id = i.application_id AND r.number = i.revision
          JOIN applications a ON a.id = i.application_id
@@ -450,4 +453,44 @@ pub async fn mark_released<'e>(
         .execute(ex)
         .await
         .map(|_| ())
+}
+
+/// Records something that happened to a node; false when there is no such node.
+pub async fn append_node_event(
+    conn: &mut PgConnection,
+    node: &str,
+    reason: &str,
+    message: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO node_events (node, reason, message) SELECT name, $2, $3 FROM nodes WHERE name = $1",
+    )
+    .bind(node)
+    .bind(reason)
+    .bind(message)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NodeEventRow {
+    pub id: i64,
+    pub node: String,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The most recent node events, newest first.
+pub async fn node_events<'e>(
+    ex: impl PgExecutor<'e>,
+    limit: i64,
+) -> Result<Vec<NodeEventRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, node, at, reason, message FROM node_events ORDER BY id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(ex)
+    .await
 }

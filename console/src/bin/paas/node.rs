@@ -1,0 +1,209 @@
+//! The local runtime's node-side commands: `paas agent`, `paas router` and `paas shim`.
+//! They run on nodes and need no database.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use platform_core::spec::Resources;
+use runtime_local::agent::AgentConfig;
+use runtime_local::router::RouterConfig;
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The node's name (unique on the platform).
+    #[arg(long, env = "PAAS_NODE_NAME")]
+    name: String,
+    /// Node labels as `key=value,key=value`, e.g. `zone=a`.
+    #[arg(long, env = "PAAS_NODE_LABELS", default_value = "")]
+    labels: String,
+    /// CPU the node offers, in millicores (default: 1000 per core).
+    #[arg(long, env = "PAAS_NODE_CPU_MILLIS")]
+    cpu_millis: Option<u32>,
+    /// Memory the node offers, in MiB (default: the machine's).
+    #[arg(long, env = "PAAS_NODE_MEMORY_MIB")]
+    memory_mib: Option<u32>,
+    #[arg(
+        long,
+        env = "PAAS_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    control_plane: String,
+    /// The shared secret of agents and the control plane.
+    #[arg(long, env = "PAAS_AGENT_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Where the node keeps its instances' working directories and logs.
+    #[arg(long, env = "PAAS_AGENT_STATE_DIR")]
+    state_dir: PathBuf,
+    /// The host the node's instances are reachable on.
+    #[arg(long, env = "PAAS_NODE_ADDRESS", default_value = "127.0.0.1")]
+    advertise: String,
+    /// Paths instances must not see, e.g. the platform's data directory (repeatable).
+    #[arg(long = "hide", env = "PAAS_AGENT_HIDE", value_delimiter = ',')]
+    hide: Vec<PathBuf>,
+    #[arg(long, default_value_t = 200)]
+    heartbeat_ms: u64,
+    /// How long an instance keeps serving after leaving the route table.
+    #[arg(long, default_value_t = 2000)]
+    drain_ms: u64,
+    /// How long a stopping instance gets between SIGTERM and SIGKILL.
+    #[arg(long, default_value_t = 10000)]
+    grace_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RouterArgs {
+    #[arg(long, env = "PAAS_ROUTER_LISTEN", default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    #[arg(
+        long,
+        env = "PAAS_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    control_plane: String,
+    #[arg(long, env = "PAAS_AGENT_TOKEN", hide_env_values = true)]
+    token: String,
+    #[arg(long, default_value_t = 100)]
+    refresh_ms: u64,
+    /// A lock file that keeps a second router for the same platform from starting.
+    #[arg(long)]
+    lock_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShimArgs {
+    /// The instance's directory on the node (its socket, lock and record).
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+/// Resolves when the process is asked to stop (SIGINT or SIGTERM).
+pub async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+fn parse_labels(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("label '{pair}' is not key=value"))
+        })
+        .collect()
+}
+
+pub fn machine_memory_mib() -> u32 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(4096, |kib| u32::try_from(kib / 1024).unwrap_or(u32::MAX))
+}
+
+/// This executable, for starting shims. After the binary is replaced on disk (an
+/// upgrade), the kernel names the running one `... (deleted)`: the new binary at the
+/// same path is the one to run.
+pub fn own_executable() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the paas executable")?;
+    let text = exe.to_string_lossy();
+    Ok(match text.strip_suffix(" (deleted)") {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    })
+}
+
+pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let lock_path = args.state_dir.join("agent.lock");
+    let _lock = match runtime_local::lock::acquire(&lock_path)? {
+        Ok(lock) => lock,
+        Err(holder) => {
+            tracing::info!(node = %args.name, holder = ?holder, "this node's agent already runs; leaving it in charge");
+            return Ok(());
+        }
+    };
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let config = AgentConfig {
+        name: args.name,
+        labels: parse_labels(&args.labels)?,
+        capacity: Resources {
+            cpu_millis: args
+                .cpu_millis
+                .unwrap_or(u32::try_from(cores * 1000).unwrap_or(1000)),
+            memory_mib: args.memory_mib.unwrap_or_else(machine_memory_mib),
+        },
+        address: args.advertise,
+        control_plane: args.control_plane.trim_end_matches('/').to_owned(),
+        token: args.token,
+        state_dir: args.state_dir,
+        heartbeat: Duration::from_millis(args.heartbeat_ms.max(100)),
+        drain: Duration::from_millis(args.drain_ms),
+        grace: Duration::from_millis(args.grace_ms),
+        log_limit_bytes: 1024 * 1024,
+        shim_program: own_executable()?,
+        shim_args: vec!["shim".to_owned()],
+        hide: args.hide,
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        termination().await;
+        let _ = stop.send(true);
+    });
+    runtime_local::agent::run(config, stopped).await;
+    Ok(())
+}
+
+pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
+    let _lock = match &args.lock_file {
+        Some(path) => match runtime_local::lock::acquire(path)? {
+            Ok(lock) => Some(lock),
+            Err(holder) => {
+                tracing::info!(holder = ?holder, "the router already runs; leaving it in charge");
+                return Ok(());
+            }
+        },
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("the router could not listen on {}", args.listen))?;
+    tracing::info!(addr = %args.listen, "router listening");
+    let config = RouterConfig {
+        control_plane: args.control_plane.trim_end_matches('/').to_owned(),
+        token: args.token,
+        refresh: Duration::from_millis(args.refresh_ms.max(50)),
+        domain: "localhost".to_owned(),
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        termination().await;
+        let _ = stop.send(true);
+    });
+    runtime_local::router::run(listener, config, stopped).await;
+    Ok(())
+}
+
+pub async fn shim(args: ShimArgs) -> anyhow::Result<()> {
+    runtime_local::shim::serve(&args.dir)
+        .await
+        .with_context(|| format!("shim in {}", args.dir.display()))
+}

@@ -1,0 +1,215 @@
+//! `paas serve`, the production mode, and what it shares with `paas up`: the console
+//! and API, and the reconciler of every runtime this control plane drives.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use console::{AppState, WebConfig};
+use platform_core::Platform;
+use platform_core::auth::TokenConfig;
+use platform_core::names::Password;
+use platform_core::reconciler::Reconciler;
+use platform_core::runtime::Runtimes;
+use platform_core::runtime::local::LocalRuntime;
+use platform_core::store;
+use runtime_kube::{ClusterSource, KubeRuntime};
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PAAS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Mark session cookies Secure (set when the console is served over HTTPS).
+    #[arg(long, env = "PAAS_SECURE_COOKIES", default_value_t = false)]
+    secure_cookies: bool,
+    /// Trust Forwarded / X-Forwarded-For for the client address (only behind a proxy).
+    #[arg(long, env = "PAAS_TRUST_PROXY", default_value_t = false)]
+    trust_proxy: bool,
+    /// Login attempts allowed per username per minute.
+    #[arg(long, env = "PAAS_LOGIN_RATE_PER_USER", default_value_t = 5)]
+    login_rate_per_user: u32,
+    /// Login attempts allowed per client address per minute.
+    #[arg(long, env = "PAAS_LOGIN_RATE_PER_ADDRESS", default_value_t = 30)]
+    login_rate_per_address: u32,
+    /// Maximum database connections.
+    #[arg(long, env = "PAAS_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// Where the router serves applications (shown as their URLs), e.g.
+    /// `http://paas.example.com:8000`; `paas up` sets it to its router.
+    #[arg(long, env = "PAAS_ROUTER_URL")]
+    router_url: Option<String>,
+    /// Kubernetes clusters to drive, as `name=in-cluster` or `name=/path/to/kubeconfig`
+    /// (environments whose runtime is `name` run there).
+    #[arg(
+        long = "kube-cluster",
+        env = "PAAS_KUBE_CLUSTERS",
+        value_delimiter = ','
+    )]
+    kube_clusters: Vec<String>,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "PAAS_WORKERS")]
+    workers: Option<usize>,
+    /// How long a stateful instance keeps running after its node's last heartbeat,
+    /// in milliseconds (its lease); it is never started elsewhere before that.
+    #[arg(long, env = "PAAS_LEASE_TTL_MS", default_value_t = 30_000)]
+    lease_ttl_ms: u64,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The `iss` of issued tokens.
+    #[arg(long, env = "PAAS_JWT_ISSUER", default_value = "paas")]
+    jwt_issuer: String,
+    /// The `aud` of issued tokens.
+    #[arg(long, env = "PAAS_JWT_AUDIENCE", default_value = "paas-console")]
+    jwt_audience: String,
+    /// Token lifetime in seconds.
+    #[arg(long, env = "PAAS_TOKEN_TTL", default_value_t = 8 * 3600)]
+    token_ttl: u64,
+    /// How long a retired signing key still verifies, in seconds (at least the lifetime).
+    #[arg(long, env = "PAAS_KEY_OVERLAP", default_value_t = 8 * 3600)]
+    key_overlap: u64,
+}
+
+impl TokenArgs {
+    pub fn config(&self) -> TokenConfig {
+        TokenConfig {
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            ttl: Duration::from_secs(self.token_ttl.max(60)),
+            leeway: Duration::from_secs(30),
+            key_overlap: Duration::from_secs(self.key_overlap),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Username of the platform administrator created on first start.
+    #[arg(long, env = "PAAS_BOOTSTRAP_ADMIN_USERNAME", default_value = "admin")]
+    bootstrap_admin_username: String,
+    /// Password of that administrator (read from the environment; created only when the
+    /// platform has no enabled platform administrator).
+    #[arg(long, env = "PAAS_BOOTSTRAP_ADMIN_PASSWORD", hide_env_values = true)]
+    bootstrap_admin_password: Option<String>,
+    /// Enables the local runtime: agents and the router authenticate with this secret.
+    #[arg(long, env = "PAAS_AGENT_TOKEN", hide_env_values = true)]
+    agent_token: Option<String>,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// Connects and migrates.
+pub async fn open_database(url: &str, max_connections: u32) -> anyhow::Result<store::PgPool> {
+    Ok(store::open(url, max_connections).await?)
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let pool = open_database(&args.database_url, args.http.db_max_connections).await?;
+    let platform = Platform::start(pool.clone(), args.http.tokens.config()).await?;
+    if let Some(password) = args.bootstrap_admin_password.as_deref() {
+        let password = Password::parse_new(password)
+            .map_err(|e| anyhow::anyhow!("PAAS_BOOTSTRAP_ADMIN_PASSWORD: {}", e.message))?;
+        if platform
+            .bootstrap_admin(&args.bootstrap_admin_username, &password)
+            .await?
+        {
+            tracing::info!(username = %args.bootstrap_admin_username, "created the first platform administrator");
+        }
+    }
+    let local = args
+        .agent_token
+        .as_ref()
+        .map(|token| local_runtime(&pool, token, &args.http));
+    run_http(
+        platform,
+        &args.http,
+        None,
+        pool,
+        local,
+        |addr| tracing::info!(%addr, "serving"),
+    )
+    .await
+}
+
+/// The local runtime driver of this control plane.
+pub fn local_runtime(pool: &store::PgPool, token: &str, http: &HttpArgs) -> Arc<LocalRuntime> {
+    Arc::new(
+        LocalRuntime::new(pool.clone(), token.to_owned())
+            .with_lease_ttl(Duration::from_millis(http.lease_ttl_ms.max(1000))),
+    )
+}
+
+/// Serves the console and API, and reconciles the environments of every runtime this
+/// control plane drives: the local runtime (with its internal API) when there is one,
+/// and each configured Kubernetes cluster. Returns when the server is asked to stop.
+pub async fn run_http(
+    platform: Platform,
+    http: &HttpArgs,
+    router_url: Option<String>,
+    pool: store::PgPool,
+    local: Option<Arc<LocalRuntime>>,
+    on_listen: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let config = WebConfig {
+        secure_cookies: http.secure_cookies,
+        trust_proxy: http.trust_proxy,
+        login_per_user_per_minute: http.login_rate_per_user,
+        login_per_address_per_minute: http.login_rate_per_address,
+        router_url: router_url.or_else(|| http.router_url.clone()),
+    };
+    let (stop_reconciler, stopped) = tokio::sync::watch::channel(false);
+    let mut platform = platform;
+    let mut runtimes = Runtimes::default();
+    if let Some(runtime) = &local {
+        runtimes = runtimes.with("local", runtime.clone());
+    }
+    for cluster in &http.kube_clusters {
+        let (name, source) = cluster.split_once('=').with_context(|| {
+            format!("--kube-cluster '{cluster}' is not name=in-cluster or name=/path/to/kubeconfig")
+        })?;
+        let runtime = KubeRuntime::connect(&ClusterSource::parse(source))
+            .await
+            .with_context(|| format!("cluster '{name}'"))?;
+        tracing::info!(cluster = name, "driving a Kubernetes cluster");
+        runtimes = runtimes.with(name, Arc::new(runtime));
+    }
+    if !runtimes.is_empty() {
+        let reconciler = Reconciler::new(pool, runtimes.clone());
+        tokio::spawn(reconciler.run(Duration::from_secs(1), platform.changes(), stopped));
+        platform = platform.with_runtimes(runtimes);
+    }
+    let mut state = AppState::new(platform, config);
+    if let Some(runtime) = local {
+        let token = runtime.agent_token().to_owned();
+        state = state.with_local_runtime(runtime, token);
+    }
+    let mut server = actix_web::HttpServer::new(move || console::app(state.clone()))
+        .shutdown_timeout(10)
+        .bind(http.listen)
+        .with_context(|| format!("could not listen on {} (is the port taken?)", http.listen))?;
+    if let Some(workers) = http.workers {
+        server = server.workers(workers.max(1));
+    }
+    let addr = server.addrs().first().copied().unwrap_or(http.listen);
+    let running = server.run();
+    on_listen(addr);
+    let result = running.await;
+    let _ = stop_reconciler.send(true);
+    result?;
+    Ok(())
+}

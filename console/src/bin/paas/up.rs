@@ -1,0 +1,281 @@
+//! `paas up`: the whole platform on one machine for a newcomer: its own PostgreSQL when
+//! no `DATABASE_URL` is given, demo data on first start, the console, and the local
+//! runtime's fleet (node agents and the router) as supervised separate processes.
+//!
+//! Stopping `paas up` (SIGTERM, Ctrl-C) stops the control plane only: agents, the
+//! router and every instance keep serving, and the next `paas up` adopts them.
+//! `paas down` (or `--stop-all-on-exit`) stops everything.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use platform_core::Platform;
+use platform_core::bootstrap::CreatedAccount;
+use platform_core::runtime::local::LocalRuntime;
+
+use crate::fleet::{Fleet, Member};
+use crate::local_postgres::LocalPostgres;
+use crate::serve::{HttpArgs, local_runtime, open_database, run_http};
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Use this database instead of starting one.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Where the platform keeps its PostgreSQL cluster, agent state and logs.
+    #[arg(long, env = "PAAS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// How many local node agents to start; they share the machine's CPU and memory.
+    #[arg(long, env = "PAAS_AGENTS", default_value_t = 1)]
+    agents: u32,
+    /// Zones to spread the agents over (`a,b,c` labels them zone=a, zone=b, zone=c).
+    #[arg(long, env = "PAAS_ZONES", value_delimiter = ',')]
+    zones: Vec<String>,
+    /// Where the router listens.
+    #[arg(long, env = "PAAS_ROUTER_LISTEN", default_value = "127.0.0.1:8000")]
+    router_listen: SocketAddr,
+    /// Stop everything (instances, agents, router, PostgreSQL) when `paas up` stops,
+    /// as `paas down` does.
+    #[arg(long, env = "PAAS_STOP_ALL_ON_EXIT", default_value_t = false)]
+    stop_all_on_exit: bool,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// The data directory when none is given: `/var/lib/paas` for root, the user's data
+/// directory otherwise.
+pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/paas");
+    }
+    if let Ok(xdg) = std::env::var("XDG_DATA_HOME") {
+        return PathBuf::from(xdg).join("paas");
+    }
+    std::env::var("HOME")
+        .map(|h| PathBuf::from(h).join(".local/share/paas"))
+        .unwrap_or_else(|_| PathBuf::from(".paas-data"))
+}
+
+/// The data directory: the platform's user's, traversable (its PostgreSQL's user must
+/// reach the cluster in it) but not listable by others.
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    // An earlier release gave the whole directory to the postgres user.
+    let me = nix::unistd::geteuid().as_raw();
+    std::os::unix::fs::chown(&dir, Some(me), Some(nix::unistd::getegid().as_raw()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+    Ok(dir)
+}
+
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let data_dir = prepare_data_dir(&args.data_dir.clone().unwrap_or_else(default_data_dir))?;
+    let lock_path = data_dir.join("control-plane.lock");
+    let _lock = match runtime_local::lock::acquire(&lock_path)? {
+        Ok(lock) => lock,
+        Err(holder) => bail!(
+            "a control plane already runs for {} (pid {}); stop it first, or use `paas down`",
+            data_dir.display(),
+            holder.map_or_else(|| "?".to_owned(), |p| p.to_string())
+        ),
+    };
+    let (url, local) = match args.database_url.clone() {
+        Some(url) => (url, None),
+        None => {
+            let pg = LocalPostgres::start(&data_dir).await?;
+            let url = pg.database_url("paas").await?;
+            tracing::info!(data_dir = %data_dir.display(), "the platform's own PostgreSQL is running");
+            (url, Some(pg))
+        }
+    };
+    let result = async {
+        let pool = open_database(&url, args.http.db_max_connections).await?;
+        let platform = Platform::start(pool.clone(), args.http.tokens.config()).await?;
+        let accounts = platform.bootstrap_demo().await?;
+        let token = agent_token(&data_dir)?;
+        let runtime = local_runtime(&pool, &token, &args.http);
+        let mut fleet = None;
+        let served = run_http(
+            platform,
+            &args.http,
+            Some(format!("http://{}", args.router_listen)),
+            pool,
+            Some(runtime.clone()),
+            |addr| {
+                let members = members(&data_dir, &format!("http://{addr}"), &token, &args);
+                fleet = Some(Fleet::supervise(members, record_deaths(runtime.clone())));
+                announce(addr, args.router_listen, &accounts);
+            },
+        )
+        .await;
+        if let Some(fleet) = fleet {
+            fleet.detach().await;
+        }
+        served
+    }
+    .await;
+    if args.stop_all_on_exit {
+        crate::down::stop_everything(&data_dir).await;
+    } else {
+        tracing::info!(data_dir = %data_dir.display(), "the control plane stopped; applications keep running (stop everything with `paas down`)");
+        if let Some(pg) = local
+            && let Err(e) = pg.stop().await
+        {
+            tracing::warn!(error = %e, "could not stop the platform's PostgreSQL");
+        }
+    }
+    result
+}
+
+/// Records each agent death as an event of its node.
+fn record_deaths(runtime: Arc<LocalRuntime>) -> crate::fleet::OnDeath {
+    Arc::new(move |member: &Member, how: &str| {
+        let Some(node) = member.node.clone() else {
+            return;
+        };
+        let (runtime, how) = (runtime.clone(), how.to_owned());
+        tokio::spawn(async move {
+            let message = format!("the node's agent died ({how}); restarting it");
+            if let Err(e) = runtime
+                .record_node_event(&node, "AgentDied", &message)
+                .await
+            {
+                tracing::warn!(node, error = %e, "could not record the agent's death");
+            }
+        });
+    })
+}
+
+/// The agents and the router of this platform. Agents on one machine share its
+/// capacity, each offering its share.
+fn members(data_dir: &Path, control_plane: &str, token: &str, args: &UpArgs) -> Vec<Member> {
+    let Ok(exe) = crate::node::own_executable() else {
+        tracing::error!("cannot find the paas executable to start agents");
+        return Vec::new();
+    };
+    let agents = args.agents.max(1);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let cpu_share = u32::try_from(cores * 1000).unwrap_or(1000) / agents;
+    let memory_share = crate::node::machine_memory_mib() / agents;
+    let env = vec![("PAAS_AGENT_TOKEN".to_owned(), token.to_owned())];
+    let mut members: Vec<Member> = (0..agents)
+        .map(|i| {
+            let name = format!("node-{}", i + 1);
+            let labels = if args.zones.is_empty() {
+                String::new()
+            } else {
+                format!("zone={}", args.zones[i as usize % args.zones.len()])
+            };
+            let state_dir = data_dir.join("agents").join(&name);
+            let mut argv: Vec<OsString> = [
+                "agent",
+                "--name",
+                &name,
+                "--labels",
+                &labels,
+                "--control-plane",
+                control_plane,
+                "--cpu-millis",
+                &cpu_share.to_string(),
+                "--memory-mib",
+                &memory_share.to_string(),
+            ]
+            .iter()
+            .map(OsString::from)
+            .collect();
+            argv.extend(["--state-dir".into(), state_dir.clone().into()]);
+            argv.extend(["--hide".into(), data_dir.into()]);
+            Member {
+                name: name.clone(),
+                node: Some(name),
+                lock: state_dir.join("agent.lock"),
+                program: exe.clone(),
+                args: argv,
+                env: env.clone(),
+            }
+        })
+        .collect();
+    let mut argv: Vec<OsString> = [
+        "router",
+        "--listen",
+        &args.router_listen.to_string(),
+        "--control-plane",
+        control_plane,
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    argv.extend(["--lock-file".into(), data_dir.join("router.lock").into()]);
+    members.push(Member {
+        name: "router".to_owned(),
+        node: None,
+        lock: data_dir.join("router.lock"),
+        program: exe,
+        args: argv,
+        env,
+    });
+    members
+}
+
+/// The agent token of a `paas up` platform, made once and kept in the data directory
+/// so that agents which outlive a control-plane restart are still recognized.
+fn agent_token(data_dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("agent-token");
+    if let Ok(token) = std::fs::read_to_string(&path)
+        && !token.trim().is_empty()
+    {
+        return Ok(token.trim().to_owned());
+    }
+    let token = platform_core::auth::tokens::random_token();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::io::Write::write_all(&mut file, token.as_bytes())?;
+    Ok(token)
+}
+
+fn announce(addr: SocketAddr, router: SocketAddr, accounts: &[CreatedAccount]) {
+    let mut text = format!("\nPaaS console: http://{addr}/\n");
+    text.push_str(&format!(
+        "Applications: http://<app>.<env>.<tenant>.localhost:{}/ (or http://{router}/apps/<tenant>/<env>/<app>/)\n",
+        router.port()
+    ));
+    text.push_str(
+        "Stopping this process stops the control plane only; `paas down` stops everything.\n",
+    );
+    if accounts.is_empty() {
+        text.push_str(
+            "(demo accounts were created on first start; their passwords were printed then)\n",
+        );
+    } else {
+        text.push_str("\nDemo accounts (shown once; store them now):\n");
+        text.push_str(&format!(
+            "  {:<8} {:<16} {:<14} {}\n",
+            "USER", "ROLE", "TENANTS", "PASSWORD"
+        ));
+        for a in accounts {
+            let tenants = if a.tenants.is_empty() {
+                "-".to_owned()
+            } else {
+                a.tenants.join(",")
+            };
+            text.push_str(&format!(
+                "  {:<8} {:<16} {:<14} {}\n",
+                a.username,
+                a.role,
+                tenants,
+                a.password.expose()
+            ));
+        }
+    }
+    crate::write_stdout(&text);
+}
