@@ -27,3 +27,10 @@ CREATE TABLE node_events (
     message text NOT NULL
 );
 CREATE INDEX node_events_by_node ON node_events (node, id DESC);
+
+-- How often a node's agent heartbeats (it is not ready after missing a few), whether
+-- a platform administrator confirmed it lost, and its condition as last judged.
+ALTER TABLE nodes ADD COLUMN heartbeat_ms integer NOT NULL DEFAULT 200 CHECK (heartbeat_ms BETWEEN 50 AND 60000);
+ALTER TABLE nodes ADD COLUMN confirmed_lost_at timestamptz;
+ALTER TABLE nodes ADD COLUMN condition text NOT NULL DEFAULT 'ready'
+    CHECK (condition IN ('ready', 'not_ready', 'lost'));

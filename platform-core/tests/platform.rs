@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use platform_core::auth::TokenConfig;
 use platform_core::authz::Principal;
-use platform_core::model::{AuditFilter, Role};
+use platform_core::model::{AppEvent, AuditFilter, Role};
 use platform_core::names::{AppName, DisplayName, EnvName, Password, TenantSlug, Username};
 use platform_core::platform::{NewApplication, NewEnvironment, NewTenant, NewUser, Session};
 use platform_core::spec::AppSpec;
@@ -470,6 +470,7 @@ async fn a_workload_no_node_can_hold_says_so_once_as_an_event(pool: PgPool) {
                 },
                 address: "127.0.0.1".into(),
                 api_port: 0,
+                heartbeat_ms: None,
             })
             .await,
     );
@@ -506,4 +507,185 @@ async fn a_workload_no_node_can_hold_says_so_once_as_an_event(pool: PgPool) {
         .collect();
     assert_eq!(unschedulable.len(), 1, "{events:?}");
     assert!(unschedulable[0].contains("4096 MiB"), "{unschedulable:?}");
+}
+
+/// Registers a node of the local runtime that offers plenty.
+async fn node(runtime: &platform_core::runtime::local::LocalRuntime, name: &str) {
+    use platform_core::runtime::local::Registration;
+    must(
+        runtime
+            .register(&Registration {
+                name: name.into(),
+                labels: Default::default(),
+                capacity: platform_core::spec::Resources {
+                    cpu_millis: 4000,
+                    memory_mib: 4096,
+                },
+                address: "127.0.0.1".into(),
+                api_port: 0,
+                heartbeat_ms: Some(200),
+            })
+            .await,
+    );
+}
+
+/// Makes a node look silent for `seconds` (its last heartbeat that long ago).
+async fn silence(pool: &PgPool, node: &str, seconds: i32) {
+    must(
+        sqlx::query(
+            "UPDATE nodes SET last_heartbeat = now() - make_interval(secs => $2) WHERE name = $1",
+        )
+        .bind(node)
+        .bind(f64::from(seconds))
+        .execute(pool)
+        .await,
+    );
+}
+
+/// Where each live instance of an application is placed: (name, node), sorted.
+async fn placed(pool: &PgPool, app: &str) -> Vec<(String, String)> {
+    must(
+        sqlx::query_as(
+            "SELECT i.name, i.node FROM instances i JOIN applications a ON a.id = i.application_id
+             WHERE a.name = $1 AND i.desired = 'run' ORDER BY i.name",
+        )
+        .bind(app)
+        .fetch_all(pool)
+        .await,
+    )
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_silent_node_loses_its_stateless_instances_but_an_ordinal_waits_for_an_operator_and_its_lease(
+    pool: PgPool,
+) {
+    use platform_core::reconciler::Reconciler;
+    use platform_core::runtime::Runtime;
+    use platform_core::runtime::local::LocalRuntime;
+    let world = World::new(pool.clone()).await;
+    let runtime = std::sync::Arc::new(
+        LocalRuntime::new(pool.clone(), "token".into())
+            .with_grace(std::time::Duration::from_secs(5))
+            .with_lease_ttl(std::time::Duration::from_secs(20)),
+    );
+    node(&runtime, "node-1").await;
+    let alice = world.login("alice").await;
+    let access = must(world.platform.tenant(&alice, "acme").await);
+    for (name, kind) in [("web", "service"), ("db", "stateful")] {
+        let mut s = spec(name);
+        s.kind = must(platform_core::spec::WorkloadKind::parse(kind));
+        must(
+            world
+                .platform
+                .create_application(
+                    &access,
+                    NewApplication {
+                        environment: must(EnvName::parse("dev")),
+                        name: must(AppName::parse(name)),
+                        description: String::new(),
+                        spec: s,
+                    },
+                )
+                .await,
+        );
+    }
+    let runtimes = platform_core::runtime::Runtimes::default().with("local", runtime.clone());
+    let platform = world.platform.clone().with_runtimes(runtimes.clone());
+    let reconciler = Reconciler::new(pool.clone(), runtimes);
+    must(reconciler.tick().await);
+    assert_eq!(
+        placed(&pool, "db").await,
+        [("db-0".to_owned(), "node-1".to_owned())]
+    );
+    node(&runtime, "node-2").await;
+
+    // A few missed heartbeats: the node is not ready, its instances unknown, nothing moves.
+    silence(&pool, "node-1", 2).await;
+    must(runtime.judge_nodes().await);
+    must(reconciler.tick().await);
+    let key = |app: &str| platform_core::runtime::WorkloadKey {
+        tenant: "acme".into(),
+        environment: "dev".into(),
+        app: app.into(),
+    };
+    let db = must(runtime.instances(&key("db")).await);
+    assert_eq!(
+        db[0].phase,
+        platform_core::runtime::Phase::Unknown,
+        "{db:?}"
+    );
+    assert!(!db[0].ready);
+    assert_eq!(placed(&pool, "web").await[0].1, "node-1");
+
+    // Past the grace period (the control plane has been up that long too): the
+    // stateless instance moves; the ordinal waits, whatever the silence, and says why.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    silence(&pool, "node-1", 3600).await;
+    silence(&pool, "node-2", 0).await;
+    must(runtime.judge_nodes().await);
+    for _ in 0..3 {
+        must(reconciler.tick().await);
+    }
+    assert_eq!(placed(&pool, "web").await[0].1, "node-2");
+    assert_eq!(
+        placed(&pool, "db").await,
+        [("db-0".to_owned(), "node-1".to_owned())]
+    );
+    let events = must(world.platform.events(&access, "dev", "db", 50).await);
+    let waiting: Vec<&AppEvent> = events.iter().filter(|e| e.reason == "Waiting").collect();
+    assert_eq!(waiting.len(), 1, "said once: {events:?}");
+    assert!(
+        waiting[0].message.contains("its data lives there"),
+        "{waiting:?}"
+    );
+    let nodes = must(runtime.nodes().await);
+    assert_eq!(nodes[0].condition, "lost", "{nodes:?}");
+    let node_events = must(runtime.node_events(10).await);
+    assert!(
+        node_events
+            .iter()
+            .any(|e| e.node == "node-1" && e.reason == "Lost"),
+        "{node_events:?}"
+    );
+
+    // A node that reports cannot be confirmed lost.
+    let admin = world.login("root").await;
+    let refused = platform.confirm_node_lost(&admin, "local", "node-2").await;
+    assert!(
+        matches!(refused, Err(CoreError::Conflict { .. })),
+        "{refused:?}"
+    );
+    // Confirmed lost while its lease may still hold: the ordinal still waits.
+    silence(&pool, "node-1", 10).await;
+    silence(&pool, "node-2", 0).await;
+    let loss = must(platform.confirm_node_lost(&admin, "local", "node-1").await);
+    assert_eq!(loss.stateful_moved, ["acme/dev/db-0"]);
+    must(reconciler.tick().await);
+    assert_eq!(placed(&pool, "db").await[0].1, "node-1");
+    // Once the lease (20 s) and the margin (5 s) are surely over, it starts on node-2.
+    silence(&pool, "node-1", 26).await;
+    silence(&pool, "node-2", 0).await;
+    must(reconciler.tick().await);
+    assert_eq!(
+        placed(&pool, "db").await,
+        [("db-0".to_owned(), "node-2".to_owned())]
+    );
+    let events = must(world.platform.events(&access, "dev", "db", 50).await);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "Moved" && e.message.contains("empty data directory")),
+        "{events:?}"
+    );
+    let audit: Vec<String> = must(
+        sqlx::query_as::<_, (String,)>(
+            "SELECT action FROM audit_log WHERE action = 'node.confirm_lost'",
+        )
+        .fetch_all(&pool)
+        .await,
+    )
+    .into_iter()
+    .map(|(a,)| a)
+    .collect();
+    assert_eq!(audit.len(), 1);
 }

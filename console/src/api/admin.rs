@@ -6,6 +6,7 @@ use platform_core::model::{AuditEntry, AuditFilter, Tenant, User};
 use platform_core::names::{DisplayName, Password, TenantSlug, Username};
 use platform_core::platform::{NewTenant, NewUser, RuntimeOverview};
 use platform_core::quota::Quota;
+use platform_core::runtime::NodeLoss;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -206,4 +207,25 @@ pub async fn runtimes(
     Ok(Json(Items::new(
         state.platform.runtime_overview(&auth.0.principal).await?,
     )))
+}
+
+/// Confirms that a silent node is gone for good: its instances start elsewhere, and
+/// stateful ones without the data they left on it, once its lease has surely run out.
+/// Refused (409) while the node still reports.
+#[utoipa::path(operation_id = "confirm_node_lost", post, path = "/api/v1/admin/runtimes/{runtime}/nodes/{node}/confirm-lost", tag = "admin",
+    params(("runtime" = String, Path, description = "The runtime's name, e.g. `local`"), ("node" = String, Path, description = "The node's name")),
+    responses((status = 200, body = NodeLoss), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn confirm_node_lost(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String)>,
+) -> Result<Json<NodeLoss>, ApiError> {
+    let (runtime, node) = path.into_inner();
+    Ok(Json(
+        state
+            .platform
+            .confirm_node_lost(&auth.0.principal, &runtime, &node)
+            .await?,
+    ))
 }

@@ -225,6 +225,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/admin/audit", web::get().to(admin::audit))
             .route("/admin/runtimes", web::get().to(admin::runtimes))
             .route(
+                "/admin/runtimes/{runtime}/nodes/{node}/confirm-lost",
+                web::post().to(admin::confirm_node_lost),
+            )
+            .route(
                 "/admin/signing-keys/rotate",
                 web::post().to(admin::rotate_keys),
             )

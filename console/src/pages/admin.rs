@@ -62,18 +62,66 @@ async fn tenants_page(
 struct RuntimesPage {
     layout: Layout,
     runtimes: Vec<platform_core::platform::RuntimeOverview>,
+    notice: Option<String>,
+    error: Option<String>,
 }
 
-/// The runtimes this control plane drives and their nodes.
-pub async fn runtimes(state: Data<AppState>, auth: PageAuth) -> Result<HttpResponse, PageError> {
-    render(&RuntimesPage {
+async fn runtimes_page(
+    state: &AppState,
+    auth: &PageAuth,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Result<RuntimesPage, PageError> {
+    Ok(RuntimesPage {
         layout: Layout::for_user(&auth.0, "Runtimes", "admin-runtimes"),
         runtimes: state
             .platform
             .runtime_overview(&auth.0.principal)
             .await
-            .map_err(fail(&auth, "Runtimes"))?,
+            .map_err(fail(auth, "Runtimes"))?,
+        notice,
+        error,
     })
+}
+
+/// The runtimes this control plane drives and their nodes.
+pub async fn runtimes(state: Data<AppState>, auth: PageAuth) -> Result<HttpResponse, PageError> {
+    render(&runtimes_page(&state, &auth, None, None).await?)
+}
+
+/// Confirms a silent node lost (platform administrators), saying what will move.
+pub async fn confirm_node_lost(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<(String, String)>,
+) -> Result<HttpResponse, PageError> {
+    let (runtime, node) = path.into_inner();
+    match state
+        .platform
+        .confirm_node_lost(&auth.0.principal, &runtime, &node)
+        .await
+    {
+        Ok(loss) => {
+            let notice = if loss.stateful_moved.is_empty() {
+                format!("{node} is confirmed lost: its instances start on other nodes.")
+            } else {
+                format!(
+                    "{node} is confirmed lost: its instances start on other nodes; the stateful ones ({}) from {} on, with empty data directories (their data stays on {node}).",
+                    loss.stateful_moved.join(", "),
+                    loss.moves_after.format("%H:%M:%S UTC")
+                )
+            };
+            render(&runtimes_page(&state, &auth, Some(notice), None).await?)
+        }
+        Err(
+            e @ (platform_core::CoreError::Conflict { .. }
+            | platform_core::CoreError::NotFound { .. }),
+        ) => render_with_status(
+            &runtimes_page(&state, &auth, None, Some(e.to_string())).await?,
+            StatusCode::CONFLICT,
+        ),
+        Err(e) => Err(fail(&auth, "Runtimes")(e)),
+    }
 }
 
 pub async fn tenants(state: Data<AppState>, auth: PageAuth) -> Result<HttpResponse, PageError> {

@@ -370,5 +370,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(admin::set_user_state),
     )
     .route("/admin/audit", web::get().to(admin::audit))
-    .route("/admin/runtimes", web::get().to(admin::runtimes));
+    .route("/admin/runtimes", web::get().to(admin::runtimes))
+    .route(
+        "/admin/runtimes/{runtime}/nodes/{node}/confirm-lost",
+        web::post().to(admin::confirm_node_lost),
+    );
 }

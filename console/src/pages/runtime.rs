@@ -47,6 +47,7 @@ impl From<Instance> for InstanceView {
             Phase::Stopping => ("stopping", ""),
             Phase::Succeeded => ("succeeded", "ok"),
             Phase::Failed => ("failed", "off"),
+            Phase::Unknown => ("unknown", "warn"),
         };
         Self {
             name: i.name,

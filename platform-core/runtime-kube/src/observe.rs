@@ -66,6 +66,8 @@ pub fn instance(pod: &Pod, usage: Option<Usage>) -> Instance {
         match status.phase.as_deref() {
             Some("Succeeded") => Phase::Succeeded,
             Some("Failed") => Phase::Failed,
+            // The kubelet of its node stopped reporting.
+            Some("Unknown") => Phase::Unknown,
             _ if backing_off => Phase::BackOff,
             Some("Running") => Phase::Running,
             Some("Pending")
@@ -173,7 +175,14 @@ pub fn node(n: &KubeNode) -> Node {
                 .and_then(|q| quantity::memory_mib(&q.0))
                 .unwrap_or(0),
         },
+        allocated: None,
         healthy: ready.as_ref().is_some_and(|c| c.status == "True") && !cordoned,
+        condition: match (&ready, cordoned) {
+            (_, true) => "cordoned".to_owned(),
+            (Some(c), false) if c.status == "True" => "ready".to_owned(),
+            _ => "not_ready".to_owned(),
+        },
+        message: ready.as_ref().and_then(|c| c.message.clone()),
         last_seen: ready.and_then(|c| c.last_heartbeat_time.and_then(|t| chrono_time(&t.0))),
     }
 }

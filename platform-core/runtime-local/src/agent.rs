@@ -293,6 +293,7 @@ fn notify_changes(shim: &Shim, changed: &Arc<Notify>) {
 async fn register(http: &reqwest::Client, config: &AgentConfig, api_port: u16) -> bool {
     let registration = Registration {
         api_port,
+        heartbeat_ms: u32::try_from(config.heartbeat.as_millis()).ok(),
         name: config.name.clone(),
         labels: config.labels.clone(),
         capacity: config.capacity,

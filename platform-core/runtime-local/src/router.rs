@@ -44,8 +44,31 @@ pub struct RouterConfig {
 
 #[derive(Debug, Default)]
 struct Backends {
+    /// Ready instances on ready nodes.
     addrs: Vec<String>,
+    /// Instances on nodes that went silent: tried only after `addrs`.
+    fallback: Vec<String>,
     next: AtomicUsize,
+}
+
+impl Backends {
+    /// The backends to try for one request: the ready ones in round-robin order, then
+    /// the fallbacks (in their own rotation).
+    fn order(&self) -> Vec<&str> {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let rotate = |list: &'_ [String]| -> Vec<usize> {
+            (0..list.len()).map(|i| (turn + i) % list.len()).collect()
+        };
+        rotate(&self.addrs)
+            .into_iter()
+            .map(|i| self.addrs[i].as_str())
+            .chain(
+                rotate(&self.fallback)
+                    .into_iter()
+                    .map(|i| self.fallback[i].as_str()),
+            )
+            .collect()
+    }
 }
 
 /// Application (tenant, env, app) to its ready backends.
@@ -160,6 +183,7 @@ fn install(table: &RwLock<Arc<Table>>, routes: RouteTable) {
             key,
             Arc::new(Backends {
                 addrs: route.backends,
+                fallback: route.fallback,
                 next: AtomicUsize::new(position),
             }),
         );
@@ -333,7 +357,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Re
         .read()
         .ok()
         .and_then(|t| t.routes.get(&key).cloned());
-    let Some(backends) = backends.filter(|b| !b.addrs.is_empty()) else {
+    let Some(backends) = backends.filter(|b| !(b.addrs.is_empty() && b.fallback.is_empty())) else {
         let mut r = text(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("no ready instance of {}/{}/{}", key.0, key.1, key.2),
@@ -360,15 +384,10 @@ async fn handle(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Re
         prefix.as_deref(),
     );
     let mut body = Some(body.boxed());
-    let attempts = if bodyless {
-        backends.addrs.len().min(3)
-    } else {
-        1
-    };
+    let order = backends.order();
+    let attempts = if bodyless { order.len().min(3) } else { 1 };
     let mut last_error = String::new();
-    for _ in 0..attempts {
-        let index = backends.next.fetch_add(1, Ordering::Relaxed) % backends.addrs.len();
-        let addr = &backends.addrs[index];
+    for addr in order.into_iter().take(attempts) {
         let Ok(uri) = format!("http://{addr}{path}").parse::<Uri>() else {
             return text(
                 StatusCode::BAD_REQUEST,
@@ -452,6 +471,23 @@ mod tests {
         check("127.0.0.1:8000", "/apps/acme/dev", None);
         check("dev.acme.localhost", "/", None);
         check("example.com", "/", None);
+    }
+
+    #[test]
+    fn requests_rotate_over_ready_backends_and_reach_silent_nodes_only_last() {
+        let backends = Backends {
+            addrs: vec!["a:1".into(), "b:1".into()],
+            fallback: vec!["x:1".into()],
+            next: AtomicUsize::new(0),
+        };
+        assert_eq!(backends.order(), ["a:1", "b:1", "x:1"]);
+        assert_eq!(backends.order(), ["b:1", "a:1", "x:1"]);
+        let only_silent = Backends {
+            addrs: Vec::new(),
+            fallback: vec!["x:1".into(), "y:1".into()],
+            next: AtomicUsize::new(0),
+        };
+        assert_eq!(only_silent.order(), ["x:1", "y:1"]);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The runtimes this control plane drives, as platform administrators see them.
 
-use super::Platform;
+use serde_json::json;
+
+use super::{Audit, Platform, record};
 use crate::CoreError;
+use crate::runtime::{NodeLoss, RuntimeError};
 
 /// One runtime this control plane drives and the nodes it reports.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -9,6 +12,8 @@ pub struct RuntimeOverview {
     /// What environments name it by (`local`, or a cluster's name).
     pub name: String,
     pub nodes: Vec<crate::runtime::Node>,
+    /// The most recent events of its nodes, newest first.
+    pub events: Vec<crate::runtime::NodeEvent>,
     /// Why the nodes could not be read, when they could not.
     pub error: Option<String>,
 }
@@ -26,12 +31,59 @@ impl Platform {
                 Ok(nodes) => (nodes, None),
                 Err(e) => (Vec::new(), Some(e.to_string())),
             };
+            let events = runtime.node_events(20).await.unwrap_or_default();
             out.push(RuntimeOverview {
                 name: name.to_owned(),
                 nodes,
+                events,
                 error,
             });
         }
         Ok(out)
+    }
+
+    /// A platform administrator's word that a silent node is gone for good: its
+    /// instances start elsewhere, stateful ones without the data they left on it (and
+    /// only once the node's lease has surely run out). Refused while the node reports.
+    pub async fn confirm_node_lost(
+        &self,
+        principal: &crate::authz::Principal,
+        runtime: &str,
+        node: &str,
+    ) -> Result<NodeLoss, CoreError> {
+        principal.require_platform_admin("confirm a node lost")?;
+        let driver = self
+            .runtimes()
+            .get(runtime)
+            .ok_or_else(|| CoreError::not_found("runtime", runtime))?;
+        let loss = driver.confirm_node_lost(node).await.map_err(|e| match e {
+            RuntimeError::NotFound { kind, name } => CoreError::NotFound { kind, name },
+            RuntimeError::Conflict(message) => CoreError::Conflict {
+                field: "node",
+                message,
+            },
+            RuntimeError::Unsupported(what) => CoreError::Conflict {
+                field: "runtime",
+                message: format!("runtime '{runtime}' does not support {what}"),
+            },
+            RuntimeError::Unavailable(why) => CoreError::Unavailable(why),
+            other => CoreError::Internal(other.to_string()),
+        })?;
+        let mut tx = self.pool.begin().await?;
+        record(
+            &mut tx,
+            principal,
+            Audit {
+                tenant_id: None,
+                action: "node.confirm_lost",
+                target_kind: "node",
+                target: &format!("{runtime}/{node}"),
+                details: json!({"stateful_moved": loss.stateful_moved, "moves_after": loss.moves_after}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        self.changed();
+        Ok(loss)
     }
 }

@@ -27,6 +27,8 @@ pub(crate) struct CronRun {
     pub shape: RevisionShape,
     pub parallelism: u32,
     pub placement: Placement,
+    /// How nodes are judged when the run is placed.
+    pub timing: super::fencing::Timing,
 }
 
 struct Entry {

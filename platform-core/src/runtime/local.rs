@@ -9,22 +9,24 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::cron::{CronRun, CronTable};
+use super::fencing::{self, Condition, NodeView, Timing, Verdict};
 use super::{
-    Instance, Node, Phase, Placement, Runtime, RuntimeError, Slots, Workload, WorkloadKey,
+    Instance, Node, NodeEvent, NodeLoss, Phase, Placement, Runtime, RuntimeError, Slots, Workload,
+    WorkloadKey,
 };
 use crate::placement::{NodeLoad, choose};
 use crate::spec::{AppSpec, Resources, WorkloadKind};
 use crate::store;
 use crate::store::runtime::{InstanceRow, NewInstance, Observation};
 
-/// A node silent for longer than this is unhealthy: nothing new is placed on it.
-pub const NODE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a node may be silent before its stateless instances are replaced
+/// elsewhere, unless configured otherwise.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(15);
 
 /// How long a fenced instance keeps running after its node's last heartbeat, unless
 /// configured otherwise.
@@ -41,6 +43,9 @@ pub struct Registration {
     /// The port of the agent's own API (instance logs) on that host.
     #[serde(default)]
     pub api_port: u16,
+    /// How often the agent heartbeats: a node that misses a few is not ready.
+    #[serde(default)]
+    pub heartbeat_ms: Option<u32>,
 }
 
 /// An agent's periodic report.
@@ -98,8 +103,13 @@ pub struct Assignments {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub key: WorkloadKey,
-    /// `host:port` of each ready instance.
+    /// `host:port` of each ready instance on a ready node.
     pub backends: Vec<String>,
+    /// Instances that were ready when their node last reported, on nodes that have
+    /// gone silent: used only when no backend answers (an agent that restarts leaves
+    /// its instances serving).
+    #[serde(default)]
+    pub fallback: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,8 +140,8 @@ pub struct LocalRuntime {
     started: std::time::Instant,
     /// The schedules of cron workloads.
     cron: std::sync::Arc<CronTable>,
-    /// How long a fenced instance runs on after its node's last heartbeat.
-    lease_ttl: Duration,
+    /// When nodes are lost, and how long fenced instances run on.
+    timing: Timing,
 }
 
 impl LocalRuntime {
@@ -146,7 +156,11 @@ impl LocalRuntime {
             http,
             started: std::time::Instant::now(),
             cron: std::sync::Arc::default(),
-            lease_ttl: DEFAULT_LEASE_TTL,
+            timing: Timing {
+                grace: DEFAULT_GRACE,
+                lease_ttl: DEFAULT_LEASE_TTL,
+                margin: margin_for(DEFAULT_LEASE_TTL),
+            },
         }
     }
 
@@ -154,8 +168,79 @@ impl LocalRuntime {
     /// node's last heartbeat.
     #[must_use]
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
-        self.lease_ttl = ttl;
+        self.timing.lease_ttl = ttl;
+        self.timing.margin = margin_for(ttl);
         self
+    }
+
+    /// Sets how long a node may be silent before its stateless instances are replaced.
+    #[must_use]
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.timing.grace = grace;
+        self
+    }
+
+    /// Whether the control plane has been up long enough to judge nodes lost.
+    fn judged(&self) -> bool {
+        self.started.elapsed() >= self.timing.grace
+    }
+
+    /// Judges every node's condition from its heartbeats and records each change as a
+    /// node event. The heartbeat itself records a return to ready at once.
+    pub async fn judge_nodes(&self) -> Result<(), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        for n in store::runtime::nodes(&mut *conn).await? {
+            let view = node_view(&n);
+            let condition = fencing::condition(view, self.timing);
+            if condition.as_str() == n.condition {
+                continue;
+            }
+            let silent = view.silent.as_secs_f32();
+            let (reason, message) = match condition {
+                Condition::Ready => continue,
+                Condition::NotReady => (
+                    "NotReady",
+                    format!(
+                        "no heartbeat for {silent:.1} s: its instances are unknown and nothing new is placed there"
+                    ),
+                ),
+                Condition::Lost => (
+                    "Lost",
+                    format!(
+                        "no heartbeat for {silent:.0} s: its stateless instances are replaced elsewhere; stateful ones wait for it"
+                    ),
+                ),
+            };
+            if store::runtime::set_node_condition(
+                &mut conn,
+                &n.name,
+                condition.as_str(),
+                n.last_heartbeat,
+            )
+            .await?
+            {
+                tracing::warn!(node = %n.name, condition = condition.as_str(), silent_s = silent, "node condition changed");
+                store::runtime::append_node_event(&mut conn, &n.name, reason, &message).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Judges nodes every half second until `shutdown` turns true.
+    pub async fn watch_nodes(
+        self: std::sync::Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut interval = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(e) = self.judge_nodes().await {
+                tracing::debug!(error = %e, "nodes not judged this time");
+            }
+        }
     }
 
     /// The secret agents and the router present (the control plane presents it to
@@ -194,19 +279,31 @@ impl LocalRuntime {
         }
         let labels =
             serde_json::to_value(&r.labels).map_err(|e| AgentError::Invalid(e.to_string()))?;
-        let cpu = i32::try_from(r.capacity.cpu_millis).unwrap_or(i32::MAX);
-        let mem = i32::try_from(r.capacity.memory_mib).unwrap_or(i32::MAX);
-        let mut conn = self.pool.acquire().await?;
-        store::runtime::upsert_node(
-            &mut conn,
-            &r.name,
-            &labels,
-            cpu,
-            mem,
-            &r.address,
-            i32::from(r.api_port),
+        let mut tx = self.pool.begin().await?;
+        let before = store::runtime::upsert_node(
+            &mut tx,
+            &store::runtime::NodeRegistration {
+                name: &r.name,
+                labels: &labels,
+                cpu_millis: i32::try_from(r.capacity.cpu_millis).unwrap_or(i32::MAX),
+                memory_mib: i32::try_from(r.capacity.memory_mib).unwrap_or(i32::MAX),
+                address: &r.address,
+                api_port: i32::from(r.api_port),
+                heartbeat_ms: i32::try_from(r.heartbeat_ms.unwrap_or(200).clamp(50, 60_000))
+                    .unwrap_or(200),
+            },
         )
         .await?;
+        let message = match before.as_deref() {
+            None => "registered".to_owned(),
+            Some("ready") => "its agent registered again".to_owned(),
+            Some(was) => format!(
+                "its agent registered again (it was {})",
+                was.replace('_', " ")
+            ),
+        };
+        store::runtime::append_node_event(&mut tx, &r.name, "Registered", &message).await?;
+        tx.commit().await?;
         tracing::info!(node = %r.name, labels = ?r.labels, "node registered");
         Ok(())
     }
@@ -215,8 +312,13 @@ impl LocalRuntime {
     /// becomes an event on the application.
     pub async fn heartbeat(&self, node: &str, beat: &Heartbeat) -> Result<Assignments, AgentError> {
         let mut tx = self.pool.begin().await?;
-        if !store::runtime::touch_node(&mut tx, node).await? {
+        let Some(before) = store::runtime::touch_node(&mut tx, node).await? else {
             return Err(AgentError::UnknownNode(node.to_owned()));
+        };
+        if before != "ready" {
+            let message = format!("heartbeats again (it was {})", before.replace('_', " "));
+            store::runtime::append_node_event(&mut tx, node, "Ready", &message).await?;
+            tracing::info!(node, "node ready again");
         }
         for report in &beat.instances {
             let observation = Observation {
@@ -282,7 +384,9 @@ impl LocalRuntime {
             .collect();
         Ok(Assignments {
             instances,
-            lease_ttl_ms: Some(u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX)),
+            lease_ttl_ms: Some(
+                u64::try_from(self.timing.lease_ttl.as_millis()).unwrap_or(u64::MAX),
+            ),
         })
     }
 
@@ -291,7 +395,8 @@ impl LocalRuntime {
         store::packages::content(&self.pool, digest).await
     }
 
-    /// The route table: every application with at least one ready instance.
+    /// The route table: every application with at least one ready instance. Instances
+    /// on nodes that went silent are kept as fallbacks.
     pub async fn routes(&self) -> Result<RouteTable, sqlx::Error> {
         let mut routes: Vec<Route> = Vec::new();
         for row in store::runtime::routes(&self.pool).await? {
@@ -301,12 +406,22 @@ impl LocalRuntime {
                 app: row.app,
             };
             let backend = format!("{}:{}", row.address, row.port);
-            match routes.last_mut() {
-                Some(last) if last.key == key => last.backends.push(backend),
-                _ => routes.push(Route {
+            let heartbeat = Duration::from_millis(u64::try_from(row.heartbeat_ms).unwrap_or(200));
+            let silent = Duration::from_millis(u64::try_from(row.silent_ms).unwrap_or(0));
+            let preferred = silent < Timing::not_ready_after(heartbeat);
+            if routes.last().is_none_or(|last| last.key != key) {
+                routes.push(Route {
                     key,
-                    backends: vec![backend],
-                }),
+                    backends: Vec::new(),
+                    fallback: Vec::new(),
+                });
+            }
+            if let Some(last) = routes.last_mut() {
+                if preferred {
+                    last.backends.push(backend);
+                } else {
+                    last.fallback.push(backend);
+                }
             }
         }
         Ok(RouteTable { routes })
@@ -326,6 +441,7 @@ impl LocalRuntime {
             shape: shape.clone(),
             parallelism,
             placement: workload.placement.clone(),
+            timing: self.timing,
         });
         self.cron.sync(key, run, &self.pool).await?;
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
@@ -375,6 +491,7 @@ fn beyond_history(instances: &[InstanceRow], keep: usize) -> Vec<Uuid> {
 
 /// Places one run of a cron workload, unless the previous one is still active.
 pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), RuntimeError> {
+    let timing = run.timing;
     let key = &run.key;
     let mut tx = pool.begin().await.map_err(unavailable)?;
     let (app_id, tenant_id) =
@@ -410,7 +527,9 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
     store::runtime::mark_stop(&mut tx, &forget)
         .await
         .map_err(unavailable)?;
-    let mut nodes = node_loads(&existing, &mut tx).await.map_err(unavailable)?;
+    let mut nodes = node_loads(&existing, &mut tx, timing)
+        .await
+        .map_err(unavailable)?;
     let request = run.shape.spec.resources;
     for _ in 0..run.parallelism {
         let node = match choose(&nodes, &run.placement, request) {
@@ -458,12 +577,13 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
 async fn node_loads(
     instances: &[InstanceRow],
     conn: &mut sqlx::PgConnection,
+    timing: Timing,
 ) -> Result<Vec<NodeLoad>, sqlx::Error> {
     let rows = store::runtime::nodes(&mut *conn).await?;
-    let now = Utc::now();
     Ok(rows
         .into_iter()
         .map(|n| NodeLoad {
+            healthy: fencing::condition(node_view(&n), timing) == Condition::Ready,
             workload_instances: instances
                 .iter()
                 .filter(|i| i.node == n.name && i.desired == "run")
@@ -477,12 +597,24 @@ async fn node_loads(
                 cpu_millis: u32::try_from(n.cpu_requested).unwrap_or(u32::MAX),
                 memory_mib: u32::try_from(n.memory_requested).unwrap_or(u32::MAX),
             },
-            healthy: (now - n.last_heartbeat)
-                .to_std()
-                .map_or(true, |age| age < NODE_TIMEOUT),
             name: n.name,
         })
         .collect())
+}
+
+/// What fencing needs to know of a node row.
+fn node_view(n: &store::runtime::NodeRow) -> NodeView {
+    NodeView {
+        silent: (n.now - n.last_heartbeat).to_std().unwrap_or_default(),
+        heartbeat: Duration::from_millis(u64::try_from(n.heartbeat_ms).unwrap_or(200)),
+        confirmed_lost: n.confirmed_lost_at.is_some(),
+    }
+}
+
+/// The margin added to a lease before an ordinal may start elsewhere: a quarter of
+/// the lease, at least two seconds.
+fn margin_for(lease_ttl: Duration) -> Duration {
+    (lease_ttl / 4).max(Duration::from_secs(2))
 }
 
 fn phase_name(phase: Phase) -> &'static str {
@@ -494,6 +626,7 @@ fn phase_name(phase: Phase) -> &'static str {
         Phase::Stopping => "stopping",
         Phase::Succeeded => "succeeded",
         Phase::Failed => "failed",
+        Phase::Unknown => "unknown",
     }
 }
 
@@ -505,6 +638,7 @@ fn parse_phase(name: &str) -> Phase {
         "stopping" => Phase::Stopping,
         "succeeded" => Phase::Succeeded,
         "failed" => Phase::Failed,
+        "unknown" => Phase::Unknown,
         _ => Phase::Pending,
     }
 }
@@ -608,18 +742,32 @@ impl Runtime for LocalRuntime {
         let existing = store::runtime::instances_of(&mut *tx, app_id)
             .await
             .map_err(unavailable)?;
-        let mut nodes = node_loads(&existing, &mut tx).await.map_err(unavailable)?;
-        // Instances on a node that stopped heartbeating are lost: they are replaced on
-        // healthy nodes, and stopped if their node ever comes back. A control plane that
-        // just started gives nodes time to report first.
-        let judged = self.started.elapsed() >= NODE_TIMEOUT;
-        let lost: Vec<Uuid> = existing
+        let mut nodes = node_loads(&existing, &mut tx, self.timing)
+            .await
+            .map_err(unavailable)?;
+        let views: HashMap<String, NodeView> = store::runtime::nodes(&mut *tx)
+            .await
+            .map_err(unavailable)?
             .iter()
-            .filter(|i| {
-                i.desired == "run" && judged && nodes.iter().any(|n| n.name == i.node && !n.healthy)
-            })
-            .map(|i| i.id)
+            .map(|n| (n.name.clone(), node_view(n)))
             .collect();
+        // What becomes of instances on nodes that stopped reporting: stateless ones are
+        // replaced after the grace period, stateful ordinals wait for their node or
+        // for an operator (see `fencing`).
+        let stateful = workload.kind == WorkloadKind::Stateful;
+        let judged = self.judged();
+        let mut lost: Vec<Uuid> = Vec::new();
+        let mut waiting: Vec<(String, String)> = Vec::new();
+        for i in existing.iter().filter(|i| i.desired == "run") {
+            let Some(view) = views.get(&i.node) else {
+                continue;
+            };
+            match fencing::verdict(stateful, &i.node, *view, self.timing, judged) {
+                Verdict::Keep => {}
+                Verdict::Replace => lost.push(i.id),
+                Verdict::Wait(why) => waiting.push((i.name.clone(), why)),
+            }
+        }
         let live: Vec<&InstanceRow> = existing
             .iter()
             .filter(|i| i.desired == "run" && !lost.contains(&i.id))
@@ -756,16 +904,26 @@ impl Runtime for LocalRuntime {
             .await?;
         }
         if let Some(why) = &unschedulable {
-            // Said once, not at every tick while it lasts.
             let message = format!("not every instance can be placed: {why}");
-            let last = store::runtime::last_event(&mut tx, app_id)
-                .await
-                .map_err(unavailable)?;
-            if last
-                .as_ref()
-                .is_none_or(|(r, m)| r != "Unschedulable" || *m != message)
-            {
-                store::runtime::append_event(&mut tx, app_id, None, "Unschedulable", &message)
+            say_once(&mut tx, app_id, None, "Unschedulable", &message).await?;
+        }
+        for (name, why) in &waiting {
+            say_once(&mut tx, app_id, Some(name), "Waiting", why).await?;
+        }
+        for id in &lost {
+            if let Some(i) = existing.iter().find(|i| i.id == *id) {
+                let message = if stateful {
+                    format!(
+                        "{} was confirmed lost: the ordinal starts on another node with an empty data directory (its data stays on {})",
+                        i.node, i.node
+                    )
+                } else {
+                    format!(
+                        "{} stopped reporting: the instance is replaced on another node",
+                        i.node
+                    )
+                };
+                store::runtime::append_event(&mut tx, app_id, Some(&i.name), "Moved", &message)
                     .await
                     .map_err(unavailable)?;
             }
@@ -811,24 +969,49 @@ impl Runtime for LocalRuntime {
         let rows = store::runtime::instances_of(&self.pool, app_id)
             .await
             .map_err(unavailable)?;
+        let views: HashMap<String, NodeView> = store::runtime::nodes(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|n| (n.name.clone(), node_view(n)))
+            .collect();
         Ok(rows
             .into_iter()
-            .map(|r| Instance {
-                name: r.name,
-                revision: r.revision,
-                ordinal: r.ordinal.and_then(|o| u32::try_from(o).ok()),
-                node: Some(r.node),
-                phase: if r.desired == "stop" {
-                    Phase::Stopping
-                } else {
-                    parse_phase(&r.phase)
-                },
-                ready: r.ready && r.desired == "run",
-                restarts: u32::try_from(r.restarts).unwrap_or(0),
-                cpu_millis: r.cpu_millis.and_then(|v| u32::try_from(v).ok()),
-                memory_mib: r.memory_mib.and_then(|v| u32::try_from(v).ok()),
-                message: r.message,
-                since: r.observed_at.unwrap_or(r.created_at),
+            .map(|r| {
+                let reported = parse_phase(&r.phase);
+                // An instance whose node stopped reporting is unknown, not ready: what is
+                // shown is what was last known.
+                let silent = views
+                    .get(&r.node)
+                    .filter(|v| fencing::condition(**v, self.timing) != Condition::Ready);
+                let (phase, ready, message) = match (r.desired.as_str(), silent) {
+                    ("stop", _) => (Phase::Stopping, false, r.message),
+                    (_, Some(view)) => (
+                        Phase::Unknown,
+                        false,
+                        Some(format!(
+                            "{} has not reported for {:.0} s; last known: {}{}",
+                            r.node,
+                            view.silent.as_secs_f32(),
+                            phase_name(reported).replace('_', " "),
+                            if r.ready { ", ready" } else { "" },
+                        )),
+                    ),
+                    _ => (reported, r.ready, r.message),
+                };
+                Instance {
+                    name: r.name,
+                    revision: r.revision,
+                    ordinal: r.ordinal.and_then(|o| u32::try_from(o).ok()),
+                    node: Some(r.node),
+                    phase,
+                    ready,
+                    restarts: u32::try_from(r.restarts).unwrap_or(0),
+                    cpu_millis: r.cpu_millis.and_then(|v| u32::try_from(v).ok()),
+                    memory_mib: r.memory_mib.and_then(|v| u32::try_from(v).ok()),
+                    message,
+                    since: r.observed_at.unwrap_or(r.created_at),
+                }
             })
             .collect())
     }
@@ -837,22 +1020,106 @@ impl Runtime for LocalRuntime {
         let rows = store::runtime::nodes(&self.pool)
             .await
             .map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
-        let now = Utc::now();
         Ok(rows
             .into_iter()
-            .map(|n| Node {
-                labels: serde_json::from_value(n.labels).unwrap_or_default(),
-                capacity: Resources {
-                    cpu_millis: u32::try_from(n.cpu_millis).unwrap_or(0),
-                    memory_mib: u32::try_from(n.memory_mib).unwrap_or(0),
-                },
-                healthy: (now - n.last_heartbeat)
-                    .to_std()
-                    .map_or(true, |age| age < NODE_TIMEOUT),
-                last_seen: Some(n.last_heartbeat),
-                name: n.name,
+            .map(|n| {
+                let view = node_view(&n);
+                let condition = fencing::condition(view, self.timing);
+                let message = match (condition, n.confirmed_lost_at) {
+                    (Condition::Ready, _) => None,
+                    (_, Some(at)) => Some(format!(
+                        "confirmed lost at {}",
+                        at.format("%Y-%m-%d %H:%M:%S UTC")
+                    )),
+                    (_, None) => Some(format!(
+                        "no heartbeat for {:.0} s",
+                        view.silent.as_secs_f32()
+                    )),
+                };
+                Node {
+                    labels: serde_json::from_value(n.labels).unwrap_or_default(),
+                    capacity: Resources {
+                        cpu_millis: u32::try_from(n.cpu_millis).unwrap_or(0),
+                        memory_mib: u32::try_from(n.memory_mib).unwrap_or(0),
+                    },
+                    allocated: Some(Resources {
+                        cpu_millis: u32::try_from(n.cpu_requested).unwrap_or(u32::MAX),
+                        memory_mib: u32::try_from(n.memory_requested).unwrap_or(u32::MAX),
+                    }),
+                    healthy: condition == Condition::Ready,
+                    condition: condition.as_str().to_owned(),
+                    message,
+                    last_seen: Some(n.last_heartbeat),
+                    name: n.name,
+                }
             })
             .collect())
+    }
+
+    async fn node_events(&self, limit: usize) -> Result<Vec<NodeEvent>, RuntimeError> {
+        let rows = store::runtime::node_events(&self.pool, i64::try_from(limit).unwrap_or(100))
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| NodeEvent {
+                id: r.id,
+                node: r.node,
+                at: r.at,
+                reason: r.reason,
+                message: r.message,
+            })
+            .collect())
+    }
+
+    async fn confirm_node_lost(&self, node: &str) -> Result<NodeLoss, RuntimeError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let Some(row) = store::runtime::nodes(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .find(|n| n.name == node)
+        else {
+            return Err(RuntimeError::NotFound {
+                kind: "node",
+                name: node.to_owned(),
+            });
+        };
+        let view = node_view(&row);
+        if fencing::condition(view, self.timing) == Condition::Ready {
+            return Err(RuntimeError::Conflict(format!(
+                "{node} reported {:.1} s ago: it is not lost",
+                view.silent.as_secs_f32()
+            )));
+        }
+        store::runtime::confirm_node_lost(&mut tx, node)
+            .await
+            .map_err(unavailable)?;
+        let stateful_moved: Vec<String> = store::runtime::stateful_on(&mut *tx, node)
+            .await
+            .map_err(unavailable)?;
+        let wait = (self.timing.lease_ttl + self.timing.margin).saturating_sub(view.silent);
+        let moves_after =
+            row.now + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::zero());
+        let message = if stateful_moved.is_empty() {
+            "confirmed lost by a platform administrator: its instances start elsewhere".to_owned()
+        } else {
+            format!(
+                "confirmed lost by a platform administrator: its instances start elsewhere; stateful ones ({}) without the data they left there, from {}",
+                stateful_moved.join(", "),
+                moves_after.format("%H:%M:%S UTC")
+            )
+        };
+        store::runtime::append_node_event(&mut tx, node, "ConfirmedLost", &message)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        tracing::warn!(node, stateful = stateful_moved.len(), "node confirmed lost");
+        Ok(NodeLoss {
+            node: node.to_owned(),
+            stateful_moved,
+            moves_after,
+        })
     }
 
     async fn logs(
@@ -915,6 +1182,26 @@ impl Runtime for LocalRuntime {
             .await
             .map_err(|e| RuntimeError::Other(e.to_string()))
     }
+}
+
+/// Appends an event unless it is among the application's latest already: a condition
+/// that lasts is said once, not at every tick.
+async fn say_once(
+    tx: &mut sqlx::PgConnection,
+    app_id: Uuid,
+    instance: Option<&str>,
+    reason: &str,
+    message: &str,
+) -> Result<(), RuntimeError> {
+    let said = store::runtime::said_recently(&mut *tx, app_id, instance, reason, message)
+        .await
+        .map_err(unavailable)?;
+    if !said {
+        store::runtime::append_event(tx, app_id, instance, reason, message)
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 /// Records a new instance and its `Scheduled` event.

@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 use crate::spec::{AppSpec, Resources, WorkloadKind};
 
 mod cron;
+pub mod fencing;
 pub mod local;
 
 /// Which application a workload is: tenant, environment and name.
@@ -109,6 +110,9 @@ pub enum Phase {
     Succeeded,
     /// Gave up: a job out of retries, or an artifact that cannot run at all.
     Failed,
+    /// Its node does not report: what it does now is not known (the message says what
+    /// was last known, and why it stays or moves).
+    Unknown,
 }
 
 /// One instance as observed.
@@ -134,9 +138,39 @@ pub struct Instance {
 pub struct Node {
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// What the node offers instances (its allocatable resources).
     pub capacity: Resources,
+    /// The requests of the instances placed on it, where the runtime knows them.
+    pub allocated: Option<Resources>,
+    /// Ready: new instances may go there.
     pub healthy: bool,
+    /// `ready`, `not_ready` or `lost` (the local runtime), or the runtime's own words.
+    pub condition: String,
+    /// Why it is in its condition, for people.
+    pub message: Option<String>,
     pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// Something that happened to a node (its agent died, it went silent, it was
+/// confirmed lost).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeEvent {
+    pub id: i64,
+    pub node: String,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+    pub message: String,
+}
+
+/// What confirming a node lost sets in motion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeLoss {
+    pub node: String,
+    /// Stateful instances that will start elsewhere without the data they left on the
+    /// node (`tenant/env/app-ordinal`).
+    pub stateful_moved: Vec<String>,
+    /// When they may start elsewhere: once the node's lease has surely run out.
+    pub moves_after: DateTime<Utc>,
 }
 
 /// Why a driver could not do what it was asked.
@@ -150,6 +184,13 @@ pub enum RuntimeError {
     Unschedulable(String),
     #[error("{kind} '{name}' was not found")]
     NotFound { kind: &'static str, name: String },
+    /// The request contradicts what the runtime observes (a node that still reports
+    /// cannot be confirmed lost).
+    #[error("{0}")]
+    Conflict(String),
+    /// This runtime does not offer the operation.
+    #[error("this runtime does not support {0}")]
+    Unsupported(&'static str),
     #[error("runtime failure: {0}")]
     Other(String),
 }
@@ -207,4 +248,15 @@ pub trait Runtime: Send + Sync + fmt::Debug {
         instance: &str,
         tail: usize,
     ) -> Result<Vec<String>, RuntimeError>;
+    /// The most recent events of the runtime's nodes, newest first.
+    async fn node_events(&self, limit: usize) -> Result<Vec<NodeEvent>, RuntimeError> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
+    /// An operator's word that a silent node is gone for good: what ran there may run
+    /// elsewhere (stateful instances without their node-local data).
+    async fn confirm_node_lost(&self, node: &str) -> Result<NodeLoss, RuntimeError> {
+        let _ = node;
+        Err(RuntimeError::Unsupported("confirming a node lost"))
+    }
 }

@@ -13,49 +13,111 @@ pub struct NodeRow {
     pub address: String,
     pub api_port: i32,
     pub last_heartbeat: DateTime<Utc>,
+    /// The database's clock when the row was read, so that silences are measured on
+    /// one clock.
+    pub now: DateTime<Utc>,
+    pub heartbeat_ms: i32,
+    pub confirmed_lost_at: Option<DateTime<Utc>>,
+    /// The condition as last judged (`ready`, `not_ready`, `lost`).
+    pub condition: String,
     /// Requests of the instances that should run there.
     pub cpu_requested: i64,
     pub memory_requested: i64,
 }
 
-pub async fn upsert_node(
-    conn: &mut PgConnection,
-    name: &str,
-    labels: &serde_json::Value,
-    cpu_millis: i32,
-    memory_mib: i32,
-    address: &str,
-    api_port: i32,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO nodes (name, labels, cpu_millis, memory_mib, address, api_port) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (name) DO UPDATE SET labels = EXCLUDED.labels, cpu_millis = EXCLUDED.cpu_millis,
-             memory_mib = EXCLUDED.memory_mib, address = EXCLUDED.address, api_port = EXCLUDED.api_port,
-             last_heartbeat = now()",
-    )
-    .bind(name)
-    .bind(labels)
-    .bind(cpu_millis)
-    .bind(memory_mib)
-    .bind(address)
-    .bind(api_port)
-    .execute(conn)
-    .await
-    .map(|_| ())
+/// A node as it registers.
+#[derive(Debug)]
+pub struct NodeRegistration<'a> {
+    pub name: &'a str,
+    pub labels: &'a serde_json::Value,
+    pub cpu_millis: i32,
+    pub memory_mib: i32,
+    pub address: &'a str,
+    pub api_port: i32,
+    pub heartbeat_ms: i32,
 }
 
-/// Records a heartbeat; false when the node is not registered.
-pub async fn touch_node(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE nodes SET last_heartbeat = now() WHERE name = $1")
-        .bind(name)
-        .execute(conn)
-        .await?;
+/// Registers a node (or updates it); a node that registers again is no longer
+/// confirmed lost. Returns its condition before.
+pub async fn upsert_node(
+    conn: &mut PgConnection,
+    node: &NodeRegistration<'_>,
+) -> Result<Option<String>, sqlx::Error> {
+    let before: Option<(String,)> =
+        sqlx::query_as("SELECT condition FROM nodes WHERE name = $1 FOR UPDATE")
+            .bind(node.name)
+            .fetch_optional(&mut *conn)
+            .await?;
+    sqlx::query(
+        "INSERT INTO nodes (name, labels, cpu_millis, memory_mib, address, api_port, heartbeat_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (name) DO UPDATE SET labels = EXCLUDED.labels, cpu_millis = EXCLUDED.cpu_millis,
+             memory_mib = EXCLUDED.memory_mib, address = EXCLUDED.address, api_port = EXCLUDED.api_port,
+             heartbeat_ms = EXCLUDED.heartbeat_ms, last_heartbeat = now(), confirmed_lost_at = NULL, condition = 'ready'",
+    )
+    .bind(node.name)
+    .bind(node.labels)
+    .bind(node.cpu_millis)
+    .bind(node.memory_mib)
+    .bind(node.address)
+    .bind(node.api_port)
+    .bind(node.heartbeat_ms)
+    .execute(conn)
+    .await?;
+    Ok(before.map(|(c,)| c))
+}
+
+/// Records a heartbeat: the node is ready (and no longer confirmed lost). Returns its
+/// condition before, `None` when the node is not registered.
+pub async fn touch_node(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "UPDATE nodes n SET last_heartbeat = now(), condition = 'ready', confirmed_lost_at = NULL
+         FROM (SELECT name, condition FROM nodes WHERE name = $1 FOR UPDATE) before
+         WHERE n.name = before.name RETURNING before.condition",
+    )
+    .bind(name)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(c,)| c))
+}
+
+/// Records a node's newly judged condition; false when it was already recorded (so
+/// that two control planes record a transition once).
+pub async fn set_node_condition(
+    conn: &mut PgConnection,
+    name: &str,
+    condition: &str,
+    last_heartbeat: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    // Only if no heartbeat arrived since the judgement.
+    let done = sqlx::query(
+        "UPDATE nodes SET condition = $2 WHERE name = $1 AND condition <> $2 AND last_heartbeat = $3",
+    )
+    .bind(name)
+    .bind(condition)
+    .bind(last_heartbeat)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Marks a node confirmed lost; false when there is no such node.
+pub async fn confirm_node_lost(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE nodes SET confirmed_lost_at = COALESCE(confirmed_lost_at, now()), condition = 'lost' WHERE name = $1",
+    )
+    .bind(name)
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
 pub async fn nodes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<NodeRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT n.name, n.labels, n.cpu_millis, n.memory_mib, n.address, n.api_port, n.last_heartbeat,
+        "SELECT n.name, n.labels, n.cpu_millis, n.memory_mib, n.address, n.api_port, n.last_heartbeat, now() AS now,
+                n.heartbeat_ms, n.confirmed_lost_at, n.condition,
                 COALESCE(sum(i.cpu_request) FILTER (WHERE i.desired = 'run'), 0)::bigint AS cpu_requested,
                 COALESCE(sum(i.memory_request) FILTER (WHERE i.desired = 'run'), 0)::bigint AS memory_requested
          FROM nodes n LEFT JOIN instances i ON i.node = n.name
@@ -273,18 +335,24 @@ pub struct RouteRow {
     pub app: String,
     pub address: String,
     pub port: i32,
+    /// How long its node has been silent, in milliseconds, and how often it beats.
+    pub silent_ms: i64,
+    pub heartbeat_ms: i32,
 }
 
-/// Ready, wanted instances with a port, on nodes that heartbeat.
+/// Wanted instances that were ready when last reported, with a port, on nodes not
+/// confirmed lost.
 pub async fn routes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<RouteRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT t.slug AS tenant, e.name AS environment, a.name AS app, n.address, i.port
+        "SELECT t.slug AS tenant, e.name AS environment, a.name AS app, n.address, i.port,
+                (extract(epoch FROM now() - n.last_heartbeat) * 1000)::bigint AS silent_ms, n.heartbeat_ms
          FROM instances i
          JOIN nodes n ON n.name = i.node
          JOIN applications a ON a.id = i.application_id
          JOIN environments e ON e.id = a.environment_id
          JOIN tenants t ON t.id = a.tenant_id
          WHERE i.desired = 'run' AND i.ready AND i.port IS NOT NULL AND a.deleted_at IS NULL
+           AND n.confirmed_lost_at IS NULL
          ORDER BY t.slug, e.name, a.name, i.name",
     )
     .fetch_all(ex)
@@ -430,17 +498,26 @@ pub async fn set_run_state(
         .map(|_| ())
 }
 
-/// The reason and message of an application's latest event.
-pub async fn last_event(
+/// Whether one of the application's latest events already says this.
+pub async fn said_recently(
     conn: &mut PgConnection,
     application_id: Uuid,
-) -> Result<Option<(String, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT reason, message FROM app_events WHERE application_id = $1 ORDER BY id DESC LIMIT 1",
+    instance: Option<&str>,
+    reason: &str,
+    message: &str,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1::bigint FROM (SELECT instance, reason, message FROM app_events WHERE application_id = $1
+                                ORDER BY id DESC LIMIT 20) latest
+         WHERE instance IS NOT DISTINCT FROM $2 AND reason = $3 AND message = $4 LIMIT 1",
     )
     .bind(application_id)
+    .bind(instance)
+    .bind(reason)
+    .bind(message)
     .fetch_optional(conn)
-    .await
+    .await?;
+    Ok(found.is_some())
 }
 
 /// Records that the runtime no longer runs anything of a deleted application.
@@ -493,4 +570,24 @@ pub async fn node_events<'e>(
     .bind(limit)
     .fetch_all(ex)
     .await
+}
+
+/// The stateful instances that should run on a node, as `tenant/env/app-ordinal`.
+pub async fn stateful_on<'e>(
+    ex: impl PgExecutor<'e>,
+    node: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT t.slug || '/' || e.name || '/' || i.name
+         FROM instances i
+         JOIN applications a ON a.id = i.application_id
+         JOIN environments e ON e.id = a.environment_id
+         JOIN tenants t ON t.id = a.tenant_id
+         WHERE i.node = $1 AND i.desired = 'run' AND i.ordinal IS NOT NULL
+         ORDER BY 1",
+    )
+    .bind(node)
+    .fetch_all(ex)
+    .await?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
 }

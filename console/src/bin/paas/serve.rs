@@ -63,6 +63,10 @@ pub struct HttpArgs {
     /// in milliseconds (its lease); it is never started elsewhere before that.
     #[arg(long, env = "PAAS_LEASE_TTL_MS", default_value_t = 30_000)]
     lease_ttl_ms: u64,
+    /// How long a node may be silent before its stateless instances are replaced on
+    /// other nodes, in milliseconds.
+    #[arg(long, env = "PAAS_NODE_GRACE_MS", default_value_t = 15_000)]
+    node_grace_ms: u64,
     #[command(flatten)]
     pub tokens: TokenArgs,
 }
@@ -150,7 +154,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 pub fn local_runtime(pool: &store::PgPool, token: &str, http: &HttpArgs) -> Arc<LocalRuntime> {
     Arc::new(
         LocalRuntime::new(pool.clone(), token.to_owned())
-            .with_lease_ttl(Duration::from_millis(http.lease_ttl_ms.max(1000))),
+            .with_lease_ttl(Duration::from_millis(http.lease_ttl_ms.max(1000)))
+            .with_grace(Duration::from_millis(http.node_grace_ms.max(1000))),
     )
 }
 
@@ -173,6 +178,7 @@ pub async fn run_http(
         router_url: router_url.or_else(|| http.router_url.clone()),
     };
     let (stop_reconciler, stopped) = tokio::sync::watch::channel(false);
+    let stopped_nodes = stopped.clone();
     let mut platform = platform;
     let mut runtimes = Runtimes::default();
     if let Some(runtime) = &local {
@@ -195,6 +201,7 @@ pub async fn run_http(
     }
     let mut state = AppState::new(platform, config);
     if let Some(runtime) = local {
+        tokio::spawn(runtime.clone().watch_nodes(stopped_nodes));
         let token = runtime.agent_token().to_owned();
         state = state.with_local_runtime(runtime, token);
     }
