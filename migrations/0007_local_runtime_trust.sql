@@ -34,3 +34,6 @@ ALTER TABLE nodes ADD COLUMN heartbeat_ms integer NOT NULL DEFAULT 200 CHECK (he
 ALTER TABLE nodes ADD COLUMN confirmed_lost_at timestamptz;
 ALTER TABLE nodes ADD COLUMN condition text NOT NULL DEFAULT 'ready'
     CHECK (condition IN ('ready', 'not_ready', 'lost'));
+
+-- Each node's own credential (its SHA-256): an agent speaks for its node only.
+ALTER TABLE nodes ADD COLUMN credential_hash text CHECK (credential_hash ~ '^[0-9a-f]{64}$');

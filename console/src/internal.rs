@@ -1,6 +1,10 @@
-//! The internal API that node agents and the router call: registration, heartbeats and
-//! the route table. It is authenticated with the shared agent token, not with user
-//! sessions, and is absent when the platform has no local runtime.
+//! The internal API that node agents and the router call: registration, heartbeats,
+//! packages and the route table. It is absent when the platform has no local runtime.
+//!
+//! Two credentials, never user sessions: the shared agent token (the join token) lets
+//! an agent register and the router read routes; registration issues the agent a
+//! credential of its own, which alone speaks for its node (heartbeats, and the
+//! packages of the instances placed on that node).
 
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data, Json, Path};
@@ -22,6 +26,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+fn bearer(req: &HttpRequest) -> &str {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+fn refused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_agent_token",
+        "the agent token was refused",
+    )
+}
+
+/// The node whose own credential the request presents; 401 otherwise.
+async fn authorize_node(state: &AppState, req: &HttpRequest) -> Result<String, ApiError> {
+    let runtime = state
+        .local_runtime
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("the internal API"))?;
+    runtime
+        .authenticate_node(bearer(req))
+        .await
+        .map_err(|e| ApiError::from(platform_core::CoreError::from(e)))?
+        .ok_or_else(refused)
+}
+
 /// Checks the agent token in constant time; 404 when the local runtime is off, so the
 /// internal API does not even appear to exist.
 fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
@@ -29,27 +62,14 @@ fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     else {
         return Err(ApiError::not_found("the internal API"));
     };
-    let given = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = bearer(req);
     let same = given.len() == expected.len()
         && given
             .bytes()
             .zip(expected.bytes())
             .fold(0_u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_agent_token",
-            "the agent token was refused",
-        ))
-    }
+    if same { Ok(()) } else { Err(refused()) }
 }
 
 fn agent_error(e: AgentError) -> ApiError {
@@ -70,8 +90,8 @@ async fn register(
         .local_runtime
         .as_ref()
         .ok_or_else(|| ApiError::not_found("the internal API"))?;
-    runtime.register(&body.0).await.map_err(agent_error)?;
-    Ok(HttpResponse::NoContent().finish())
+    let registered = runtime.register(&body.0).await.map_err(agent_error)?;
+    Ok(HttpResponse::Ok().json(registered))
 }
 
 async fn heartbeat(
@@ -81,12 +101,16 @@ async fn heartbeat(
     body: ApiJson<Heartbeat>,
 ) -> HttpResponse {
     let result = async {
-        authorize(&state, &req)?;
+        let node = authorize_node(&state, &req).await?;
+        if node != *path {
+            // A credential speaks for its own node only.
+            return Err(refused());
+        }
         let runtime = state
             .local_runtime
             .as_ref()
             .ok_or_else(|| ApiError::not_found("the internal API"))?;
-        runtime.heartbeat(&path, &body.0).await.map_err(agent_error)
+        runtime.heartbeat(&node, &body.0).await.map_err(agent_error)
     }
     .await;
     match result {
@@ -111,13 +135,14 @@ async fn routes(
         .map_err(|e| platform_core::CoreError::from(e).into())
 }
 
-/// A package archive's bytes, for an agent about to start an instance that runs it.
+/// A package archive's bytes, for an agent about to start an instance that runs it
+/// (only the packages of instances placed on the agent's node).
 async fn package(
     state: Data<AppState>,
     req: HttpRequest,
     path: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
+    let node = authorize_node(&state, &req).await?;
     if !platform_core::package::is_digest(&path) {
         return Err(ApiError::not_found("package"));
     }
@@ -126,7 +151,7 @@ async fn package(
         .as_ref()
         .ok_or_else(|| ApiError::not_found("the internal API"))?;
     let bytes = runtime
-        .package(&path)
+        .package(&node, &path)
         .await
         .map_err(platform_core::CoreError::from)?
         .ok_or_else(|| ApiError::not_found("package"))?;

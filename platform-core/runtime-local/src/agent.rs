@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use platform_core::runtime::Phase;
 use platform_core::runtime::WorkloadKey;
 use platform_core::runtime::local::{
-    Assignment, Assignments, Desired, Heartbeat, InstanceReport, Registration,
+    Assignment, Assignments, Desired, Heartbeat, InstanceReport, Registered, Registration,
 };
 use platform_core::spec::{CheckSpec, Resources, WorkloadKind};
 use serde::{Deserialize, Serialize};
@@ -77,6 +77,8 @@ struct InstanceRecord {
 }
 
 const RECORD: &str = "instance.json";
+/// The node's own credential, issued at registration (readable by root only).
+const CREDENTIAL: &str = "credential";
 
 #[derive(Debug)]
 struct Running {
@@ -149,7 +151,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
         running: adopt(&config, &changed).await,
         ..Instances::default()
     };
-    let mut registered = false;
+    let mut credential: Option<String> = None;
     let mut unreachable_since: Option<Instant> = None;
     let mut lease_ttl = DEFAULT_LEASE;
     // When the last heartbeat that the control plane answered was sent: the lease runs
@@ -168,17 +170,17 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
             break;
         }
         instances.settle(&changed).await;
-        if !registered {
-            registered = register(&http, &config, api_port).await;
-            if !registered {
-                continue;
-            }
+        if credential.is_none() {
+            credential = register(&http, &config, api_port).await;
         }
+        let Some(own) = credential.as_deref() else {
+            continue;
+        };
         let sent = Instant::now();
         let beat = Heartbeat {
             instances: instances.reports(),
         };
-        match send_heartbeat(&http, &config, &beat).await {
+        match send_heartbeat(&http, &config, own, &beat).await {
             Ok(assignments) => {
                 if unreachable_since.take().is_some() {
                     tracing::info!(node = %config.name, "control plane reachable again");
@@ -208,7 +210,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
                     }
                 }
             }
-            Err(HeartbeatError::UnknownNode) => registered = false,
+            Err(HeartbeatError::UnknownNode) => credential = None,
             Err(HeartbeatError::Unreachable(e)) => {
                 // Said once per outage, not once per heartbeat.
                 if unreachable_since.is_none() {
@@ -290,7 +292,9 @@ fn notify_changes(shim: &Shim, changed: &Arc<Notify>) {
     });
 }
 
-async fn register(http: &reqwest::Client, config: &AgentConfig, api_port: u16) -> bool {
+/// Registers the node; returns the credential the control plane issued, also kept in
+/// the state directory for the shims (which fetch packages with it).
+async fn register(http: &reqwest::Client, config: &AgentConfig, api_port: u16) -> Option<String> {
     let registration = Registration {
         api_port,
         heartbeat_ms: u32::try_from(config.heartbeat.as_millis()).ok(),
@@ -305,20 +309,37 @@ async fn register(http: &reqwest::Client, config: &AgentConfig, api_port: u16) -
         .json(&registration)
         .send()
         .await;
-    match result {
-        Ok(r) if r.status().is_success() => {
-            tracing::info!(node = %config.name, "registered with the control plane");
-            true
-        }
+    let registered = match result {
+        Ok(r) if r.status().is_success() => r.json::<Registered>().await.ok()?,
         Ok(r) => {
             tracing::warn!(node = %config.name, status = %r.status(), "registration refused");
-            false
+            return None;
         }
         Err(e) => {
             tracing::debug!(node = %config.name, error = %e, "control plane unreachable; will retry");
-            false
+            return None;
         }
+    };
+    if let Err(e) = store_credential(&config.state_dir, &registered.credential) {
+        tracing::warn!(node = %config.name, error = %e, "the node's credential could not be stored; packages cannot be fetched");
     }
+    tracing::info!(node = %config.name, "registered with the control plane");
+    Some(registered.credential)
+}
+
+fn store_credential(state_dir: &Path, credential: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let staged = state_dir.join(format!("{CREDENTIAL}.new"));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&staged)?;
+    file.write_all(credential.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&staged, state_dir.join(CREDENTIAL))
 }
 
 enum HeartbeatError {
@@ -329,6 +350,7 @@ enum HeartbeatError {
 async fn send_heartbeat(
     http: &reqwest::Client,
     config: &AgentConfig,
+    credential: &str,
     beat: &Heartbeat,
 ) -> Result<Assignments, HeartbeatError> {
     let response = http
@@ -336,12 +358,16 @@ async fn send_heartbeat(
             "{}/internal/v1/nodes/{}/heartbeat",
             config.control_plane, config.name
         ))
-        .bearer_auth(&config.token)
+        .bearer_auth(credential)
         .json(beat)
         .send()
         .await
         .map_err(|e| HeartbeatError::Unreachable(e.to_string()))?;
-    if response.status() == reqwest::StatusCode::NOT_FOUND {
+    // Unknown node, or a credential that is no longer valid: register again.
+    if matches!(
+        response.status(),
+        reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::UNAUTHORIZED
+    ) {
         return Err(HeartbeatError::UnknownNode);
     }
     if !response.status().is_success() {
@@ -651,7 +677,7 @@ fn instance_config(
         package: spec.package.as_ref().map(|digest| PackageSource {
             digest: digest.clone(),
             control_plane: config.control_plane.clone(),
-            token: config.token.clone(),
+            credential_file: config.state_dir.join(CREDENTIAL),
             cache_dir: config.state_dir.join("packages"),
         }),
         ceilings: crate::limits::Ceilings {

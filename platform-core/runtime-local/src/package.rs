@@ -15,19 +15,21 @@ pub struct PackageSource {
     pub digest: String,
     /// The control plane's base URL.
     pub control_plane: String,
-    pub token: String,
+    /// The file holding the node's credential (read at each download: the agent
+    /// renews it when it registers again).
+    pub credential_file: PathBuf,
     /// The node's package cache.
     pub cache_dir: PathBuf,
 }
 
 impl std::fmt::Debug for PackageSource {
+    // Written by hand so that a credential never reaches a log, whatever is added.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The node's credential is never printed.
         f.debug_struct("PackageSource")
             .field("digest", &self.digest)
             .field("control_plane", &self.control_plane)
             .field("cache_dir", &self.cache_dir)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -72,9 +74,12 @@ impl PackageSource {
         );
         let unavailable =
             |e: String| InstallError::Unavailable(format!("package {}: {e}", self.digest));
+        let credential = tokio::fs::read_to_string(&self.credential_file)
+            .await
+            .map_err(|e| unavailable(format!("the node's credential cannot be read: {e}")))?;
         let response = http
             .get(&url)
-            .bearer_auth(&self.token)
+            .bearer_auth(credential.trim())
             .timeout(Duration::from_secs(120))
             .send()
             .await

@@ -48,6 +48,19 @@ pub struct Registration {
     pub heartbeat_ms: Option<u32>,
 }
 
+/// The control plane's answer to a registration: the credential the agent presents
+/// from then on (`<node>:<secret>`), which speaks for its node only.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Registered {
+    pub credential: String,
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered").finish_non_exhaustive()
+    }
+}
+
 /// An agent's periodic report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -261,8 +274,9 @@ impl LocalRuntime {
         Ok(())
     }
 
-    /// Registers (or re-registers) a node.
-    pub async fn register(&self, r: &Registration) -> Result<(), AgentError> {
+    /// Registers (or re-registers) a node and issues its agent a new credential (the
+    /// one it had stops working).
+    pub async fn register(&self, r: &Registration) -> Result<Registered, AgentError> {
         let valid_name = (1..=63).contains(&r.name.len())
             && r.name
                 .bytes()
@@ -279,6 +293,9 @@ impl LocalRuntime {
         }
         let labels =
             serde_json::to_value(&r.labels).map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let secret = crate::auth::tokens::random_token();
+        let credential = format!("{}:{secret}", r.name);
+        let credential_hash = sha256_hex(&credential);
         let mut tx = self.pool.begin().await?;
         let before = store::runtime::upsert_node(
             &mut tx,
@@ -291,6 +308,7 @@ impl LocalRuntime {
                 api_port: i32::from(r.api_port),
                 heartbeat_ms: i32::try_from(r.heartbeat_ms.unwrap_or(200).clamp(50, 60_000))
                     .unwrap_or(200),
+                credential_hash: &credential_hash,
             },
         )
         .await?;
@@ -305,7 +323,26 @@ impl LocalRuntime {
         store::runtime::append_node_event(&mut tx, &r.name, "Registered", &message).await?;
         tx.commit().await?;
         tracing::info!(node = %r.name, labels = ?r.labels, "node registered");
-        Ok(())
+        Ok(Registered { credential })
+    }
+
+    /// The node a credential speaks for, if it is one the control plane issued (the
+    /// credential names its node; its hash is compared in constant time).
+    pub async fn authenticate_node(&self, credential: &str) -> Result<Option<String>, sqlx::Error> {
+        let Some((node, _)) = credential.split_once(':') else {
+            return Ok(None);
+        };
+        let Some(expected) = store::runtime::node_credential_hash(&self.pool, node).await? else {
+            return Ok(None);
+        };
+        let presented = sha256_hex(credential);
+        let same = presented.len() == expected.len()
+            && presented
+                .bytes()
+                .zip(expected.bytes())
+                .fold(0_u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        Ok(same.then(|| node.to_owned()))
     }
 
     /// Takes a node's report and answers with its assignments. Every change it observes
@@ -390,8 +427,12 @@ impl LocalRuntime {
         })
     }
 
-    /// A package archive's bytes, for an agent to unpack.
-    pub async fn package(&self, digest: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    /// A package archive's bytes, for the agent of `node` to unpack: only a package an
+    /// instance placed on that node runs.
+    pub async fn package(&self, node: &str, digest: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        if !store::runtime::package_assigned(&self.pool, node, digest).await? {
+            return Ok(None);
+        }
         store::packages::content(&self.pool, digest).await
     }
 
@@ -600,6 +641,11 @@ async fn node_loads(
             name: n.name,
         })
         .collect())
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// What fencing needs to know of a node row.

@@ -35,6 +35,8 @@ pub struct NodeRegistration<'a> {
     pub address: &'a str,
     pub api_port: i32,
     pub heartbeat_ms: i32,
+    /// SHA-256 (hex) of the credential issued to the node's agent.
+    pub credential_hash: &'a str,
 }
 
 /// Registers a node (or updates it); a node that registers again is no longer
@@ -49,10 +51,12 @@ pub async fn upsert_node(
             .fetch_optional(&mut *conn)
             .await?;
     sqlx::query(
-        "INSERT INTO nodes (name, labels, cpu_millis, memory_mib, address, api_port, heartbeat_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO nodes (name, labels, cpu_millis, memory_mib, address, api_port, heartbeat_ms, credential_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (name) DO UPDATE SET labels = EXCLUDED.labels, cpu_millis = EXCLUDED.cpu_millis,
              memory_mib = EXCLUDED.memory_mib, address = EXCLUDED.address, api_port = EXCLUDED.api_port,
-             heartbeat_ms = EXCLUDED.heartbeat_ms, last_heartbeat = now(), confirmed_lost_at = NULL, condition = 'ready'",
+             heartbeat_ms = EXCLUDED.heartbeat_ms, credential_hash = EXCLUDED.credential_hash,
+             last_heartbeat = now(), confirmed_lost_at = NULL, condition = 'ready'",
     )
     .bind(node.name)
     .bind(node.labels)
@@ -61,6 +65,7 @@ pub async fn upsert_node(
     .bind(node.address)
     .bind(node.api_port)
     .bind(node.heartbeat_ms)
+    .bind(node.credential_hash)
     .execute(conn)
     .await?;
     Ok(before.map(|(c,)| c))
@@ -590,4 +595,34 @@ pub async fn stateful_on<'e>(
     .fetch_all(ex)
     .await?;
     Ok(rows.into_iter().map(|(n,)| n).collect())
+}
+
+/// The SHA-256 (hex) of the credential of a node, if it has one.
+pub async fn node_credential_hash<'e>(
+    ex: impl PgExecutor<'e>,
+    node: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT credential_hash FROM nodes WHERE name = $1")
+            .bind(node)
+            .fetch_optional(ex)
+            .await?;
+    Ok(row.and_then(|(h,)| h))
+}
+
+/// Whether an instance placed on `node` (and wanted there) runs the package `digest`.
+pub async fn package_assigned<'e>(
+    ex: impl PgExecutor<'e>,
+    node: &str,
+    digest: &str,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(i32,)> = sqlx::query_as(
+        "SELECT 1 FROM instances i JOIN revisions r ON r.application_id = i.application_id AND r.number = i.revision
+         WHERE i.node = $1 AND i.desired = 'run' AND r.spec->>'package' = $2 LIMIT 1",
+    )
+    .bind(node)
+    .bind(digest)
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.is_some())
 }
