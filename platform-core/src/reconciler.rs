@@ -254,6 +254,7 @@ mod tests {
             revision,
             ordinal,
             node: None,
+            address: None,
             phase: Phase::Running,
             ready,
             restarts: 0,

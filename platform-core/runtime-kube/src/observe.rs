@@ -127,6 +127,18 @@ pub fn instance(pod: &Pod, usage: Option<Usage>) -> Instance {
             .unwrap_or(0),
         ordinal,
         node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        address: status.pod_ip.clone().and_then(|ip| {
+            let port = pod
+                .spec
+                .as_ref()?
+                .containers
+                .first()?
+                .ports
+                .as_ref()?
+                .first()?
+                .container_port;
+            Some(format!("{ip}:{port}"))
+        }),
         phase,
         ready,
         restarts,

@@ -1015,11 +1015,11 @@ impl Runtime for LocalRuntime {
         let rows = store::runtime::instances_of(&self.pool, app_id)
             .await
             .map_err(unavailable)?;
-        let views: HashMap<String, NodeView> = store::runtime::nodes(&self.pool)
+        let nodes: HashMap<String, (NodeView, String)> = store::runtime::nodes(&self.pool)
             .await
             .map_err(unavailable)?
             .iter()
-            .map(|n| (n.name.clone(), node_view(n)))
+            .map(|n| (n.name.clone(), (node_view(n), n.address.clone())))
             .collect();
         Ok(rows
             .into_iter()
@@ -1027,9 +1027,14 @@ impl Runtime for LocalRuntime {
                 let reported = parse_phase(&r.phase);
                 // An instance whose node stopped reporting is unknown, not ready: what is
                 // shown is what was last known.
-                let silent = views
+                let silent = nodes
                     .get(&r.node)
+                    .map(|(view, _)| view)
                     .filter(|v| fencing::condition(**v, self.timing) != Condition::Ready);
+                let address = r
+                    .port
+                    .zip(nodes.get(&r.node))
+                    .map(|(port, (_, host))| format!("{host}:{port}"));
                 let (phase, ready, message) = match (r.desired.as_str(), silent) {
                     ("stop", _) => (Phase::Stopping, false, r.message),
                     (_, Some(view)) => (
@@ -1050,6 +1055,7 @@ impl Runtime for LocalRuntime {
                     revision: r.revision,
                     ordinal: r.ordinal.and_then(|o| u32::try_from(o).ok()),
                     node: Some(r.node),
+                    address,
                     phase,
                     ready,
                     restarts: u32::try_from(r.restarts).unwrap_or(0),

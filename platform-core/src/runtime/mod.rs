@@ -123,6 +123,10 @@ pub struct Instance {
     pub revision: i32,
     pub ordinal: Option<u32>,
     pub node: Option<String>,
+    /// Where the instance itself listens (`host:port` of its first port), when known:
+    /// for peers and diagnosis; clients go through the application's stable address.
+    #[serde(default)]
+    pub address: Option<String>,
     pub phase: Phase,
     pub ready: bool,
     pub restarts: u32,
