@@ -3,107 +3,13 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::binary::{Paas, Site, paas_up};
+use support::binary::{Site, paas_up};
+use support::client::{Tenant, wait_for_200};
 use support::must;
-
-struct Tenant {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Tenant {
-    async fn login(paas: &Paas, user: &str) -> Self {
-        Self::login_as(&paas.url, user, &paas.passwords[user]).await
-    }
-
-    async fn login_as(base: &str, user: &str, password: &str) -> Self {
-        let http = reqwest::Client::new();
-        let body: Value = must(
-            must(
-                http.post(format!("{base}/api/v1/auth/token"))
-                    .json(&json!({"username": user, "password": password}))
-                    .send()
-                    .await,
-            )
-            .json()
-            .await,
-        );
-        Self {
-            base: base.to_owned(),
-            token: body["token"].as_str().unwrap_or_default().to_owned(),
-            http,
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}/api/v1/tenants/acme{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let response = must(req.send().await);
-        let status = response.status();
-        let text = must(response.text().await);
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn onboard(&self, name: &str, spec: Value) {
-        let (status, body) = self
-            .call(
-                reqwest::Method::POST,
-                "/applications",
-                Some(json!({"environment": "dev", "name": name, "spec": spec})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
-
-    async fn instances(&self, app: &str) -> Vec<Value> {
-        let (_, body) = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/environments/dev/applications/{app}/instances"),
-                None,
-            )
-            .await;
-        body["items"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// Waits until the app's instances satisfy `check`; returns them.
-    async fn wait_instances(
-        &self,
-        app: &str,
-        what: &str,
-        check: impl Fn(&[Value]) -> bool,
-    ) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let instances = self.instances(app).await;
-            if check(&instances) {
-                return instances;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {instances:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
 
 /// A static HTTP service that serves a page from a directory named after a unique
 /// marker, so that the test can find and count its processes in `/proc`.
@@ -121,26 +27,6 @@ fn marker() -> String {
 /// Live processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> usize {
     support::procs::count(needle)
-}
-
-async fn wait_for_200(url: &str) -> Duration {
-    let started = Instant::now();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap_or_default();
-    loop {
-        if let Ok(r) = http.get(url).send().await
-            && r.status() == StatusCode::OK
-        {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{url} never answered 200"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -347,33 +233,14 @@ async fn killing_the_control_plane_drops_no_request_and_its_successor_adopts_eve
     wait_for_200(&url).await;
 
     // Steady traffic, about 100 requests a second, for the whole episode.
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let (ok, failed, stop, url) = (ok.clone(), failed.clone(), stop.clone(), url.clone());
-        tokio::spawn(async move {
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default();
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                match http.get(&url).send().await {
-                    Ok(r) if r.status() == StatusCode::OK => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        })
-    };
+    let load = support::load::Load::start(&url, 100);
     tokio::time::sleep(Duration::from_secs(1)).await;
     must(paas.child.kill().await);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let successor = paas_up(&site).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    must(load.await);
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let tally = load.stop().await;
+    let (ok, failed) = (tally.ok, tally.failed);
     assert!(ok > 200, "only {ok} requests went through");
     assert_eq!(
         failed,

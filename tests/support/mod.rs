@@ -254,4 +254,7 @@ pub fn service_spec() -> Value {
 }
 
 pub mod binary;
+pub mod client;
+pub mod load;
 pub mod procs;
+pub mod redis;

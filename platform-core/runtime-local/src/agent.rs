@@ -190,8 +190,16 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
                 }
                 lease_from = Some(sent);
                 let lease_left = lease_ttl.saturating_sub(sent.elapsed());
-                for r in instances.running.values().filter(|r| r.record.fenced) {
-                    r.shim.renew(lease_left);
+                // Only what the control plane still wants here keeps its lease: an
+                // ordinal it moved away while this node was silent must not start again.
+                for (id, r) in instances.running.iter().filter(|(_, r)| r.record.fenced) {
+                    let wanted = assignments
+                        .instances
+                        .iter()
+                        .any(|a| a.id == *id && a.desired == Desired::Run);
+                    if wanted {
+                        r.shim.renew(lease_left);
+                    }
                 }
                 instances.reconcile(
                     &config,
@@ -242,6 +250,7 @@ fn prepare_state_dir(state_dir: &Path) {
         (state_dir.join("instances"), 0o700),
         (state_dir.join("logs"), 0o700),
         (state_dir.join("packages"), 0o700),
+        (state_dir.join("ports"), 0o700),
     ] {
         let _ = std::fs::create_dir_all(&dir);
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
@@ -603,8 +612,30 @@ fn instance_config(
     let spec = &a.spec;
     let mut env = spec.env.clone();
     let mut port = None;
+    // A stateful ordinal gets the ports it had before whenever they are free, so that
+    // its peers and clients find it where it was.
+    let kept_at = a.ordinal.map(|o| {
+        config
+            .state_dir
+            .join("ports")
+            .join(&a.key.tenant)
+            .join(&a.key.environment)
+            .join(&a.key.app)
+            .join(format!("ordinal-{o}.json"))
+    });
+    let kept: BTreeMap<String, u16> = kept_at
+        .as_ref()
+        .and_then(|path| std::fs::read(path).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let mut chosen: BTreeMap<String, u16> = BTreeMap::new();
     for p in &spec.ports {
-        let number = free_port();
+        let number = kept
+            .get(&p.name)
+            .copied()
+            .filter(|n| port_is_free(*n))
+            .unwrap_or_else(free_port);
+        chosen.insert(p.name.clone(), number);
         env.insert(
             format!("PORT_{}", p.name.to_uppercase().replace('-', "_")),
             number.to_string(),
@@ -612,6 +643,17 @@ fn instance_config(
         if port.is_none() {
             port = Some(number);
             env.insert("PORT".to_owned(), number.to_string());
+        }
+    }
+    if let Some(path) = &kept_at
+        && chosen != kept
+    {
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(path, serde_json::to_vec(&chosen).unwrap_or_default()));
+        if let Err(e) = written {
+            tracing::warn!(instance = %a.name, error = %e, "the ordinal's ports could not be kept");
         }
     }
     let args = spec.args.iter().map(|arg| expand(arg, &env)).collect();
@@ -722,6 +764,10 @@ pub fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
     }
     out.push_str(rest);
     out
+}
+
+fn port_is_free(port: u16) -> bool {
+    port != 0 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
 fn free_port() -> u16 {

@@ -40,6 +40,9 @@ pub struct RouterConfig {
     pub refresh: Duration,
     /// The suffix of host-form names, `localhost` by default.
     pub domain: String,
+    /// Where the last route table is kept, so that a restarted router serves at once
+    /// (even while the control plane is down).
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +99,13 @@ pub async fn run(listener: TcpListener, config: RouterConfig, mut shutdown: watc
             .build(connector),
         domain: config.domain.clone(),
     };
+    if let Some(kept) = config.state_file.as_deref().and_then(load_table) {
+        tracing::info!(
+            routes = kept.routes.len(),
+            "serving the route table kept by the previous router"
+        );
+        install(&shared.table, kept);
+    }
     tokio::spawn(refresh_loop(config, shared.table.clone(), shutdown.clone()));
     loop {
         let (stream, peer) = tokio::select! {
@@ -137,6 +147,7 @@ async fn refresh_loop(
     let mut interval = tokio::time::interval(config.refresh);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut last: Option<RouteTable> = None;
     loop {
         tokio::select! {
             _ = interval.tick() => {}
@@ -157,7 +168,13 @@ async fn refresh_loop(
                     tracing::info!("route table refreshed again");
                     failing = false;
                 }
-                install(&table, routes);
+                if last.as_ref() != Some(&routes) {
+                    if let Some(path) = &config.state_file {
+                        keep_table(path, &routes);
+                    }
+                    last = Some(routes.clone());
+                    install(&table, routes);
+                }
             }
             Err(e) => {
                 if !failing {
@@ -166,6 +183,23 @@ async fn refresh_loop(
                 }
             }
         }
+    }
+}
+
+/// The route table a previous router kept.
+fn load_table(path: &std::path::Path) -> Option<RouteTable> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Keeps the route table for the next router (written aside, then renamed).
+fn keep_table(path: &std::path::Path, routes: &RouteTable) {
+    let staged = path.with_extension("new");
+    let written = serde_json::to_vec(routes)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&staged, bytes))
+        .and_then(|()| std::fs::rename(&staged, path));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "the route table could not be kept");
     }
 }
 

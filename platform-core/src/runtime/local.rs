@@ -1036,7 +1036,12 @@ impl Runtime for LocalRuntime {
                     .zip(nodes.get(&r.node))
                     .map(|(port, (_, host))| format!("{host}:{port}"));
                 let (phase, ready, message) = match (r.desired.as_str(), silent) {
-                    ("stop", _) => (Phase::Stopping, false, r.message),
+                    ("stop", Some(_)) => (
+                        Phase::Unknown,
+                        false,
+                        Some(format!("to be stopped when {} reports again", r.node)),
+                    ),
+                    ("stop", None) => (Phase::Stopping, false, r.message),
                     (_, Some(view)) => (
                         Phase::Unknown,
                         false,

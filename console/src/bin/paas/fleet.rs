@@ -3,7 +3,7 @@
 //!
 //! # Guarantees
 //! - A member that dies is started again, at once the first time and then with a
-//!   backoff that doubles up to 30 s (reset after a minute of good health); each death
+//!   backoff that doubles up to 30 s (reset after ten seconds of good health); each death
 //!   is logged and handed to `on_death` (which records a node event).
 //! - A member already running when supervision starts (left by an earlier `paas up`)
 //!   is adopted, not duplicated: members hold a lock file while they live, and the
@@ -93,7 +93,7 @@ async fn supervise(member: Member, mut stop: watch::Receiver<bool>, on_death: On
         if runtime_local::lock::holder_alive(&member.lock) {
             continue;
         }
-        if started.elapsed() > Duration::from_secs(60) {
+        if started.elapsed() > Duration::from_secs(10) {
             deaths = 0;
         }
         deaths += 1;

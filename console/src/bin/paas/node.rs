@@ -71,6 +71,9 @@ pub struct RouterArgs {
     /// A lock file that keeps a second router for the same platform from starting.
     #[arg(long)]
     lock_file: Option<PathBuf>,
+    /// Where the last route table is kept across restarts.
+    #[arg(long)]
+    state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +195,7 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
         token: args.token,
         refresh: Duration::from_millis(args.refresh_ms.max(50)),
         domain: "localhost".to_owned(),
+        state_file: args.state_file,
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -211,6 +211,10 @@ fn members(data_dir: &Path, control_plane: &str, token: &str, args: &UpArgs) -> 
     .map(OsString::from)
     .collect();
     argv.extend(["--lock-file".into(), data_dir.join("router.lock").into()]);
+    argv.extend([
+        "--state-file".into(),
+        data_dir.join("router-routes.json").into(),
+    ]);
     members.push(Member {
         name: "router".to_owned(),
         node: None,

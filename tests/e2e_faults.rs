@@ -1,0 +1,436 @@
+//! Faults on the local runtime, with real redis-server and HTTP processes under load,
+//! judged from `/proc` rather than from the platform's own view: agents, the router
+//! and the control plane killed at seeded random moments; an agent that never comes
+//! back (the split brain a platform must not have); restarts of `paas up`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use support::binary::{Site, paas_up};
+use support::client::{Tenant, wait_for_200};
+use support::load::Load;
+use support::must;
+use support::procs::Proc;
+
+/// Every run injects the same faults at the same moments.
+const SEED: u64 = 20_261_126;
+
+/// Lease and grace short enough for a test: a stateful instance stops 4 s after its
+/// node's last heartbeat; a silent node's stateless instances move after 3 s.
+const FAST_FENCING: [&str; 4] = ["--lease-ttl-ms", "4000", "--node-grace-ms", "3000"];
+
+fn redis_spec(replicas: u32) -> Value {
+    json!({
+        "kind": "stateful", "command": "redis-server",
+        "args": ["--port", "$PORT", "--bind", "127.0.0.1", "--dir", ".", "--appendonly", "yes",
+                 "--appendfsync", "always", "--save", "", "--protected-mode", "no"],
+        "replicas": replicas, "ports": [{"name": "redis", "protocol": "tcp"}]
+    })
+}
+
+fn web_spec(replicas: u32) -> Value {
+    json!({
+        "command": "sh",
+        "args": ["-c", "printf 'ok\\n' > index.html && exec python3 -m http.server $PORT --bind 127.0.0.1"],
+        "replicas": replicas, "ports": [{"name": "http"}]
+    })
+}
+
+/// An instance process of this platform, found by its working directory.
+#[derive(Debug, Clone)]
+struct Running {
+    proc: Proc,
+    node: String,
+    app: String,
+    /// The ordinal's directory name (`ordinal-0`) or the instance's.
+    leaf: String,
+}
+
+/// What runs of this platform's instances, straight from `/proc`.
+fn running(site: &Site) -> Vec<Running> {
+    let agents = site.data_dir.join("agents");
+    support::procs::all()
+        .into_iter()
+        .filter(|p| {
+            !p.cmdline.starts_with("/usr/bin/bwrap") && !p.cmdline.starts_with("/usr/bin/setpriv")
+        })
+        .filter_map(|p| {
+            let cwd = std::fs::read_link(format!("/proc/{}/cwd", p.pid)).ok()?;
+            let rest = cwd.strip_prefix(&agents).ok()?;
+            // <node>/work/<tenant>/<env>/<app>/<leaf>
+            let parts: Vec<String> = rest
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            match parts.as_slice() {
+                [node, work, _, _, app, leaf] if work == "work" => Some(Running {
+                    node: node.clone(),
+                    app: app.clone(),
+                    leaf: leaf.clone(),
+                    proc: p,
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Processes per ordinal of a stateful app.
+fn ordinals(site: &Site, app: &str) -> BTreeMap<String, Vec<Running>> {
+    let mut by: BTreeMap<String, Vec<Running>> = BTreeMap::new();
+    for r in running(site).into_iter().filter(|r| r.app == app) {
+        by.entry(r.leaf.clone()).or_default().push(r);
+    }
+    by
+}
+
+/// The current address of each ordinal of `app`, from the API.
+async fn addresses(dev: &Tenant, app: &str) -> BTreeMap<String, String> {
+    dev.instances(app)
+        .await
+        .iter()
+        .filter(|i| i["ready"] == true)
+        .filter_map(|i| {
+            Some((
+                format!("ordinal-{}", i["ordinal"].as_u64()?),
+                i["address"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Waits until `redis` has its two ordinals ready and `web` its two instances, as the
+/// API says and as `/proc` shows: one process per ordinal, four instance processes.
+async fn converged(site: &Site, dev: &Tenant, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let redis = dev.instances("redis").await;
+        let web = dev.instances("web").await;
+        let ready = |list: &[Value]| list.iter().filter(|i| i["ready"] == true).count();
+        let procs: Vec<Running> = running(site)
+            .into_iter()
+            .filter(|r| r.app == "redis" || r.app == "web")
+            .collect();
+        let ord = ordinals(site, "redis");
+        if ready(&redis) == 2
+            && ready(&web) == 2
+            && procs.len() == 4
+            && ord.len() == 2
+            && ord.values().all(|p| p.len() == 1)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not converged after {what}: redis {redis:#?} web {web:#?} processes {procs:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Asserts, from `/proc`, that no ordinal runs twice.
+fn assert_at_most_one_per_ordinal(site: &Site, when: &str) {
+    for (ordinal, procs) in ordinals(site, "redis") {
+        assert!(
+            procs.len() <= 1,
+            "{when}: {ordinal} runs {} times: {procs:#?}",
+            procs.len()
+        );
+    }
+}
+
+fn lock_holder(path: &Path) -> i32 {
+    must(must(std::fs::read_to_string(path)).trim().parse::<i32>())
+}
+
+fn signal(pid: i32, sig: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+/// Whose process is killed with SIGKILL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Agent(u32),
+    Router,
+    ControlPlane,
+}
+
+#[tokio::test]
+async fn agents_the_router_and_the_control_plane_killed_at_random_never_run_an_ordinal_twice_nor_lose_data()
+ {
+    let mut args = vec!["--agents", "3", "--zones", "a,b,c"];
+    args.extend(FAST_FENCING);
+    let site = Site::new(&args).await;
+    let mut paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    dev.onboard("redis", redis_spec(2)).await;
+    dev.onboard("web", web_spec(2)).await;
+    converged(&site, &dev, "onboarding").await;
+    let url = format!("{}/apps/acme/dev/web/", site.router());
+    wait_for_200(&url).await;
+    let load = Load::start(&url, 150);
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(SEED);
+    // Every kind of fault, in a seeded order, on seeded agents at seeded moments.
+    let mut plan = [
+        Fault::Agent(rng.gen_range(1..=3)),
+        Fault::Agent(rng.gen_range(1..=3)),
+        Fault::Agent(rng.gen_range(1..=3)),
+        Fault::Router,
+        Fault::Router,
+        Fault::ControlPlane,
+        Fault::ControlPlane,
+    ];
+    plan.shuffle(&mut rng);
+    let mut written: Vec<(String, String)> = Vec::new();
+    let mut report: Vec<String> = Vec::new();
+    let mut failed_outside_router = 0;
+    for (round, fault) in plan.into_iter().enumerate() {
+        // Data written before the fault must be readable after it.
+        for (ordinal, addr) in addresses(&dev, "redis").await {
+            let key = format!("round-{round}-{ordinal}");
+            assert!(
+                support::redis::set(&addr, &key, &key).await,
+                "SET on {ordinal} at {addr}"
+            );
+            written.push((ordinal, key));
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(200..1500))).await;
+        let before = load.tally();
+        let pids_before: Vec<i32> = running(&site).iter().map(|r| r.proc.pid).collect();
+        match fault {
+            Fault::Agent(n) => {
+                let lock = site.data_dir.join(format!("agents/node-{n}/agent.lock"));
+                signal(lock_holder(&lock), Signal::SIGKILL);
+            }
+            Fault::Router => signal(
+                lock_holder(&site.data_dir.join("router.lock")),
+                Signal::SIGKILL,
+            ),
+            Fault::ControlPlane => {
+                must(paas.child.kill().await);
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(100..1000))).await;
+                assert_at_most_one_per_ordinal(&site, "with the control plane down");
+                paas = paas_up(&site).await;
+            }
+        }
+        // While the platform recovers, check from /proc again and again.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            assert_at_most_one_per_ordinal(&site, &format!("after {fault:?}"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        converged(&site, &dev, &format!("{fault:?}")).await;
+        // Nothing was restarted: the processes that ran before the fault still run.
+        let pids_after: Vec<i32> = running(&site).iter().map(|r| r.proc.pid).collect();
+        assert_eq!(
+            sorted(pids_before),
+            sorted(pids_after),
+            "{fault:?} restarted instances"
+        );
+        let addrs = addresses(&dev, "redis").await;
+        for (ordinal, key) in &written {
+            let addr = &addrs[ordinal];
+            assert_eq!(
+                support::redis::get(addr, key).await.as_deref(),
+                Some(key.as_str()),
+                "{key} lost on {ordinal} after {fault:?}"
+            );
+        }
+        let after = load.tally();
+        let failed = after.failed - before.failed;
+        if fault != Fault::Router {
+            failed_outside_router += failed;
+        }
+        report.push(format!(
+            "{fault:?}: {failed} of {} requests failed",
+            (after.ok + after.failed) - (before.ok + before.failed)
+        ));
+    }
+    let tally = load.stop().await;
+    eprintln!(
+        "fault injection (seed {SEED}): {} of {} requests failed overall\n  {}",
+        tally.failed,
+        tally.ok + tally.failed,
+        report.join("\n  ")
+    );
+    assert_eq!(
+        failed_outside_router, 0,
+        "requests failed while agents or the control plane were down: {report:#?}"
+    );
+    // No orphan once everything stops.
+    paas.stop().await;
+    site.down().await;
+    assert!(running(&site).is_empty(), "{:#?}", running(&site));
+}
+
+fn sorted(mut v: Vec<i32>) -> Vec<i32> {
+    v.sort_unstable();
+    v
+}
+
+#[tokio::test]
+async fn a_node_that_never_comes_back_fences_its_ordinal_which_moves_only_when_an_operator_says_so()
+{
+    let mut args = vec!["--agents", "2", "--zones", "a,b"];
+    args.extend(FAST_FENCING);
+    let site = Site::new(&args).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    let admin = Tenant::login(&paas, "admin").await;
+    dev.onboard("redis", redis_spec(1)).await;
+    let ready = dev
+        .wait_instances("redis", "redis-0 ready", |i| {
+            i.len() == 1 && i[0]["ready"] == true
+        })
+        .await;
+    let node = ready[0]["node"].as_str().unwrap_or_default().to_owned();
+    let addr = ready[0]["address"].as_str().unwrap_or_default().to_owned();
+    assert!(support::redis::set(&addr, "before", "the fault").await);
+    // The node's agent freezes: it stops heartbeating and renewing leases, and the
+    // supervisor cannot restart it (it still holds its lock), as if the machine hung.
+    let agent = lock_holder(&site.data_dir.join(format!("agents/{node}/agent.lock")));
+    signal(agent, Signal::SIGSTOP);
+    let frozen = Instant::now();
+    dev.wait_instances("redis", "redis-0 unknown", |i| {
+        i.first()
+            .is_some_and(|x| x["phase"] == "unknown" && x["ready"] == false)
+    })
+    .await;
+    // The lease lapses: the shim stops redis-0 on the silent node, and nothing starts
+    // it anywhere else, however long the silence lasts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ordinals(&site, "redis").is_empty() {
+        assert_at_most_one_per_ordinal(&site, "while the node is silent");
+        assert!(Instant::now() < deadline, "redis-0 never fenced itself");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fenced_after = frozen.elapsed();
+    assert!(
+        fenced_after >= Duration::from_secs(3),
+        "fenced after {fenced_after:?}"
+    );
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        assert!(
+            ordinals(&site, "redis").is_empty(),
+            "redis-0 started elsewhere unasked"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, events) = dev
+        .call(
+            reqwest::Method::GET,
+            "/environments/dev/applications/redis/events",
+            None,
+        )
+        .await;
+    let waiting = events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["reason"] == "Waiting")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert!(
+        waiting["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("its data lives there"),
+        "{events:#}"
+    );
+    // The operator confirms the node lost: redis-0 starts on the other node, once, with
+    // an empty data directory, and the event says where the data stayed.
+    let response = must(
+        admin
+            .http
+            .post(format!(
+                "{}/api/v1/admin/runtimes/local/nodes/{node}/confirm-lost",
+                admin.base
+            ))
+            .bearer_auth(&admin.token)
+            .send()
+            .await,
+    );
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let loss: Value = must(response.json().await);
+    assert_eq!(loss["stateful_moved"], json!(["acme/dev/redis-0"]));
+    let moved = dev
+        .wait_instances("redis", "redis-0 on the other node", |i| {
+            i.iter()
+                .any(|x| x["ready"] == true && x["node"] != node.as_str())
+        })
+        .await;
+    let moved: Vec<Value> = moved.into_iter().filter(|i| i["ready"] == true).collect();
+    assert_eq!(moved.len(), 1, "{moved:#?}");
+    let ord = ordinals(&site, "redis");
+    assert_eq!(ord["ordinal-0"].len(), 1, "{ord:#?}");
+    assert_ne!(ord["ordinal-0"][0].node, node);
+    let new_addr = moved[0]["address"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(support::redis::get(&new_addr, "before").await, None);
+    // The frozen agent wakes: it stops what it no longer owns; still one redis-0.
+    signal(agent, Signal::SIGCONT);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert_at_most_one_per_ordinal(&site, "after the node came back");
+        let shims: Vec<PathBuf> =
+            std::fs::read_dir(site.data_dir.join(format!("agents/{node}/instances")))
+                .map(|e| e.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+        if shims.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the returning node kept {shims:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its data is still on the node it left, for an operator to recover.
+    let left_behind = site.data_dir.join(format!(
+        "agents/{node}/work/acme/dev/redis/ordinal-0/appendonlydir"
+    ));
+    assert!(left_behind.exists(), "{}", left_behind.display());
+    paas.stop().await;
+    site.down().await;
+    assert!(running(&site).is_empty());
+}
+
+#[tokio::test]
+async fn restarting_paas_up_under_200_requests_a_second_fails_none() {
+    let site = Site::new(&["--agents", "2", "--zones", "a,b"]).await;
+    let mut paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    dev.onboard("web", web_spec(2)).await;
+    let url = format!("{}/apps/acme/dev/web/", site.router());
+    wait_for_200(&url).await;
+    let pids: Vec<i32> = sorted(running(&site).iter().map(|r| r.proc.pid).collect());
+    let load = Load::start(&url, 200);
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        paas.stop().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        paas = paas_up(&site).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tally = load.stop().await;
+    eprintln!(
+        "paas up restarted twice under load: {} of {} requests failed",
+        tally.failed,
+        tally.ok + tally.failed
+    );
+    assert!(tally.ok > 500, "{tally:?}");
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    // The same processes served throughout.
+    assert_eq!(
+        sorted(running(&site).iter().map(|r| r.proc.pid).collect()),
+        pids
+    );
+}
