@@ -37,3 +37,28 @@ ALTER TABLE nodes ADD COLUMN condition text NOT NULL DEFAULT 'ready'
 
 -- Each node's own credential (its SHA-256): an agent speaks for its node only.
 ALTER TABLE nodes ADD COLUMN credential_hash text CHECK (credential_hash ~ '^[0-9a-f]{64}$');
+
+-- Token-signing keys are sealed with the platform's master key, which the database
+-- does not hold. Plaintext keys of earlier releases are sealed at the next start.
+ALTER TABLE signing_keys ADD COLUMN sealed bytea;
+ALTER TABLE signing_keys ALTER COLUMN secret DROP NOT NULL;
+ALTER TABLE signing_keys ADD CONSTRAINT signing_keys_kept CHECK (secret IS NOT NULL OR sealed IS NOT NULL);
+
+-- Application secrets: write-only values, sealed with the master key. Each change is a
+-- new version (a NULL value deletes the name); a revision records the versions it
+-- runs with, so a change of secrets is a new revision rolled out like any other, and
+-- instances of an older revision keep the values they started with.
+CREATE TABLE app_secrets (
+    application_id uuid NOT NULL REFERENCES applications (id),
+    name           text NOT NULL CHECK (name ~ '^[A-Za-z_][A-Za-z0-9_]{0,127}$'),
+    version        integer NOT NULL CHECK (version >= 1),
+    sealed         bytea,
+    created_by     uuid REFERENCES users (id),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (application_id, name, version)
+);
+CREATE TRIGGER app_secrets_immutable BEFORE UPDATE OR DELETE ON app_secrets
+    FOR EACH ROW EXECUTE FUNCTION paas_refuse_change();
+
+-- The secret versions a revision runs with: {"NAME": version}.
+ALTER TABLE revisions ADD COLUMN secrets jsonb NOT NULL DEFAULT '{}'::jsonb;

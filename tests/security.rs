@@ -13,13 +13,22 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::{Api, Server, must, service_spec, start, start_with};
 
-/// The current signing key, read the way an attacker with database access would.
-async fn signing_key(pool: &PgPool) -> (String, Vec<u8>) {
-    must(
-        sqlx::query_as("SELECT kid, secret FROM signing_keys WHERE retired_at IS NULL")
-            .fetch_one(pool)
+/// The current signing key, as an attacker with the database *and* the master key
+/// would have it (the database alone holds only its sealed form).
+async fn signing_key(server: &Server) -> (String, Vec<u8>) {
+    let (kid, secret, sealed): (String, Option<Vec<u8>>, Vec<u8>) = must(
+        sqlx::query_as("SELECT kid, secret, sealed FROM signing_keys WHERE retired_at IS NULL")
+            .fetch_one(&server.pool)
             .await,
-    )
+    );
+    assert_eq!(secret, None, "a signing key is stored in clear");
+    let opened = must(
+        server
+            .platform
+            .master_key()
+            .open(&sealed, &platform_core::auth::tokens::key_context(&kid)),
+    );
+    (kid, opened)
 }
 
 async fn valid_claims(server: &Server) -> Value {
@@ -51,7 +60,7 @@ async fn status_with_token(server: &Server, token: &str) -> (StatusCode, Value) 
 #[sqlx::test(migrations = "../migrations")]
 async fn forged_and_invalid_tokens_are_refused_with_401(pool: PgPool) {
     let server = start(pool.clone()).await;
-    let (kid, secret) = signing_key(&pool).await;
+    let (kid, secret) = signing_key(&server).await;
     let claims = valid_claims(&server).await;
     let now = Utc::now().timestamp();
     let with = |patch: Value| {
@@ -338,6 +347,21 @@ fn tenant_routes() -> Vec<(Method, &'static str, Option<Value>)> {
             "/api/v1/tenants/{t}/environments/dev/applications/secret/replicas",
             Some(json!({"replicas": 0})),
         ),
+        (
+            Method::GET,
+            "/api/v1/tenants/{t}/environments/dev/applications/secret/secrets",
+            None,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/tenants/{t}/environments/dev/applications/secret/secrets/TOKEN",
+            Some(json!({"value": "stolen"})),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/tenants/{t}/environments/dev/applications/secret/secrets/TOKEN",
+            None,
+        ),
         (Method::GET, "/api/v1/tenants/{t}/quota", None),
     ]
 }
@@ -406,6 +430,14 @@ async fn every_route_refuses_a_user_of_another_tenant(pool: PgPool) {
         (
             "/t/globex/environments/dev/apps/secret/scale",
             vec![("replicas", "0")],
+        ),
+        (
+            "/t/globex/environments/dev/apps/secret/secrets",
+            vec![("name", "TOKEN"), ("value", "stolen")],
+        ),
+        (
+            "/t/globex/environments/dev/apps/secret/secrets/TOKEN/delete",
+            vec![],
         ),
         (
             "/t/globex/onboard",

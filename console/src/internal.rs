@@ -77,6 +77,7 @@ fn agent_error(e: AgentError) -> ApiError {
         AgentError::UnknownNode(name) => ApiError::not_found(&format!("node '{name}'")),
         AgentError::Invalid(message) => ApiError::field("registration", message),
         AgentError::Store(e) => platform_core::CoreError::from(e).into(),
+        AgentError::Secrets(why) => platform_core::CoreError::Internal(why).into(),
     }
 }
 

@@ -159,7 +159,15 @@ impl Platform {
                     "A sample static HTTP service.",
                 )
                 .await?;
-                store::apps::insert_revision(&mut tx, id, 1, &spec_json, dev_user.id).await?;
+                store::apps::insert_revision(
+                    &mut tx,
+                    id,
+                    1,
+                    &spec_json,
+                    &serde_json::json!({}),
+                    dev_user.id,
+                )
+                .await?;
                 system_audit(
                     &mut tx,
                     Some(*acme),

@@ -19,6 +19,7 @@ pub mod platform;
 pub mod quota;
 pub mod reconciler;
 pub mod runtime;
+pub mod sealing;
 pub mod spec;
 pub mod store;
 pub mod templates;

@@ -158,8 +158,20 @@ pub struct ApplicationDetail {
 pub struct Revision {
     pub number: i32,
     pub spec: AppSpec,
+    /// The names of the secrets it runs with (their values are never shown).
+    pub secrets: Vec<String>,
     pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+/// A secret of an application, as anyone may see it: never its value.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SecretInfo {
+    pub name: String,
+    /// Each change is a new version.
+    pub version: i32,
+    pub updated_by: Option<String>,
+    pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]

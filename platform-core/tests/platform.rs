@@ -18,6 +18,10 @@ fn must<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("unexpected error: {e:?}"))
 }
 
+fn master() -> platform_core::sealing::MasterKey {
+    must(platform_core::sealing::MasterKey::generate()).0
+}
+
 fn spec(command: &str) -> AppSpec {
     must(serde_json::from_value(
         serde_json::json!({"command": command}),
@@ -33,7 +37,7 @@ struct World {
 
 impl World {
     async fn new(pool: PgPool) -> Self {
-        let platform = must(Platform::start(pool, TokenConfig::default()).await);
+        let platform = must(Platform::start(pool, TokenConfig::default(), master()).await);
         let password = must(Password::parse_new(PASSWORD));
         assert!(must(platform.bootstrap_admin("root", &password).await));
         let admin = must(platform.login("root", PASSWORD, Some("127.0.0.1")).await).principal;
@@ -347,7 +351,7 @@ async fn a_rotated_key_keeps_verifying_old_tokens_for_the_overlap_only(pool: PgP
         key_overlap: Duration::from_secs(60),
         ..TokenConfig::default()
     };
-    let platform = must(Platform::start(pool.clone(), config).await);
+    let platform = must(Platform::start(pool.clone(), config, master()).await);
     let password = must(Password::parse_new(PASSWORD));
     must(platform.bootstrap_admin("root", &password).await);
     let old = must(platform.login("root", PASSWORD, None).await);
@@ -403,7 +407,7 @@ async fn environments_are_unique_per_tenant_but_names_repeat_across_tenants(pool
 
 #[sqlx::test(migrations = "../migrations")]
 async fn the_demo_bootstrap_runs_once(pool: PgPool) {
-    let platform = must(Platform::start(pool, TokenConfig::default()).await);
+    let platform = must(Platform::start(pool, TokenConfig::default(), master()).await);
     let accounts = must(platform.bootstrap_demo().await);
     let names: Vec<&str> = accounts.iter().map(|a| a.username.as_str()).collect();
     assert_eq!(names, ["admin", "dev", "ops", "tadmin"]);
@@ -458,7 +462,7 @@ async fn a_workload_no_node_can_hold_says_so_once_as_an_event(pool: PgPool) {
     use platform_core::reconciler::Reconciler;
     use platform_core::runtime::local::{LocalRuntime, Registration};
     let world = World::new(pool.clone()).await;
-    let runtime = LocalRuntime::new(pool.clone(), "token".into());
+    let runtime = LocalRuntime::new(pool.clone(), "token".into(), master());
     must(
         runtime
             .register(&Registration {
@@ -564,7 +568,7 @@ async fn a_silent_node_loses_its_stateless_instances_but_an_ordinal_waits_for_an
     use platform_core::runtime::local::LocalRuntime;
     let world = World::new(pool.clone()).await;
     let runtime = std::sync::Arc::new(
-        LocalRuntime::new(pool.clone(), "token".into())
+        LocalRuntime::new(pool.clone(), "token".into(), master())
             .with_grace(std::time::Duration::from_secs(5))
             .with_lease_ttl(std::time::Duration::from_secs(20)),
     );
@@ -688,4 +692,169 @@ async fn a_silent_node_loses_its_stateless_instances_but_an_ordinal_waits_for_an
     .map(|(a,)| a)
     .collect();
     assert_eq!(audit.len(), 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_secret_is_write_only_sealed_and_makes_a_revision_that_runs_with_it(pool: PgPool) {
+    use platform_core::sealing::SecretValue;
+    let world = World::new(pool.clone()).await;
+    must(world.create_app("alice", "acme", "dev", "web").await);
+    let alice = world.login("alice").await;
+    let access = must(world.platform.tenant(&alice, "acme").await);
+    let value = "s3cr3t-value-that-must-never-leak";
+    let info = must(
+        world
+            .platform
+            .set_secret(
+                &access,
+                "dev",
+                "web",
+                "DB_PASSWORD",
+                SecretValue::new(value.into()),
+            )
+            .await,
+    );
+    assert_eq!((info.name.as_str(), info.version), ("DB_PASSWORD", 1));
+    // A new revision runs with it; the spec is the same.
+    let revisions = must(world.platform.revisions(&access, "dev", "web").await);
+    assert_eq!(revisions[0].number, 2);
+    assert_eq!(revisions[0].secrets, ["DB_PASSWORD"]);
+    assert_eq!(revisions[0].spec, revisions[1].spec);
+    // Changing it is a new version and a new revision; the old revision keeps v1.
+    must(
+        world
+            .platform
+            .set_secret(
+                &access,
+                "dev",
+                "web",
+                "DB_PASSWORD",
+                SecretValue::new("v2".into()),
+            )
+            .await,
+    );
+    let app_id: (uuid::Uuid,) = must(
+        sqlx::query_as("SELECT id FROM applications WHERE name = 'web'")
+            .fetch_one(&pool)
+            .await,
+    );
+    let of = |revision: i32| {
+        let (pool, master) = (pool.clone(), world.platform.master_key().clone());
+        async move {
+            let versions: (serde_json::Value,) = must(
+                sqlx::query_as(
+                    "SELECT secrets FROM revisions WHERE application_id = $1 AND number = $2",
+                )
+                .bind(app_id.0)
+                .bind(revision)
+                .fetch_one(&pool)
+                .await,
+            );
+            must(
+                platform_core::platform::secrets::of_revision(
+                    &pool,
+                    &master,
+                    app_id.0,
+                    &versions.0,
+                )
+                .await,
+            )
+        }
+    };
+    assert_eq!(of(2).await["DB_PASSWORD"].expose(), value);
+    assert_eq!(of(3).await["DB_PASSWORD"].expose(), "v2");
+    // Nowhere in the database in clear: not in secrets, revisions or the audit log.
+    let leaked: (i64,) = must(
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM app_secrets WHERE position($1::bytea IN sealed) > 0)
+                  + (SELECT count(*) FROM revisions WHERE secrets::text LIKE '%' || $2 || '%' OR spec::text LIKE '%' || $2 || '%')
+                  + (SELECT count(*) FROM audit_log WHERE details::text LIKE '%' || $2 || '%')",
+        )
+        .bind(value.as_bytes())
+        .bind(value)
+        .fetch_one(&pool)
+        .await,
+    );
+    assert_eq!(leaked.0, 0);
+    let audit: Vec<(String, serde_json::Value)> = must(
+        sqlx::query_as("SELECT action, details FROM audit_log WHERE action LIKE 'application.secret%' ORDER BY id")
+            .fetch_all(&pool)
+            .await,
+    );
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[0].1["secret"], "DB_PASSWORD");
+    // A plain variable cannot share the name, either way round.
+    let mut with_env = spec("web");
+    with_env.env.insert("DB_PASSWORD".into(), "plain".into());
+    let refused = world
+        .platform
+        .update_application(&access, "dev", "web", with_env, None)
+        .await;
+    assert!(
+        matches!(refused, Err(CoreError::Invalid(ref f)) if f.field == "spec.env.DB_PASSWORD"),
+        "{refused:?}"
+    );
+    // Removing it is a revision without it; removing it again is not found.
+    must(
+        world
+            .platform
+            .delete_secret(&access, "dev", "web", "DB_PASSWORD")
+            .await,
+    );
+    assert!(must(world.platform.secrets(&access, "dev", "web").await).is_empty());
+    let again = world
+        .platform
+        .delete_secret(&access, "dev", "web", "DB_PASSWORD")
+        .await;
+    assert!(
+        matches!(again, Err(CoreError::NotFound { .. })),
+        "{again:?}"
+    );
+    // Bad names and values name the field.
+    let bad = world
+        .platform
+        .set_secret(&access, "dev", "web", "1BAD", SecretValue::new("x".into()))
+        .await;
+    assert!(
+        matches!(bad, Err(CoreError::Invalid(ref f)) if f.field == "name"),
+        "{bad:?}"
+    );
+    let nul = world
+        .platform
+        .set_secret(&access, "dev", "web", "OK", SecretValue::new("a\0b".into()))
+        .await;
+    assert!(
+        matches!(nul, Err(CoreError::Invalid(ref f)) if f.field == "value"),
+        "{nul:?}"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn signing_keys_are_sealed_at_rest_and_a_plaintext_key_of_an_earlier_release_is_sealed_at_start(
+    pool: PgPool,
+) {
+    must(
+        sqlx::query("INSERT INTO signing_keys (kid, secret) VALUES ('old', '\\x0102030405060708090a0b0c0d0e0f10'::bytea)")
+            .execute(&pool)
+            .await,
+    );
+    let key = master();
+    let platform = must(Platform::start(pool.clone(), TokenConfig::default(), key.clone()).await);
+    let plaintext: (i64,) = must(
+        sqlx::query_as(
+            "SELECT count(*) FROM signing_keys WHERE secret IS NOT NULL OR sealed IS NULL",
+        )
+        .fetch_one(&pool)
+        .await,
+    );
+    assert_eq!(plaintext.0, 0);
+    drop(platform);
+    // The same key opens them again; another does not, and says so.
+    must(Platform::start(pool.clone(), TokenConfig::default(), key).await);
+    let wrong = Platform::start(pool, TokenConfig::default(), master()).await;
+    let message = wrong.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("does not open with this master key"),
+        "{message}"
+    );
 }

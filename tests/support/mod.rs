@@ -43,7 +43,8 @@ pub async fn start(pool: PgPool) -> Server {
 }
 
 pub async fn start_with(pool: PgPool, config: WebConfig) -> Server {
-    let platform = must(Platform::start(pool.clone(), TokenConfig::default()).await);
+    let master = must(platform_core::sealing::MasterKey::generate()).0;
+    let platform = must(Platform::start(pool.clone(), TokenConfig::default(), master).await);
     let accounts = must(platform.bootstrap_demo().await);
     let passwords = accounts
         .iter()

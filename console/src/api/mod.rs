@@ -6,6 +6,7 @@ pub mod apps;
 pub mod auth;
 pub mod openapi;
 pub mod packages;
+pub mod secrets;
 pub mod tenants;
 
 use std::future::Future;
@@ -187,6 +188,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/tenants/{tenant}/environments/{env}/applications/{app}/replicas",
                 web::put().to(apps::scale),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/secrets",
+                web::get().to(secrets::list),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/secrets/{name}",
+                web::put().to(secrets::set),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/secrets/{name}",
+                web::delete().to(secrets::delete),
             )
             .route(
                 "/tenants/{tenant}/environments/{env}/applications/{app}/{action}",

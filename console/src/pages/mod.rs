@@ -354,6 +354,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(runtime::scale),
     )
     .route(
+        "/t/{tenant}/environments/{env}/apps/{app}/secrets",
+        web::post().to(tenant::set_secret),
+    )
+    .route(
+        "/t/{tenant}/environments/{env}/apps/{app}/secrets/{secret}/delete",
+        web::post().to(tenant::delete_secret),
+    )
+    .route(
         "/t/{tenant}/environments/{env}/apps/{app}/action/{action}",
         web::post().to(runtime::action),
     )

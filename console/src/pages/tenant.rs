@@ -421,6 +421,7 @@ pub(super) struct AppPage {
     role: Role,
     app: ApplicationDetail,
     revisions: Vec<Revision>,
+    secrets: Vec<platform_core::model::SecretInfo>,
     can_change: bool,
     form: AppForm,
     errors: FormErrors,
@@ -455,7 +456,13 @@ async fn app_page(
     let live = super::runtime::live_panel(state, access, env, name)
         .await
         .map_err(&fail)?;
+    let secrets = state
+        .platform
+        .secrets(access, env, name)
+        .await
+        .map_err(&fail)?;
     Ok(AppPage {
+        secrets,
         live,
         base: format!("/t/{}/environments/{env}/apps/{name}", access.tenant().slug),
         layout: Layout::for_tenant(&auth.0, access, app.application.name.clone(), "apps"),
@@ -873,5 +880,87 @@ mod tests {
         };
         let form = AppForm::from_detail(&detail);
         assert_eq!(form.spec().unwrap_or_else(|e| panic!("{e:?}")), spec);
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SecretForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    value: String,
+}
+
+impl std::fmt::Debug for SecretForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretForm")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sets a secret from the application page; errors show beside the secret form.
+pub async fn set_secret(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<(String, String, String)>,
+    form: Form<SecretForm>,
+) -> Result<HttpResponse, PageError> {
+    let (tenant, env, name) = path.into_inner();
+    let access = access(&state, &auth, &tenant).await?;
+    let form = form.into_inner();
+    let value = platform_core::sealing::SecretValue::new(form.value);
+    let result = state
+        .platform
+        .set_secret(&access, &env, &name, form.name.trim(), value)
+        .await;
+    secret_outcome(&state, &auth, &access, &env, &name, result.map(|_| ())).await
+}
+
+/// Removes a secret from the application page.
+pub async fn delete_secret(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<(String, String, String, String)>,
+) -> Result<HttpResponse, PageError> {
+    let (tenant, env, name, secret) = path.into_inner();
+    let access = access(&state, &auth, &tenant).await?;
+    let result = state
+        .platform
+        .delete_secret(&access, &env, &name, &secret)
+        .await;
+    secret_outcome(&state, &auth, &access, &env, &name, result).await
+}
+
+async fn secret_outcome(
+    state: &AppState,
+    auth: &PageAuth,
+    access: &TenantAccess,
+    env: &str,
+    name: &str,
+    result: Result<(), platform_core::CoreError>,
+) -> Result<HttpResponse, PageError> {
+    match result {
+        Ok(()) => Ok(see_other(&format!(
+            "/t/{}/environments/{env}/apps/{name}#secrets",
+            access.tenant().slug
+        ))),
+        Err(e) => {
+            // The secret form's fields are named apart from the spec form's.
+            let e = match e {
+                platform_core::CoreError::Invalid(field) => {
+                    let renamed = format!("secret_{}", field.field);
+                    platform_core::CoreError::Invalid(field.for_field(renamed))
+                }
+                other => other,
+            };
+            let errors = form_errors(e).map_err(|e| {
+                e.within(Layout::for_tenant(&auth.0, access, name.to_owned(), "apps"))
+            })?;
+            render_with_status(
+                &app_page_with_errors(state, auth, access, env, name, errors).await?,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+        }
     }
 }

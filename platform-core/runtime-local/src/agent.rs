@@ -92,15 +92,29 @@ struct Running {
 #[derive(Debug, Default)]
 struct Instances {
     running: HashMap<Uuid, Running>,
-    /// Shims being started (creating directories, unpacking, connecting).
-    starting: HashMap<Uuid, JoinHandle<Result<Running, String>>>,
+    /// Shims being started (creating directories, unpacking, connecting), with what
+    /// they were asked to run.
+    starting: HashMap<Uuid, (JoinHandle<Result<Running, String>>, Assignment)>,
     /// Instances draining, then stopping.
     stopping: HashMap<Uuid, JoinHandle<()>>,
     /// Restarts of instances whose shim was lost, carried into the next shim.
     restarts: HashMap<Uuid, u32>,
-    /// Why an instance could not be started, reported until it can.
-    failed: HashMap<Uuid, String>,
+    /// Instances whose shim could not be started: why, reported until it can be, and
+    /// what to try again (with its secrets, which the control plane does not send
+    /// twice).
+    failed: HashMap<Uuid, Failed>,
 }
+
+/// A start that failed, to be tried again after a pause.
+#[derive(Debug)]
+struct Failed {
+    why: String,
+    at: Instant,
+    assignment: Assignment,
+}
+
+/// How long a failed start waits before it is tried again.
+const RETRY_START: Duration = Duration::from_secs(2);
 
 /// Runs the agent until `shutdown` turns true. The instances keep running after it.
 pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
@@ -399,27 +413,32 @@ impl Instances {
         let done: Vec<Uuid> = self
             .starting
             .iter()
-            .filter(|(_, task)| task.is_finished())
+            .filter(|(_, (task, _))| task.is_finished())
             .map(|(id, _)| *id)
             .collect();
         for id in done {
-            let Some(task) = self.starting.remove(&id) else {
+            let Some((task, assignment)) = self.starting.remove(&id) else {
                 continue;
             };
-            match task.await {
+            let why = match task.await {
                 Ok(Ok(running)) => {
                     self.failed.remove(&id);
                     notify_changes(&running.shim, changed);
                     self.running.insert(id, running);
+                    continue;
                 }
-                Ok(Err(why)) => {
-                    tracing::warn!(instance = %id, error = %why, "instance could not be started");
-                    self.failed.insert(id, why);
-                }
-                Err(e) => {
-                    self.failed.insert(id, e.to_string());
-                }
-            }
+                Ok(Err(why)) => why,
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(instance = %assignment.name, error = %why, "instance could not be started");
+            self.failed.insert(
+                id,
+                Failed {
+                    why,
+                    at: Instant::now(),
+                    assignment,
+                },
+            );
         }
         let lost: Vec<Uuid> = self
             .running
@@ -470,13 +489,13 @@ impl Instances {
             self.failed
                 .iter()
                 .filter(|(id, _)| !self.starting.contains_key(id))
-                .map(|(id, why)| InstanceReport {
+                .map(|(id, failed)| InstanceReport {
                     id: *id,
                     phase: Phase::BackOff,
                     ready: false,
                     restarts: self.restarts.get(id).copied().unwrap_or(0),
                     port: None,
-                    message: Some(why.clone()),
+                    message: Some(format!("{}; trying again", failed.why)),
                     cpu_millis: None,
                     memory_mib: None,
                 }),
@@ -530,12 +549,21 @@ impl Instances {
                 );
             }
         }
-        for (id, assignment) in wanted {
+        for (id, mut assignment) in wanted {
             if self.running.contains_key(&id)
                 || self.stopping.contains_key(&id)
                 || self.starting.contains_key(&id)
             {
                 continue;
+            }
+            if let Some(failed) = self.failed.get(&id) {
+                if failed.at.elapsed() < RETRY_START {
+                    continue;
+                }
+                // The control plane sends secrets once; the failed attempt kept them.
+                if assignment.secrets.is_empty() {
+                    assignment.secrets = failed.assignment.secrets.clone();
+                }
             }
             let (instance, port) = instance_config(config, cgroups, isolation, &assignment);
             let fenced = assignment.spec.kind == WorkloadKind::Stateful;
@@ -559,15 +587,13 @@ impl Instances {
             let identity = spec.config.sandbox.as_ref().map(|s| (s.uid, s.gid));
             let tenant_dir = config.state_dir.join("work").join(&assignment.key.tenant);
             let changed = changed.clone();
-            self.starting.insert(
-                id,
-                tokio::spawn(async move {
-                    let started =
-                        start(&program, &args, &dir, &tenant_dir, identity, record, spec).await;
-                    changed.notify_one();
-                    started
-                }),
-            );
+            let task = tokio::spawn(async move {
+                let started =
+                    start(&program, &args, &dir, &tenant_dir, identity, record, spec).await;
+                changed.notify_one();
+                started
+            });
+            self.starting.insert(id, (task, assignment));
         }
     }
 }
@@ -611,6 +637,12 @@ fn instance_config(
 ) -> (InstanceConfig, Option<u16>) {
     let spec = &a.spec;
     let mut env = spec.env.clone();
+    // Secrets cannot share a name with a plain variable (the control plane refuses it).
+    env.extend(
+        a.secrets
+            .iter()
+            .map(|(name, value)| (name.clone(), value.expose().to_owned())),
+    );
     let mut port = None;
     // A stateful ordinal gets the ports it had before whenever they are free, so that
     // its peers and clients find it where it was.

@@ -18,6 +18,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::CoreError;
+use crate::sealing::MasterKey;
 use crate::store;
 
 /// The one algorithm tokens are signed and verified with.
@@ -119,6 +120,8 @@ pub struct TokenService {
     config: TokenConfig,
     pool: PgPool,
     ring: RwLock<KeyRing>,
+    /// Seals the keys at rest.
+    master: MasterKey,
 }
 
 /// An issued token with the claims it carries.
@@ -129,14 +132,30 @@ pub struct IssuedToken {
 }
 
 impl TokenService {
-    /// Loads the key ring, creating the first key when the platform has none.
-    pub async fn start(pool: PgPool, mut config: TokenConfig) -> Result<Self, CoreError> {
+    /// Loads the key ring, creating the first key when the platform has none. Keys an
+    /// earlier release kept in plaintext are sealed with `master` first.
+    pub async fn start(
+        pool: PgPool,
+        mut config: TokenConfig,
+        master: MasterKey,
+    ) -> Result<Self, CoreError> {
         config.key_overlap = config.key_overlap.max(config.ttl);
-        store::keys::insert_first(&pool, &new_kid(), &new_secret()).await?;
+        for (kid, secret) in store::keys::plaintext(&pool).await? {
+            let sealed = seal_key(&master, &kid, &secret)?;
+            store::keys::seal(&pool, &kid, &sealed).await?;
+            tracing::info!(
+                kid,
+                "sealed a signing key stored in plaintext by an earlier release"
+            );
+        }
+        let kid = new_kid();
+        let sealed = seal_key(&master, &kid, &new_secret())?;
+        store::keys::insert_first(&pool, &kid, &sealed).await?;
         let service = Self {
             config,
             pool,
             ring: RwLock::new(KeyRing::default()),
+            master,
         };
         service.reload().await?;
         Ok(service)
@@ -150,12 +169,19 @@ impl TokenService {
         let rows = store::keys::live(&self.pool, self.overlap_secs()).await?;
         let keys = rows
             .into_iter()
-            .map(|r| SigningKey {
-                kid: r.kid,
-                secret: r.secret,
-                retired_at: r.retired_at,
+            .map(|r| {
+                let sealed = r.sealed.unwrap_or_default();
+                let secret = self
+                    .master
+                    .open(&sealed, &key_context(&r.kid))
+                    .map_err(|e| CoreError::Internal(format!("signing key {}: {e}", r.kid)))?;
+                Ok(SigningKey {
+                    kid: r.kid,
+                    secret,
+                    retired_at: r.retired_at,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, CoreError>>()?;
         let mut ring = self
             .ring
             .write()
@@ -279,7 +305,8 @@ impl TokenService {
     /// caller records the rotation in the audit log within `tx`.
     pub async fn rotate(&self, tx: &mut sqlx::PgConnection) -> Result<String, CoreError> {
         let kid = new_kid();
-        store::keys::rotate(tx, &kid, &new_secret()).await?;
+        let sealed = seal_key(&self.master, &kid, &new_secret())?;
+        store::keys::rotate(tx, &kid, &sealed).await?;
         Ok(kid)
     }
 
@@ -295,6 +322,17 @@ impl TokenService {
             .ok()
             .and_then(|r| r.current().map(|k| k.kid.clone()))
     }
+}
+
+/// What a signing key's seal is bound to.
+pub fn key_context(kid: &str) -> String {
+    format!("signing-key:{kid}")
+}
+
+fn seal_key(master: &MasterKey, kid: &str, secret: &[u8]) -> Result<Vec<u8>, CoreError> {
+    master
+        .seal(secret, &key_context(kid))
+        .map_err(|e| CoreError::Internal(e.to_string()))
 }
 
 fn new_kid() -> String {

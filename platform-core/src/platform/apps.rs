@@ -75,8 +75,15 @@ impl Platform {
                 ),
             )
         })?;
-        store::apps::insert_revision(&mut tx, id, 1, &spec_json, access.principal().user_id)
-            .await?;
+        store::apps::insert_revision(
+            &mut tx,
+            id,
+            1,
+            &spec_json,
+            &json!({}),
+            access.principal().user_id,
+        )
+        .await?;
         record(
             &mut tx,
             access.principal(),
@@ -139,6 +146,11 @@ impl Platform {
                 Ok(Revision {
                     number: row.number,
                     spec: parse_stored_spec(row)?,
+                    secrets: row
+                        .secrets
+                        .as_object()
+                        .map(|m| m.keys().cloned().collect())
+                        .unwrap_or_default(),
                     created_by: row.created_by.clone(),
                     created_at: row.created_at,
                 })
@@ -197,11 +209,23 @@ impl Platform {
             if current.spec.replicas != spec.replicas {
                 store::runtime::set_replicas(&mut tx, app_id, None).await?;
             }
+            // The new revision runs with the secrets the current one has.
+            let secrets = store::apps::revision(&mut *tx, app_id, latest)
+                .await?
+                .map_or_else(|| json!({}), |r| r.secrets);
+            if let Some(key) = spec.env.keys().find(|k| secrets.get(k.as_str()).is_some()) {
+                return Err(FieldError::new(
+                    format!("spec.env.{key}"),
+                    "is a secret of this application; a variable is either plain or secret",
+                )
+                .into());
+            }
             store::apps::insert_revision(
                 &mut tx,
                 app_id,
                 revision,
                 &spec_json,
+                &secrets,
                 access.principal().user_id,
             )
             .await?;
@@ -490,7 +514,7 @@ impl Platform {
     }
 
     /// An application the caller may change (404 if absent, 403 if protected for them).
-    async fn change_target(
+    pub(crate) async fn change_target(
         &self,
         access: &TenantAccess,
         environment: &str,
@@ -507,7 +531,7 @@ impl Platform {
         Ok(application)
     }
 
-    async fn find_application(
+    pub(crate) async fn find_application(
         &self,
         access: &TenantAccess,
         environment: &str,
@@ -590,7 +614,7 @@ fn parse_stored_spec(row: &RevisionRow) -> Result<AppSpec, CoreError> {
 }
 
 /// Records a change to an application in the tenant's audit log.
-async fn audit_app(
+pub(super) async fn audit_app(
     tx: &mut sqlx::PgConnection,
     access: &TenantAccess,
     action: &str,

@@ -6,6 +6,7 @@ mod apps;
 mod auth;
 mod packages;
 mod runtimes;
+pub mod secrets;
 pub(crate) mod tenancy;
 mod users;
 
@@ -18,6 +19,7 @@ use crate::CoreError;
 use crate::auth::{TokenConfig, TokenService};
 use crate::authz::Principal;
 use crate::runtime::Runtimes;
+use crate::sealing::MasterKey;
 use crate::store;
 use crate::store::audit::AuditRecord;
 
@@ -31,6 +33,8 @@ pub use users::NewUser;
 #[derive(Debug, Clone)]
 pub struct Platform {
     pub(crate) pool: PgPool,
+    /// Seals secrets at rest.
+    master: MasterKey,
     tokens: Arc<TokenService>,
     runtimes: Runtimes,
     /// Woken after every change of desired state, so the reconciler acts at once.
@@ -38,11 +42,18 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// Builds the platform on a migrated database.
-    pub async fn start(pool: PgPool, token_config: TokenConfig) -> Result<Self, CoreError> {
-        let tokens = Arc::new(TokenService::start(pool.clone(), token_config).await?);
+    /// Builds the platform on a migrated database. `master` seals what must not be
+    /// readable at rest (signing keys, application secrets).
+    pub async fn start(
+        pool: PgPool,
+        token_config: TokenConfig,
+        master: MasterKey,
+    ) -> Result<Self, CoreError> {
+        let tokens =
+            Arc::new(TokenService::start(pool.clone(), token_config, master.clone()).await?);
         Ok(Self {
             pool,
+            master,
             tokens,
             runtimes: Runtimes::default(),
             changes: Arc::new(tokio::sync::Notify::new()),
@@ -71,6 +82,12 @@ impl Platform {
 
     pub fn tokens(&self) -> &TokenService {
         &self.tokens
+    }
+
+    /// The key that seals secrets at rest (for the runtimes that hand secrets to
+    /// instances).
+    pub fn master_key(&self) -> &MasterKey {
+        &self.master
     }
 
     /// Whether the database answers (for readiness probes).

@@ -20,6 +20,7 @@ use super::{
     WorkloadKey,
 };
 use crate::placement::{NodeLoad, choose};
+use crate::sealing::{MasterKey, SecretValue};
 use crate::spec::{AppSpec, Resources, WorkloadKind};
 use crate::store;
 use crate::store::runtime::{InstanceRow, NewInstance, Observation};
@@ -101,6 +102,10 @@ pub struct Assignment {
     /// this platform.
     #[serde(default)]
     pub uid: Option<u32>,
+    /// The secrets the instance gets as environment variables. Sent only for an
+    /// instance the agent does not have yet (it keeps them in memory, never on disk).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretValue>,
 }
 
 /// The agent's instructions, in answer to a heartbeat.
@@ -137,6 +142,8 @@ pub enum AgentError {
     UnknownNode(String),
     #[error("invalid registration: {0}")]
     Invalid(String),
+    #[error("the instance's secrets cannot be opened: {0}")]
+    Secrets(String),
     #[error(transparent)]
     Store(#[from] sqlx::Error),
 }
@@ -155,10 +162,12 @@ pub struct LocalRuntime {
     cron: std::sync::Arc<CronTable>,
     /// When nodes are lost, and how long fenced instances run on.
     timing: Timing,
+    /// Opens the secrets handed to instances.
+    master: MasterKey,
 }
 
 impl LocalRuntime {
-    pub fn new(pool: PgPool, agent_token: String) -> Self {
+    pub fn new(pool: PgPool, agent_token: String, master: MasterKey) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -174,6 +183,7 @@ impl LocalRuntime {
                 lease_ttl: DEFAULT_LEASE_TTL,
                 margin: margin_for(DEFAULT_LEASE_TTL),
             },
+            master,
         }
     }
 
@@ -395,30 +405,45 @@ impl LocalRuntime {
         }
         let rows = store::runtime::assignments(&mut *tx, node).await?;
         tx.commit().await?;
-        let instances = rows
-            .into_iter()
-            .filter_map(|row| {
-                let spec = serde_json::from_value(row.spec).ok()?;
-                Some(Assignment {
-                    id: row.id,
-                    name: row.name,
-                    key: WorkloadKey {
-                        tenant: row.tenant,
-                        environment: row.environment,
-                        app: row.app,
-                    },
-                    revision: row.revision,
-                    ordinal: row.ordinal.and_then(|o| u32::try_from(o).ok()),
-                    desired: if row.desired == "run" {
-                        Desired::Run
-                    } else {
-                        Desired::Stop
-                    },
-                    spec,
-                    uid: u32::try_from(row.uid).ok(),
-                })
-            })
-            .collect();
+        let mut instances = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Ok(spec) = serde_json::from_value(row.spec) else {
+                continue;
+            };
+            let desired = if row.desired == "run" {
+                Desired::Run
+            } else {
+                Desired::Stop
+            };
+            // Secrets go only to an agent about to start the instance.
+            let secrets = if desired == Desired::Run && !reported.contains(&row.id) {
+                crate::platform::secrets::of_revision(
+                    &self.pool,
+                    &self.master,
+                    row.application_id,
+                    &row.secrets,
+                )
+                .await
+                .map_err(|e| AgentError::Secrets(e.to_string()))?
+            } else {
+                BTreeMap::new()
+            };
+            instances.push(Assignment {
+                id: row.id,
+                name: row.name,
+                key: WorkloadKey {
+                    tenant: row.tenant,
+                    environment: row.environment,
+                    app: row.app,
+                },
+                revision: row.revision,
+                ordinal: row.ordinal.and_then(|o| u32::try_from(o).ok()),
+                desired,
+                spec,
+                uid: u32::try_from(row.uid).ok(),
+                secrets,
+            });
+        }
         Ok(Assignments {
             instances,
             lease_ttl_ms: Some(

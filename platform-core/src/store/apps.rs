@@ -80,19 +80,22 @@ pub async fn lock(
     Ok(row.map(|(n,)| n))
 }
 
+/// A revision: the spec, and the secret versions it runs with (`{"NAME": version}`).
 pub async fn insert_revision(
     conn: &mut PgConnection,
     application_id: Uuid,
     number: i32,
     spec: &serde_json::Value,
+    secrets: &serde_json::Value,
     created_by: Uuid,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO revisions (application_id, number, spec, created_by) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO revisions (application_id, number, spec, secrets, created_by) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(application_id)
     .bind(number)
     .bind(spec)
+    .bind(secrets)
     .bind(created_by)
     .execute(conn)
     .await
@@ -137,6 +140,8 @@ pub async fn soft_delete(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::
 pub struct RevisionRow {
     pub number: i32,
     pub spec: serde_json::Value,
+    /// `{"NAME": version}` of the secrets it runs with.
+    pub secrets: serde_json::Value,
     pub created_by: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
@@ -146,7 +151,7 @@ pub async fn revisions<'e>(
     application_id: Uuid,
 ) -> Result<Vec<RevisionRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT r.number, r.spec, u.username AS created_by, r.created_at
+        "SELECT r.number, r.spec, r.secrets, u.username AS created_by, r.created_at
          FROM revisions r LEFT JOIN users u ON u.id = r.created_by
          WHERE r.application_id = $1 ORDER BY r.number DESC",
     )
@@ -161,7 +166,7 @@ pub async fn revision<'e>(
     number: i32,
 ) -> Result<Option<RevisionRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT r.number, r.spec, u.username AS created_by, r.created_at
+        "SELECT r.number, r.spec, r.secrets, u.username AS created_by, r.created_at
          FROM revisions r LEFT JOIN users u ON u.id = r.created_by
          WHERE r.application_id = $1 AND r.number = $2",
     )

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod keys;
 pub mod packages;
 pub mod runtime;
+pub mod secrets;
 pub mod tenants;
 pub mod users;
 

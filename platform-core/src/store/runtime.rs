@@ -241,11 +241,14 @@ pub async fn mark_stop(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AssignmentRow {
     pub id: Uuid,
+    pub application_id: Uuid,
     pub name: String,
     pub revision: i32,
     pub ordinal: Option<i32>,
     pub desired: String,
     pub spec: serde_json::Value,
+    /// The secret versions of the revision (`{"NAME": version}`).
+    pub secrets: serde_json::Value,
     pub tenant: String,
     pub environment: String,
     pub app: String,
@@ -258,7 +261,8 @@ pub async fn assignments<'e>(
     node: &str,
 ) -> Result<Vec<AssignmentRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT i.id, i.name, i.revision, i.ordinal, i.desired, r.spec, t.slug AS tenant, e.name AS environment, a.name AS app,
+        "SELECT i.id, i.application_id, i.name, i.revision, i.ordinal, i.desired, r.spec, r.secrets,
+                t.slug AS tenant, e.name AS environment, a.name AS app,
                 (SELECT uid_base FROM platform) + t.uid_offset AS uid
          FROM instances i
          JOIN revisions r ON r.application_id = i.application_id AND r.number = i.revision

@@ -62,6 +62,8 @@ struct RotateArgs {
     db: serve::DbArgs,
     #[command(flatten)]
     tokens: serve::TokenArgs,
+    #[command(flatten)]
+    master: serve::MasterKeyArgs,
 }
 
 fn init_tracing(format: &str) {
@@ -95,8 +97,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::RotateKeys(args) => {
+            let master = args.master.load(None)?;
             let pool = serve::open_database(&args.db.database_url, 2).await?;
-            let platform = Platform::start(pool, args.tokens.config()).await?;
+            let platform = Platform::start(pool, args.tokens.config(), master).await?;
             let kid = platform.rotate_signing_key_as_operator().await?;
             tracing::info!(kid, "signing key rotated");
             Ok(())

@@ -14,6 +14,7 @@ use platform_core::names::Password;
 use platform_core::reconciler::Reconciler;
 use platform_core::runtime::Runtimes;
 use platform_core::runtime::local::LocalRuntime;
+use platform_core::sealing::MasterKey;
 use platform_core::store;
 use runtime_kube::{ClusterSource, KubeRuntime};
 
@@ -69,6 +70,62 @@ pub struct HttpArgs {
     node_grace_ms: u64,
     #[command(flatten)]
     pub tokens: TokenArgs,
+    #[command(flatten)]
+    pub master: MasterKeyArgs,
+}
+
+/// Where the master key comes from: it seals application secrets and token-signing
+/// keys at rest, and the database never holds it.
+#[derive(Debug, Args)]
+pub struct MasterKeyArgs {
+    /// The master key: 32 random bytes, base64 (`openssl rand -base64 32`).
+    #[arg(long, env = "PAAS_MASTER_KEY", hide_env_values = true)]
+    master_key: Option<String>,
+    /// A file holding the master key (readable by the platform's user only).
+    #[arg(long, env = "PAAS_MASTER_KEY_FILE")]
+    master_key_file: Option<std::path::PathBuf>,
+}
+
+impl MasterKeyArgs {
+    /// The configured key; with none configured, the one kept in `fallback_file`
+    /// (made there on first use) when given, else an error that says what to set.
+    pub fn load(&self, fallback_file: Option<&std::path::Path>) -> anyhow::Result<MasterKey> {
+        if let Some(text) = &self.master_key {
+            return MasterKey::from_base64(text).context("PAAS_MASTER_KEY");
+        }
+        let file = match (&self.master_key_file, fallback_file) {
+            (Some(file), _) => file.clone(),
+            (None, Some(fallback)) => {
+                if !fallback.exists() {
+                    let (_, text) = MasterKey::generate()?;
+                    write_private(fallback, &text)?;
+                    tracing::info!(file = %fallback.display(), "made the platform's master key");
+                }
+                fallback.to_path_buf()
+            }
+            (None, None) => anyhow::bail!(
+                "a master key is required: set PAAS_MASTER_KEY (32 random bytes in base64, e.g. `openssl rand -base64 32`) or PAAS_MASTER_KEY_FILE"
+            ),
+        };
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading the master key from {}", file.display()))?;
+        MasterKey::from_base64(&text)
+            .with_context(|| format!("the master key in {}", file.display()))
+    }
+}
+
+/// Writes a file only its owner can read.
+pub fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -123,8 +180,9 @@ pub async fn open_database(url: &str, max_connections: u32) -> anyhow::Result<st
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let master = args.http.master.load(None)?;
     let pool = open_database(&args.database_url, args.http.db_max_connections).await?;
-    let platform = Platform::start(pool.clone(), args.http.tokens.config()).await?;
+    let platform = Platform::start(pool.clone(), args.http.tokens.config(), master).await?;
     if let Some(password) = args.bootstrap_admin_password.as_deref() {
         let password = Password::parse_new(password)
             .map_err(|e| anyhow::anyhow!("PAAS_BOOTSTRAP_ADMIN_PASSWORD: {}", e.message))?;
@@ -138,7 +196,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let local = args
         .agent_token
         .as_ref()
-        .map(|token| local_runtime(&pool, token, &args.http));
+        .map(|token| local_runtime(&pool, token, &args.http, &platform));
     run_http(
         platform,
         &args.http,
@@ -151,11 +209,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The local runtime driver of this control plane.
-pub fn local_runtime(pool: &store::PgPool, token: &str, http: &HttpArgs) -> Arc<LocalRuntime> {
+pub fn local_runtime(
+    pool: &store::PgPool,
+    token: &str,
+    http: &HttpArgs,
+    platform: &Platform,
+) -> Arc<LocalRuntime> {
     Arc::new(
-        LocalRuntime::new(pool.clone(), token.to_owned())
-            .with_lease_ttl(Duration::from_millis(http.lease_ttl_ms.max(1000)))
-            .with_grace(Duration::from_millis(http.node_grace_ms.max(1000))),
+        LocalRuntime::new(
+            pool.clone(),
+            token.to_owned(),
+            platform.master_key().clone(),
+        )
+        .with_lease_ttl(Duration::from_millis(http.lease_ttl_ms.max(1000)))
+        .with_grace(Duration::from_millis(http.node_grace_ms.max(1000))),
     )
 }
 

@@ -94,11 +94,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     };
     let result = async {
+        let master = args.http.master.load(Some(&data_dir.join("master.key")))?;
         let pool = open_database(&url, args.http.db_max_connections).await?;
-        let platform = Platform::start(pool.clone(), args.http.tokens.config()).await?;
+        let platform = Platform::start(pool.clone(), args.http.tokens.config(), master).await?;
         let accounts = platform.bootstrap_demo().await?;
         let token = agent_token(&data_dir)?;
-        let runtime = local_runtime(&pool, &token, &args.http);
+        let runtime = local_runtime(&pool, &token, &args.http, &platform);
         let mut fleet = None;
         let served = run_http(
             platform,
@@ -229,7 +230,6 @@ fn members(data_dir: &Path, control_plane: &str, token: &str, args: &UpArgs) -> 
 /// The agent token of a `paas up` platform, made once and kept in the data directory
 /// so that agents which outlive a control-plane restart are still recognized.
 fn agent_token(data_dir: &Path) -> anyhow::Result<String> {
-    use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join("agent-token");
     if let Ok(token) = std::fs::read_to_string(&path)
         && !token.trim().is_empty()
@@ -237,13 +237,7 @@ fn agent_token(data_dir: &Path) -> anyhow::Result<String> {
         return Ok(token.trim().to_owned());
     }
     let token = platform_core::auth::tokens::random_token();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)?;
-    std::io::Write::write_all(&mut file, token.as_bytes())?;
+    crate::serve::write_private(&path, &token)?;
     Ok(token)
 }
 
