@@ -24,6 +24,7 @@ use crate::runtime::local::default_placement;
 use crate::runtime::{
     Instance, Phase, RevisionShape, RuntimeError, Runtimes, Slots, Workload, WorkloadKey,
 };
+use crate::sealing::MasterKey;
 use crate::spec::{AppSpec, WorkloadKind};
 use crate::store;
 
@@ -39,13 +40,19 @@ pub struct TickReport {
 pub struct Reconciler {
     pool: PgPool,
     runtimes: Runtimes,
+    /// Opens revisions' secrets for runtimes that need them in the workload.
+    master: MasterKey,
 }
 
 impl Reconciler {
     /// Reconciles the applications of every environment whose runtime is in
     /// `runtimes`; others are left to the control plane that drives them.
-    pub fn new(pool: PgPool, runtimes: Runtimes) -> Self {
-        Self { pool, runtimes }
+    pub fn new(pool: PgPool, runtimes: Runtimes, master: MasterKey) -> Self {
+        Self {
+            pool,
+            runtimes,
+            master,
+        }
     }
 
     /// Ticks every `period` until `shutdown` turns true. Errors are logged and the next
@@ -118,10 +125,21 @@ impl Reconciler {
                 (_, Some(scaled)) => u32::try_from(scaled).unwrap_or(0),
                 (_, None) => spec.replicas,
             };
+            let mut revisions = shapes(row.revision, &spec, replicas, &observed);
+            if runtime.secrets_in_workload() {
+                for shape in &mut revisions {
+                    match self.secrets_of(row.application_id, shape.revision).await {
+                        Ok(secrets) => shape.secrets = secrets,
+                        Err(e) => {
+                            tracing::error!(workload = %key, revision = shape.revision, error = %e, "secrets cannot be opened");
+                        }
+                    }
+                }
+            }
             let workload = Workload {
                 key: key.clone(),
                 kind: spec.kind,
-                revisions: shapes(row.revision, &spec, replicas, &observed),
+                revisions,
                 placement: default_placement(),
             };
             match runtime.apply(&workload).await {
@@ -137,6 +155,26 @@ impl Reconciler {
             }
         }
         Ok(report)
+    }
+}
+
+impl Reconciler {
+    /// The opened secrets of one revision of an application.
+    async fn secrets_of(
+        &self,
+        application_id: uuid::Uuid,
+        revision: i32,
+    ) -> Result<BTreeMap<String, crate::sealing::SecretValue>, crate::CoreError> {
+        let Some(row) = store::apps::revision(&self.pool, application_id, revision).await? else {
+            return Ok(BTreeMap::new());
+        };
+        crate::platform::secrets::of_revision(
+            &self.pool,
+            &self.master,
+            application_id,
+            &row.secrets,
+        )
+        .await
     }
 }
 
@@ -156,6 +194,7 @@ pub fn shapes(
         revision,
         spec: spec.clone(),
         slots,
+        secrets: BTreeMap::new(),
     };
     match spec.kind {
         WorkloadKind::Daemon => {
@@ -233,6 +272,7 @@ fn stateful_shapes(
             revision,
             spec: spec.clone(),
             slots: Slots::Ordinals(ordinals),
+            secrets: BTreeMap::new(),
         })
         .collect()
 }

@@ -498,7 +498,7 @@ async fn a_workload_no_node_can_hold_says_so_once_as_an_event(pool: PgPool) {
     );
     let runtimes =
         platform_core::runtime::Runtimes::default().with("local", std::sync::Arc::new(runtime));
-    let reconciler = Reconciler::new(pool, runtimes);
+    let reconciler = Reconciler::new(pool, runtimes, master());
     for _ in 0..3 {
         let report = must(reconciler.tick().await);
         assert_eq!(report.failed, 1, "{report:?}");
@@ -595,7 +595,7 @@ async fn a_silent_node_loses_its_stateless_instances_but_an_ordinal_waits_for_an
     }
     let runtimes = platform_core::runtime::Runtimes::default().with("local", runtime.clone());
     let platform = world.platform.clone().with_runtimes(runtimes.clone());
-    let reconciler = Reconciler::new(pool.clone(), runtimes);
+    let reconciler = Reconciler::new(pool.clone(), runtimes, master());
     must(reconciler.tick().await);
     assert_eq!(
         placed(&pool, "db").await,

@@ -14,7 +14,7 @@ Checks, for several value sets: helm lint has no errors; rendering without a
 database fails with the chart's message; every rendered object passes
 validate.py (strict schemas, Pod Security checks; only the service account token
 check is skipped, and only for the control plane's own pod, which needs its token);
-the RBAC is least-privilege (no wildcards, no secrets, no escalate/bind/impersonate,
+the RBAC is least-privilege (no wildcards, Secrets only in the workload namespaces, no escalate/bind/impersonate,
 workloads bound per listed namespace only); the Deployment is wired as documented.
 Exit status 0 when all pass, 1 otherwise, with a report of every failure.
 """
@@ -65,11 +65,15 @@ EXPECTED_RULES = {
           for r in rs for v in WORKLOAD_VERBS),
         *(("", "pods", v) for v in ["get", "list", "watch", "delete"]),
         ("", "pods/log", "get"),
+        *(("", "secrets", v) for v in ["get", "list", "create", "patch", "delete"]),
     },
 }
+# The only role that may touch Secrets: bound in the workload namespaces only (or, with
+# rbac.allNamespaces, everywhere, which values.yaml warns about).
+SECRETS_ROLE = f"{FULLNAME}-workloads"
 FORBIDDEN_VERBS = {"escalate", "bind", "impersonate"}
 
-DB = {"database": {"existingSecret": "paas-db"}}
+DB = {"database": {"existingSecret": "paas-db"}, "masterKey": {"existingSecret": "paas-master-key"}}
 SCENARIOS: dict[str, dict] = {
     # name -> values (on top of the chart's values.yaml)
     "default": DB,
@@ -83,12 +87,16 @@ SCENARIOS: dict[str, dict] = {
     },
     "all-namespaces": {**DB, "rbac": {"allNamespaces": True, "workloadNamespaces": ["paas-acme-dev"]}},
     "chart-secret": {"database": {"url": "postgres://paas:pw@db:5432/paas"},
+                     "masterKey": {"existingSecret": "paas-master-key", "secretKey": "master"},
                      "bootstrapAdmin": {"existingSecret": "paas-admin"},
                      "image": {"digest": "sha256:" + "0" * 64}},
 }
 # name -> (values, text the failure must contain)
 MUST_FAIL: dict[str, tuple[dict, list[str]]] = {
-    "no-database": ({}, ["a database is required", "database.existingSecret", "database.url"]),
+    "no-database": ({"masterKey": {"existingSecret": "k"}},
+                    ["a database is required", "database.existingSecret", "database.url"]),
+    "no-master-key": ({"database": {"existingSecret": "paas-db"}},
+                      ["a master key is required", "masterKey.existingSecret"]),
     "foreign-namespace": ({**DB, "rbac": {"workloadNamespaces": ["kube-system"]}},
                           ["kube-system", "paas-<tenant>-<env>"]),
 }
@@ -176,7 +184,7 @@ def check_rbac(name: str, values: dict, objs: list[dict], failures: Failures) ->
                 if any("*" in str(v) for v in rule.get(key) or []):
                     failures.add(where, f"{role} rule {i}: wildcard in {key}: {rule[key]}")
             for res in rule.get("resources") or []:
-                if res == "secrets" or res.startswith("secrets/"):
+                if (res == "secrets" or res.startswith("secrets/")) and o["metadata"]["name"] != SECRETS_ROLE:
                     failures.add(where, f"{role} rule {i}: grants {rule.get('verbs')} on {res}")
             bad = FORBIDDEN_VERBS & set(rule.get("verbs") or [])
             if bad:
@@ -250,6 +258,9 @@ def check_deployment(name: str, values: dict, objs: list[dict], failures: Failur
         "readiness": (c.get("readinessProbe", {}).get("httpGet", {}).get("path"), "/readyz"),
         "DATABASE_URL": (env.get("DATABASE_URL", {}).get("valueFrom", {}).get("secretKeyRef"),
                          {"name": db.get("existingSecret") or f"{FULLNAME}-database", "key": "url"}),
+        "PAAS_MASTER_KEY": (env.get("PAAS_MASTER_KEY", {}).get("valueFrom", {}).get("secretKeyRef"),
+                            {"name": values["masterKey"]["existingSecret"],
+                             "key": values["masterKey"].get("secretKey", "key")}),
         "PAAS_LISTEN": (env.get("PAAS_LISTEN", {}).get("value"), "0.0.0.0:8080"),
         "PAAS_LOG_FORMAT": (env.get("PAAS_LOG_FORMAT", {}).get("value"), "json"),
         "PAAS_KUBE_CLUSTERS": (env.get("PAAS_KUBE_CLUSTERS", {}).get("value"), "kubernetes=in-cluster"),

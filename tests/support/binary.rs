@@ -45,12 +45,16 @@ pub fn free_port() -> u16 {
 /// leaves no process behind.
 #[derive(Debug)]
 pub struct Site {
+    /// Empty: the platform runs its own PostgreSQL in its data directory.
     pub database_url: String,
     pub data_dir: PathBuf,
     pub router_port: u16,
     /// Fixed, so that agents and the router that outlive a control plane find the next one.
     pub console_port: u16,
     pub extra_args: Vec<String>,
+    /// Where the platform's own log goes (every process of it), at debug level; `None`:
+    /// warnings to the test's output.
+    pub log: Option<PathBuf>,
 }
 
 impl Drop for Site {
@@ -66,6 +70,22 @@ impl Site {
             std::env::temp_dir().join(format!("paas-e2e-{}", uuid::Uuid::new_v4().simple()));
         Self {
             database_url: fresh_database().await,
+            data_dir,
+            router_port: free_port(),
+            console_port: free_port(),
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            log: None,
+        }
+    }
+
+    /// A platform that runs its own PostgreSQL (as `paas up` does without
+    /// `DATABASE_URL`) and logs at debug level into a file of its data directory.
+    pub fn self_contained(extra_args: &[&str]) -> Self {
+        let data_dir =
+            std::env::temp_dir().join(format!("paas-e2e-{}", uuid::Uuid::new_v4().simple()));
+        Self {
+            database_url: String::new(),
+            log: Some(data_dir.join("paas.log")),
             data_dir,
             router_port: free_port(),
             console_port: free_port(),
@@ -112,25 +132,43 @@ pub struct Paas {
 }
 
 pub async fn paas_up(site: &Site) -> Paas {
-    let mut child = must(
-        Command::new(env!("CARGO_BIN_EXE_paas"))
-            .args([
-                "up",
-                "--listen",
-                &format!("127.0.0.1:{}", site.console_port),
-            ])
-            .arg("--data-dir")
-            .arg(&site.data_dir)
-            .arg("--router-listen")
-            .arg(format!("127.0.0.1:{}", site.router_port))
-            .args(&site.extra_args)
-            .env("DATABASE_URL", &site.database_url)
-            .env("PAAS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn(),
-    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_paas"));
+    command
+        .args([
+            "up",
+            "--listen",
+            &format!("127.0.0.1:{}", site.console_port),
+        ])
+        .arg("--data-dir")
+        .arg(&site.data_dir)
+        .arg("--router-listen")
+        .arg(format!("127.0.0.1:{}", site.router_port))
+        .args(&site.extra_args)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    if site.database_url.is_empty() {
+        command.env_remove("DATABASE_URL");
+    } else {
+        command.env("DATABASE_URL", &site.database_url);
+    }
+    match &site.log {
+        Some(path) => {
+            must(std::fs::create_dir_all(&site.data_dir));
+            let file = must(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path),
+            );
+            command
+                .env("PAAS_LOG", "debug,hyper=info,h2=info,rustls=info")
+                .stderr(Stdio::from(file));
+        }
+        None => {
+            command.env("PAAS_LOG", "warn").stderr(Stdio::inherit());
+        }
+    }
+    let mut child = must(command.spawn());
     let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
     let mut lines = BufReader::new(stdout).lines();
     let mut url = String::new();

@@ -88,6 +88,19 @@ made from database.url; rendering fails when neither is set.
 {{- end }}
 
 {{/*
+The Secret holding the master key, which seals application secrets and signing keys at
+rest. Required: the chart never makes one (a key made again at an upgrade would leave
+every sealed value unreadable).
+*/}}
+{{- define "paas.masterKeySecretName" -}}
+{{- if .Values.masterKey.existingSecret }}
+{{- .Values.masterKey.existingSecret }}
+{{- else }}
+{{- fail "paas: a master key is required: set masterKey.existingSecret (a Secret whose key masterKey.secretKey, default \"key\", holds 32 random bytes in base64, e.g. from `openssl rand -base64 32`)" }}
+{{- end }}
+{{- end }}
+
+{{/*
 "true" or "false" for a value that is "auto" (then $auto decides), true or false.
 Usage: include "paas.autoBool" (list .Values.secureCookies $auto)
 */}}

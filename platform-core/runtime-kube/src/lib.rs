@@ -25,7 +25,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod, Secret, Service};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, Patch,
     PatchParams,
@@ -177,6 +177,14 @@ impl KubeRuntime {
                 let api: Api<Service> = Api::namespaced(client, ns);
                 retried(|| ssa(&api, &name, o.as_ref())).await
             }
+            Object::Secret(o) => {
+                let api: Api<Secret> = Api::namespaced(client, ns);
+                // Immutable, and named after its revision: one that exists is the same.
+                match retried(|| get_opt(&api, &name)).await? {
+                    Some(_) => Ok(()),
+                    None => retried(|| ssa(&api, &name, o.as_ref())).await,
+                }
+            }
         }
     }
 
@@ -195,6 +203,7 @@ impl KubeRuntime {
         prune_kind::<Job>(c, &ns, &selector, "Job", keep).await?;
         prune_kind::<CronJob>(c, &ns, &selector, "CronJob", keep).await?;
         prune_kind::<Service>(c, &ns, &selector, "Service", keep).await?;
+        prune_kind::<Secret>(c, &ns, &selector, "Secret", keep).await?;
         Ok(())
     }
 

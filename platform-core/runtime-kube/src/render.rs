@@ -12,6 +12,8 @@
 //!   which is how ordinals move one at a time, highest first.
 //! - `job`: one Job per revision; `cronjob`: one CronJob (suspended at zero);
 //!   `daemon`: one DaemonSet (absent at zero).
+//! - A revision's secrets: one immutable `Secret` (`<app>-r<revision>-secrets`),
+//!   referenced by `secretKeyRef` from the pods of that revision.
 //!
 //! # Guarantees
 //! - Every pod is "restricted": non-root (UID 10001 unless the image's own user is
@@ -30,9 +32,10 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Namespace,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext, Service,
+    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -77,6 +80,7 @@ pub enum Object {
     Job(Box<Job>),
     CronJob(Box<CronJob>),
     Service(Box<Service>),
+    Secret(Box<Secret>),
 }
 
 impl Object {
@@ -88,6 +92,7 @@ impl Object {
             Self::Job(_) => "Job",
             Self::CronJob(_) => "CronJob",
             Self::Service(_) => "Service",
+            Self::Secret(_) => "Secret",
         }
     }
 
@@ -99,6 +104,7 @@ impl Object {
             Self::Job(o) => &o.metadata,
             Self::CronJob(o) => &o.metadata,
             Self::Service(o) => &o.metadata,
+            Self::Secret(o) => &o.metadata,
         };
         meta.name.as_deref().unwrap_or("")
     }
@@ -264,6 +270,15 @@ pub fn render(workload: &Workload) -> Result<Rendered, RenderError> {
             }
         }
     }
+    // Every live revision's secrets, applied before the pods that refer to them: pods
+    // of an older revision (a StatefulSet's below its partition, say) still need theirs.
+    let secrets: Vec<Object> = workload
+        .revisions
+        .iter()
+        .filter_map(|shape| secret(key, &ns, shape))
+        .map(|s| Object::Secret(Box::new(s)))
+        .collect();
+    objects.splice(0..0, secrets);
     let ports = newest.map(|n| n.spec.ports.len()).unwrap_or(0);
     if ports > 0
         && matches!(
@@ -312,7 +327,13 @@ fn deployment(
                 }),
             }),
             revision_history_limit: Some(2),
-            template: pod_template(labels, &shape.spec, PodRestart::Always, placement),
+            template: pod_template(
+                labels,
+                &shape.spec,
+                secret_env(key, shape),
+                PodRestart::Always,
+                placement,
+            ),
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
@@ -358,7 +379,13 @@ fn stateful_set(
                     max_unavailable: None,
                 }),
             }),
-            template: pod_template(pod_labels, &newest.spec, PodRestart::Always, placement),
+            template: pod_template(
+                pod_labels,
+                &newest.spec,
+                secret_env(key, newest),
+                PodRestart::Always,
+                placement,
+            ),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
@@ -373,14 +400,15 @@ fn job(key: &WorkloadKey, ns: &str, shape: &RevisionShape, n: u32, placement: &P
             ns,
             labels.clone(),
         ),
-        spec: Some(job_spec(labels, &shape.spec, n, placement)),
+        spec: Some(job_spec(key, labels, shape, n, placement)),
         ..Job::default()
     }
 }
 
 fn job_spec(
+    key: &WorkloadKey,
     labels: BTreeMap<String, String>,
-    spec: &AppSpec,
+    shape: &RevisionShape,
     n: u32,
     placement: &Placement,
 ) -> JobSpec {
@@ -391,7 +419,13 @@ fn job_spec(
         backoff_limit: Some(3),
         // Finished jobs are kept an hour for their status and logs.
         ttl_seconds_after_finished: Some(3600),
-        template: pod_template(labels, spec, PodRestart::OnFailure, placement),
+        template: pod_template(
+            labels,
+            &shape.spec,
+            secret_env(key, shape),
+            PodRestart::OnFailure,
+            placement,
+        ),
         ..JobSpec::default()
     }
 }
@@ -423,7 +457,7 @@ fn cron_job(
                     labels: Some(labels.clone()),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(job_spec(labels, &shape.spec, n.max(1), placement)),
+                spec: Some(job_spec(key, labels, shape, n.max(1), placement)),
             },
         }),
         ..CronJob::default()
@@ -445,7 +479,13 @@ fn daemon_set(
                 match_labels: Some(selector),
                 ..LabelSelector::default()
             },
-            template: pod_template(pod_labels, &shape.spec, PodRestart::Always, placement),
+            template: pod_template(
+                pod_labels,
+                &shape.spec,
+                secret_env(key, shape),
+                PodRestart::Always,
+                placement,
+            ),
             ..DaemonSetSpec::default()
         }),
         ..DaemonSet::default()
@@ -596,9 +636,61 @@ pub fn topology_key(label: &str) -> String {
     }
 }
 
+/// The name of a revision's `Secret`.
+pub fn secret_name(key: &WorkloadKey, revision: i32) -> String {
+    format!("{}-r{revision}-secrets", key.app)
+}
+
+/// A revision's secrets as an immutable `Secret`; none when it has none.
+fn secret(key: &WorkloadKey, ns: &str, shape: &RevisionShape) -> Option<Secret> {
+    (!shape.secrets.is_empty()).then(|| Secret {
+        metadata: meta(
+            secret_name(key, shape.revision),
+            ns,
+            revision_labels(key, shape.revision),
+        ),
+        type_: Some("Opaque".to_owned()),
+        immutable: Some(true),
+        data: Some(
+            shape
+                .secrets
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.clone(),
+                        k8s_openapi::ByteString(value.expose().as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+        ),
+        ..Secret::default()
+    })
+}
+
+/// The environment variables a revision's pods take from its `Secret`.
+fn secret_env(key: &WorkloadKey, shape: &RevisionShape) -> Vec<EnvVar> {
+    shape
+        .secrets
+        .keys()
+        .map(|name| EnvVar {
+            name: name.clone(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret_name(key, shape.revision),
+                    key: name.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+        })
+        .collect()
+}
+
 fn pod_template(
     labels: BTreeMap<String, String>,
     spec: &AppSpec,
+    secrets: Vec<EnvVar>,
     restart: PodRestart,
     placement: &Placement,
 ) -> PodTemplateSpec {
@@ -638,6 +730,7 @@ fn pod_template(
             value_from: None,
         })
         .collect();
+    env.extend(secrets);
     for (name, number) in port_names.iter().zip(FIRST_PORT..) {
         if number == FIRST_PORT {
             env.push(EnvVar {

@@ -48,6 +48,7 @@ fn service_workload(app: &str, revisions: &[(i32, &str, u32)]) -> Workload {
                 revision: *revision,
                 spec: spec(image),
                 slots: Slots::Count(*n),
+                secrets: Default::default(),
             })
             .collect(),
         placement: Placement::default(),
@@ -75,6 +76,59 @@ async fn deployments(client: &kube::Client) -> Vec<(String, i32, String)> {
         .collect();
     out.sort();
     out
+}
+
+#[tokio::test]
+async fn a_revisions_secrets_become_a_secret_its_pods_reference_and_go_with_the_revision() {
+    use k8s_openapi::api::core::v1::Secret;
+    let client = must(ClientBuilder::new().build().await);
+    let runtime = KubeRuntime::new(client.clone()).with_existing_namespaces();
+    let with_secret = |revision: i32, value: &str| {
+        let mut w = service_workload("web", &[(revision, "shop/web:1.0", 2)]);
+        w.revisions[0].secrets = [(
+            "DB_PASSWORD".to_owned(),
+            platform_core::sealing::SecretValue::new(value.to_owned()),
+        )]
+        .into();
+        w
+    };
+    must(runtime.apply(&with_secret(1, "first")).await);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "paas-acme-dev");
+    let secret = must(secrets.get("web-r1-secrets").await);
+    assert_eq!(secret.immutable, Some(true));
+    let data = secret.data.unwrap_or_default();
+    assert_eq!(data["DB_PASSWORD"].0, b"first");
+    // The pod template names the secret; the value is nowhere in it.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "paas-acme-dev");
+    let deployment = must(deployments.get("web-r1").await);
+    let text = must(serde_json::to_string(&deployment));
+    assert!(!text.contains("first"), "{text}");
+    let env = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.first().and_then(|c| c.env.clone()))
+        .unwrap_or_default();
+    let reference = env
+        .iter()
+        .find(|e| e.name == "DB_PASSWORD")
+        .and_then(|e| e.value_from.clone())
+        .and_then(|v| v.secret_key_ref)
+        .map(|r| (r.name, r.key));
+    assert_eq!(
+        reference,
+        Some(("web-r1-secrets".to_owned(), "DB_PASSWORD".to_owned()))
+    );
+    // A new revision with a new value: its own Secret; the old one is pruned with the
+    // old revision.
+    must(runtime.apply(&with_secret(2, "second")).await);
+    assert!(must(secrets.get_opt("web-r1-secrets").await).is_none());
+    assert_eq!(
+        must(secrets.get("web-r2-secrets").await)
+            .data
+            .unwrap_or_default()["DB_PASSWORD"]
+            .0,
+        b"second"
+    );
 }
 
 #[tokio::test]

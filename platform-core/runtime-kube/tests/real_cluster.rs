@@ -40,6 +40,7 @@ fn workload(key: &WorkloadKey, revisions: &[(i32, u32)]) -> Workload {
                 revision: *r,
                 spec: spec(&format!("revision {r}")),
                 slots: Slots::Count(*n),
+                secrets: Default::default(),
             })
             .collect(),
         placement: Placement::default(),

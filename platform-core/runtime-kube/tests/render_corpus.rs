@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use platform_core::runtime::{Placement, RevisionShape, Slots, Workload, WorkloadKey};
+use platform_core::sealing::SecretValue;
 use platform_core::spec::{AppSpec, WorkloadKind};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -63,7 +64,14 @@ prop_compose! {
 prop_compose! {
     fn workload()(spec in spec(), app in "[a-z][a-z0-9]{0,12}", revision in 1i32..50,
                    previous in prop::option::of(1u32..4), zone_spread in any::<bool>(),
-                   selector in prop::option::of("[a-z]{1,5}")) -> Workload {
+                   selector in prop::option::of("[a-z]{1,5}"),
+                   secrets in prop::collection::btree_map("S[A-Z_]{0,8}", "[ -~]{1,24}", 0..3)) -> Workload {
+        // Secret names never repeat a plain variable's (the core refuses it).
+        let secrets: BTreeMap<String, SecretValue> = secrets
+            .into_iter()
+            .filter(|(k, _)| !spec.env.contains_key(k))
+            .map(|(k, v)| (k, SecretValue::new(v)))
+            .collect();
         let current = revision + 1;
         let mut revisions = Vec::new();
         let slots = |n: u32, first: u32| match spec.kind {
@@ -73,10 +81,10 @@ prop_compose! {
         };
         // A rollout in progress: some instances still on the previous revision.
         if let Some(old) = previous.filter(|_| spec.kind != WorkloadKind::Daemon && spec.kind != WorkloadKind::Cronjob) {
-            revisions.push(RevisionShape { revision, spec: spec.clone(), slots: slots(old, 0) });
-            revisions.push(RevisionShape { revision: current, spec: spec.clone(), slots: slots(spec.replicas, old) });
+            revisions.push(RevisionShape { revision, spec: spec.clone(), slots: slots(old, 0), secrets: secrets.clone() });
+            revisions.push(RevisionShape { revision: current, spec: spec.clone(), slots: slots(spec.replicas, old), secrets });
         } else {
-            revisions.push(RevisionShape { revision: current, spec: spec.clone(), slots: slots(spec.replicas, 0) });
+            revisions.push(RevisionShape { revision: current, spec: spec.clone(), slots: slots(spec.replicas, 0), secrets });
         }
         Workload {
             key: WorkloadKey { tenant: "acme".into(), environment: "dev".into(), app },
@@ -101,7 +109,7 @@ fn templates(object: &Object) -> Vec<&PodTemplateSpec> {
             .iter()
             .filter_map(|s| s.job_template.spec.as_ref().map(|j| &j.template))
             .collect(),
-        Object::Service(_) => Vec::new(),
+        Object::Service(_) | Object::Secret(_) => Vec::new(),
     }
 }
 

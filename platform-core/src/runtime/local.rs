@@ -796,6 +796,11 @@ impl Runtime for LocalRuntime {
         Ok(())
     }
 
+    fn secrets_in_workload(&self) -> bool {
+        // Agents get them with an instance's assignment, only when they start it.
+        false
+    }
+
     async fn apply(&self, workload: &Workload) -> Result<(), RuntimeError> {
         if workload.kind == WorkloadKind::Cronjob {
             return self.apply_cron(workload).await;

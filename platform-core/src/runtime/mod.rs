@@ -55,6 +55,11 @@ pub struct RevisionShape {
     pub revision: i32,
     pub spec: AppSpec,
     pub slots: Slots,
+    /// The revision's secrets, opened, for runtimes that need them in the workload
+    /// ([`Runtime::secrets_in_workload`]); empty otherwise.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(ignore)]
+    pub secrets: BTreeMap<String, crate::sealing::SecretValue>,
 }
 
 /// Where instances may and should run.
@@ -237,6 +242,12 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     /// Whether this driver can run a spec at all (a pre-flight at create and update):
     /// the field at fault and why, e.g. an image on a runtime that runs processes.
     fn check(&self, spec: &AppSpec) -> Result<(), crate::FieldError>;
+    /// Whether `apply` needs each revision's secrets in the workload. A driver that
+    /// hands secrets to instances itself, at start, says no (they are then not opened
+    /// at every reconcile).
+    fn secrets_in_workload(&self) -> bool {
+        true
+    }
     /// Makes the workload converge on this shape (creating it when absent).
     async fn apply(&self, workload: &Workload) -> Result<(), RuntimeError>;
     /// Stops and forgets every instance of the workload.

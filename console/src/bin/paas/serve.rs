@@ -262,7 +262,7 @@ pub async fn run_http(
         runtimes = runtimes.with(name, Arc::new(runtime));
     }
     if !runtimes.is_empty() {
-        let reconciler = Reconciler::new(pool, runtimes.clone());
+        let reconciler = Reconciler::new(pool, runtimes.clone(), platform.master_key().clone());
         tokio::spawn(reconciler.run(Duration::from_secs(1), platform.changes(), stopped));
         platform = platform.with_runtimes(runtimes);
     }
