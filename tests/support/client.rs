@@ -1,4 +1,5 @@
-//! A client of the real `paas` binary's API, as one user of the demo tenant `acme`.
+//! A client of the real `paas` binary's API, as one user of one tenant (the demo
+//! tenant `acme` unless told otherwise).
 
 use std::time::{Duration, Instant};
 
@@ -8,11 +9,12 @@ use serde_json::{Value, json};
 use super::binary::Paas;
 use super::must;
 
-/// A signed-in user calling `/api/v1/tenants/acme...`.
+/// A signed-in user calling `/api/v1/tenants/<tenant>...`.
 pub struct Tenant {
     pub base: String,
     pub token: String,
     pub http: reqwest::Client,
+    pub tenant: String,
 }
 
 impl Tenant {
@@ -21,6 +23,11 @@ impl Tenant {
     }
 
     pub async fn login_as(base: &str, user: &str, password: &str) -> Self {
+        Self::login_as_in(base, user, password, "acme").await
+    }
+
+    /// Signs in and acts in `tenant`.
+    pub async fn login_as_in(base: &str, user: &str, password: &str, tenant: &str) -> Self {
         let http = reqwest::Client::new();
         let body: Value = must(
             must(
@@ -36,6 +43,7 @@ impl Tenant {
             base: base.to_owned(),
             token: body["token"].as_str().unwrap_or_default().to_owned(),
             http,
+            tenant: tenant.to_owned(),
         }
     }
 
@@ -47,7 +55,10 @@ impl Tenant {
     ) -> (StatusCode, Value) {
         let mut req = self
             .http
-            .request(method, format!("{}/api/v1/tenants/acme{path}", self.base))
+            .request(
+                method,
+                format!("{}/api/v1/tenants/{}{path}", self.base, self.tenant),
+            )
             .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
