@@ -62,3 +62,18 @@ CREATE TRIGGER app_secrets_immutable BEFORE UPDATE OR DELETE ON app_secrets
 
 -- The secret versions a revision runs with: {"NAME": version}.
 ALTER TABLE revisions ADD COLUMN secrets jsonb NOT NULL DEFAULT '{}'::jsonb;
+
+-- Stable addresses on the router (local runtime): a port per TCP port of an
+-- application, and per ordinal and port of a stateful one (ordinal -1 is the
+-- application as a whole). Kept while the application lives, so a client or a peer
+-- finds it at the same address across restarts, moves and scaling.
+CREATE TABLE router_ports (
+    application_id uuid NOT NULL REFERENCES applications (id),
+    port_name      text NOT NULL,
+    ordinal        integer NOT NULL DEFAULT -1 CHECK (ordinal >= -1),
+    port           integer NOT NULL UNIQUE CHECK (port BETWEEN 1 AND 65535),
+    PRIMARY KEY (application_id, port_name, ordinal)
+);
+
+-- Every port an instance listens on, by name, as its agent reports them.
+ALTER TABLE instances ADD COLUMN ports jsonb NOT NULL DEFAULT '{}'::jsonb;

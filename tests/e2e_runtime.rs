@@ -678,3 +678,147 @@ async fn a_followed_log_streams_new_lines_as_they_are_written() {
     drop(response);
     paas.stop().await;
 }
+
+#[tokio::test]
+async fn a_stateful_application_keeps_stable_per_ordinal_addresses_and_knows_its_peers() {
+    let site = Site::new(&["--agents", "2", "--zones", "a,b"]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    dev.onboard(
+        "kv",
+        json!({
+            "kind": "stateful", "command": "redis-server", "replicas": 2,
+            "args": ["--port", "$PORT", "--bind", "127.0.0.1", "--dir", ".", "--appendonly", "yes",
+                     "--appendfsync", "always", "--save", "", "--protected-mode", "no"],
+            "ports": [{"name": "redis", "protocol": "tcp"}]
+        }),
+    )
+    .await;
+    let ready = |i: &[Value]| i.iter().filter(|x| x["ready"] == true).count() == 2;
+    let before = dev.wait_instances("kv", "two ordinals ready", ready).await;
+    let (status, endpoints) = dev
+        .call(
+            reqwest::Method::GET,
+            "/environments/dev/applications/kv/endpoints",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let address = |ordinal: Option<u64>| {
+        endpoints["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["ordinal"].as_u64() == ordinal)
+            .and_then(|e| e["address"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (zero, one, any) = (address(Some(0)), address(Some(1)), address(None));
+    assert!(
+        !zero.is_empty() && !one.is_empty() && !any.is_empty(),
+        "{endpoints:#}"
+    );
+    // Each ordinal's stable address reaches that ordinal (the router listens already).
+    for (address, value) in [(&zero, "zero"), (&one, "one")] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !support::redis::set(address, "who", value).await {
+            assert!(Instant::now() < deadline, "{address} never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // A restart replaces both ordinals: same data, same stable addresses, and the
+    // ordinals keep their own ports where they can.
+    let (status, _) = dev
+        .call(
+            reqwest::Method::POST,
+            "/environments/dev/applications/kv/restart",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = dev
+        .wait_instances("kv", "two ordinals ready again", ready)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = (
+            support::redis::get(&zero, "who").await,
+            support::redis::get(&one, "who").await,
+        );
+        if got == (Some("zero".into()), Some("one".into())) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after the restart: {got:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ports = |list: &[Value]| {
+        let mut p: Vec<(u64, String)> = list
+            .iter()
+            .filter(|i| i["ready"] == true)
+            .filter_map(|i| Some((i["ordinal"].as_u64()?, i["address"].as_str()?.to_owned())))
+            .collect();
+        p.sort();
+        p
+    };
+    assert_eq!(ports(&before), ports(&after), "an ordinal's own port moved");
+    // The whole application's address reaches one of them.
+    assert!(support::redis::get(&any, "who").await.is_some());
+
+    // A stateful application's instances are told their ordinal and their peers.
+    dev.onboard(
+        "peers",
+        json!({
+            "kind": "stateful", "command": "sh", "replicas": 2,
+            "args": ["-c", "echo \"ordinal=$PAAS_ORDINAL peers=$PAAS_PEERS\"; exec sleep 300"],
+            "ports": [{"name": "gossip", "protocol": "tcp"}]
+        }),
+    )
+    .await;
+    // It never listens, so it never turns ready; it starts all the same.
+    let peers = dev
+        .wait_instances("peers", "two started", |i| {
+            i.len() == 2 && i.iter().all(|x| x["phase"] == "starting")
+        })
+        .await;
+    let (_, endpoints) = dev
+        .call(
+            reqwest::Method::GET,
+            "/environments/dev/applications/peers/endpoints",
+            None,
+        )
+        .await;
+    let of = |o: u64| {
+        endpoints["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["ordinal"].as_u64() == Some(o))
+            .and_then(|e| e["address"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let expected = format!("peers={},{}", of(0), of(1));
+    for instance in &peers {
+        let name = instance["name"].as_str().unwrap_or_default();
+        let ordinal = instance["ordinal"].as_u64().unwrap_or(99);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, logs) = dev
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/environments/dev/applications/peers/instances/{name}/logs"),
+                    None,
+                )
+                .await;
+            let text = logs.to_string();
+            if text.contains(&format!("ordinal={ordinal} {expected}")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name}: {text}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    paas.stop().await;
+}

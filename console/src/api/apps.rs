@@ -175,6 +175,24 @@ pub async fn instances(
     )))
 }
 
+/// The application's stable addresses: where clients and peers reach it whatever its
+/// instances do (a TCP port on the router, and one per ordinal of a stateful one).
+#[utoipa::path(operation_id = "list_endpoints", get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/endpoints", tag = "applications",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
+    responses((status = 200, body = Items<platform_core::runtime::Endpoint>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn endpoints(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String, String)>,
+) -> Result<Json<Items<platform_core::runtime::Endpoint>>, ApiError> {
+    let (tenant, env, app) = path.into_inner();
+    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    Ok(Json(Items::new(
+        state.platform.endpoints(&access, &env, &app).await?,
+    )))
+}
+
 #[utoipa::path(operation_id = "list_events", get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/events", tag = "applications",
     params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
     responses((status = 200, body = Items<AppEvent>), (status = 404, body = ErrorBody)),

@@ -186,6 +186,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::get().to(apps::events),
             )
             .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/endpoints",
+                web::get().to(apps::endpoints),
+            )
+            .route(
                 "/tenants/{tenant}/environments/{env}/applications/{app}/replicas",
                 web::put().to(apps::scale),
             )

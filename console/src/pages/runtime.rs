@@ -77,6 +77,8 @@ pub struct LivePanel {
     pub path_url: Option<String>,
     pub instances: Vec<InstanceView>,
     pub events: Vec<AppEvent>,
+    /// Stable addresses (TCP ports, per ordinal of a stateful application).
+    pub endpoints: Vec<platform_core::runtime::Endpoint>,
 }
 
 pub async fn live_panel(
@@ -88,6 +90,7 @@ pub async fn live_panel(
     let detail = state.platform.application(access, env, name).await?;
     let instances = state.platform.instances(access, env, name).await?;
     let events = state.platform.events(access, env, name, 30).await?;
+    let endpoints = state.platform.endpoints(access, env, name).await?;
     let app = &detail.application;
     let running = app.run_state == "running";
     let desired = if running {
@@ -134,6 +137,7 @@ pub async fn live_panel(
         path_url,
         instances: instances.into_iter().map(InstanceView::from).collect(),
         events,
+        endpoints,
     })
 }
 

@@ -431,6 +431,15 @@ impl Runtime for KubeRuntime {
         render::check(spec).map_err(|e| FieldError::new(e.field, e.message))
     }
 
+    async fn endpoints(
+        &self,
+        key: &WorkloadKey,
+        spec: &platform_core::spec::AppSpec,
+        replicas: u32,
+    ) -> Result<Vec<platform_core::runtime::Endpoint>, RuntimeError> {
+        Ok(render::endpoints(key, spec, replicas))
+    }
+
     async fn apply(&self, workload: &Workload) -> Result<(), RuntimeError> {
         let rendered = render::render(workload)
             .map_err(|e| RuntimeError::Other(format!("cannot run on Kubernetes: {e}")))?;

@@ -40,7 +40,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use platform_core::runtime::{Placement, RevisionShape, Slots, Workload, WorkloadKey};
+use platform_core::runtime::{Endpoint, Placement, RevisionShape, Slots, Workload, WorkloadKey};
 use platform_core::spec::{AppSpec, CheckSpec, WorkloadKind};
 use serde::Serialize;
 
@@ -634,6 +634,38 @@ pub fn topology_key(label: &str) -> String {
         "node" | "host" => "kubernetes.io/hostname".to_owned(),
         other => other.to_owned(),
     }
+}
+
+/// An application's stable addresses inside the cluster: its Service's DNS name per
+/// port, and for a stateful one each ordinal's name under its headless Service.
+pub fn endpoints(key: &WorkloadKey, spec: &AppSpec, replicas: u32) -> Vec<Endpoint> {
+    let ns = namespace_name(key);
+    let mut out = Vec::new();
+    for (p, number) in spec.ports.iter().zip(FIRST_PORT..) {
+        if spec.kind == WorkloadKind::Stateful {
+            for o in 0..replicas {
+                out.push(Endpoint {
+                    port: p.name.clone(),
+                    ordinal: Some(o),
+                    address: format!(
+                        "{app}-{o}.{app}-headless.{ns}.svc.cluster.local:{number}",
+                        app = key.app
+                    ),
+                });
+            }
+        } else if matches!(spec.kind, WorkloadKind::Service | WorkloadKind::Daemon) {
+            out.push(Endpoint {
+                port: p.name.clone(),
+                ordinal: None,
+                address: format!(
+                    "{}.{ns}.svc.cluster.local:{}",
+                    key.app,
+                    80 + number - FIRST_PORT
+                ),
+            });
+        }
+    }
+    out
 }
 
 /// The name of a revision's `Secret`.

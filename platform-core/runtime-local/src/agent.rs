@@ -72,6 +72,12 @@ struct InstanceRecord {
     name: String,
     key: WorkloadKey,
     port: Option<u16>,
+    /// Every port by name.
+    #[serde(default)]
+    ports: BTreeMap<String, u16>,
+    /// The stateful ordinal it holds.
+    #[serde(default)]
+    ordinal: Option<u32>,
     fenced: bool,
     log: LogFile,
 }
@@ -95,8 +101,12 @@ struct Instances {
     /// Shims being started (creating directories, unpacking, connecting), with what
     /// they were asked to run.
     starting: HashMap<Uuid, (JoinHandle<Result<Running, String>>, Assignment)>,
-    /// Instances draining, then stopping.
-    stopping: HashMap<Uuid, JoinHandle<()>>,
+    /// Instances draining, then stopping, with the stateful ordinal they still hold.
+    stopping: HashMap<Uuid, (JoinHandle<()>, Option<HeldOrdinal>)>,
+    /// Stateful instances waiting for the previous holder of their ordinal on this
+    /// node to be gone (an ordinal never runs twice, not even for a moment), with why
+    /// and what to start then.
+    waiting: HashMap<Uuid, (String, Assignment)>,
     /// Restarts of instances whose shim was lost, carried into the next shim.
     restarts: HashMap<Uuid, u32>,
     /// Instances whose shim could not be started: why, reported until it can be, and
@@ -104,6 +114,9 @@ struct Instances {
     /// twice).
     failed: HashMap<Uuid, Failed>,
 }
+
+/// A stateful ordinal of a workload.
+type HeldOrdinal = (WorkloadKey, u32);
 
 /// A start that failed, to be tried again after a pause.
 #[derive(Debug)]
@@ -454,7 +467,23 @@ impl Instances {
                 crate::shim::clean_up(&r.dir);
             }
         }
-        self.stopping.retain(|_, handle| !handle.is_finished());
+        self.stopping.retain(|_, (handle, _)| !handle.is_finished());
+    }
+
+    /// Whether an instance other than `except` holds (or is about to hold) `ordinal`
+    /// of the workload on this node.
+    fn holds(&self, key: &WorkloadKey, ordinal: u32, except: Uuid) -> bool {
+        let same = |k: &WorkloadKey, o: Option<u32>| k == key && o == Some(ordinal);
+        self.running
+            .iter()
+            .any(|(id, r)| *id != except && same(&r.record.key, r.record.ordinal))
+            || self.stopping.iter().any(|(id, (_, holds))| {
+                *id != except && holds.as_ref().is_some_and(|(k, o)| same(k, Some(*o)))
+            })
+            || self
+                .starting
+                .iter()
+                .any(|(id, (_, a))| *id != except && same(&a.key, a.ordinal))
     }
 
     fn reports(&self) -> Vec<InstanceReport> {
@@ -469,6 +498,7 @@ impl Instances {
                     ready: s.ready,
                     restarts: s.restarts,
                     port: r.record.port,
+                    ports: r.record.ports.clone(),
                     message: s.message,
                     cpu_millis: s.cpu_millis,
                     memory_mib: s.memory_mib,
@@ -481,6 +511,7 @@ impl Instances {
             ready: false,
             restarts: self.restarts.get(id).copied().unwrap_or(0),
             port: None,
+            ports: BTreeMap::new(),
             message: Some("starting its shim".to_owned()),
             cpu_millis: None,
             memory_mib: None,
@@ -495,17 +526,30 @@ impl Instances {
                     ready: false,
                     restarts: self.restarts.get(id).copied().unwrap_or(0),
                     port: None,
+                    ports: BTreeMap::new(),
                     message: Some(format!("{}; trying again", failed.why)),
                     cpu_millis: None,
                     memory_mib: None,
                 }),
         );
+        reports.extend(self.waiting.iter().map(|(id, (why, _))| InstanceReport {
+            id: *id,
+            phase: Phase::Pending,
+            ready: false,
+            restarts: 0,
+            port: None,
+            ports: BTreeMap::new(),
+            message: Some(why.clone()),
+            cpu_millis: None,
+            memory_mib: None,
+        }));
         reports.extend(self.stopping.keys().map(|id| InstanceReport {
             id: *id,
             phase: Phase::Stopping,
             ready: false,
             restarts: 0,
             port: None,
+            ports: BTreeMap::new(),
             message: Some("draining".to_owned()),
             cpu_millis: None,
             memory_mib: None,
@@ -530,6 +574,7 @@ impl Instances {
             .collect();
         self.failed.retain(|id, _| wanted.contains_key(id));
         self.restarts.retain(|id, _| wanted.contains_key(id));
+        self.waiting.retain(|id, _| wanted.contains_key(id));
         let unwanted: Vec<Uuid> = self
             .running
             .keys()
@@ -540,38 +585,54 @@ impl Instances {
             if let Some(r) = self.running.remove(&id) {
                 tracing::info!(instance = %r.record.name, "draining, then stopping");
                 let drain = config.drain;
-                self.stopping.insert(
-                    id,
-                    tokio::spawn(async move {
-                        tokio::time::sleep(drain).await;
-                        r.shim.stop().await;
-                    }),
-                );
+                let holds = r.record.ordinal.map(|o| (r.record.key.clone(), o));
+                let task = tokio::spawn(async move {
+                    tokio::time::sleep(drain).await;
+                    r.shim.stop().await;
+                });
+                self.stopping.insert(id, (task, holds));
             }
         }
-        for (id, mut assignment) in wanted {
+        for (id, fresh) in wanted {
             if self.running.contains_key(&id)
                 || self.stopping.contains_key(&id)
                 || self.starting.contains_key(&id)
             {
                 continue;
             }
-            if let Some(failed) = self.failed.get(&id) {
-                if failed.at.elapsed() < RETRY_START {
-                    continue;
-                }
-                // The control plane sends secrets once; the failed attempt kept them.
-                if assignment.secrets.is_empty() {
-                    assignment.secrets = failed.assignment.secrets.clone();
-                }
+            if self
+                .failed
+                .get(&id)
+                .is_some_and(|f| f.at.elapsed() < RETRY_START)
+            {
+                continue;
             }
-            let (instance, port) = instance_config(config, cgroups, isolation, &assignment);
+            // An instance's first assignment is its whole one (the control plane sends
+            // secrets and addresses only while the agent does not report it): a start
+            // that waited or failed uses the one it kept.
+            let assignment = self
+                .waiting
+                .remove(&id)
+                .map(|(_, a)| a)
+                .or_else(|| self.failed.get(&id).map(|f| f.assignment.clone()))
+                .unwrap_or(fresh);
+            if let Some(ordinal) = assignment.ordinal
+                && self.holds(&assignment.key, ordinal, id)
+            {
+                let why = format!("waits for the previous instance of ordinal {ordinal} to stop");
+                self.waiting.insert(id, (why, assignment));
+                continue;
+            }
+            let (instance, ports) = instance_config(config, cgroups, isolation, &assignment);
+            let port = instance.port;
             let fenced = assignment.spec.kind == WorkloadKind::Stateful;
             let record = InstanceRecord {
                 id,
                 name: assignment.name.clone(),
                 key: assignment.key.clone(),
                 port,
+                ports,
+                ordinal: assignment.ordinal,
                 fenced,
                 log: instance.log.clone(),
             };
@@ -628,13 +689,13 @@ async fn start(
     })
 }
 
-/// How an assignment runs on this node, and the port it was given.
+/// How an assignment runs on this node, and the ports it was given (by name).
 fn instance_config(
     config: &AgentConfig,
     cgroups: Option<&crate::limits::Cgroups>,
     isolation: &Isolation,
     a: &Assignment,
-) -> (InstanceConfig, Option<u16>) {
+) -> (InstanceConfig, BTreeMap<String, u16>) {
     let spec = &a.spec;
     let mut env = spec.env.clone();
     // Secrets cannot share a name with a plain variable (the control plane refuses it).
@@ -761,7 +822,7 @@ fn instance_config(
         cgroups: cgroups.cloned(),
         sandbox,
     };
-    (instance, port)
+    (instance, chosen)
 }
 
 /// Expands `$NAME` and `${NAME}` in an argument from the instance's environment, so

@@ -19,4 +19,5 @@ pub mod router;
 pub mod sandbox;
 pub mod shim;
 pub mod supervisor;
+pub mod tcp;
 pub mod usage;

@@ -45,19 +45,20 @@ pub struct RouterConfig {
     pub state_file: Option<std::path::PathBuf>,
 }
 
+/// Where an application's (or a router port's) traffic goes.
 #[derive(Debug, Default)]
-struct Backends {
+pub(crate) struct Backends {
     /// Ready instances on ready nodes.
-    addrs: Vec<String>,
+    pub(crate) addrs: Vec<String>,
     /// Instances on nodes that went silent: tried only after `addrs`.
-    fallback: Vec<String>,
-    next: AtomicUsize,
+    pub(crate) fallback: Vec<String>,
+    pub(crate) next: AtomicUsize,
 }
 
 impl Backends {
     /// The backends to try for one request: the ready ones in round-robin order, then
     /// the fallbacks (in their own rotation).
-    fn order(&self) -> Vec<&str> {
+    pub(crate) fn order(&self) -> Vec<&str> {
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         let rotate = |list: &'_ [String]| -> Vec<usize> {
             (0..list.len()).map(|i| (turn + i) % list.len()).collect()
@@ -99,14 +100,24 @@ pub async fn run(listener: TcpListener, config: RouterConfig, mut shutdown: watc
             .build(connector),
         domain: config.domain.clone(),
     };
+    let tcp = Arc::new(match listener.local_addr() {
+        Ok(addr) => crate::tcp::TcpRoutes::on(addr.ip()),
+        Err(_) => crate::tcp::TcpRoutes::default(),
+    });
     if let Some(kept) = config.state_file.as_deref().and_then(load_table) {
         tracing::info!(
             routes = kept.routes.len(),
             "serving the route table kept by the previous router"
         );
+        tcp.sync(&kept.tcp);
         install(&shared.table, kept);
     }
-    tokio::spawn(refresh_loop(config, shared.table.clone(), shutdown.clone()));
+    tokio::spawn(refresh_loop(
+        config,
+        shared.table.clone(),
+        tcp.clone(),
+        shutdown.clone(),
+    ));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -138,6 +149,7 @@ pub async fn run(listener: TcpListener, config: RouterConfig, mut shutdown: watc
 async fn refresh_loop(
     config: RouterConfig,
     table: Arc<RwLock<Arc<Table>>>,
+    tcp: Arc<crate::tcp::TcpRoutes>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let http = reqwest::Client::builder()
@@ -173,6 +185,7 @@ async fn refresh_loop(
                         keep_table(path, &routes);
                     }
                     last = Some(routes.clone());
+                    tcp.sync(&routes.tcp);
                     install(&table, routes);
                 }
             }

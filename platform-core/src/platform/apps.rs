@@ -345,6 +345,28 @@ impl Platform {
         runtime.instances(&key).await.map_err(runtime_error)
     }
 
+    /// The application's stable addresses (TCP ports on the router, per ordinal for a
+    /// stateful one; Service names on Kubernetes).
+    pub async fn endpoints(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+    ) -> Result<Vec<crate::runtime::Endpoint>, CoreError> {
+        let detail = self.application(access, environment, name).await?;
+        let Some((runtime, key)) = self.runtime_of(access, environment, name).await? else {
+            return Ok(Vec::new());
+        };
+        let replicas = detail
+            .application
+            .scaled_replicas
+            .map_or(detail.spec.replicas, |r| u32::try_from(r).unwrap_or(0));
+        runtime
+            .endpoints(&key, &detail.spec, replicas)
+            .await
+            .map_err(runtime_error)
+    }
+
     /// The last `tail` lines an instance of the application wrote.
     pub async fn logs(
         &self,

@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::cron::{CronRun, CronTable};
 use super::fencing::{self, Condition, NodeView, Timing, Verdict};
 use super::{
-    Instance, Node, NodeEvent, NodeLoss, Phase, Placement, Runtime, RuntimeError, Slots, Workload,
-    WorkloadKey,
+    Endpoint, Instance, Node, NodeEvent, NodeLoss, Phase, Placement, Runtime, RuntimeError, Slots,
+    Workload, WorkloadKey,
 };
 use crate::placement::{NodeLoad, choose};
 use crate::sealing::{MasterKey, SecretValue};
@@ -32,6 +32,9 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(15);
 /// How long a fenced instance keeps running after its node's last heartbeat, unless
 /// configured otherwise.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// The router ports stable TCP addresses are given from, unless configured otherwise.
+pub const DEFAULT_ROUTER_PORTS: (u16, u16) = (30000, 32767);
 
 /// What an agent says when it starts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,7 +77,11 @@ pub struct InstanceReport {
     pub phase: Phase,
     pub ready: bool,
     pub restarts: u32,
+    /// The first port (what the router sends HTTP to).
     pub port: Option<u16>,
+    /// Every port by name (TCP routes, peers).
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
     pub message: Option<String>,
     pub cpu_millis: Option<u32>,
     pub memory_mib: Option<u32>,
@@ -130,9 +137,29 @@ pub struct Route {
     pub fallback: Vec<String>,
 }
 
+/// A stable TCP address on the router: its port forwards connections to the
+/// application's instances listening on `port_name` (only ordinal `ordinal`'s, for a
+/// stateful one's per-ordinal address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpRoute {
+    pub port: u16,
+    pub key: WorkloadKey,
+    pub port_name: String,
+    pub ordinal: Option<u32>,
+    /// `host:port` of each ready instance on a ready node.
+    pub backends: Vec<String>,
+    /// Instances on silent nodes, tried last.
+    #[serde(default)]
+    pub fallback: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteTable {
     pub routes: Vec<Route>,
+    /// Router ports, each listened on even when no instance is ready (so the address
+    /// never moves).
+    #[serde(default)]
+    pub tcp: Vec<TcpRoute>,
 }
 
 /// Why an agent's call was refused.
@@ -164,6 +191,9 @@ pub struct LocalRuntime {
     timing: Timing,
     /// Opens the secrets handed to instances.
     master: MasterKey,
+    /// The host the router's stable addresses are on, and the ports it gives out.
+    router_host: String,
+    router_ports: (u16, u16),
 }
 
 impl LocalRuntime {
@@ -184,7 +214,18 @@ impl LocalRuntime {
                 margin: margin_for(DEFAULT_LEASE_TTL),
             },
             master,
+            router_host: "127.0.0.1".to_owned(),
+            router_ports: DEFAULT_ROUTER_PORTS,
         }
+    }
+
+    /// Where the router's stable TCP addresses are: its host and the ports it may give
+    /// applications.
+    #[must_use]
+    pub fn with_router(mut self, host: &str, ports: (u16, u16)) -> Self {
+        self.router_host = host.to_owned();
+        self.router_ports = ports;
+        self
     }
 
     /// Sets how long fenced instances (stateful ordinals) keep running after their
@@ -374,6 +415,7 @@ impl LocalRuntime {
                 ready: report.ready,
                 restarts: i32::try_from(report.restarts).unwrap_or(i32::MAX),
                 port: report.port.map(i32::from),
+                ports: serde_json::to_value(&report.ports).unwrap_or_default(),
                 message: report.message.clone(),
                 cpu_millis: report.cpu_millis.and_then(|v| i32::try_from(v).ok()),
                 memory_mib: report.memory_mib.and_then(|v| i32::try_from(v).ok()),
@@ -415,8 +457,9 @@ impl LocalRuntime {
             } else {
                 Desired::Stop
             };
-            // Secrets go only to an agent about to start the instance.
-            let secrets = if desired == Desired::Run && !reported.contains(&row.id) {
+            // Secrets and addresses go only to an agent about to start the instance.
+            let starting = desired == Desired::Run && !reported.contains(&row.id);
+            let secrets = if starting {
                 crate::platform::secrets::of_revision(
                     &self.pool,
                     &self.master,
@@ -428,6 +471,15 @@ impl LocalRuntime {
             } else {
                 BTreeMap::new()
             };
+            let mut spec: AppSpec = spec;
+            if starting {
+                let ports = store::runtime::router_ports(&self.pool, row.application_id).await?;
+                let ordinal = row.ordinal.and_then(|o| u32::try_from(o).ok());
+                for (name, value) in self.address_env(&spec, ordinal, &ports) {
+                    // What the application's own spec says wins.
+                    spec.env.entry(name).or_insert(value);
+                }
+            }
             instances.push(Assignment {
                 id: row.id,
                 name: row.name,
@@ -490,7 +542,119 @@ impl LocalRuntime {
                 }
             }
         }
-        Ok(RouteTable { routes })
+        let mut tcp: Vec<TcpRoute> = Vec::new();
+        for row in store::runtime::tcp_routes(&self.pool).await? {
+            let Ok(port) = u16::try_from(row.listen) else {
+                continue;
+            };
+            if tcp.last().is_none_or(|last| last.port != port) {
+                tcp.push(TcpRoute {
+                    port,
+                    key: WorkloadKey {
+                        tenant: row.tenant,
+                        environment: row.environment,
+                        app: row.app,
+                    },
+                    port_name: row.port_name,
+                    ordinal: u32::try_from(row.ordinal).ok(),
+                    backends: Vec::new(),
+                    fallback: Vec::new(),
+                });
+            }
+            if let (Some(last), Some(host), Some(target)) = (tcp.last_mut(), row.address, row.port)
+            {
+                let heartbeat = Duration::from_millis(
+                    row.heartbeat_ms
+                        .and_then(|h| u64::try_from(h).ok())
+                        .unwrap_or(200),
+                );
+                let silent = Duration::from_millis(
+                    row.silent_ms
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0),
+                );
+                let backend = format!("{host}:{target}");
+                if silent < Timing::not_ready_after(heartbeat) {
+                    last.backends.push(backend);
+                } else {
+                    last.fallback.push(backend);
+                }
+            }
+        }
+        Ok(RouteTable { routes, tcp })
+    }
+
+    /// The stable router ports an application's shape needs: per TCP port, and per
+    /// ordinal and port of a stateful application.
+    fn wanted_router_ports(workload: &Workload) -> Vec<(String, i32)> {
+        let Some(newest) = workload.revisions.iter().max_by_key(|r| r.revision) else {
+            return Vec::new();
+        };
+        let mut wanted: Vec<(String, i32)> = newest
+            .spec
+            .ports
+            .iter()
+            .filter(|p| p.protocol == crate::spec::PortProtocol::Tcp)
+            .map(|p| (p.name.clone(), -1))
+            .collect();
+        if workload.kind == WorkloadKind::Stateful {
+            let ordinals: std::collections::BTreeSet<u32> = workload
+                .revisions
+                .iter()
+                .flat_map(|r| match &r.slots {
+                    Slots::Ordinals(o) => o.clone(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            for port in &newest.spec.ports {
+                for o in &ordinals {
+                    wanted.push((port.name.clone(), i32::try_from(*o).unwrap_or(i32::MAX)));
+                }
+            }
+        }
+        wanted
+    }
+
+    /// The environment a new instance gets to find its application's stable addresses
+    /// and its peers: `PAAS_ENDPOINT_<PORT>` per TCP port, and for a stateful one
+    /// `PAAS_ORDINAL`, `PAAS_PEER_<N>` (each ordinal's address on its first port) and
+    /// `PAAS_PEERS` (all of them, by ordinal).
+    fn address_env(
+        &self,
+        spec: &AppSpec,
+        ordinal: Option<u32>,
+        ports: &[store::runtime::RouterPortRow],
+    ) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        let var = |name: &str| name.to_uppercase().replace('-', "_");
+        for p in ports.iter().filter(|p| p.ordinal < 0) {
+            env.insert(
+                format!("PAAS_ENDPOINT_{}", var(&p.port_name)),
+                format!("{}:{}", self.router_host, p.port),
+            );
+        }
+        if let Some(o) = ordinal {
+            env.insert("PAAS_ORDINAL".to_owned(), o.to_string());
+            if let Some(first) = spec.ports.first() {
+                let peers: Vec<(i32, String)> = ports
+                    .iter()
+                    .filter(|p| p.ordinal >= 0 && p.port_name == first.name)
+                    .map(|p| (p.ordinal, format!("{}:{}", self.router_host, p.port)))
+                    .collect();
+                for (n, address) in &peers {
+                    env.insert(format!("PAAS_PEER_{n}"), address.clone());
+                }
+                env.insert(
+                    "PAAS_PEERS".to_owned(),
+                    peers
+                        .iter()
+                        .map(|(_, a)| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+            }
+        }
+        env
     }
 
     /// A cron workload: its schedule, its finished runs' history, and on suspension
@@ -986,6 +1150,32 @@ impl Runtime for LocalRuntime {
         for (name, why) in &waiting {
             say_once(&mut tx, app_id, Some(name), "Waiting", why).await?;
         }
+        let wanted = Self::wanted_router_ports(workload);
+        if !wanted.is_empty() {
+            let have: Vec<(String, i32)> = store::runtime::router_ports(&mut *tx, app_id)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(|p| (p.port_name, p.ordinal))
+                .collect();
+            let missing: Vec<(String, i32)> =
+                wanted.into_iter().filter(|w| !have.contains(w)).collect();
+            let range = (
+                i32::from(self.router_ports.0),
+                i32::from(self.router_ports.1),
+            );
+            if !missing.is_empty()
+                && !store::runtime::allocate_router_ports(&mut tx, app_id, &missing, range)
+                    .await
+                    .map_err(unavailable)?
+            {
+                let message = format!(
+                    "no free router port in {}-{}: some TCP ports have no stable address",
+                    range.0, range.1
+                );
+                say_once(&mut tx, app_id, None, "Unroutable", &message).await?;
+            }
+        }
         for id in &lost {
             if let Some(i) = existing.iter().find(|i| i.id == *id) {
                 let message = if stateful {
@@ -1031,6 +1221,17 @@ impl Runtime for LocalRuntime {
         store::runtime::mark_stop(&mut tx, &live)
             .await
             .map_err(unavailable)?;
+        // A deleted application's stable addresses are freed; one that is only
+        // restarted keeps them.
+        if store::runtime::lock_application(&mut tx, &key.tenant, &key.environment, &key.app)
+            .await
+            .map_err(unavailable)?
+            .is_none()
+        {
+            store::runtime::release_router_ports(&mut tx, app_id)
+                .await
+                .map_err(unavailable)?;
+        }
         tx.commit().await.map_err(unavailable)
     }
 
@@ -1139,6 +1340,31 @@ impl Runtime for LocalRuntime {
                     last_seen: Some(n.last_heartbeat),
                     name: n.name,
                 }
+            })
+            .collect())
+    }
+
+    async fn endpoints(
+        &self,
+        key: &WorkloadKey,
+        _spec: &AppSpec,
+        _replicas: u32,
+    ) -> Result<Vec<Endpoint>, RuntimeError> {
+        let Some(app_id) =
+            store::runtime::application_id(&self.pool, &key.tenant, &key.environment, &key.app)
+                .await
+                .map_err(unavailable)?
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(store::runtime::router_ports(&self.pool, app_id)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(|p| Endpoint {
+                port: p.port_name,
+                ordinal: u32::try_from(p.ordinal).ok(),
+                address: format!("{}:{}", self.router_host, p.port),
             })
             .collect())
     }

@@ -160,6 +160,19 @@ pub struct Node {
     pub last_seen: Option<DateTime<Utc>>,
 }
 
+/// A stable address of an application: where clients and peers reach it whatever its
+/// instances do (restarts, moves, scaling).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Endpoint {
+    /// The port's name in the spec.
+    pub port: String,
+    /// For a stateful application's per-ordinal address, the ordinal; `None` for the
+    /// application as a whole (any ready instance).
+    pub ordinal: Option<u32>,
+    /// `host:port`.
+    pub address: String,
+}
+
 /// Something that happened to a node (its agent died, it went silent, it was
 /// confirmed lost).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -263,6 +276,17 @@ pub trait Runtime: Send + Sync + fmt::Debug {
         instance: &str,
         tail: usize,
     ) -> Result<Vec<String>, RuntimeError>;
+    /// The application's stable addresses (TCP ports, and per ordinal for a stateful
+    /// one), given its spec and replica count.
+    async fn endpoints(
+        &self,
+        key: &WorkloadKey,
+        spec: &AppSpec,
+        replicas: u32,
+    ) -> Result<Vec<Endpoint>, RuntimeError> {
+        let _ = (key, spec, replicas);
+        Ok(Vec::new())
+    }
     /// The most recent events of the runtime's nodes, newest first.
     async fn node_events(&self, limit: usize) -> Result<Vec<NodeEvent>, RuntimeError> {
         let _ = limit;

@@ -284,6 +284,7 @@ pub struct Observation {
     pub ready: bool,
     pub restarts: i32,
     pub port: Option<i32>,
+    pub ports: serde_json::Value,
     pub message: Option<String>,
     pub cpu_millis: Option<i32>,
     pub memory_mib: Option<i32>,
@@ -305,7 +306,7 @@ pub async fn observe(
     if before.is_some() {
         sqlx::query(
             "UPDATE instances SET phase = $2, ready = $3, restarts = $4, port = $5, message = $6, cpu_millis = $7,
-                 memory_mib = $8, observed_at = now() WHERE id = $1",
+                 memory_mib = $8, ports = $9, observed_at = now() WHERE id = $1",
         )
         .bind(o.id)
         .bind(&o.phase)
@@ -315,6 +316,7 @@ pub async fn observe(
         .bind(&o.message)
         .bind(o.cpu_millis)
         .bind(o.memory_mib)
+        .bind(&o.ports)
         .execute(&mut *conn)
         .await?;
     }
@@ -629,4 +631,117 @@ pub async fn package_assigned<'e>(
     .fetch_optional(ex)
     .await?;
     Ok(row.is_some())
+}
+
+/// A stable address on the router: `port` forwards to the application's instances
+/// listening on `port_name` (one ordinal's, or any ready one's when `ordinal` is -1).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RouterPortRow {
+    pub port_name: String,
+    pub ordinal: i32,
+    pub port: i32,
+}
+
+pub async fn router_ports<'e>(
+    ex: impl PgExecutor<'e>,
+    application_id: Uuid,
+) -> Result<Vec<RouterPortRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT port_name, ordinal, port FROM router_ports WHERE application_id = $1 ORDER BY port_name, ordinal",
+    )
+    .bind(application_id)
+    .fetch_all(ex)
+    .await
+}
+
+/// Gives the application a router port for each `(port name, ordinal)` it lacks, the
+/// lowest free ones in `range`; false when the range is exhausted. Allocations are
+/// serialized (the table is locked) so two applications never race for a port.
+pub async fn allocate_router_ports(
+    conn: &mut PgConnection,
+    application_id: Uuid,
+    wanted: &[(String, i32)],
+    range: (i32, i32),
+) -> Result<bool, sqlx::Error> {
+    sqlx::query("LOCK TABLE router_ports IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *conn)
+        .await?;
+    for (name, ordinal) in wanted {
+        let done = sqlx::query(
+            "INSERT INTO router_ports (application_id, port_name, ordinal, port)
+             SELECT $1, $2, $3, p FROM generate_series($4::int, $5::int) p
+             WHERE NOT EXISTS (SELECT 1 FROM router_ports r WHERE r.port = p)
+             ORDER BY p LIMIT 1
+             ON CONFLICT (application_id, port_name, ordinal) DO NOTHING",
+        )
+        .bind(application_id)
+        .bind(name)
+        .bind(ordinal)
+        .bind(range.0)
+        .bind(range.1)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() == 0 {
+            let exists: Option<(i32,)> = sqlx::query_as(
+                "SELECT port FROM router_ports WHERE application_id = $1 AND port_name = $2 AND ordinal = $3",
+            )
+            .bind(application_id)
+            .bind(name)
+            .bind(ordinal)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if exists.is_none() {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Frees an application's router ports (it is gone).
+pub async fn release_router_ports(
+    conn: &mut PgConnection,
+    application_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM router_ports WHERE application_id = $1")
+        .bind(application_id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// One backend (or none) of a router port.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TcpRouteRow {
+    pub listen: i32,
+    pub tenant: String,
+    pub environment: String,
+    pub app: String,
+    pub port_name: String,
+    pub ordinal: i32,
+    pub address: Option<String>,
+    pub port: Option<i32>,
+    pub silent_ms: Option<i64>,
+    pub heartbeat_ms: Option<i32>,
+}
+
+/// Every router port with the instances it forwards to (rows without an address are
+/// ports with no ready instance now).
+pub async fn tcp_routes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<TcpRouteRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT rp.port AS listen, t.slug AS tenant, e.name AS environment, a.name AS app, rp.port_name, rp.ordinal,
+                n.address, (i.ports ->> rp.port_name)::int AS port,
+                (extract(epoch FROM now() - n.last_heartbeat) * 1000)::bigint AS silent_ms, n.heartbeat_ms
+         FROM router_ports rp
+         JOIN applications a ON a.id = rp.application_id
+         JOIN environments e ON e.id = a.environment_id
+         JOIN tenants t ON t.id = a.tenant_id
+         LEFT JOIN (instances i JOIN nodes n ON n.name = i.node AND n.confirmed_lost_at IS NULL)
+           ON i.application_id = rp.application_id AND i.desired = 'run' AND i.ready
+              AND i.ports ? rp.port_name AND (rp.ordinal = -1 OR i.ordinal = rp.ordinal)
+         WHERE a.deleted_at IS NULL
+         ORDER BY rp.port, i.name",
+    )
+    .fetch_all(ex)
+    .await
 }

@@ -68,6 +68,9 @@ pub struct HttpArgs {
     /// other nodes, in milliseconds.
     #[arg(long, env = "PAAS_NODE_GRACE_MS", default_value_t = 15_000)]
     node_grace_ms: u64,
+    /// The router ports given to applications as stable TCP addresses, `first-last`.
+    #[arg(long, env = "PAAS_ROUTER_TCP_PORTS", default_value = "30000-32767", value_parser = parse_port_range)]
+    router_tcp_ports: (u16, u16),
     #[command(flatten)]
     pub tokens: TokenArgs,
     #[command(flatten)]
@@ -193,10 +196,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(username = %args.bootstrap_admin_username, "created the first platform administrator");
         }
     }
+    // The router's host, from its public URL.
+    let router_host = args
+        .http
+        .router_url
+        .as_deref()
+        .and_then(|u| u.split("://").nth(1))
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .filter(|h| !h.is_empty())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
     let local = args
         .agent_token
         .as_ref()
-        .map(|token| local_runtime(&pool, token, &args.http, &platform));
+        .map(|token| local_runtime(&pool, token, &args.http, &platform, &router_host));
     run_http(
         platform,
         &args.http,
@@ -208,12 +221,33 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await
 }
 
-/// The local runtime driver of this control plane.
+/// A port range `first-last`.
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("'{text}' is not first-last, e.g. 30000-32767"))?;
+    let first: u16 = first
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{first}' is not a port"))?;
+    let last: u16 = last
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{last}' is not a port"))?;
+    if first == 0 || first > last {
+        return Err(format!("'{text}' is not a range of ports"));
+    }
+    Ok((first, last))
+}
+
+/// The local runtime driver of this control plane. `router_host` is where its router
+/// serves (its stable TCP addresses are on that host).
 pub fn local_runtime(
     pool: &store::PgPool,
     token: &str,
     http: &HttpArgs,
     platform: &Platform,
+    router_host: &str,
 ) -> Arc<LocalRuntime> {
     Arc::new(
         LocalRuntime::new(
@@ -222,7 +256,8 @@ pub fn local_runtime(
             platform.master_key().clone(),
         )
         .with_lease_ttl(Duration::from_millis(http.lease_ttl_ms.max(1000)))
-        .with_grace(Duration::from_millis(http.node_grace_ms.max(1000))),
+        .with_grace(Duration::from_millis(http.node_grace_ms.max(1000)))
+        .with_router(router_host, http.router_tcp_ports),
     )
 }
 

@@ -99,7 +99,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         let platform = Platform::start(pool.clone(), args.http.tokens.config(), master).await?;
         let accounts = platform.bootstrap_demo().await?;
         let token = agent_token(&data_dir)?;
-        let runtime = local_runtime(&pool, &token, &args.http, &platform);
+        let runtime = local_runtime(
+            &pool,
+            &token,
+            &args.http,
+            &platform,
+            &args.router_listen.ip().to_string(),
+        );
         let mut fleet = None;
         let served = run_http(
             platform,
