@@ -146,8 +146,19 @@ fn assert_at_most_one_per_ordinal(site: &Site, when: &str) {
     }
 }
 
+/// The pid in a lock file (read again while a successor rewrites it).
 fn lock_holder(path: &Path) -> i32 {
-    must(must(std::fs::read_to_string(path)).trim().parse::<i32>())
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no pid in {}", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn signal(pid: i32, sig: Signal) {
@@ -433,4 +444,180 @@ async fn restarting_paas_up_under_200_requests_a_second_fails_none() {
         sorted(running(&site).iter().map(|r| r.proc.pid).collect()),
         pids
     );
+}
+
+#[tokio::test]
+async fn a_router_replaced_by_a_new_one_under_load_refuses_no_connection() {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    dev.onboard("web", web_spec(2)).await;
+    dev.onboard("redis", redis_spec(1)).await;
+    let url = format!("{}/apps/acme/dev/web/", site.router());
+    wait_for_200(&url).await;
+    dev.wait_instances("redis", "redis ready", |i| {
+        i.first().is_some_and(|x| x["ready"] == true)
+    })
+    .await;
+    let (_, endpoints) = dev
+        .call(
+            reqwest::Method::GET,
+            "/environments/dev/applications/redis/endpoints",
+            None,
+        )
+        .await;
+    let stable = endpoints["items"][0]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !support::redis::set(&stable, "k", "before").await {
+        assert!(Instant::now() < deadline, "{stable} never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lock = site.data_dir.join("router.lock");
+    let old = lock_holder(&lock);
+    let load = Load::start(&url, 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // What the supervisor does when it finds a router of an older binary.
+    let token = must(std::fs::read_to_string(site.data_dir.join("agent-token")));
+    let mut successor = must(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_paas"))
+            .arg("router")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", site.router_port))
+            .arg("--control-plane")
+            .arg(&paas.url)
+            .arg("--lock-file")
+            .arg(&lock)
+            .arg("--state-file")
+            .arg(site.data_dir.join("router-routes.json"))
+            .arg("--replace")
+            .env("PAAS_AGENT_TOKEN", token.trim())
+            .env("PAAS_LOG", "warn")
+            .kill_on_drop(false)
+            .spawn(),
+    );
+    // The old router finishes its connections and goes; the new one holds the lock.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::path::Path::new(&format!("/proc/{old}/status")).exists()
+        && !must(std::fs::read_to_string(format!("/proc/{old}/status"))).contains("State:\tZ")
+    {
+        assert!(Instant::now() < deadline, "the old router never left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tally = load.stop().await;
+    eprintln!(
+        "router replaced under load: {} of {} requests failed",
+        tally.failed,
+        tally.ok + tally.failed
+    );
+    assert!(tally.ok > 300, "{tally:?}");
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    let holder = lock_holder(&lock);
+    assert_eq!(u32::try_from(holder).ok(), successor.id());
+    assert!(runtime_local_lock_held(&lock));
+    // The stable TCP address went over too.
+    assert_eq!(
+        support::redis::get(&stable, "k").await.as_deref(),
+        Some("before")
+    );
+    paas.stop().await;
+    site.down().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), successor.wait()).await;
+    assert!(
+        !std::path::Path::new(&format!("/proc/{holder}/cmdline")).exists()
+            || support::procs::all().iter().all(|p| p.pid != holder),
+        "paas down left the new router running"
+    );
+}
+
+/// Whether a lock file is held by some live process.
+fn runtime_local_lock_held(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(_) => false,
+        Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
+    }
+}
+
+/// The executable a live process runs.
+fn exe_of(pid: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn upgrading_paas_up_to_a_new_binary_under_load_fails_no_request() {
+    // Two "releases": the same build under two names, which is all the supervisor sees.
+    let releases =
+        std::env::temp_dir().join(format!("paas-releases-{}", uuid::Uuid::new_v4().simple()));
+    must(std::fs::create_dir_all(&releases));
+    let release = |name: &str| {
+        let path = releases.join(name);
+        if std::fs::hard_link(env!("CARGO_BIN_EXE_paas"), &path).is_err() {
+            must(std::fs::copy(env!("CARGO_BIN_EXE_paas"), &path));
+        }
+        path
+    };
+    let (v1, v2) = (release("paas-v1"), release("paas-v2"));
+    let mut site = Site::new(&["--agents", "2", "--zones", "a,b"]).await;
+    site.binary = Some(v1.clone());
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    dev.onboard("web", web_spec(2)).await;
+    let url = format!("{}/apps/acme/dev/web/", site.router());
+    wait_for_200(&url).await;
+    let fleet = |site: &Site| -> Vec<i32> {
+        [
+            "agents/node-1/agent.lock",
+            "agents/node-2/agent.lock",
+            "router.lock",
+        ]
+        .iter()
+        .map(|l| lock_holder(&site.data_dir.join(l)))
+        .collect()
+    };
+    assert!(
+        fleet(&site)
+            .iter()
+            .all(|pid| exe_of(*pid) == v1.display().to_string())
+    );
+    let instances = sorted(running(&site).iter().map(|r| r.proc.pid).collect());
+    let load = Load::start(&url, 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    paas.stop().await;
+    site.binary = Some(v2.clone());
+    let paas = paas_up(&site).await;
+    // The supervisor of the new release replaces the old release's agents and router.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let exes: Vec<String> = fleet(&site).into_iter().map(exe_of).collect();
+        if exes.iter().all(|e| *e == v2.display().to_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running: {exes:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tally = load.stop().await;
+    eprintln!(
+        "paas up upgraded to a new binary under load: {} of {} requests failed",
+        tally.failed,
+        tally.ok + tally.failed
+    );
+    assert!(tally.ok > 300, "{tally:?}");
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    // The applications' processes were never restarted.
+    assert_eq!(
+        sorted(running(&site).iter().map(|r| r.proc.pid).collect()),
+        instances
+    );
+    paas.stop().await;
+    site.down().await;
+    let _ = std::fs::remove_dir_all(&releases);
 }

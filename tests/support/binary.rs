@@ -55,6 +55,9 @@ pub struct Site {
     /// Where the platform's own log goes (every process of it), at debug level; `None`:
     /// warnings to the test's output.
     pub log: Option<PathBuf>,
+    /// The `paas` executable to run, when not the one cargo built (an upgrade test runs
+    /// two "releases").
+    pub binary: Option<PathBuf>,
 }
 
 impl Drop for Site {
@@ -75,6 +78,7 @@ impl Site {
             console_port: free_port(),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
             log: None,
+            binary: None,
         }
     }
 
@@ -90,6 +94,7 @@ impl Site {
             router_port: free_port(),
             console_port: free_port(),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            binary: None,
         }
     }
 
@@ -132,7 +137,11 @@ pub struct Paas {
 }
 
 pub async fn paas_up(site: &Site) -> Paas {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_paas"));
+    let program = site
+        .binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_paas")));
+    let mut command = Command::new(program);
     command
         .args([
             "up",

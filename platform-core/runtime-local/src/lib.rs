@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod agent_api;
+pub mod handover;
 pub mod limits;
 pub mod lock;
 pub mod logs;

@@ -9,10 +9,64 @@ use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
 
-/// A held lock; released when dropped (or when the process dies).
+/// A held lock; released when dropped (or when the process dies), unless a copy of
+/// its descriptor was handed to another process ([`LockGuard::descriptor`]), which
+/// then holds it too.
 #[derive(Debug)]
 pub struct LockGuard {
-    _lock: Flock<File>,
+    lock: Option<Flock<File>>,
+    /// Set once a successor holds a copy: dropping must then not unlock (an unlock
+    /// would release the successor's lock too; closing the descriptor does not).
+    handed_over: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Some(lock) = self.lock.take()
+            && self.handed_over.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // The descriptor is closed at exit without an unlock.
+            std::mem::forget(lock);
+        }
+    }
+}
+
+impl LockGuard {
+    fn held(lock: Flock<File>) -> Self {
+        Self {
+            lock: Some(lock),
+            handed_over: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the lock as held by a successor from now on.
+    pub fn handed_over(&self) {
+        self.handed_over
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A copy of the lock's descriptor, to hand to a successor: the lock stays held as
+    /// long as either process has it.
+    pub fn descriptor(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        match &self.lock {
+            Some(lock) => lock.as_fd().try_clone_to_owned(),
+            None => Err(std::io::Error::other("the lock is gone")),
+        }
+    }
+
+    /// Takes over a lock a predecessor handed over, writing this process's pid in it.
+    pub fn take_over(descriptor: std::os::fd::OwnedFd) -> std::io::Result<Self> {
+        let file = File::from(descriptor);
+        // Locking again through the same open file is the lock already held.
+        let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| std::io::Error::from(errno))?;
+        lock.set_len(0)?;
+        lock.seek(SeekFrom::Start(0))?;
+        write!(lock, "{}", std::process::id())?;
+        lock.flush()?;
+        Ok(Self::held(lock))
+    }
 }
 
 /// Takes the lock at `path`, or returns the pid of the process holding it.
@@ -32,7 +86,7 @@ pub fn acquire(path: &Path) -> std::io::Result<Result<LockGuard, Option<u32>>> {
             lock.seek(SeekFrom::Start(0))?;
             write!(lock, "{}", std::process::id())?;
             lock.flush()?;
-            Ok(Ok(LockGuard { _lock: lock }))
+            Ok(Ok(LockGuard::held(lock)))
         }
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(Err(holder(path))),
         Err((_, errno)) => Err(std::io::Error::from(errno)),

@@ -43,6 +43,11 @@ pub struct RouterConfig {
     /// Where the last route table is kept, so that a restarted router serves at once
     /// (even while the control plane is down).
     pub state_file: Option<std::path::PathBuf>,
+    /// Where a successor asks for this router's sockets ([`crate::handover`]).
+    pub control_socket: Option<std::path::PathBuf>,
+    /// The router's lock, handed over with the sockets so that the successor holds it
+    /// without a gap.
+    pub lock: Option<Arc<crate::lock::LockGuard>>,
 }
 
 /// Where an application's (or a router port's) traffic goes.
@@ -88,8 +93,42 @@ struct Shared {
     domain: String,
 }
 
-/// Serves on `listener` until `shutdown` turns true.
-pub async fn run(listener: TcpListener, config: RouterConfig, mut shutdown: watch::Receiver<bool>) {
+/// Counts connections in flight, so that a router handing over can wait for them.
+#[derive(Debug, Default, Clone)]
+struct InFlight(Arc<AtomicUsize>);
+
+struct Guard(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(&self) -> Guard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Guard(self.0.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How long a router that handed its sockets over waits for its connections in
+/// flight before it exits.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves on `listener` (and `adopted` TCP route listeners, taken over from a
+/// predecessor) until `shutdown` turns true, or until it hands its sockets to a
+/// successor and its connections in flight have finished.
+pub async fn run(
+    listener: TcpListener,
+    adopted: Vec<(u16, std::net::TcpListener)>,
+    config: RouterConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
     connector.set_nodelay(true);
@@ -100,10 +139,14 @@ pub async fn run(listener: TcpListener, config: RouterConfig, mut shutdown: watc
             .build(connector),
         domain: config.domain.clone(),
     };
+    let in_flight = InFlight::default();
     let tcp = Arc::new(match listener.local_addr() {
-        Ok(addr) => crate::tcp::TcpRoutes::on(addr.ip()),
+        Ok(addr) => crate::tcp::TcpRoutes::on(addr.ip(), in_flight.0.clone()),
         Err(_) => crate::tcp::TcpRoutes::default(),
     });
+    for (port, socket) in adopted {
+        tcp.adopt(port, socket);
+    }
     if let Some(kept) = config.state_file.as_deref().and_then(load_table) {
         tracing::info!(
             routes = kept.routes.len(),
@@ -111,6 +154,13 @@ pub async fn run(listener: TcpListener, config: RouterConfig, mut shutdown: watc
         );
         tcp.sync(&kept.tcp);
         install(&shared.table, kept);
+    }
+    let listener = Arc::new(listener);
+    // Handed over: stop accepting, finish what is in flight.
+    let (drain_tx, mut draining) = watch::channel(false);
+    if let Some(path) = config.control_socket.clone() {
+        let (listener, tcp, lock) = (listener.clone(), tcp.clone(), config.lock.clone());
+        tokio::spawn(offer(path, listener, tcp, lock, drain_tx, shutdown.clone()));
     }
     tokio::spawn(refresh_loop(
         config,
@@ -128,13 +178,28 @@ pub async fn run(listener: TcpListener, config: RouterConfig, mut shutdown: watc
                 }
             },
             _ = shutdown.changed() => return,
+            _ = draining.changed() => break,
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
+        let guard = in_flight.enter();
+        let draining = draining.clone();
         tokio::spawn(async move {
+            let _guard = guard;
             let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, req, peer).await) }
+                let (shared, draining) = (shared.clone(), draining.clone());
+                async move {
+                    let mut response = handle(&shared, req, peer).await;
+                    // Handed over: each connection closes after its next response, so
+                    // the client's following request goes to the successor. (Closing
+                    // an idle connection instead could cross a request in flight.)
+                    if *draining.borrow() {
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -143,6 +208,71 @@ pub async fn run(listener: TcpListener, config: RouterConfig, mut shutdown: watc
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
+    }
+    tcp.stop_accepting();
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    while in_flight.count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(
+        left = in_flight.count(),
+        "handed over to the next router; exiting"
+    );
+}
+
+/// Offers this router's sockets to a successor on the control socket at `path`;
+/// once one took them, tells the router to drain.
+async fn offer(
+    path: std::path::PathBuf,
+    listener: Arc<TcpListener>,
+    tcp: Arc<crate::tcp::TcpRoutes>,
+    lock: Option<Arc<crate::lock::LockGuard>>,
+    drain: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use std::os::fd::AsFd;
+    let control = match crate::handover::listen(&path) {
+        Ok(control) => control,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "no control socket: this router cannot hand over");
+            return;
+        }
+    };
+    loop {
+        let stream = tokio::select! {
+            accepted = control.accept() => match accepted.and_then(|(s, _)| s.into_std()) {
+                Ok(stream) => stream,
+                Err(_) => continue,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let mut sockets = Vec::new();
+        if let Ok(http) = listener.as_fd().try_clone_to_owned() {
+            sockets.push((crate::handover::Role::Http, http));
+        }
+        sockets.extend(
+            tcp.sockets()
+                .into_iter()
+                .map(|(port, fd)| (crate::handover::Role::Tcp { port }, fd)),
+        );
+        if let Some(fd) = lock.as_deref().and_then(|l| l.descriptor().ok()) {
+            sockets.push((crate::handover::Role::Lock, fd));
+        }
+        let handed =
+            tokio::task::spawn_blocking(move || crate::handover::hand_over(stream, sockets)).await;
+        match handed {
+            Ok(Ok(true)) => {
+                tracing::info!("a new router took over the listening sockets");
+                if let Some(lock) = &lock {
+                    lock.handed_over();
+                }
+                let _ = drain.send(true);
+                return;
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "a handover failed"),
+            Err(e) => tracing::warn!(error = %e, "a handover failed"),
+        }
     }
 }
 

@@ -26,6 +26,7 @@ type Targets = Backends;
 #[derive(Debug)]
 struct Listening {
     targets: Arc<RwLock<Arc<Targets>>>,
+    socket: Arc<TcpListener>,
     task: JoinHandle<()>,
 }
 
@@ -34,14 +35,67 @@ struct Listening {
 pub struct TcpRoutes {
     host: Option<IpAddr>,
     listening: Mutex<HashMap<u16, Listening>>,
+    /// Connections being forwarded (shared with the router's own count).
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl TcpRoutes {
-    /// Listeners on `host` (the router's own address).
-    pub fn on(host: IpAddr) -> Self {
+    /// Listeners on `host` (the router's own address), counting forwarded connections
+    /// in `in_flight`.
+    pub fn on(host: IpAddr, in_flight: Arc<AtomicUsize>) -> Self {
         Self {
             host: Some(host),
             listening: Mutex::default(),
+            in_flight,
+        }
+    }
+
+    /// Takes over a listener a predecessor handed over.
+    pub fn adopt(&self, port: u16, socket: std::net::TcpListener) {
+        let Ok(socket) = TcpListener::from_std(socket) else {
+            return;
+        };
+        if let Ok(mut listening) = self.listening.lock() {
+            listening.insert(port, self.listen(Arc::new(socket), Arc::default()));
+        }
+    }
+
+    /// Duplicates of the listening sockets, for a successor.
+    pub fn sockets(&self) -> Vec<(u16, std::os::fd::OwnedFd)> {
+        use std::os::fd::AsFd;
+        self.listening
+            .lock()
+            .map(|listening| {
+                listening
+                    .iter()
+                    .filter_map(|(port, l)| {
+                        Some((*port, l.socket.as_fd().try_clone_to_owned().ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stops accepting on every port (after a handover); forwarded connections go on.
+    pub fn stop_accepting(&self) {
+        if let Ok(mut listening) = self.listening.lock() {
+            for (_, l) in listening.drain() {
+                l.task.abort();
+            }
+        }
+    }
+
+    fn listen(&self, socket: Arc<TcpListener>, targets: Arc<Targets>) -> Listening {
+        let targets = Arc::new(RwLock::new(targets));
+        let task = tokio::spawn(accept(
+            socket.clone(),
+            targets.clone(),
+            self.in_flight.clone(),
+        ));
+        Listening {
+            targets,
+            socket,
+            task,
         }
     }
 
@@ -83,9 +137,8 @@ impl TcpRoutes {
             match bound {
                 Ok(listener) => {
                     tracing::info!(port = route.port, app = %route.key, name = %route.port_name, "forwarding a stable TCP address");
-                    let targets = Arc::new(RwLock::new(targets));
-                    let task = tokio::spawn(accept(listener, targets.clone()));
-                    listening.insert(route.port, Listening { targets, task });
+                    let entry = self.listen(Arc::new(listener), targets);
+                    listening.insert(route.port, entry);
                 }
                 // Tried again at the next table.
                 Err(e) => {
@@ -106,7 +159,11 @@ impl Drop for TcpRoutes {
     }
 }
 
-async fn accept(listener: TcpListener, targets: Arc<RwLock<Arc<Targets>>>) {
+async fn accept(
+    listener: Arc<TcpListener>,
+    targets: Arc<RwLock<Arc<Targets>>>,
+    in_flight: Arc<AtomicUsize>,
+) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
             continue;
@@ -115,7 +172,12 @@ async fn accept(listener: TcpListener, targets: Arc<RwLock<Arc<Targets>>>) {
             .read()
             .map(|t| t.order().into_iter().map(str::to_owned).collect())
             .unwrap_or_default();
-        tokio::spawn(forward(client, order));
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = in_flight.clone();
+        tokio::spawn(async move {
+            forward(client, order).await;
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }
 

@@ -9,6 +9,10 @@
 //!   is adopted, not duplicated: members hold a lock file while they live, and the
 //!   fleet watches the lock.
 //! - Ending supervision ([`Fleet::detach`]) leaves every member running.
+//! - A member found running an older binary (the `paas` executable was replaced: an
+//!   upgrade) is replaced by one running this binary: the router by a successor that
+//!   takes over its listening sockets before it stops ([`Member::replace_arg`]), an
+//!   agent by a restart (its instances run under their shims and do not notice).
 //!
 //! # Assumptions
 //! - A member that finds its lock taken exits at once and successfully.
@@ -33,6 +37,9 @@ pub struct Member {
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub env: Vec<(String, String)>,
+    /// The argument that makes a new process take over from a running one without a
+    /// gap (`--replace` for the router); `None`: an outdated one is stopped first.
+    pub replace_arg: Option<OsString>,
 }
 
 /// Called with the member and how it died.
@@ -79,11 +86,42 @@ async fn supervise(member: Member, mut stop: watch::Receiver<bool>, on_death: On
     let mut deaths = 0_u32;
     loop {
         let started = Instant::now();
-        let ended = if runtime_local::lock::holder_alive(&member.lock) {
-            tracing::info!(member = %member.name, "adopted: already running");
-            watch_lock(&member, &mut stop).await
-        } else {
-            run_child(&member, &mut stop).await
+        let holder = runtime_local::lock::holder_alive(&member.lock)
+            .then(|| runtime_local::lock::holder(&member.lock))
+            .flatten();
+        let outdated = holder.filter(|pid| runs_an_older_binary(*pid, &member.program));
+        // Only a member that offers a handover (an older router may not) is replaced
+        // that way; any other is restarted.
+        let replace_arg = member
+            .replace_arg
+            .as_ref()
+            .filter(|_| member.lock.with_extension("sock").exists());
+        let ended = match (holder, outdated, replace_arg) {
+            (Some(pid), Some(_), Some(arg)) => {
+                tracing::info!(member = %member.name, pid, "runs an older binary: a new one takes over");
+                let mut successor = member.clone();
+                successor.args.push(arg.clone());
+                run_child(&successor, &mut stop).await
+            }
+            (Some(pid), Some(_), None) => {
+                tracing::info!(member = %member.name, pid, "runs an older binary: restarting it");
+                if let Ok(raw) = i32::try_from(pid) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(raw),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+                // An upgrade is not a death: wait for it to go, then start it anew.
+                if watch_lock(&member, &mut stop).await.is_none() {
+                    return;
+                }
+                continue;
+            }
+            (Some(_), None, _) => {
+                tracing::info!(member = %member.name, "adopted: already running");
+                watch_lock(&member, &mut stop).await
+            }
+            (None, _, _) => run_child(&member, &mut stop).await,
         };
         let Some(how) = ended else {
             return;
@@ -105,6 +143,16 @@ async fn supervise(member: Member, mut stop: watch::Receiver<bool>, on_death: On
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Whether process `pid` runs another binary than `program` (or one since replaced on
+/// disk, which the kernel names `... (deleted)`).
+fn runs_an_older_binary(pid: u32, program: &std::path::Path) -> bool {
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        return false;
+    };
+    let text = exe.to_string_lossy();
+    text.ends_with(" (deleted)") || exe != program
 }
 
 /// Waits for an adopted member to release its lock (it died); `None` when supervision

@@ -74,6 +74,11 @@ pub struct RouterArgs {
     /// Where the last route table is kept across restarts.
     #[arg(long)]
     state_file: Option<PathBuf>,
+    /// Take over from the router already running for this lock file: receive its
+    /// listening sockets, then let it finish its connections and exit (a restart or an
+    /// upgrade without refusing a connection).
+    #[arg(long)]
+    replace: bool,
 }
 
 #[derive(Debug, Args)]
@@ -176,19 +181,53 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
 }
 
 pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
-    let _lock = match &args.lock_file {
-        Some(path) => match runtime_local::lock::acquire(path)? {
-            Ok(lock) => Some(lock),
+    // The control socket a successor asks for this router's sockets on.
+    let control = args.lock_file.as_ref().map(|l| l.with_extension("sock"));
+    let mut adopted = Vec::new();
+    let mut lock = None;
+    let listener = match (&args.lock_file, &control) {
+        (Some(path), Some(control)) => match runtime_local::lock::acquire(path)? {
+            Ok(held) => {
+                lock = Some(held);
+                bind(args.listen).await?
+            }
+            Err(holder) if args.replace => {
+                let control = control.clone();
+                let (sockets, confirm) =
+                    tokio::task::spawn_blocking(move || runtime_local::handover::take(&control))
+                        .await?
+                        .context("taking over the running router's sockets")?;
+                let mut http = None;
+                for (role, fd) in sockets {
+                    let listener = || -> std::io::Result<std::net::TcpListener> {
+                        let l = std::net::TcpListener::from(fd.try_clone()?);
+                        l.set_nonblocking(true)?;
+                        Ok(l)
+                    };
+                    match role {
+                        runtime_local::handover::Role::Http => http = Some(listener()?),
+                        runtime_local::handover::Role::Tcp { port } => {
+                            adopted.push((port, listener()?));
+                        }
+                        // Held from now on by both, then by this router alone.
+                        runtime_local::handover::Role::Lock => {
+                            lock = Some(runtime_local::lock::LockGuard::take_over(fd)?);
+                        }
+                    }
+                }
+                let http = http.context("the running router handed over no HTTP listener")?;
+                let listener = tokio::net::TcpListener::from_std(http)?;
+                confirm.confirm()?;
+                tracing::info!(previous = ?holder, "took over the running router's sockets; it finishes its connections and exits");
+                listener
+            }
             Err(holder) => {
                 tracing::info!(holder = ?holder, "the router already runs; leaving it in charge");
                 return Ok(());
             }
         },
-        None => None,
+        _ => bind(args.listen).await?,
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("the router could not listen on {}", args.listen))?;
     tracing::info!(addr = %args.listen, "router listening");
     let config = RouterConfig {
         control_plane: args.control_plane.trim_end_matches('/').to_owned(),
@@ -196,14 +235,22 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
         refresh: Duration::from_millis(args.refresh_ms.max(50)),
         domain: "localhost".to_owned(),
         state_file: args.state_file,
+        control_socket: control,
+        lock: lock.map(std::sync::Arc::new),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         termination().await;
         let _ = stop.send(true);
     });
-    runtime_local::router::run(listener, config, stopped).await;
+    runtime_local::router::run(listener, adopted, config, stopped).await;
     Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("the router could not listen on {addr}"))
 }
 
 pub async fn shim(args: ShimArgs) -> anyhow::Result<()> {

@@ -204,6 +204,7 @@ fn members(data_dir: &Path, control_plane: &str, token: &str, args: &UpArgs) -> 
                 program: exe.clone(),
                 args: argv,
                 env: env.clone(),
+                replace_arg: None,
             }
         })
         .collect();
@@ -229,6 +230,7 @@ fn members(data_dir: &Path, control_plane: &str, token: &str, args: &UpArgs) -> 
         program: exe,
         args: argv,
         env,
+        replace_arg: Some("--replace".into()),
     });
     members
 }
