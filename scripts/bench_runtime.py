@@ -153,18 +153,36 @@ def main():
                 results["ok" if status(url, timeout=5) == 200 else "failed"] += 1
                 time.sleep(max(0.0, next_at - time.monotonic()))
 
-        threads = [threading.Thread(target=load) for _ in range(1)]
-        for t in threads:
-            t.start()
-        time.sleep(2)
-        proc.kill()
-        proc.wait()
-        time.sleep(2)
-        proc, _ = start_platform(data, cport, rport, env)
-        time.sleep(3)
-        stop.set()
-        for t in threads:
-            t.join()
+        def episode(interrupt):
+            results.update(ok=0, failed=0)
+            stop.clear()
+            threads = [threading.Thread(target=load) for _ in range(1)]
+            for t in threads:
+                t.start()
+            time.sleep(2)
+            interrupt()
+            time.sleep(3)
+            stop.set()
+            for t in threads:
+                t.join()
+            return dict(results)
+
+        def kill_and_restart():
+            nonlocal proc
+            proc.kill()
+            proc.wait()
+            time.sleep(2)
+            proc, _ = start_platform(data, cport, rport, env)
+
+        def stop_and_restart():
+            # What an operator does to restart or upgrade the platform: SIGTERM, start.
+            nonlocal proc
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+            proc, _ = start_platform(data, cport, rport, env)
+
+        killed = episode(kill_and_restart)
+        restarted = episode(stop_and_restart)
         time.sleep(2)
         instances = api(base, token, "GET", "/api/v1/tenants/acme/applications?environment=dev")
         expected = 2 + (RUNS - 1) + 2  # bench-0 scaled to 2, the other benches 1, hello 2
@@ -178,15 +196,30 @@ def main():
         print(f"kill -9 of the only instance to serving again: {heal_s*1000:.0f} ms -> ratio {heal_s/bare_s:.2f} (aim <= 2)")
         print(f"throughput direct {direct[0]:.0f} req/s, through the router {routed[0]:.0f} req/s -> ratio {routed[0]/direct[0]:.2f} (aim >= 0.5)")
         print(f"p99 direct {direct[1]:.2f} ms, through the router {routed[1]:.2f} ms -> added {routed[1]-direct[1]:.2f} ms (aim <= 1 ms); non-2xx {direct[2]}/{routed[2]}")
-        print(f"control plane kill -9 under 200 req/s: {results['failed']} failed of {results['ok'] + results['failed']} (aim 0)")
+        print(f"control plane kill -9 under 200 req/s: {killed['failed']} failed of {killed['ok'] + killed['failed']} (aim 0)")
+        print(f"paas up restarted (SIGTERM, start) under 200 req/s: {restarted['failed']} failed of {restarted['ok'] + restarted['failed']} (aim 0)")
         print(f"after restart: {running} instance processes for {expected} wanted, {agents} agent(s) for node-1 (aim {expected} and 1)")
         print(f"({len(instances['items'])} applications in acme/dev)")
+        print(json.dumps({
+            "bare_start_ms": round(bare_s * 1000),
+            "onboard_ms": round(onboard_s * 1000), "onboard_ratio": round(onboard_s / bare_s, 2),
+            "heal_ms": round(heal_s * 1000), "heal_ratio": round(heal_s / bare_s, 2),
+            "throughput_ratio": round(routed[0] / direct[0], 2),
+            "p99_added_ms": round(routed[1] - direct[1], 2),
+            "control_plane_kill_failed": killed["failed"],
+            "control_plane_kill_requests": killed["ok"] + killed["failed"],
+            "paas_up_restart_failed": restarted["failed"],
+            "paas_up_restart_requests": restarted["ok"] + restarted["failed"],
+            "instances_after_restart": running, "instances_wanted": expected, "agents_node_1": agents,
+        }))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        # Stopping `paas up` leaves the applications running; `paas down` stops all.
+        subprocess.run([PAAS, "down", "--data-dir", data], env=env, stderr=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # Sets up and runs the platform on a fresh Debian machine: installs PostgreSQL's server
-# binaries when missing, builds the `paas` binary and runs `paas up`, which prints the
-# console's URL and, on first start, the demo accounts' passwords.
+# binaries and bubblewrap when missing, builds the `paas` binary and runs `paas up`, which
+# prints the console's URL and, on first start, the demo accounts' passwords. Stopping it
+# stops the control plane; `./target/release/paas down` stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+missing=()
 if [ -z "${DATABASE_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   echo "installing PostgreSQL (the platform runs its own cluster from the system's binaries)"
+  missing+=(postgresql)
+fi
+if ! command -v bwrap >/dev/null; then
+  echo "installing bubblewrap (the sandbox the local runtime runs instances in)"
+  missing+=(bubblewrap)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if ! command -v cargo >/dev/null; then
   echo "cargo is needed to build the platform: https://rustup.rs" >&2

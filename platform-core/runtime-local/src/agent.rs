@@ -136,7 +136,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
         .build()
         .unwrap_or_default();
     let log_index = LogIndex::default();
-    let cgroups = crate::limits::Cgroups::detect(&config.name);
+    let cgroups = crate::limits::Cgroups::detect(&cgroup_name(&config.state_dir, &config.name));
     match &cgroups {
         Some(c) => {
             tracing::info!(node = %config.name, cgroups = ?c, "instance limits are enforced")
@@ -264,6 +264,17 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
         }
     }
     tracing::info!(node = %config.name, instances = instances.running.len(), "agent exiting; its instances keep running under their shims");
+}
+
+/// The agent's control group: named after its node and its state directory, so that
+/// two platforms on one host (each with its own `node-1`) never share one.
+fn cgroup_name(state_dir: &Path, node: &str) -> String {
+    use sha2::Digest;
+    let place = state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| state_dir.to_path_buf());
+    let digest = sha2::Sha256::digest(place.as_os_str().as_encoded_bytes());
+    format!("paas-{}-{node}", hex::encode(&digest[..4]))
 }
 
 /// The state directory and the parents of instance working directories: traversable

@@ -5,7 +5,8 @@
 //!
 //! # Guarantees
 //! - Each confined instance gets its own group under the agent's group, named after
-//!   the node and the instance; the group is removed when the instance ends.
+//!   the platform's data (two platforms on one host never share a group), the node
+//!   and the instance; the group is removed when the instance ends.
 //!
 //! # Known gaps
 //! - The process is moved into its group right after it is spawned (no `unsafe`
@@ -54,11 +55,10 @@ impl Confinement {
 }
 
 impl Cgroups {
-    /// Finds a writable interface for this node, creating its parent group. `None`
-    /// when the node offers none (limits are then measured, not enforced).
-    pub fn detect(node: &str) -> Option<Self> {
+    /// Finds a writable interface, creating the agent's group `leaf` under its own.
+    /// `None` when the node offers none (limits are then measured, not enforced).
+    pub fn detect(leaf: &str) -> Option<Self> {
         let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        let leaf = format!("paas-{node}");
         let v2_root = Path::new("/sys/fs/cgroup");
         if let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) {
             let base = v2_root.join(path.trim_start_matches('/')).join(&leaf);

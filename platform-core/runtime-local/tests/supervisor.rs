@@ -286,7 +286,7 @@ async fn logs_stay_within_their_bound() {
 
 #[tokio::test]
 async fn a_memory_ceiling_is_enforced_where_the_node_has_cgroups() {
-    let Some(cgroups) = runtime_local::limits::Cgroups::detect("supervisor-test") else {
+    let Some(cgroups) = runtime_local::limits::Cgroups::detect("paas-supervisor-test") else {
         eprintln!("SKIPPED: this machine offers no writable cgroups; limits are only measured");
         return;
     };
