@@ -41,12 +41,16 @@ def api(base, token, method, path, body=None):
 
 
 def instance_pids(prefix):
-    """Processes whose PAAS_INSTANCE starts with prefix: {pid: (instance, port)}."""
+    """Instance processes whose PAAS_INSTANCE starts with prefix: {pid: (instance, port)}."""
     found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            argv0 = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0]
         except OSError:
+            continue
+        # The sandbox around an instance (setpriv, then bubblewrap) is not the instance.
+        if argv0.endswith((b"bwrap", b"setpriv")):
             continue
         vars = dict(e.decode(errors="replace").split("=", 1) for e in env if b"=" in e)
         if vars.get("PAAS_INSTANCE", "").startswith(prefix):

@@ -298,7 +298,14 @@ impl Shim {
             .append(true)
             .open(dir.join("shim.log"))
             .map_err(|e| format!("cannot open the shim's log: {e}"))?;
+        // The shim gets nothing of the agent's environment (its token included) but
+        // what it needs to run and log.
+        let inherited = ["PATH", "PAAS_LOG", "PAAS_LOG_FORMAT"]
+            .into_iter()
+            .filter_map(|name| std::env::var_os(name).map(|value| (name, value)));
         let mut child = tokio::process::Command::new(program)
+            .env_clear()
+            .envs(inherited)
             .args(args)
             .arg("--dir")
             .arg(dir)
