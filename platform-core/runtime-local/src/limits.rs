@@ -61,7 +61,7 @@ impl Cgroups {
         let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
         let v2_root = Path::new("/sys/fs/cgroup");
         if let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) {
-            let base = v2_root.join(path.trim_start_matches('/')).join(&leaf);
+            let base = v2_root.join(path.trim_start_matches('/')).join(leaf);
             let controllers =
                 std::fs::read_to_string(v2_root.join("cgroup.controllers")).unwrap_or_default();
             if controllers.contains("memory")
@@ -78,7 +78,7 @@ impl Cgroups {
                 names.split(',').any(|n| n == controller).then_some(path)
             })?;
             let mount = Path::new("/sys/fs/cgroup").join(controller);
-            let base = mount.join(path.trim_start_matches('/')).join(&leaf);
+            let base = mount.join(path.trim_start_matches('/')).join(leaf);
             std::fs::create_dir_all(&base).ok()?;
             Some(base)
         };
