@@ -336,10 +336,20 @@ fn load_table(path: &std::path::Path) -> Option<RouteTable> {
 
 /// Keeps the route table for the next router (written aside, then renamed).
 fn keep_table(path: &std::path::Path, routes: &RouteTable) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let staged = path.with_extension("new");
     let written = serde_json::to_vec(routes)
         .map_err(std::io::Error::other)
-        .and_then(|bytes| std::fs::write(&staged, bytes))
+        .and_then(|bytes| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&staged)?
+                .write_all(&bytes)
+        })
         .and_then(|()| std::fs::rename(&staged, path));
     if let Err(e) = written {
         tracing::warn!(error = %e, "the route table could not be kept");
