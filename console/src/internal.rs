@@ -9,7 +9,8 @@
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data, Json, Path};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use platform_core::runtime::local::{AgentError, Heartbeat, Registration};
+use runtime_local::AgentError;
+use runtime_local::proto::{Heartbeat, Registration};
 
 use crate::api::ApiJson;
 use crate::error::ApiError;
@@ -123,7 +124,7 @@ async fn heartbeat(
 async fn routes(
     state: Data<AppState>,
     req: HttpRequest,
-) -> Result<Json<platform_core::runtime::local::RouteTable>, ApiError> {
+) -> Result<Json<runtime_local::proto::RouteTable>, ApiError> {
     authorize(&state, &req)?;
     let runtime = state
         .local_runtime

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use platform_core::Platform;
-use platform_core::runtime::local::LocalRuntime;
+use runtime_local::LocalRuntime;
 
 use crate::ratelimit::LoginLimiter;
 

@@ -12,17 +12,15 @@ pub mod bootstrap;
 pub mod error;
 pub mod manifest;
 pub mod model;
-pub mod names;
-pub mod package;
 pub mod placement;
 pub mod platform;
 pub mod quota;
 pub mod reconciler;
 pub mod runtime;
 pub mod sealing;
-pub mod spec;
 pub mod store;
 pub mod templates;
 
 pub use error::{CoreError, FieldError};
 pub use platform::Platform;
+pub use platform_spec::{names, package, spec};

@@ -20,9 +20,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 
-use crate::runtime::local::default_placement;
 use crate::runtime::{
-    Instance, Phase, RevisionShape, RuntimeError, Runtimes, Slots, Workload, WorkloadKey,
+    Instance, Phase, Placement, RevisionShape, RuntimeError, Runtimes, Slots, Workload, WorkloadKey,
 };
 use crate::sealing::MasterKey;
 use crate::spec::{AppSpec, WorkloadKind};
@@ -140,7 +139,7 @@ impl Reconciler {
                 key: key.clone(),
                 kind: spec.kind,
                 revisions,
-                placement: default_placement(),
+                placement: Placement::standard(),
             };
             match runtime.apply(&workload).await {
                 Ok(()) => report.applied += 1,

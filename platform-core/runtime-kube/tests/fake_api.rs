@@ -495,7 +495,7 @@ async fn the_same_spec_passes_both_drivers_preflight() {
     let master = platform_core::sealing::MasterKey::generate()
         .unwrap_or_else(|e| panic!("{e}"))
         .0;
-    let local = platform_core::runtime::local::LocalRuntime::new(pool, "token".into(), master);
+    let local = runtime_local::LocalRuntime::new(pool, "token".into(), master);
     let drivers: [&dyn Runtime; 2] = [&kube, &local];
     for driver in drivers {
         assert_eq!(driver.check(&both), Ok(()), "{driver:?}");

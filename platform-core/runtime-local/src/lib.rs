@@ -1,24 +1,1469 @@
-//! The local process runtime: what runs applications on one machine with no cluster.
+//! The control-plane half of the local runtime: desired instances live in PostgreSQL,
+//! placed on nodes by [`platform_core::placement`]; node agents pull their assignments and
+//! report what they observe in one heartbeat call; the router pulls the route table.
 //!
-//! A node agent supervises each instance as an OS process ([`supervisor`]): its own
-//! process group, its port in `PORT`, a working directory, stdout and stderr captured to
-//! size-bounded files ([`logs`]), readiness and liveness probes ([`probe`]), restarts with
-//! exponential backoff, graceful stop, and CPU and memory measured from `/proc`
-//! ([`usage`]). Each instance runs under its own shim process ([`shim`]), so it
-//! outlives the agent, as an unprivileged identity in a sandbox where the node has one
-//! ([`sandbox`]). This crate is the only one in the platform that knows OS processes.
+//! Nothing here touches a process: agents (in `runtime-local`) do. Because every
+//! decision is a row, a control plane that dies and comes back adopts what runs as it
+//! is: agents keep their processes and report them against the same rows.
 
-pub mod agent;
-pub mod agent_api;
-pub mod handover;
-pub mod limits;
-pub mod lock;
-pub mod logs;
-pub mod package;
-pub mod probe;
-pub mod router;
-pub mod sandbox;
-pub mod shim;
-pub mod supervisor;
-pub mod tcp;
-pub mod usage;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub mod cron;
+pub mod fencing;
+pub mod store;
+
+pub use local_node::proto;
+
+use cron::{CronRun, CronTable};
+use fencing::{Condition, NodeView, Timing, Verdict};
+use platform_core::placement::{NodeLoad, choose};
+use platform_core::runtime::{
+    Endpoint, Instance, Node, NodeEvent, NodeLoss, Phase, Runtime, RuntimeError, Slots, Workload,
+    WorkloadKey,
+};
+use platform_core::sealing::MasterKey;
+use platform_core::spec::{AppSpec, Resources, WorkloadKind};
+use proto::{
+    Assignment, Assignments, Desired, Heartbeat, InstanceReport, Registered, Registration, Route,
+    RouteTable, TcpRoute,
+};
+use store::{InstanceRow, NewInstance, Observation};
+
+/// How long a node may be silent before its stateless instances are replaced
+/// elsewhere, unless configured otherwise.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(15);
+
+/// How long a fenced instance keeps running after its node's last heartbeat, unless
+/// configured otherwise.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// The router ports stable TCP addresses are given from, unless configured otherwise.
+pub const DEFAULT_ROUTER_PORTS: (u16, u16) = (30000, 32767);
+
+/// Why an agent's call was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("node '{0}' is not registered")]
+    UnknownNode(String),
+    #[error("invalid registration: {0}")]
+    Invalid(String),
+    #[error("the instance's secrets cannot be opened: {0}")]
+    Secrets(String),
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+}
+
+/// The local runtime driver.
+#[derive(Debug, Clone)]
+pub struct LocalRuntime {
+    pool: PgPool,
+    /// Presented to agents when the control plane reads from them (logs).
+    agent_token: String,
+    http: reqwest::Client,
+    /// When this control plane started: nodes are not judged lost until it has been up
+    /// long enough to have heard from them.
+    started: std::time::Instant,
+    /// The schedules of cron workloads.
+    cron: std::sync::Arc<CronTable>,
+    /// When nodes are lost, and how long fenced instances run on.
+    timing: Timing,
+    /// Opens the secrets handed to instances.
+    master: MasterKey,
+    /// The host the router's stable addresses are on, and the ports it gives out.
+    router_host: String,
+    router_ports: (u16, u16),
+}
+
+impl LocalRuntime {
+    pub fn new(pool: PgPool, agent_token: String, master: MasterKey) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self {
+            pool,
+            agent_token,
+            http,
+            started: std::time::Instant::now(),
+            cron: std::sync::Arc::default(),
+            timing: Timing {
+                grace: DEFAULT_GRACE,
+                lease_ttl: DEFAULT_LEASE_TTL,
+                margin: margin_for(DEFAULT_LEASE_TTL),
+            },
+            master,
+            router_host: "127.0.0.1".to_owned(),
+            router_ports: DEFAULT_ROUTER_PORTS,
+        }
+    }
+
+    /// Where the router's stable TCP addresses are: its host and the ports it may give
+    /// applications.
+    #[must_use]
+    pub fn with_router(mut self, host: &str, ports: (u16, u16)) -> Self {
+        self.router_host = host.to_owned();
+        self.router_ports = ports;
+        self
+    }
+
+    /// Sets how long fenced instances (stateful ordinals) keep running after their
+    /// node's last heartbeat.
+    #[must_use]
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.timing.lease_ttl = ttl;
+        self.timing.margin = margin_for(ttl);
+        self
+    }
+
+    /// Sets how long a node may be silent before its stateless instances are replaced.
+    #[must_use]
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.timing.grace = grace;
+        self
+    }
+
+    /// Whether the control plane has been up long enough to judge nodes lost.
+    fn judged(&self) -> bool {
+        self.started.elapsed() >= self.timing.grace
+    }
+
+    /// Judges every node's condition from its heartbeats and records each change as a
+    /// node event. The heartbeat itself records a return to ready at once.
+    pub async fn judge_nodes(&self) -> Result<(), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        for n in store::nodes(&mut *conn).await? {
+            let view = node_view(&n);
+            let condition = fencing::condition(view, self.timing);
+            if condition.as_str() == n.condition {
+                continue;
+            }
+            let silent = view.silent.as_secs_f32();
+            let (reason, message) = match condition {
+                Condition::Ready => continue,
+                Condition::NotReady => (
+                    "NotReady",
+                    format!(
+                        "no heartbeat for {silent:.1} s: its instances are unknown and nothing new is placed there"
+                    ),
+                ),
+                Condition::Lost => (
+                    "Lost",
+                    format!(
+                        "no heartbeat for {silent:.0} s: its stateless instances are replaced elsewhere; stateful ones wait for it"
+                    ),
+                ),
+            };
+            if store::set_node_condition(&mut conn, &n.name, condition.as_str(), n.last_heartbeat)
+                .await?
+            {
+                tracing::warn!(node = %n.name, condition = condition.as_str(), silent_s = silent, "node condition changed");
+                store::append_node_event(&mut conn, &n.name, reason, &message).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Judges nodes every half second until `shutdown` turns true.
+    pub async fn watch_nodes(
+        self: std::sync::Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut interval = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(e) = self.judge_nodes().await {
+                tracing::debug!(error = %e, "nodes not judged this time");
+            }
+        }
+    }
+
+    /// The secret agents and the router present (the control plane presents it to
+    /// agents in turn).
+    pub fn agent_token(&self) -> &str {
+        &self.agent_token
+    }
+
+    /// Records an event of a node (its agent died, ...).
+    pub async fn record_node_event(
+        &self,
+        node: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        store::append_node_event(&mut conn, node, reason, message).await?;
+        Ok(())
+    }
+
+    /// Registers (or re-registers) a node and issues its agent a new credential (the
+    /// one it had stops working).
+    pub async fn register(&self, r: &Registration) -> Result<Registered, AgentError> {
+        let valid_name = (1..=63).contains(&r.name.len())
+            && r.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid_name {
+            return Err(AgentError::Invalid(
+                "node names are 1 to 63 lowercase letters, digits or '-'".into(),
+            ));
+        }
+        if r.capacity.cpu_millis == 0 || r.capacity.memory_mib == 0 || r.address.is_empty() {
+            return Err(AgentError::Invalid(
+                "capacity and address are required".into(),
+            ));
+        }
+        let labels =
+            serde_json::to_value(&r.labels).map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let secret = platform_core::auth::tokens::random_token();
+        let credential = format!("{}:{secret}", r.name);
+        let credential_hash = sha256_hex(&credential);
+        let mut tx = self.pool.begin().await?;
+        let before = store::upsert_node(
+            &mut tx,
+            &store::NodeRegistration {
+                name: &r.name,
+                labels: &labels,
+                cpu_millis: i32::try_from(r.capacity.cpu_millis).unwrap_or(i32::MAX),
+                memory_mib: i32::try_from(r.capacity.memory_mib).unwrap_or(i32::MAX),
+                address: &r.address,
+                api_port: i32::from(r.api_port),
+                heartbeat_ms: i32::try_from(r.heartbeat_ms.unwrap_or(200).clamp(50, 60_000))
+                    .unwrap_or(200),
+                credential_hash: &credential_hash,
+            },
+        )
+        .await?;
+        let message = match before.as_deref() {
+            None => "registered".to_owned(),
+            Some("ready") => "its agent registered again".to_owned(),
+            Some(was) => format!(
+                "its agent registered again (it was {})",
+                was.replace('_', " ")
+            ),
+        };
+        store::append_node_event(&mut tx, &r.name, "Registered", &message).await?;
+        tx.commit().await?;
+        tracing::info!(node = %r.name, labels = ?r.labels, "node registered");
+        Ok(Registered { credential })
+    }
+
+    /// The node a credential speaks for, if it is one the control plane issued (the
+    /// credential names its node; its hash is compared in constant time).
+    pub async fn authenticate_node(&self, credential: &str) -> Result<Option<String>, sqlx::Error> {
+        let Some((node, _)) = credential.split_once(':') else {
+            return Ok(None);
+        };
+        let Some(expected) = store::node_credential_hash(&self.pool, node).await? else {
+            return Ok(None);
+        };
+        let presented = sha256_hex(credential);
+        let same = presented.len() == expected.len()
+            && presented
+                .bytes()
+                .zip(expected.bytes())
+                .fold(0_u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        Ok(same.then(|| node.to_owned()))
+    }
+
+    /// Takes a node's report and answers with its assignments. Every change it observes
+    /// becomes an event on the application.
+    pub async fn heartbeat(&self, node: &str, beat: &Heartbeat) -> Result<Assignments, AgentError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(before) = store::touch_node(&mut tx, node).await? else {
+            return Err(AgentError::UnknownNode(node.to_owned()));
+        };
+        if before != "ready" {
+            let message = format!("heartbeats again (it was {})", before.replace('_', " "));
+            store::append_node_event(&mut tx, node, "Ready", &message).await?;
+            tracing::info!(node, "node ready again");
+        }
+        for report in &beat.instances {
+            let observation = Observation {
+                id: report.id,
+                phase: phase_name(report.phase).to_owned(),
+                ready: report.ready,
+                restarts: i32::try_from(report.restarts).unwrap_or(i32::MAX),
+                port: report.port.map(i32::from),
+                ports: serde_json::to_value(&report.ports).unwrap_or_default(),
+                message: report.message.clone(),
+                cpu_millis: report.cpu_millis.and_then(|v| i32::try_from(v).ok()),
+                memory_mib: report.memory_mib.and_then(|v| i32::try_from(v).ok()),
+            };
+            if let Some(before) = store::observe(&mut tx, node, &observation).await? {
+                for (reason, message) in transitions(&before, report) {
+                    platform_core::store::runtime::append_event(
+                        &mut tx,
+                        before.application_id,
+                        Some(&before.name),
+                        reason,
+                        &message,
+                    )
+                    .await?;
+                }
+            }
+        }
+        let reported: Vec<Uuid> = beat.instances.iter().map(|r| r.id).collect();
+        for gone in store::forget_stopped(&mut tx, node, &reported).await? {
+            let message = format!("stopped on {node}");
+            platform_core::store::runtime::append_event(
+                &mut tx,
+                gone.application_id,
+                Some(&gone.name),
+                "Stopped",
+                &message,
+            )
+            .await?;
+        }
+        let rows = store::assignments(&mut *tx, node).await?;
+        tx.commit().await?;
+        let mut instances = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Ok(spec) = serde_json::from_value(row.spec) else {
+                continue;
+            };
+            let desired = if row.desired == "run" {
+                Desired::Run
+            } else {
+                Desired::Stop
+            };
+            // Secrets and addresses go only to an agent about to start the instance.
+            let starting = desired == Desired::Run && !reported.contains(&row.id);
+            let secrets = if starting {
+                platform_core::platform::secrets::of_revision(
+                    &self.pool,
+                    &self.master,
+                    row.application_id,
+                    &row.secrets,
+                )
+                .await
+                .map_err(|e| AgentError::Secrets(e.to_string()))?
+            } else {
+                BTreeMap::new()
+            };
+            let mut spec: AppSpec = spec;
+            if starting {
+                let ports = store::router_ports(&self.pool, row.application_id).await?;
+                let ordinal = row.ordinal.and_then(|o| u32::try_from(o).ok());
+                for (name, value) in self.address_env(&spec, ordinal, &ports) {
+                    // What the application's own spec says wins.
+                    spec.env.entry(name).or_insert(value);
+                }
+            }
+            instances.push(Assignment {
+                id: row.id,
+                name: row.name,
+                key: WorkloadKey {
+                    tenant: row.tenant,
+                    environment: row.environment,
+                    app: row.app,
+                },
+                revision: row.revision,
+                ordinal: row.ordinal.and_then(|o| u32::try_from(o).ok()),
+                desired,
+                spec,
+                uid: u32::try_from(row.uid).ok(),
+                secrets,
+            });
+        }
+        Ok(Assignments {
+            instances,
+            lease_ttl_ms: Some(
+                u64::try_from(self.timing.lease_ttl.as_millis()).unwrap_or(u64::MAX),
+            ),
+        })
+    }
+
+    /// A package archive's bytes, for the agent of `node` to unpack: only a package an
+    /// instance placed on that node runs.
+    pub async fn package(&self, node: &str, digest: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        if !store::package_assigned(&self.pool, node, digest).await? {
+            return Ok(None);
+        }
+        platform_core::store::packages::content(&self.pool, digest).await
+    }
+
+    /// The route table: every application with at least one ready instance. Instances
+    /// on nodes that went silent are kept as fallbacks.
+    pub async fn routes(&self) -> Result<RouteTable, sqlx::Error> {
+        let mut routes: Vec<Route> = Vec::new();
+        for row in store::routes(&self.pool).await? {
+            let key = WorkloadKey {
+                tenant: row.tenant,
+                environment: row.environment,
+                app: row.app,
+            };
+            let backend = format!("{}:{}", row.address, row.port);
+            let heartbeat = Duration::from_millis(u64::try_from(row.heartbeat_ms).unwrap_or(200));
+            let silent = Duration::from_millis(u64::try_from(row.silent_ms).unwrap_or(0));
+            let preferred = silent < Timing::not_ready_after(heartbeat);
+            if routes.last().is_none_or(|last| last.key != key) {
+                routes.push(Route {
+                    key,
+                    backends: Vec::new(),
+                    fallback: Vec::new(),
+                });
+            }
+            if let Some(last) = routes.last_mut() {
+                if preferred {
+                    last.backends.push(backend);
+                } else {
+                    last.fallback.push(backend);
+                }
+            }
+        }
+        let mut tcp: Vec<TcpRoute> = Vec::new();
+        for row in store::tcp_routes(&self.pool).await? {
+            let Ok(port) = u16::try_from(row.listen) else {
+                continue;
+            };
+            if tcp.last().is_none_or(|last| last.port != port) {
+                tcp.push(TcpRoute {
+                    port,
+                    key: WorkloadKey {
+                        tenant: row.tenant,
+                        environment: row.environment,
+                        app: row.app,
+                    },
+                    port_name: row.port_name,
+                    ordinal: u32::try_from(row.ordinal).ok(),
+                    backends: Vec::new(),
+                    fallback: Vec::new(),
+                });
+            }
+            if let (Some(last), Some(host), Some(target)) = (tcp.last_mut(), row.address, row.port)
+            {
+                let heartbeat = Duration::from_millis(
+                    row.heartbeat_ms
+                        .and_then(|h| u64::try_from(h).ok())
+                        .unwrap_or(200),
+                );
+                let silent = Duration::from_millis(
+                    row.silent_ms
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0),
+                );
+                let backend = format!("{host}:{target}");
+                if silent < Timing::not_ready_after(heartbeat) {
+                    last.backends.push(backend);
+                } else {
+                    last.fallback.push(backend);
+                }
+            }
+        }
+        Ok(RouteTable { routes, tcp })
+    }
+
+    /// The stable router ports an application's shape needs: per TCP port, and per
+    /// ordinal and port of a stateful application.
+    fn wanted_router_ports(workload: &Workload) -> Vec<(String, i32)> {
+        let Some(newest) = workload.revisions.iter().max_by_key(|r| r.revision) else {
+            return Vec::new();
+        };
+        let mut wanted: Vec<(String, i32)> = newest
+            .spec
+            .ports
+            .iter()
+            .filter(|p| p.protocol == platform_core::spec::PortProtocol::Tcp)
+            .map(|p| (p.name.clone(), -1))
+            .collect();
+        if workload.kind == WorkloadKind::Stateful {
+            let ordinals: std::collections::BTreeSet<u32> = workload
+                .revisions
+                .iter()
+                .flat_map(|r| match &r.slots {
+                    Slots::Ordinals(o) => o.clone(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            for port in &newest.spec.ports {
+                for o in &ordinals {
+                    wanted.push((port.name.clone(), i32::try_from(*o).unwrap_or(i32::MAX)));
+                }
+            }
+        }
+        wanted
+    }
+
+    /// The environment a new instance gets to find its application's stable addresses
+    /// and its peers: `PAAS_ENDPOINT_<PORT>` per TCP port, and for a stateful one
+    /// `PAAS_ORDINAL`, `PAAS_PEER_<N>` (each ordinal's address on its first port) and
+    /// `PAAS_PEERS` (all of them, by ordinal).
+    fn address_env(
+        &self,
+        spec: &AppSpec,
+        ordinal: Option<u32>,
+        ports: &[store::RouterPortRow],
+    ) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        let var = |name: &str| name.to_uppercase().replace('-', "_");
+        for p in ports.iter().filter(|p| p.ordinal < 0) {
+            env.insert(
+                format!("PAAS_ENDPOINT_{}", var(&p.port_name)),
+                format!("{}:{}", self.router_host, p.port),
+            );
+        }
+        if let Some(o) = ordinal {
+            env.insert("PAAS_ORDINAL".to_owned(), o.to_string());
+            if let Some(first) = spec.ports.first() {
+                let peers: Vec<(i32, String)> = ports
+                    .iter()
+                    .filter(|p| p.ordinal >= 0 && p.port_name == first.name)
+                    .map(|p| (p.ordinal, format!("{}:{}", self.router_host, p.port)))
+                    .collect();
+                for (n, address) in &peers {
+                    env.insert(format!("PAAS_PEER_{n}"), address.clone());
+                }
+                env.insert(
+                    "PAAS_PEERS".to_owned(),
+                    peers
+                        .iter()
+                        .map(|(_, a)| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+            }
+        }
+        env
+    }
+
+    /// A cron workload: its schedule, its finished runs' history, and on suspension
+    /// its active run.
+    async fn apply_cron(&self, workload: &Workload) -> Result<(), RuntimeError> {
+        let key = &workload.key;
+        let current = workload.revisions.iter().max_by_key(|r| r.revision);
+        let parallelism = match current.map(|r| &r.slots) {
+            Some(Slots::Count(n)) => *n,
+            _ => 0,
+        };
+        let run = current.filter(|_| parallelism > 0).map(|shape| CronRun {
+            key: key.clone(),
+            shape: shape.clone(),
+            parallelism,
+            placement: workload.placement.clone(),
+            timing: self.timing,
+        });
+        self.cron.sync(key, run, &self.pool).await?;
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let Some((app_id, _)) = platform_core::store::runtime::lock_application(
+            &mut tx,
+            &key.tenant,
+            &key.environment,
+            &key.app,
+        )
+        .await
+        .map_err(unavailable)?
+        else {
+            return Err(RuntimeError::NotFound {
+                kind: "application",
+                name: key.to_string(),
+            });
+        };
+        let existing: Vec<InstanceRow> = store::instances_of(&mut *tx, app_id)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|i| i.desired == "run")
+            .collect();
+        let mut to_stop = beyond_history(&existing, CRON_HISTORY * parallelism.max(1) as usize);
+        if parallelism == 0 {
+            to_stop.extend(existing.iter().filter(|i| !is_finished(i)).map(|i| i.id));
+        }
+        store::mark_stop(&mut tx, &to_stop)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+}
+
+/// How many finished runs of a cron job are kept (with their logs).
+pub const CRON_HISTORY: usize = 3;
+
+fn is_finished(i: &InstanceRow) -> bool {
+    matches!(i.phase.as_str(), "succeeded" | "failed")
+}
+
+/// The finished instances of a cron workload beyond the newest `keep`.
+fn beyond_history(instances: &[InstanceRow], keep: usize) -> Vec<Uuid> {
+    let mut finished: Vec<&InstanceRow> = instances
+        .iter()
+        .filter(|i| i.desired == "run" && is_finished(i))
+        .collect();
+    finished.sort_by_key(|i| std::cmp::Reverse(i.created_at));
+    finished.iter().skip(keep).map(|i| i.id).collect()
+}
+
+/// Places one run of a cron workload, unless the previous one is still active.
+pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), RuntimeError> {
+    let timing = run.timing;
+    let key = &run.key;
+    let mut tx = pool.begin().await.map_err(unavailable)?;
+    let (app_id, tenant_id) = platform_core::store::runtime::lock_application(
+        &mut tx,
+        &key.tenant,
+        &key.environment,
+        &key.app,
+    )
+    .await
+    .map_err(unavailable)?
+    .ok_or_else(|| RuntimeError::NotFound {
+        kind: "application",
+        name: key.to_string(),
+    })?;
+    let existing = store::instances_of(&mut *tx, app_id)
+        .await
+        .map_err(unavailable)?;
+    let active = existing
+        .iter()
+        .find(|i| i.desired == "run" && !is_finished(i));
+    if let Some(active) = active {
+        platform_core::store::runtime::append_event(
+            &mut tx,
+            app_id,
+            Some(&active.name),
+            "Skipped",
+            "scheduled run skipped: the previous run is still active",
+        )
+        .await
+        .map_err(unavailable)?;
+        return tx.commit().await.map_err(unavailable);
+    }
+    // This run will push one more into the history: keep room for it.
+    let parallelism = run.parallelism.max(1) as usize;
+    // Nothing is active here, so every kept instance is a finished run.
+    let forget = beyond_history(&existing, (CRON_HISTORY - 1) * parallelism);
+    store::mark_stop(&mut tx, &forget)
+        .await
+        .map_err(unavailable)?;
+    let mut nodes = node_loads(&existing, &mut tx, timing)
+        .await
+        .map_err(unavailable)?;
+    let request = run.shape.spec.resources;
+    for _ in 0..run.parallelism {
+        let node = match choose(&nodes, &run.placement, request) {
+            Ok(node) => node.name.clone(),
+            Err(e) => {
+                platform_core::store::runtime::append_event(
+                    &mut tx,
+                    app_id,
+                    None,
+                    "Unschedulable",
+                    &format!("scheduled run not placed: {e}"),
+                )
+                .await
+                .map_err(unavailable)?;
+                break;
+            }
+        };
+        charge(&mut nodes, &node, request);
+        let name = instance_name(
+            &key.app,
+            run.shape.revision,
+            None,
+            WorkloadKind::Cronjob,
+            &node,
+        );
+        let message = format!(
+            "scheduled run of revision {} placed on {node}",
+            run.shape.revision
+        );
+        let new = NewInstance::of(
+            app_id,
+            tenant_id,
+            run.shape.revision,
+            None,
+            &name,
+            &node,
+            request,
+        );
+        place(&mut tx, new, &message).await?;
+    }
+    tx.commit().await.map_err(unavailable)
+}
+
+/// Nodes with their load, counting `instances` (the workload's, already read).
+async fn node_loads(
+    instances: &[InstanceRow],
+    conn: &mut sqlx::PgConnection,
+    timing: Timing,
+) -> Result<Vec<NodeLoad>, sqlx::Error> {
+    let rows = store::nodes(&mut *conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|n| NodeLoad {
+            healthy: fencing::condition(node_view(&n), timing) == Condition::Ready,
+            workload_instances: instances
+                .iter()
+                .filter(|i| i.node == n.name && i.desired == "run")
+                .count() as u32,
+            labels: serde_json::from_value(n.labels).unwrap_or_default(),
+            capacity: Resources {
+                cpu_millis: u32::try_from(n.cpu_millis).unwrap_or(0),
+                memory_mib: u32::try_from(n.memory_mib).unwrap_or(0),
+            },
+            requested: Resources {
+                cpu_millis: u32::try_from(n.cpu_requested).unwrap_or(u32::MAX),
+                memory_mib: u32::try_from(n.memory_requested).unwrap_or(u32::MAX),
+            },
+            name: n.name,
+        })
+        .collect())
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// What fencing needs to know of a node row.
+fn node_view(n: &store::NodeRow) -> NodeView {
+    NodeView {
+        silent: (n.now - n.last_heartbeat).to_std().unwrap_or_default(),
+        heartbeat: Duration::from_millis(u64::try_from(n.heartbeat_ms).unwrap_or(200)),
+        confirmed_lost: n.confirmed_lost_at.is_some(),
+    }
+}
+
+/// The margin added to a lease before an ordinal may start elsewhere: a quarter of
+/// the lease, at least two seconds.
+fn margin_for(lease_ttl: Duration) -> Duration {
+    (lease_ttl / 4).max(Duration::from_secs(2))
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Pending => "pending",
+        Phase::Starting => "starting",
+        Phase::Running => "running",
+        Phase::BackOff => "back_off",
+        Phase::Stopping => "stopping",
+        Phase::Succeeded => "succeeded",
+        Phase::Failed => "failed",
+        Phase::Unknown => "unknown",
+    }
+}
+
+fn parse_phase(name: &str) -> Phase {
+    match name {
+        "starting" => Phase::Starting,
+        "running" => Phase::Running,
+        "back_off" => Phase::BackOff,
+        "stopping" => Phase::Stopping,
+        "succeeded" => Phase::Succeeded,
+        "failed" => Phase::Failed,
+        "unknown" => Phase::Unknown,
+        _ => Phase::Pending,
+    }
+}
+
+/// The events between what was known of an instance and what its agent now reports.
+fn transitions(before: &InstanceRow, now: &InstanceReport) -> Vec<(&'static str, String)> {
+    let mut events = Vec::new();
+    let was = parse_phase(&before.phase);
+    if was == Phase::Pending && now.phase != Phase::Pending {
+        events.push(("Started", format!("process started on {}", before.node)));
+    }
+    let restarted = now.restarts > u32::try_from(before.restarts).unwrap_or(0);
+    // A first crash is restarted at once, so a report may never show the back-off
+    // phase; the restart count still proves the crash, which must not go unrecorded.
+    if restarted && was != Phase::BackOff && now.phase != Phase::BackOff {
+        events.push((
+            "Crashed",
+            "the process exited and was restarted at once".to_owned(),
+        ));
+    }
+    if restarted {
+        events.push((
+            "Restarted",
+            format!("restarted (restart #{})", now.restarts),
+        ));
+    }
+    if now.phase != was {
+        match now.phase {
+            Phase::BackOff => events.push((
+                "Crashed",
+                now.message.clone().unwrap_or_else(|| "exited".to_owned()),
+            )),
+            Phase::Failed => events.push((
+                "Failed",
+                now.message.clone().unwrap_or_else(|| "failed".to_owned()),
+            )),
+            Phase::Succeeded => events.push(("Completed", "ran to completion".to_owned())),
+            _ => {}
+        }
+    }
+    if now.ready && !before.ready {
+        events.push((
+            "Ready",
+            "passes its readiness check; receives traffic".to_owned(),
+        ));
+    }
+    if !now.ready && before.ready && now.phase == Phase::Running {
+        events.push((
+            "NotReady",
+            now.message
+                .clone()
+                .unwrap_or_else(|| "failed its readiness check".to_owned()),
+        ));
+    }
+    events
+}
+
+fn instance_name(
+    app: &str,
+    revision: i32,
+    ordinal: Option<u32>,
+    kind: WorkloadKind,
+    node: &str,
+) -> String {
+    match (ordinal, kind) {
+        (Some(o), _) => format!("{app}-{o}"),
+        (None, WorkloadKind::Daemon) => format!("{app}-{node}"),
+        (None, _) => {
+            let suffix = Uuid::new_v4().simple().to_string();
+            format!("{app}-r{revision}-{}", &suffix[..6])
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for LocalRuntime {
+    fn check(&self, spec: &AppSpec) -> Result<(), platform_core::FieldError> {
+        if spec.command.trim().is_empty() {
+            return Err(platform_core::FieldError::new(
+                "spec.command",
+                "is required: this environment runs on the local runtime, which runs processes (an image alone cannot run here)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn secrets_in_workload(&self) -> bool {
+        // Agents get them with an instance's assignment, only when they start it.
+        false
+    }
+
+    async fn apply(&self, workload: &Workload) -> Result<(), RuntimeError> {
+        if workload.kind == WorkloadKind::Cronjob {
+            return self.apply_cron(workload).await;
+        }
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let key = &workload.key;
+        let (app_id, tenant_id) = platform_core::store::runtime::lock_application(
+            &mut tx,
+            &key.tenant,
+            &key.environment,
+            &key.app,
+        )
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| RuntimeError::NotFound {
+            kind: "application",
+            name: key.to_string(),
+        })?;
+        let existing = store::instances_of(&mut *tx, app_id)
+            .await
+            .map_err(unavailable)?;
+        let mut nodes = node_loads(&existing, &mut tx, self.timing)
+            .await
+            .map_err(unavailable)?;
+        let views: HashMap<String, NodeView> = store::nodes(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|n| (n.name.clone(), node_view(n)))
+            .collect();
+        // What becomes of instances on nodes that stopped reporting: stateless ones are
+        // replaced after the grace period, stateful ordinals wait for their node or
+        // for an operator (see `fencing`).
+        let stateful = workload.kind == WorkloadKind::Stateful;
+        let judged = self.judged();
+        let mut lost: Vec<Uuid> = Vec::new();
+        let mut waiting: Vec<(String, String)> = Vec::new();
+        for i in existing.iter().filter(|i| i.desired == "run") {
+            let Some(view) = views.get(&i.node) else {
+                continue;
+            };
+            match fencing::verdict(stateful, &i.node, *view, self.timing, judged) {
+                Verdict::Keep => {}
+                Verdict::Replace => lost.push(i.id),
+                Verdict::Wait(why) => waiting.push((i.name.clone(), why)),
+            }
+        }
+        let live: Vec<&InstanceRow> = existing
+            .iter()
+            .filter(|i| i.desired == "run" && !lost.contains(&i.id))
+            .collect();
+        let mut to_stop: Vec<Uuid> = lost.clone();
+        let mut to_create: Vec<(i32, Option<u32>, String, Resources)> = Vec::new();
+        let mut unschedulable: Option<String> = None;
+
+        let shaped: Vec<i32> = workload.revisions.iter().map(|r| r.revision).collect();
+        to_stop.extend(
+            live.iter()
+                .filter(|i| !shaped.contains(&i.revision))
+                .map(|i| i.id),
+        );
+
+        for shape in &workload.revisions {
+            let mine: Vec<&&InstanceRow> = live
+                .iter()
+                .filter(|i| i.revision == shape.revision)
+                .collect();
+            let request = shape.spec.resources;
+            match &shape.slots {
+                Slots::Count(n) => {
+                    let n = *n as usize;
+                    if mine.len() > n {
+                        // Stop the least useful first: not ready, then newest.
+                        let mut ranked = mine.clone();
+                        ranked.sort_by_key(|i| (i.ready, std::cmp::Reverse(i.created_at)));
+                        to_stop.extend(ranked.iter().take(mine.len() - n).map(|i| i.id));
+                    }
+                    for _ in mine.len()..n {
+                        match choose(&nodes, &workload.placement, request) {
+                            Ok(node) => {
+                                let name = node.name.clone();
+                                to_create.push((shape.revision, None, name.clone(), request));
+                                charge(&mut nodes, &name, request);
+                            }
+                            Err(e) => {
+                                unschedulable = Some(e.to_string());
+                                break;
+                            }
+                        }
+                    }
+                }
+                Slots::Ordinals(ordinals) => {
+                    for ordinal in ordinals {
+                        let holder = live.iter().find(|i| i.ordinal == Some(*ordinal as i32));
+                        match holder {
+                            Some(i) if i.revision == shape.revision => {}
+                            Some(i) => {
+                                // In place: the new revision takes the ordinal on the same
+                                // node (its data directory lives there).
+                                to_stop.push(i.id);
+                                to_create.push((
+                                    shape.revision,
+                                    Some(*ordinal),
+                                    i.node.clone(),
+                                    request,
+                                ));
+                            }
+                            None => match choose(&nodes, &workload.placement, request) {
+                                Ok(node) => {
+                                    let name = node.name.clone();
+                                    to_create.push((
+                                        shape.revision,
+                                        Some(*ordinal),
+                                        name.clone(),
+                                        request,
+                                    ));
+                                    charge(&mut nodes, &name, request);
+                                }
+                                Err(e) => unschedulable = Some(e.to_string()),
+                            },
+                        }
+                    }
+                    let wanted: Vec<i32> = workload
+                        .revisions
+                        .iter()
+                        .flat_map(|r| match &r.slots {
+                            Slots::Ordinals(o) => o.iter().map(|x| *x as i32).collect(),
+                            _ => Vec::new(),
+                        })
+                        .collect();
+                    to_stop.extend(
+                        mine.iter()
+                            .filter(|i| i.ordinal.is_none_or(|o| !wanted.contains(&o)))
+                            .map(|i| i.id),
+                    );
+                }
+                Slots::EveryNode => {
+                    for node in nodes.clone() {
+                        let matches = node.healthy
+                            && workload
+                                .placement
+                                .node_selector
+                                .iter()
+                                .all(|(k, v)| node.labels.get(k) == Some(v));
+                        let present = mine.iter().any(|i| i.node == node.name);
+                        if matches && !present {
+                            to_create.push((shape.revision, None, node.name.clone(), request));
+                        }
+                    }
+                }
+            }
+        }
+        to_stop.sort();
+        to_stop.dedup();
+        if !to_stop.is_empty() {
+            store::mark_stop(&mut tx, &to_stop)
+                .await
+                .map_err(unavailable)?;
+            for id in &to_stop {
+                if let Some(i) = existing.iter().find(|i| i.id == *id) {
+                    platform_core::store::runtime::append_event(
+                        &mut tx,
+                        app_id,
+                        Some(&i.name),
+                        "Stopping",
+                        &format!("stopping on {}", i.node),
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                }
+            }
+        }
+        for (revision, ordinal, node, request) in to_create {
+            let name = instance_name(&key.app, revision, ordinal, workload.kind, &node);
+            let new = NewInstance::of(app_id, tenant_id, revision, ordinal, &name, &node, request);
+            place(
+                &mut tx,
+                new,
+                &format!("revision {revision} placed on {node}"),
+            )
+            .await?;
+        }
+        if let Some(why) = &unschedulable {
+            let message = format!("not every instance can be placed: {why}");
+            say_once(&mut tx, app_id, None, "Unschedulable", &message).await?;
+        }
+        for (name, why) in &waiting {
+            say_once(&mut tx, app_id, Some(name), "Waiting", why).await?;
+        }
+        let wanted = Self::wanted_router_ports(workload);
+        if !wanted.is_empty() {
+            let have: Vec<(String, i32)> = store::router_ports(&mut *tx, app_id)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(|p| (p.port_name, p.ordinal))
+                .collect();
+            let missing: Vec<(String, i32)> =
+                wanted.into_iter().filter(|w| !have.contains(w)).collect();
+            let range = (
+                i32::from(self.router_ports.0),
+                i32::from(self.router_ports.1),
+            );
+            if !missing.is_empty()
+                && !store::allocate_router_ports(&mut tx, app_id, &missing, range)
+                    .await
+                    .map_err(unavailable)?
+            {
+                let message = format!(
+                    "no free router port in {}-{}: some TCP ports have no stable address",
+                    range.0, range.1
+                );
+                say_once(&mut tx, app_id, None, "Unroutable", &message).await?;
+            }
+        }
+        for id in &lost {
+            if let Some(i) = existing.iter().find(|i| i.id == *id) {
+                let message = if stateful {
+                    format!(
+                        "{} was confirmed lost: the ordinal starts on another node with an empty data directory (its data stays on {})",
+                        i.node, i.node
+                    )
+                } else {
+                    format!(
+                        "{} stopped reporting: the instance is replaced on another node",
+                        i.node
+                    )
+                };
+                platform_core::store::runtime::append_event(
+                    &mut tx,
+                    app_id,
+                    Some(&i.name),
+                    "Moved",
+                    &message,
+                )
+                .await
+                .map_err(unavailable)?;
+            }
+        }
+        tx.commit().await.map_err(unavailable)?;
+        match unschedulable {
+            Some(why) => Err(RuntimeError::Unschedulable(why)),
+            None => Ok(()),
+        }
+    }
+
+    async fn remove(&self, key: &WorkloadKey) -> Result<(), RuntimeError> {
+        self.cron.sync(key, None, &self.pool).await?;
+        let Some(app_id) = platform_core::store::runtime::application_id(
+            &self.pool,
+            &key.tenant,
+            &key.environment,
+            &key.app,
+        )
+        .await
+        .map_err(unavailable)?
+        else {
+            return Ok(());
+        };
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let live: Vec<Uuid> = store::instances_of(&mut *tx, app_id)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|i| i.desired == "run")
+            .map(|i| i.id)
+            .collect();
+        store::mark_stop(&mut tx, &live)
+            .await
+            .map_err(unavailable)?;
+        // A deleted application's stable addresses are freed; one that is only
+        // restarted keeps them.
+        if platform_core::store::runtime::lock_application(
+            &mut tx,
+            &key.tenant,
+            &key.environment,
+            &key.app,
+        )
+        .await
+        .map_err(unavailable)?
+        .is_none()
+        {
+            store::release_router_ports(&mut tx, app_id)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn instances(&self, key: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError> {
+        let Some(app_id) = platform_core::store::runtime::application_id(
+            &self.pool,
+            &key.tenant,
+            &key.environment,
+            &key.app,
+        )
+        .await
+        .map_err(unavailable)?
+        else {
+            return Ok(Vec::new());
+        };
+        let rows = store::instances_of(&self.pool, app_id)
+            .await
+            .map_err(unavailable)?;
+        let nodes: HashMap<String, (NodeView, String)> = store::nodes(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|n| (n.name.clone(), (node_view(n), n.address.clone())))
+            .collect();
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let reported = parse_phase(&r.phase);
+                // An instance whose node stopped reporting is unknown, not ready: what is
+                // shown is what was last known.
+                let silent = nodes
+                    .get(&r.node)
+                    .map(|(view, _)| view)
+                    .filter(|v| fencing::condition(**v, self.timing) != Condition::Ready);
+                let address = r
+                    .port
+                    .zip(nodes.get(&r.node))
+                    .map(|(port, (_, host))| format!("{host}:{port}"));
+                let (phase, ready, message) = match (r.desired.as_str(), silent) {
+                    ("stop", Some(_)) => (
+                        Phase::Unknown,
+                        false,
+                        Some(format!("to be stopped when {} reports again", r.node)),
+                    ),
+                    ("stop", None) => (Phase::Stopping, false, r.message),
+                    (_, Some(view)) => (
+                        Phase::Unknown,
+                        false,
+                        Some(format!(
+                            "{} has not reported for {:.0} s; last known: {}{}",
+                            r.node,
+                            view.silent.as_secs_f32(),
+                            phase_name(reported).replace('_', " "),
+                            if r.ready { ", ready" } else { "" },
+                        )),
+                    ),
+                    _ => (reported, r.ready, r.message),
+                };
+                Instance {
+                    name: r.name,
+                    revision: r.revision,
+                    ordinal: r.ordinal.and_then(|o| u32::try_from(o).ok()),
+                    node: Some(r.node),
+                    address,
+                    phase,
+                    ready,
+                    restarts: u32::try_from(r.restarts).unwrap_or(0),
+                    cpu_millis: r.cpu_millis.and_then(|v| u32::try_from(v).ok()),
+                    memory_mib: r.memory_mib.and_then(|v| u32::try_from(v).ok()),
+                    message,
+                    since: r.observed_at.unwrap_or(r.created_at),
+                }
+            })
+            .collect())
+    }
+
+    async fn nodes(&self) -> Result<Vec<Node>, RuntimeError> {
+        let rows = store::nodes(&self.pool)
+            .await
+            .map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
+        Ok(rows
+            .into_iter()
+            .map(|n| {
+                let view = node_view(&n);
+                let condition = fencing::condition(view, self.timing);
+                let message = match (condition, n.confirmed_lost_at) {
+                    (Condition::Ready, _) => None,
+                    (_, Some(at)) => Some(format!(
+                        "confirmed lost at {}",
+                        at.format("%Y-%m-%d %H:%M:%S UTC")
+                    )),
+                    (_, None) => Some(format!(
+                        "no heartbeat for {:.0} s",
+                        view.silent.as_secs_f32()
+                    )),
+                };
+                Node {
+                    labels: serde_json::from_value(n.labels).unwrap_or_default(),
+                    capacity: Resources {
+                        cpu_millis: u32::try_from(n.cpu_millis).unwrap_or(0),
+                        memory_mib: u32::try_from(n.memory_mib).unwrap_or(0),
+                    },
+                    allocated: Some(Resources {
+                        cpu_millis: u32::try_from(n.cpu_requested).unwrap_or(u32::MAX),
+                        memory_mib: u32::try_from(n.memory_requested).unwrap_or(u32::MAX),
+                    }),
+                    healthy: condition == Condition::Ready,
+                    condition: condition.as_str().to_owned(),
+                    message,
+                    last_seen: Some(n.last_heartbeat),
+                    name: n.name,
+                }
+            })
+            .collect())
+    }
+
+    async fn endpoints(
+        &self,
+        key: &WorkloadKey,
+        _spec: &AppSpec,
+        _replicas: u32,
+    ) -> Result<Vec<Endpoint>, RuntimeError> {
+        let Some(app_id) = platform_core::store::runtime::application_id(
+            &self.pool,
+            &key.tenant,
+            &key.environment,
+            &key.app,
+        )
+        .await
+        .map_err(unavailable)?
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(store::router_ports(&self.pool, app_id)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(|p| Endpoint {
+                port: p.port_name,
+                ordinal: u32::try_from(p.ordinal).ok(),
+                address: format!("{}:{}", self.router_host, p.port),
+            })
+            .collect())
+    }
+
+    async fn node_events(&self, limit: usize) -> Result<Vec<NodeEvent>, RuntimeError> {
+        let rows = store::node_events(&self.pool, i64::try_from(limit).unwrap_or(100))
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| NodeEvent {
+                id: r.id,
+                node: r.node,
+                at: r.at,
+                reason: r.reason,
+                message: r.message,
+            })
+            .collect())
+    }
+
+    async fn confirm_node_lost(&self, node: &str) -> Result<NodeLoss, RuntimeError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let Some(row) = store::nodes(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .find(|n| n.name == node)
+        else {
+            return Err(RuntimeError::NotFound {
+                kind: "node",
+                name: node.to_owned(),
+            });
+        };
+        let view = node_view(&row);
+        if fencing::condition(view, self.timing) == Condition::Ready {
+            return Err(RuntimeError::Conflict(format!(
+                "{node} reported {:.1} s ago: it is not lost",
+                view.silent.as_secs_f32()
+            )));
+        }
+        store::confirm_node_lost(&mut tx, node)
+            .await
+            .map_err(unavailable)?;
+        let stateful_moved: Vec<String> = store::stateful_on(&mut *tx, node)
+            .await
+            .map_err(unavailable)?;
+        let wait = (self.timing.lease_ttl + self.timing.margin).saturating_sub(view.silent);
+        let moves_after =
+            row.now + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::zero());
+        let message = if stateful_moved.is_empty() {
+            "confirmed lost by a platform administrator: its instances start elsewhere".to_owned()
+        } else {
+            format!(
+                "confirmed lost by a platform administrator: its instances start elsewhere; stateful ones ({}) without the data they left there, from {}",
+                stateful_moved.join(", "),
+                moves_after.format("%H:%M:%S UTC")
+            )
+        };
+        store::append_node_event(&mut tx, node, "ConfirmedLost", &message)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        tracing::warn!(node, stateful = stateful_moved.len(), "node confirmed lost");
+        Ok(NodeLoss {
+            node: node.to_owned(),
+            stateful_moved,
+            moves_after,
+        })
+    }
+
+    async fn logs(
+        &self,
+        key: &WorkloadKey,
+        instance: &str,
+        tail: usize,
+    ) -> Result<Vec<String>, RuntimeError> {
+        // Logs stay on the node that wrote them; they are read from its agent.
+        let not_found = || RuntimeError::NotFound {
+            kind: "instance",
+            name: instance.to_owned(),
+        };
+        let app_id = platform_core::store::runtime::application_id(
+            &self.pool,
+            &key.tenant,
+            &key.environment,
+            &key.app,
+        )
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(not_found)?;
+        let rows = store::instances_of(&self.pool, app_id)
+            .await
+            .map_err(unavailable)?;
+        let row = rows
+            .into_iter()
+            .find(|r| r.name == instance)
+            .ok_or_else(not_found)?;
+        let nodes = store::nodes(&self.pool).await.map_err(unavailable)?;
+        let node = nodes
+            .into_iter()
+            .find(|n| n.name == row.node)
+            .ok_or_else(not_found)?;
+        if node.api_port == 0 {
+            return Err(RuntimeError::Unavailable(format!(
+                "node {} does not serve logs",
+                node.name
+            )));
+        }
+        let url = format!(
+            "http://{}:{}/v1/instances/{}/logs?tail={tail}",
+            node.address, node.api_port, row.id
+        );
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.agent_token)
+            .send()
+            .await
+            .map_err(|e| {
+                RuntimeError::Unavailable(format!("node {} did not answer: {e}", node.name))
+            })?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(not_found());
+        }
+        let response = response
+            .error_for_status()
+            .map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
+        response
+            .json::<Vec<String>>()
+            .await
+            .map_err(|e| RuntimeError::Other(e.to_string()))
+    }
+}
+
+/// Appends an event unless it is among the application's latest already: a condition
+/// that lasts is said once, not at every tick.
+async fn say_once(
+    tx: &mut sqlx::PgConnection,
+    app_id: Uuid,
+    instance: Option<&str>,
+    reason: &str,
+    message: &str,
+) -> Result<(), RuntimeError> {
+    let said =
+        platform_core::store::runtime::said_recently(&mut *tx, app_id, instance, reason, message)
+            .await
+            .map_err(unavailable)?;
+    if !said {
+        platform_core::store::runtime::append_event(tx, app_id, instance, reason, message)
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// Records a new instance and its `Scheduled` event.
+async fn place(
+    tx: &mut sqlx::PgConnection,
+    new: NewInstance<'_>,
+    message: &str,
+) -> Result<(), RuntimeError> {
+    let (app_id, name) = (new.application_id, new.name);
+    store::insert_instance(&mut *tx, new)
+        .await
+        .map_err(unavailable)?;
+    platform_core::store::runtime::append_event(tx, app_id, Some(name), "Scheduled", message)
+        .await
+        .map_err(unavailable)
+}
+
+fn unavailable(e: sqlx::Error) -> RuntimeError {
+    RuntimeError::Unavailable(e.to_string())
+}
+
+fn charge(nodes: &mut [NodeLoad], name: &str, request: Resources) {
+    if let Some(n) = nodes.iter_mut().find(|n| n.name == name) {
+        n.requested.cpu_millis += request.cpu_millis;
+        n.requested.memory_mib += request.memory_mib;
+        n.workload_instances += 1;
+    }
+}
+
+/// Nodes by name, for callers that need an agent's address.
+pub async fn node_addresses(pool: &PgPool) -> Result<HashMap<String, String>, sqlx::Error> {
+    Ok(store::nodes(pool)
+        .await?
+        .into_iter()
+        .map(|n| (n.name, n.address))
+        .collect())
+}

@@ -17,23 +17,7 @@ use utoipa::ToSchema;
 
 use crate::spec::{AppSpec, Resources, WorkloadKind};
 
-mod cron;
-pub mod fencing;
-pub mod local;
-
-/// Which application a workload is: tenant, environment and name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
-pub struct WorkloadKey {
-    pub tenant: String,
-    pub environment: String,
-    pub app: String,
-}
-
-impl fmt::Display for WorkloadKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.tenant, self.environment, self.app)
-    }
-}
+pub use platform_spec::workload::{Phase, WorkloadKey};
 
 /// How many instances of one revision should run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -73,6 +57,17 @@ pub struct Placement {
     pub spread_by: Option<String>,
 }
 
+impl Placement {
+    /// Where an application's instances go unless it says otherwise: any node, spread
+    /// across zones.
+    pub fn standard() -> Self {
+        Self {
+            node_selector: BTreeMap::new(),
+            spread_by: Some("zone".to_owned()),
+        }
+    }
+}
+
 /// The desired shape of one workload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Workload {
@@ -95,29 +90,6 @@ impl Workload {
             })
             .sum()
     }
-}
-
-/// The life of an instance as a driver observes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Accepted, not yet placed or started.
-    Pending,
-    /// The process or container is starting; not yet ready.
-    Starting,
-    /// Running; see `ready` for whether it passes its readiness check.
-    Running,
-    /// Exited unexpectedly and waits before the next restart.
-    BackOff,
-    /// Being stopped (draining, then terminated).
-    Stopping,
-    /// Ran to completion (jobs).
-    Succeeded,
-    /// Gave up: a job out of retries, or an artifact that cannot run at all.
-    Failed,
-    /// Its node does not report: what it does now is not known (the message says what
-    /// was last known, and why it stays or moves).
-    Unknown,
 }
 
 /// One instance as observed.

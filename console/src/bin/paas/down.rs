@@ -68,8 +68,8 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
 async fn stop_holders(locks: &[PathBuf], timeout: Duration) -> usize {
     let holders: Vec<(PathBuf, u32)> = locks
         .iter()
-        .filter(|l| runtime_local::lock::holder_alive(l))
-        .filter_map(|l| runtime_local::lock::holder(l).map(|pid| (l.clone(), pid)))
+        .filter(|l| local_node::lock::holder_alive(l))
+        .filter_map(|l| local_node::lock::holder(l).map(|pid| (l.clone(), pid)))
         .collect();
     let signal = |sig: Signal, which: &[(PathBuf, u32)]| {
         for (_, pid) in which {
@@ -83,7 +83,7 @@ async fn stop_holders(locks: &[PathBuf], timeout: Duration) -> usize {
     loop {
         let alive: Vec<(PathBuf, u32)> = holders
             .iter()
-            .filter(|(l, _)| runtime_local::lock::holder_alive(l))
+            .filter(|(l, _)| local_node::lock::holder_alive(l))
             .cloned()
             .collect();
         if alive.is_empty() {

@@ -86,8 +86,8 @@ async fn supervise(member: Member, mut stop: watch::Receiver<bool>, on_death: On
     let mut deaths = 0_u32;
     loop {
         let started = Instant::now();
-        let holder = runtime_local::lock::holder_alive(&member.lock)
-            .then(|| runtime_local::lock::holder(&member.lock))
+        let holder = local_node::lock::holder_alive(&member.lock)
+            .then(|| local_node::lock::holder(&member.lock))
             .flatten();
         let outdated = holder.filter(|pid| runs_an_older_binary(*pid, &member.program));
         // Only a member that offers a handover (an older router may not) is replaced
@@ -128,7 +128,7 @@ async fn supervise(member: Member, mut stop: watch::Receiver<bool>, on_death: On
         };
         // A child that found the lock taken by a twin ends at once; the twin is
         // watched from the next turn on, and nothing died.
-        if runtime_local::lock::holder_alive(&member.lock) {
+        if local_node::lock::holder_alive(&member.lock) {
             continue;
         }
         if started.elapsed() > Duration::from_secs(10) {
@@ -158,13 +158,13 @@ fn runs_an_older_binary(pid: u32, program: &std::path::Path) -> bool {
 /// Waits for an adopted member to release its lock (it died); `None` when supervision
 /// ends first.
 async fn watch_lock(member: &Member, stop: &mut watch::Receiver<bool>) -> Option<String> {
-    let pid = runtime_local::lock::holder(&member.lock);
+    let pid = local_node::lock::holder(&member.lock);
     loop {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
             _ = stop.changed() => return None,
         }
-        if !runtime_local::lock::holder_alive(&member.lock) {
+        if !local_node::lock::holder_alive(&member.lock) {
             return Some(format!(
                 "process {} is gone",
                 pid.map_or_else(|| "?".to_owned(), |p| p.to_string())

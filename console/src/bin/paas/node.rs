@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use local_node::agent::AgentConfig;
+use local_node::router::RouterConfig;
 use platform_core::spec::Resources;
-use runtime_local::agent::AgentConfig;
-use runtime_local::router::RouterConfig;
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -142,7 +142,7 @@ pub fn own_executable() -> anyhow::Result<PathBuf> {
 
 pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let lock_path = args.state_dir.join("agent.lock");
-    let _lock = match runtime_local::lock::acquire(&lock_path)? {
+    let _lock = match local_node::lock::acquire(&lock_path)? {
         Ok(lock) => lock,
         Err(holder) => {
             tracing::info!(node = %args.name, holder = ?holder, "this node's agent already runs; leaving it in charge");
@@ -176,7 +176,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         termination().await;
         let _ = stop.send(true);
     });
-    runtime_local::agent::run(config, stopped).await;
+    local_node::agent::run(config, stopped).await;
     Ok(())
 }
 
@@ -186,7 +186,7 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let mut adopted = Vec::new();
     let mut lock = None;
     let listener = match (&args.lock_file, &control) {
-        (Some(path), Some(control)) => match runtime_local::lock::acquire(path)? {
+        (Some(path), Some(control)) => match local_node::lock::acquire(path)? {
             Ok(held) => {
                 lock = Some(held);
                 bind(args.listen).await?
@@ -194,7 +194,7 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
             Err(holder) if args.replace => {
                 let control = control.clone();
                 let (sockets, confirm) =
-                    tokio::task::spawn_blocking(move || runtime_local::handover::take(&control))
+                    tokio::task::spawn_blocking(move || local_node::handover::take(&control))
                         .await?
                         .context("taking over the running router's sockets")?;
                 let mut http = None;
@@ -205,13 +205,13 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
                         Ok(l)
                     };
                     match role {
-                        runtime_local::handover::Role::Http => http = Some(listener()?),
-                        runtime_local::handover::Role::Tcp { port } => {
+                        local_node::handover::Role::Http => http = Some(listener()?),
+                        local_node::handover::Role::Tcp { port } => {
                             adopted.push((port, listener()?));
                         }
                         // Held from now on by both, then by this router alone.
-                        runtime_local::handover::Role::Lock => {
-                            lock = Some(runtime_local::lock::LockGuard::take_over(fd)?);
+                        local_node::handover::Role::Lock => {
+                            lock = Some(local_node::lock::LockGuard::take_over(fd)?);
                         }
                     }
                 }
@@ -243,7 +243,7 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
         termination().await;
         let _ = stop.send(true);
     });
-    runtime_local::router::run(listener, adopted, config, stopped).await;
+    local_node::router::run(listener, adopted, config, stopped).await;
     Ok(())
 }
 
@@ -254,7 +254,7 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 }
 
 pub async fn shim(args: ShimArgs) -> anyhow::Result<()> {
-    runtime_local::shim::serve(&args.dir)
+    local_node::shim::serve(&args.dir)
         .await
         .with_context(|| format!("shim in {}", args.dir.display()))
 }

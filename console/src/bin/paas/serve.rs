@@ -13,10 +13,10 @@ use platform_core::auth::TokenConfig;
 use platform_core::names::Password;
 use platform_core::reconciler::Reconciler;
 use platform_core::runtime::Runtimes;
-use platform_core::runtime::local::LocalRuntime;
 use platform_core::sealing::MasterKey;
 use platform_core::store;
 use runtime_kube::{ClusterSource, KubeRuntime};
+use runtime_local::LocalRuntime;
 
 #[derive(Debug, Args)]
 pub struct DbArgs {

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use platform_core::Platform;
 use platform_core::bootstrap::CreatedAccount;
-use platform_core::runtime::local::LocalRuntime;
+use runtime_local::LocalRuntime;
 
 use crate::fleet::{Fleet, Member};
 use crate::local_postgres::LocalPostgres;
@@ -76,7 +76,7 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = prepare_data_dir(&args.data_dir.clone().unwrap_or_else(default_data_dir))?;
     let lock_path = data_dir.join("control-plane.lock");
-    let _lock = match runtime_local::lock::acquire(&lock_path)? {
+    let _lock = match local_node::lock::acquire(&lock_path)? {
         Ok(lock) => lock,
         Err(holder) => bail!(
             "a control plane already runs for {} (pid {}); stop it first, or use `paas down`",

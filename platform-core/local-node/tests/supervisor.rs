@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use platform_core::runtime::Phase;
-use runtime_local::logs::LogFile;
-use runtime_local::probe::{Probe, ProbeTarget};
-use runtime_local::supervisor::{Backoff, InstanceConfig, RestartPolicy, Status, Supervised};
+use local_node::logs::LogFile;
+use local_node::probe::{Probe, ProbeTarget};
+use local_node::supervisor::{Backoff, InstanceConfig, RestartPolicy, Status, Supervised};
+use platform_spec::workload::Phase;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("paas-supervisor-{name}-{}", std::process::id()));
@@ -286,7 +286,7 @@ async fn logs_stay_within_their_bound() {
 
 #[tokio::test]
 async fn a_memory_ceiling_is_enforced_where_the_node_has_cgroups() {
-    let Some(cgroups) = runtime_local::limits::Cgroups::detect("paas-supervisor-test") else {
+    let Some(cgroups) = local_node::limits::Cgroups::detect("paas-supervisor-test") else {
         eprintln!("SKIPPED: this machine offers no writable cgroups; limits are only measured");
         return;
     };
@@ -299,7 +299,7 @@ async fn a_memory_ceiling_is_enforced_where_the_node_has_cgroups() {
         ],
     );
     c.restart = RestartPolicy::Never;
-    c.ceilings = runtime_local::limits::Ceilings {
+    c.ceilings = local_node::limits::Ceilings {
         cpu_millis: Some(200),
         memory_mib: Some(64),
     };
@@ -332,10 +332,10 @@ async fn a_memory_ceiling_is_enforced_where_the_node_has_cgroups() {
 
 /// The node's sandbox for a made-up tenant identity, or `None` (with the reason
 /// printed) where the node cannot isolate instances.
-fn sandbox_for(uid: u32, hide: &std::path::Path) -> Option<runtime_local::sandbox::Sandbox> {
-    let isolation = runtime_local::sandbox::Isolation::detect();
+fn sandbox_for(uid: u32, hide: &std::path::Path) -> Option<local_node::sandbox::Sandbox> {
+    let isolation = local_node::sandbox::Isolation::detect();
     match &isolation {
-        runtime_local::sandbox::Isolation::Identities { bwrap: Some(_), .. } => {
+        local_node::sandbox::Isolation::Identities { bwrap: Some(_), .. } => {
             isolation.sandbox(uid, &[hide.to_path_buf()], "sandboxed")
         }
         other => {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use platform_core::runtime::Phase;
+use platform_spec::workload::Phase;
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;

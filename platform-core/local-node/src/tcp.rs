@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use platform_core::runtime::local::TcpRoute;
+use crate::proto::TcpRoute;
 
 use crate::router::Backends;
 use tokio::net::{TcpListener, TcpStream};

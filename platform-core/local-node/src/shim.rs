@@ -127,7 +127,7 @@ async fn run(dir: &Path, spec: ShimSpec, listener: UnixListener) -> Result<(), S
             running = Some((supervised, forward));
         } else if running.is_none() {
             update(&status_tx, |s| {
-                s.phase = platform_core::runtime::Phase::Pending;
+                s.phase = platform_spec::workload::Phase::Pending;
                 s.ready = false;
                 s.pid = None;
                 s.message = Some(fenced_message.to_owned());
@@ -171,7 +171,7 @@ async fn run(dir: &Path, spec: ShimSpec, listener: UnixListener) -> Result<(), S
         status_tx.send_replace(last);
     } else {
         update(&status_tx, |s| {
-            s.phase = platform_core::runtime::Phase::Stopping;
+            s.phase = platform_spec::workload::Phase::Stopping;
             s.message = Some("stopped".to_owned());
         });
     }

@@ -18,7 +18,7 @@ use tokio::sync::{Mutex, OnceCell};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use uuid::Uuid;
 
-use super::{Placement, RevisionShape, RuntimeError, WorkloadKey};
+use platform_core::runtime::{Placement, RevisionShape, RuntimeError, WorkloadKey};
 
 /// What a scheduled tick starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +28,7 @@ pub(crate) struct CronRun {
     pub parallelism: u32,
     pub placement: Placement,
     /// How nodes are judged when the run is placed.
-    pub timing: super::fencing::Timing,
+    pub timing: crate::fencing::Timing,
 }
 
 struct Entry {
@@ -87,13 +87,13 @@ impl CronTable {
             .spec
             .schedule
             .as_deref()
-            .map(crate::spec::normalized_schedule)
+            .map(platform_core::spec::normalized_schedule)
             .ok_or_else(|| RuntimeError::Other("a cron job needs a schedule".into()))?;
         let (fire_pool, fire_run) = (pool.clone(), run.clone());
         let job = Job::new_async(schedule.as_str(), move |_, _| {
             let (pool, run) = (fire_pool.clone(), fire_run.clone());
             Box::pin(async move {
-                if let Err(e) = super::local::start_cron_run(&pool, &run).await {
+                if let Err(e) = crate::start_cron_run(&pool, &run).await {
                     tracing::warn!(workload = %run.key, error = %e, "cron run not started");
                 }
             })

@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use platform_core::runtime::Phase;
-use platform_core::runtime::WorkloadKey;
-use platform_core::runtime::local::{
+use crate::proto::{
     Assignment, Assignments, Desired, Heartbeat, InstanceReport, Registered, Registration,
 };
-use platform_core::spec::{CheckSpec, Resources, WorkloadKind};
+use platform_spec::spec::{CheckSpec, Resources, WorkloadKind};
+use platform_spec::workload::Phase;
+use platform_spec::workload::WorkloadKey;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use platform_core::package;
+use platform_spec::package;
 
 /// Where an instance's package comes from.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]

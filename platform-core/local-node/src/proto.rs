@@ -1,0 +1,138 @@
+//! The protocol between the control plane and a node: what an agent registers and
+//! reports, the instances it is assigned, and the route table the router serves.
+//! The control plane's driver (`runtime-local`) and the node's agent and router both
+//! use these types, so the two sides cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use platform_spec::secret::SecretValue;
+use platform_spec::spec::{AppSpec, Resources};
+use platform_spec::workload::{Phase, WorkloadKey};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// What an agent says when it starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registration {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Resources,
+    /// The host its instances' ports are reachable on.
+    pub address: String,
+    /// The port of the agent's own API (instance logs) on that host.
+    #[serde(default)]
+    pub api_port: u16,
+    /// How often the agent heartbeats: a node that misses a few is not ready.
+    #[serde(default)]
+    pub heartbeat_ms: Option<u32>,
+}
+
+/// The control plane's answer to a registration: the credential the agent presents
+/// from then on (`<node>:<secret>`), which speaks for its node only.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Registered {
+    pub credential: String,
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered").finish_non_exhaustive()
+    }
+}
+
+/// An agent's periodic report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub instances: Vec<InstanceReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceReport {
+    pub id: Uuid,
+    pub phase: Phase,
+    pub ready: bool,
+    pub restarts: u32,
+    /// The first port (what the router sends HTTP to).
+    pub port: Option<u16>,
+    /// Every port by name (TCP routes, peers).
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
+    pub message: Option<String>,
+    pub cpu_millis: Option<u32>,
+    pub memory_mib: Option<u32>,
+}
+
+/// Whether an assigned instance should run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Desired {
+    Run,
+    Stop,
+}
+
+/// One instance a node is responsible for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assignment {
+    pub id: Uuid,
+    pub name: String,
+    pub key: WorkloadKey,
+    pub revision: i32,
+    pub ordinal: Option<u32>,
+    pub desired: Desired,
+    pub spec: AppSpec,
+    /// The unprivileged identity (uid and gid) the instance runs as: its tenant's on
+    /// this platform.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// The secrets the instance gets as environment variables. Sent only for an
+    /// instance the agent does not have yet (it keeps them in memory, never on disk).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretValue>,
+}
+
+/// The agent's instructions, in answer to a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assignments {
+    pub instances: Vec<Assignment>,
+    /// How long a fenced instance's lease lasts from the heartbeat that renewed it.
+    #[serde(default)]
+    pub lease_ttl_ms: Option<u64>,
+}
+
+/// Where an application's traffic may go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub key: WorkloadKey,
+    /// `host:port` of each ready instance on a ready node.
+    pub backends: Vec<String>,
+    /// Instances that were ready when their node last reported, on nodes that have
+    /// gone silent: used only when no backend answers (an agent that restarts leaves
+    /// its instances serving).
+    #[serde(default)]
+    pub fallback: Vec<String>,
+}
+
+/// A stable TCP address on the router: its port forwards connections to the
+/// application's instances listening on `port_name` (only ordinal `ordinal`'s, for a
+/// stateful one's per-ordinal address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpRoute {
+    pub port: u16,
+    pub key: WorkloadKey,
+    pub port_name: String,
+    pub ordinal: Option<u32>,
+    /// `host:port` of each ready instance on a ready node.
+    pub backends: Vec<String>,
+    /// Instances on silent nodes, tried last.
+    #[serde(default)]
+    pub fallback: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTable {
+    pub routes: Vec<Route>,
+    /// Router ports, each listened on even when no instance is ready (so the address
+    /// never moves).
+    #[serde(default)]
+    pub tcp: Vec<TcpRoute>,
+}

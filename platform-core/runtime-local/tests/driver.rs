@@ -1,0 +1,329 @@
+//! The local runtime's driver against a real PostgreSQL, with the core above it: one
+//! fresh database per test (`sqlx::test` creates it from `DATABASE_URL` and applies
+//! the migrations). Agents are played by the test, speaking the protocol.
+
+use platform_core::auth::TokenConfig;
+use platform_core::authz::Principal;
+use platform_core::model::{AppEvent, Role};
+use platform_core::names::{AppName, DisplayName, EnvName, Password, TenantSlug, Username};
+use platform_core::platform::{NewApplication, NewTenant, NewUser, Session};
+use platform_core::spec::AppSpec;
+use platform_core::{CoreError, Platform};
+use sqlx::PgPool;
+
+const PASSWORD: &str = "a long enough password";
+
+fn must<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("unexpected error: {e:?}"))
+}
+
+fn master() -> platform_core::sealing::MasterKey {
+    must(platform_core::sealing::MasterKey::generate()).0
+}
+
+fn spec(command: &str) -> AppSpec {
+    must(serde_json::from_value(
+        serde_json::json!({"command": command}),
+    ))
+}
+
+/// A platform with an admin, tenants `acme` and `globex`, and `alice` (developer in
+/// acme), `olga` (ops in acme), `tom` (tenant admin in acme), `gary` (admin of globex).
+struct World {
+    platform: Platform,
+    admin: Principal,
+}
+
+impl World {
+    async fn new(pool: PgPool) -> Self {
+        let platform = must(Platform::start(pool, TokenConfig::default(), master()).await);
+        let password = must(Password::parse_new(PASSWORD));
+        assert!(must(platform.bootstrap_admin("root", &password).await));
+        let admin = must(platform.login("root", PASSWORD, Some("127.0.0.1")).await).principal;
+        let world = Self { platform, admin };
+        for user in ["alice", "olga", "tom", "gary"] {
+            world.create_user(user).await;
+        }
+        world.create_tenant("acme", "tom").await;
+        world.create_tenant("globex", "gary").await;
+        let tom = world.login("tom").await;
+        let acme = must(world.platform.tenant(&tom, "acme").await);
+        must(
+            world
+                .platform
+                .set_member_role(&acme, "alice", Role::Developer)
+                .await,
+        );
+        must(
+            world
+                .platform
+                .set_member_role(&acme, "olga", Role::Ops)
+                .await,
+        );
+        world
+    }
+
+    async fn create_user(&self, name: &str) {
+        let input = NewUser {
+            username: must(Username::parse(name)),
+            display_name: must(DisplayName::parse(name)),
+            password: must(Password::parse_new(PASSWORD)),
+            platform_admin: false,
+        };
+        must(self.platform.create_user(&self.admin, input).await);
+    }
+
+    async fn create_tenant(&self, slug: &str, admin: &str) {
+        let input = NewTenant {
+            slug: must(TenantSlug::parse(slug)),
+            display_name: must(DisplayName::parse(slug)),
+            admin: Some(must(Username::parse(admin))),
+        };
+        must(self.platform.create_tenant(&self.admin, input).await);
+    }
+
+    async fn session(&self, user: &str) -> Session {
+        must(self.platform.login(user, PASSWORD, Some("10.1.2.3")).await)
+    }
+
+    async fn login(&self, user: &str) -> Principal {
+        self.session(user).await.principal
+    }
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_workload_no_node_can_hold_says_so_once_as_an_event(pool: PgPool) {
+    use platform_core::reconciler::Reconciler;
+    use runtime_local::{LocalRuntime, proto::Registration};
+    let world = World::new(pool.clone()).await;
+    let runtime = LocalRuntime::new(pool.clone(), "token".into(), master());
+    must(
+        runtime
+            .register(&Registration {
+                name: "small".into(),
+                labels: Default::default(),
+                capacity: platform_core::spec::Resources {
+                    cpu_millis: 1000,
+                    memory_mib: 256,
+                },
+                address: "127.0.0.1".into(),
+                api_port: 0,
+                heartbeat_ms: None,
+            })
+            .await,
+    );
+    let alice = world.login("alice").await;
+    let access = must(world.platform.tenant(&alice, "acme").await);
+    let mut big = spec("web");
+    big.resources.memory_mib = 4096;
+    must(
+        world
+            .platform
+            .create_application(
+                &access,
+                NewApplication {
+                    environment: must(EnvName::parse("dev")),
+                    name: must(AppName::parse("big")),
+                    description: String::new(),
+                    spec: big,
+                },
+            )
+            .await,
+    );
+    let runtimes =
+        platform_core::runtime::Runtimes::default().with("local", std::sync::Arc::new(runtime));
+    let reconciler = Reconciler::new(pool, runtimes, master());
+    for _ in 0..3 {
+        let report = must(reconciler.tick().await);
+        assert_eq!(report.failed, 1, "{report:?}");
+    }
+    let events = must(world.platform.events(&access, "dev", "big", 50).await);
+    let unschedulable: Vec<&str> = events
+        .iter()
+        .filter(|e| e.reason == "Unschedulable")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(unschedulable.len(), 1, "{events:?}");
+    assert!(unschedulable[0].contains("4096 MiB"), "{unschedulable:?}");
+}
+
+/// Registers a node of the local runtime that offers plenty.
+async fn node(runtime: &runtime_local::LocalRuntime, name: &str) {
+    use runtime_local::proto::Registration;
+    must(
+        runtime
+            .register(&Registration {
+                name: name.into(),
+                labels: Default::default(),
+                capacity: platform_core::spec::Resources {
+                    cpu_millis: 4000,
+                    memory_mib: 4096,
+                },
+                address: "127.0.0.1".into(),
+                api_port: 0,
+                heartbeat_ms: Some(200),
+            })
+            .await,
+    );
+}
+
+/// Makes a node look silent for `seconds` (its last heartbeat that long ago).
+async fn silence(pool: &PgPool, node: &str, seconds: i32) {
+    must(
+        sqlx::query(
+            "UPDATE nodes SET last_heartbeat = now() - make_interval(secs => $2) WHERE name = $1",
+        )
+        .bind(node)
+        .bind(f64::from(seconds))
+        .execute(pool)
+        .await,
+    );
+}
+
+/// Where each live instance of an application is placed: (name, node), sorted.
+async fn placed(pool: &PgPool, app: &str) -> Vec<(String, String)> {
+    must(
+        sqlx::query_as(
+            "SELECT i.name, i.node FROM instances i JOIN applications a ON a.id = i.application_id
+             WHERE a.name = $1 AND i.desired = 'run' ORDER BY i.name",
+        )
+        .bind(app)
+        .fetch_all(pool)
+        .await,
+    )
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_silent_node_loses_its_stateless_instances_but_an_ordinal_waits_for_an_operator_and_its_lease(
+    pool: PgPool,
+) {
+    use platform_core::reconciler::Reconciler;
+    use platform_core::runtime::Runtime;
+    use runtime_local::LocalRuntime;
+    let world = World::new(pool.clone()).await;
+    let runtime = std::sync::Arc::new(
+        LocalRuntime::new(pool.clone(), "token".into(), master())
+            .with_grace(std::time::Duration::from_secs(5))
+            .with_lease_ttl(std::time::Duration::from_secs(20)),
+    );
+    node(&runtime, "node-1").await;
+    let alice = world.login("alice").await;
+    let access = must(world.platform.tenant(&alice, "acme").await);
+    for (name, kind) in [("web", "service"), ("db", "stateful")] {
+        let mut s = spec(name);
+        s.kind = must(platform_core::spec::WorkloadKind::parse(kind));
+        must(
+            world
+                .platform
+                .create_application(
+                    &access,
+                    NewApplication {
+                        environment: must(EnvName::parse("dev")),
+                        name: must(AppName::parse(name)),
+                        description: String::new(),
+                        spec: s,
+                    },
+                )
+                .await,
+        );
+    }
+    let runtimes = platform_core::runtime::Runtimes::default().with("local", runtime.clone());
+    let platform = world.platform.clone().with_runtimes(runtimes.clone());
+    let reconciler = Reconciler::new(pool.clone(), runtimes, master());
+    must(reconciler.tick().await);
+    assert_eq!(
+        placed(&pool, "db").await,
+        [("db-0".to_owned(), "node-1".to_owned())]
+    );
+    node(&runtime, "node-2").await;
+
+    // A few missed heartbeats: the node is not ready, its instances unknown, nothing moves.
+    silence(&pool, "node-1", 2).await;
+    must(runtime.judge_nodes().await);
+    must(reconciler.tick().await);
+    let key = |app: &str| platform_core::runtime::WorkloadKey {
+        tenant: "acme".into(),
+        environment: "dev".into(),
+        app: app.into(),
+    };
+    let db = must(runtime.instances(&key("db")).await);
+    assert_eq!(
+        db[0].phase,
+        platform_core::runtime::Phase::Unknown,
+        "{db:?}"
+    );
+    assert!(!db[0].ready);
+    assert_eq!(placed(&pool, "web").await[0].1, "node-1");
+
+    // Past the grace period (the control plane has been up that long too): the
+    // stateless instance moves; the ordinal waits, whatever the silence, and says why.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    silence(&pool, "node-1", 3600).await;
+    silence(&pool, "node-2", 0).await;
+    must(runtime.judge_nodes().await);
+    for _ in 0..3 {
+        must(reconciler.tick().await);
+    }
+    assert_eq!(placed(&pool, "web").await[0].1, "node-2");
+    assert_eq!(
+        placed(&pool, "db").await,
+        [("db-0".to_owned(), "node-1".to_owned())]
+    );
+    let events = must(world.platform.events(&access, "dev", "db", 50).await);
+    let waiting: Vec<&AppEvent> = events.iter().filter(|e| e.reason == "Waiting").collect();
+    assert_eq!(waiting.len(), 1, "said once: {events:?}");
+    assert!(
+        waiting[0].message.contains("its data lives there"),
+        "{waiting:?}"
+    );
+    let nodes = must(runtime.nodes().await);
+    assert_eq!(nodes[0].condition, "lost", "{nodes:?}");
+    let node_events = must(runtime.node_events(10).await);
+    assert!(
+        node_events
+            .iter()
+            .any(|e| e.node == "node-1" && e.reason == "Lost"),
+        "{node_events:?}"
+    );
+
+    // A node that reports cannot be confirmed lost.
+    let admin = world.login("root").await;
+    let refused = platform.confirm_node_lost(&admin, "local", "node-2").await;
+    assert!(
+        matches!(refused, Err(CoreError::Conflict { .. })),
+        "{refused:?}"
+    );
+    // Confirmed lost while its lease may still hold: the ordinal still waits.
+    silence(&pool, "node-1", 10).await;
+    silence(&pool, "node-2", 0).await;
+    let loss = must(platform.confirm_node_lost(&admin, "local", "node-1").await);
+    assert_eq!(loss.stateful_moved, ["acme/dev/db-0"]);
+    must(reconciler.tick().await);
+    assert_eq!(placed(&pool, "db").await[0].1, "node-1");
+    // Once the lease (20 s) and the margin (5 s) are surely over, it starts on node-2.
+    silence(&pool, "node-1", 26).await;
+    silence(&pool, "node-2", 0).await;
+    must(reconciler.tick().await);
+    assert_eq!(
+        placed(&pool, "db").await,
+        [("db-0".to_owned(), "node-2".to_owned())]
+    );
+    let events = must(world.platform.events(&access, "dev", "db", 50).await);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "Moved" && e.message.contains("empty data directory")),
+        "{events:?}"
+    );
+    let audit: Vec<String> = must(
+        sqlx::query_as::<_, (String,)>(
+            "SELECT action FROM audit_log WHERE action = 'node.confirm_lost'",
+        )
+        .fetch_all(&pool)
+        .await,
+    )
+    .into_iter()
+    .map(|(a,)| a)
+    .collect();
+    assert_eq!(audit.len(), 1);
+}
