@@ -117,6 +117,35 @@ pub struct Environment {
     pub created_at: DateTime<Utc>,
 }
 
+/// Whether an application's instances should run (an operator can stop it without
+/// deleting it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    Stopped,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// How many instances a running application asks for: none when stopped, else the
+/// count set by scaling, else its spec's. The one place this rule lives.
+pub fn desired_replicas(run_state: RunState, scaled: Option<i32>, spec: &AppSpec) -> u32 {
+    match (run_state, scaled) {
+        (RunState::Stopped, _) => 0,
+        (RunState::Running, Some(scaled)) => u32::try_from(scaled).unwrap_or(0),
+        (RunState::Running, None) => spec.replicas,
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Application {
     pub id: Uuid,
@@ -126,8 +155,7 @@ pub struct Application {
     pub name: String,
     pub description: String,
     pub current_revision: i32,
-    /// `running` or `stopped`.
-    pub run_state: String,
+    pub run_state: RunState,
     /// Replicas set by scaling; when absent the spec's count applies.
     pub scaled_replicas: Option<i32>,
     pub created_at: DateTime<Utc>,

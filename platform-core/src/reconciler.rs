@@ -20,6 +20,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 
+use crate::model::desired_replicas;
 use crate::runtime::{
     Instance, Phase, Placement, RevisionShape, RuntimeError, Runtimes, Slots, Workload, WorkloadKey,
 };
@@ -84,7 +85,7 @@ impl Reconciler {
     /// One pass over every workload.
     pub async fn tick(&self) -> Result<TickReport, sqlx::Error> {
         let mut report = TickReport::default();
-        for row in store::runtime::desired(&self.pool).await? {
+        'rows: for row in store::runtime::desired(&self.pool).await? {
             let key = WorkloadKey {
                 tenant: row.tenant.clone(),
                 environment: row.environment.clone(),
@@ -119,12 +120,34 @@ impl Reconciler {
                     continue;
                 }
             };
-            let replicas = match (row.run_state.as_str(), row.replicas) {
-                ("stopped", _) => 0,
-                (_, Some(scaled)) => u32::try_from(scaled).unwrap_or(0),
-                (_, None) => spec.replicas,
-            };
-            let mut revisions = shapes(row.revision, &spec, replicas, &observed);
+            let replicas = desired_replicas(row.run_state, row.replicas, &spec);
+            let mut revisions = Vec::new();
+            for (revision, slots) in slots(spec.kind, row.revision, replicas, &observed) {
+                // Every live revision runs with its own spec: an old revision's instance
+                // that restarts or moves during a rollout comes back as it was.
+                let spec = if revision == row.revision {
+                    spec.clone()
+                } else {
+                    match self.spec_of(row.application_id, revision).await {
+                        Ok(Some(own)) => own,
+                        Ok(None) => {
+                            tracing::error!(workload = %key, revision, "a live revision has no stored spec");
+                            continue;
+                        }
+                        Err(e) => {
+                            report.failed += 1;
+                            tracing::warn!(workload = %key, revision, error = %e, "could not load a revision's spec");
+                            continue 'rows;
+                        }
+                    }
+                };
+                revisions.push(RevisionShape {
+                    revision,
+                    spec,
+                    slots,
+                    secrets: BTreeMap::new(),
+                });
+            }
             if runtime.secrets_in_workload() {
                 for shape in &mut revisions {
                     match self.secrets_of(row.application_id, shape.revision).await {
@@ -158,6 +181,22 @@ impl Reconciler {
 }
 
 impl Reconciler {
+    /// The spec one revision of an application was created with.
+    async fn spec_of(
+        &self,
+        application_id: uuid::Uuid,
+        revision: i32,
+    ) -> Result<Option<AppSpec>, crate::CoreError> {
+        let Some(row) = store::apps::revision(&self.pool, application_id, revision).await? else {
+            return Ok(None);
+        };
+        serde_json::from_value(row.spec).map(Some).map_err(|e| {
+            crate::CoreError::Internal(format!(
+                "revision {revision}'s stored spec does not parse: {e}"
+            ))
+        })
+    }
+
     /// The opened secrets of one revision of an application.
     async fn secrets_of(
         &self,
@@ -177,36 +216,31 @@ impl Reconciler {
     }
 }
 
-/// The revisions that should run and their slots, given the current revision, its
-/// spec, the replica count and what runs now. Pure.
-pub fn shapes(
+/// The revisions that should run and their slots, given the workload's kind, the
+/// current revision, the replica count and what runs now. Pure: each revision's spec
+/// is its own record's, loaded by the caller.
+pub fn slots(
+    kind: WorkloadKind,
     current: i32,
-    spec: &AppSpec,
     replicas: u32,
     observed: &[Instance],
-) -> Vec<RevisionShape> {
+) -> Vec<(i32, Slots)> {
     let live: Vec<&Instance> = observed
         .iter()
         .filter(|i| i.phase != Phase::Stopping)
         .collect();
-    let shape = |revision: i32, spec: &AppSpec, slots: Slots| RevisionShape {
-        revision,
-        spec: spec.clone(),
-        slots,
-        secrets: BTreeMap::new(),
-    };
-    match spec.kind {
+    match kind {
         WorkloadKind::Daemon => {
             let slots = if replicas == 0 {
                 Slots::Count(0)
             } else {
                 Slots::EveryNode
             };
-            vec![shape(current, spec, slots)]
+            vec![(current, slots)]
         }
         // A cron job's runs are started by its schedule; the count is each run's size.
-        WorkloadKind::Cronjob => vec![shape(current, spec, Slots::Count(replicas))],
-        WorkloadKind::Stateful => stateful_shapes(current, spec, replicas, &live),
+        WorkloadKind::Cronjob => vec![(current, Slots::Count(replicas))],
+        WorkloadKind::Stateful => stateful_slots(current, replicas, &live),
         WorkloadKind::Service | WorkloadKind::Job => {
             let new_ready = live
                 .iter()
@@ -217,32 +251,26 @@ pub fn shapes(
                 *old.entry(i.revision).or_default() += 1;
             }
             // A job's instance that completed counts as done, not as missing.
-            if old.is_empty() || spec.kind == WorkloadKind::Job || replicas == 0 {
-                return vec![shape(current, spec, Slots::Count(replicas))];
+            if old.is_empty() || kind == WorkloadKind::Job || replicas == 0 {
+                return vec![(current, Slots::Count(replicas))];
             }
             let new_target = replicas.min(new_ready + 1);
             let mut old_budget = replicas.saturating_sub(new_ready);
-            let mut shapes = vec![shape(current, spec, Slots::Count(new_target))];
-            // Keep the newest old revisions first; their specs are not needed to keep
-            // running what runs, so the current spec stands in for the record.
+            let mut slots = vec![(current, Slots::Count(new_target))];
+            // Keep the newest old revisions first.
             for (revision, count) in old.into_iter().rev() {
                 let keep = count.min(old_budget);
                 old_budget -= keep;
-                shapes.push(shape(revision, spec, Slots::Count(keep)));
+                slots.push((revision, Slots::Count(keep)));
             }
-            shapes
+            slots
         }
     }
 }
 
 /// Stateful sets move one ordinal at a time, highest first, to the new revision, and
 /// only while every ordinal already moved is ready.
-fn stateful_shapes(
-    current: i32,
-    spec: &AppSpec,
-    replicas: u32,
-    live: &[&Instance],
-) -> Vec<RevisionShape> {
+fn stateful_slots(current: i32, replicas: u32, live: &[&Instance]) -> Vec<(i32, Slots)> {
     let holder = |ordinal: u32| live.iter().find(|i| i.ordinal == Some(ordinal));
     let mut moved_ready = true;
     let mut next_to_move: Option<u32> = None;
@@ -267,24 +295,24 @@ fn stateful_shapes(
     by_revision.entry(current).or_default();
     by_revision
         .into_iter()
-        .map(|(revision, ordinals)| RevisionShape {
-            revision,
-            spec: spec.clone(),
-            slots: Slots::Ordinals(ordinals),
-            secrets: BTreeMap::new(),
-        })
+        .map(|(revision, ordinals)| (revision, Slots::Ordinals(ordinals)))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::RunState;
 
-    fn spec(kind: WorkloadKind) -> AppSpec {
-        let mut s: AppSpec = serde_json::from_value(serde_json::json!({"command": "x"}))
-            .unwrap_or_else(|e| panic!("{e}"));
-        s.kind = kind;
-        s
+    #[test]
+    fn a_stopped_application_wants_none_and_scaling_overrides_the_spec() {
+        let spec: AppSpec =
+            serde_json::from_value(serde_json::json!({"command": "x", "replicas": 3}))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(desired_replicas(RunState::Running, None, &spec), 3);
+        assert_eq!(desired_replicas(RunState::Running, Some(5), &spec), 5);
+        assert_eq!(desired_replicas(RunState::Stopped, Some(5), &spec), 0);
+        assert_eq!(desired_replicas(RunState::Running, Some(-1), &spec), 0);
     }
 
     fn inst(revision: i32, ready: bool, ordinal: Option<u32>) -> Instance {
@@ -305,10 +333,7 @@ mod tests {
     }
 
     fn check(kind: WorkloadKind, replicas: u32, observed: &[Instance], expected: &[(i32, Slots)]) {
-        let got: Vec<(i32, Slots)> = shapes(2, &spec(kind), replicas, observed)
-            .into_iter()
-            .map(|s| (s.revision, s.slots))
-            .collect();
+        let got = slots(kind, 2, replicas, observed);
         assert_eq!(
             got,
             expected,

@@ -92,13 +92,9 @@ pub async fn live_panel(
     let events = state.platform.events(access, env, name, 30).await?;
     let endpoints = state.platform.endpoints(access, env, name).await?;
     let app = &detail.application;
-    let running = app.run_state == "running";
-    let desired = if running {
-        app.scaled_replicas
-            .map_or(detail.spec.replicas, |r| u32::try_from(r).unwrap_or(0))
-    } else {
-        0
-    };
+    let running = app.run_state == platform_core::model::RunState::Running;
+    let desired =
+        platform_core::model::desired_replicas(app.run_state, app.scaled_replicas, &detail.spec);
     let ready = instances.iter().filter(|i| i.ready).count();
     let serves_http = detail
         .spec

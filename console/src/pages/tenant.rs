@@ -871,7 +871,7 @@ mod tests {
                 name: "web".into(),
                 description: String::new(),
                 current_revision: 1,
-                run_state: "running".into(),
+                run_state: platform_core::model::RunState::Running,
                 scaled_replicas: None,
                 created_at: now,
                 updated_at: now,

@@ -31,7 +31,7 @@ use proto::{
     Assignment, Assignments, Desired, Heartbeat, InstanceReport, Registered, Registration, Route,
     RouteTable, TcpRoute,
 };
-use store::{InstanceRow, NewInstance, Observation};
+use store::{InstanceRow, NewInstance, Observation, Wanted};
 
 /// How long a node may be silent before its stateless instances are replaced
 /// elsewhere, unless configured otherwise.
@@ -288,7 +288,7 @@ impl LocalRuntime {
         for report in &beat.instances {
             let observation = Observation {
                 id: report.id,
-                phase: phase_name(report.phase).to_owned(),
+                phase: report.phase,
                 ready: report.ready,
                 restarts: i32::try_from(report.restarts).unwrap_or(i32::MAX),
                 port: report.port.map(i32::from),
@@ -329,11 +329,7 @@ impl LocalRuntime {
             let Ok(spec) = serde_json::from_value(row.spec) else {
                 continue;
             };
-            let desired = if row.desired == "run" {
-                Desired::Run
-            } else {
-                Desired::Stop
-            };
+            let desired = Desired::from(row.desired);
             // Secrets and addresses go only to an agent about to start the instance.
             let starting = desired == Desired::Run && !reported.contains(&row.id);
             let secrets = if starting {
@@ -570,7 +566,7 @@ impl LocalRuntime {
             .await
             .map_err(unavailable)?
             .into_iter()
-            .filter(|i| i.desired == "run")
+            .filter(|i| i.desired == Wanted::Run)
             .collect();
         let mut to_stop = beyond_history(&existing, CRON_HISTORY * parallelism.max(1) as usize);
         if parallelism == 0 {
@@ -587,14 +583,14 @@ impl LocalRuntime {
 pub const CRON_HISTORY: usize = 3;
 
 fn is_finished(i: &InstanceRow) -> bool {
-    matches!(i.phase.as_str(), "succeeded" | "failed")
+    matches!(i.phase, Phase::Succeeded | Phase::Failed)
 }
 
 /// The finished instances of a cron workload beyond the newest `keep`.
 fn beyond_history(instances: &[InstanceRow], keep: usize) -> Vec<Uuid> {
     let mut finished: Vec<&InstanceRow> = instances
         .iter()
-        .filter(|i| i.desired == "run" && is_finished(i))
+        .filter(|i| i.desired == Wanted::Run && is_finished(i))
         .collect();
     finished.sort_by_key(|i| std::cmp::Reverse(i.created_at));
     finished.iter().skip(keep).map(|i| i.id).collect()
@@ -622,7 +618,7 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
         .map_err(unavailable)?;
     let active = existing
         .iter()
-        .find(|i| i.desired == "run" && !is_finished(i));
+        .find(|i| i.desired == Wanted::Run && !is_finished(i));
     if let Some(active) = active {
         platform_core::store::runtime::append_event(
             &mut tx,
@@ -701,7 +697,7 @@ async fn node_loads(
             healthy: fencing::condition(node_view(&n), timing) == Condition::Ready,
             workload_instances: instances
                 .iter()
-                .filter(|i| i.node == n.name && i.desired == "run")
+                .filter(|i| i.node == n.name && i.desired == Wanted::Run)
                 .count() as u32,
             labels: serde_json::from_value(n.labels).unwrap_or_default(),
             capacity: Resources {
@@ -737,36 +733,10 @@ fn margin_for(lease_ttl: Duration) -> Duration {
     (lease_ttl / 4).max(Duration::from_secs(2))
 }
 
-fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Pending => "pending",
-        Phase::Starting => "starting",
-        Phase::Running => "running",
-        Phase::BackOff => "back_off",
-        Phase::Stopping => "stopping",
-        Phase::Succeeded => "succeeded",
-        Phase::Failed => "failed",
-        Phase::Unknown => "unknown",
-    }
-}
-
-fn parse_phase(name: &str) -> Phase {
-    match name {
-        "starting" => Phase::Starting,
-        "running" => Phase::Running,
-        "back_off" => Phase::BackOff,
-        "stopping" => Phase::Stopping,
-        "succeeded" => Phase::Succeeded,
-        "failed" => Phase::Failed,
-        "unknown" => Phase::Unknown,
-        _ => Phase::Pending,
-    }
-}
-
 /// The events between what was known of an instance and what its agent now reports.
 fn transitions(before: &InstanceRow, now: &InstanceReport) -> Vec<(&'static str, String)> {
     let mut events = Vec::new();
-    let was = parse_phase(&before.phase);
+    let was = before.phase;
     if was == Phase::Pending && now.phase != Phase::Pending {
         events.push(("Started", format!("process started on {}", before.node)));
     }
@@ -887,7 +857,7 @@ impl Runtime for LocalRuntime {
         let judged = self.judged();
         let mut lost: Vec<Uuid> = Vec::new();
         let mut waiting: Vec<(String, String)> = Vec::new();
-        for i in existing.iter().filter(|i| i.desired == "run") {
+        for i in existing.iter().filter(|i| i.desired == Wanted::Run) {
             let Some(view) = views.get(&i.node) else {
                 continue;
             };
@@ -899,7 +869,7 @@ impl Runtime for LocalRuntime {
         }
         let live: Vec<&InstanceRow> = existing
             .iter()
-            .filter(|i| i.desired == "run" && !lost.contains(&i.id))
+            .filter(|i| i.desired == Wanted::Run && !lost.contains(&i.id))
             .collect();
         let mut to_stop: Vec<Uuid> = lost.clone();
         let mut to_create: Vec<(i32, Option<u32>, String, Resources)> = Vec::new();
@@ -1114,7 +1084,7 @@ impl Runtime for LocalRuntime {
             .await
             .map_err(unavailable)?
             .into_iter()
-            .filter(|i| i.desired == "run")
+            .filter(|i| i.desired == Wanted::Run)
             .map(|i| i.id)
             .collect();
         store::mark_stop(&mut tx, &live)
@@ -1163,7 +1133,7 @@ impl Runtime for LocalRuntime {
         Ok(rows
             .into_iter()
             .map(|r| {
-                let reported = parse_phase(&r.phase);
+                let reported = r.phase;
                 // An instance whose node stopped reporting is unknown, not ready: what is
                 // shown is what was last known.
                 let silent = nodes
@@ -1174,13 +1144,13 @@ impl Runtime for LocalRuntime {
                     .port
                     .zip(nodes.get(&r.node))
                     .map(|(port, (_, host))| format!("{host}:{port}"));
-                let (phase, ready, message) = match (r.desired.as_str(), silent) {
-                    ("stop", Some(_)) => (
+                let (phase, ready, message) = match (r.desired, silent) {
+                    (Wanted::Stop, Some(_)) => (
                         Phase::Unknown,
                         false,
                         Some(format!("to be stopped when {} reports again", r.node)),
                     ),
-                    ("stop", None) => (Phase::Stopping, false, r.message),
+                    (Wanted::Stop, None) => (Phase::Stopping, false, r.message),
                     (_, Some(view)) => (
                         Phase::Unknown,
                         false,
@@ -1188,7 +1158,7 @@ impl Runtime for LocalRuntime {
                             "{} has not reported for {:.0} s; last known: {}{}",
                             r.node,
                             view.silent.as_secs_f32(),
-                            phase_name(reported).replace('_', " "),
+                            reported.as_str().replace('_', " "),
                             if r.ready { ", ready" } else { "" },
                         )),
                     ),

@@ -2,8 +2,28 @@
 //! Only this module writes SQL in the driver.
 
 use chrono::{DateTime, Utc};
+use platform_core::runtime::Phase;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
+
+use crate::proto::Desired;
+
+/// Whether a placed instance should run (`instances.desired`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum Wanted {
+    Run,
+    Stop,
+}
+
+impl From<Wanted> for Desired {
+    fn from(w: Wanted) -> Self {
+        match w {
+            Wanted::Run => Desired::Run,
+            Wanted::Stop => Desired::Stop,
+        }
+    }
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct NodeRow {
@@ -134,11 +154,11 @@ pub struct InstanceRow {
     pub ordinal: Option<i32>,
     pub name: String,
     pub node: String,
-    pub desired: String,
+    pub desired: Wanted,
     pub cpu_request: i32,
     pub memory_request: i32,
     pub created_at: DateTime<Utc>,
-    pub phase: String,
+    pub phase: Phase,
     pub ready: bool,
     pub restarts: i32,
     pub port: Option<i32>,
@@ -233,7 +253,7 @@ pub struct AssignmentRow {
     pub name: String,
     pub revision: i32,
     pub ordinal: Option<i32>,
-    pub desired: String,
+    pub desired: Wanted,
     pub spec: serde_json::Value,
     /// The secret versions of the revision (`{"NAME": version}`).
     pub secrets: serde_json::Value,
@@ -266,7 +286,7 @@ pub async fn assignments<'e>(
 #[derive(Debug, Clone)]
 pub struct Observation {
     pub id: Uuid,
-    pub phase: String,
+    pub phase: Phase,
     pub ready: bool,
     pub restarts: i32,
     pub port: Option<i32>,

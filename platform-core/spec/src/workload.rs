@@ -47,3 +47,19 @@ pub enum Phase {
     /// was last known, and why it stays or moves).
     Unknown,
 }
+
+impl Phase {
+    /// The phase as stored and as the API spells it (`back_off`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::BackOff => "back_off",
+            Self::Stopping => "stopping",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Unknown => "unknown",
+        }
+    }
+}

@@ -6,7 +6,9 @@ use super::{Audit, Platform, enforce_quota, record};
 use crate::authz::{Permission, TenantAccess};
 use crate::error::conflict_on_unique;
 use crate::manifest::{Applied, Manifest};
-use crate::model::{AppEvent, Application, ApplicationDetail, Environment, Revision};
+use crate::model::{
+    AppEvent, Application, ApplicationDetail, Environment, Revision, RunState, desired_replicas,
+};
 use crate::names::{AppName, EnvName};
 use crate::quota::Usage;
 use crate::runtime::{Instance, WorkloadKey};
@@ -193,13 +195,13 @@ impl Platform {
         let latest = store::apps::lock(&mut tx, tenant_id, app_id)
             .await?
             .ok_or_else(|| CoreError::not_found("application", name))?;
-        if current.application.run_state == "running" {
-            let replicas = match current.application.scaled_replicas {
-                Some(scaled) if current.spec.replicas == spec.replicas => {
-                    u32::try_from(scaled).unwrap_or(0)
-                }
-                _ => spec.replicas,
-            };
+        if current.application.run_state == RunState::Running {
+            // A spec that states a new replica count takes back the count from scaling.
+            let scaled = current
+                .application
+                .scaled_replicas
+                .filter(|_| current.spec.replicas == spec.replicas);
+            let replicas = desired_replicas(RunState::Running, scaled, &spec);
             enforce_quota(&mut tx, tenant_id, Some(app_id), Usage::of(&spec, replicas)).await?;
         }
         let mut revision = latest;
@@ -357,10 +359,11 @@ impl Platform {
         let Some((runtime, key)) = self.runtime_of(access, environment, name).await? else {
             return Ok(Vec::new());
         };
-        let replicas = detail
-            .application
-            .scaled_replicas
-            .map_or(detail.spec.replicas, |r| u32::try_from(r).unwrap_or(0));
+        let replicas = desired_replicas(
+            RunState::Running,
+            detail.application.scaled_replicas,
+            &detail.spec,
+        );
         runtime
             .endpoints(&key, &detail.spec, replicas)
             .await
@@ -424,13 +427,16 @@ impl Platform {
         running: bool,
     ) -> Result<(), CoreError> {
         let application = self.change_target(access, environment, name).await?;
-        let state = if running { "running" } else { "stopped" };
+        let state = if running {
+            RunState::Running
+        } else {
+            RunState::Stopped
+        };
         let mut tx = self.pool.begin().await?;
         if running {
             let detail = self.application(access, environment, name).await?;
-            let replicas = application
-                .scaled_replicas
-                .map_or(detail.spec.replicas, |r| u32::try_from(r).unwrap_or(0));
+            let replicas =
+                desired_replicas(RunState::Running, application.scaled_replicas, &detail.spec);
             enforce_quota(
                 &mut tx,
                 access.tenant().id,
@@ -480,7 +486,7 @@ impl Platform {
         let application = self.change_target(access, environment, name).await?;
         let detail = self.application(access, environment, name).await?;
         let mut tx = self.pool.begin().await?;
-        if application.run_state == "running" {
+        if application.run_state == RunState::Running {
             enforce_quota(
                 &mut tx,
                 access.tenant().id,

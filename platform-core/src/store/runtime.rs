@@ -88,7 +88,7 @@ pub struct DesiredRow {
     pub app: String,
     pub revision: i32,
     pub spec: serde_json::Value,
-    pub run_state: String,
+    pub run_state: crate::model::RunState,
     pub deleted: bool,
     /// Replicas set by scaling, overriding the spec's.
     pub replicas: Option<i32>,
@@ -124,7 +124,7 @@ pub async fn set_replicas(
 pub async fn set_run_state(
     conn: &mut PgConnection,
     application_id: Uuid,
-    state: &str,
+    state: crate::model::RunState,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE applications SET run_state = $2, updated_at = now() WHERE id = $1")
         .bind(application_id)
