@@ -55,12 +55,39 @@ impl Reconciler {
         }
     }
 
-    /// Ticks every `period` until `shutdown` turns true. Errors are logged and the next
-    /// tick tries again.
-    /// A change of desired state (`wake`) starts a tick at once, so onboarding or
-    /// scaling does not wait for the period.
+    /// Reconciles each runtime in its own loop, every `period` and at once when the
+    /// desired state changes (`wake`), until `shutdown` turns true. A slow or
+    /// unreachable runtime (an apiserver that takes a minute to answer) delays only its
+    /// own applications. Errors are logged and the next pass tries again.
     pub async fn run(
         self,
+        period: Duration,
+        wake: Arc<Notify>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut loops = tokio::task::JoinSet::new();
+        let mut wakes = Vec::new();
+        for name in self.runtimes.names() {
+            let own = Arc::new(Notify::new());
+            wakes.push(own.clone());
+            let (this, name, stop) = (self.clone(), name.to_owned(), shutdown.clone());
+            loops.spawn(async move { this.run_one(&name, period, own, stop).await });
+        }
+        loop {
+            tokio::select! {
+                () = wake.notified() => wakes.iter().for_each(|w| w.notify_one()),
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        while loops.join_next().await.is_some() {}
+    }
+
+    async fn run_one(
+        &self,
+        runtime: &str,
         period: Duration,
         wake: Arc<Notify>,
         mut shutdown: watch::Receiver<bool>,
@@ -76,16 +103,21 @@ impl Reconciler {
             if *shutdown.borrow() {
                 return;
             }
-            if let Err(e) = self.tick().await {
-                tracing::warn!(error = %e, "reconcile tick failed");
+            if let Err(e) = self.tick_runtime(Some(runtime)).await {
+                tracing::warn!(runtime, error = %e, "reconcile pass failed");
             }
         }
     }
 
-    /// One pass over every workload.
+    /// One pass over every workload of every runtime.
     pub async fn tick(&self) -> Result<TickReport, sqlx::Error> {
+        self.tick_runtime(None).await
+    }
+
+    /// One pass over the workloads of one runtime (`None`: of all).
+    pub async fn tick_runtime(&self, only: Option<&str>) -> Result<TickReport, sqlx::Error> {
         let mut report = TickReport::default();
-        'rows: for row in store::runtime::desired(&self.pool).await? {
+        'rows: for row in store::runtime::desired(&self.pool, only).await? {
             let key = WorkloadKey {
                 tenant: row.tenant.clone(),
                 environment: row.environment.clone(),

@@ -95,7 +95,11 @@ pub struct DesiredRow {
     /// The environment's runtime.
     pub runtime: String,
 }
-pub async fn desired<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<DesiredRow>, sqlx::Error> {
+/// Of one runtime's environments, or of all (`None`).
+pub async fn desired<'e>(
+    ex: impl PgExecutor<'e>,
+    runtime: Option<&str>,
+) -> Result<Vec<DesiredRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT a.id AS application_id, t.slug AS tenant, e.name AS environment, a.name AS app, a.current_revision AS revision,
                 r.spec, a.run_state, a.deleted_at IS NOT NULL AS deleted, a.replicas, e.runtime
@@ -103,9 +107,11 @@ pub async fn desired<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<DesiredRow>, sql
          JOIN environments e ON e.id = a.environment_id
          JOIN tenants t ON t.id = a.tenant_id
          JOIN revisions r ON r.application_id = a.id AND r.number = a.current_revision
-         WHERE a.deleted_at IS NULL OR a.released_at IS NULL
+         WHERE (a.deleted_at IS NULL OR a.released_at IS NULL)
+           AND ($1::text IS NULL OR e.runtime = $1)
          ORDER BY a.id",
     )
+    .bind(runtime)
     .fetch_all(ex)
     .await
 }
