@@ -6,8 +6,11 @@
 //! credential of its own, which alone speaks for its node (heartbeats, and the
 //! packages of the instances placed on that node).
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
-use actix_web::web::{self, Data, Json, Path};
+use actix_web::http::header::ETAG;
+use actix_web::web::{self, Data, Path};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use runtime_local::AgentError;
 use runtime_local::proto::{Heartbeat, Registration};
@@ -121,20 +124,46 @@ async fn heartbeat(
     }
 }
 
-async fn routes(
-    state: Data<AppState>,
-    req: HttpRequest,
-) -> Result<Json<runtime_local::proto::RouteTable>, ApiError> {
+/// The route table, with its version as an `ETag`. A router that sends the version
+/// it holds (`If-None-Match`) and `Prefer: wait=<seconds>` is answered when the table
+/// changes, or `304 Not Modified` when it did not within that time (a long poll).
+async fn routes(state: Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
     let runtime = state
         .local_runtime
         .as_ref()
         .ok_or_else(|| ApiError::not_found("the internal API"))?;
-    runtime
-        .routes()
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let since = header("if-none-match").map(|v| v.trim().trim_matches('"').to_owned());
+    let wait = header("prefer")
+        .and_then(|p| {
+            p.split(',')
+                .find_map(|pref| pref.trim().strip_prefix("wait="))
+                .and_then(|secs| secs.trim().parse::<u64>().ok())
+        })
+        .map_or(Duration::ZERO, Duration::from_secs);
+    let answer = runtime
+        .routes_since(
+            since.as_deref(),
+            if since.is_some() {
+                wait
+            } else {
+                Duration::ZERO
+            },
+        )
         .await
-        .map(Json)
-        .map_err(|e| platform_core::CoreError::from(e).into())
+        .map_err(platform_core::CoreError::from)?;
+    Ok(match answer {
+        Some((table, version)) => HttpResponse::Ok()
+            .insert_header((ETAG, format!("\"{version}\"")))
+            .json(table),
+        None => {
+            let version = since.unwrap_or_default();
+            HttpResponse::NotModified()
+                .insert_header((ETAG, format!("\"{version}\"")))
+                .finish()
+        }
+    })
 }
 
 /// A package archive's bytes, for an agent about to start an instance that runs it

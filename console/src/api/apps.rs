@@ -299,15 +299,21 @@ pub async fn logs(
     let (tenant, env, app, instance) = path.into_inner();
     let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
     let tail = query.tail.unwrap_or(200);
-    let lines = state
-        .platform
-        .logs(&access, &env, &app, &instance, tail)
-        .await?;
     if !query.follow {
+        let lines = state
+            .platform
+            .logs(&access, &env, &app, &instance, tail)
+            .await?;
         return Ok(actix_web::HttpResponse::Ok().json(LogLines { lines }));
     }
+    // What later polls compare with must be read through the same window as they are,
+    // whatever part of it is shown first.
+    let lines = state
+        .platform
+        .logs(&access, &env, &app, &instance, FOLLOW_WINDOW)
+        .await?;
     let platform = state.platform.clone();
-    let first = sse_lines(&lines);
+    let first = sse_lines(&lines[lines.len().saturating_sub(tail)..]);
     let follow = futures_util::stream::unfold(lines, move |seen| {
         let (platform, access, env, app, instance) = (
             platform.clone(),

@@ -185,18 +185,32 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
     // from there, never from the answer, so that it never outlasts what the control
     // plane assumes.
     let mut lease_from: Option<Instant> = None;
-    let mut interval = tokio::time::interval(config.heartbeat);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The assignments last received in full, and their version: the control plane
+    // holds each heartbeat until they change or one period passes (a long poll), so a
+    // change arrives at once and an idle node still beats once a period.
+    let mut held: Option<Assignments> = None;
+    // Paces heartbeats when the control plane does not hold them (it is unreachable,
+    // or of a release that answers at once).
+    let mut floor = tokio::time::interval(config.heartbeat);
+    floor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pace = true;
+    let mut hold = true;
+    let wait_ms = u64::try_from(config.heartbeat.as_millis()).unwrap_or(1000);
     loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            () = changed.notified() => {}
-            _ = shutdown.changed() => {}
+        if pace {
+            tokio::select! {
+                _ = floor.tick() => {}
+                () = changed.notified() => {}
+                _ = shutdown.changed() => {}
+            }
         }
         if *shutdown.borrow() {
             break;
         }
+        pace = true;
         instances.settle(&changed).await;
+        // Before the report goes out: whoever reads it may ask for the logs at once.
+        index_logs(&log_index, &instances);
         if credential.is_none() {
             credential = register(&http, &config, api_port).await;
         }
@@ -206,9 +220,44 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
         let sent = Instant::now();
         let beat = Heartbeat {
             instances: instances.reports(),
+            version: held.as_ref().and_then(|a| a.version.clone()),
+            wait_ms: Some(if hold { wait_ms } else { 0 }),
         };
-        match send_heartbeat(&http, &config, own, &beat).await {
-            Ok(assignments) => {
+        let answer = if hold {
+            tokio::select! {
+                r = send_heartbeat(&http, &config, own, &beat) => r,
+                // A status change is reported at once: the held heartbeat is abandoned
+                // and the next one is answered without waiting, so that however often
+                // instances change, every other heartbeat's answer is acted on.
+                () = changed.notified() => {
+                    pace = false;
+                    hold = false;
+                    continue;
+                }
+                _ = shutdown.changed() => continue,
+            }
+        } else {
+            hold = true;
+            send_heartbeat(&http, &config, own, &beat).await
+        };
+        match answer {
+            Ok(answer) => {
+                pace = answer.version.is_none();
+                let assignments = if answer.unchanged {
+                    match &held {
+                        Some(h) => Assignments {
+                            lease_ttl_ms: answer.lease_ttl_ms,
+                            ..h.clone()
+                        },
+                        None => {
+                            pace = true;
+                            continue;
+                        }
+                    }
+                } else {
+                    held = Some(answer.clone());
+                    answer
+                };
                 if unreachable_since.take().is_some() {
                     tracing::info!(node = %config.name, "control plane reachable again");
                 }
@@ -236,14 +285,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
                     lease_left,
                     &changed,
                 );
-                if let Ok(mut index) = log_index.lock() {
-                    index.retain(|id, _| {
-                        instances.running.contains_key(id) || instances.stopping.contains_key(id)
-                    });
-                    for (id, r) in &instances.running {
-                        index.entry(*id).or_insert_with(|| r.shim.log().clone());
-                    }
-                }
+                index_logs(&log_index, &instances);
             }
             Err(HeartbeatError::UnknownNode) => credential = None,
             Err(HeartbeatError::Unreachable(e)) => {
@@ -264,6 +306,18 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
         }
     }
     tracing::info!(node = %config.name, instances = instances.running.len(), "agent exiting; its instances keep running under their shims");
+}
+
+/// Serves the logs of every instance the agent holds, and of no other.
+fn index_logs(log_index: &LogIndex, instances: &Instances) {
+    if let Ok(mut index) = log_index.lock() {
+        index.retain(|id, _| {
+            instances.running.contains_key(id) || instances.stopping.contains_key(id)
+        });
+        for (id, r) in &instances.running {
+            index.entry(*id).or_insert_with(|| r.shim.log().clone());
+        }
+    }
 }
 
 /// The agent's control group: named after its node and its state directory, so that

@@ -44,6 +44,14 @@ impl std::fmt::Debug for Registered {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub instances: Vec<InstanceReport>,
+    /// The version of the assignments the agent holds: when they are still current,
+    /// the control plane holds the answer until they change or `wait_ms` passes.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// How long the control plane may hold the answer (a long poll); at most the
+    /// agent's heartbeat period, so the node keeps counting as alive.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,7 +101,14 @@ pub struct Assignment {
 /// The agent's instructions, in answer to a heartbeat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Assignments {
+    /// Every instance the node is responsible for; empty when `unchanged`.
     pub instances: Vec<Assignment>,
+    /// The version of these assignments, to send back with the next heartbeat.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The assignments the agent holds (its `version`) are still current.
+    #[serde(default)]
+    pub unchanged: bool,
     /// How long a fenced instance's lease lasts from the heartbeat that renewed it.
     #[serde(default)]
     pub lease_ttl_ms: Option<u64>,

@@ -282,34 +282,63 @@ async fn refresh_loop(
     tcp: Arc<crate::tcp::TcpRoutes>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Each request waits at the control plane until the table changes (a long poll);
+    // the timeout leaves room for that wait.
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(ROUTES_WAIT + Duration::from_secs(5))
         .build()
         .unwrap_or_default();
-    let mut interval = tokio::time::interval(config.refresh);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     let mut last: Option<RouteTable> = None;
+    let mut version: Option<String> = None;
+    // Paces requests after a failure, or when the control plane answers at once
+    // without a version (an older release).
+    let mut floor = tokio::time::interval(config.refresh);
+    floor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pace = true;
     loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = shutdown.changed() => return,
+        if pace {
+            tokio::select! {
+                _ = floor.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+        let mut request = http
+            .get(format!("{}/internal/v1/routes", config.control_plane))
+            .bearer_auth(&config.token)
+            .header("Prefer", format!("wait={}", ROUTES_WAIT.as_secs()));
+        if let Some(v) = &version {
+            request = request.header("If-None-Match", format!("\"{v}\""));
         }
         let fetched = async {
-            let r = http
-                .get(format!("{}/internal/v1/routes", config.control_plane))
-                .bearer_auth(&config.token)
-                .send()
-                .await?;
-            r.error_for_status()?.json::<RouteTable>().await
-        }
-        .await;
+            let r = request.send().await?.error_for_status()?;
+            if r.status() == reqwest::StatusCode::NOT_MODIFIED {
+                return Ok(None);
+            }
+            let tag = r
+                .headers()
+                .get(reqwest::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim_matches('"').to_owned());
+            Ok::<_, reqwest::Error>(Some((r.json::<RouteTable>().await?, tag)))
+        };
+        let fetched = tokio::select! {
+            f = fetched => f,
+            _ = shutdown.changed() => return,
+        };
         match fetched {
-            Ok(routes) => {
+            Ok(answer) => {
                 if failing {
                     tracing::info!("route table refreshed again");
                     failing = false;
                 }
+                let Some((routes, tag)) = answer else {
+                    pace = false;
+                    continue;
+                };
+                pace = tag.is_none();
+                version = tag;
                 if last.as_ref() != Some(&routes) {
                     if let Some(path) = &config.state_file {
                         keep_table(path, &routes);
@@ -320,6 +349,7 @@ async fn refresh_loop(
                 }
             }
             Err(e) => {
+                pace = true;
                 if !failing {
                     tracing::warn!(error = %e, "control plane unreachable; keeping the last route table");
                     failing = true;
@@ -328,6 +358,9 @@ async fn refresh_loop(
         }
     }
 }
+
+/// How long the control plane may hold a route-table request waiting for a change.
+const ROUTES_WAIT: Duration = Duration::from_secs(20);
 
 /// The route table a previous router kept.
 fn load_table(path: &std::path::Path) -> Option<RouteTable> {

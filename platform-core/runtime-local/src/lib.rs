@@ -12,6 +12,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+pub mod changes;
 pub mod cron;
 pub mod fencing;
 pub mod store;
@@ -32,6 +33,17 @@ use proto::{
     RouteTable, TcpRoute,
 };
 use store::{InstanceRow, NewInstance, Observation, Wanted};
+
+/// The longest a heartbeat or a route-table request is held waiting for a change.
+pub const MAX_WAIT_MS: u64 = 30_000;
+
+/// The version of a node's assignments: which instances, and whether each should run.
+/// What an assignment carries besides never changes for an instance.
+fn assignments_version(instances: &[Assignment]) -> String {
+    let mut pairs: Vec<(Uuid, Desired)> = instances.iter().map(|a| (a.id, a.desired)).collect();
+    pairs.sort_by_key(|(id, _)| *id);
+    changes::version_of(&pairs)
+}
 
 /// How long a node may be silent before its stateless instances are replaced
 /// elsewhere, unless configured otherwise.
@@ -76,6 +88,8 @@ pub struct LocalRuntime {
     /// The host the router's stable addresses are on, and the ports it gives out.
     router_host: String,
     router_ports: (u16, u16),
+    /// Wakes agents and routers waiting for their share to change.
+    changes: changes::Changes,
 }
 
 impl LocalRuntime {
@@ -98,7 +112,22 @@ impl LocalRuntime {
             master,
             router_host: "127.0.0.1".to_owned(),
             router_ports: DEFAULT_ROUTER_PORTS,
+            changes: changes::Changes::default(),
         }
+    }
+
+    /// What wakes waiting agents and routers; [`Self::listen`] feeds it.
+    pub fn changes(&self) -> changes::Changes {
+        self.changes.clone()
+    }
+
+    /// Hears the database's change notifications until `shutdown` turns true, and
+    /// wakes the agents and routers waiting on what changed.
+    pub async fn listen(self: std::sync::Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        self.changes
+            .clone()
+            .listen(self.pool.clone(), shutdown)
+            .await;
     }
 
     /// Where the router's stable TCP addresses are: its host and the ports it may give
@@ -275,7 +304,46 @@ impl LocalRuntime {
 
     /// Takes a node's report and answers with its assignments. Every change it observes
     /// becomes an event on the application.
+    /// Takes an agent's heartbeat: records what it reports, then answers with what
+    /// its node should run. When the agent already holds the current assignments
+    /// (`beat.version`), the answer waits up to `beat.wait_ms` for them to change
+    /// (a long poll) and says `unchanged` if they did not.
     pub async fn heartbeat(&self, node: &str, beat: &Heartbeat) -> Result<Assignments, AgentError> {
+        // Subscribed before anything is read, so a change from now on wakes the wait.
+        let mut wake = self.changes.node(node);
+        self.record(node, beat).await?;
+        let reported: Vec<Uuid> = beat.instances.iter().map(|r| r.id).collect();
+        let lease_ttl_ms =
+            Some(u64::try_from(self.timing.lease_ttl.as_millis()).unwrap_or(u64::MAX));
+        let wait = Duration::from_millis(beat.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let instances = self.assignments(node, &reported).await?;
+            let version = assignments_version(&instances);
+            if beat.version.as_deref() != Some(version.as_str()) {
+                return Ok(Assignments {
+                    instances,
+                    version: Some(version),
+                    unchanged: false,
+                    lease_ttl_ms,
+                });
+            }
+            match tokio::time::timeout_at(deadline, wake.changed()).await {
+                Ok(Ok(())) => continue,
+                // Out of time (or the control plane is stopping): nothing changed.
+                Ok(Err(_)) | Err(_) => {
+                    return Ok(Assignments {
+                        instances: Vec::new(),
+                        version: Some(version),
+                        unchanged: true,
+                        lease_ttl_ms,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn record(&self, node: &str, beat: &Heartbeat) -> Result<(), AgentError> {
         let mut tx = self.pool.begin().await?;
         let Some(before) = store::touch_node(&mut tx, node).await? else {
             return Err(AgentError::UnknownNode(node.to_owned()));
@@ -322,8 +390,18 @@ impl LocalRuntime {
             )
             .await?;
         }
-        let rows = store::assignments(&mut *tx, node).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// What a node should run. Secrets and addresses go only with an instance the
+    /// agent does not report yet (one it is about to start).
+    async fn assignments(
+        &self,
+        node: &str,
+        reported: &[Uuid],
+    ) -> Result<Vec<Assignment>, AgentError> {
+        let rows = store::assignments(&self.pool, node).await?;
         let mut instances = Vec::with_capacity(rows.len());
         for row in rows {
             let Ok(spec) = serde_json::from_value(row.spec) else {
@@ -369,12 +447,7 @@ impl LocalRuntime {
                 secrets,
             });
         }
-        Ok(Assignments {
-            instances,
-            lease_ttl_ms: Some(
-                u64::try_from(self.timing.lease_ttl.as_millis()).unwrap_or(u64::MAX),
-            ),
-        })
+        Ok(instances)
     }
 
     /// A package archive's bytes, for the agent of `node` to unpack: only a package an
@@ -388,6 +461,29 @@ impl LocalRuntime {
 
     /// The route table: every application with at least one ready instance. Instances
     /// on nodes that went silent are kept as fallbacks.
+    /// The route table and its version, once it differs from the version the router
+    /// holds (`since`): at once when it already does, else when it changes within
+    /// `wait`; `None` when it did not.
+    pub async fn routes_since(
+        &self,
+        since: Option<&str>,
+        wait: Duration,
+    ) -> Result<Option<(RouteTable, String)>, sqlx::Error> {
+        let mut wake = self.changes.routes();
+        let deadline = tokio::time::Instant::now() + wait.min(Duration::from_millis(MAX_WAIT_MS));
+        loop {
+            let table = self.routes().await?;
+            let version = changes::version_of(&table);
+            if since != Some(version.as_str()) {
+                return Ok(Some((table, version)));
+            }
+            match tokio::time::timeout_at(deadline, wake.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Ok(None),
+            }
+        }
+    }
+
     pub async fn routes(&self) -> Result<RouteTable, sqlx::Error> {
         let mut routes: Vec<Route> = Vec::new();
         for row in store::routes(&self.pool).await? {

@@ -327,3 +327,81 @@ async fn a_silent_node_loses_its_stateless_instances_but_an_ordinal_waits_for_an
     .collect();
     assert_eq!(audit.len(), 1);
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_held_heartbeat_is_answered_the_moment_its_node_is_given_an_instance_and_only_then(
+    pool: PgPool,
+) {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use platform_core::reconciler::Reconciler;
+    use runtime_local::LocalRuntime;
+    use runtime_local::proto::Heartbeat;
+    let world = World::new(pool.clone()).await;
+    let runtime = Arc::new(LocalRuntime::new(pool.clone(), "token".into(), master()));
+    node(&runtime, "n1").await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(runtime.clone().listen(stopped));
+    let beat = |version: Option<String>, wait_ms: u64| Heartbeat {
+        instances: Vec::new(),
+        version,
+        wait_ms: Some(wait_ms),
+    };
+    let first = must(runtime.heartbeat("n1", &beat(None, 0)).await);
+    assert!(first.instances.is_empty() && !first.unchanged);
+    let version = first.version.clone();
+    assert!(version.is_some());
+
+    // Nothing changes: held for the whole wait, then `unchanged`, with nothing resent.
+    let started = Instant::now();
+    let idle = must(runtime.heartbeat("n1", &beat(version.clone(), 600)).await);
+    assert!(idle.unchanged && idle.instances.is_empty(), "{idle:?}");
+    assert!(started.elapsed() >= Duration::from_millis(550));
+
+    // An application is placed on the node while a heartbeat is held: it is answered
+    // with the new assignment long before its wait runs out.
+    let held = tokio::spawn({
+        let runtime = runtime.clone();
+        let version = version.clone();
+        async move {
+            let asked = Instant::now();
+            let answer = runtime.heartbeat("n1", &beat(version, 20_000)).await;
+            (answer, asked.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alice = world.login("alice").await;
+    let access = must(world.platform.tenant(&alice, "acme").await);
+    must(
+        world
+            .platform
+            .create_application(
+                &access,
+                NewApplication {
+                    environment: must(EnvName::parse("dev")),
+                    name: must(AppName::parse("web")),
+                    description: String::new(),
+                    spec: spec("web"),
+                },
+            )
+            .await,
+    );
+    let runtimes = platform_core::runtime::Runtimes::default().with("local", runtime.clone());
+    let placed_at = Instant::now();
+    must(
+        Reconciler::new(pool.clone(), runtimes, master())
+            .tick()
+            .await,
+    );
+    let (answer, waited) = must(held.await);
+    let answer = must(answer);
+    assert!(!answer.unchanged, "{answer:?}");
+    assert_eq!(answer.instances.len(), 1, "{answer:?}");
+    assert_ne!(answer.version, version);
+    assert!(
+        waited < Duration::from_secs(10) && placed_at.elapsed() < Duration::from_secs(5),
+        "answered after {waited:?}"
+    );
+    let _ = stop.send(true);
+}

@@ -303,6 +303,7 @@ pub async fn run_http(
     }
     let mut state = AppState::new(platform, config);
     if let Some(runtime) = local {
+        tokio::spawn(runtime.clone().listen(stopped_nodes.clone()));
         tokio::spawn(runtime.clone().watch_nodes(stopped_nodes));
         let token = runtime.agent_token().to_owned();
         state = state.with_local_runtime(runtime, token);
