@@ -3,6 +3,7 @@ import json, os, re, signal, socket, statistics, subprocess, sys, tempfile, thre
 
 PAAS = os.path.abspath(sys.argv[1])
 RUNS = 5
+ONBOARD_RUNS = 20
 
 
 def free_port():
@@ -73,6 +74,12 @@ def start_platform(data, cport, rport, db_env):
     return proc, passwords
 
 
+KEEPALIVE_SERVER = (
+    "import sys, http.server as h; h.SimpleHTTPRequestHandler.protocol_version = 'HTTP/1.1'; "
+    "h.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), h.SimpleHTTPRequestHandler).serve_forever()"
+)
+
+
 def wrk(url, host=None):
     cmd = ["wrk", "-t2", "-c8", "-d8s", "--latency", url]
     if host:
@@ -101,7 +108,7 @@ def main():
 
         # Baseline: the same application started by hand, to its first 200.
         bare = []
-        for _ in range(RUNS):
+        for _ in range(ONBOARD_RUNS):
             port = free_port()
             started = time.monotonic()
             p = subprocess.Popen(["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1"],
@@ -116,12 +123,19 @@ def main():
         spec = {"command": "python3", "args": ["-m", "http.server", "$PORT", "--bind", "127.0.0.1"],
                 "ports": [{"name": "http"}], "replicas": 1}
         onboard = []
-        for i in range(RUNS):
+        for i in range(ONBOARD_RUNS):
             started = time.monotonic()
             api(base, token, "POST", "/api/v1/tenants/acme/applications", {"environment": "dev", "name": f"bench-{i}", "spec": spec})
             wait_200(f"{router}/apps/acme/dev/bench-{i}/")
             onboard.append(time.monotonic() - started)
+            if i >= RUNS:
+                # Only the first few stay (the tenant's quota is the demo's 20 instances).
+                api(base, token, "DELETE", f"/api/v1/tenants/acme/environments/dev/applications/bench-{i}")
+                while instance_pids(f"bench-{i}-"):
+                    time.sleep(0.05)
         onboard_s = statistics.median(onboard)
+        onboard_p99 = sorted(onboard)[max(0, int(round(0.99 * len(onboard))) - 1)]
+        bare_p99 = sorted(bare)[max(0, int(round(0.99 * len(bare))) - 1)]
 
         # kill -9 of the only instance to serving again.
         heal = []
@@ -140,6 +154,14 @@ def main():
         port = next(iter(instance_pids("bench-0-").values()))[1]
         direct = wrk(f"http://127.0.0.1:{port}/")
         routed = wrk(f"{router}/apps/acme/dev/bench-0/")
+        # The same server speaking HTTP/1.1, which keeps connections open.
+        keep_spec = {"command": "python3", "args": ["-c", KEEPALIVE_SERVER, "$PORT"],
+                     "ports": [{"name": "http"}], "replicas": 1}
+        api(base, token, "POST", "/api/v1/tenants/acme/applications", {"environment": "dev", "name": "keepalive", "spec": keep_spec})
+        wait_200(f"{router}/apps/acme/dev/keepalive/")
+        kport = next(iter(instance_pids("keepalive-").values()))[1]
+        kdirect = wrk(f"http://127.0.0.1:{kport}/")
+        krouted = wrk(f"{router}/apps/acme/dev/keepalive/")
 
         # kill -9 of the control plane under 200 requests per second.
         api(base, token, "PUT", "/api/v1/tenants/acme/environments/dev/applications/bench-0/replicas", {"replicas": 2})
@@ -189,22 +211,36 @@ def main():
         restarted = episode(stop_and_restart)
         time.sleep(2)
         instances = api(base, token, "GET", "/api/v1/tenants/acme/applications?environment=dev")
-        expected = 2 + (RUNS - 1) + 2  # bench-0 scaled to 2, the other benches 1, hello 2
-        running = len(instance_pids("bench-")) + len(instance_pids("hello-"))
+        # bench-0 scaled to 2, the other benches 1, keepalive 1, hello 2
+        expected = 2 + (RUNS - 1) + 1 + 2
+        running = len(instance_pids("bench-")) + len(instance_pids("hello-")) + len(instance_pids("keepalive-"))
         agents = sum(1 for pid in filter(str.isdigit, os.listdir("/proc"))
                      if b"agent\0--name\0node-1" in open(f"/proc/{pid}/cmdline", "rb").read()
                      and data.encode() in open(f"/proc/{pid}/cmdline", "rb").read())
 
         print(f"bare start to first 200 (median of {RUNS}): {bare_s*1000:.0f} ms")
         print(f"onboarding request to first 200 through the router: {onboard_s*1000:.0f} ms -> ratio {onboard_s/bare_s:.2f} (aim <= 1.5)")
-        print(f"kill -9 of the only instance to serving again: {heal_s*1000:.0f} ms -> ratio {heal_s/bare_s:.2f} (aim <= 2)")
+        print(f"onboarding p99 of {ONBOARD_RUNS}: {onboard_p99*1000:.0f} ms against a bare start's {bare_p99*1000:.0f} ms -> ratio {onboard_p99/bare_p99:.2f} (aim <= 2.0)")
+        print(f"kill -9 of the only instance to serving again: {heal_s*1000:.0f} ms -> ratio {heal_s/bare_s:.2f}, worst of {RUNS} {max(heal)/bare_s:.2f} (aim <= 2 in every run)")
         print(f"throughput direct {direct[0]:.0f} req/s, through the router {routed[0]:.0f} req/s -> ratio {routed[0]/direct[0]:.2f} (aim >= 0.5)")
         print(f"p99 direct {direct[1]:.2f} ms, through the router {routed[1]:.2f} ms -> added {routed[1]-direct[1]:.2f} ms (aim <= 1 ms); non-2xx {direct[2]}/{routed[2]}")
+        print(f"keep-alive backend: direct {kdirect[0]:.0f} req/s p99 {kdirect[1]:.2f} ms, through the router {krouted[0]:.0f} req/s p99 {krouted[1]:.2f} ms -> added {krouted[1]-kdirect[1]:.2f} ms (aim <= 1 ms)")
         print(f"control plane kill -9 under 200 req/s: {killed['failed']} failed of {killed['ok'] + killed['failed']} (aim 0)")
         print(f"paas up restarted (SIGTERM, start) under 200 req/s: {restarted['failed']} failed of {restarted['ok'] + restarted['failed']} (aim 0)")
         print(f"after restart: {running} instance processes for {expected} wanted, {agents} agent(s) for node-1 (aim {expected} and 1)")
         print(f"({len(instances['items'])} applications in acme/dev)")
+        # P6, P7 and P8 are measured by scripts that do not exist yet: null, not a guess.
         print(json.dumps({
+            "p1_onboard_ratio_median": round(onboard_s / bare_s, 2),
+            "p1_onboard_ratio_p99": round(onboard_p99 / bare_p99, 2),
+            "p4_kill_ratio_max": round(max(heal) / bare_s, 2),
+            "p9_throughput_ratio": round(min(routed[0] / direct[0], krouted[0] / kdirect[0]), 2),
+            "p9_added_p99_ms_close": round(routed[1] - direct[1], 2),
+            "p9_added_p99_ms_keepalive": round(krouted[1] - kdirect[1], 2),
+            "p8_rss_mib": None, "p8_change_to_agent_p99_ms": None, "p8_reconcile_pass_ms": None,
+            "cp_kill_failed": killed["failed"],
+            "p6_list_ratio": None, "p6_list_p99_ms": None, "p6_size_cost_ratio": None,
+            "p7_create_p99_ratio": None,
             "bare_start_ms": round(bare_s * 1000),
             "onboard_ms": round(onboard_s * 1000), "onboard_ratio": round(onboard_s / bare_s, 2),
             "heal_ms": round(heal_s * 1000), "heal_ratio": round(heal_s / bare_s, 2),
