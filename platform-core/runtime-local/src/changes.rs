@@ -61,10 +61,15 @@ impl Changes {
     pub fn changed(&self, payload: &str) {
         match payload.strip_prefix("node:") {
             Some(node) => {
-                if let Ok(nodes) = self.inner.nodes.lock() {
-                    if let Some(tx) = nodes.get(node) {
-                        tx.send_modify(|v| *v += 1);
-                    }
+                if let Some(tx) = self
+                    .inner
+                    .nodes
+                    .lock()
+                    .ok()
+                    .as_ref()
+                    .and_then(|n| n.get(node))
+                {
+                    tx.send_modify(|v| *v += 1);
                 }
             }
             None => self.inner.routes.send_modify(|v| *v += 1),

@@ -314,7 +314,7 @@ pub async fn observe(
                  memory_mib = $8, ports = $9, observed_at = now() WHERE id = $1",
         )
         .bind(o.id)
-        .bind(&o.phase)
+        .bind(o.phase)
         .bind(o.ready)
         .bind(o.restarts)
         .bind(o.port)
