@@ -36,8 +36,12 @@ type Body = BoxBody<Bytes, hyper::Error>;
 pub struct RouterConfig {
     pub control_plane: String,
     pub token: String,
-    /// How often the route table is pulled.
+    /// How long to wait before asking for the route table again after a failure.
     pub refresh: Duration,
+    /// The most requests in flight to one backend; more wait in the router. A backend
+    /// with a short accept queue (Python's `http.server` listens with a backlog of 5)
+    /// drops connections beyond it, which costs a second each.
+    pub max_per_backend: usize,
     /// The suffix of host-form names, `localhost` by default.
     pub domain: String,
     /// Where the last route table is kept, so that a restarted router serves at once
@@ -89,8 +93,116 @@ struct Table {
 #[derive(Debug, Clone)]
 struct Shared {
     table: Arc<RwLock<Arc<Table>>>,
-    client: Client<HttpConnector, Body>,
+    /// One client per connect attempt, each giving up on a connection sooner than the
+    /// next (see [`CONNECT_TIMEOUTS`]).
+    clients: Arc<[Client<HttpConnector, Body>; 3]>,
+    /// Requests in flight per backend address, bounded.
+    limits: Arc<std::sync::Mutex<HashMap<String, Arc<Limit>>>>,
+    max_per_backend: usize,
     domain: String,
+}
+
+/// How many requests one backend may have in flight. A backend that keeps connections
+/// open gets up to [`KEEP_ALIVE_SHARE`] times as many as one that closes each one: the
+/// latter costs a new connection per request, and a backend with a short accept queue
+/// (Python's `http.server` listens with a backlog of 5) drops connections beyond it,
+/// each drop costing a second (TCP's SYN retransmission).
+#[derive(Debug)]
+struct Limit {
+    places: Arc<tokio::sync::Semaphore>,
+    /// The backend's last response closed its connection.
+    closes: std::sync::atomic::AtomicBool,
+}
+
+const KEEP_ALIVE_SHARE: u32 = 16;
+
+impl Shared {
+    /// A place among the requests in flight to `addr`; waits while it has its fill.
+    async fn admit(&self, addr: &str) -> Option<(Arc<Limit>, tokio::sync::OwnedSemaphorePermit)> {
+        let limit = {
+            let mut limits = self.limits.lock().ok()?;
+            if limits.len() > 4096 {
+                // Forget backends nobody is talking to (instances come and go).
+                limits.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            let places = self.max_per_backend * KEEP_ALIVE_SHARE as usize;
+            limits
+                .entry(addr.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(Limit {
+                        places: Arc::new(tokio::sync::Semaphore::new(places)),
+                        closes: std::sync::atomic::AtomicBool::new(false),
+                    })
+                })
+                .clone()
+        };
+        let share = if limit.closes.load(Ordering::Relaxed) {
+            KEEP_ALIVE_SHARE
+        } else {
+            1
+        };
+        let permit = limit.places.clone().acquire_many_owned(share).await.ok()?;
+        Some((limit, permit))
+    }
+}
+
+/// Whether a response ends its connection (HTTP/1.0 without keep-alive, or
+/// `Connection: close`).
+fn closes_connection(parts: &hyper::http::response::Parts) -> bool {
+    let connection = parts
+        .headers
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    connection.contains("close")
+        || (parts.version <= hyper::Version::HTTP_10 && !connection.contains("keep-alive"))
+}
+
+/// A response body that holds its backend's place until it is done.
+struct Admitted {
+    body: Body,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl hyper::body::Body for Admitted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// How long each successive attempt to connect to a backend may take. A backend whose
+/// accept queue overflows drops the SYN, and TCP would send it again only after a
+/// second: a fresh attempt after 50 ms (to the next ready instance, or the same one when
+/// it is the only one) gets through at once. Later attempts allow for slower networks.
+const CONNECT_TIMEOUTS: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(250),
+    Duration::from_secs(2),
+];
+
+fn client(connect_timeout: Duration) -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .build(connector)
 }
 
 /// Counts connections in flight, so that a router handing over can wait for them.
@@ -129,14 +241,11 @@ pub async fn run(
     config: RouterConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    connector.set_nodelay(true);
     let shared = Shared {
         table: Arc::new(RwLock::new(Arc::new(Table::default()))),
-        client: Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector),
+        clients: Arc::new(CONNECT_TIMEOUTS.map(client)),
+        limits: Arc::default(),
+        max_per_backend: config.max_per_backend.max(1),
         domain: config.domain.clone(),
     };
     let in_flight = InFlight::default();
@@ -605,9 +714,14 @@ async fn handle(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Re
     );
     let mut body = Some(body.boxed());
     let order = backends.order();
-    let attempts = if bodyless { order.len().min(3) } else { 1 };
     let mut last_error = String::new();
-    for addr in order.into_iter().take(attempts) {
+    // A request without a body is tried up to three times, on the next ready instance
+    // each time (the same one when it is the only one): after a failed connection, with
+    // a longer connect timeout; after any other failure too, as it is idempotent. A
+    // request with a body is sent once, with the most patient connect timeout.
+    let attempts: &[usize] = if bodyless { &[0, 1, 2] } else { &[2] };
+    for (turn, &patience) in attempts.iter().enumerate() {
+        let addr = order[turn % order.len()];
         let Ok(uri) = format!("http://{addr}{path}").parse::<Uri>() else {
             return text(
                 StatusCode::BAD_REQUEST,
@@ -620,15 +734,26 @@ async fn handle(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Re
                 .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed()),
         );
         *outgoing.uri_mut() = uri;
-        match shared.client.request(outgoing).await {
+        let admitted = shared.admit(addr).await;
+        match shared.clients[patience].request(outgoing).await {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
+                let permit = admitted.map(|(limit, permit)| {
+                    limit
+                        .closes
+                        .store(closes_connection(&parts), Ordering::Relaxed);
+                    permit
+                });
                 strip_hop_by_hop(&mut parts.headers);
+                let body = Admitted {
+                    body: body.boxed(),
+                    _permit: permit,
+                };
                 return Response::from_parts(parts, body.boxed());
             }
             Err(e) => {
                 last_error = format!("{addr}: {e}");
-                tracing::debug!(backend = %addr, error = %e, "backend failed");
+                tracing::debug!(backend = %addr, error = %e, connect = e.is_connect(), "backend failed");
             }
         }
     }

@@ -68,6 +68,10 @@ pub struct RouterArgs {
     token: String,
     #[arg(long, default_value_t = 100)]
     refresh_ms: u64,
+    /// The most requests in flight to one instance that closes every connection (16
+    /// times as many to one that keeps them open); more wait in the router.
+    #[arg(long, env = "PAAS_ROUTER_MAX_PER_BACKEND", default_value_t = 4)]
+    max_per_backend: usize,
     /// A lock file that keeps a second router for the same platform from starting.
     #[arg(long)]
     lock_file: Option<PathBuf>,
@@ -233,6 +237,7 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
         control_plane: args.control_plane.trim_end_matches('/').to_owned(),
         token: args.token,
         refresh: Duration::from_millis(args.refresh_ms.max(50)),
+        max_per_backend: args.max_per_backend,
         domain: "localhost".to_owned(),
         state_file: args.state_file,
         control_socket: control,
