@@ -229,7 +229,9 @@ def main():
         print(f"paas up restarted (SIGTERM, start) under 200 req/s: {restarted['failed']} failed of {restarted['ok'] + restarted['failed']} (aim 0)")
         print(f"after restart: {running} instance processes for {expected} wanted, {agents} agent(s) for node-1 (aim {expected} and 1)")
         print(f"({len(instances['items'])} applications in acme/dev)")
-        # P6, P7 and P8 are measured by scripts that do not exist yet: null, not a guess.
+        # P7 and P8 come from bench_scale.py (run first by bench-runtime.sh); P6 is not
+        # measured yet: null, not a guess.
+        scale = json.loads(os.environ.get("PAAS_BENCH_SCALE_JSON") or "{}")
         print(json.dumps({
             "p1_onboard_ratio_median": round(onboard_s / bare_s, 2),
             "p1_onboard_ratio_p99": round(onboard_p99 / bare_p99, 2),
@@ -237,10 +239,13 @@ def main():
             "p9_throughput_ratio": round(min(routed[0] / direct[0], krouted[0] / kdirect[0]), 2),
             "p9_added_p99_ms_close": round(routed[1] - direct[1], 2),
             "p9_added_p99_ms_keepalive": round(krouted[1] - kdirect[1], 2),
-            "p8_rss_mib": None, "p8_change_to_agent_p99_ms": None, "p8_reconcile_pass_ms": None,
+            "p8_rss_mib": scale.get("p8_rss_mib"),
+            "p8_change_to_agent_p99_ms": scale.get("p8_change_to_agent_p99_ms"),
+            "p8_reconcile_pass_ms": scale.get("p8_reconcile_pass_ms"),
             "cp_kill_failed": killed["failed"],
-            "p6_list_ratio": None, "p6_list_p99_ms": None, "p6_size_cost_ratio": None,
-            "p7_create_p99_ratio": None,
+            "p6_list_ratio": scale.get("p6_list_ratio"), "p6_list_p99_ms": scale.get("p6_list_p99_ms"),
+            "p6_size_cost_ratio": scale.get("p6_size_cost_ratio"),
+            "p7_create_p99_ratio": scale.get("p7_create_p99_ratio"),
             "bare_start_ms": round(bare_s * 1000),
             "onboard_ms": round(onboard_s * 1000), "onboard_ratio": round(onboard_s / bare_s, 2),
             "heal_ms": round(heal_s * 1000), "heal_ratio": round(heal_s / bare_s, 2),

@@ -103,8 +103,16 @@ impl Reconciler {
             if *shutdown.borrow() {
                 return;
             }
-            if let Err(e) = self.tick_runtime(Some(runtime)).await {
-                tracing::warn!(runtime, error = %e, "reconcile pass failed");
+            let started = std::time::Instant::now();
+            match self.tick_runtime(Some(runtime)).await {
+                Ok(report) => {
+                    let labels = [("runtime", runtime.to_owned())];
+                    metrics::gauge!("paas_reconcile_last_pass_seconds", &labels)
+                        .set(started.elapsed().as_secs_f64());
+                    metrics::gauge!("paas_reconcile_last_pass_workloads", &labels)
+                        .set((report.applied + report.removed + report.failed) as f64);
+                }
+                Err(e) => tracing::warn!(runtime, error = %e, "reconcile pass failed"),
             }
         }
     }

@@ -937,10 +937,11 @@ impl Runtime for LocalRuntime {
         let existing = store::instances_of(&mut *tx, app_id)
             .await
             .map_err(unavailable)?;
-        let mut nodes = node_loads(&existing, &mut tx, self.timing)
-            .await
-            .map_err(unavailable)?;
-        let views: HashMap<String, NodeView> = store::nodes(&mut *tx)
+        // Only the nodes this workload's instances are on are judged here.
+        let mut on: Vec<String> = existing.iter().map(|i| i.node.clone()).collect();
+        on.sort();
+        on.dedup();
+        let views: HashMap<String, NodeView> = store::node_views(&mut *tx, &on)
             .await
             .map_err(unavailable)?
             .iter()
@@ -967,6 +968,25 @@ impl Runtime for LocalRuntime {
             .iter()
             .filter(|i| i.desired == Wanted::Run && !lost.contains(&i.id))
             .collect();
+        // Every node and its load is read only when something is to be placed: a
+        // workload that already has its instances costs a pass two small queries.
+        let placing = workload.revisions.iter().any(|shape| {
+            let mine = live.iter().filter(|i| i.revision == shape.revision).count();
+            match &shape.slots {
+                Slots::Count(n) => mine < *n as usize,
+                Slots::Ordinals(ordinals) => ordinals
+                    .iter()
+                    .any(|o| !live.iter().any(|i| i.ordinal == Some(*o as i32))),
+                Slots::EveryNode => true,
+            }
+        });
+        let mut nodes = if placing {
+            node_loads(&existing, &mut tx, self.timing)
+                .await
+                .map_err(unavailable)?
+        } else {
+            Vec::new()
+        };
         let mut to_stop: Vec<Uuid> = lost.clone();
         let mut to_create: Vec<(i32, Option<u32>, String, Resources)> = Vec::new();
         let mut unschedulable: Option<String> = None;

@@ -146,6 +146,21 @@ pub async fn nodes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<NodeRow>, sqlx::Er
     .fetch_all(ex)
     .await
 }
+/// The nodes named, without what is placed on them (`cpu_requested` and
+/// `memory_requested` are zero): enough to judge them.
+pub async fn node_views<'e>(
+    ex: impl PgExecutor<'e>,
+    names: &[String],
+) -> Result<Vec<NodeRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT n.name, n.labels, n.cpu_millis, n.memory_mib, n.address, n.api_port, n.last_heartbeat, now() AS now,
+                n.heartbeat_ms, n.confirmed_lost_at, n.condition, 0::bigint AS cpu_requested, 0::bigint AS memory_requested
+         FROM nodes n WHERE n.name = ANY($1)",
+    )
+    .bind(names)
+    .fetch_all(ex)
+    .await
+}
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InstanceRow {
     pub id: Uuid,
@@ -295,7 +310,8 @@ pub struct Observation {
     pub cpu_millis: Option<i32>,
     pub memory_mib: Option<i32>,
 }
-/// Stores an observation of an instance on `node`; returns the row as it was before.
+/// Stores an observation of an instance on `node` (writing only what changed, so that
+/// `observed_at` says since when it is as observed); returns the row as it was before.
 pub async fn observe(
     conn: &mut PgConnection,
     node: &str,
@@ -311,7 +327,10 @@ pub async fn observe(
     if before.is_some() {
         sqlx::query(
             "UPDATE instances SET phase = $2, ready = $3, restarts = $4, port = $5, message = $6, cpu_millis = $7,
-                 memory_mib = $8, ports = $9, observed_at = now() WHERE id = $1",
+                 memory_mib = $8, ports = $9, observed_at = now()
+             WHERE id = $1
+               AND (phase, ready, restarts, port, message, cpu_millis, memory_mib, ports)
+                   IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(o.id)
         .bind(o.phase)

@@ -1,0 +1,205 @@
+"""The control plane at scale; see bench-runtime.sh. Runs `paas serve` against a
+PostgreSQL of its own and measures:
+
+- P7: p99 of creating an application through the API (4 connections) against the p99
+  of a single-row insert into the same PostgreSQL (pgbench, 4 clients);
+- P8: with 500 simulated nodes (paas-simnodes: the agent protocol, one process) and
+  10,000 instances across 1,000 applications, the control plane's RSS, how long a
+  change to one application takes to reach its node (p99 of 50), and the longest
+  full reconcile pass seen over 10 s.
+
+Its last line is one JSON object with those keys; P6 is null (not measured yet)."""
+import base64, json, os, re, secrets, socket, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+PAAS = os.path.abspath(sys.argv[1])
+SIMNODES = os.path.abspath(sys.argv[2])
+NODES, APPS, REPLICAS, CHANGES = 500, 1000, 10, 50
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def as_postgres(cmd):
+    return (["runuser", "-u", "postgres", "--"] + cmd) if os.geteuid() == 0 else cmd
+
+
+def p99(values):
+    ordered = sorted(values)
+    return ordered[max(0, int(round(0.99 * len(ordered))) - 1)]
+
+
+class Api:
+    def __init__(self, base):
+        self.base, self.token = base, None
+
+    def call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        with urllib.request.urlopen(req, timeout=60) as r:
+            text = r.read()
+            return json.loads(text) if text else None
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="paas-scale-")
+    os.chmod(work, 0o755)
+    pg_bin = sorted(d for d in os.listdir("/usr/lib/postgresql"))[-1]
+    pg_bin = f"/usr/lib/postgresql/{pg_bin}/bin"
+    data = os.path.join(work, "pg")
+    os.makedirs(data)
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "postgres:postgres", data], check=True)
+    pg_port = free_port()
+    subprocess.run(as_postgres([f"{pg_bin}/initdb", "-D", f"{data}/data", "-U", "paas", "--auth=trust",
+                                "--encoding=UTF8", "--locale=C.UTF-8"]), check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(as_postgres([f"{pg_bin}/pg_ctl", "-D", f"{data}/data", "-l", f"{data}/log", "-w", "-o",
+                                f"-p {pg_port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=100",
+                                "start"]), check=True, stdout=subprocess.DEVNULL)
+    db = f"postgres://paas@127.0.0.1:{pg_port}/postgres"
+    port = free_port()
+    password = secrets.token_urlsafe(16)
+    token = secrets.token_urlsafe(24)
+    env = dict(os.environ, DATABASE_URL=db, PAAS_LISTEN=f"127.0.0.1:{port}", PAAS_LOG="warn",
+               PAAS_MASTER_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
+               PAAS_BOOTSTRAP_ADMIN_PASSWORD=password, PAAS_AGENT_TOKEN=token,
+               PAAS_NODE_GRACE_MS="600000")
+    serve = subprocess.Popen([PAAS, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=open(f"{work}/serve.log", "w"))
+    sim = None
+    psql = lambda sql: subprocess.run([f"{pg_bin}/psql", db, "-tAc", sql], capture_output=True, text=True).stdout.strip()
+    try:
+        api = Api(f"http://127.0.0.1:{port}")
+        for _ in range(300):
+            try:
+                api.call("GET", "/healthz")
+                break
+            except Exception:
+                time.sleep(0.1)
+        api.token = api.call("POST", "/api/v1/auth/token", {"username": "admin", "password": password})["token"]
+        api.call("POST", "/api/v1/admin/tenants", {"slug": "load", "display_name": "Load", "admin": "admin"})
+        spec = lambda replicas: {"command": "sleep", "args": ["1000"], "replicas": replicas,
+                                 "resources": {"cpu_millis": 10, "memory_mib": 16}}
+
+        # P7: creating an application (4 connections) against a single-row insert (pgbench).
+        def create(env_name, name, replicas):
+            started = time.monotonic()
+            api.call("POST", "/api/v1/tenants/load/applications", {"environment": env_name, "name": name, "spec": spec(replicas)})
+            return time.monotonic() - started
+        with ThreadPoolExecutor(4) as pool:
+            creates = list(pool.map(lambda i: create("test", f"p7-{i}", 0), range(400)))
+        create_p99_ms = p99(creates) * 1000
+        psql("CREATE TABLE bench_insert (id bigserial PRIMARY KEY, name text NOT NULL, at timestamptz NOT NULL DEFAULT now())")
+        with open(f"{work}/insert.sql", "w") as f:
+            f.write("INSERT INTO bench_insert (name) VALUES ('x');\n")
+        subprocess.run([f"{pg_bin}/pgbench", "-n", "-c4", "-j2", "-T10", "-f", f"{work}/insert.sql", "-l",
+                        f"--log-prefix={work}/pgbench", db], check=True, capture_output=True, cwd=work)
+        insert_us = []
+        for name in os.listdir(work):
+            if name.startswith("pgbench."):
+                for line in open(os.path.join(work, name)):
+                    cols = line.split()
+                    if len(cols) >= 3:
+                        insert_us.append(int(cols[2]))
+        insert_p99_ms = p99(insert_us) / 1000
+        print(f"P7: create p99 {create_p99_ms:.1f} ms (4 connections, 400 creates); single-row insert p99 "
+              f"{insert_p99_ms:.2f} ms (pgbench -c4, {len(insert_us)} inserts) -> ratio {create_p99_ms/insert_p99_ms:.1f} (aim <= 10)")
+
+        # P8: 500 simulated nodes, then 1,000 applications of 10 instances.
+        sim = subprocess.Popen([SIMNODES, "--control-plane", f"http://127.0.0.1:{port}", "--nodes", str(NODES),
+                                "--heartbeat-ms", "2000"], env=dict(os.environ, PAAS_AGENT_TOKEN=token),
+                               stdout=subprocess.PIPE, stderr=open(f"{work}/sim.log", "w"), text=True)
+        assigned = {}
+        lock = threading.Lock()
+
+        def read_sim():
+            for line in sim.stdout:
+                parts = line.split()
+                if len(parts) == 4 and parts[0] == "assigned":
+                    with lock:
+                        assigned.setdefault(parts[1], []).append(int(parts[3]))
+        threading.Thread(target=read_sim, daemon=True).start()
+        deadline = time.monotonic() + 120
+        while psql("SELECT count(*) FROM nodes") != str(NODES):
+            if time.monotonic() > deadline:
+                raise SystemExit("the simulated nodes did not register")
+            time.sleep(0.5)
+        started = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda i: create("dev", f"app-{i}", REPLICAS), range(APPS)))
+        created_s = time.monotonic() - started
+        deadline = time.monotonic() + 900
+        wanted = APPS * REPLICAS
+        while True:
+            ready = int(psql("SELECT count(*) FROM instances WHERE ready AND desired = 'run'") or 0)
+            if ready >= wanted:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {ready} of {wanted} instances became ready")
+            time.sleep(1)
+        converged_s = time.monotonic() - started
+        time.sleep(10)
+        rss_kib = int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{serve.pid}/status").read()).group(1))
+        passes = []
+        for _ in range(10):
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            m = re.search(r'paas_reconcile_last_pass_seconds\{runtime="local"\} ([\d.e+-]+)', metrics)
+            if m:
+                passes.append(float(m.group(1)))
+            time.sleep(1)
+        latencies = []
+        for n in range(CHANGES):
+            app = f"app-{(n * 37) % APPS}"
+            key = f"load/dev/{app}"
+            with lock:
+                before = len(assigned.get(key, []))
+            t0 = time.time() * 1000
+            api.call("PUT", f"/api/v1/tenants/load/environments/dev/applications/{app}/replicas", {"replicas": REPLICAS + 1})
+            deadline = time.monotonic() + 30
+            while True:
+                with lock:
+                    seen = assigned.get(key, [])[before:]
+                if seen:
+                    latencies.append(seen[0] - t0)
+                    break
+                if time.monotonic() > deadline:
+                    latencies.append(30000)
+                    break
+                time.sleep(0.002)
+            time.sleep(0.2)
+        rss_mib = rss_kib / 1024
+        pass_ms = max(passes) * 1000 if passes else None
+        change_p99 = p99(latencies)
+        print(f"P8: {NODES} simulated nodes (2 s heartbeats), {APPS} applications x {REPLICAS}: created in {created_s:.0f} s, "
+              f"all ready after {converged_s:.0f} s")
+        print(f"P8: control plane RSS {rss_mib:.0f} MiB (aim <= 110); a change reaches its node in p99 {change_p99:.0f} ms, "
+              f"median {statistics.median(latencies):.0f} ms of {CHANGES} (aim <= 200); longest reconcile pass over 10 s "
+              f"{pass_ms if pass_ms is None else round(pass_ms)} ms (aim <= 1000)")
+        print(json.dumps({
+            "p7_create_p99_ratio": round(create_p99_ms / insert_p99_ms, 1),
+            "p7_create_p99_ms": round(create_p99_ms, 1), "p7_insert_p99_ms": round(insert_p99_ms, 2),
+            "p8_rss_mib": round(rss_mib), "p8_change_to_agent_p99_ms": round(change_p99),
+            "p8_reconcile_pass_ms": pass_ms if pass_ms is None else round(pass_ms),
+            "p6_list_ratio": None, "p6_list_p99_ms": None, "p6_size_cost_ratio": None,
+        }))
+    finally:
+        for p in (sim, serve):
+            if p:
+                p.terminate()
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        subprocess.run(as_postgres([f"{pg_bin}/pg_ctl", "-D", f"{data}/data", "-m", "immediate", "stop"]),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+if __name__ == "__main__":
+    main()
