@@ -494,3 +494,83 @@ async fn a_manifest_applied_again_and_again_has_the_effect_of_once(pool: PgPool)
     let garbage = must(apply("{{{ not yaml".to_owned()).await);
     assert_eq!(garbage.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_application_list_comes_in_pages_in_name_order_and_can_be_searched(pool: PgPool) {
+    let server = start(pool).await;
+    let dev = server.api("dev").await;
+    for (env, name) in [
+        ("dev", "web-b"),
+        ("test", "web-a"),
+        ("dev", "web-a"),
+        ("dev", "api"),
+    ] {
+        let (status, body) = dev
+            .post(
+                "/api/v1/tenants/acme/applications",
+                json!({"environment": env, "name": name, "spec": service_spec()}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let names = |page: &serde_json::Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| {
+                        format!(
+                            "{}.{}",
+                            x["name"].as_str().unwrap_or("?"),
+                            x["environment"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Pages of two in name order, then environment, until `next` is absent.
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    let mut pages = 0;
+    loop {
+        let (status, page) = dev
+            .get(&format!(
+                "/api/v1/tenants/acme/applications?limit=2&after={after}"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        pages += 1;
+        seen.extend(names(&page));
+        match page["next"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "api.dev",
+            "hello.dev",
+            "web-a.dev",
+            "web-a.test",
+            "web-b.dev"
+        ]
+    );
+    assert_eq!(pages, 3);
+    // Search by part of the name, with an environment.
+    let (_, found) = dev
+        .get("/api/v1/tenants/acme/applications?search=web&environment=dev")
+        .await;
+    assert_eq!(names(&found), ["web-a.dev", "web-b.dev"]);
+    assert!(found["next"].is_null());
+    // A cursor that no page gave is a field error.
+    let (status, body) = dev
+        .get("/api/v1/tenants/acme/applications?after=nonsense")
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("after")),
+        "{body}"
+    );
+}

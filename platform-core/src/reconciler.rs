@@ -124,100 +124,127 @@ impl Reconciler {
 
     /// One pass over the workloads of one runtime (`None`: of all).
     pub async fn tick_runtime(&self, only: Option<&str>) -> Result<TickReport, sqlx::Error> {
+        use futures_util::StreamExt as _;
+        let rows = store::runtime::desired(&self.pool, only).await?;
+        // Workloads are independent: a few at a time, so that a pass is not the sum of
+        // every workload's round trips to the database and the runtime.
+        let outcomes: Vec<Result<Outcome, sqlx::Error>> = futures_util::stream::iter(rows)
+            .map(|row| self.reconcile(row))
+            .buffer_unordered(PARALLEL_WORKLOADS)
+            .collect()
+            .await;
         let mut report = TickReport::default();
-        'rows: for row in store::runtime::desired(&self.pool, only).await? {
-            let key = WorkloadKey {
-                tenant: row.tenant.clone(),
-                environment: row.environment.clone(),
-                app: row.app.clone(),
-            };
-            let Some(runtime) = self.runtimes.get(&row.runtime) else {
-                continue;
-            };
-            if row.deleted {
-                match runtime.remove(&key).await {
-                    Ok(()) => {
-                        store::runtime::mark_released(&self.pool, row.application_id).await?;
-                        report.removed += 1;
-                    }
-                    Err(e) => {
-                        report.failed += 1;
-                        tracing::warn!(workload = %key, error = %e, "could not remove");
-                    }
-                }
-                continue;
-            }
-            let Ok(spec) = serde_json::from_value::<AppSpec>(row.spec.clone()) else {
-                report.failed += 1;
-                tracing::error!(workload = %key, "stored spec does not parse");
-                continue;
-            };
-            let observed = match runtime.instances(&key).await {
-                Ok(o) => o,
-                Err(e) => {
-                    report.failed += 1;
-                    tracing::warn!(workload = %key, error = %e, "could not observe");
-                    continue;
-                }
-            };
-            let replicas = desired_replicas(row.run_state, row.replicas, &spec);
-            let mut revisions = Vec::new();
-            for (revision, slots) in slots(spec.kind, row.revision, replicas, &observed) {
-                // Every live revision runs with its own spec: an old revision's instance
-                // that restarts or moves during a rollout comes back as it was.
-                let spec = if revision == row.revision {
-                    spec.clone()
-                } else {
-                    match self.spec_of(row.application_id, revision).await {
-                        Ok(Some(own)) => own,
-                        Ok(None) => {
-                            tracing::error!(workload = %key, revision, "a live revision has no stored spec");
-                            continue;
-                        }
-                        Err(e) => {
-                            report.failed += 1;
-                            tracing::warn!(workload = %key, revision, error = %e, "could not load a revision's spec");
-                            continue 'rows;
-                        }
-                    }
-                };
-                revisions.push(RevisionShape {
-                    revision,
-                    spec,
-                    slots,
-                    secrets: BTreeMap::new(),
-                });
-            }
-            if runtime.secrets_in_workload() {
-                for shape in &mut revisions {
-                    match self.secrets_of(row.application_id, shape.revision).await {
-                        Ok(secrets) => shape.secrets = secrets,
-                        Err(e) => {
-                            tracing::error!(workload = %key, revision = shape.revision, error = %e, "secrets cannot be opened");
-                        }
-                    }
-                }
-            }
-            let workload = Workload {
-                key: key.clone(),
-                kind: spec.kind,
-                revisions,
-                placement: Placement::standard(),
-            };
-            match runtime.apply(&workload).await {
-                Ok(()) => report.applied += 1,
-                Err(RuntimeError::Unschedulable(why)) => {
-                    report.failed += 1;
-                    tracing::warn!(workload = %key, why, "cannot place every instance");
-                }
-                Err(e) => {
-                    report.failed += 1;
-                    tracing::warn!(workload = %key, error = %e, "could not apply");
-                }
+        for outcome in outcomes {
+            match outcome? {
+                Outcome::Applied => report.applied += 1,
+                Outcome::Removed => report.removed += 1,
+                Outcome::Failed => report.failed += 1,
+                Outcome::Skipped => {}
             }
         }
         Ok(report)
     }
+
+    /// One step toward one workload's desired state.
+    async fn reconcile(&self, row: store::runtime::DesiredRow) -> Result<Outcome, sqlx::Error> {
+        let key = WorkloadKey {
+            tenant: row.tenant.clone(),
+            environment: row.environment.clone(),
+            app: row.app.clone(),
+        };
+        let Some(runtime) = self.runtimes.get(&row.runtime) else {
+            return Ok(Outcome::Skipped);
+        };
+        if row.deleted {
+            return match runtime.remove(&key).await {
+                Ok(()) => {
+                    store::runtime::mark_released(&self.pool, row.application_id).await?;
+                    Ok(Outcome::Removed)
+                }
+                Err(e) => {
+                    tracing::warn!(workload = %key, error = %e, "could not remove");
+                    Ok(Outcome::Failed)
+                }
+            };
+        }
+        let Ok(spec) = serde_json::from_value::<AppSpec>(row.spec.clone()) else {
+            tracing::error!(workload = %key, "stored spec does not parse");
+            return Ok(Outcome::Failed);
+        };
+        let observed = match runtime.instances(&key).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(workload = %key, error = %e, "could not observe");
+                return Ok(Outcome::Failed);
+            }
+        };
+        let replicas = desired_replicas(row.run_state, row.replicas, &spec);
+        let mut revisions = Vec::new();
+        for (revision, slots) in slots(spec.kind, row.revision, replicas, &observed) {
+            // Every live revision runs with its own spec: an old revision's instance
+            // that restarts or moves during a rollout comes back as it was.
+            let spec = if revision == row.revision {
+                spec.clone()
+            } else {
+                match self.spec_of(row.application_id, revision).await {
+                    Ok(Some(own)) => own,
+                    Ok(None) => {
+                        tracing::error!(workload = %key, revision, "a live revision has no stored spec");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(workload = %key, revision, error = %e, "could not load a revision's spec");
+                        return Ok(Outcome::Failed);
+                    }
+                }
+            };
+            revisions.push(RevisionShape {
+                revision,
+                spec,
+                slots,
+                secrets: BTreeMap::new(),
+            });
+        }
+        if runtime.secrets_in_workload() {
+            for shape in &mut revisions {
+                match self.secrets_of(row.application_id, shape.revision).await {
+                    Ok(secrets) => shape.secrets = secrets,
+                    Err(e) => {
+                        tracing::error!(workload = %key, revision = shape.revision, error = %e, "secrets cannot be opened");
+                    }
+                }
+            }
+        }
+        let workload = Workload {
+            key: key.clone(),
+            kind: spec.kind,
+            revisions,
+            placement: Placement::standard(),
+        };
+        match runtime.apply(&workload).await {
+            Ok(()) => Ok(Outcome::Applied),
+            Err(RuntimeError::Unschedulable(why)) => {
+                tracing::warn!(workload = %key, why, "cannot place every instance");
+                Ok(Outcome::Failed)
+            }
+            Err(e) => {
+                tracing::warn!(workload = %key, error = %e, "could not apply");
+                Ok(Outcome::Failed)
+            }
+        }
+    }
+}
+
+/// How many workloads one pass reconciles at a time.
+const PARALLEL_WORKLOADS: usize = 8;
+
+/// What reconciling one workload came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Applied,
+    Removed,
+    Failed,
+    Skipped,
 }
 
 impl Reconciler {

@@ -5,13 +5,13 @@ use actix_web::web::{Data, Json, Path, Query};
 use platform_core::manifest::Applied;
 use platform_core::model::{AppEvent, Application, ApplicationDetail, Revision};
 use platform_core::names::{AppName, EnvName, parse_description};
-use platform_core::platform::NewApplication;
+use platform_core::platform::{AppQuery, NewApplication};
 use platform_core::runtime::Instance;
 use platform_core::spec::AppSpec;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiJson, Items};
+use super::{ApiJson, Items, Page};
 use crate::error::{ApiError, ErrorBody};
 use crate::session::ApiAuth;
 use crate::state::AppState;
@@ -20,25 +20,43 @@ use crate::state::AppState;
 pub struct ListQuery {
     /// Only applications of this environment.
     pub environment: Option<String>,
+    /// Only applications whose name contains this.
+    pub search: Option<String>,
+    /// Where the page starts: the `next` of the previous page.
+    pub after: Option<String>,
+    /// At most this many (1 to 500, 50 when absent).
+    pub limit: Option<u32>,
 }
 
+/// A page of the tenant's applications in name order; follow `next` for the rest.
 #[utoipa::path(operation_id = "list_applications", get, path = "/api/v1/tenants/{tenant}/applications", tag = "applications",
     params(("tenant" = String, Path, description = "Tenant slug"), ListQuery),
-    responses((status = 200, body = Items<Application>), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = Page<Application>), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     state: Data<AppState>,
     auth: ApiAuth,
     path: Path<String>,
     query: Query<ListQuery>,
-) -> Result<Json<Items<Application>>, ApiError> {
+) -> Result<Json<Page<Application>>, ApiError> {
     let access = state.platform.tenant(&auth.0.principal, &path).await?;
-    Ok(Json(Items::new(
-        state
-            .platform
-            .applications(&access, query.environment.as_deref())
-            .await?,
-    )))
+    let query = query.into_inner();
+    let page = state
+        .platform
+        .applications(
+            &access,
+            &AppQuery {
+                environment: query.environment,
+                search: query.search,
+                after: query.after,
+                limit: query.limit.unwrap_or(AppQuery::DEFAULT_LIMIT),
+            },
+        )
+        .await?;
+    Ok(Json(Page {
+        items: page.items,
+        next: page.next,
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -37,6 +37,14 @@ impl<T> Items<T> {
     }
 }
 
+/// One page of a list: `next`, when present, is what to send as `after` for the
+/// following page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
 /// A JSON body whose errors name the field at fault (`spec.replicas: invalid type ...`)
 /// and map to the API's error shape: 415 for another media type, 413 when too large,
 /// 400 for malformed JSON and 422 for well-formed JSON of the wrong shape.

@@ -11,7 +11,7 @@ use platform_core::model::{
     Tenant,
 };
 use platform_core::names::{AppName, EnvName, parse_description};
-use platform_core::platform::{NewApplication, NewEnvironment};
+use platform_core::platform::{AppQuery, NewApplication, NewEnvironment};
 use platform_core::spec::{AppSpec, HealthSpec, PortProtocol, PortSpec, Resources, WorkloadKind};
 use serde::Deserialize;
 
@@ -113,11 +113,18 @@ struct AppsPage {
     environments: Vec<Environment>,
     apps: Vec<Application>,
     filter: String,
+    search: String,
+    /// The next page's address, when there is one.
+    next_url: Option<String>,
+    /// Whether this is a later page (a link back to the first).
+    paged: bool,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct AppsQuery {
     environment: Option<String>,
+    q: Option<String>,
+    after: Option<String>,
 }
 
 pub async fn apps(
@@ -130,17 +137,38 @@ pub async fn apps(
     let access = access(&state, &auth, &path).await?;
     let fail = in_frame(&auth, &access);
     let filter = query.environment.clone().unwrap_or_default();
-    let apps = state
+    let search = query.q.clone().unwrap_or_default();
+    let found = state
         .platform
-        .applications(&access, Some(filter.as_str()).filter(|f| !f.is_empty()))
+        .applications(
+            &access,
+            &AppQuery {
+                environment: Some(filter.clone()),
+                search: Some(search.clone()),
+                after: query.after.clone(),
+                ..AppQuery::default()
+            },
+        )
         .await
         .map_err(&fail)?;
+    let next_url = found.next.map(|after| {
+        let params = serde_urlencoded::to_string([
+            ("environment", filter.as_str()),
+            ("q", search.as_str()),
+            ("after", after.as_str()),
+        ])
+        .unwrap_or_default();
+        format!("/t/{}/apps?{params}", access.tenant().slug)
+    });
     let page = AppsPage {
         layout: Layout::for_tenant(&auth.0, &access, "Applications", "apps"),
         tenant: access.tenant().clone(),
         environments: state.platform.environments(&access).await.map_err(&fail)?,
-        apps,
+        apps: found.items,
         filter,
+        search,
+        next_url,
+        paged: query.after.as_deref().is_some_and(|a| !a.is_empty()),
     };
     if wants_fragment(&req) {
         render(&page.as_table())

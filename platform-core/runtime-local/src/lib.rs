@@ -164,7 +164,7 @@ impl LocalRuntime {
     /// node event. The heartbeat itself records a return to ready at once.
     pub async fn judge_nodes(&self) -> Result<(), sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        for n in store::nodes(&mut *conn).await? {
+        for n in store::node_views(&mut *conn, None).await? {
             let view = node_view(&n);
             let condition = fencing::condition(view, self.timing);
             if condition.as_str() == n.condition {
@@ -734,6 +734,7 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
     store::mark_stop(&mut tx, &forget)
         .await
         .map_err(unavailable)?;
+    store::lock_placement(&mut tx).await.map_err(unavailable)?;
     let mut nodes = node_loads(&existing, &mut tx, timing)
         .await
         .map_err(unavailable)?;
@@ -941,7 +942,7 @@ impl Runtime for LocalRuntime {
         let mut on: Vec<String> = existing.iter().map(|i| i.node.clone()).collect();
         on.sort();
         on.dedup();
-        let views: HashMap<String, NodeView> = store::node_views(&mut *tx, &on)
+        let views: HashMap<String, NodeView> = store::node_views(&mut *tx, Some(&on))
             .await
             .map_err(unavailable)?
             .iter()
@@ -981,6 +982,7 @@ impl Runtime for LocalRuntime {
             }
         });
         let mut nodes = if placing {
+            store::lock_placement(&mut tx).await.map_err(unavailable)?;
             node_loads(&existing, &mut tx, self.timing)
                 .await
                 .map_err(unavailable)?
@@ -1240,7 +1242,10 @@ impl Runtime for LocalRuntime {
         let rows = store::instances_of(&self.pool, app_id)
             .await
             .map_err(unavailable)?;
-        let nodes: HashMap<String, (NodeView, String)> = store::nodes(&self.pool)
+        let mut on: Vec<String> = rows.iter().map(|r| r.node.clone()).collect();
+        on.sort();
+        on.dedup();
+        let nodes: HashMap<String, (NodeView, String)> = store::node_views(&self.pool, Some(&on))
             .await
             .map_err(unavailable)?
             .iter()
@@ -1460,7 +1465,9 @@ impl Runtime for LocalRuntime {
             .into_iter()
             .find(|r| r.name == instance)
             .ok_or_else(not_found)?;
-        let nodes = store::nodes(&self.pool).await.map_err(unavailable)?;
+        let nodes = store::node_views(&self.pool, Some(std::slice::from_ref(&row.node)))
+            .await
+            .map_err(unavailable)?;
         let node = nodes
             .into_iter()
             .find(|n| n.name == row.node)
@@ -1547,7 +1554,7 @@ fn charge(nodes: &mut [NodeLoad], name: &str, request: Resources) {
 
 /// Nodes by name, for callers that need an agent's address.
 pub async fn node_addresses(pool: &PgPool) -> Result<HashMap<String, String>, sqlx::Error> {
-    Ok(store::nodes(pool)
+    Ok(store::node_views(pool, None)
         .await?
         .into_iter()
         .map(|n| (n.name, n.address))

@@ -146,16 +146,25 @@ pub async fn nodes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<NodeRow>, sqlx::Er
     .fetch_all(ex)
     .await
 }
-/// The nodes named, without what is placed on them (`cpu_requested` and
-/// `memory_requested` are zero): enough to judge them.
+/// Serializes placement (until the transaction ends) among every workload and control
+/// plane, so that two placements never both count on the same free capacity.
+pub async fn lock_placement(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(727001)")
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// The nodes named (every node when `None`), without what is placed on them
+/// (`cpu_requested` and `memory_requested` are zero): enough to judge and reach them.
 pub async fn node_views<'e>(
     ex: impl PgExecutor<'e>,
-    names: &[String],
+    names: Option<&[String]>,
 ) -> Result<Vec<NodeRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT n.name, n.labels, n.cpu_millis, n.memory_mib, n.address, n.api_port, n.last_heartbeat, now() AS now,
                 n.heartbeat_ms, n.confirmed_lost_at, n.condition, 0::bigint AS cpu_requested, 0::bigint AS memory_requested
-         FROM nodes n WHERE n.name = ANY($1)",
+         FROM nodes n WHERE $1::text[] IS NULL OR n.name = ANY($1) ORDER BY n.name",
     )
     .bind(names)
     .fetch_all(ex)

@@ -16,6 +16,42 @@ use crate::spec::AppSpec;
 use crate::store::apps::RevisionRow;
 use crate::{CoreError, FieldError, store};
 
+/// Which applications a list shows: filters, and where the page starts.
+#[derive(Debug, Clone)]
+pub struct AppQuery {
+    /// Only this environment's.
+    pub environment: Option<String>,
+    /// Only those whose name contains this.
+    pub search: Option<String>,
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+    /// At most this many (1 to [`AppQuery::MAX_LIMIT`]).
+    pub limit: u32,
+}
+
+impl AppQuery {
+    pub const DEFAULT_LIMIT: u32 = 50;
+    pub const MAX_LIMIT: u32 = 500;
+}
+
+impl Default for AppQuery {
+    fn default() -> Self {
+        Self {
+            environment: None,
+            search: None,
+            after: None,
+            limit: Self::DEFAULT_LIMIT,
+        }
+    }
+}
+
+/// One page of applications, and where the next one starts (absent on the last).
+#[derive(Debug, Clone)]
+pub struct AppPage {
+    pub items: Vec<Application>,
+    pub next: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewApplication {
     pub environment: EnvName,
@@ -25,14 +61,43 @@ pub struct NewApplication {
 }
 
 impl Platform {
-    /// Live applications, optionally of one environment.
+    /// One page of the tenant's live applications, in name order.
     pub async fn applications(
         &self,
         access: &TenantAccess,
-        environment: Option<&str>,
-    ) -> Result<Vec<Application>, CoreError> {
+        query: &AppQuery,
+    ) -> Result<AppPage, CoreError> {
         access.require(Permission::View, "view applications")?;
-        Ok(store::apps::list(&self.pool, access.tenant().id, environment).await?)
+        let after = match query.after.as_deref().filter(|a| !a.is_empty()) {
+            None => None,
+            Some(cursor) => Some(cursor.split_once('.').ok_or_else(|| {
+                FieldError::new("after", "must be the `next` of a previous page")
+            })?),
+        };
+        let limit = query.limit.clamp(1, AppQuery::MAX_LIMIT);
+        let search = query
+            .search
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        let environment = query.environment.as_deref().filter(|e| !e.is_empty());
+        let mut items = store::apps::page(
+            &self.pool,
+            access.tenant().id,
+            environment,
+            search,
+            after,
+            i64::from(limit) + 1,
+        )
+        .await?;
+        let next = (items.len() > limit as usize).then(|| {
+            items.truncate(limit as usize);
+            items
+                .last()
+                .map(|a| format!("{}.{}", a.name, a.environment))
+                .unwrap_or_default()
+        });
+        Ok(AppPage { items, next })
     }
 
     /// Creates an application and its first revision.

@@ -23,7 +23,7 @@ use crate::sealing::MasterKey;
 use crate::store;
 use crate::store::audit::AuditRecord;
 
-pub use apps::NewApplication;
+pub use apps::{AppPage, AppQuery, NewApplication};
 pub use auth::{AuthFailure, Session};
 pub use runtimes::RuntimeOverview;
 pub use tenancy::{NewEnvironment, NewTenant};
