@@ -6,9 +6,13 @@ PostgreSQL of its own and measures:
 - P8: with 500 simulated nodes (paas-simnodes: the agent protocol, one process) and
   10,000 instances across 1,000 applications, the control plane's RSS, how long a
   change to one application takes to reach its node (p99 of 50), and the longest
-  full reconcile pass seen over 10 s.
+  full reconcile pass seen over 10 s;
+- P6: a tenant's applications page in the console (wrk, 8 connections) with 10,000
+  applications against `/healthz` of the same server, its p99, and the page's cost (time
+  per request) at 10,000 applications against at 100. P6 runs first, on a database and a
+  control plane of its own, so its 10,000 applications do not weigh on P8's passes.
 
-Its last line is one JSON object with those keys; P6 is null (not measured yet)."""
+Its last line is one JSON object with those keys."""
 import base64, json, os, re, secrets, socket, statistics, subprocess, sys, tempfile, threading, time, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -49,6 +53,80 @@ class Api:
             return json.loads(text) if text else None
 
 
+def wrk(url, cookie=None):
+    cmd = ["wrk", "-t2", "-c8", "-d8s", "--latency", url]
+    if cookie:
+        cmd[1:1] = ["-H", f"Cookie: {cookie}"]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    m = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    p99_ms = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"{url}: {errors.group(1)} responses were not 2xx")
+    return rps, p99_ms
+
+
+def start_serve(db, work, name, extra=None):
+    port = free_port()
+    password = secrets.token_urlsafe(16)
+    token = secrets.token_urlsafe(24)
+    env = dict(os.environ, DATABASE_URL=db, PAAS_LISTEN=f"127.0.0.1:{port}", PAAS_LOG="warn",
+               PAAS_MASTER_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
+               PAAS_BOOTSTRAP_ADMIN_PASSWORD=password, PAAS_AGENT_TOKEN=token,
+               PAAS_NODE_GRACE_MS="600000", **(extra or {}))
+    serve = subprocess.Popen([PAAS, "serve"], env=env, stdout=subprocess.DEVNULL,
+                             stderr=open(f"{work}/{name}.log", "w"))
+    api = Api(f"http://127.0.0.1:{port}")
+    for _ in range(300):
+        try:
+            api.call("GET", "/healthz")
+            break
+        except Exception:
+            time.sleep(0.1)
+    api.token = api.call("POST", "/api/v1/auth/token", {"username": "admin", "password": password})["token"]
+    api.call("POST", "/api/v1/admin/tenants", {"slug": "load", "display_name": "Load", "admin": "admin"})
+    return serve, api, port, token
+
+
+def spec(replicas):
+    return {"command": "sleep", "args": ["1000"], "replicas": replicas, "resources": {"cpu_millis": 10, "memory_mib": 16}}
+
+
+def measure_p6(db, work):
+    """The applications page at 100 and at 10,000 applications, against /healthz."""
+    serve, api, port, _ = start_serve(db, work, "p6")
+    base = f"http://127.0.0.1:{port}"
+    cookie = f"paas_session={api.token}"
+    page = f"{base}/t/load/apps"
+    try:
+        def create(i):
+            api.call("POST", "/api/v1/tenants/load/applications",
+                     {"environment": "test", "name": f"app-{i:05}", "spec": spec(0)})
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(create, range(100)))
+        small_rps, small_p99 = wrk(page, cookie)
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(create, range(100, 10_000)))
+        created_s = time.monotonic() - started
+        health_rps, health_p99 = wrk(f"{base}/healthz")
+        large_rps, large_p99 = wrk(page, cookie)
+        search_rps, search_p99 = wrk(f"{page}?q=app-0999", cookie)
+        print(f"P6: 9,900 applications created in {created_s:.0f} s; /healthz {health_rps:.0f} req/s (p99 {health_p99:.1f} ms)")
+        print(f"P6: applications page at 100: {small_rps:.0f} req/s (p99 {small_p99:.1f} ms); at 10,000: "
+              f"{large_rps:.0f} req/s (p99 {large_p99:.1f} ms); searched at 10,000: {search_rps:.0f} req/s "
+              f"(p99 {search_p99:.1f} ms)")
+        return {"p6_list_ratio": round(large_rps / health_rps, 3), "p6_list_p99_ms": round(large_p99, 1),
+                "p6_size_cost_ratio": round(small_rps / large_rps, 2)}
+    finally:
+        serve.terminate()
+        try:
+            serve.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+
+
 def main():
     work = tempfile.mkdtemp(prefix="paas-scale-")
     os.chmod(work, 0o755)
@@ -65,28 +143,12 @@ def main():
                                 f"-p {pg_port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=100",
                                 "start"]), check=True, stdout=subprocess.DEVNULL)
     db = f"postgres://paas@127.0.0.1:{pg_port}/postgres"
-    port = free_port()
-    password = secrets.token_urlsafe(16)
-    token = secrets.token_urlsafe(24)
-    env = dict(os.environ, DATABASE_URL=db, PAAS_LISTEN=f"127.0.0.1:{port}", PAAS_LOG="warn",
-               PAAS_MASTER_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
-               PAAS_BOOTSTRAP_ADMIN_PASSWORD=password, PAAS_AGENT_TOKEN=token,
-               PAAS_NODE_GRACE_MS="600000")
-    serve = subprocess.Popen([PAAS, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=open(f"{work}/serve.log", "w"))
-    sim = None
+    serve = sim = None
     psql = lambda sql: subprocess.run([f"{pg_bin}/psql", db, "-tAc", sql], capture_output=True, text=True).stdout.strip()
     try:
-        api = Api(f"http://127.0.0.1:{port}")
-        for _ in range(300):
-            try:
-                api.call("GET", "/healthz")
-                break
-            except Exception:
-                time.sleep(0.1)
-        api.token = api.call("POST", "/api/v1/auth/token", {"username": "admin", "password": password})["token"]
-        api.call("POST", "/api/v1/admin/tenants", {"slug": "load", "display_name": "Load", "admin": "admin"})
-        spec = lambda replicas: {"command": "sleep", "args": ["1000"], "replicas": replicas,
-                                 "resources": {"cpu_millis": 10, "memory_mib": 16}}
+        psql("CREATE DATABASE p6")
+        p6 = measure_p6(f"postgres://paas@127.0.0.1:{pg_port}/p6", work)
+        serve, api, port, token = start_serve(db, work, "serve")
 
         # P7: creating an application (4 connections) against a single-row insert (pgbench).
         def create(env_name, name, replicas):
@@ -187,7 +249,7 @@ def main():
             "p7_create_p99_ms": round(create_p99_ms, 1), "p7_insert_p99_ms": round(insert_p99_ms, 2),
             "p8_rss_mib": round(rss_mib), "p8_change_to_agent_p99_ms": round(change_p99),
             "p8_reconcile_pass_ms": pass_ms if pass_ms is None else round(pass_ms),
-            "p6_list_ratio": None, "p6_list_p99_ms": None, "p6_size_cost_ratio": None,
+            **p6,
         }))
     finally:
         for p in (sim, serve):

@@ -11,6 +11,7 @@ pub mod internal;
 pub mod metrics;
 pub mod pages;
 pub mod ratelimit;
+pub mod scope;
 pub mod session;
 pub mod state;
 

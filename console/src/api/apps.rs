@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, Items, Page};
 use crate::error::{ApiError, ErrorBody};
-use crate::session::ApiAuth;
+use crate::scope::{ActionSegment, AppScope, InstanceSegment, TenantScope};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -35,11 +35,10 @@ pub struct ListQuery {
     security(("bearer" = [])))]
 pub async fn list(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<String>,
+    scope: TenantScope,
     query: Query<ListQuery>,
 ) -> Result<Json<Page<Application>>, ApiError> {
-    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    let access = scope.access;
     let query = query.into_inner();
     let page = state
         .platform
@@ -77,11 +76,10 @@ pub struct CreateApplication {
     security(("bearer" = [])))]
 pub async fn create(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<String>,
+    scope: TenantScope,
     body: ApiJson<CreateApplication>,
 ) -> Result<HttpResponse, ApiError> {
-    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    let access = scope.access;
     let body = body.0;
     let input = NewApplication {
         environment: EnvName::parse(&body.environment).map_err(|e| e.for_field("environment"))?,
@@ -99,11 +97,11 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn get(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<(String, String, String)>,
+    scope: AppScope,
 ) -> Result<Json<ApplicationDetail>, ApiError> {
-    let (tenant, env, app) = path.into_inner();
-    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let AppScope {
+        access, env, app, ..
+    } = scope;
     Ok(Json(state.platform.application(&access, &env, &app).await?))
 }
 
@@ -123,12 +121,12 @@ pub struct UpdateApplication {
     security(("bearer" = [])))]
 pub async fn update(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<(String, String, String)>,
+    scope: AppScope,
     body: ApiJson<UpdateApplication>,
 ) -> Result<Json<ApplicationDetail>, ApiError> {
-    let (tenant, env, app) = path.into_inner();
-    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let AppScope {
+        access, env, app, ..
+    } = scope;
     let body = body.0;
     let description = body
         .description
@@ -147,13 +145,10 @@ pub async fn update(
     params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
     responses((status = 204, description = "Deleted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn delete(
-    state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<(String, String, String)>,
-) -> Result<HttpResponse, ApiError> {
-    let (tenant, env, app) = path.into_inner();
-    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+pub async fn delete(state: Data<AppState>, scope: AppScope) -> Result<HttpResponse, ApiError> {
+    let AppScope {
+        access, env, app, ..
+    } = scope;
     state
         .platform
         .delete_application(&access, &env, &app)
@@ -167,11 +162,11 @@ pub async fn delete(
     security(("bearer" = [])))]
 pub async fn revisions(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<(String, String, String)>,
+    scope: AppScope,
 ) -> Result<Json<Items<Revision>>, ApiError> {
-    let (tenant, env, app) = path.into_inner();
-    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let AppScope {
+        access, env, app, ..
+    } = scope;
     Ok(Json(Items::new(
         state.platform.revisions(&access, &env, &app).await?,
     )))
@@ -183,11 +178,11 @@ pub async fn revisions(
     security(("bearer" = [])))]
 pub async fn instances(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<(String, String, String)>,
+    scope: AppScope,
 ) -> Result<Json<Items<Instance>>, ApiError> {
-    let (tenant, env, app) = path.into_inner();
-    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let AppScope {
+        access, env, app, ..
+    } = scope;
     Ok(Json(Items::new(
         state.platform.instances(&access, &env, &app).await?,
     )))
@@ -201,11 +196,11 @@ pub async fn instances(
     security(("bearer" = [])))]
 pub async fn endpoints(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<(String, String, String)>,
+    scope: AppScope,
 ) -> Result<Json<Items<platform_core::runtime::Endpoint>>, ApiError> {
-    let (tenant, env, app) = path.into_inner();
-    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let AppScope {
+        access, env, app, ..
+    } = scope;
     Ok(Json(Items::new(
         state.platform.endpoints(&access, &env, &app).await?,
     )))
@@ -217,11 +212,11 @@ pub async fn endpoints(
     security(("bearer" = [])))]
 pub async fn events(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<(String, String, String)>,
+    scope: AppScope,
 ) -> Result<Json<Items<AppEvent>>, ApiError> {
-    let (tenant, env, app) = path.into_inner();
-    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let AppScope {
+        access, env, app, ..
+    } = scope;
     Ok(Json(Items::new(
         state.platform.events(&access, &env, &app, 100).await?,
     )))
@@ -235,11 +230,13 @@ pub async fn events(
     security(("bearer" = [])))]
 pub async fn action(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<(String, String, String, String)>,
+    scope: AppScope,
+    segment: Path<ActionSegment>,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, env, app, action) = path.into_inner();
-    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let AppScope {
+        access, env, app, ..
+    } = scope;
+    let action = segment.into_inner().action;
     match action.as_str() {
         "start" => {
             state
@@ -273,12 +270,12 @@ pub struct Scale {
     security(("bearer" = [])))]
 pub async fn scale(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<(String, String, String)>,
+    scope: AppScope,
     body: ApiJson<Scale>,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, env, app) = path.into_inner();
-    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let AppScope {
+        access, env, app, ..
+    } = scope;
     state
         .platform
         .scale(&access, &env, &app, body.0.replicas)
@@ -310,12 +307,14 @@ pub struct LogLines {
     security(("bearer" = [])))]
 pub async fn logs(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<(String, String, String, String)>,
+    scope: AppScope,
+    segment: Path<InstanceSegment>,
     query: Query<LogsQuery>,
 ) -> Result<actix_web::HttpResponse, ApiError> {
-    let (tenant, env, app, instance) = path.into_inner();
-    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let AppScope {
+        access, env, app, ..
+    } = scope;
+    let instance = segment.into_inner().instance;
     let tail = query.tail.unwrap_or(200);
     if !query.follow {
         let lines = state
@@ -411,11 +410,10 @@ const MAX_MANIFEST_BYTES: usize = 256 * 1024;
     security(("bearer" = [])))]
 pub async fn apply_manifests(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<String>,
+    scope: TenantScope,
     body: actix_web::web::Bytes,
 ) -> Result<Json<Items<Applied>>, ApiError> {
-    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    let access = scope.access;
     if body.len() > MAX_MANIFEST_BYTES {
         return Err(ApiError::new(
             actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,

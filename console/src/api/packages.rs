@@ -1,6 +1,6 @@
 //! Package archives: upload (the raw archive as the body) and list.
 
-use actix_web::web::{Bytes, Data, Json, Path, Query};
+use actix_web::web::{Bytes, Data, Json, Query};
 use actix_web::{HttpResponse, http::StatusCode};
 use platform_core::model::Package;
 use serde::Deserialize;
@@ -8,7 +8,7 @@ use utoipa::IntoParams;
 
 use super::Items;
 use crate::error::{ApiError, ErrorBody};
-use crate::session::ApiAuth;
+use crate::scope::TenantScope;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -26,12 +26,11 @@ pub struct UploadQuery {
     security(("bearer" = [])))]
 pub async fn upload(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<String>,
+    scope: TenantScope,
     query: Query<UploadQuery>,
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    let access = scope.access;
     let filename = query.filename.as_deref().unwrap_or("package.tar.gz");
     let package = state
         .platform
@@ -46,9 +45,8 @@ pub async fn upload(
     security(("bearer" = [])))]
 pub async fn list(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<String>,
+    scope: TenantScope,
 ) -> Result<Json<Items<Package>>, ApiError> {
-    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    let access = scope.access;
     Ok(Json(Items::new(state.platform.packages(&access).await?)))
 }

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::{ApiJson, Items};
 use crate::error::{ApiError, ErrorBody};
-use crate::session::ApiAuth;
+use crate::scope::{AppScope, NameSegment};
 use crate::state::AppState;
 
 /// A secret's new value. It is never returned by any call.
@@ -34,11 +34,11 @@ impl std::fmt::Debug for SetSecret {
     security(("bearer" = [])))]
 pub async fn list(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<(String, String, String)>,
+    scope: AppScope,
 ) -> Result<Json<Items<SecretInfo>>, ApiError> {
-    let (tenant, env, app) = path.into_inner();
-    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let AppScope {
+        access, env, app, ..
+    } = scope;
     Ok(Json(Items::new(
         state.platform.secrets(&access, &env, &app).await?,
     )))
@@ -54,12 +54,14 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn set(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<(String, String, String, String)>,
+    scope: AppScope,
+    segment: Path<NameSegment>,
     body: ApiJson<SetSecret>,
 ) -> Result<Json<SecretInfo>, ApiError> {
-    let (tenant, env, app, name) = path.into_inner();
-    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let AppScope {
+        access, env, app, ..
+    } = scope;
+    let name = segment.into_inner().name;
     let value = SecretValue::new(body.0.value);
     Ok(Json(
         state
@@ -77,11 +79,13 @@ pub async fn set(
     security(("bearer" = [])))]
 pub async fn delete(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<(String, String, String, String)>,
+    scope: AppScope,
+    segment: Path<NameSegment>,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, env, app, name) = path.into_inner();
-    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let AppScope {
+        access, env, app, ..
+    } = scope;
+    let name = segment.into_inner().name;
     state
         .platform
         .delete_secret(&access, &env, &app, &name)

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::{ApiJson, Items};
 use crate::error::{ApiError, ErrorBody};
+use crate::scope::{TenantScope, UsernameSegment};
 use crate::session::ApiAuth;
 use crate::state::AppState;
 
@@ -30,11 +31,10 @@ pub async fn my_tenants(auth: ApiAuth) -> Json<Items<TenantMembership>> {
     responses((status = 200, body = Tenant), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get_tenant(
-    state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<String>,
+    _state: Data<AppState>,
+    scope: TenantScope,
 ) -> Result<Json<Tenant>, ApiError> {
-    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    let access = scope.access;
     Ok(Json(access.tenant().clone()))
 }
 
@@ -44,10 +44,9 @@ pub async fn get_tenant(
     security(("bearer" = [])))]
 pub async fn list_environments(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<String>,
+    scope: TenantScope,
 ) -> Result<Json<Items<Environment>>, ApiError> {
-    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    let access = scope.access;
     Ok(Json(Items::new(
         state.platform.environments(&access).await?,
     )))
@@ -76,11 +75,10 @@ pub struct CreateEnvironment {
     security(("bearer" = [])))]
 pub async fn create_environment(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<String>,
+    scope: TenantScope,
     body: ApiJson<CreateEnvironment>,
 ) -> Result<HttpResponse, ApiError> {
-    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    let access = scope.access;
     let input = NewEnvironment {
         name: EnvName::parse(&body.0.name)?,
         description: parse_description(&body.0.description)?,
@@ -97,10 +95,9 @@ pub async fn create_environment(
     security(("bearer" = [])))]
 pub async fn list_members(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<String>,
+    scope: TenantScope,
 ) -> Result<Json<Items<Member>>, ApiError> {
-    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    let access = scope.access;
     Ok(Json(Items::new(state.platform.members(&access).await?)))
 }
 
@@ -118,12 +115,12 @@ pub struct SetMember {
     security(("bearer" = [])))]
 pub async fn set_member(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<(String, String)>,
+    scope: TenantScope,
+    segment: Path<UsernameSegment>,
     body: ApiJson<SetMember>,
 ) -> Result<Json<Member>, ApiError> {
-    let (tenant, username) = path.into_inner();
-    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let access = scope.access;
+    let username = segment.into_inner().username;
     Ok(Json(
         state
             .platform
@@ -139,11 +136,11 @@ pub async fn set_member(
     security(("bearer" = [])))]
 pub async fn remove_member(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<(String, String)>,
+    scope: TenantScope,
+    segment: Path<UsernameSegment>,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, username) = path.into_inner();
-    let access = state.platform.tenant(&auth.0.principal, &tenant).await?;
+    let access = scope.access;
+    let username = segment.into_inner().username;
     state.platform.remove_member(&access, &username).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -160,11 +157,10 @@ pub async fn remove_member(
     security(("bearer" = [])))]
 pub async fn audit(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<String>,
+    scope: TenantScope,
     filter: Query<AuditFilter>,
 ) -> Result<Json<Items<AuditEntry>>, ApiError> {
-    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    let access = scope.access;
     Ok(Json(Items::new(
         state.platform.tenant_audit(&access, &filter).await?,
     )))
@@ -183,10 +179,9 @@ pub struct QuotaStatus {
     security(("bearer" = [])))]
 pub async fn quota(
     state: Data<AppState>,
-    auth: ApiAuth,
-    path: Path<String>,
+    scope: TenantScope,
 ) -> Result<Json<QuotaStatus>, ApiError> {
-    let access = state.platform.tenant(&auth.0.principal, &path).await?;
+    let access = scope.access;
     let (quota, usage) = state.platform.quota(&access).await?;
     Ok(Json(QuotaStatus { quota, usage }))
 }

@@ -10,7 +10,7 @@ use platform_core::names::{DisplayName, Password, TenantSlug, Username};
 use platform_core::platform::{NewTenant, NewUser};
 use serde::Deserialize;
 
-use super::tenant::AuditPage;
+use super::AuditPage;
 use super::{FormErrors, Layout, PageError, form_errors, render, render_with_status, see_other};
 use crate::session::PageAuth;
 use crate::state::AppState;

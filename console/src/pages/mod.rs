@@ -2,8 +2,9 @@
 //! JavaScript. Every handler sits beside the template struct it renders.
 
 pub mod admin;
+pub mod app;
 pub mod auth;
-pub mod runtime;
+pub mod onboard;
 pub mod tenant;
 
 use std::collections::BTreeMap;
@@ -13,10 +14,10 @@ use actix_web::http::header::ContentType;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use askama::Template;
 use platform_core::authz::{Permission, TenantAccess};
-use platform_core::model::{Role, TenantMembership};
+use platform_core::model::{AuditEntry, AuditFilter, Role, TenantMembership};
 use platform_core::{CoreError, FieldError};
 
-use crate::session::Authenticated;
+use crate::session::{Authenticated, PageAuth};
 
 /// What every page's frame needs: the user, their tenants, the current tenant.
 #[derive(Debug, Clone)]
@@ -286,6 +287,62 @@ pub fn see_other(location: &str) -> HttpResponse {
         .finish()
 }
 
+/// Errors of a tenant page, shown in the tenant's frame.
+pub(crate) fn in_frame(
+    auth: &PageAuth,
+    access: &TenantAccess,
+) -> impl Fn(platform_core::CoreError) -> PageError {
+    let layout = Layout::for_tenant(&auth.0, access, "Error", "");
+    move |e| PageError::from(e).within(layout.clone())
+}
+
+#[derive(Template)]
+#[template(path = "audit.html", blocks = ["rows"])]
+/// An audit log page, of a tenant or of the whole platform.
+pub(crate) struct AuditPage {
+    pub layout: Layout,
+    pub scope_label: String,
+    pub base: String,
+    pub entries: Vec<AuditEntry>,
+    pub filter_actor: String,
+    pub filter_action: String,
+    pub filter_target: String,
+    pub older: Option<i64>,
+}
+
+impl AuditPage {
+    pub fn new(
+        layout: Layout,
+        scope_label: String,
+        base: String,
+        filter: &AuditFilter,
+        entries: Vec<AuditEntry>,
+    ) -> Self {
+        let limit = filter.limit.unwrap_or(50).clamp(1, 200);
+        let older = (entries.len() as i64 == limit)
+            .then(|| entries.last().map(|e| e.id))
+            .flatten();
+        Self {
+            layout,
+            scope_label,
+            base,
+            entries,
+            filter_actor: filter.actor.clone().unwrap_or_default(),
+            filter_action: filter.action.clone().unwrap_or_default(),
+            filter_target: filter.target.clone().unwrap_or_default(),
+            older,
+        }
+    }
+
+    pub fn respond(&self, req: &HttpRequest) -> Result<HttpResponse, PageError> {
+        if wants_fragment(req) {
+            render(&self.as_rows())
+        } else {
+            render(self)
+        }
+    }
+}
+
 /// Console routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
@@ -314,19 +371,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/logout", web::post().to(auth::logout))
     .route("/t/{tenant}", web::get().to(tenant::dashboard))
     .route("/t/{tenant}/apps", web::get().to(tenant::apps))
-    .route("/t/{tenant}/apps/new", web::get().to(tenant::new_app_form))
-    .route("/t/{tenant}/apps/new", web::post().to(tenant::create_app))
+    .route("/t/{tenant}/apps/new", web::get().to(app::new_app_form))
+    .route("/t/{tenant}/apps/new", web::post().to(app::create_app))
     .route(
         "/t/{tenant}/environments/{env}/apps/{app}",
-        web::get().to(tenant::app),
+        web::get().to(app::app),
     )
     .route(
         "/t/{tenant}/environments/{env}/apps/{app}",
-        web::post().to(tenant::update_app),
+        web::post().to(app::update_app),
     )
     .route(
         "/t/{tenant}/environments/{env}/apps/{app}/delete",
-        web::post().to(tenant::delete_app),
+        web::post().to(app::delete_app),
     )
     .route(
         "/t/{tenant}/environments",
@@ -343,31 +400,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(tenant::remove_member),
     )
     .route("/t/{tenant}/audit", web::get().to(tenant::audit))
-    .route("/t/{tenant}/onboard", web::get().to(runtime::onboard_form))
-    .route("/t/{tenant}/onboard", web::post().to(runtime::onboard))
+    .route("/t/{tenant}/onboard", web::get().to(onboard::onboard_form))
+    .route("/t/{tenant}/onboard", web::post().to(onboard::onboard))
     .route(
         "/t/{tenant}/environments/{env}/apps/{app}/live",
-        web::get().to(runtime::live),
+        web::get().to(app::live),
     )
     .route(
         "/t/{tenant}/environments/{env}/apps/{app}/scale",
-        web::post().to(runtime::scale),
+        web::post().to(app::scale),
     )
     .route(
         "/t/{tenant}/environments/{env}/apps/{app}/secrets",
-        web::post().to(tenant::set_secret),
+        web::post().to(app::set_secret),
     )
     .route(
         "/t/{tenant}/environments/{env}/apps/{app}/secrets/{secret}/delete",
-        web::post().to(tenant::delete_secret),
+        web::post().to(app::delete_secret),
     )
     .route(
         "/t/{tenant}/environments/{env}/apps/{app}/action/{action}",
-        web::post().to(runtime::action),
+        web::post().to(app::action),
     )
     .route(
         "/t/{tenant}/environments/{env}/apps/{app}/instances/{instance}/logs",
-        web::get().to(runtime::logs),
+        web::get().to(app::logs),
     )
     .route("/admin/tenants", web::get().to(admin::tenants))
     .route("/admin/tenants", web::post().to(admin::create_tenant))

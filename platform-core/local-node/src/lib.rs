@@ -6,11 +6,13 @@
 //! exponential backoff, graceful stop, and CPU and memory measured from `/proc`
 //! ([`usage`]). Each instance runs under its own shim process ([`shim`]), so it
 //! outlives the agent, as an unprivileged identity in a sandbox where the node has one
-//! ([`sandbox`]). This crate is the only one in the platform that knows OS processes.
+//! ([`sandbox`]). With `local-host` (what `paas up` does to its machine), the only crate of the platform
+//! that knows OS processes.
 
 pub mod agent;
 pub mod agent_api;
 pub mod handover;
+pub mod host;
 pub mod limits;
 pub mod lock;
 pub mod logs;

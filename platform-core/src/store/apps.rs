@@ -1,6 +1,6 @@
 //! Applications and their revisions.
 
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::model::Application;
@@ -50,6 +50,11 @@ pub async fn list<'e>(
 /// `after` (`(name, environment)`), of one environment and with `search` in the name
 /// when given. Reads along `applications_by_tenant_name`, so the page costs the same
 /// whatever the tenant's size.
+/// One page of a tenant's live applications in (name, environment) order, after the
+/// cursor `after` (name, environment), optionally in one environment and with `search`
+/// in the name. The SQL holds only the conditions given, so that each combination gets
+/// a plan of its own that walks an index (a generic plan for all of them sorts every
+/// application of the tenant).
 pub async fn page<'e>(
     ex: impl PgExecutor<'e>,
     tenant_id: Uuid,
@@ -58,22 +63,47 @@ pub async fn page<'e>(
     after: Option<(&str, &str)>,
     limit: i64,
 ) -> Result<Vec<Application>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let mut sql = QueryBuilder::<Postgres>::new(format!(
         "SELECT {APP_COLUMNS} FROM applications a JOIN environments e ON e.id = a.environment_id
-         WHERE a.tenant_id = $1 AND a.deleted_at IS NULL
-           AND ($2::text IS NULL OR e.name = $2)
-           AND ($3::text IS NULL OR strpos(a.name, $3) > 0)
-           AND ($4::text IS NULL OR (a.name >= $4 AND (a.name, e.name) > ($4, $5::text)))
-         ORDER BY a.name, e.name LIMIT $6"
-    ))
-    .bind(tenant_id)
-    .bind(environment)
-    .bind(search)
-    .bind(after.map(|(name, _)| name))
-    .bind(after.map(|(_, env)| env))
-    .bind(limit)
-    .fetch_all(ex)
-    .await
+         WHERE a.deleted_at IS NULL AND a.tenant_id = "
+    ));
+    sql.push_bind(tenant_id);
+    if let Some(environment) = environment {
+        sql.push(" AND a.environment_id = (SELECT id FROM environments WHERE tenant_id = ")
+            .push_bind(tenant_id)
+            .push(" AND name = ")
+            .push_bind(environment)
+            .push(")");
+    }
+    if let Some(search) = search {
+        sql.push(" AND a.name LIKE ")
+            .push_bind(like_pattern(search));
+    }
+    if let Some((name, env)) = after {
+        sql.push(" AND a.name >= ")
+            .push_bind(name)
+            .push(" AND (a.name, e.name) > (")
+            .push_bind(name)
+            .push(", ")
+            .push_bind(env)
+            .push(")");
+    }
+    sql.push(" ORDER BY a.name, e.name LIMIT ").push_bind(limit);
+    sql.build_query_as().fetch_all(ex).await
+}
+
+/// `LIKE` pattern for names containing `text` literally.
+fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 pub async fn find<'e>(
@@ -220,4 +250,15 @@ pub async fn counts_by_environment<'e>(
     .bind(tenant_id)
     .fetch_all(ex)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_pattern;
+
+    #[test]
+    fn a_search_matches_its_text_literally() {
+        assert_eq!(like_pattern("web"), "%web%");
+        assert_eq!(like_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
 }

@@ -5,8 +5,6 @@
 //! `paas openapi` are the operator's tools.
 
 mod down;
-mod fleet;
-mod local_postgres;
 mod node;
 mod serve;
 mod up;

@@ -121,29 +121,6 @@ fn parse_labels(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
-pub fn machine_memory_mib() -> u32 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(4096, |kib| u32::try_from(kib / 1024).unwrap_or(u32::MAX))
-}
-
-/// This executable, for starting shims. After the binary is replaced on disk (an
-/// upgrade), the kernel names the running one `... (deleted)`: the new binary at the
-/// same path is the one to run.
-pub fn own_executable() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("cannot find the paas executable")?;
-    let text = exe.to_string_lossy();
-    Ok(match text.strip_suffix(" (deleted)") {
-        Some(path) => PathBuf::from(path),
-        None => exe,
-    })
-}
-
 pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let lock_path = args.state_dir.join("agent.lock");
     let _lock = match local_node::lock::acquire(&lock_path)? {
@@ -161,7 +138,9 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             cpu_millis: args
                 .cpu_millis
                 .unwrap_or(u32::try_from(cores * 1000).unwrap_or(1000)),
-            memory_mib: args.memory_mib.unwrap_or_else(machine_memory_mib),
+            memory_mib: args
+                .memory_mib
+                .unwrap_or_else(local_node::host::machine_memory_mib),
         },
         address: args.advertise,
         control_plane: args.control_plane.trim_end_matches('/').to_owned(),
@@ -171,7 +150,8 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         drain: Duration::from_millis(args.drain_ms),
         grace: Duration::from_millis(args.grace_ms),
         log_limit_bytes: 1024 * 1024,
-        shim_program: own_executable()?,
+        shim_program: local_node::host::own_executable()
+            .context("cannot find the paas executable")?,
         shim_args: vec!["shim".to_owned()],
         hide: args.hide,
     };

@@ -17,9 +17,9 @@ use platform_core::Platform;
 use platform_core::bootstrap::CreatedAccount;
 use runtime_local::LocalRuntime;
 
-use crate::fleet::{Fleet, Member};
-use crate::local_postgres::LocalPostgres;
 use crate::serve::{HttpArgs, local_runtime, open_database, run_http};
+use local_host::fleet::{Fleet, Member};
+use local_host::postgres::LocalPostgres;
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -127,7 +127,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     .await;
     if args.stop_all_on_exit {
-        crate::down::stop_everything(&data_dir).await;
+        local_host::stop::everything(&data_dir).await;
     } else {
         tracing::info!(data_dir = %data_dir.display(), "the control plane stopped; applications keep running (stop everything with `paas down`)");
         if let Some(pg) = local
@@ -140,7 +140,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 /// Records each agent death as an event of its node.
-fn record_deaths(runtime: Arc<LocalRuntime>) -> crate::fleet::OnDeath {
+fn record_deaths(runtime: Arc<LocalRuntime>) -> local_host::fleet::OnDeath {
     Arc::new(move |member: &Member, how: &str| {
         let Some(node) = member.node.clone() else {
             return;
@@ -161,14 +161,14 @@ fn record_deaths(runtime: Arc<LocalRuntime>) -> crate::fleet::OnDeath {
 /// The agents and the router of this platform. Agents on one machine share its
 /// capacity, each offering its share.
 fn members(data_dir: &Path, control_plane: &str, token: &str, args: &UpArgs) -> Vec<Member> {
-    let Ok(exe) = crate::node::own_executable() else {
+    let Ok(exe) = local_node::host::own_executable() else {
         tracing::error!("cannot find the paas executable to start agents");
         return Vec::new();
     };
     let agents = args.agents.max(1);
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let cpu_share = u32::try_from(cores * 1000).unwrap_or(1000) / agents;
-    let memory_share = crate::node::machine_memory_mib() / agents;
+    let memory_share = local_node::host::machine_memory_mib() / agents;
     let env = vec![("PAAS_AGENT_TOKEN".to_owned(), token.to_owned())];
     let mut members: Vec<Member> = (0..agents)
         .map(|i| {

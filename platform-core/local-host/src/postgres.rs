@@ -216,10 +216,12 @@ impl LocalPostgres {
             return Ok(text.trim().to_owned());
         }
         // Letters and digits only: nothing to quote in SQL or a URL.
-        let password = platform_core::auth::tokens::random_token()
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .collect::<String>();
+        let password = {
+            use rand::RngCore;
+            let mut bytes = [0_u8; 24];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            hex::encode(bytes)
+        };
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
