@@ -2,10 +2,13 @@
 //! the runtime observes and takes one idempotent step toward it.
 //!
 //! # Guarantees
-//! - Level-triggered: it is never told what changed; each tick recomputes the desired
-//!   shape of every workload from the database and the runtime's observations, so a
-//!   tick after a crash (of the reconciler, the control plane or an agent) picks up
-//!   exactly where things are, mid-rollout included.
+//! - Level-triggered: a pass recomputes the desired shape of every workload from the
+//!   database and the runtime's observations, so a pass after a crash (of the
+//!   reconciler, the control plane or an agent) picks up exactly where things are,
+//!   mid-rollout included. Being told what changed only makes it faster: an
+//!   application whose desired state or instances changed (a `paas_desired`
+//!   notification, from any control plane) is reconciled at once, alone, without
+//!   waiting for the next full pass; a lost notification costs at most one period.
 //! - A spec change replaces instances one at a time: one new instance is added, and an
 //!   old one is removed only when a new one is ready, so capacity never drops below
 //!   the replica count (max surge 1, max unavailable 0).
@@ -18,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::{Notify, watch};
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, broadcast, watch};
 
 use crate::model::desired_replicas;
 use crate::runtime::{
@@ -56,9 +60,10 @@ impl Reconciler {
     }
 
     /// Reconciles each runtime in its own loop, every `period` and at once when the
-    /// desired state changes (`wake`), until `shutdown` turns true. A slow or
-    /// unreachable runtime (an apiserver that takes a minute to answer) delays only its
-    /// own applications. Errors are logged and the next pass tries again.
+    /// desired state changes (`wake`), until `shutdown` turns true; and, beside each
+    /// loop, the applications named by `paas_desired` notifications as they come. A
+    /// slow or unreachable runtime (an apiserver that takes a minute to answer) delays
+    /// only its own applications. Errors are logged and the next pass tries again.
     pub async fn run(
         self,
         period: Duration,
@@ -67,11 +72,21 @@ impl Reconciler {
     ) {
         let mut loops = tokio::task::JoinSet::new();
         let mut wakes = Vec::new();
+        let (touched, _) = broadcast::channel::<uuid::Uuid>(TOUCHED_BACKLOG);
         for name in self.runtimes.names() {
             let own = Arc::new(Notify::new());
             wakes.push(own.clone());
-            let (this, name, stop) = (self.clone(), name.to_owned(), shutdown.clone());
-            loops.spawn(async move { this.run_one(&name, period, own, stop).await });
+            let (this, runtime, stop) = (self.clone(), name.to_owned(), shutdown.clone());
+            let full = own.clone();
+            loops.spawn(async move { this.run_one(&runtime, period, own, stop).await });
+            let (this, runtime, stop) = (self.clone(), name.to_owned(), shutdown.clone());
+            let mut heard = touched.subscribe();
+            loops.spawn(async move { this.run_touched(&runtime, &mut heard, full, stop).await });
+        }
+        let wakes = Arc::new(wakes);
+        {
+            let (pool, wakes, stop) = (self.pool.clone(), wakes.clone(), shutdown.clone());
+            loops.spawn(async move { listen(pool, touched, wakes, stop).await });
         }
         loop {
             tokio::select! {
@@ -117,6 +132,63 @@ impl Reconciler {
         }
     }
 
+    /// Reconciles the applications of `runtime` named on `heard`, a batch at a time
+    /// (every id heard while the last batch ran). Ids missed because the backlog
+    /// overflowed ask `full` for a full pass instead.
+    async fn run_touched(
+        &self,
+        runtime: &str,
+        heard: &mut broadcast::Receiver<uuid::Uuid>,
+        full: Arc<Notify>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        use futures_util::StreamExt as _;
+        loop {
+            let first = tokio::select! {
+                r = heard.recv() => r,
+                _ = shutdown.changed() => return,
+            };
+            let mut ids = std::collections::BTreeSet::new();
+            match first {
+                Ok(id) => {
+                    ids.insert(id);
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => full.notify_one(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+            loop {
+                match heard.try_recv() {
+                    Ok(id) => {
+                        ids.insert(id);
+                    }
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => full.notify_one(),
+                    Err(_) => break,
+                }
+            }
+            if ids.is_empty() {
+                continue;
+            }
+            let ids: Vec<uuid::Uuid> = ids.into_iter().collect();
+            let rows = match store::runtime::desired(&self.pool, Some(runtime), Some(&ids)).await
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(runtime, error = %e, "could not read changed applications");
+                    full.notify_one();
+                    continue;
+                }
+            };
+            let outcomes: Vec<Result<Outcome, sqlx::Error>> = futures_util::stream::iter(rows)
+                .map(|row| self.reconcile(row))
+                .buffer_unordered(PARALLEL_WORKLOADS)
+                .collect()
+                .await;
+            if let Some(Err(e)) = outcomes.into_iter().find(Result::is_err) {
+                tracing::warn!(runtime, error = %e, "reconciling changed applications failed");
+            }
+        }
+    }
+
     /// One pass over every workload of every runtime.
     pub async fn tick(&self) -> Result<TickReport, sqlx::Error> {
         self.tick_runtime(None).await
@@ -125,7 +197,7 @@ impl Reconciler {
     /// One pass over the workloads of one runtime (`None`: of all).
     pub async fn tick_runtime(&self, only: Option<&str>) -> Result<TickReport, sqlx::Error> {
         use futures_util::StreamExt as _;
-        let rows = store::runtime::desired(&self.pool, only).await?;
+        let rows = store::runtime::desired(&self.pool, only, None).await?;
         // Workloads are independent: a few at a time, so that a pass is not the sum of
         // every workload's round trips to the database and the runtime.
         let outcomes: Vec<Result<Outcome, sqlx::Error>> = futures_util::stream::iter(rows)
@@ -230,6 +302,70 @@ impl Reconciler {
             Err(e) => {
                 tracing::warn!(workload = %key, error = %e, "could not apply");
                 Ok(Outcome::Failed)
+            }
+        }
+    }
+}
+
+/// The channel the database's triggers name changed applications on.
+const DESIRED_CHANNEL: &str = "paas_desired";
+
+/// Changed applications heard but not yet taken by every runtime's loop; beyond this a
+/// loop falls back to a full pass.
+const TOUCHED_BACKLOG: usize = 4096;
+
+/// Hears `paas_desired` notifications and passes the application ids on; after a lost
+/// connection (notifications may have been missed) every runtime gets a full pass.
+async fn listen(
+    pool: PgPool,
+    touched: broadcast::Sender<uuid::Uuid>,
+    full: Arc<Vec<Arc<Notify>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let all = || full.iter().for_each(|w| w.notify_one());
+    let mut connected = false;
+    loop {
+        let connect = async {
+            let mut l = PgListener::connect_with(&pool).await?;
+            l.listen(DESIRED_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = tokio::select! {
+            l = connect => match l {
+                Ok(l) => l,
+                Err(e) => {
+                    if connected {
+                        tracing::warn!(error = %e, "lost the desired-state notifications; retrying");
+                        connected = false;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        if connected {
+            all();
+        }
+        connected = true;
+        loop {
+            tokio::select! {
+                n = listener.try_recv() => match n {
+                    Ok(Some(n)) => {
+                        if let Ok(id) = n.payload().parse::<uuid::Uuid>() {
+                            // No receiver yet (no runtime) is not an error.
+                            let _ = touched.send(id);
+                        }
+                    }
+                    Ok(None) => all(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "desired-state notifications interrupted");
+                        break;
+                    }
+                },
+                _ = shutdown.changed() => return,
             }
         }
     }

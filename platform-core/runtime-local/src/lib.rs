@@ -160,6 +160,49 @@ impl LocalRuntime {
         self.started.elapsed() >= self.timing.grace
     }
 
+    /// The nodes the workload's instances are on, as the fencing rules see them.
+    async fn views_of<'e>(
+        &self,
+        ex: impl sqlx::PgExecutor<'e>,
+        existing: &[InstanceRow],
+    ) -> Result<HashMap<String, NodeView>, RuntimeError> {
+        let mut on: Vec<String> = existing.iter().map(|i| i.node.clone()).collect();
+        on.sort();
+        on.dedup();
+        Ok(store::node_views(ex, Some(&on))
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|n| (n.name.clone(), node_view(n)))
+            .collect())
+    }
+
+    /// What becomes of instances on nodes that stopped reporting: stateless ones are
+    /// replaced after the grace period (`lost`), stateful ordinals wait for their node or
+    /// for an operator (`waiting`, with why; see `fencing`).
+    fn verdicts(
+        &self,
+        workload: &Workload,
+        existing: &[InstanceRow],
+        views: &HashMap<String, NodeView>,
+    ) -> (Vec<Uuid>, Vec<(String, String)>) {
+        let stateful = workload.kind == WorkloadKind::Stateful;
+        let judged = self.judged();
+        let mut lost: Vec<Uuid> = Vec::new();
+        let mut waiting: Vec<(String, String)> = Vec::new();
+        for i in existing.iter().filter(|i| i.desired == Wanted::Run) {
+            let Some(view) = views.get(&i.node) else {
+                continue;
+            };
+            match fencing::verdict(stateful, &i.node, *view, self.timing, judged) {
+                Verdict::Keep => {}
+                Verdict::Replace => lost.push(i.id),
+                Verdict::Wait(why) => waiting.push((i.name.clone(), why)),
+            }
+        }
+        (lost, waiting)
+    }
+
     /// Judges every node's condition from its heartbeats and records each change as a
     /// node event. The heartbeat itself records a return to ready at once.
     pub async fn judge_nodes(&self) -> Result<(), sqlx::Error> {
@@ -353,8 +396,10 @@ impl LocalRuntime {
             store::append_node_event(&mut tx, node, "Ready", &message).await?;
             tracing::info!(node, "node ready again");
         }
-        for report in &beat.instances {
-            let observation = Observation {
+        let observations: Vec<Observation> = beat
+            .instances
+            .iter()
+            .map(|report| Observation {
                 id: report.id,
                 phase: report.phase,
                 ready: report.ready,
@@ -364,18 +409,21 @@ impl LocalRuntime {
                 message: report.message.clone(),
                 cpu_millis: report.cpu_millis.and_then(|v| i32::try_from(v).ok()),
                 memory_mib: report.memory_mib.and_then(|v| i32::try_from(v).ok()),
+            })
+            .collect();
+        for before in store::observe_all(&mut tx, node, &observations).await? {
+            let Some(report) = beat.instances.iter().find(|r| r.id == before.id) else {
+                continue;
             };
-            if let Some(before) = store::observe(&mut tx, node, &observation).await? {
-                for (reason, message) in transitions(&before, report) {
-                    platform_core::store::runtime::append_event(
-                        &mut tx,
-                        before.application_id,
-                        Some(&before.name),
-                        reason,
-                        &message,
-                    )
-                    .await?;
-                }
+            for (reason, message) in transitions(&before, report) {
+                platform_core::store::runtime::append_event(
+                    &mut tx,
+                    before.application_id,
+                    Some(&before.name),
+                    reason,
+                    &message,
+                )
+                .await?;
             }
         }
         let reported: Vec<Uuid> = beat.instances.iter().map(|r| r.id).collect();
@@ -675,6 +723,172 @@ impl LocalRuntime {
     }
 }
 
+/// What applying a workload comes to, given its instances and their nodes' verdicts.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Instances on lost nodes, replaced elsewhere.
+    lost: Vec<Uuid>,
+    /// Instances waiting for their node or an operator, and why.
+    waiting: Vec<(String, String)>,
+    to_stop: Vec<Uuid>,
+    /// Revision, ordinal, node and request of each instance to start.
+    to_create: Vec<(i32, Option<u32>, String, Resources)>,
+    unschedulable: Option<String>,
+}
+
+impl Plan {
+    /// Nothing to do and nothing to say.
+    fn is_empty(&self) -> bool {
+        self.lost.is_empty()
+            && self.waiting.is_empty()
+            && self.to_stop.is_empty()
+            && self.to_create.is_empty()
+            && self.unschedulable.is_none()
+    }
+}
+
+/// Whether some revision has fewer instances (or ordinals) than its shape asks for,
+/// so that nodes' loads are needed.
+fn placing(workload: &Workload, existing: &[InstanceRow], lost: &[Uuid]) -> bool {
+    let live: Vec<&InstanceRow> = existing
+        .iter()
+        .filter(|i| i.desired == Wanted::Run && !lost.contains(&i.id))
+        .collect();
+    workload.revisions.iter().any(|shape| {
+        let mine = live.iter().filter(|i| i.revision == shape.revision).count();
+        match &shape.slots {
+            Slots::Count(n) => mine < *n as usize,
+            Slots::Ordinals(ordinals) => ordinals
+                .iter()
+                .any(|o| !live.iter().any(|i| i.ordinal == Some(*o as i32))),
+            Slots::EveryNode => true,
+        }
+    })
+}
+
+/// The instances to stop and to start so that `existing` takes the workload's shapes,
+/// placing new ones on `nodes` (charged as they are chosen). Pure.
+fn plan(
+    workload: &Workload,
+    existing: &[InstanceRow],
+    lost: Vec<Uuid>,
+    waiting: Vec<(String, String)>,
+    nodes: &mut [NodeLoad],
+) -> Plan {
+    let live: Vec<&InstanceRow> = existing
+        .iter()
+        .filter(|i| i.desired == Wanted::Run && !lost.contains(&i.id))
+        .collect();
+    let mut to_stop: Vec<Uuid> = lost.clone();
+    let mut to_create: Vec<(i32, Option<u32>, String, Resources)> = Vec::new();
+    let mut unschedulable: Option<String> = None;
+
+    let shaped: Vec<i32> = workload.revisions.iter().map(|r| r.revision).collect();
+    to_stop.extend(
+        live.iter()
+            .filter(|i| !shaped.contains(&i.revision))
+            .map(|i| i.id),
+    );
+
+    for shape in &workload.revisions {
+        let mine: Vec<&&InstanceRow> = live
+            .iter()
+            .filter(|i| i.revision == shape.revision)
+            .collect();
+        let request = shape.spec.resources;
+        match &shape.slots {
+            Slots::Count(n) => {
+                let n = *n as usize;
+                if mine.len() > n {
+                    // Stop the least useful first: not ready, then newest.
+                    let mut ranked = mine.clone();
+                    ranked.sort_by_key(|i| (i.ready, std::cmp::Reverse(i.created_at)));
+                    to_stop.extend(ranked.iter().take(mine.len() - n).map(|i| i.id));
+                }
+                for _ in mine.len()..n {
+                    match choose(nodes, &workload.placement, request) {
+                        Ok(node) => {
+                            let name = node.name.clone();
+                            to_create.push((shape.revision, None, name.clone(), request));
+                            charge(nodes, &name, request);
+                        }
+                        Err(e) => {
+                            unschedulable = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+            }
+            Slots::Ordinals(ordinals) => {
+                for ordinal in ordinals {
+                    let holder = live.iter().find(|i| i.ordinal == Some(*ordinal as i32));
+                    match holder {
+                        Some(i) if i.revision == shape.revision => {}
+                        Some(i) => {
+                            // In place: the new revision takes the ordinal on the same
+                            // node (its data directory lives there).
+                            to_stop.push(i.id);
+                            to_create.push((
+                                shape.revision,
+                                Some(*ordinal),
+                                i.node.clone(),
+                                request,
+                            ));
+                        }
+                        None => match choose(nodes, &workload.placement, request) {
+                            Ok(node) => {
+                                let name = node.name.clone();
+                                to_create.push((
+                                    shape.revision,
+                                    Some(*ordinal),
+                                    name.clone(),
+                                    request,
+                                ));
+                                charge(nodes, &name, request);
+                            }
+                            Err(e) => unschedulable = Some(e.to_string()),
+                        },
+                    }
+                }
+                let wanted: Vec<i32> = workload
+                    .revisions
+                    .iter()
+                    .flat_map(|r| match &r.slots {
+                        Slots::Ordinals(o) => o.iter().map(|x| *x as i32).collect(),
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                to_stop.extend(
+                    mine.iter()
+                        .filter(|i| i.ordinal.is_none_or(|o| !wanted.contains(&o)))
+                        .map(|i| i.id),
+                );
+            }
+            Slots::EveryNode => {
+                for node in nodes.to_vec() {
+                    let matches = node.healthy
+                        && workload
+                            .placement
+                            .node_selector
+                            .iter()
+                            .all(|(k, v)| node.labels.get(k) == Some(v));
+                    let present = mine.iter().any(|i| i.node == node.name);
+                    if matches && !present {
+                        to_create.push((shape.revision, None, node.name.clone(), request));
+                    }
+                }
+            }
+        }
+    }
+    Plan {
+        lost,
+        waiting,
+        to_stop,
+        to_create,
+        unschedulable,
+    }
+}
+
 /// How many finished runs of a cron job are kept (with their logs).
 pub const CRON_HISTORY: usize = 3;
 
@@ -921,8 +1135,28 @@ impl Runtime for LocalRuntime {
         if workload.kind == WorkloadKind::Cronjob {
             return self.apply_cron(workload).await;
         }
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let key = &workload.key;
+        // Most passes find a workload as it should be: read without a lock, and only
+        // when something is to change, again under the application's lock.
+        let wants_ports = !Self::wanted_router_ports(workload).is_empty();
+        if !wants_ports
+            && let Some(app_id) =
+                platform_core::store::runtime::application_id(&self.pool, &key.tenant, &key.environment, &key.app)
+                    .await
+                    .map_err(unavailable)?
+        {
+            let existing = store::instances_of(&self.pool, app_id)
+                .await
+                .map_err(unavailable)?;
+            let views = self.views_of(&self.pool, &existing).await?;
+            let (lost, waiting) = self.verdicts(workload, &existing, &views);
+            if !placing(workload, &existing, &lost)
+                && plan(workload, &existing, lost, waiting, &mut Vec::new()).is_empty()
+            {
+                return Ok(());
+            }
+        }
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let (app_id, tenant_id) = platform_core::store::runtime::lock_application(
             &mut tx,
             &key.tenant,
@@ -938,50 +1172,12 @@ impl Runtime for LocalRuntime {
         let existing = store::instances_of(&mut *tx, app_id)
             .await
             .map_err(unavailable)?;
-        // Only the nodes this workload's instances are on are judged here.
-        let mut on: Vec<String> = existing.iter().map(|i| i.node.clone()).collect();
-        on.sort();
-        on.dedup();
-        let views: HashMap<String, NodeView> = store::node_views(&mut *tx, Some(&on))
-            .await
-            .map_err(unavailable)?
-            .iter()
-            .map(|n| (n.name.clone(), node_view(n)))
-            .collect();
-        // What becomes of instances on nodes that stopped reporting: stateless ones are
-        // replaced after the grace period, stateful ordinals wait for their node or
-        // for an operator (see `fencing`).
+        let views = self.views_of(&mut *tx, &existing).await?;
         let stateful = workload.kind == WorkloadKind::Stateful;
-        let judged = self.judged();
-        let mut lost: Vec<Uuid> = Vec::new();
-        let mut waiting: Vec<(String, String)> = Vec::new();
-        for i in existing.iter().filter(|i| i.desired == Wanted::Run) {
-            let Some(view) = views.get(&i.node) else {
-                continue;
-            };
-            match fencing::verdict(stateful, &i.node, *view, self.timing, judged) {
-                Verdict::Keep => {}
-                Verdict::Replace => lost.push(i.id),
-                Verdict::Wait(why) => waiting.push((i.name.clone(), why)),
-            }
-        }
-        let live: Vec<&InstanceRow> = existing
-            .iter()
-            .filter(|i| i.desired == Wanted::Run && !lost.contains(&i.id))
-            .collect();
+        let (lost, waiting) = self.verdicts(workload, &existing, &views);
         // Every node and its load is read only when something is to be placed: a
         // workload that already has its instances costs a pass two small queries.
-        let placing = workload.revisions.iter().any(|shape| {
-            let mine = live.iter().filter(|i| i.revision == shape.revision).count();
-            match &shape.slots {
-                Slots::Count(n) => mine < *n as usize,
-                Slots::Ordinals(ordinals) => ordinals
-                    .iter()
-                    .any(|o| !live.iter().any(|i| i.ordinal == Some(*o as i32))),
-                Slots::EveryNode => true,
-            }
-        });
-        let mut nodes = if placing {
+        let mut nodes = if placing(workload, &existing, &lost) {
             store::lock_placement(&mut tx).await.map_err(unavailable)?;
             node_loads(&existing, &mut tx, self.timing)
                 .await
@@ -989,107 +1185,13 @@ impl Runtime for LocalRuntime {
         } else {
             Vec::new()
         };
-        let mut to_stop: Vec<Uuid> = lost.clone();
-        let mut to_create: Vec<(i32, Option<u32>, String, Resources)> = Vec::new();
-        let mut unschedulable: Option<String> = None;
-
-        let shaped: Vec<i32> = workload.revisions.iter().map(|r| r.revision).collect();
-        to_stop.extend(
-            live.iter()
-                .filter(|i| !shaped.contains(&i.revision))
-                .map(|i| i.id),
-        );
-
-        for shape in &workload.revisions {
-            let mine: Vec<&&InstanceRow> = live
-                .iter()
-                .filter(|i| i.revision == shape.revision)
-                .collect();
-            let request = shape.spec.resources;
-            match &shape.slots {
-                Slots::Count(n) => {
-                    let n = *n as usize;
-                    if mine.len() > n {
-                        // Stop the least useful first: not ready, then newest.
-                        let mut ranked = mine.clone();
-                        ranked.sort_by_key(|i| (i.ready, std::cmp::Reverse(i.created_at)));
-                        to_stop.extend(ranked.iter().take(mine.len() - n).map(|i| i.id));
-                    }
-                    for _ in mine.len()..n {
-                        match choose(&nodes, &workload.placement, request) {
-                            Ok(node) => {
-                                let name = node.name.clone();
-                                to_create.push((shape.revision, None, name.clone(), request));
-                                charge(&mut nodes, &name, request);
-                            }
-                            Err(e) => {
-                                unschedulable = Some(e.to_string());
-                                break;
-                            }
-                        }
-                    }
-                }
-                Slots::Ordinals(ordinals) => {
-                    for ordinal in ordinals {
-                        let holder = live.iter().find(|i| i.ordinal == Some(*ordinal as i32));
-                        match holder {
-                            Some(i) if i.revision == shape.revision => {}
-                            Some(i) => {
-                                // In place: the new revision takes the ordinal on the same
-                                // node (its data directory lives there).
-                                to_stop.push(i.id);
-                                to_create.push((
-                                    shape.revision,
-                                    Some(*ordinal),
-                                    i.node.clone(),
-                                    request,
-                                ));
-                            }
-                            None => match choose(&nodes, &workload.placement, request) {
-                                Ok(node) => {
-                                    let name = node.name.clone();
-                                    to_create.push((
-                                        shape.revision,
-                                        Some(*ordinal),
-                                        name.clone(),
-                                        request,
-                                    ));
-                                    charge(&mut nodes, &name, request);
-                                }
-                                Err(e) => unschedulable = Some(e.to_string()),
-                            },
-                        }
-                    }
-                    let wanted: Vec<i32> = workload
-                        .revisions
-                        .iter()
-                        .flat_map(|r| match &r.slots {
-                            Slots::Ordinals(o) => o.iter().map(|x| *x as i32).collect(),
-                            _ => Vec::new(),
-                        })
-                        .collect();
-                    to_stop.extend(
-                        mine.iter()
-                            .filter(|i| i.ordinal.is_none_or(|o| !wanted.contains(&o)))
-                            .map(|i| i.id),
-                    );
-                }
-                Slots::EveryNode => {
-                    for node in nodes.clone() {
-                        let matches = node.healthy
-                            && workload
-                                .placement
-                                .node_selector
-                                .iter()
-                                .all(|(k, v)| node.labels.get(k) == Some(v));
-                        let present = mine.iter().any(|i| i.node == node.name);
-                        if matches && !present {
-                            to_create.push((shape.revision, None, node.name.clone(), request));
-                        }
-                    }
-                }
-            }
-        }
+        let Plan {
+            lost,
+            waiting,
+            mut to_stop,
+            to_create,
+            unschedulable,
+        } = plan(workload, &existing, lost, waiting, &mut nodes);
         to_stop.sort();
         to_stop.dedup();
         if !to_stop.is_empty() {

@@ -319,40 +319,52 @@ pub struct Observation {
     pub cpu_millis: Option<i32>,
     pub memory_mib: Option<i32>,
 }
-/// Stores an observation of an instance on `node` (writing only what changed, so that
-/// `observed_at` says since when it is as observed); returns the row as it was before.
-pub async fn observe(
+/// Stores a node's observations of its instances in two statements whatever their
+/// number (writing only rows that changed, so that `observed_at` says since when each
+/// is as observed); returns the rows as they were before, for the instances that are
+/// on `node`. Others (an instance moved away meanwhile) are ignored.
+pub async fn observe_all(
     conn: &mut PgConnection,
     node: &str,
-    o: &Observation,
-) -> Result<Option<InstanceRow>, sqlx::Error> {
-    let before: Option<InstanceRow> = sqlx::query_as(&format!(
-        "SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = $1 AND node = $2 FOR UPDATE"
-    ))
-    .bind(o.id)
-    .bind(node)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if before.is_some() {
-        sqlx::query(
-            "UPDATE instances SET phase = $2, ready = $3, restarts = $4, port = $5, message = $6, cpu_millis = $7,
-                 memory_mib = $8, ports = $9, observed_at = now()
-             WHERE id = $1
-               AND (phase, ready, restarts, port, message, cpu_millis, memory_mib, ports)
-                   IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(o.id)
-        .bind(o.phase)
-        .bind(o.ready)
-        .bind(o.restarts)
-        .bind(o.port)
-        .bind(&o.message)
-        .bind(o.cpu_millis)
-        .bind(o.memory_mib)
-        .bind(&o.ports)
-        .execute(&mut *conn)
-        .await?;
+    observations: &[Observation],
+) -> Result<Vec<InstanceRow>, sqlx::Error> {
+    if observations.is_empty() {
+        return Ok(Vec::new());
     }
+    let ids: Vec<Uuid> = observations.iter().map(|o| o.id).collect();
+    let before: Vec<InstanceRow> = sqlx::query_as(&format!(
+        "SELECT {INSTANCE_COLUMNS} FROM instances WHERE node = $1 AND id = ANY($2) ORDER BY id FOR UPDATE"
+    ))
+    .bind(node)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    if before.is_empty() {
+        return Ok(before);
+    }
+    sqlx::query(
+        "UPDATE instances i SET phase = u.phase, ready = u.ready, restarts = u.restarts, port = u.port,
+             message = u.message, cpu_millis = u.cpu_millis, memory_mib = u.memory_mib, ports = u.ports,
+             observed_at = now()
+         FROM unnest($2::uuid[], $3::text[], $4::bool[], $5::int4[], $6::int4[], $7::text[], $8::int4[],
+                     $9::int4[], $10::jsonb[])
+              AS u(id, phase, ready, restarts, port, message, cpu_millis, memory_mib, ports)
+         WHERE i.id = u.id AND i.node = $1
+           AND (i.phase, i.ready, i.restarts, i.port, i.message, i.cpu_millis, i.memory_mib, i.ports)
+               IS DISTINCT FROM (u.phase, u.ready, u.restarts, u.port, u.message, u.cpu_millis, u.memory_mib, u.ports)",
+    )
+    .bind(node)
+    .bind(&ids)
+    .bind(observations.iter().map(|o| o.phase.as_str()).collect::<Vec<_>>())
+    .bind(observations.iter().map(|o| o.ready).collect::<Vec<_>>())
+    .bind(observations.iter().map(|o| o.restarts).collect::<Vec<_>>())
+    .bind(observations.iter().map(|o| o.port).collect::<Vec<_>>())
+    .bind(observations.iter().map(|o| o.message.clone()).collect::<Vec<_>>())
+    .bind(observations.iter().map(|o| o.cpu_millis).collect::<Vec<_>>())
+    .bind(observations.iter().map(|o| o.memory_mib).collect::<Vec<_>>())
+    .bind(observations.iter().map(|o| o.ports.clone()).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
     Ok(before)
 }
 /// Forgets the instances a node was told to stop and no longer reports; returns them.

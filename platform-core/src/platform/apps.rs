@@ -169,7 +169,6 @@ impl Platform {
                 CoreError::Internal("application vanished inside its own transaction".into())
             })?;
         tx.commit().await?;
-        self.changed();
         Ok(ApplicationDetail {
             application,
             spec: input.spec,
@@ -314,7 +313,6 @@ impl Platform {
             .await?
             .ok_or_else(|| CoreError::not_found("application", name))?;
         tx.commit().await?;
-        self.changed();
         Ok(ApplicationDetail { application, spec })
     }
 
@@ -349,7 +347,6 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
-        self.changed();
         Ok(())
     }
 
@@ -528,7 +525,6 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
-        self.changed();
         Ok(())
     }
 
@@ -571,7 +567,6 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
-        self.changed();
         Ok(())
     }
 
@@ -583,7 +578,7 @@ impl Platform {
         environment: &str,
         name: &str,
     ) -> Result<(), CoreError> {
-        self.change_target(access, environment, name).await?;
+        let application = self.change_target(access, environment, name).await?;
         let Some((runtime, key)) = self.runtime_of(access, environment, name).await? else {
             return Err(CoreError::Conflict {
                 field: "runtime",
@@ -601,8 +596,9 @@ impl Platform {
             json!({}),
         )
         .await?;
+        // Instances come back at once, not at the next full pass.
+        store::runtime::touch(&mut *tx, application.id).await?;
         tx.commit().await?;
-        self.changed();
         Ok(())
     }
 

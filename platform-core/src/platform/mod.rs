@@ -37,7 +37,9 @@ pub struct Platform {
     master: MasterKey,
     tokens: Arc<TokenService>,
     runtimes: Runtimes,
-    /// Woken after every change of desired state, so the reconciler acts at once.
+    /// Woken after a change that concerns every workload of a runtime (a node confirmed
+    /// lost), for a full reconcile pass at once. A change to one application needs no
+    /// call: the database notifies every control plane of it (`paas_desired`).
     changes: Arc<tokio::sync::Notify>,
 }
 
@@ -60,7 +62,7 @@ impl Platform {
         })
     }
 
-    /// Notified after every change of desired state.
+    /// Notified after a change that calls for a full reconcile pass.
     pub fn changes(&self) -> Arc<tokio::sync::Notify> {
         self.changes.clone()
     }

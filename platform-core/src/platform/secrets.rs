@@ -212,7 +212,6 @@ impl Platform {
             None => None,
         };
         tx.commit().await?;
-        self.changed();
         Ok(info)
     }
 }

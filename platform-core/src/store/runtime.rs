@@ -95,10 +95,12 @@ pub struct DesiredRow {
     /// The environment's runtime.
     pub runtime: String,
 }
-/// Of one runtime's environments, or of all (`None`).
+/// Of one runtime's environments, or of all (`None`); of the given applications only,
+/// or of all (`None`).
 pub async fn desired<'e>(
     ex: impl PgExecutor<'e>,
     runtime: Option<&str>,
+    applications: Option<&[Uuid]>,
 ) -> Result<Vec<DesiredRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT a.id AS application_id, t.slug AS tenant, e.name AS environment, a.name AS app, a.current_revision AS revision,
@@ -109,11 +111,22 @@ pub async fn desired<'e>(
          JOIN revisions r ON r.application_id = a.id AND r.number = a.current_revision
          WHERE (a.deleted_at IS NULL OR a.released_at IS NULL)
            AND ($1::text IS NULL OR e.runtime = $1)
+           AND ($2::uuid[] IS NULL OR a.id = ANY($2))
          ORDER BY a.id",
     )
     .bind(runtime)
+    .bind(applications)
     .fetch_all(ex)
     .await
+}
+/// Asks every control plane to reconcile the application now (delivered at commit when
+/// `ex` is in a transaction).
+pub async fn touch<'e>(ex: impl PgExecutor<'e>, application_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify('paas_desired', $1::text)")
+        .bind(application_id)
+        .execute(ex)
+        .await
+        .map(|_| ())
 }
 pub async fn set_replicas(
     conn: &mut PgConnection,
