@@ -28,3 +28,19 @@ $$;
 
 CREATE TRIGGER instances_progressed AFTER UPDATE OR DELETE ON instances
     FOR EACH ROW EXECUTE FUNCTION paas_instance_progressed();
+
+-- A node that joins or changes condition (ready, not ready, lost) may make room for
+-- what could not be placed, or call for moves: every runtime gets a full pass.
+CREATE FUNCTION paas_nodes_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('paas_desired', 'nodes');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER nodes_joined AFTER INSERT ON nodes
+    FOR EACH ROW EXECUTE FUNCTION paas_nodes_changed();
+
+CREATE TRIGGER nodes_condition_changed AFTER UPDATE OF condition ON nodes
+    FOR EACH ROW WHEN (OLD.condition IS DISTINCT FROM NEW.condition)
+    EXECUTE FUNCTION paas_nodes_changed();

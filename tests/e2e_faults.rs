@@ -82,6 +82,16 @@ fn running(site: &Site) -> Vec<Running> {
         .collect()
 }
 
+/// Waits until `count` instances run (every application placed, the sample one too),
+/// so that a snapshot of them is complete.
+async fn all_running(site: &Site, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(site).len() < count {
+        assert!(Instant::now() < deadline, "{:#?}", running(site));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Processes per ordinal of a stateful app.
 fn ordinals(site: &Site, app: &str) -> BTreeMap<String, Vec<Running>> {
     let mut by: BTreeMap<String, Vec<Running>> = BTreeMap::new();
@@ -422,6 +432,8 @@ async fn restarting_paas_up_under_200_requests_a_second_fails_none() {
     dev.onboard("web", web_spec(2)).await;
     let url = format!("{}/apps/acme/dev/web/", site.router());
     wait_for_200(&url).await;
+    // web's two and the sample application's two.
+    all_running(&site, 4).await;
     let pids: Vec<i32> = sorted(running(&site).iter().map(|r| r.proc.pid).collect());
     let load = Load::start(&url, 200);
     for _ in 0..2 {
@@ -440,9 +452,14 @@ async fn restarting_paas_up_under_200_requests_a_second_fails_none() {
     assert!(tally.ok > 500, "{tally:?}");
     assert_eq!(tally.failed, 0, "{tally:?}");
     // The same processes served throughout.
+    let now = running(&site);
     assert_eq!(
-        sorted(running(&site).iter().map(|r| r.proc.pid).collect()),
-        pids
+        sorted(now.iter().map(|r| r.proc.pid).collect()),
+        pids,
+        "{:?}",
+        now.iter()
+            .map(|r| format!("{} {}/{}", r.proc.pid, r.app, r.leaf))
+            .collect::<Vec<_>>()
     );
 }
 
@@ -587,6 +604,7 @@ async fn upgrading_paas_up_to_a_new_binary_under_load_fails_no_request() {
             .iter()
             .all(|pid| exe_of(*pid) == v1.display().to_string())
     );
+    all_running(&site, 4).await;
     let instances = sorted(running(&site).iter().map(|r| r.proc.pid).collect());
     let load = Load::start(&url, 200);
     tokio::time::sleep(Duration::from_secs(1)).await;

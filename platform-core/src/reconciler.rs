@@ -8,7 +8,8 @@
 //!   mid-rollout included. Being told what changed only makes it faster: an
 //!   application whose desired state or instances changed (a `paas_desired`
 //!   notification, from any control plane) is reconciled at once, alone, without
-//!   waiting for the next full pass; a lost notification costs at most one period.
+//!   waiting for the next full pass; a node that joins or changes condition brings a
+//!   full pass at once; a lost notification costs at most one period.
 //! - A spec change replaces instances one at a time: one new instance is added, and an
 //!   old one is removed only when a new one is ready, so capacity never drops below
 //!   the replica count (max surge 1, max unavailable 0).
@@ -169,8 +170,7 @@ impl Reconciler {
                 continue;
             }
             let ids: Vec<uuid::Uuid> = ids.into_iter().collect();
-            let rows = match store::runtime::desired(&self.pool, Some(runtime), Some(&ids)).await
-            {
+            let rows = match store::runtime::desired(&self.pool, Some(runtime), Some(&ids)).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!(runtime, error = %e, "could not read changed applications");
@@ -314,8 +314,9 @@ const DESIRED_CHANNEL: &str = "paas_desired";
 /// loop falls back to a full pass.
 const TOUCHED_BACKLOG: usize = 4096;
 
-/// Hears `paas_desired` notifications and passes the application ids on; after a lost
-/// connection (notifications may have been missed) every runtime gets a full pass.
+/// Hears `paas_desired` notifications and passes the application ids on. A node that
+/// joined or changed condition (the payload `nodes`), or a lost connection
+/// (notifications may have been missed), gives every runtime a full pass.
 async fn listen(
     pool: PgPool,
     touched: broadcast::Sender<uuid::Uuid>,
@@ -353,12 +354,14 @@ async fn listen(
         loop {
             tokio::select! {
                 n = listener.try_recv() => match n {
-                    Ok(Some(n)) => {
-                        if let Ok(id) = n.payload().parse::<uuid::Uuid>() {
-                            // No receiver yet (no runtime) is not an error.
+                    Ok(Some(n)) => match n.payload().parse::<uuid::Uuid>() {
+                        // No receiver yet (no runtime) is not an error.
+                        Ok(id) => {
                             let _ = touched.send(id);
                         }
-                    }
+                        // A node joined or changed condition.
+                        Err(_) => all(),
+                    },
                     Ok(None) => all(),
                     Err(e) => {
                         tracing::warn!(error = %e, "desired-state notifications interrupted");

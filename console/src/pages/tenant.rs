@@ -111,19 +111,18 @@ pub async fn apps(
     let fail = in_frame(&auth, &access);
     let filter = query.environment.clone().unwrap_or_default();
     let search = query.q.clone().unwrap_or_default();
-    let found = state
-        .platform
-        .applications(
-            &access,
-            &AppQuery {
-                environment: Some(filter.clone()),
-                search: Some(search.clone()),
-                after: query.after.clone(),
-                ..AppQuery::default()
-            },
-        )
-        .await
-        .map_err(&fail)?;
+    let app_query = AppQuery {
+        environment: Some(filter.clone()),
+        search: Some(search.clone()),
+        after: query.after.clone(),
+        ..AppQuery::default()
+    };
+    // Two independent reads, at the same time.
+    let (found, environments) = futures_util::try_join!(
+        state.platform.applications(&access, &app_query),
+        state.platform.environments(&access),
+    )
+    .map_err(&fail)?;
     let next_url = found.next.map(|after| {
         let params = serde_urlencoded::to_string([
             ("environment", filter.as_str()),
@@ -136,7 +135,7 @@ pub async fn apps(
     let page = AppsPage {
         layout: Layout::for_tenant(&auth.0, &access, "Applications", "apps"),
         tenant: access.tenant().clone(),
-        environments: state.platform.environments(&access).await.map_err(&fail)?,
+        environments,
         apps: found.items,
         filter,
         search,

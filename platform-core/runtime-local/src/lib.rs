@@ -90,7 +90,24 @@ pub struct LocalRuntime {
     router_ports: (u16, u16),
     /// Wakes agents and routers waiting for their share to change.
     changes: changes::Changes,
+    /// What `instances` just read of a workload, for the `apply` that follows it in a
+    /// reconcile to decide on without reading it again (see [`Seen`]).
+    seen: std::sync::Arc<std::sync::Mutex<HashMap<WorkloadKey, Seen>>>,
 }
+
+/// A workload's instances and their nodes as read a moment ago. Good only for deciding
+/// that nothing is to change: any change is decided again on a locked read.
+#[derive(Debug)]
+struct Seen {
+    at: std::time::Instant,
+    instances: Vec<InstanceRow>,
+    views: HashMap<String, NodeView>,
+    /// Each node's address.
+    addresses: HashMap<String, String>,
+}
+
+/// How long a [`Seen`] may stand in for a fresh read.
+const SEEN_FOR: Duration = Duration::from_secs(2);
 
 impl LocalRuntime {
     pub fn new(pool: PgPool, agent_token: String, master: MasterKey) -> Self {
@@ -113,7 +130,59 @@ impl LocalRuntime {
             router_host: "127.0.0.1".to_owned(),
             router_ports: DEFAULT_ROUTER_PORTS,
             changes: changes::Changes::default(),
+            seen: std::sync::Arc::default(),
         }
+    }
+
+    /// Reads a workload's instances and their nodes, without a lock; `None` when the
+    /// application does not exist.
+    async fn read_seen(&self, key: &WorkloadKey) -> Result<Option<Seen>, RuntimeError> {
+        let Some(app_id) = platform_core::store::runtime::application_id(
+            &self.pool,
+            &key.tenant,
+            &key.environment,
+            &key.app,
+        )
+        .await
+        .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let instances = store::instances_of(&self.pool, app_id)
+            .await
+            .map_err(unavailable)?;
+        let mut on: Vec<String> = instances.iter().map(|i| i.node.clone()).collect();
+        on.sort();
+        on.dedup();
+        let rows = store::node_views(&self.pool, Some(&on))
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(Seen {
+            at: std::time::Instant::now(),
+            instances,
+            views: rows
+                .iter()
+                .map(|n| (n.name.clone(), node_view(n)))
+                .collect(),
+            addresses: rows.into_iter().map(|n| (n.name, n.address)).collect(),
+        }))
+    }
+
+    fn remember(&self, key: &WorkloadKey, seen: Seen) {
+        let Ok(mut all) = self.seen.lock() else {
+            return;
+        };
+        // Workloads observed but never applied (a page showing instances) leave entries;
+        // they are dropped once the map grows.
+        if all.len() >= 4096 {
+            all.retain(|_, s| s.at.elapsed() < SEEN_FOR);
+        }
+        all.insert(key.clone(), seen);
+    }
+
+    fn recall(&self, key: &WorkloadKey) -> Option<Seen> {
+        let seen = self.seen.lock().ok()?.remove(key)?;
+        (seen.at.elapsed() < SEEN_FOR).then_some(seen)
     }
 
     /// What wakes waiting agents and routers; [`Self::listen`] feeds it.
@@ -865,7 +934,7 @@ fn plan(
                 );
             }
             Slots::EveryNode => {
-                for node in nodes.to_vec() {
+                for node in nodes.iter() {
                     let matches = node.healthy
                         && workload
                             .placement
@@ -1139,16 +1208,18 @@ impl Runtime for LocalRuntime {
         // Most passes find a workload as it should be: read without a lock, and only
         // when something is to change, again under the application's lock.
         let wants_ports = !Self::wanted_router_ports(workload).is_empty();
+        let seen = match self.recall(key) {
+            Some(seen) => Some(seen),
+            None if !wants_ports => self.read_seen(key).await?,
+            None => None,
+        };
         if !wants_ports
-            && let Some(app_id) =
-                platform_core::store::runtime::application_id(&self.pool, &key.tenant, &key.environment, &key.app)
-                    .await
-                    .map_err(unavailable)?
+            && let Some(Seen {
+                instances: existing,
+                views,
+                ..
+            }) = seen
         {
-            let existing = store::instances_of(&self.pool, app_id)
-                .await
-                .map_err(unavailable)?;
-            let views = self.views_of(&self.pool, &existing).await?;
             let (lost, waiting) = self.verdicts(workload, &existing, &views);
             if !placing(workload, &existing, &lost)
                 && plan(workload, &existing, lost, waiting, &mut Vec::new()).is_empty()
@@ -1330,29 +1401,19 @@ impl Runtime for LocalRuntime {
     }
 
     async fn instances(&self, key: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError> {
-        let Some(app_id) = platform_core::store::runtime::application_id(
-            &self.pool,
-            &key.tenant,
-            &key.environment,
-            &key.app,
-        )
-        .await
-        .map_err(unavailable)?
-        else {
+        let Some(seen) = self.read_seen(key).await? else {
             return Ok(Vec::new());
         };
-        let rows = store::instances_of(&self.pool, app_id)
-            .await
-            .map_err(unavailable)?;
-        let mut on: Vec<String> = rows.iter().map(|r| r.node.clone()).collect();
-        on.sort();
-        on.dedup();
-        let nodes: HashMap<String, (NodeView, String)> = store::node_views(&self.pool, Some(&on))
-            .await
-            .map_err(unavailable)?
+        let rows = seen.instances.clone();
+        let nodes: HashMap<String, (NodeView, String)> = seen
+            .views
             .iter()
-            .map(|n| (n.name.clone(), (node_view(n), n.address.clone())))
+            .map(|(name, view)| {
+                let address = seen.addresses.get(name).cloned().unwrap_or_default();
+                (name.clone(), (*view, address))
+            })
             .collect();
+        self.remember(key, seen);
         Ok(rows
             .into_iter()
             .map(|r| {

@@ -405,3 +405,72 @@ async fn a_held_heartbeat_is_answered_the_moment_its_node_is_given_an_instance_a
     );
     let _ = stop.send(true);
 }
+
+/// Waits up to `within` for an application to have `count` live instances; how long
+/// it took, or `None`.
+async fn placed_within(
+    pool: &PgPool,
+    app: &str,
+    count: usize,
+    within: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if placed(pool, app).await.len() == count {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_change_to_one_application_is_reconciled_at_once_without_a_full_pass(pool: PgPool) {
+    use platform_core::reconciler::Reconciler;
+    use std::time::Duration;
+    let world = World::new(pool.clone()).await;
+    let runtime = runtime_local::LocalRuntime::new(pool.clone(), "token".into(), master());
+    node(&runtime, "n1").await;
+    let runtimes =
+        platform_core::runtime::Runtimes::default().with("local", std::sync::Arc::new(runtime));
+    // Full passes an hour apart: the first, at start, finds nothing; anything done
+    // later within the test's time was done by a targeted reconcile.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let loops = tokio::spawn(Reconciler::new(pool.clone(), runtimes, master()).run(
+        Duration::from_secs(3600),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+        stopped,
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alice = world.login("alice").await;
+    let access = must(world.platform.tenant(&alice, "acme").await);
+    must(
+        world
+            .platform
+            .create_application(
+                &access,
+                NewApplication {
+                    environment: must(EnvName::parse("dev")),
+                    name: must(AppName::parse("web")),
+                    description: String::new(),
+                    spec: spec("web"),
+                },
+            )
+            .await,
+    );
+    let created = placed_within(&pool, "web", 1, Duration::from_secs(10)).await;
+    assert!(created.is_some(), "a new application was not placed");
+    must(world.platform.scale(&access, "dev", "web", 3).await);
+    let scaled = placed_within(&pool, "web", 3, Duration::from_secs(10)).await;
+    assert!(scaled.is_some(), "scaling was not applied");
+    must(
+        world
+            .platform
+            .set_running(&access, "dev", "web", false)
+            .await,
+    );
+    let stopped_all = placed_within(&pool, "web", 0, Duration::from_secs(10)).await;
+    assert!(stopped_all.is_some(), "stopping was not applied");
+    let _ = stop.send(true);
+    must(loops.await);
+}

@@ -119,16 +119,20 @@ impl Platform {
             .map_err(AuthFailure::Token)?;
         let user_id =
             Uuid::parse_str(&claims.sub).map_err(|_| AuthFailure::Token(TokenError::Malformed))?;
-        match store::keys::session_revoked(&self.pool, &claims.jti).await {
-            Ok(false) => {}
-            Ok(true) => return Err(AuthFailure::LoggedOut),
-            Err(e) => return Err(AuthFailure::Core(e.into())),
+        // One statement: the user, the session's revocation and the memberships.
+        let found = store::users::session_user(&self.pool, user_id, &claims.jti)
+            .await
+            .map_err(|e| AuthFailure::Core(e.into()))?;
+        let Some(found) = found else {
+            return Err(AuthFailure::UserGone);
+        };
+        if found.revoked {
+            return Err(AuthFailure::LoggedOut);
         }
-        match self.load_principal(user_id, source_ip).await {
-            Ok(Some(principal)) => Ok((principal, claims)),
-            Ok(None) => Err(AuthFailure::UserGone),
-            Err(e) => Err(AuthFailure::Core(e)),
+        if found.user.disabled {
+            return Err(AuthFailure::UserGone);
         }
+        Ok((principal_of(found, source_ip), claims))
     }
 
     async fn load_principal(
@@ -136,21 +140,11 @@ impl Platform {
         user_id: Uuid,
         source_ip: Option<&str>,
     ) -> Result<Option<Principal>, CoreError> {
-        let Some(user) = store::users::by_id(&self.pool, user_id).await? else {
-            return Ok(None);
-        };
-        if user.disabled {
-            return Ok(None);
-        }
-        let memberships = store::tenants::memberships_of(&self.pool, user.id).await?;
-        Ok(Some(Principal {
-            user_id: user.id,
-            username: user.username,
-            display_name: user.display_name,
-            platform_admin: user.platform_admin,
-            memberships,
-            source_ip: source_ip.map(str::to_owned),
-        }))
+        // No session yet: no jti can be revoked.
+        let found = store::users::session_user(&self.pool, user_id, "").await?;
+        Ok(found
+            .filter(|f| !f.user.disabled)
+            .map(|f| principal_of(f, source_ip)))
     }
 
     /// Ends a session: its token is refused from now on, even before it expires.
@@ -234,4 +228,16 @@ pub enum AuthFailure {
     LoggedOut,
     #[error(transparent)]
     Core(CoreError),
+}
+
+fn principal_of(found: store::users::SessionUser, source_ip: Option<&str>) -> Principal {
+    let user = found.user;
+    Principal {
+        user_id: user.id,
+        username: user.username,
+        display_name: user.display_name,
+        platform_admin: user.platform_admin,
+        memberships: found.memberships,
+        source_ip: source_ip.map(str::to_owned),
+    }
 }

@@ -86,12 +86,3 @@ pub async fn revoke_session(
         .await
         .map(|_| ())
 }
-
-/// Whether the session `jti` was ended by a logout.
-pub async fn session_revoked(pool: &PgPool, jti: &str) -> Result<bool, sqlx::Error> {
-    let row: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM revoked_sessions WHERE jti = $1")
-        .bind(jti)
-        .fetch_optional(pool)
-        .await?;
-    Ok(row.is_some())
-}

@@ -114,3 +114,77 @@ pub async fn set_password(
         .await
         .map(|_| ())
 }
+
+/// What a request's credentials come to, read in one statement: the user, whether the
+/// session was revoked, and the user's tenants with a role in each (in slug order).
+#[derive(Debug)]
+pub struct SessionUser {
+    pub user: User,
+    pub revoked: bool,
+    pub memberships: Vec<crate::model::TenantMembership>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    id: Uuid,
+    username: String,
+    display_name: String,
+    platform_admin: bool,
+    disabled: bool,
+    created_at: chrono::DateTime<chrono::Utc>,
+    revoked: bool,
+    tenant_id: Option<Uuid>,
+    slug: Option<String>,
+    tenant_name: Option<String>,
+    role: Option<String>,
+}
+
+/// The user `id` as session `jti` sees it; `None` when there is no such user.
+pub async fn session_user<'e>(
+    ex: impl PgExecutor<'e>,
+    id: Uuid,
+    jti: &str,
+) -> Result<Option<SessionUser>, sqlx::Error> {
+    let rows: Vec<SessionRow> = sqlx::query_as(
+        "SELECT u.id, u.username, u.display_name, u.platform_admin, u.disabled, u.created_at,
+                EXISTS (SELECT 1 FROM revoked_sessions WHERE jti = $2) AS revoked,
+                t.id AS tenant_id, t.slug, t.display_name AS tenant_name, m.role
+         FROM users u
+         LEFT JOIN memberships m ON m.user_id = u.id
+         LEFT JOIN tenants t ON t.id = m.tenant_id
+         WHERE u.id = $1
+         ORDER BY t.slug",
+    )
+    .bind(id)
+    .bind(jti)
+    .fetch_all(ex)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let user = User {
+        id: first.id,
+        username: first.username.clone(),
+        display_name: first.display_name.clone(),
+        platform_admin: first.platform_admin,
+        disabled: first.disabled,
+        created_at: first.created_at,
+    };
+    let revoked = first.revoked;
+    let memberships = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(crate::model::TenantMembership {
+                tenant_id: r.tenant_id?,
+                slug: r.slug?,
+                display_name: r.tenant_name?,
+                role: r.role?.parse().ok()?,
+            })
+        })
+        .collect();
+    Ok(Some(SessionUser {
+        user,
+        revoked,
+        memberships,
+    }))
+}
