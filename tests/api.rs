@@ -574,3 +574,77 @@ async fn the_application_list_comes_in_pages_in_name_order_and_can_be_searched(p
         "{body}"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_application_reports_its_three_conditions_with_reasons(pool: PgPool) {
+    let server = start(pool).await;
+    let dev = server.api("dev").await;
+    let (status, body) = dev
+        .post(
+            "/api/v1/tenants/acme/applications",
+            json!({"environment": "dev", "name": "shop", "spec": service_spec()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let path = "/api/v1/tenants/acme/environments/dev/applications/shop/conditions";
+    let conditions = |body: &serde_json::Value| -> Vec<(String, bool, String)> {
+        body["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|c| {
+                        (
+                            c["type"].as_str().unwrap_or("?").to_owned(),
+                            c["status"].as_bool().unwrap_or_default(),
+                            c["reason"].as_str().unwrap_or("?").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Nothing runs the test server's applications: none of its instances is ready.
+    let (status, body) = dev.get(path).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let got = conditions(&body);
+    assert_eq!(
+        got,
+        [
+            (
+                "Available".into(),
+                false,
+                "MinimumInstancesUnavailable".into()
+            ),
+            ("Progressing".into(), true, "ScalingInProgress".into()),
+            ("Degraded".into(), false, "AsExpected".into()),
+        ],
+        "{body}"
+    );
+    let (status, body) = dev
+        .post(
+            "/api/v1/tenants/acme/environments/dev/applications/shop/stop",
+            json!({}),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (_, body) = dev.get(path).await;
+    assert_eq!(
+        conditions(&body)[0],
+        ("Available".into(), false, "Stopped".into())
+    );
+    // Another tenant's application is not found: ops is a member of acme only.
+    let (status, body) = dev
+        .post(
+            "/api/v1/tenants/globex/applications",
+            json!({"environment": "dev", "name": "shop", "spec": service_spec()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let ops = server.api("ops").await;
+    let (status, _) = ops
+        .get("/api/v1/tenants/globex/environments/dev/applications/shop/conditions")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = ops.get(path).await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod authz;
 pub mod bootstrap;
+pub mod conditions;
 pub mod error;
 pub mod manifest;
 pub mod model;

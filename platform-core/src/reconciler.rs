@@ -179,7 +179,7 @@ impl Reconciler {
                 }
             };
             let outcomes: Vec<Result<Outcome, sqlx::Error>> = futures_util::stream::iter(rows)
-                .map(|row| self.reconcile(row))
+                .map(|row| self.reconcile(row, None))
                 .buffer_unordered(PARALLEL_WORKLOADS)
                 .collect()
                 .await;
@@ -194,36 +194,64 @@ impl Reconciler {
         self.tick_runtime(None).await
     }
 
-    /// One pass over the workloads of one runtime (`None`: of all).
+    /// One pass over the workloads of one runtime (`None`: of all). Their instances are
+    /// read a batch at a time (`Runtime::instances_of_many`), then each workload is
+    /// reconciled, a few at a time.
     pub async fn tick_runtime(&self, only: Option<&str>) -> Result<TickReport, sqlx::Error> {
         use futures_util::StreamExt as _;
         let rows = store::runtime::desired(&self.pool, only, None).await?;
-        // Workloads are independent: a few at a time, so that a pass is not the sum of
-        // every workload's round trips to the database and the runtime.
-        let outcomes: Vec<Result<Outcome, sqlx::Error>> = futures_util::stream::iter(rows)
-            .map(|row| self.reconcile(row))
-            .buffer_unordered(PARALLEL_WORKLOADS)
-            .collect()
-            .await;
+        let mut by_runtime: BTreeMap<String, Vec<store::runtime::DesiredRow>> = BTreeMap::new();
+        for row in rows {
+            by_runtime.entry(row.runtime.clone()).or_default().push(row);
+        }
         let mut report = TickReport::default();
-        for outcome in outcomes {
-            match outcome? {
-                Outcome::Applied => report.applied += 1,
-                Outcome::Removed => report.removed += 1,
-                Outcome::Failed => report.failed += 1,
-                Outcome::Skipped => {}
+        for (name, rows) in by_runtime {
+            let runtime = self.runtimes.get(&name);
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                let batch: Vec<store::runtime::DesiredRow> =
+                    rows.by_ref().take(OBSERVE_BATCH).collect();
+                let observed = match &runtime {
+                    Some(runtime) => {
+                        let keys: Vec<WorkloadKey> = batch.iter().map(key_of).collect();
+                        match runtime.instances_of_many(&keys).await {
+                            Ok(all) if all.len() == batch.len() => {
+                                all.into_iter().map(Some).collect()
+                            }
+                            Ok(_) | Err(_) => vec![None; batch.len()],
+                        }
+                    }
+                    None => vec![None; batch.len()],
+                };
+                // Workloads are independent: a few at a time, so that a pass is not the
+                // sum of every workload's round trips to the database and the runtime.
+                let outcomes: Vec<Result<Outcome, sqlx::Error>> =
+                    futures_util::stream::iter(batch.into_iter().zip(observed))
+                        .map(|(row, observed)| self.reconcile(row, observed))
+                        .buffer_unordered(PARALLEL_WORKLOADS)
+                        .collect()
+                        .await;
+                for outcome in outcomes {
+                    match outcome? {
+                        Outcome::Applied => report.applied += 1,
+                        Outcome::Removed => report.removed += 1,
+                        Outcome::Failed => report.failed += 1,
+                        Outcome::Skipped => {}
+                    }
+                }
             }
         }
         Ok(report)
     }
 
-    /// One step toward one workload's desired state.
-    async fn reconcile(&self, row: store::runtime::DesiredRow) -> Result<Outcome, sqlx::Error> {
-        let key = WorkloadKey {
-            tenant: row.tenant.clone(),
-            environment: row.environment.clone(),
-            app: row.app.clone(),
-        };
+    /// One step toward one workload's desired state; `observed` is its instances when
+    /// they were just read with others'.
+    async fn reconcile(
+        &self,
+        row: store::runtime::DesiredRow,
+        observed: Option<Vec<Instance>>,
+    ) -> Result<Outcome, sqlx::Error> {
+        let key = key_of(&row);
         let Some(runtime) = self.runtimes.get(&row.runtime) else {
             return Ok(Outcome::Skipped);
         };
@@ -243,7 +271,11 @@ impl Reconciler {
             tracing::error!(workload = %key, "stored spec does not parse");
             return Ok(Outcome::Failed);
         };
-        let observed = match runtime.instances(&key).await {
+        let observed = match observed {
+            Some(o) => Ok(o),
+            None => runtime.instances(&key).await,
+        };
+        let observed = match observed {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(workload = %key, error = %e, "could not observe");
@@ -371,6 +403,17 @@ async fn listen(
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+/// How many workloads' instances a pass reads at once.
+const OBSERVE_BATCH: usize = 500;
+
+fn key_of(row: &store::runtime::DesiredRow) -> WorkloadKey {
+    WorkloadKey {
+        tenant: row.tenant.clone(),
+        environment: row.environment.clone(),
+        app: row.app.clone(),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use actix_web::HttpResponse;
 use actix_web::web::{Data, Json, Path, Query};
+use platform_core::conditions::Condition;
 use platform_core::manifest::Applied;
 use platform_core::model::{AppEvent, Application, ApplicationDetail, Revision};
 use platform_core::names::{AppName, EnvName, parse_description};
@@ -219,6 +220,24 @@ pub async fn events(
     } = scope;
     Ok(Json(Items::new(
         state.platform.events(&access, &env, &app, 100).await?,
+    )))
+}
+
+/// The application's conditions: `Available`, `Progressing` and `Degraded`, each with a
+/// stable reason and a message.
+#[utoipa::path(operation_id = "list_conditions", get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/conditions", tag = "applications",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
+    responses((status = 200, body = Items<Condition>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn conditions(
+    state: Data<AppState>,
+    scope: AppScope,
+) -> Result<Json<Items<Condition>>, ApiError> {
+    let AppScope {
+        access, env, app, ..
+    } = scope;
+    Ok(Json(Items::new(
+        state.platform.conditions(&access, &env, &app).await?,
     )))
 }
 

@@ -194,6 +194,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::get().to(apps::events),
             )
             .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/conditions",
+                web::get().to(apps::conditions),
+            )
+            .route(
                 "/tenants/{tenant}/environments/{env}/applications/{app}/endpoints",
                 web::get().to(apps::endpoints),
             )

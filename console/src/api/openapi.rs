@@ -13,7 +13,7 @@ use super::{admin, apps, auth, packages, secrets, tenants};
         auth::issue_token, auth::me,
         tenants::my_tenants, tenants::get_tenant, tenants::list_environments, tenants::create_environment,
         tenants::list_members, tenants::set_member, tenants::remove_member, tenants::audit,
-        apps::list, apps::create, apps::get, apps::update, apps::delete, apps::revisions, apps::instances, apps::endpoints, apps::events, apps::action, apps::scale, apps::logs, apps::apply_manifests, secrets::list, secrets::set, secrets::delete, packages::upload, packages::list, tenants::quota, admin::set_quota,
+        apps::list, apps::create, apps::get, apps::update, apps::delete, apps::revisions, apps::instances, apps::endpoints, apps::events, apps::conditions, apps::action, apps::scale, apps::logs, apps::apply_manifests, secrets::list, secrets::set, secrets::delete, packages::upload, packages::list, tenants::quota, admin::set_quota,
         admin::list_tenants, admin::create_tenant, admin::list_users, admin::create_user, admin::update_user,
         admin::audit, admin::rotate_keys, admin::runtimes, admin::confirm_node_lost,
     ),

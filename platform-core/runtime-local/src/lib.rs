@@ -185,6 +185,69 @@ impl LocalRuntime {
         (seen.at.elapsed() < SEEN_FOR).then_some(seen)
     }
 
+    /// The port's view of instances as read: an instance whose node stopped reporting is
+    /// `unknown`, with what was last known.
+    fn as_instances(&self, seen: &Seen) -> Vec<Instance> {
+        let rows = seen.instances.clone();
+        let nodes: HashMap<String, (NodeView, String)> = seen
+            .views
+            .iter()
+            .map(|(name, view)| {
+                let address = seen.addresses.get(name).cloned().unwrap_or_default();
+                (name.clone(), (*view, address))
+            })
+            .collect();
+        rows.into_iter()
+            .map(|r| {
+                let reported = r.phase;
+                // An instance whose node stopped reporting is unknown, not ready: what is
+                // shown is what was last known.
+                let silent = nodes
+                    .get(&r.node)
+                    .map(|(view, _)| view)
+                    .filter(|v| fencing::condition(**v, self.timing) != Condition::Ready);
+                let address = r
+                    .port
+                    .zip(nodes.get(&r.node))
+                    .map(|(port, (_, host))| format!("{host}:{port}"));
+                let (phase, ready, message) = match (r.desired, silent) {
+                    (Wanted::Stop, Some(_)) => (
+                        Phase::Unknown,
+                        false,
+                        Some(format!("to be stopped when {} reports again", r.node)),
+                    ),
+                    (Wanted::Stop, None) => (Phase::Stopping, false, r.message),
+                    (_, Some(view)) => (
+                        Phase::Unknown,
+                        false,
+                        Some(format!(
+                            "{} has not reported for {:.0} s; last known: {}{}",
+                            r.node,
+                            view.silent.as_secs_f32(),
+                            reported.as_str().replace('_', " "),
+                            if r.ready { ", ready" } else { "" },
+                        )),
+                    ),
+                    _ => (reported, r.ready, r.message),
+                };
+                Instance {
+                    name: r.name,
+                    revision: r.revision,
+                    ordinal: r.ordinal.and_then(|o| u32::try_from(o).ok()),
+                    node: Some(r.node),
+                    address,
+                    phase,
+                    ready,
+                    restarts: u32::try_from(r.restarts).unwrap_or(0),
+                    cpu_millis: r.cpu_millis.and_then(|v| u32::try_from(v).ok()),
+                    memory_mib: r.memory_mib.and_then(|v| u32::try_from(v).ok()),
+                    message,
+                    since: r.observed_at.unwrap_or(r.created_at),
+                }
+            })
+            .collect()
+    }
+
     /// What wakes waiting agents and routers; [`Self::listen`] feeds it.
     pub fn changes(&self) -> changes::Changes {
         self.changes.clone()
@@ -1404,66 +1467,56 @@ impl Runtime for LocalRuntime {
         let Some(seen) = self.read_seen(key).await? else {
             return Ok(Vec::new());
         };
-        let rows = seen.instances.clone();
-        let nodes: HashMap<String, (NodeView, String)> = seen
-            .views
-            .iter()
-            .map(|(name, view)| {
-                let address = seen.addresses.get(name).cloned().unwrap_or_default();
-                (name.clone(), (*view, address))
-            })
-            .collect();
+        let instances = self.as_instances(&seen);
         self.remember(key, seen);
-        Ok(rows
+        Ok(instances)
+    }
+
+    async fn instances_of_many(
+        &self,
+        keys: &[WorkloadKey],
+    ) -> Result<Vec<Vec<Instance>>, RuntimeError> {
+        let named: Vec<(String, String, String)> = keys
+            .iter()
+            .map(|k| (k.tenant.clone(), k.environment.clone(), k.app.clone()))
+            .collect();
+        let rows = store::instances_of_keys(&self.pool, &named)
+            .await
+            .map_err(unavailable)?;
+        let mut on: Vec<String> = rows.iter().map(|(_, r)| r.node.clone()).collect();
+        on.sort();
+        on.dedup();
+        let nodes: HashMap<String, store::NodeRow> = store::node_views(&self.pool, Some(&on))
+            .await
+            .map_err(unavailable)?
             .into_iter()
-            .map(|r| {
-                let reported = r.phase;
-                // An instance whose node stopped reporting is unknown, not ready: what is
-                // shown is what was last known.
-                let silent = nodes
-                    .get(&r.node)
-                    .map(|(view, _)| view)
-                    .filter(|v| fencing::condition(**v, self.timing) != Condition::Ready);
-                let address = r
-                    .port
-                    .zip(nodes.get(&r.node))
-                    .map(|(port, (_, host))| format!("{host}:{port}"));
-                let (phase, ready, message) = match (r.desired, silent) {
-                    (Wanted::Stop, Some(_)) => (
-                        Phase::Unknown,
-                        false,
-                        Some(format!("to be stopped when {} reports again", r.node)),
-                    ),
-                    (Wanted::Stop, None) => (Phase::Stopping, false, r.message),
-                    (_, Some(view)) => (
-                        Phase::Unknown,
-                        false,
-                        Some(format!(
-                            "{} has not reported for {:.0} s; last known: {}{}",
-                            r.node,
-                            view.silent.as_secs_f32(),
-                            reported.as_str().replace('_', " "),
-                            if r.ready { ", ready" } else { "" },
-                        )),
-                    ),
-                    _ => (reported, r.ready, r.message),
-                };
-                Instance {
-                    name: r.name,
-                    revision: r.revision,
-                    ordinal: r.ordinal.and_then(|o| u32::try_from(o).ok()),
-                    node: Some(r.node),
-                    address,
-                    phase,
-                    ready,
-                    restarts: u32::try_from(r.restarts).unwrap_or(0),
-                    cpu_millis: r.cpu_millis.and_then(|v| u32::try_from(v).ok()),
-                    memory_mib: r.memory_mib.and_then(|v| u32::try_from(v).ok()),
-                    message,
-                    since: r.observed_at.unwrap_or(r.created_at),
-                }
-            })
-            .collect())
+            .map(|n| (n.name.clone(), n))
+            .collect();
+        let at = std::time::Instant::now();
+        let mut by_key: Vec<Vec<InstanceRow>> = vec![Vec::new(); keys.len()];
+        for (index, row) in rows {
+            if let Some(list) = usize::try_from(index).ok().and_then(|i| by_key.get_mut(i)) {
+                list.push(row);
+            }
+        }
+        let mut all = Vec::with_capacity(keys.len());
+        for (key, instances) in keys.iter().zip(by_key) {
+            let mut views = HashMap::new();
+            let mut addresses = HashMap::new();
+            for node in instances.iter().filter_map(|i| nodes.get(&i.node)) {
+                views.insert(node.name.clone(), node_view(node));
+                addresses.insert(node.name.clone(), node.address.clone());
+            }
+            let seen = Seen {
+                at,
+                views,
+                addresses,
+                instances,
+            };
+            all.push(self.as_instances(&seen));
+            self.remember(key, seen);
+        }
+        Ok(all)
     }
 
     async fn nodes(&self) -> Result<Vec<Node>, RuntimeError> {

@@ -204,6 +204,39 @@ pub async fn instances_of<'e>(
     .fetch_all(ex)
     .await
 }
+/// The instances of many applications, named by (tenant, environment, name), each row
+/// with the index of its key in `keys`.
+pub async fn instances_of_keys<'e>(
+    ex: impl PgExecutor<'e>,
+    keys: &[(String, String, String)],
+) -> Result<Vec<(i32, InstanceRow)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Keyed {
+        key_index: i32,
+        #[sqlx(flatten)]
+        row: InstanceRow,
+    }
+    let columns: String = INSTANCE_COLUMNS
+        .split(", ")
+        .map(|c| format!("i.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows: Vec<Keyed> = sqlx::query_as(&format!(
+        "SELECT (k.n - 1)::int AS key_index, {columns}
+         FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(tenant, environment, app, n)
+         JOIN tenants t ON t.slug = k.tenant
+         JOIN environments e ON e.tenant_id = t.id AND e.name = k.environment
+         JOIN applications a ON a.environment_id = e.id AND a.name = k.app AND a.deleted_at IS NULL
+         JOIN instances i ON i.application_id = a.id
+         ORDER BY k.n, i.revision, i.ordinal NULLS LAST, i.created_at"
+    ))
+    .bind(keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>())
+    .fetch_all(ex)
+    .await?;
+    Ok(rows.into_iter().map(|k| (k.key_index, k.row)).collect())
+}
 #[derive(Debug)]
 pub struct NewInstance<'a> {
     pub application_id: Uuid,

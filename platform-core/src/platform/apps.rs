@@ -480,6 +480,37 @@ impl Platform {
             .collect())
     }
 
+    /// The application's conditions (`Available`, `Progressing`, `Degraded`) with their
+    /// reasons, from its instances and latest events.
+    pub async fn conditions(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+    ) -> Result<Vec<crate::conditions::Condition>, CoreError> {
+        let detail = self.application(access, environment, name).await?;
+        let instances = self.instances(access, environment, name).await?;
+        let events = self.events(access, environment, name, 50).await?;
+        Ok(Self::conditions_of(&detail, &instances, &events))
+    }
+
+    /// The conditions of an application already read with its instances and events.
+    pub fn conditions_of(
+        detail: &ApplicationDetail,
+        instances: &[Instance],
+        events: &[AppEvent],
+    ) -> Vec<crate::conditions::Condition> {
+        let app = &detail.application;
+        crate::conditions::conditions(&crate::conditions::Observed {
+            kind: detail.spec.kind,
+            run_state: app.run_state,
+            desired: desired_replicas(app.run_state, app.scaled_replicas, &detail.spec),
+            current_revision: app.current_revision,
+            instances,
+            events,
+        })
+    }
+
     /// Starts or stops an application; a stopped one keeps its revisions and replicas.
     pub async fn set_running(
         &self,

@@ -239,6 +239,19 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     async fn remove(&self, key: &WorkloadKey) -> Result<(), RuntimeError>;
     /// The workload's instances as they are now.
     async fn instances(&self, key: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError>;
+    /// The instances of many workloads at once, for a full reconcile pass: a driver
+    /// that can read them in a few requests says so here; by default, one `instances`
+    /// call per workload.
+    async fn instances_of_many(
+        &self,
+        keys: &[WorkloadKey],
+    ) -> Result<Vec<Vec<Instance>>, RuntimeError> {
+        let mut all = Vec::with_capacity(keys.len());
+        for key in keys {
+            all.push(self.instances(key).await?);
+        }
+        Ok(all)
+    }
     /// The nodes instances can run on.
     async fn nodes(&self) -> Result<Vec<Node>, RuntimeError>;
     /// The last `tail` lines an instance wrote (stdout and stderr interleaved).

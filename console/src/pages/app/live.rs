@@ -67,6 +67,8 @@ pub struct LivePanel {
     pub events: Vec<AppEvent>,
     /// Stable addresses (TCP ports, per ordinal of a stateful application).
     pub endpoints: Vec<platform_core::runtime::Endpoint>,
+    /// `Available`, `Progressing`, `Degraded`.
+    pub conditions: Vec<platform_core::conditions::Condition>,
 }
 
 pub async fn live_panel(
@@ -79,6 +81,7 @@ pub async fn live_panel(
     let instances = state.platform.instances(access, env, name).await?;
     let events = state.platform.events(access, env, name, 30).await?;
     let endpoints = state.platform.endpoints(access, env, name).await?;
+    let conditions = platform_core::Platform::conditions_of(&detail, &instances, &events);
     let app = &detail.application;
     let running = app.run_state == platform_core::model::RunState::Running;
     let desired =
@@ -122,6 +125,7 @@ pub async fn live_panel(
         instances: instances.into_iter().map(InstanceView::from).collect(),
         events,
         endpoints,
+        conditions,
     })
 }
 
