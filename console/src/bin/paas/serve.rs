@@ -68,6 +68,12 @@ pub struct HttpArgs {
     /// other nodes, in milliseconds.
     #[arg(long, env = "PAAS_NODE_GRACE_MS", default_value_t = 15_000)]
     node_grace_ms: u64,
+    /// How often every workload is reconciled in full, in milliseconds. A change to
+    /// one application, an instance's readiness and a node's condition are acted on at
+    /// once whatever this is; the full pass catches what no notification says (a lease
+    /// running out, a lost notification).
+    #[arg(long, env = "PAAS_RECONCILE_PERIOD_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    reconcile_period_ms: u64,
     /// The router ports given to applications as stable TCP addresses, `first-last`.
     #[arg(long, env = "PAAS_ROUTER_TCP_PORTS", default_value = "30000-32767", value_parser = parse_port_range)]
     router_tcp_ports: (u16, u16),
@@ -298,7 +304,8 @@ pub async fn run_http(
     }
     if !runtimes.is_empty() {
         let reconciler = Reconciler::new(pool, runtimes.clone(), platform.master_key().clone());
-        tokio::spawn(reconciler.run(Duration::from_secs(1), platform.changes(), stopped));
+        let period = Duration::from_millis(http.reconcile_period_ms);
+        tokio::spawn(reconciler.run(period, platform.changes(), stopped));
         platform = platform.with_runtimes(runtimes);
     }
     let mut state = AppState::new(platform, config);
