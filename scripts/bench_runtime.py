@@ -229,8 +229,8 @@ def main():
         print(f"paas up restarted (SIGTERM, start) under 200 req/s: {restarted['failed']} failed of {restarted['ok'] + restarted['failed']} (aim 0)")
         print(f"after restart: {running} instance processes for {expected} wanted, {agents} agent(s) for node-1 (aim {expected} and 1)")
         print(f"({len(instances['items'])} applications in acme/dev)")
-        # P7 and P8 come from bench_scale.py (run first by bench-runtime.sh); P6 is not
-        # measured yet: null, not a guess.
+        # P6, P7 and P8 come from bench_scale.py (run first by bench-runtime.sh); run
+        # alone, this script leaves them null, not a guess.
         scale = json.loads(os.environ.get("PAAS_BENCH_SCALE_JSON") or "{}")
         print(json.dumps({
             "p1_onboard_ratio_median": round(onboard_s / bare_s, 2),

@@ -59,9 +59,7 @@ impl Platform {
     pub async fn bootstrap_demo(&self) -> Result<Vec<CreatedAccount>, CoreError> {
         let mut tx = self.pool.begin().await?;
         // Serializes concurrent first starts.
-        sqlx::query("SELECT pg_advisory_xact_lock(7242001)")
-            .execute(&mut *tx)
-            .await?;
+        store::tenants::lock_bootstrap(&mut tx).await?;
         if store::users::count(&mut *tx).await? > 0 {
             return Ok(Vec::new());
         }
@@ -191,9 +189,7 @@ impl Platform {
     ) -> Result<bool, CoreError> {
         let username = crate::names::Username::parse(username)?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(7242001)")
-            .execute(&mut *tx)
-            .await?;
+        store::tenants::lock_bootstrap(&mut tx).await?;
         if store::users::platform_admin_count(&mut *tx).await? > 0 {
             return Ok(false);
         }

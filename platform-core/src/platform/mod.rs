@@ -124,10 +124,7 @@ async fn enforce_quota(
     if quota == crate::quota::Quota::default() {
         return Ok(());
     }
-    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
-        .bind(tenant_id)
-        .execute(&mut *conn)
-        .await?;
+    store::tenants::lock(&mut *conn, tenant_id).await?;
     let (instances, cpu, mem) = store::tenants::usage(conn, tenant_id, except).await?;
     let current = crate::quota::Usage {
         instances: u64::try_from(instances).unwrap_or(0),

@@ -294,3 +294,22 @@ pub async fn usage(
     .fetch_one(conn)
     .await
 }
+
+/// Locks the tenant row for the rest of the transaction (its quota is checked against
+/// a usage no concurrent change can alter meanwhile).
+pub async fn lock(conn: &mut PgConnection, tenant_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(tenant_id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Serializes first-start data (demo data, the first administrator) between control
+/// planes starting at once, for the rest of the transaction.
+pub async fn lock_bootstrap(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(7242001)")
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
