@@ -41,8 +41,9 @@ def api(base, token, method, path, body=None):
         return json.loads(text) if text else None
 
 
-def instance_pids(prefix):
-    """Instance processes whose PAAS_INSTANCE starts with prefix: {pid: (instance, port)}."""
+def instance_pids(prefix, under=None):
+    """Instance processes whose PAAS_INSTANCE starts with prefix (and, given `under`, that
+    work in a directory below it: this run's platform, not another's): {pid: (instance, port)}."""
     found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -55,6 +56,12 @@ def instance_pids(prefix):
             continue
         vars = dict(e.decode(errors="replace").split("=", 1) for e in env if b"=" in e)
         if vars.get("PAAS_INSTANCE", "").startswith(prefix):
+            if under is not None:
+                try:
+                    if not os.readlink(f"/proc/{pid}/cwd").startswith(under):
+                        continue
+                except OSError:
+                    continue
             found[int(pid)] = (vars["PAAS_INSTANCE"], vars.get("PORT"))
     return found
 
@@ -213,7 +220,7 @@ def main():
         instances = api(base, token, "GET", "/api/v1/tenants/acme/applications?environment=dev")
         # bench-0 scaled to 2, the other benches 1, keepalive 1, hello 2
         expected = 2 + (RUNS - 1) + 1 + 2
-        running = len(instance_pids("bench-")) + len(instance_pids("hello-")) + len(instance_pids("keepalive-"))
+        running = sum(len(instance_pids(p, data)) for p in ("bench-", "hello-", "keepalive-"))
         agents = sum(1 for pid in filter(str.isdigit, os.listdir("/proc"))
                      if b"agent\0--name\0node-1" in open(f"/proc/{pid}/cmdline", "rb").read()
                      and data.encode() in open(f"/proc/{pid}/cmdline", "rb").read())
@@ -228,6 +235,13 @@ def main():
         print(f"control plane kill -9 under 200 req/s: {killed['failed']} failed of {killed['ok'] + killed['failed']} (aim 0)")
         print(f"paas up restarted (SIGTERM, start) under 200 req/s: {restarted['failed']} failed of {restarted['ok'] + restarted['failed']} (aim 0)")
         print(f"after restart: {running} instance processes for {expected} wanted, {agents} agent(s) for node-1 (aim {expected} and 1)")
+        if running != expected:
+            names = sorted(v[0] for prefix in ("bench-", "hello-", "keepalive-") for v in instance_pids(prefix, data).values())
+            print(f"  instance processes: {names}")
+            listed = api(base, token, "GET", "/api/v1/tenants/acme/applications?environment=dev")
+            for app in listed["items"]:
+                got = api(base, token, "GET", f"/api/v1/tenants/acme/environments/dev/applications/{app['name']}/instances")
+                print(f"  {app['name']}: " + ", ".join(f"{i['name']} r{i['revision']} {i['phase']}" for i in got["items"]))
         print(f"({len(instances['items'])} applications in acme/dev)")
         # P6, P7 and P8 come from bench_scale.py (run first by bench-runtime.sh); run
         # alone, this script leaves them null, not a guess.
