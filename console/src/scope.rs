@@ -107,13 +107,13 @@ impl FromRequest for AppScope {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let auth = ApiAuth::from_request(req, payload).into_inner();
+        let tenant = TenantScope::from_request(req, payload);
         let named = Named::of(req);
         Box::pin(async move {
-            let ApiAuth(auth) = auth?;
-            let env = named.env.ok_or_else(|| misrouted("env"))?;
-            let app = named.app.ok_or_else(|| misrouted("app"))?;
-            let access = resolve(&auth, named.state, named.tenant).await??;
+            let (Some(env), Some(app)) = (named.env, named.app) else {
+                return Err(misrouted("app"));
+            };
+            let TenantScope { auth, access } = tenant.await?;
             Ok(Self {
                 auth,
                 access,

@@ -101,9 +101,18 @@ pub struct LocalRuntime {
 struct Seen {
     at: std::time::Instant,
     instances: Vec<InstanceRow>,
-    views: HashMap<String, NodeView>,
-    /// Each node's address.
-    addresses: HashMap<String, String>,
+    nodes: NodesSeen,
+}
+
+/// The nodes some instances are on: each as the fencing rules see it, and its address.
+type NodesSeen = HashMap<String, (NodeView, String)>;
+
+/// The nodes `instances` are on, each named once.
+fn node_names<'a>(instances: impl Iterator<Item = &'a InstanceRow>) -> Vec<String> {
+    let mut names: Vec<String> = instances.map(|i| i.node.clone()).collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// How long a [`Seen`] may stand in for a fresh read.
@@ -151,20 +160,11 @@ impl LocalRuntime {
         let instances = store::instances_of(&self.pool, app_id)
             .await
             .map_err(unavailable)?;
-        let mut on: Vec<String> = instances.iter().map(|i| i.node.clone()).collect();
-        on.sort();
-        on.dedup();
-        let rows = store::node_views(&self.pool, Some(&on))
-            .await
-            .map_err(unavailable)?;
+        let nodes = self.nodes_of(&self.pool, &instances).await?;
         Ok(Some(Seen {
             at: std::time::Instant::now(),
             instances,
-            views: rows
-                .iter()
-                .map(|n| (n.name.clone(), node_view(n)))
-                .collect(),
-            addresses: rows.into_iter().map(|n| (n.name, n.address)).collect(),
+            nodes,
         }))
     }
 
@@ -188,16 +188,10 @@ impl LocalRuntime {
     /// The port's view of instances as read: an instance whose node stopped reporting is
     /// `unknown`, with what was last known.
     fn as_instances(&self, seen: &Seen) -> Vec<Instance> {
-        let rows = seen.instances.clone();
-        let nodes: HashMap<String, (NodeView, String)> = seen
-            .views
+        let nodes = &seen.nodes;
+        seen.instances
             .iter()
-            .map(|(name, view)| {
-                let address = seen.addresses.get(name).cloned().unwrap_or_default();
-                (name.clone(), (*view, address))
-            })
-            .collect();
-        rows.into_iter()
+            .cloned()
             .map(|r| {
                 let reported = r.phase;
                 // An instance whose node stopped reporting is unknown, not ready: what is
@@ -293,19 +287,17 @@ impl LocalRuntime {
     }
 
     /// The nodes the workload's instances are on, as the fencing rules see them.
-    async fn views_of<'e>(
+    async fn nodes_of<'e>(
         &self,
         ex: impl sqlx::PgExecutor<'e>,
-        existing: &[InstanceRow],
-    ) -> Result<HashMap<String, NodeView>, RuntimeError> {
-        let mut on: Vec<String> = existing.iter().map(|i| i.node.clone()).collect();
-        on.sort();
-        on.dedup();
-        Ok(store::node_views(ex, Some(&on))
+        instances: &[InstanceRow],
+    ) -> Result<NodesSeen, RuntimeError> {
+        let names = node_names(instances.iter());
+        Ok(store::node_views(ex, Some(&names))
             .await
             .map_err(unavailable)?
-            .iter()
-            .map(|n| (n.name.clone(), node_view(n)))
+            .into_iter()
+            .map(|n| (n.name.clone(), (node_view(&n), n.address)))
             .collect())
     }
 
@@ -316,14 +308,14 @@ impl LocalRuntime {
         &self,
         workload: &Workload,
         existing: &[InstanceRow],
-        views: &HashMap<String, NodeView>,
+        nodes: &NodesSeen,
     ) -> (Vec<Uuid>, Vec<(String, String)>) {
         let stateful = workload.kind == WorkloadKind::Stateful;
         let judged = self.judged();
         let mut lost: Vec<Uuid> = Vec::new();
         let mut waiting: Vec<(String, String)> = Vec::new();
         for i in existing.iter().filter(|i| i.desired == Wanted::Run) {
-            let Some(view) = views.get(&i.node) else {
+            let Some((view, _)) = nodes.get(&i.node) else {
                 continue;
             };
             match fencing::verdict(stateful, &i.node, *view, self.timing, judged) {
@@ -1279,11 +1271,11 @@ impl Runtime for LocalRuntime {
         if !wants_ports
             && let Some(Seen {
                 instances: existing,
-                views,
+                nodes,
                 ..
             }) = seen
         {
-            let (lost, waiting) = self.verdicts(workload, &existing, &views);
+            let (lost, waiting) = self.verdicts(workload, &existing, &nodes);
             if !placing(workload, &existing, &lost)
                 && plan(workload, &existing, lost, waiting, &mut Vec::new()).is_empty()
             {
@@ -1306,9 +1298,9 @@ impl Runtime for LocalRuntime {
         let existing = store::instances_of(&mut *tx, app_id)
             .await
             .map_err(unavailable)?;
-        let views = self.views_of(&mut *tx, &existing).await?;
+        let nodes_seen = self.nodes_of(&mut *tx, &existing).await?;
         let stateful = workload.kind == WorkloadKind::Stateful;
-        let (lost, waiting) = self.verdicts(workload, &existing, &views);
+        let (lost, waiting) = self.verdicts(workload, &existing, &nodes_seen);
         // Every node and its load is read only when something is to be placed: a
         // workload that already has its instances costs a pass two small queries.
         let mut nodes = if placing(workload, &existing, &lost) {
@@ -1483,14 +1475,12 @@ impl Runtime for LocalRuntime {
         let rows = store::instances_of_keys(&self.pool, &named)
             .await
             .map_err(unavailable)?;
-        let mut on: Vec<String> = rows.iter().map(|(_, r)| r.node.clone()).collect();
-        on.sort();
-        on.dedup();
-        let nodes: HashMap<String, store::NodeRow> = store::node_views(&self.pool, Some(&on))
+        let names = node_names(rows.iter().map(|(_, r)| r));
+        let all_nodes: NodesSeen = store::node_views(&self.pool, Some(&names))
             .await
             .map_err(unavailable)?
             .into_iter()
-            .map(|n| (n.name.clone(), n))
+            .map(|n| (n.name.clone(), (node_view(&n), n.address)))
             .collect();
         let at = std::time::Instant::now();
         let mut by_key: Vec<Vec<InstanceRow>> = vec![Vec::new(); keys.len()];
@@ -1501,17 +1491,15 @@ impl Runtime for LocalRuntime {
         }
         let mut all = Vec::with_capacity(keys.len());
         for (key, instances) in keys.iter().zip(by_key) {
-            let mut views = HashMap::new();
-            let mut addresses = HashMap::new();
-            for node in instances.iter().filter_map(|i| nodes.get(&i.node)) {
-                views.insert(node.name.clone(), node_view(node));
-                addresses.insert(node.name.clone(), node.address.clone());
-            }
+            let nodes = instances
+                .iter()
+                .filter_map(|i| all_nodes.get_key_value(&i.node))
+                .map(|(name, node)| (name.clone(), node.clone()))
+                .collect();
             let seen = Seen {
                 at,
-                views,
-                addresses,
                 instances,
+                nodes,
             };
             all.push(self.as_instances(&seen));
             self.remember(key, seen);

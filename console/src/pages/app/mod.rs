@@ -184,7 +184,6 @@ pub async fn app(state: Data<AppState>, scope: PageApp) -> Result<HttpResponse, 
         env,
         app: name,
     } = scope;
-    let _tenant = access.tenant().slug.clone();
     render(
         &app_page(
             &state,
@@ -277,7 +276,6 @@ pub async fn set_secret(
         env,
         app: name,
     } = scope;
-    let _tenant = access.tenant().slug.clone();
     let form = form.into_inner();
     let value = platform_core::sealing::SecretValue::new(form.value);
     let result = state
