@@ -65,6 +65,12 @@ fn bearer_token(req: &ServiceRequest) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
+fn needs_no_caller(path: &str) -> bool {
+    path.starts_with("/internal/")
+        || path.starts_with("/static/")
+        || matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
@@ -82,8 +88,10 @@ pub async fn authenticate(
         )
         .into());
     };
-    // The internal API authenticates agents with its own token.
-    if req.path().starts_with("/internal/") {
+    // The internal API authenticates agents with its own token; probes, metrics and
+    // static assets serve everyone alike, so a session cookie sent along with them is
+    // not looked up.
+    if needs_no_caller(req.path()) {
         return next
             .call(req)
             .await

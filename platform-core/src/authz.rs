@@ -11,21 +11,50 @@ use uuid::Uuid;
 use crate::CoreError;
 use crate::model::{Role, Tenant, TenantMembership};
 
-/// An authenticated user, as loaded from the database for this request.
+/// An authenticated user, as loaded from the database for this request (with their
+/// memberships, in the same statement).
+///
+/// Only the core makes one (`Platform::authenticate` and `Platform::login`): what it
+/// grants, platform administration and tenant memberships, cannot be set from outside,
+/// so a principal is trusted as it is and access is not read a second time.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user_id: Uuid,
     pub username: String,
     pub display_name: String,
-    pub platform_admin: bool,
-    pub memberships: Vec<TenantMembership>,
+    platform_admin: bool,
+    memberships: Vec<TenantMembership>,
     /// The client address, recorded in the audit log.
     pub source_ip: Option<String>,
 }
 
 impl Principal {
+    pub(crate) fn new(
+        user: crate::model::User,
+        memberships: Vec<TenantMembership>,
+        source_ip: Option<String>,
+    ) -> Self {
+        Self {
+            user_id: user.id,
+            username: user.username,
+            display_name: user.display_name,
+            platform_admin: user.platform_admin,
+            memberships,
+            source_ip,
+        }
+    }
+
     pub fn membership(&self, slug: &str) -> Option<&TenantMembership> {
         self.memberships.iter().find(|m| m.slug == slug)
+    }
+
+    /// The tenants the user belongs to, by slug, with their role in each.
+    pub fn memberships(&self) -> &[TenantMembership] {
+        &self.memberships
+    }
+
+    pub fn is_platform_admin(&self) -> bool {
+        self.platform_admin
     }
 
     pub(crate) fn require_platform_admin(&self, action: &'static str) -> Result<(), CoreError> {

@@ -89,6 +89,9 @@ pub struct TenantMembership {
     pub slug: String,
     pub display_name: String,
     pub role: Role,
+    /// When the tenant was created; not part of the membership's API view.
+    #[serde(skip)]
+    pub tenant_created_at: DateTime<Utc>,
 }
 
 /// A member of a tenant, as the tenant's admins see them.

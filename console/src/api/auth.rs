@@ -82,10 +82,10 @@ pub struct Me {
 pub async fn me(auth: ApiAuth) -> Json<Me> {
     let p = auth.0.principal;
     Json(Me {
+        platform_admin: p.is_platform_admin(),
+        tenants: p.memberships().to_vec(),
         id: p.user_id,
         username: p.username,
         display_name: p.display_name,
-        platform_admin: p.platform_admin,
-        tenants: p.memberships,
     })
 }

@@ -22,7 +22,7 @@ use crate::state::AppState;
     responses((status = 200, body = Items<TenantMembership>), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn my_tenants(auth: ApiAuth) -> Json<Items<TenantMembership>> {
-    Json(Items::new(auth.0.principal.memberships))
+    Json(Items::new(auth.0.principal.memberships().to_vec()))
 }
 
 /// One tenant the caller belongs to.

@@ -48,9 +48,9 @@ pub async fn home(req: HttpRequest) -> HttpResponse {
         return see_other("/login");
     };
     let p = &auth.principal;
-    if let Some(first) = p.memberships.first() {
+    if let Some(first) = p.memberships().first() {
         see_other(&format!("/t/{}", first.slug))
-    } else if p.platform_admin {
+    } else if p.is_platform_admin() {
         see_other("/admin/tenants")
     } else {
         PageError::new(

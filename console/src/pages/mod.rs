@@ -64,8 +64,8 @@ impl Layout {
             user: Some(UserNav {
                 username: p.username.clone(),
                 display_name: p.display_name.clone(),
-                platform_admin: p.platform_admin,
-                tenants: p.memberships.clone(),
+                platform_admin: p.is_platform_admin(),
+                tenants: p.memberships().to_vec(),
             }),
             tenant: None,
             active,

@@ -76,7 +76,7 @@ impl Platform {
             .await?
             .ok_or(CoreError::InvalidCredentials)?;
         let roles: BTreeMap<String, String> = principal
-            .memberships
+            .memberships()
             .iter()
             .map(|m| (m.slug.clone(), m.role.as_str().to_owned()))
             .collect();
@@ -231,13 +231,5 @@ pub enum AuthFailure {
 }
 
 fn principal_of(found: store::users::SessionUser, source_ip: Option<&str>) -> Principal {
-    let user = found.user;
-    Principal {
-        user_id: user.id,
-        username: user.username,
-        display_name: user.display_name,
-        platform_admin: user.platform_admin,
-        memberships: found.memberships,
-        source_ip: source_ip.map(str::to_owned),
-    }
+    Principal::new(found.user, found.memberships, source_ip.map(str::to_owned))
 }

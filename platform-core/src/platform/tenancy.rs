@@ -46,20 +46,25 @@ impl Platform {
         principal: &Principal,
         slug: &str,
     ) -> Result<TenantAccess, CoreError> {
-        // Read from the database, not from the principal's cached memberships, so that a
-        // membership removed a moment ago no longer opens the tenant.
-        let not_found = || CoreError::not_found("tenant", slug);
-        let valid = TenantSlug::parse(slug).map_err(|_| not_found())?;
-        let (tenant, role) =
-            store::tenants::membership(&self.pool, valid.as_str(), principal.user_id)
-                .await?
-                .ok_or_else(not_found)?;
-        Ok(TenantAccess::new(tenant, role, principal.clone()))
+        // A principal is loaded from the database for each request (`authenticate`), with
+        // its memberships in the same statement, so they are as current as a second read
+        // here would be. A membership removed a moment ago no longer opens the tenant to
+        // the caller's next request.
+        let m = principal
+            .membership(slug)
+            .ok_or_else(|| CoreError::not_found("tenant", slug))?;
+        let tenant = Tenant {
+            id: m.tenant_id,
+            slug: m.slug.clone(),
+            display_name: m.display_name.clone(),
+            created_at: m.tenant_created_at,
+        };
+        Ok(TenantAccess::new(tenant, m.role, principal.clone()))
     }
 
     /// The tenants the caller belongs to.
     pub fn my_tenants<'p>(&self, principal: &'p Principal) -> &'p [TenantMembership] {
-        &principal.memberships
+        principal.memberships()
     }
 
     /// Every tenant (platform administrators only).

@@ -15,6 +15,7 @@ pub mod users;
 
 use std::time::Duration;
 
+use sqlx::Connection;
 pub use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -30,9 +31,25 @@ pub async fn connect(
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // sqlx pings every connection it hands out: a round trip before each query,
+        // doubling the cost of a short one. Only a connection idle long enough to have
+        // been dropped by the server or a proxy is pinged; one that broke while in use
+        // is already discarded by sqlx.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
 }
+
+/// A pooled connection idle for this long is pinged before it is used again.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Connects to the database at `url` and applies pending migrations.
 pub async fn open(url: &str, max_connections: u32) -> Result<PgPool, OpenError> {

@@ -3,7 +3,7 @@
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::model::{Environment, Member, Role, Tenant, TenantMembership};
+use crate::model::{Environment, Member, Role, Tenant};
 
 pub async fn insert(
     conn: &mut PgConnection,
@@ -35,70 +35,6 @@ pub async fn by_slug<'e>(
         .bind(slug)
         .fetch_optional(ex)
         .await
-}
-
-/// The tenant `slug` with the user's role in it, if they are a member.
-pub async fn membership<'e>(
-    ex: impl PgExecutor<'e>,
-    slug: &str,
-    user_id: Uuid,
-) -> Result<Option<(Tenant, Role)>, sqlx::Error> {
-    let row: Option<(Uuid, String, String, chrono::DateTime<chrono::Utc>, String)> =
-        sqlx::query_as(
-            "SELECT t.id, t.slug, t.display_name, t.created_at, m.role
-         FROM tenants t JOIN memberships m ON m.tenant_id = t.id
-         WHERE t.slug = $1 AND m.user_id = $2",
-        )
-        .bind(slug)
-        .bind(user_id)
-        .fetch_optional(ex)
-        .await?;
-    Ok(row.and_then(|(id, slug, display_name, created_at, role)| {
-        Some((
-            Tenant {
-                id,
-                slug,
-                display_name,
-                created_at,
-            },
-            role.parse().ok()?,
-        ))
-    }))
-}
-
-#[derive(sqlx::FromRow)]
-struct MembershipRow {
-    tenant_id: Uuid,
-    slug: String,
-    display_name: String,
-    role: String,
-}
-
-/// The tenants a user belongs to, with their role in each.
-pub async fn memberships_of<'e>(
-    ex: impl PgExecutor<'e>,
-    user_id: Uuid,
-) -> Result<Vec<TenantMembership>, sqlx::Error> {
-    let rows: Vec<MembershipRow> = sqlx::query_as(
-        "SELECT t.id AS tenant_id, t.slug, t.display_name, m.role
-         FROM memberships m JOIN tenants t ON t.id = m.tenant_id
-         WHERE m.user_id = $1 ORDER BY t.slug",
-    )
-    .bind(user_id)
-    .fetch_all(ex)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| {
-            let role = r.role.parse::<Role>().ok()?;
-            Some(TenantMembership {
-                tenant_id: r.tenant_id,
-                slug: r.slug,
-                display_name: r.display_name,
-                role,
-            })
-        })
-        .collect())
 }
 
 #[derive(sqlx::FromRow)]

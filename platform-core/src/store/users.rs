@@ -136,6 +136,7 @@ struct SessionRow {
     tenant_id: Option<Uuid>,
     slug: Option<String>,
     tenant_name: Option<String>,
+    tenant_created_at: Option<chrono::DateTime<chrono::Utc>>,
     role: Option<String>,
 }
 
@@ -148,7 +149,8 @@ pub async fn session_user<'e>(
     let rows: Vec<SessionRow> = sqlx::query_as(
         "SELECT u.id, u.username, u.display_name, u.platform_admin, u.disabled, u.created_at,
                 EXISTS (SELECT 1 FROM revoked_sessions WHERE jti = $2) AS revoked,
-                t.id AS tenant_id, t.slug, t.display_name AS tenant_name, m.role
+                t.id AS tenant_id, t.slug, t.display_name AS tenant_name,
+                t.created_at AS tenant_created_at, m.role
          FROM users u
          LEFT JOIN memberships m ON m.user_id = u.id
          LEFT JOIN tenants t ON t.id = m.tenant_id
@@ -179,6 +181,7 @@ pub async fn session_user<'e>(
                 slug: r.slug?,
                 display_name: r.tenant_name?,
                 role: r.role?.parse().ok()?,
+                tenant_created_at: r.tenant_created_at?,
             })
         })
         .collect();
