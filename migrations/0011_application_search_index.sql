@@ -5,3 +5,6 @@
 -- makes search case-insensitive.
 DROP INDEX IF EXISTS applications_name_trigrams;
 CREATE INDEX applications_name_search ON applications USING gin (lower(name) gin_trgm_ops) WHERE deleted_at IS NULL;
+-- An application by environment and name, deleted ones included (the runtime observes
+-- and removes what a deleted application left): without it that lookup read the table.
+CREATE INDEX applications_by_environment_name ON applications (environment_id, name);

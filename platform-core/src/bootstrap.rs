@@ -149,29 +149,23 @@ impl Platform {
                 };
                 let spec_json =
                     serde_json::to_value(&spec).map_err(|e| CoreError::Internal(e.to_string()))?;
-                let id = store::apps::insert(
-                    &mut tx,
-                    *acme,
-                    env.id,
-                    "hello",
-                    "A sample static HTTP service.",
-                )
-                .await?;
-                store::apps::insert_revision(
-                    &mut tx,
-                    id,
-                    1,
-                    &spec_json,
-                    &serde_json::json!({}),
-                    dev_user.id,
-                )
-                .await?;
-                system_audit(
-                    &mut tx,
-                    Some(*acme),
-                    "application.create",
-                    "application",
-                    "dev/hello",
+                store::apps::create(
+                    &mut *tx,
+                    store::apps::NewApplication {
+                        tenant_id: *acme,
+                        environment_id: env.id,
+                        environment: &env.name,
+                        name: "hello",
+                        description: "A sample static HTTP service.",
+                        spec: &spec_json,
+                        created_by: dev_user.id,
+                    },
+                    system_record(
+                        Some(*acme),
+                        "application.create",
+                        "application",
+                        "dev/hello",
+                    ),
                 )
                 .await?;
             }
@@ -227,19 +221,26 @@ async fn system_audit(
     kind: &str,
     target: &str,
 ) -> Result<(), CoreError> {
-    store::audit::append(
-        tx,
-        AuditRecord {
-            tenant_id,
-            actor_id: None,
-            actor: "system",
-            action,
-            target_kind: kind,
-            target,
-            details: json!({"reason": "first start"}),
-            source_ip: None,
-        },
-    )
-    .await
-    .map_err(CoreError::from)
+    store::audit::append(tx, system_record(tenant_id, action, kind, target))
+        .await
+        .map_err(CoreError::from)
+}
+
+/// An audit record of the first start, done by the system.
+fn system_record<'a>(
+    tenant_id: Option<uuid::Uuid>,
+    action: &'a str,
+    kind: &'a str,
+    target: &'a str,
+) -> AuditRecord<'a> {
+    AuditRecord {
+        tenant_id,
+        actor_id: None,
+        actor: "system",
+        action,
+        target_kind: kind,
+        target,
+        details: json!({"reason": "first start"}),
+        source_ip: None,
+    }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{Audit, Platform, enforce_quota, record};
+use super::{Audit, Platform, audit_record, enforce_quota, enforce_quota_of, quota_of, record};
 use crate::authz::{Permission, TenantAccess};
 use crate::error::conflict_on_unique;
 use crate::manifest::{Applied, Manifest};
@@ -10,7 +10,7 @@ use crate::model::{
     AppEvent, Application, ApplicationDetail, Environment, Revision, RunState, desired_replicas,
 };
 use crate::names::{AppName, EnvName};
-use crate::quota::Usage;
+use crate::quota::{Quota, Usage};
 use crate::runtime::{Instance, WorkloadKey};
 use crate::spec::AppSpec;
 use crate::store::apps::RevisionRow;
@@ -108,9 +108,14 @@ impl Platform {
     ) -> Result<ApplicationDetail, CoreError> {
         input.spec.validate()?;
         self.check_package(access, &input.spec).await?;
-        let env = self
-            .environment_for_change(access, input.environment.as_str())
-            .await?;
+        // The tenant's quota is read beside the environment, before the transaction; it
+        // is enforced inside it, under the tenant's lock, when there is one.
+        let (env, quota) = futures_util::try_join!(
+            self.environment_for_change(access, input.environment.as_str()),
+            async {
+                Ok::<_, CoreError>(store::tenants::quota(&self.pool, access.tenant().id).await?)
+            },
+        )?;
         self.preflight(&env, &input.spec)?;
         access.require(
             Permission::ChangeApps {
@@ -121,18 +126,27 @@ impl Platform {
         let tenant_id = access.tenant().id;
         let spec_json =
             serde_json::to_value(&input.spec).map_err(|e| CoreError::Internal(e.to_string()))?;
-        let mut tx = self.pool.begin().await?;
-        let demand = Usage::of(&input.spec, input.spec.replicas);
-        enforce_quota(&mut tx, tenant_id, None, demand).await?;
-        let id = store::apps::insert(
-            &mut tx,
+        let target = format!("{}/{}", env.name, input.name);
+        let new = store::apps::NewApplication {
             tenant_id,
-            env.id,
-            input.name.as_str(),
-            &input.description,
-        )
-        .await
-        .map_err(|e| {
+            environment_id: env.id,
+            environment: &env.name,
+            name: input.name.as_str(),
+            description: &input.description,
+            spec: &spec_json,
+            created_by: access.principal().user_id,
+        };
+        let audit = audit_record(
+            access.principal(),
+            Audit {
+                tenant_id: Some(tenant_id),
+                action: "application.create",
+                target_kind: "application",
+                target: &target,
+                details: json!({"revision": 1, "spec": spec_json}),
+            },
+        );
+        let taken = |e| {
             conflict_on_unique(
                 e,
                 "name",
@@ -141,34 +155,22 @@ impl Platform {
                     input.name, env.name
                 ),
             )
-        })?;
-        store::apps::insert_revision(
-            &mut tx,
-            id,
-            1,
-            &spec_json,
-            &json!({}),
-            access.principal().user_id,
-        )
-        .await?;
-        record(
-            &mut tx,
-            access.principal(),
-            Audit {
-                tenant_id: Some(tenant_id),
-                action: "application.create",
-                target_kind: "application",
-                target: &format!("{}/{}", env.name, input.name),
-                details: json!({"revision": 1, "spec": spec_json}),
-            },
-        )
-        .await?;
-        let application = store::apps::find(&mut *tx, tenant_id, &env.name, input.name.as_str())
-            .await?
-            .ok_or_else(|| {
-                CoreError::Internal("application vanished inside its own transaction".into())
-            })?;
-        tx.commit().await?;
+        };
+        let application = if quota_of(&quota) == Quota::default() {
+            // No quota to hold: one statement, committed on its own.
+            store::apps::create(&self.pool, new, audit)
+                .await
+                .map_err(taken)?
+        } else {
+            let mut tx = self.pool.begin().await?;
+            let demand = Usage::of(&input.spec, input.spec.replicas);
+            enforce_quota_of(&mut tx, quota, tenant_id, None, demand).await?;
+            let application = store::apps::create(&mut *tx, new, audit)
+                .await
+                .map_err(taken)?;
+            tx.commit().await?;
+            application
+        };
         Ok(ApplicationDetail {
             application,
             spec: input.spec,

@@ -116,11 +116,27 @@ async fn enforce_quota(
     demand: crate::quota::Usage,
 ) -> Result<(), CoreError> {
     let q = store::tenants::quota(&mut *conn, tenant_id).await?;
-    let quota = crate::quota::Quota {
+    enforce_quota_of(conn, q, tenant_id, except, demand).await
+}
+
+/// The quota a stored row sets; the default (no limit) when it sets none.
+fn quota_of(q: &store::tenants::QuotaRow) -> crate::quota::Quota {
+    crate::quota::Quota {
         max_instances: q.max_instances.and_then(|v| u32::try_from(v).ok()),
         max_cpu_millis: q.max_cpu_millis.and_then(|v| u32::try_from(v).ok()),
         max_memory_mib: q.max_memory_mib.and_then(|v| u32::try_from(v).ok()),
-    };
+    }
+}
+
+/// [`enforce_quota`] with the tenant's quota already read.
+async fn enforce_quota_of(
+    conn: &mut PgConnection,
+    q: store::tenants::QuotaRow,
+    tenant_id: Uuid,
+    except: Option<Uuid>,
+    demand: crate::quota::Usage,
+) -> Result<(), CoreError> {
+    let quota = quota_of(&q);
     if quota == crate::quota::Quota::default() {
         return Ok(());
     }
@@ -142,19 +158,21 @@ async fn record(
     actor: &Principal,
     audit: Audit<'_>,
 ) -> Result<(), CoreError> {
-    store::audit::append(
-        conn,
-        AuditRecord {
-            tenant_id: audit.tenant_id,
-            actor_id: Some(actor.user_id),
-            actor: &actor.username,
-            action: audit.action,
-            target_kind: audit.target_kind,
-            target: audit.target,
-            details: audit.details,
-            source_ip: actor.source_ip.as_deref(),
-        },
-    )
-    .await
-    .map_err(CoreError::from)
+    store::audit::append(conn, audit_record(actor, audit))
+        .await
+        .map_err(CoreError::from)
+}
+
+/// The audit record of `audit`, done by `actor`.
+fn audit_record<'a>(actor: &'a Principal, audit: Audit<'a>) -> AuditRecord<'a> {
+    AuditRecord {
+        tenant_id: audit.tenant_id,
+        actor_id: Some(actor.user_id),
+        actor: &actor.username,
+        action: audit.action,
+        target_kind: audit.target_kind,
+        target: audit.target,
+        details: audit.details,
+        source_ip: actor.source_ip.as_deref(),
+    }
 }

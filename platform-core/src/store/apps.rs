@@ -4,29 +4,65 @@ use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::model::Application;
+use crate::store::audit::AuditRecord;
 
 const APP_COLUMNS: &str = "a.id, a.tenant_id, e.name AS environment, a.name, a.description, a.current_revision, a.run_state, a.replicas AS scaled_replicas, a.created_at, a.updated_at";
 
-pub async fn insert(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    environment_id: Uuid,
-    name: &str,
-    description: &str,
-) -> Result<Uuid, sqlx::Error> {
-    let id = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO applications (id, tenant_id, environment_id, name, description, current_revision)
-         VALUES ($1, $2, $3, $4, $5, 1)",
+/// A new application with its first revision, in one statement.
+#[derive(Debug)]
+pub struct NewApplication<'a> {
+    pub tenant_id: Uuid,
+    pub environment_id: Uuid,
+    /// The environment's name, as the returned application carries it.
+    pub environment: &'a str,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub spec: &'a serde_json::Value,
+    pub created_by: Uuid,
+}
+
+/// Inserts an application, its revision 1 (with no secrets) and the audit record of
+/// its creation, and returns it. One statement, so one round trip and, outside a
+/// transaction, one commit: creating an application is on the onboarding path.
+pub async fn create<'e>(
+    ex: impl PgExecutor<'e>,
+    new: NewApplication<'_>,
+    audit: AuditRecord<'_>,
+) -> Result<Application, sqlx::Error> {
+    sqlx::query_as(
+        "WITH a AS (
+             INSERT INTO applications (id, tenant_id, environment_id, name, description, current_revision)
+             VALUES ($1, $2, $3, $4, $5, 1)
+             RETURNING *
+         ), r AS (
+             INSERT INTO revisions (application_id, number, spec, secrets, created_by)
+             SELECT id, 1, $6, '{}'::jsonb, $7 FROM a
+         ), l AS (
+             INSERT INTO audit_log (tenant_id, actor_id, actor, action, target_kind, target, details, source_ip)
+             SELECT $9, $10, $11, $12, $13, $14, $15, $16 FROM a
+         )
+         SELECT a.id, a.tenant_id, $8::text AS environment, a.name, a.description, a.current_revision,
+                a.run_state, a.replicas AS scaled_replicas, a.created_at, a.updated_at
+         FROM a",
     )
-    .bind(id)
-    .bind(tenant_id)
-    .bind(environment_id)
-    .bind(name)
-    .bind(description)
-    .execute(conn)
-    .await?;
-    Ok(id)
+    .bind(Uuid::new_v4())
+    .bind(new.tenant_id)
+    .bind(new.environment_id)
+    .bind(new.name)
+    .bind(new.description)
+    .bind(new.spec)
+    .bind(new.created_by)
+    .bind(new.environment)
+    .bind(audit.tenant_id)
+    .bind(audit.actor_id)
+    .bind(audit.actor)
+    .bind(audit.action)
+    .bind(audit.target_kind)
+    .bind(audit.target)
+    .bind(audit.details)
+    .bind(audit.source_ip)
+    .fetch_one(ex)
+    .await
 }
 
 /// Live applications of a tenant, optionally of one environment.

@@ -1,7 +1,7 @@
 //! What the reconciler reads of every application, and application events.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 pub async fn append_event(
@@ -102,22 +102,27 @@ pub async fn desired<'e>(
     runtime: Option<&str>,
     applications: Option<&[Uuid]>,
 ) -> Result<Vec<DesiredRow>, sqlx::Error> {
-    sqlx::query_as(
+    // Only the conditions given are in the statement: a generic plan of "$2 IS NULL OR
+    // a.id = ANY($2)" cannot use the primary key and reads every application.
+    let mut sql = QueryBuilder::<Postgres>::new(
         "SELECT a.id AS application_id, t.slug AS tenant, e.name AS environment, a.name AS app, a.current_revision AS revision,
                 r.spec, a.run_state, a.deleted_at IS NOT NULL AS deleted, a.replicas, e.runtime
          FROM applications a
          JOIN environments e ON e.id = a.environment_id
          JOIN tenants t ON t.id = a.tenant_id
          JOIN revisions r ON r.application_id = a.id AND r.number = a.current_revision
-         WHERE (a.deleted_at IS NULL OR a.released_at IS NULL)
-           AND ($1::text IS NULL OR e.runtime = $1)
-           AND ($2::uuid[] IS NULL OR a.id = ANY($2))
-         ORDER BY a.id",
-    )
-    .bind(runtime)
-    .bind(applications)
-    .fetch_all(ex)
-    .await
+         WHERE (a.deleted_at IS NULL OR a.released_at IS NULL)",
+    );
+    if let Some(runtime) = runtime {
+        sql.push(" AND e.runtime = ").push_bind(runtime);
+    }
+    if let Some(applications) = applications {
+        sql.push(" AND a.id = ANY(")
+            .push_bind(applications)
+            .push(")");
+    }
+    sql.push(" ORDER BY a.id");
+    sql.build_query_as().fetch_all(ex).await
 }
 /// Asks every control plane to reconcile the application now (delivered at commit when
 /// `ex` is in a transaction).
