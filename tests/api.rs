@@ -564,6 +564,15 @@ async fn the_application_list_comes_in_pages_in_name_order_and_can_be_searched(p
         .await;
     assert_eq!(names(&found), ["web-a.dev", "web-b.dev"]);
     assert!(found["next"].is_null());
+    // Search ignores case, and `%` or `_` in it are plain characters.
+    let (_, found) = dev
+        .get("/api/v1/tenants/acme/applications?search=WEB-A")
+        .await;
+    assert_eq!(names(&found), ["web-a.dev", "web-a.test"]);
+    let (_, found) = dev
+        .get("/api/v1/tenants/acme/applications?search=web_a")
+        .await;
+    assert_eq!(names(&found), Vec::<String>::new());
     // A cursor that no page gave is a field error.
     let (status, body) = dev
         .get("/api/v1/tenants/acme/applications?after=nonsense")

@@ -21,7 +21,7 @@ use crate::state::AppState;
 pub struct ListQuery {
     /// Only applications of this environment.
     pub environment: Option<String>,
-    /// Only applications whose name contains this.
+    /// Only applications whose name contains this, ignoring case.
     pub search: Option<String>,
     /// Where the page starts: the `next` of the previous page.
     pub after: Option<String>,

@@ -842,14 +842,16 @@ fn instance_config(
         timeout: Duration::from_millis(u64::from(check.timeout_ms)),
         failure_threshold: check.failure_threshold,
         success_threshold: check.success_threshold,
+        until_ready: None,
     };
     // An instance with a port and no readiness check is ready once the port accepts.
     let readiness = match (&spec.health.readiness, port) {
         (Some(check), _) => Some(probe(check)),
         (None, Some(_)) => Some(Probe {
             // A local connect is cheap: check often so the instance is ready the moment
-            // it listens.
+            // it listens, and more often still while it starts.
             period: Duration::from_millis(50),
+            until_ready: Some(Duration::from_millis(10)),
             ..Probe::new(ProbeTarget::Tcp)
         }),
         (None, None) => None,

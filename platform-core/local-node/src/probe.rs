@@ -24,6 +24,10 @@ pub struct Probe {
     pub failure_threshold: u32,
     /// Consecutive successes that flip it to passing.
     pub success_threshold: u32,
+    /// A shorter period used until the probe first passes, so that a starting instance
+    /// is ready the moment it serves, without probing that often for its whole life.
+    #[serde(default)]
+    pub until_ready: Option<Duration>,
 }
 
 impl Probe {
@@ -37,6 +41,7 @@ impl Probe {
             timeout: Duration::from_secs(1),
             failure_threshold: 3,
             success_threshold: 1,
+            until_ready: None,
         }
     }
 

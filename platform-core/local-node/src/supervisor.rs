@@ -589,7 +589,19 @@ async fn watch_run(
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval
     };
-    let mut readiness_tick = tick(&config.readiness);
+    // Until the instance is first ready, its readiness probe may run more often.
+    let mut starting = config.readiness.as_ref().and_then(|p| p.until_ready);
+    let mut readiness_tick = match (&config.readiness, starting) {
+        (Some(probe), Some(fast)) => {
+            let mut interval = tokio::time::interval_at(
+                started + probe.initial_delay,
+                fast.max(Duration::from_millis(5)),
+            );
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        }
+        _ => tick(&config.readiness),
+    };
     let mut liveness_tick = tick(&config.liveness);
     let mut usage_tick = tokio::time::interval(Duration::from_secs(5));
     let mut sampler = child
@@ -610,6 +622,13 @@ async fn watch_run(
                     let result = probe.check(http, port).await;
                     readiness.record(probe, result);
                     let ready = readiness.passing();
+                    if ready && starting.take().is_some() {
+                        readiness_tick = tokio::time::interval_at(
+                            tokio::time::Instant::now() + probe.period,
+                            probe.period.max(Duration::from_millis(50)),
+                        );
+                        readiness_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
                     let waiting = readiness.last_error.clone().map(|e| format!("not ready: {e}"));
                     update(tx, |s| {
                         s.ready = ready;

@@ -177,6 +177,42 @@ async fn a_health_check_that_never_passes_keeps_the_instance_unready_with_the_re
 }
 
 #[tokio::test]
+async fn a_starting_instance_is_probed_often_until_ready_then_at_its_period() {
+    // The test holds the port and counts the probe's connections.
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => panic!("bind: {e}"),
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let connects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connects.clone();
+    let acceptor = tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let mut cfg = config("until-ready", "sleep", &["30"]);
+    cfg.port = Some(port);
+    cfg.readiness = Some(Probe {
+        period: Duration::from_secs(5),
+        until_ready: Some(Duration::from_millis(10)),
+        ..Probe::new(ProbeTarget::Tcp)
+    });
+    let instance = Supervised::start(cfg);
+    wait_until(&instance, "ready", |s| s.ready).await;
+    let at_ready = connects.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = connects.load(std::sync::atomic::Ordering::SeqCst);
+    // At the starting cadence, 600 ms would have brought about 60 more.
+    assert!(
+        after - at_ready <= 1,
+        "{at_ready} connects at ready, {after} after"
+    );
+    instance.stop().await;
+    acceptor.abort();
+}
+
+#[tokio::test]
 async fn a_failing_liveness_probe_restarts_the_process() {
     let port = free_port();
     let mut cfg = config("liveness", "sleep", &["30"]);
