@@ -559,3 +559,79 @@ async fn hostile_bodies_never_produce_a_5xx(pool: PgPool) {
         assert!(status.is_client_error(), "{path} -> {status}");
     }
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_login_follows_only_a_same_origin_next_and_never_answers_500(pool: PgPool) {
+    let server = start(pool).await;
+    // Values a browser would resolve to another host, or a header cannot carry.
+    for (next, expected) in [
+        ("/\t/evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("/t/acme\r\nSet-Cookie: stolen=1", "/"),
+        ("/t/acme/apps", "/t/acme/apps"),
+    ] {
+        // A visitor without a session each time.
+        let http = must(
+            reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build(),
+        );
+        let page = must(
+            must(http.get(server.url("/login")).send().await)
+                .text()
+                .await,
+        );
+        let csrf = support::hidden_csrf(&page);
+        let response = must(
+            http.post(server.url("/login"))
+                .form(&[
+                    ("username", "dev"),
+                    ("password", server.password("dev")),
+                    ("_csrf", csrf.as_str()),
+                    ("next", next),
+                ])
+                .send()
+                .await,
+        );
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next:?}");
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(location, expected, "{next:?}");
+        assert!(
+            response
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .all(|c| { !c.to_str().unwrap_or_default().contains("stolen") })
+        );
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_nul_character_in_a_query_parameter_is_refused_by_name(pool: PgPool) {
+    let server = start(pool).await;
+    let dev = server.api("dev").await;
+    let (status, body) = dev
+        .get("/api/v1/tenants/acme/applications?environment=dev%00x")
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("environment")),
+        "{body}"
+    );
+    let browser = server.browser("dev").await;
+    for path in [
+        "/t/acme/apps?environment=%00",
+        "/t/acme/apps?q=a%00b",
+        "/t/acme/audit?actor=%00",
+    ] {
+        let (status, page) = browser.get(path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(page.contains("NUL"), "{path}: {page}");
+    }
+}

@@ -59,6 +59,7 @@ pub fn app(
         .route("/static/{file}", web::get().to(asset))
         .default_service(web::to(fallback))
         .wrap(from_fn(session::authenticate))
+        .wrap(from_fn(refuse_unstorable_query))
         .wrap(from_fn(api_error_bodies))
         .wrap(from_fn(metrics::track))
         .wrap(
@@ -84,6 +85,30 @@ async fn fallback(req: HttpRequest) -> HttpResponse {
     } else {
         PageError::not_found().error_response()
     }
+}
+
+/// Refuses a query parameter PostgreSQL could not hold (a NUL character), naming it,
+/// before any handler or database sees it.
+async fn refuse_unstorable_query(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let bad = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        .map(|(k, _)| k.replace('\0', "\\0"));
+    let Some(name) = bad else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    };
+    let message = format!("{name}: must not contain a NUL character");
+    let response = if req.path().starts_with("/api/") {
+        ApiError::field(name, "must not contain a NUL character").error_response()
+    } else {
+        PageError::new(StatusCode::BAD_REQUEST, "Bad request", message).error_response()
+    };
+    Ok(req.into_response(response).map_into_right_body())
 }
 
 /// Makes sure every API error carries the error body, including the ones actix-web

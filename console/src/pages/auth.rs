@@ -29,17 +29,22 @@ struct LoginPage {
 
 /// Only same-site paths are followed after login, never another origin.
 fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.contains('\\')
-                && !n.starts_with("/login") =>
-        {
-            n.to_owned()
+    // Resolved the way a browser resolves a `Location` (the WHATWG URL parser drops tabs
+    // and newlines, so "/<TAB>/evil.example" is "//evil.example", another host), and
+    // kept only if it stays on this origin. Control characters anywhere refuse it.
+    let base = url::Url::parse("http://console.invalid/").ok();
+    let same_origin = |n: &str| -> Option<String> {
+        if !n.starts_with('/') || n.chars().any(char::is_control) {
+            return None;
         }
-        _ => "/".to_owned(),
-    }
+        let base = base.as_ref()?;
+        let resolved = base.join(n).ok()?;
+        if resolved.origin() != base.origin() || resolved.path().starts_with("/login") {
+            return None;
+        }
+        Some(resolved[url::Position::BeforePath..].to_owned())
+    };
+    next.and_then(same_origin).unwrap_or_else(|| "/".to_owned())
 }
 
 /// `/`: the user's first tenant, the platform pages for an admin without one.
@@ -218,6 +223,19 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example")), "/");
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        // What browsers resolve to another host, or a header cannot carry.
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/\n/evil.example")), "/");
+        assert_eq!(safe_next(Some("/t/acme\r\nSet-Cookie: x=1")), "/");
+        assert_eq!(safe_next(Some("/t/acme\0")), "/");
+        assert_eq!(safe_next(Some(" //evil.example")), "/");
+        assert_eq!(safe_next(Some("/%2F/evil.example")), "/%2F/evil.example");
+        // Normalised: dot segments go, the query stays.
+        assert_eq!(safe_next(Some("/t/../login")), "/");
+        assert_eq!(
+            safe_next(Some("/t/acme/../acme/apps?q=a b")),
+            "/t/acme/apps?q=a%20b"
+        );
         assert_eq!(safe_next(None), "/");
     }
 }
