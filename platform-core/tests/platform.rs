@@ -7,7 +7,9 @@ use platform_core::auth::TokenConfig;
 use platform_core::authz::Principal;
 use platform_core::model::{AuditFilter, Role};
 use platform_core::names::{AppName, DisplayName, EnvName, Password, TenantSlug, Username};
-use platform_core::platform::{NewApplication, NewEnvironment, NewTenant, NewUser, Session};
+use platform_core::platform::{
+    AuthFailure, NewApplication, NewEnvironment, NewTenant, NewUser, Session,
+};
 use platform_core::spec::AppSpec;
 use platform_core::{CoreError, Platform};
 use sqlx::PgPool;
@@ -305,9 +307,13 @@ async fn removing_a_member_closes_the_tenant_to_them_at_once(pool: PgPool) {
     let tom = world.login("tom").await;
     let acme = must(world.platform.tenant(&tom, "acme").await);
     must(world.platform.remove_member(&acme, "alice").await);
-    // Her next request loads her principal afresh: acme is gone from it, though her
-    // token (issued while she was a member) still names it.
-    let (alice, _) = must(world.platform.authenticate(&alice.token, None).await);
+    // The sessions she had end with the membership (their tokens name her roles).
+    assert!(matches!(
+        world.platform.authenticate(&alice.token, None).await,
+        Err(AuthFailure::Superseded)
+    ));
+    // Signed in again, her principal no longer holds acme.
+    let alice = world.login("alice").await;
     assert!(alice.membership("acme").is_none());
     assert!(matches!(
         world.platform.tenant(&alice, "acme").await,
@@ -333,10 +339,16 @@ async fn login_fails_alike_for_unknown_users_wrong_passwords_and_disabled_accoun
         p.login("alice", PASSWORD, None).await,
         Err(CoreError::InvalidCredentials)
     ));
-    // The disabled user's existing token stops working too.
+    // The disabled user's existing token stops working too, and re-enabling the account
+    // does not bring it back; a new login works.
     assert!(p.authenticate(&session.token, None).await.is_err());
     must(p.set_user_disabled(&world.admin, "alice", false).await);
-    assert!(p.authenticate(&session.token, None).await.is_ok());
+    assert!(matches!(
+        p.authenticate(&session.token, None).await,
+        Err(AuthFailure::Superseded)
+    ));
+    let again = world.session("alice").await;
+    assert!(p.authenticate(&again.token, None).await.is_ok());
 }
 
 #[sqlx::test(migrations = "../migrations")]

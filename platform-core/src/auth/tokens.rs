@@ -71,6 +71,10 @@ pub struct Claims {
     /// The anti-CSRF token bound to this session; browser requests that change state
     /// must echo it.
     pub csrf: String,
+    /// The user's session generation when the token was issued; a token of an older
+    /// generation is refused (see `Platform::authenticate`).
+    #[serde(default, rename = "gen")]
+    pub generation: i32,
 }
 
 /// Why a token was refused. Never shown to the client in detail (it gets a plain 401);
@@ -204,6 +208,7 @@ impl TokenService {
         username: &str,
         roles: BTreeMap<String, String>,
         platform_admin: bool,
+        generation: i32,
     ) -> Result<IssuedToken, CoreError> {
         let now = Utc::now().timestamp();
         let ttl = i64::try_from(self.config.ttl.as_secs()).unwrap_or(3600);
@@ -219,6 +224,7 @@ impl TokenService {
             roles,
             platform_admin,
             csrf: random_token(),
+            generation,
         };
         let key = {
             let ring = self

@@ -71,7 +71,7 @@ impl Platform {
                 return Err(CoreError::InvalidCredentials);
             }
         };
-        let principal = self
+        let (principal, generation) = self
             .load_principal(user.id, source_ip)
             .await?
             .ok_or(CoreError::InvalidCredentials)?;
@@ -82,7 +82,13 @@ impl Platform {
             .collect();
         let IssuedToken { token, claims } = self
             .tokens
-            .issue(user.id, &user.username, roles, user.platform_admin)
+            .issue(
+                user.id,
+                &user.username,
+                roles,
+                principal.is_platform_admin(),
+                generation,
+            )
             .await?;
         let mut tx = self.pool.begin().await?;
         record(
@@ -132,6 +138,9 @@ impl Platform {
         if found.user.disabled {
             return Err(AuthFailure::UserGone);
         }
+        if found.generation != claims.generation {
+            return Err(AuthFailure::Superseded);
+        }
         Ok((principal_of(found, source_ip), claims))
     }
 
@@ -139,12 +148,13 @@ impl Platform {
         &self,
         user_id: Uuid,
         source_ip: Option<&str>,
-    ) -> Result<Option<Principal>, CoreError> {
+    ) -> Result<Option<(Principal, i32)>, CoreError> {
         // No session yet: no jti can be revoked.
         let found = store::users::session_user(&self.pool, user_id, "").await?;
-        Ok(found
-            .filter(|f| !f.user.disabled)
-            .map(|f| principal_of(f, source_ip)))
+        Ok(found.filter(|f| !f.user.disabled).map(|f| {
+            let generation = f.generation;
+            (principal_of(f, source_ip), generation)
+        }))
     }
 
     /// Ends a session: its token is refused from now on, even before it expires.
@@ -226,6 +236,10 @@ pub enum AuthFailure {
     UserGone,
     #[error("the session was ended by a logout")]
     LoggedOut,
+    #[error(
+        "the session was ended by a change to the account (disabled, new password or a membership removed)"
+    )]
+    Superseded,
     #[error(transparent)]
     Core(CoreError),
 }

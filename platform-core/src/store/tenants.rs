@@ -106,7 +106,12 @@ pub async fn remove_member(
     tenant_id: Uuid,
     user_id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+    // The user's sessions end with the membership (their tokens name their roles).
+    let done = sqlx::query(
+        "WITH gone AS (DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2 RETURNING user_id)
+         UPDATE users SET session_generation = session_generation + 1
+         WHERE id IN (SELECT user_id FROM gone)",
+    )
         .bind(tenant_id)
         .bind(user_id)
         .execute(conn)

@@ -94,12 +94,18 @@ pub async fn set_disabled(
     id: Uuid,
     disabled: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE users SET disabled = $2 WHERE id = $1")
-        .bind(id)
-        .bind(disabled)
-        .execute(conn)
-        .await
-        .map(|_| ())
+    // Disabling ends every session issued so far, for good: re-enabling does not bring
+    // them back.
+    sqlx::query(
+        "UPDATE users SET disabled = $2,
+                session_generation = session_generation + CASE WHEN $2 THEN 1 ELSE 0 END
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(disabled)
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 pub async fn set_password(
@@ -107,12 +113,16 @@ pub async fn set_password(
     id: Uuid,
     password_hash: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-        .bind(id)
-        .bind(password_hash)
-        .execute(conn)
-        .await
-        .map(|_| ())
+    // A new password ends every session issued with the old one.
+    sqlx::query(
+        "UPDATE users SET password_hash = $2, session_generation = session_generation + 1
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(password_hash)
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 /// What a request's credentials come to, read in one statement: the user, whether the
@@ -121,6 +131,8 @@ pub async fn set_password(
 pub struct SessionUser {
     pub user: User,
     pub revoked: bool,
+    /// The user's session generation: a token of another generation is refused.
+    pub generation: i32,
     pub memberships: Vec<crate::model::TenantMembership>,
 }
 
@@ -133,6 +145,7 @@ struct SessionRow {
     disabled: bool,
     created_at: chrono::DateTime<chrono::Utc>,
     revoked: bool,
+    session_generation: i32,
     tenant_id: Option<Uuid>,
     slug: Option<String>,
     tenant_name: Option<String>,
@@ -148,7 +161,7 @@ pub async fn session_user<'e>(
 ) -> Result<Option<SessionUser>, sqlx::Error> {
     let rows: Vec<SessionRow> = sqlx::query_as(
         "SELECT u.id, u.username, u.display_name, u.platform_admin, u.disabled, u.created_at,
-                EXISTS (SELECT 1 FROM revoked_sessions WHERE jti = $2) AS revoked,
+                EXISTS (SELECT 1 FROM revoked_sessions WHERE jti = $2) AS revoked, u.session_generation,
                 t.id AS tenant_id, t.slug, t.display_name AS tenant_name,
                 t.created_at AS tenant_created_at, m.role
          FROM users u
@@ -173,6 +186,7 @@ pub async fn session_user<'e>(
         created_at: first.created_at,
     };
     let revoked = first.revoked;
+    let generation = first.session_generation;
     let memberships = rows
         .into_iter()
         .filter_map(|r| {
@@ -188,6 +202,7 @@ pub async fn session_user<'e>(
     Ok(Some(SessionUser {
         user,
         revoked,
+        generation,
         memberships,
     }))
 }
