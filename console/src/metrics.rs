@@ -28,6 +28,24 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
+/// A method's label: the standard methods by name, any other as `other`, so that a
+/// client cannot create series by inventing method names.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// Counts and times requests, labelled by route pattern (never by raw path, which
 /// would let clients create unbounded series).
 pub async fn track(
@@ -35,7 +53,7 @@ pub async fn track(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_owned();
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
@@ -46,4 +64,20 @@ pub async fn track(
     metrics::histogram!("paas_http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::method_label;
+    use actix_web::http::Method;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        for name in ["FOO", "XYZZY1", "get"] {
+            let method = Method::from_bytes(name.as_bytes()).unwrap_or(Method::GET);
+            assert_eq!(method_label(&method), "other", "{name}");
+        }
+    }
 }
