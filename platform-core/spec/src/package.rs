@@ -20,6 +20,12 @@ pub const MAX_ARCHIVE_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_UNPACKED_BYTES: u64 = 512 * 1024 * 1024;
 /// The most entries an archive may hold.
 pub const MAX_ENTRIES: usize = 20_000;
+/// The most components a path in an archive may have: unpacking a path costs work per
+/// component, and a 136-byte archive holding one file 2,000 directories deep cost the
+/// agent a minute of CPU at every start.
+pub const MAX_PATH_DEPTH: usize = 32;
+/// The longest path in an archive, in bytes.
+pub const MAX_PATH_BYTES: usize = 1024;
 
 /// `sha256:<64 lowercase hex digits>`.
 pub fn digest_of(bytes: &[u8]) -> String {
@@ -102,6 +108,12 @@ fn walk(bytes: &[u8], dest: Option<&Path>) -> Result<Summary, InvalidArchive> {
         }
         let path: PathBuf = entry.path().map_err(not_tar)?.into_owned();
         let shown = path.display().to_string();
+        if let Err(why) = within_bounds(&path) {
+            return Err(InvalidArchive(format!(
+                "entry '{}…' {why}",
+                shown.chars().take(80).collect::<String>()
+            )));
+        }
         if !is_contained(&path) {
             return Err(InvalidArchive(format!(
                 "entry '{shown}' is not a relative path inside the archive"
@@ -115,6 +127,11 @@ fn walk(bytes: &[u8], dest: Option<&Path>) -> Result<Summary, InvalidArchive> {
                 .map(|t| t.into_owned())
                 .unwrap_or_default();
             let resolved = path.parent().unwrap_or(Path::new("")).join(&target);
+            if within_bounds(&target).is_err() || within_bounds(&resolved).is_err() {
+                return Err(InvalidArchive(format!(
+                    "link '{shown}' points too deep or too far"
+                )));
+            }
             if target.is_absolute() || !is_contained(&resolved) {
                 return Err(InvalidArchive(format!(
                     "link '{shown}' points outside the archive"
@@ -158,6 +175,17 @@ fn walk(bytes: &[u8], dest: Option<&Path>) -> Result<Summary, InvalidArchive> {
         ));
     }
     Ok(summary)
+}
+
+/// Refuses a path deeper or longer than an archive may hold, saying which.
+fn within_bounds(path: &Path) -> Result<(), String> {
+    if path.as_os_str().len() > MAX_PATH_BYTES {
+        return Err(format!("is longer than {MAX_PATH_BYTES} bytes"));
+    }
+    if path.components().count() > MAX_PATH_DEPTH {
+        return Err(format!("is more than {MAX_PATH_DEPTH} directories deep"));
+    }
+    Ok(())
 }
 
 /// A relative path that never climbs above its root.
@@ -253,6 +281,12 @@ mod tests {
             &archive(&[("/etc/passwd", b"x")], false),
             "not a relative path",
         );
+        let deep = format!("{}f", "d/".repeat(MAX_PATH_DEPTH));
+        refused(&archive(&[(&deep, b"x")], true), "directories deep");
+        let fits = format!("{}f", "d/".repeat(MAX_PATH_DEPTH - 1));
+        assert!(inspect(&archive(&[(&fits, b"x")], true)).is_ok());
+        assert!(within_bounds(Path::new(&"n".repeat(MAX_PATH_BYTES + 1))).is_err());
+        assert!(within_bounds(Path::new(&"n".repeat(MAX_PATH_BYTES))).is_ok());
     }
 
     #[test]
