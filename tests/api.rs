@@ -657,3 +657,37 @@ async fn an_application_reports_its_three_conditions_with_reasons(pool: PgPool) 
     let (status, _) = ops.get(path).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn htmx_filter_requests_get_the_table_not_an_empty_body(pool: PgPool) {
+    let server = start(pool).await;
+    // The tenant admin may read the audit log too.
+    let browser = server.browser("tadmin").await;
+    for (path, expected) in [
+        ("/t/acme/apps?q=hel&environment=", "hello"),
+        ("/t/acme/apps?q=&environment=dev", "hello"),
+        (
+            "/t/acme/apps?q=nothing-like-it&environment=",
+            "No applications",
+        ),
+        (
+            "/t/acme/audit?actor=&action=application",
+            "application.create",
+        ),
+        ("/t/acme/audit?actor=nobody-at-all", "No matching entries"),
+    ] {
+        let response = must(
+            browser
+                .http
+                .get(format!("{}{path}", browser.base))
+                .header("HX-Request", "true")
+                .send()
+                .await,
+        );
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let body = must(response.text().await);
+        assert!(body.contains(expected), "{path}: {body:?}");
+        // A fragment, not the page around it.
+        assert!(!body.contains("<html"), "{path}");
+    }
+}

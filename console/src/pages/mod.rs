@@ -297,7 +297,7 @@ pub(crate) fn in_frame(
 }
 
 #[derive(Template)]
-#[template(path = "audit.html", blocks = ["rows"])]
+#[template(path = "audit.html")]
 /// An audit log page, of a tenant or of the whole platform.
 pub(crate) struct AuditPage {
     pub layout: Layout,
@@ -308,6 +308,18 @@ pub(crate) struct AuditPage {
     pub filter_action: String,
     pub filter_target: String,
     pub older: Option<i64>,
+}
+
+/// The audit entries alone, for htmx requests (the page includes the same file).
+#[derive(Template)]
+#[template(path = "audit_rows.html")]
+struct AuditRows<'a> {
+    base: &'a str,
+    entries: &'a [AuditEntry],
+    filter_actor: &'a str,
+    filter_action: &'a str,
+    filter_target: &'a str,
+    older: &'a Option<i64>,
 }
 
 impl AuditPage {
@@ -336,7 +348,14 @@ impl AuditPage {
 
     pub fn respond(&self, req: &HttpRequest) -> Result<HttpResponse, PageError> {
         if wants_fragment(req) {
-            render(&self.as_rows())
+            render(&AuditRows {
+                base: &self.base,
+                entries: &self.entries,
+                filter_actor: &self.filter_actor,
+                filter_action: &self.filter_action,
+                filter_target: &self.filter_target,
+                older: &self.older,
+            })
         } else {
             render(self)
         }

@@ -80,7 +80,7 @@ pub async fn dashboard(
 }
 
 #[derive(Template)]
-#[template(path = "apps.html", blocks = ["table"])]
+#[template(path = "apps.html")]
 struct AppsPage {
     layout: Layout,
     tenant: Tenant,
@@ -91,6 +91,18 @@ struct AppsPage {
     /// The next page's address, when there is one.
     next_url: Option<String>,
     /// Whether this is a later page (a link back to the first).
+    paged: bool,
+}
+
+/// The applications table alone, for htmx requests (the page includes the same file).
+#[derive(Template)]
+#[template(path = "apps_table.html")]
+struct AppsTable<'a> {
+    tenant: &'a Tenant,
+    apps: &'a [Application],
+    filter: &'a str,
+    search: &'a str,
+    next_url: &'a Option<String>,
     paged: bool,
 }
 
@@ -143,7 +155,14 @@ pub async fn apps(
         paged: query.after.as_deref().is_some_and(|a| !a.is_empty()),
     };
     if wants_fragment(&req) {
-        render(&page.as_table())
+        render(&AppsTable {
+            tenant: &page.tenant,
+            apps: &page.apps,
+            filter: &page.filter,
+            search: &page.search,
+            next_url: &page.next_url,
+            paged: page.paged,
+        })
     } else {
         render(&page)
     }
