@@ -675,6 +675,24 @@ async fn a_followed_log_streams_new_lines_as_they_are_written() {
         "lines missing or repeated: {ticks:?}"
     );
     drop(response);
+    // The console's logs page refreshes its lines through htmx: the fragment holds them.
+    let fragment = must(
+        dev.http
+            .get(format!(
+                "{}/t/acme/environments/dev/apps/ticker/instances/{name}/logs?fragment=1",
+                dev.base
+            ))
+            .bearer_auth(&dev.token)
+            .header("HX-Request", "true")
+            .send()
+            .await,
+    );
+    assert_eq!(fragment.status(), StatusCode::OK);
+    let body = must(fragment.text().await);
+    assert!(
+        body.contains("tick ") && !body.contains("<html"),
+        "{body:?}"
+    );
     paas.stop().await;
 }
 

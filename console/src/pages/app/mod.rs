@@ -339,7 +339,7 @@ async fn secret_outcome(
 }
 
 #[derive(Template)]
-#[template(path = "logs.html", blocks = ["lines"])]
+#[template(path = "logs.html")]
 struct LogsPage {
     layout: Layout,
     base: String,
@@ -348,6 +348,14 @@ struct LogsPage {
     tail: usize,
     lines: Vec<String>,
     error: Option<String>,
+}
+
+/// The log lines alone, for htmx requests (the page includes the same file).
+#[derive(Template)]
+#[template(path = "logs_lines.html")]
+struct LogsLines<'a> {
+    lines: &'a [String],
+    error: &'a Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -397,7 +405,10 @@ pub async fn logs(
         error,
     };
     if wants_fragment(&req) {
-        render(&page.as_lines())
+        render(&LogsLines {
+            lines: &page.lines,
+            error: &page.error,
+        })
     } else {
         render(&page)
     }
