@@ -691,3 +691,38 @@ async fn htmx_filter_requests_get_the_table_not_an_empty_body(pool: PgPool) {
         assert!(!body.contains("<html"), "{path}");
     }
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_database_that_cannot_be_reached_is_a_503_with_retry_after(pool: PgPool) {
+    let server = start(pool.clone()).await;
+    let dev = server.api("dev").await;
+    let browser = server.browser("dev").await;
+    // The control plane's connections are gone, as when PostgreSQL restarts.
+    pool.close().await;
+    let response = must(
+        dev.request(reqwest::Method::GET, "/api/v1/tenants/acme/applications")
+            .send()
+            .await,
+    );
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
+    let body: serde_json::Value = must(response.json().await);
+    assert_eq!(body["error"], "database_unavailable", "{body}");
+    // A console page says so too, with the same header.
+    let page = must(
+        browser
+            .http
+            .get(format!("{}/t/acme/apps", browser.base))
+            .send()
+            .await,
+    );
+    assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(page.headers().get("retry-after").is_some());
+    assert!(must(page.text().await).contains("Temporarily unavailable"));
+}

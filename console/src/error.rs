@@ -129,9 +129,15 @@ impl From<CoreError> for ApiError {
             }
             CoreError::InvalidCredentials | CoreError::Unauthenticated => StatusCode::UNAUTHORIZED,
             CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CoreError::Store(_) if e.is_store_unreachable() => StatusCode::SERVICE_UNAVAILABLE,
             CoreError::Store(_) | CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let message = if status.is_server_error() {
+        // Retry a dependency that is down a moment later.
+        let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(RETRY_AFTER_SECS);
+        let message = if e.is_store_unreachable() {
+            tracing::warn!(error = %e, "the database cannot be reached");
+            "the platform's database cannot be reached just now; retry in a few seconds".to_owned()
+        } else if status.is_server_error() {
             // The detail goes to the log, not to the client.
             tracing::error!(error = %e, "request failed inside the platform");
             "the platform could not complete the request; it has been logged".to_owned()
@@ -143,7 +149,10 @@ impl From<CoreError> for ApiError {
             code: e.code(),
             message,
             field: e.field().map(str::to_owned),
-            retry_after: None,
+            retry_after,
         }
     }
 }
+
+/// What a 503 tells a client to wait before retrying, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 2;

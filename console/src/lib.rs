@@ -154,11 +154,14 @@ async fn readyz(state: Data<AppState>) -> HttpResponse {
             .content_type("text/plain")
             .body("ready\n")
     } else {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database_unavailable",
-            "the database does not answer",
-        )
+        ApiError {
+            retry_after: Some(error::RETRY_AFTER_SECS),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database does not answer",
+            )
+        }
         .error_response()
     }
 }

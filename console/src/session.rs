@@ -128,10 +128,13 @@ pub async fn authenticate(
                 });
             }
             Err(AuthFailure::Core(e)) => {
-                let err = ApiError::from(e);
-                return Ok(req
-                    .into_response(err.error_response())
-                    .map_into_right_body());
+                // A page gets the console's error page, the API its JSON body.
+                let response = if req.path().starts_with("/api/") {
+                    ApiError::from(e).error_response()
+                } else {
+                    crate::pages::PageError::from(e).error_response()
+                };
+                return Ok(req.into_response(response).map_into_right_body());
             }
             Err(reason) => {
                 tracing::info!(%reason, via = ?via, address, "credentials refused");

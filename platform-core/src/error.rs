@@ -57,7 +57,30 @@ impl CoreError {
             Self::InvalidCredentials => "invalid_credentials",
             Self::Unauthenticated => "unauthenticated",
             Self::Unavailable(_) => "runtime_unavailable",
+            Self::Store(_) if self.is_store_unreachable() => "database_unavailable",
             Self::Store(_) | Self::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether the database could not be reached (down, restarting, refusing
+    /// connections, or every pooled connection busy past the wait): a condition to
+    /// retry after, not a fault of the request.
+    pub fn is_store_unreachable(&self) -> bool {
+        let Self::Store(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            // SQLSTATE class 08 (connection exception) and 57P01-57P03 (the server is
+            // shutting down, crashed or not yet accepting connections).
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+            _ => false,
         }
     }
 

@@ -168,6 +168,8 @@ pub struct PageError {
     heading: &'static str,
     message: String,
     layout: Option<Box<Layout>>,
+    /// Seconds to wait before retrying (`Retry-After`), for a dependency that is down.
+    retry_after: Option<u64>,
 }
 
 impl PageError {
@@ -177,6 +179,7 @@ impl PageError {
             heading,
             message: message.into(),
             layout: None,
+            retry_after: None,
         }
     }
 
@@ -201,10 +204,14 @@ impl From<CoreError> for PageError {
         let heading = match api.status {
             StatusCode::NOT_FOUND => "Not found",
             StatusCode::FORBIDDEN => "Not allowed",
+            StatusCode::SERVICE_UNAVAILABLE => "Temporarily unavailable",
             s if s.is_server_error() => "Something went wrong",
             _ => "Request refused",
         };
-        Self::new(api.status, heading, api.message)
+        Self {
+            retry_after: api.retry_after,
+            ..Self::new(api.status, heading, api.message)
+        }
     }
 }
 
@@ -235,11 +242,13 @@ impl ResponseError for PageError {
             heading: self.heading,
             message: &self.message,
         };
+        let mut response = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, secs));
+        }
         match page.render() {
-            Ok(body) => HttpResponse::build(self.status)
-                .content_type(ContentType::html())
-                .body(body),
-            Err(_) => HttpResponse::build(self.status)
+            Ok(body) => response.content_type(ContentType::html()).body(body),
+            Err(_) => response
                 .content_type(ContentType::plaintext())
                 .body(self.message.clone()),
         }
