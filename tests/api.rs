@@ -726,3 +726,29 @@ async fn a_database_that_cannot_be_reached_is_a_503_with_retry_after(pool: PgPoo
     assert!(page.headers().get("retry-after").is_some());
     assert!(must(page.text().await).contains("Temporarily unavailable"));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_nul_character_in_a_json_body_is_refused_by_field(pool: PgPool) {
+    let server = start(pool).await;
+    let dev = server.api("dev").await;
+    let (status, body) = dev
+        .post(
+            "/api/v1/tenants/acme/applications",
+            json!({"environment": "dev", "name": "nul", "description": "a\u{0}b", "spec": service_spec()}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("description")),
+        "{body}"
+    );
+    let mut spec = service_spec();
+    spec["env"] = json!({"GREETING": "a\u{0}b"});
+    let (status, body) = dev
+        .post(
+            "/api/v1/tenants/acme/applications",
+            json!({"environment": "dev", "name": "nul", "spec": spec}),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status} {body}");
+}
