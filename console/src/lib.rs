@@ -102,11 +102,16 @@ async fn refuse_unstorable_query(
             .await
             .map(ServiceResponse::map_into_left_body);
     };
-    let message = format!("{name}: must not contain a NUL character");
+    const WHY: &str = "must not contain a NUL character";
     let response = if req.path().starts_with("/api/") {
-        ApiError::field(name, "must not contain a NUL character").error_response()
+        ApiError::field(name, WHY).error_response()
     } else {
-        PageError::new(StatusCode::BAD_REQUEST, "Bad request", message).error_response()
+        PageError::new(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            format!("{name}: {WHY}"),
+        )
+        .error_response()
     };
     Ok(req.into_response(response).map_into_right_body())
 }

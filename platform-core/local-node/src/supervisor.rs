@@ -580,28 +580,24 @@ async fn watch_run(
     let mut readiness = ProbeState::default();
     let mut liveness = ProbeState::default();
     let tick = |probe: &Option<Probe>| {
-        let (delay, period) = probe.as_ref().map_or(
-            (Duration::from_secs(3600), Duration::from_secs(3600)),
-            |p| (p.initial_delay, p.period),
-        );
-        let mut interval =
-            tokio::time::interval_at(started + delay, period.max(Duration::from_millis(50)));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval
+        probe.as_ref().map_or_else(
+            || {
+                probe_interval(
+                    started + Duration::from_secs(3600),
+                    Duration::from_secs(3600),
+                )
+            },
+            |p| {
+                // Until the instance is first ready, its readiness probe may run more often.
+                let period = p.until_ready.map_or(p.period.max(PERIOD_FLOOR), |fast| {
+                    fast.max(STARTING_PERIOD_FLOOR)
+                });
+                probe_interval(started + p.initial_delay, period)
+            },
+        )
     };
-    // Until the instance is first ready, its readiness probe may run more often.
     let mut starting = config.readiness.as_ref().and_then(|p| p.until_ready);
-    let mut readiness_tick = match (&config.readiness, starting) {
-        (Some(probe), Some(fast)) => {
-            let mut interval = tokio::time::interval_at(
-                started + probe.initial_delay,
-                fast.max(Duration::from_millis(5)),
-            );
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            interval
-        }
-        _ => tick(&config.readiness),
-    };
+    let mut readiness_tick = tick(&config.readiness);
     let mut liveness_tick = tick(&config.liveness);
     let mut usage_tick = tokio::time::interval(Duration::from_secs(5));
     let mut sampler = child
@@ -623,11 +619,8 @@ async fn watch_run(
                     readiness.record(probe, result);
                     let ready = readiness.passing();
                     if ready && starting.take().is_some() {
-                        readiness_tick = tokio::time::interval_at(
-                            tokio::time::Instant::now() + probe.period,
-                            probe.period.max(Duration::from_millis(50)),
-                        );
-                        readiness_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        let period = probe.period.max(PERIOD_FLOOR);
+                        readiness_tick = probe_interval(tokio::time::Instant::now() + period, period);
                     }
                     let waiting = readiness.last_error.clone().map(|e| format!("not ready: {e}"));
                     update(tx, |s| {
@@ -663,6 +656,18 @@ async fn watch_run(
             }
         }
     }
+}
+
+/// The shortest probe period, and the shortest while an instance starts.
+const PERIOD_FLOOR: Duration = Duration::from_millis(50);
+const STARTING_PERIOD_FLOOR: Duration = Duration::from_millis(5);
+
+/// A probe's ticks from `start`, every `period`, delayed rather than bunched when a
+/// probe overruns.
+fn probe_interval(start: tokio::time::Instant, period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(start, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }
 
 /// SIGTERM to the group, the grace period, then SIGKILL; waits for the leader.

@@ -113,7 +113,8 @@ impl Platform {
         let (env, quota) = futures_util::try_join!(
             self.environment_for_change(access, input.environment.as_str()),
             async {
-                Ok::<_, CoreError>(store::tenants::quota(&self.pool, access.tenant().id).await?)
+                let row = store::tenants::quota(&self.pool, access.tenant().id).await?;
+                Ok::<_, CoreError>(quota_of(&row))
             },
         )?;
         self.preflight(&env, &input.spec)?;
@@ -156,7 +157,7 @@ impl Platform {
                 ),
             )
         };
-        let application = if quota_of(&quota) == Quota::default() {
+        let application = if quota == Quota::default() {
             // No quota to hold: one statement, committed on its own.
             store::apps::create(&self.pool, new, audit)
                 .await

@@ -116,7 +116,7 @@ async fn enforce_quota(
     demand: crate::quota::Usage,
 ) -> Result<(), CoreError> {
     let q = store::tenants::quota(&mut *conn, tenant_id).await?;
-    enforce_quota_of(conn, q, tenant_id, except, demand).await
+    enforce_quota_of(conn, quota_of(&q), tenant_id, except, demand).await
 }
 
 /// The quota a stored row sets; the default (no limit) when it sets none.
@@ -131,12 +131,11 @@ fn quota_of(q: &store::tenants::QuotaRow) -> crate::quota::Quota {
 /// [`enforce_quota`] with the tenant's quota already read.
 async fn enforce_quota_of(
     conn: &mut PgConnection,
-    q: store::tenants::QuotaRow,
+    quota: crate::quota::Quota,
     tenant_id: Uuid,
     except: Option<Uuid>,
     demand: crate::quota::Usage,
 ) -> Result<(), CoreError> {
-    let quota = quota_of(&q);
     if quota == crate::quota::Quota::default() {
         return Ok(());
     }
