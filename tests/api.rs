@@ -752,3 +752,366 @@ async fn a_nul_character_in_a_json_body_is_refused_by_field(pool: PgPool) {
         .await;
     assert!(status.is_client_error(), "{status} {body}");
 }
+
+/// The ETag and body version of an application, read together.
+async fn read_version(api: &support::Api, path: &str) -> (String, i64) {
+    let response = must(api.request(Method::GET, path).send().await);
+    assert_eq!(response.status(), StatusCode::OK);
+    let etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body: serde_json::Value = must(response.json().await);
+    let version = body["version"].as_i64().unwrap_or(-1);
+    assert_eq!(etag, format!("\"{version}\""), "ETag and body disagree");
+    (etag, version)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn fifty_concurrent_updates_from_one_version_one_wins_and_the_rest_are_refused(pool: PgPool) {
+    let server = start(pool.clone()).await;
+    let dev = server.api("dev").await;
+    let path = "/api/v1/tenants/acme/environments/dev/applications/hello";
+    let (etag, version) = read_version(&dev, path).await;
+    let (_, before) = dev.get(&format!("{path}/revisions")).await;
+    let revisions_before = before["items"].as_array().map_or(0, Vec::len);
+
+    let attempts = (0..50).map(|i| {
+        let mut spec = service_spec();
+        spec["env"] = json!({"ATTEMPT": i.to_string()});
+        dev.request(Method::PUT, path)
+            .header("if-match", &etag)
+            .json(&json!({"spec": spec}))
+            .send()
+    });
+    let mut won = Vec::new();
+    let mut refused = 0;
+    for (i, response) in futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let response = must(response);
+        let status = response.status();
+        let body: serde_json::Value = must(response.json().await);
+        match status {
+            StatusCode::OK => won.push((i, body)),
+            StatusCode::PRECONDITION_FAILED => {
+                assert_eq!(body["error"], "version_mismatch", "{body}");
+                let message = body["message"].as_str().unwrap_or_default();
+                assert!(
+                    message.contains(&format!("since version {version}"))
+                        && message.contains("by dev"),
+                    "{message}"
+                );
+                refused += 1;
+            }
+            other => panic!("attempt {i}: {other} {body}"),
+        }
+    }
+    assert_eq!((won.len(), refused), (1, 49), "exactly one update wins");
+    let (winner, body) = &won[0];
+    assert_eq!(body["spec"]["env"]["ATTEMPT"], winner.to_string());
+    // The winner's change is what is stored, as one new revision; nothing else landed.
+    let (_, after) = dev.get(&format!("{path}/revisions")).await;
+    assert_eq!(
+        after["items"].as_array().map_or(0, Vec::len),
+        revisions_before + 1
+    );
+    assert_eq!(
+        after["items"][0]["spec"]["env"]["ATTEMPT"],
+        winner.to_string()
+    );
+    let (new_etag, new_version) = read_version(&dev, path).await;
+    assert!(new_version > version);
+    assert_eq!(body["version"], new_version);
+
+    // A stale version refuses scaling, stopping and deleting too, and changes nothing.
+    let stale = dev
+        .request(Method::PUT, &format!("{path}/replicas"))
+        .json(&json!({"replicas": 3, "version": version}))
+        .send();
+    assert_eq!(must(stale.await).status(), StatusCode::PRECONDITION_FAILED);
+    let stale = dev
+        .request(Method::POST, &format!("{path}/stop"))
+        .header("if-match", &etag)
+        .send();
+    assert_eq!(must(stale.await).status(), StatusCode::PRECONDITION_FAILED);
+    let stale = dev
+        .request(Method::DELETE, path)
+        .header("if-match", &etag)
+        .send();
+    assert_eq!(must(stale.await).status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(read_version(&dev, path).await.1, new_version);
+    let (_, app) = dev.get(path).await;
+    assert_eq!(app["run_state"], "running");
+
+    // What cannot be a version of ours never matches; a header and a body that
+    // disagree are the client's contradiction.
+    let junk = dev
+        .request(Method::DELETE, path)
+        .header("if-match", "\"abc\"")
+        .send();
+    assert_eq!(must(junk.await).status(), StatusCode::PRECONDITION_FAILED);
+    let (status, body) = {
+        let response = must(
+            dev.request(Method::PUT, &format!("{path}/replicas"))
+                .header("if-match", &new_etag)
+                .json(&json!({"replicas": 2, "version": version}))
+                .send()
+                .await,
+        );
+        (
+            response.status(),
+            must(response.json::<serde_json::Value>().await),
+        )
+    };
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("version"))
+    );
+
+    // With the current version, every change goes through; `*` matches any version.
+    let scale = dev
+        .request(Method::PUT, &format!("{path}/replicas"))
+        .header("if-match", &new_etag)
+        .json(&json!({"replicas": 2}))
+        .send();
+    assert_eq!(must(scale.await).status(), StatusCode::NO_CONTENT);
+    let (etag, _) = read_version(&dev, path).await;
+    assert_ne!(etag, new_etag, "scaling moves the version on");
+    let delete = dev
+        .request(Method::DELETE, path)
+        .header("if-match", "*")
+        .send();
+    assert_eq!(must(delete.await).status(), StatusCode::NO_CONTENT);
+}
+
+async fn apply_manifest(api: &support::Api, text: String) -> (StatusCode, serde_json::Value) {
+    let response = must(
+        api.request(Method::POST, "/api/v1/tenants/acme/manifests")
+            .header("content-type", "application/yaml")
+            .body(text)
+            .send()
+            .await,
+    );
+    let status = response.status();
+    (status, must(response.json::<serde_json::Value>().await))
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_manifest_is_applied_whole_or_not_at_all(pool: PgPool) {
+    let server = start(pool).await;
+    let dev = server.api("dev").await;
+    let apply = |text: String| apply_manifest(&dev, text);
+    let doc = |name: &str, env: &str| {
+        format!(
+            "apiVersion: paas/v1\nkind: Application\nmetadata: {{name: {name}, environment: {env}}}\nspec: {{command: sh, args: [\"-c\", \"sleep 60\"]}}\n"
+        )
+    };
+    let exists = |name: &'static str| {
+        let dev = &dev;
+        async move {
+            dev.get(&format!(
+                "/api/v1/tenants/acme/environments/dev/applications/{name}"
+            ))
+            .await
+            .0 == StatusCode::OK
+        }
+    };
+
+    // The second document is in prod, which a developer may not change: nothing is
+    // written, not even the first document's application.
+    let (status, body) = apply(format!(
+        "{}---\n{}",
+        doc("first", "dev"),
+        doc("second", "prod")
+    ))
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(!exists("first").await, "the first document was applied");
+
+    // A change to an existing application is rolled back with the rest.
+    let (status, _) = apply(doc("first", "dev")).await;
+    assert_eq!(status, StatusCode::OK);
+    let changed = doc("first", "dev").replace("sleep 60", "sleep 61");
+    let (status, body) = apply(format!("{changed}---\n{}", doc("Bad", "dev"))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["field"], "documents[1].metadata.name", "{body}");
+    let (_, app) = dev
+        .get("/api/v1/tenants/acme/environments/dev/applications/first")
+        .await;
+    assert_eq!(app["current_revision"], 1, "{app}");
+
+    // Errors name the document and the field as the manifest spells them.
+    let (status, body) = apply(format!("{}---\n{}", doc("a", "dev"), doc("b", "nowhere"))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["field"], "documents[1].metadata.environment", "{body}");
+    let (status, body) = apply(format!(
+        "{}---\n{}",
+        doc("twice", "dev"),
+        doc("twice", "dev")
+    ))
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["field"], "documents[1].metadata.name", "{body}");
+    let (status, body) =
+        apply(doc("x", "dev").replace("environment: dev", "environment: dev, team: a")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["field"], "documents[0].metadata.team", "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.contains("team")),
+        "{body}"
+    );
+    assert!(!exists("a").await && !exists("twice").await && !exists("x").await);
+
+    // At most 100 documents.
+    let many: Vec<String> = (0..101).map(|i| doc(&format!("app{i}"), "dev")).collect();
+    let (status, body) = apply(many.join("---\n")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["field"], "documents", "{body}");
+    assert!(!exists("app0").await);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_method_a_path_does_not_have_is_a_405_naming_those_it_has(pool: PgPool) {
+    let server = start(pool).await;
+    let dev = server.api("dev").await;
+    for (method, path, allow) in [
+        (
+            Method::PATCH,
+            "/api/v1/tenants/acme/environments/dev/applications/hello",
+            "DELETE, GET, PUT",
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/tenants/acme/applications",
+            "GET, POST",
+        ),
+        (Method::GET, "/api/v1/tenants/acme/manifests", "POST"),
+        (Method::POST, "/api/v1/me", "GET"),
+    ] {
+        let response = must(dev.request(method.clone(), path).send().await);
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let header = response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(header, allow, "{method} {path}");
+        let body: serde_json::Value = must(response.json().await);
+        assert_eq!(body["error"], "method_not_allowed");
+    }
+    let (status, body) = dev.get("/api/v1/no/such/route").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
+
+/// The value of the edit form's hidden `version`.
+fn form_version(page: &str) -> String {
+    let form = page
+        .split("id=\"edit-app-form\"")
+        .nth(1)
+        .unwrap_or_default();
+    let marker = "name=\"version\" value=\"";
+    form.find(marker)
+        .map(|i| &form[i + marker.len()..])
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_console_form_saved_after_someone_else_changed_the_app_says_who_and_keeps_the_input(
+    pool: PgPool,
+) {
+    let server = start(pool).await;
+    let browser = server.browser("dev").await;
+    let page_path = "/t/acme/environments/dev/apps/hello";
+    let (_, page) = browser.get(page_path).await;
+    let opened = form_version(&page);
+    assert!(!opened.is_empty(), "the edit form carries the version");
+
+    // Meanwhile the tenant admin changes the application through the API.
+    let tadmin = server.api("tadmin").await;
+    let (status, _) = tadmin
+        .put(
+            "/api/v1/tenants/acme/environments/dev/applications/hello",
+            json!({"spec": service_spec(), "description": "changed by the admin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let edit = |version: String| {
+        let browser = &browser;
+        async move {
+            browser
+                .post_form(
+                    page_path,
+                    &[
+                        ("description", "my edit"),
+                        ("kind", "service"),
+                        ("command", "python3"),
+                        ("args", "-m\nhttp.server"),
+                        ("replicas", "2"),
+                        ("cpu_millis", "100"),
+                        ("memory_mib", "128"),
+                        ("serves_http", "true"),
+                        ("version", &version),
+                    ],
+                    true,
+                )
+                .await
+        }
+    };
+    let (status, page) = edit(opened.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    assert!(
+        page.contains("class=\"alert error\"") && page.contains("by tadmin"),
+        "the page says who changed the application: {page}"
+    );
+    assert!(
+        page.contains("value=\"my edit\""),
+        "the user's input is kept"
+    );
+    let now = form_version(&page);
+    assert_ne!(now, opened, "the form now holds the current version");
+    let (_, app) = tadmin
+        .get("/api/v1/tenants/acme/environments/dev/applications/hello")
+        .await;
+    assert_eq!(
+        app["description"], "changed by the admin",
+        "nothing was overwritten"
+    );
+
+    // Saving again, knowingly, goes through.
+    let (status, _) = edit(now).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, app) = tadmin
+        .get("/api/v1/tenants/acme/environments/dev/applications/hello")
+        .await;
+    assert_eq!(app["description"], "my edit");
+
+    // The buttons carry the version too: a stale stop is refused, not applied.
+    let (status, page) = browser
+        .post_form(
+            &format!("{page_path}/action/stop"),
+            &[("version", &opened)],
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{page}");
+    let (_, app) = tadmin
+        .get("/api/v1/tenants/acme/environments/dev/applications/hello")
+        .await;
+    assert_eq!(app["run_state"], "running");
+}

@@ -639,3 +639,130 @@ async fn upgrading_paas_up_to_a_new_binary_under_load_fails_no_request() {
     site.down().await;
     let _ = std::fs::remove_dir_all(&releases);
 }
+
+/// One API answer under the database outage: its status, and whether a 503 said when to
+/// retry.
+#[derive(Debug, Default)]
+struct Answers {
+    by_status: BTreeMap<u16, usize>,
+    unavailable_without_retry_after: usize,
+    /// Applications whose creation was acknowledged (201).
+    created: Vec<String>,
+}
+
+#[tokio::test]
+async fn the_platforms_postgresql_stopped_and_restarted_under_api_load_gives_503s_never_500s() {
+    let site = Site::self_contained(&[]);
+    let paas = paas_up(&site).await;
+    let dev = std::sync::Arc::new(Tenant::login(&paas, "dev").await);
+    dev.onboard("web", web_spec(1)).await;
+    let url = format!("{}/apps/acme/dev/web/", site.router());
+    wait_for_200(&url).await;
+    let serving = Load::start(&url, 50);
+
+    // Four clients read and write through the API the whole time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let (dev, stop) = (dev.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answers = Answers::default();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let name = format!("c{client}-{n}");
+                    let request = if n % 3 == 0 {
+                        dev.http
+                            .post(format!("{}/api/v1/tenants/acme/applications", dev.base))
+                            .json(&json!({"environment": "dev", "name": name, "spec": {"command": "true", "replicas": 0}}))
+                    } else {
+                        dev.http.get(format!("{}/api/v1/tenants/acme/applications?limit=5", dev.base))
+                    };
+                    let Ok(response) = request
+                        .bearer_auth(&dev.token)
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await
+                    else {
+                        *answers.by_status.entry(0).or_default() += 1;
+                        continue;
+                    };
+                    let status = response.status().as_u16();
+                    *answers.by_status.entry(status).or_default() += 1;
+                    if status == 503 && !response.headers().contains_key("retry-after") {
+                        answers.unavailable_without_retry_after += 1;
+                    }
+                    if status == 201 {
+                        answers.created.push(name);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                answers
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pg = local_host::postgres::LocalPostgres::existing(&site.data_dir)
+        .unwrap_or_else(|| panic!("no PostgreSQL in {}", site.data_dir.display()));
+    must(pg.stop().await);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    must(local_host::postgres::LocalPostgres::start(&site.data_dir).await);
+    // The API answers again within a few seconds of PostgreSQL's return.
+    let back = Instant::now();
+    loop {
+        let (status, _) = dev
+            .call(reqwest::Method::GET, "/applications?limit=1", None)
+            .await;
+        if status == reqwest::StatusCode::OK {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(20), "still {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = Answers::default();
+    for client in clients {
+        let answers = must(client.await);
+        for (status, count) in answers.by_status {
+            *total.by_status.entry(status).or_default() += count;
+        }
+        total.unavailable_without_retry_after += answers.unavailable_without_retry_after;
+        total.created.extend(answers.created);
+    }
+    let serving = serving.stop().await;
+    eprintln!(
+        "API answers by status while PostgreSQL was stopped for 5 s: {:?}; the application: {serving:?}",
+        total.by_status
+    );
+    let statuses: Vec<u16> = total.by_status.keys().copied().collect();
+    assert!(
+        statuses.iter().all(|s| [200, 201, 503].contains(s)),
+        "only successes and 503s: {:?}",
+        total.by_status
+    );
+    assert!(
+        total.by_status.get(&503).is_some_and(|n| *n > 0),
+        "the outage was seen"
+    );
+    assert_eq!(total.unavailable_without_retry_after, 0);
+    assert_eq!(serving.failed, 0, "the application kept serving");
+    // Every acknowledged creation survived.
+    for name in &total.created {
+        let (status, _) = dev
+            .call(
+                reqwest::Method::GET,
+                &format!("/environments/dev/applications/{name}"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            status,
+            reqwest::StatusCode::OK,
+            "{name} was acknowledged, then lost"
+        );
+    }
+    paas.stop().await;
+    site.down().await;
+}

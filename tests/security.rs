@@ -635,3 +635,70 @@ async fn a_nul_character_in_a_query_parameter_is_refused_by_name(pool: PgPool) {
         assert!(page.contains("NUL"), "{path}: {page}");
     }
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn metrics_can_require_a_token_and_move_to_a_listener_of_their_own(pool: PgPool) {
+    // One platform, served three ways: with a metrics token, with metrics elsewhere, and
+    // the metrics listener itself.
+    let config = console::WebConfig {
+        metrics: console::MetricsExposure {
+            on_main_listener: true,
+            token: Some("scrape-secret".into()),
+        },
+        ..console::WebConfig::default()
+    };
+    let server = support::start_with(pool, config).await;
+    let http = reqwest::Client::new();
+    let scrape = |token: Option<&'static str>| {
+        let request = http.get(server.url("/metrics"));
+        let request = match token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        request.send()
+    };
+    for token in [None, Some("wrong"), Some("scrape-secre")] {
+        let response = must(scrape(token).await);
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{token:?}");
+        assert!(response.headers().contains_key("www-authenticate"));
+    }
+    let response = must(scrape(Some("scrape-secret")).await);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(must(response.text().await).contains("paas_http_requests_total"));
+
+    // With a listener of its own, the main listener has no /metrics at all.
+    let elsewhere = console::WebConfig {
+        metrics: console::MetricsExposure {
+            on_main_listener: false,
+            token: None,
+        },
+        ..console::WebConfig::default()
+    };
+    let main_state = console::AppState::new(server.platform.clone(), elsewhere);
+    let main = must(
+        actix_web::HttpServer::new(move || console::app(main_state.clone()))
+            .workers(1)
+            .bind("127.0.0.1:0"),
+    );
+    let main_addr = main.addrs()[0];
+    tokio::spawn(main.disable_signals().run());
+    let response = must(http.get(format!("http://{main_addr}/metrics")).send().await);
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let state = console::AppState::new(server.platform.clone(), console::WebConfig::default());
+    let metrics = must(
+        actix_web::HttpServer::new(move || console::metrics_app(state.clone()))
+            .workers(1)
+            .bind("127.0.0.1:0"),
+    );
+    let addr = metrics.addrs()[0];
+    let running = metrics.disable_signals().run();
+    tokio::spawn(running);
+    let response = must(http.get(format!("http://{addr}/metrics")).send().await);
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = must(http.get(format!("http://{addr}/api/v1/me")).send().await);
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "only /metrics there"
+    );
+}

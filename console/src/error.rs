@@ -124,6 +124,7 @@ impl From<CoreError> for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             CoreError::Conflict { .. } => StatusCode::CONFLICT,
+            CoreError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             CoreError::Forbidden { .. } | CoreError::PlatformAdminOnly { .. } => {
                 StatusCode::FORBIDDEN
             }

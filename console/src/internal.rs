@@ -67,13 +67,11 @@ fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
         return Err(ApiError::not_found("the internal API"));
     };
     let given = bearer(req);
-    let same = given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0_u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same { Ok(()) } else { Err(refused()) }
+    if crate::session::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(refused())
+    }
 }
 
 fn agent_error(e: AgentError) -> ApiError {

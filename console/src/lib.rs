@@ -25,7 +25,7 @@ use actix_web::{App, Error, HttpRequest, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
 use crate::pages::PageError;
-pub use crate::state::{AppState, WebConfig};
+pub use crate::state::{AppState, MetricsExposure, WebConfig};
 
 /// The console's assets, compiled into the binary.
 const CONSOLE_CSS: &str = include_str!("../static/console.css");
@@ -47,6 +47,7 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let metrics_here = state.config.metrics.on_main_listener;
     App::new()
         .app_data(Data::new(state))
         .app_data(web::PathConfig::default().error_handler(|_, req| not_found_for(req)))
@@ -55,7 +56,11 @@ pub fn app(
         .configure(pages::configure)
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(prometheus))
+        .configure(|cfg| {
+            if metrics_here {
+                cfg.route("/metrics", web::get().to(prometheus));
+            }
+        })
         .route("/static/{file}", web::get().to(asset))
         .default_service(web::to(fallback))
         .wrap(from_fn(session::authenticate))
@@ -171,7 +176,54 @@ async fn readyz(state: Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn prometheus(state: Data<AppState>) -> HttpResponse {
+/// The application of the metrics listener, when `/metrics` has one of its own: only
+/// `/metrics`, under the same token rule.
+pub fn metrics_app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(Data::new(state))
+        .route("/metrics", web::get().to(prometheus))
+        .default_service(web::to(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "this listener serves /metrics only",
+            )
+            .error_response()
+        }))
+}
+
+async fn prometheus(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
+    if let Some(expected) = state.config.metrics.token.as_deref() {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !session::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            let mut response = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "/metrics needs the metrics token (Authorization: Bearer ...)",
+            )
+            .error_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"metrics\""),
+            );
+            return response;
+        }
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -23,6 +23,37 @@ pub struct WebConfig {
     /// Where the router serves applications, e.g. `http://127.0.0.1:8000`, to show
     /// their URLs.
     pub router_url: Option<String>,
+    /// Who may read `/metrics`, and on which listener.
+    pub metrics: MetricsExposure,
+}
+
+/// How `/metrics` is exposed. By default it is open on the main listener, as a
+/// single-machine platform needs; in production give it a listener of its own on a
+/// private address, or a token, or both.
+#[derive(Clone)]
+pub struct MetricsExposure {
+    /// Served on the main listener (false when it has a listener of its own).
+    pub on_main_listener: bool,
+    /// When set, a scrape must present `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+impl Default for MetricsExposure {
+    fn default() -> Self {
+        Self {
+            on_main_listener: true,
+            token: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for MetricsExposure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsExposure")
+            .field("on_main_listener", &self.on_main_listener)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for WebConfig {
@@ -33,6 +64,7 @@ impl Default for WebConfig {
             login_per_user_per_minute: 5,
             login_per_address_per_minute: 30,
             router_url: None,
+            metrics: MetricsExposure::default(),
         }
     }
 }

@@ -25,6 +25,18 @@ pub enum CoreError {
     PlatformAdminOnly { action: &'static str },
     #[error("{message}")]
     QuotaExceeded { message: String },
+    /// The version the caller read is no longer the object's: someone changed it since.
+    #[error(
+        "{kind} '{name}' changed since version {expected}{by}; it is now at version {current}. Read it again before changing it"
+    )]
+    VersionMismatch {
+        kind: &'static str,
+        name: String,
+        expected: i64,
+        current: i64,
+        /// " (by alice@example.com at 2026-11-27 07:30:00 UTC)" when the audit log knows.
+        by: String,
+    },
     #[error("invalid username or password")]
     InvalidCredentials,
     #[error("authentication is required")]
@@ -53,6 +65,7 @@ impl CoreError {
             Self::Invalid(_) => "invalid_field",
             Self::Conflict { .. } => "already_exists",
             Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::VersionMismatch { .. } => "version_mismatch",
             Self::Forbidden { .. } | Self::PlatformAdminOnly { .. } => "forbidden",
             Self::InvalidCredentials => "invalid_credentials",
             Self::Unauthenticated => "unauthenticated",

@@ -24,6 +24,12 @@ use crate::spec::AppSpec;
 
 pub const API_VERSION: &str = "paas/v1";
 
+/// The largest manifest accepted, in bytes.
+pub const MAX_BYTES: usize = 256 * 1024;
+
+/// The most documents a manifest may hold (empty documents included).
+pub const MAX_DOCUMENTS: usize = 100;
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawManifest {
@@ -45,6 +51,8 @@ struct RawMetadata {
 /// One parsed, valid application manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
+    /// Which document of the stream it is (from 0, empty documents counted), for errors.
+    pub document: usize,
     pub name: AppName,
     pub environment: EnvName,
     pub description: String,
@@ -63,16 +71,41 @@ pub struct Applied {
 
 /// Parses a stream of YAML documents. Errors name the document (from 0) and the field.
 pub fn parse(text: &str) -> Result<Vec<Manifest>, FieldError> {
+    if text.len() > MAX_BYTES {
+        return Err(FieldError::new(
+            "documents",
+            format!("a manifest holds at most {} KiB", MAX_BYTES / 1024),
+        ));
+    }
     let mut manifests = Vec::new();
     for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        if i == MAX_DOCUMENTS {
+            return Err(FieldError::new(
+                "documents",
+                format!("a manifest holds at most {MAX_DOCUMENTS} documents"),
+            ));
+        }
         let at = |field: &str| format!("documents[{i}].{field}");
         let value = serde_yaml_ng::Value::deserialize(document)
             .map_err(|e| FieldError::new(format!("documents[{i}]"), e.to_string()))?;
         if value.is_null() {
             continue;
         }
-        let raw: RawManifest =
-            serde_path_to_error_free(value).map_err(|(path, e)| FieldError::new(at(&path), e))?;
+        let raw: RawManifest = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "".to_owned() } else { path };
+            let message = e.into_inner().to_string();
+            // The spec's own validators say "field: message"; keep only the message.
+            let message = message
+                .split_once(": ")
+                .filter(|(f, _)| field.ends_with(f))
+                .map_or(message.clone(), |(_, m)| m.to_owned());
+            if field.is_empty() {
+                FieldError::new(format!("documents[{i}]"), message)
+            } else {
+                FieldError::new(at(&field), message)
+            }
+        })?;
         if raw.api_version != API_VERSION {
             return Err(FieldError::new(
                 at("apiVersion"),
@@ -86,6 +119,7 @@ pub fn parse(text: &str) -> Result<Vec<Manifest>, FieldError> {
         spec.validate()
             .map_err(|e| FieldError::new(at(&e.field), e.message))?;
         manifests.push(Manifest {
+            document: i,
             name: AppName::parse(&raw.metadata.name)
                 .map_err(|e| FieldError::new(at("metadata.name"), e.message))?,
             environment: EnvName::parse(&raw.metadata.environment)
@@ -102,18 +136,6 @@ pub fn parse(text: &str) -> Result<Vec<Manifest>, FieldError> {
         ));
     }
     Ok(manifests)
-}
-
-/// Deserializes a YAML value, reporting the path of a misfit field.
-fn serde_path_to_error_free(value: serde_yaml_ng::Value) -> Result<RawManifest, (String, String)> {
-    serde_yaml_ng::from_value::<RawManifest>(value).map_err(|e| {
-        let message = e.to_string();
-        // serde_yaml_ng prefixes the path as "a.b: message" when it knows it.
-        match message.split_once(": ") {
-            Some((path, rest)) if !path.contains(' ') => (path.to_owned(), rest.to_owned()),
-            _ => ("spec".to_owned(), message),
-        }
-    })
 }
 
 #[cfg(test)]
@@ -160,5 +182,39 @@ mod tests {
         );
         check_err("", "documents");
         check_err("key: [unclosed", "documents[0]");
+        // A misfit key is named where it is, not blamed on the spec.
+        check_err(
+            &WEB.replace("environment: dev}", "environment: dev, colour: red}"),
+            "documents[0].metadata",
+        );
+        check_err(
+            &WEB.replace("kind: Application", "kind: Application\nextra: 1"),
+            "documents[0]",
+        );
+        check_err(
+            &WEB.replace("replicas: 2", "replicas: two"),
+            "documents[0].spec.replicas",
+        );
+    }
+
+    #[test]
+    fn a_manifest_has_a_bounded_number_of_documents_and_size() {
+        let many = vec![WEB; MAX_DOCUMENTS + 1].join("---\n");
+        let err = parse(&many).err().unwrap_or_else(|| panic!("parsed"));
+        assert_eq!(err.field, "documents");
+        assert!(err.message.contains("100 documents"), "{err}");
+        let empties = "---\n".repeat(MAX_DOCUMENTS + 1);
+        assert!(parse(&empties).is_err());
+        let big = format!("{WEB}# {}\n", "x".repeat(MAX_BYTES));
+        let err = parse(&big).err().unwrap_or_else(|| panic!("parsed"));
+        assert!(err.message.contains("256 KiB"), "{err}");
+        // Documents carry their place in the stream, empty ones counted.
+        let gap = format!("{WEB}---\n---\n{}", WEB.replace("name: web", "name: api"));
+        let docs: Vec<usize> = parse(&gap)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .map(|m| m.document)
+            .collect();
+        assert_eq!(docs, [0, 2]);
     }
 }

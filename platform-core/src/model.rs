@@ -163,6 +163,9 @@ pub struct Application {
     pub scaled_replicas: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Moves on with every change; send it back in `If-Match` (or as `version`) to
+    /// refuse a change when someone else changed the application since.
+    pub version: i64,
 }
 
 /// Something that happened to an application's instances.

@@ -201,14 +201,14 @@ async fn every_spec_change_is_a_new_revision_and_the_same_spec_is_a_no_op(pool: 
     let detail = must(
         world
             .platform
-            .update_application(&acme, "dev", "web", changed.clone(), None)
+            .update_application(&acme, "dev", "web", changed.clone(), None, None)
             .await,
     );
     assert_eq!(detail.application.current_revision, 2);
     let again = must(
         world
             .platform
-            .update_application(&acme, "dev", "web", changed, None)
+            .update_application(&acme, "dev", "web", changed, None, None)
             .await,
     );
     assert_eq!(
@@ -561,7 +561,7 @@ async fn a_secret_is_write_only_sealed_and_makes_a_revision_that_runs_with_it(po
     with_env.env.insert("DB_PASSWORD".into(), "plain".into());
     let refused = world
         .platform
-        .update_application(&access, "dev", "web", with_env, None)
+        .update_application(&access, "dev", "web", with_env, None, None)
         .await;
     assert!(
         matches!(refused, Err(CoreError::Invalid(ref f)) if f.field == "spec.env.DB_PASSWORD"),

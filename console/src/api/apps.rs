@@ -12,7 +12,7 @@ use platform_core::spec::AppSpec;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiJson, Items, Page};
+use super::{ApiJson, IfMatch, Items, Page, etag};
 use crate::error::{ApiError, ErrorBody};
 use crate::scope::{ActionSegment, AppScope, InstanceSegment, TenantScope};
 use crate::state::AppState;
@@ -94,16 +94,25 @@ pub async fn create(
 
 #[utoipa::path(operation_id = "get_application", get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}", tag = "applications",
     params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
-    responses((status = 200, body = ApplicationDetail), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = ApplicationDetail, headers(("ETag" = String, description = "The application's version, for If-Match"))), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get(
-    state: Data<AppState>,
-    scope: AppScope,
-) -> Result<Json<ApplicationDetail>, ApiError> {
+pub async fn get(state: Data<AppState>, scope: AppScope) -> Result<HttpResponse, ApiError> {
     let AppScope {
         access, env, app, ..
     } = scope;
-    Ok(Json(state.platform.application(&access, &env, &app).await?))
+    Ok(with_etag(
+        state.platform.application(&access, &env, &app).await?,
+    ))
+}
+
+/// A 200 with the application and its version as `ETag`.
+fn with_etag(detail: ApplicationDetail) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((
+            actix_web::http::header::ETAG,
+            etag(detail.application.version),
+        ))
+        .json(detail)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -111,48 +120,60 @@ pub async fn get(
 pub struct UpdateApplication {
     pub spec: AppSpec,
     pub description: Option<String>,
+    /// The version this change was made against (as `If-Match` would say); the change
+    /// is refused with 412 when the application has moved on.
+    pub version: Option<i64>,
 }
 
 /// Applies a spec: a new revision when it differs from the current one; applying the
-/// same spec again changes nothing.
+/// same spec again changes nothing. With `If-Match` (or `version`), the change is
+/// made only if the application is still at that version.
 #[utoipa::path(operation_id = "update_application", put, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}", tag = "applications",
-    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version this change was made against")),
     request_body = UpdateApplication,
-    responses((status = 200, body = ApplicationDetail), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = ApplicationDetail, headers(("ETag" = String, description = "The application's new version"))), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update(
     state: Data<AppState>,
     scope: AppScope,
+    if_match: IfMatch,
     body: ApiJson<UpdateApplication>,
-) -> Result<Json<ApplicationDetail>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let AppScope {
         access, env, app, ..
     } = scope;
     let body = body.0;
+    let version = if_match.or_body(body.version)?;
     let description = body
         .description
         .as_deref()
         .map(parse_description)
         .transpose()?;
-    Ok(Json(
+    Ok(with_etag(
         state
             .platform
-            .update_application(&access, &env, &app, body.spec, description)
+            .update_application(&access, &env, &app, body.spec, description, version)
             .await?,
     ))
 }
 
 #[utoipa::path(operation_id = "delete_application", delete, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}", tag = "applications",
-    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
-    responses((status = 204, description = "Deleted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version this deletion was decided on")),
+    responses((status = 204, description = "Deleted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn delete(state: Data<AppState>, scope: AppScope) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    state: Data<AppState>,
+    scope: AppScope,
+    if_match: IfMatch,
+) -> Result<HttpResponse, ApiError> {
     let AppScope {
         access, env, app, ..
     } = scope;
     state
         .platform
-        .delete_application(&access, &env, &app)
+        .delete_application(&access, &env, &app, if_match.0)
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -244,13 +265,15 @@ pub async fn conditions(
 /// A lifecycle action: `start`, `stop` or `restart`.
 #[utoipa::path(operation_id = "application_action", post, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/{action}", tag = "applications",
     params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application"),
-        ("action" = String, Path, description = "start, stop or restart")),
-    responses((status = 204, description = "Done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+        ("action" = String, Path, description = "start, stop or restart"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version this action was decided on (start and stop)")),
+    responses((status = 204, description = "Done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn action(
     state: Data<AppState>,
     scope: AppScope,
     segment: Path<ActionSegment>,
+    if_match: IfMatch,
 ) -> Result<HttpResponse, ApiError> {
     let AppScope {
         access, env, app, ..
@@ -260,13 +283,13 @@ pub async fn action(
         "start" => {
             state
                 .platform
-                .set_running(&access, &env, &app, true)
+                .set_running(&access, &env, &app, true, if_match.0)
                 .await?
         }
         "stop" => {
             state
                 .platform
-                .set_running(&access, &env, &app, false)
+                .set_running(&access, &env, &app, false, if_match.0)
                 .await?
         }
         "restart" => state.platform.restart(&access, &env, &app).await?,
@@ -279,25 +302,29 @@ pub async fn action(
 #[serde(deny_unknown_fields)]
 pub struct Scale {
     pub replicas: u32,
+    /// The version this scaling was decided on (as `If-Match` would say).
+    pub version: Option<i64>,
 }
 
 /// Sets the number of instances.
 #[utoipa::path(operation_id = "scale_application", put, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/replicas", tag = "applications",
     params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
     request_body = Scale,
-    responses((status = 204, description = "Scaled"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 204, description = "Scaled"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn scale(
     state: Data<AppState>,
     scope: AppScope,
+    if_match: IfMatch,
     body: ApiJson<Scale>,
 ) -> Result<HttpResponse, ApiError> {
     let AppScope {
         access, env, app, ..
     } = scope;
+    let version = if_match.or_body(body.0.version)?;
     state
         .platform
-        .scale(&access, &env, &app, body.0.replicas)
+        .scale(&access, &env, &app, body.0.replicas, version)
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -418,7 +445,7 @@ pub fn new_lines<'a>(seen: &[String], now: &'a [String]) -> &'a [String] {
 }
 
 /// The largest manifest accepted.
-const MAX_MANIFEST_BYTES: usize = 256 * 1024;
+const MAX_MANIFEST_BYTES: usize = platform_core::manifest::MAX_BYTES;
 
 /// Applies YAML application manifests (one or more documents). Applying the same
 /// manifest again changes nothing.
@@ -442,6 +469,9 @@ pub async fn apply_manifests(
     }
     let text =
         std::str::from_utf8(&body).map_err(|_| ApiError::field("body", "must be UTF-8 text"))?;
+    if text.contains('\0') {
+        return Err(ApiError::field("body", "must not contain a NUL character"));
+    }
     let manifests = platform_core::manifest::parse(text)?;
     Ok(Json(Items::new(
         state.platform.apply_manifests(&access, manifests).await?,

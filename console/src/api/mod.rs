@@ -104,33 +104,46 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     {
         return Err(ApiError::field("body", "must be a JSON object"));
     }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|err| {
+    // JSON Schema counts 11.0 as an integer, so the API does too: the body is read as a
+    // value first and whole floats become integers before the typed fields see them.
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    whole_floats_as_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
-        let inner = err.into_inner();
-        if inner.classify() == serde_json::error::Category::Data {
-            let field = if path == "." { "body".to_owned() } else { path };
-            // Our own parse errors already read "field: message"; keep only the message.
-            let message = inner.to_string();
-            let message = message
-                .split_once(": ")
-                .filter(|(f, _)| field.ends_with(f))
-                .map_or(message.clone(), |(_, m)| m.to_owned());
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .to_owned();
-            ApiError::field(field, message)
-        } else {
-            let message = inner.to_string();
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the body is not valid JSON: {message}"),
-            )
-        }
+        let field = if path == "." { "body".to_owned() } else { path };
+        // Our own parse errors already read "field: message"; keep only the message.
+        let message = err.into_inner().to_string();
+        let message = message
+            .split_once(": ")
+            .filter(|(f, _)| field.ends_with(f))
+            .map_or(message.clone(), |(_, m)| m.to_owned());
+        ApiError::field(field, message)
     })
+}
+
+/// Turns every float with no fractional part (within ±2^53, where floats are exact)
+/// into the integer it equals.
+fn whole_floats_as_integers(value: &mut serde_json::Value) {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT) {
+                // The bound above makes the conversion exact.
+                #[allow(clippy::cast_possible_truncation)]
+                let whole = f as i64;
+                *value = serde_json::Value::from(whole);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_floats_as_integers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(whole_floats_as_integers),
+        _ => {}
+    }
 }
 
 /// Routes of `/api/v1`.
@@ -228,12 +241,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         platform_core::package::MAX_ARCHIVE_BYTES,
                     ))
                     .route(web::post().to(packages::upload))
-                    .route(web::get().to(packages::list)),
+                    .route(web::get().to(packages::list))
+                    .default_service(web::to(not_found)),
             )
             .service(
                 web::resource("/tenants/{tenant}/manifests")
                     .app_data(web::PayloadConfig::new(256 * 1024))
-                    .route(web::post().to(apps::apply_manifests)),
+                    .route(web::post().to(apps::apply_manifests))
+                    .default_service(web::to(not_found)),
             )
             .route(
                 "/tenants/{tenant}/environments/{env}/applications/{app}/instances/{instance}/logs",
@@ -265,12 +280,122 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-async fn not_found() -> actix_web::HttpResponse {
-    actix_web::ResponseError::error_response(&ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such API route",
-    ))
+/// What answers a request no route took: 405 with `Allow` when the path is an
+/// operation's path under another method, 404 otherwise. The methods come from the
+/// OpenAPI document, which a test holds equal to the routes.
+async fn not_found(req: HttpRequest) -> actix_web::HttpResponse {
+    let path = req.path().strip_prefix("/api/v1").unwrap_or(req.path());
+    let allowed = allowed_methods(path);
+    if allowed.is_empty() {
+        return actix_web::ResponseError::error_response(&ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such API route",
+        ));
+    }
+    let allow = allowed.join(", ");
+    let mut response = actix_web::ResponseError::error_response(&ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not an operation of this path; it allows {allow}",
+            req.method()
+        ),
+    ));
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
+}
+
+/// The methods the API document declares for a concrete path (under `/api/v1`).
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    static OPERATIONS: std::sync::OnceLock<Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)>> =
+        std::sync::OnceLock::new();
+    let operations = OPERATIONS.get_or_init(|| {
+        let doc = <openapi::ApiDoc as utoipa::OpenApi>::openapi();
+        doc.paths
+            .paths
+            .iter()
+            .map(|(template, item)| {
+                let template = template.strip_prefix("/api/v1").unwrap_or(template);
+                let methods = [
+                    ("GET", item.get.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                ];
+                let methods = methods
+                    .into_iter()
+                    .filter_map(|(m, declared)| declared.then_some(m))
+                    .collect();
+                (actix_web::dev::ResourceDef::new(template), methods)
+            })
+            .collect()
+    });
+    let mut allowed: Vec<&'static str> = operations
+        .iter()
+        .filter(|(def, _)| def.is_match(path))
+        .flat_map(|(_, methods)| methods.iter().copied())
+        .collect();
+    allowed.sort_unstable();
+    allowed.dedup();
+    allowed
+}
+
+/// The `If-Match` of a change: the version (from an `ETag` this API gave) the client
+/// read, or none (absent, or `*`). A value that names no version of ours cannot
+/// match anything, so it is refused with 412 before anything is read.
+#[derive(Debug, Clone, Copy)]
+pub struct IfMatch(pub Option<i64>);
+
+impl IfMatch {
+    /// The version a change must find: `If-Match`, else the body's `version`; both
+    /// given and different is a contradiction the client must resolve.
+    pub fn or_body(self, body: Option<i64>) -> Result<Option<i64>, ApiError> {
+        match (self.0, body) {
+            (Some(header), Some(body)) if header != body => Err(ApiError::field(
+                "version",
+                format!("is {body} but If-Match says {header}"),
+            )),
+            (header, body) => Ok(header.or(body)),
+        }
+    }
+}
+
+/// The entity tag of a version, as `ETag` carries it.
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+impl FromRequest for IfMatch {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(value) = req.headers().get(actix_web::http::header::IF_MATCH) else {
+            return std::future::ready(Ok(Self(None)));
+        };
+        let text = value.to_str().unwrap_or("").trim();
+        if text == "*" {
+            return std::future::ready(Ok(Self(None)));
+        }
+        let version = text
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .and_then(|t| t.parse::<i64>().ok());
+        std::future::ready(match version {
+            Some(v) => Ok(Self(Some(v))),
+            None => Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "version_mismatch",
+                "If-Match must be one entity tag this API sent as ETag, such as \"3\"",
+            )),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -313,5 +438,21 @@ mod tests {
             (422, "invalid_field", Some("spec.replica")),
         );
         check(r#"{"name": "ok"}"#, (422, "invalid_field", Some("body")));
+        check(
+            r#"{"name": "ok", "spec": {"command": "x", "replicas": 2.5}}"#,
+            (422, "invalid_field", Some("spec.replicas")),
+        );
+    }
+
+    #[test]
+    fn a_whole_float_is_an_integer_as_json_schema_says() {
+        let body: Body =
+            parse_json(br#"{"name": "ok", "spec": {"command": "x", "replicas": 3.0}}"#)
+                .unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(body.spec.replicas, 3);
+        let body: Body =
+            parse_json(br#"{"name": "ok", "spec": {"command": "x", "replicas": 3e0}}"#)
+                .unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(body.spec.replicas, 3);
     }
 }

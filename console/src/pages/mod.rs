@@ -154,9 +154,9 @@ pub fn form_errors(e: CoreError) -> Result<FormErrors, PageError> {
         CoreError::Conflict { field, message } => {
             Ok(FormErrors::from_field(FieldError::new(field, message)))
         }
-        CoreError::Forbidden { .. } | CoreError::QuotaExceeded { .. } => {
-            Ok(FormErrors::general_message(e.to_string()))
-        }
+        CoreError::Forbidden { .. }
+        | CoreError::QuotaExceeded { .. }
+        | CoreError::VersionMismatch { .. } => Ok(FormErrors::general_message(e.to_string())),
         other => Err(PageError::from(other)),
     }
 }

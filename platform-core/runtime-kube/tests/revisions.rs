@@ -162,6 +162,7 @@ async fn two_live_revisions_render_two_pod_templates_each_its_own(pool: PgPool) 
                 "web",
                 spec("registry.example/web:2", "two"),
                 None,
+                None,
             )
             .await,
     );

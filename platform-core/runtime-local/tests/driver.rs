@@ -460,13 +460,13 @@ async fn a_change_to_one_application_is_reconciled_at_once_without_a_full_pass(p
     );
     let created = placed_within(&pool, "web", 1, Duration::from_secs(10)).await;
     assert!(created.is_some(), "a new application was not placed");
-    must(world.platform.scale(&access, "dev", "web", 3).await);
+    must(world.platform.scale(&access, "dev", "web", 3, None).await);
     let scaled = placed_within(&pool, "web", 3, Duration::from_secs(10)).await;
     assert!(scaled.is_some(), "scaling was not applied");
     must(
         world
             .platform
-            .set_running(&access, "dev", "web", false)
+            .set_running(&access, "dev", "web", false, None)
             .await,
     );
     let stopped_all = placed_within(&pool, "web", 0, Duration::from_secs(10)).await;

@@ -11,6 +11,7 @@
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
+use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
 
@@ -26,6 +27,9 @@ pub const MAX_ENTRIES: usize = 20_000;
 pub const MAX_PATH_DEPTH: usize = 32;
 /// The longest path in an archive, in bytes.
 pub const MAX_PATH_BYTES: usize = 1024;
+/// The longest an archive may take to read or unpack, whatever else it holds: the
+/// bounds above limit each kind of cost, this one limits their sum.
+pub const MAX_UNPACK_TIME: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `sha256:<64 lowercase hex digits>`.
 pub fn digest_of(bytes: &[u8]) -> String {
@@ -55,17 +59,50 @@ pub struct Summary {
 #[error("{0}")]
 pub struct InvalidArchive(pub String);
 
-fn reader(bytes: &[u8]) -> (bool, Box<dyn Read + '_>) {
+fn reader(bytes: &[u8], until: Instant) -> (bool, Box<dyn Read + '_>) {
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        (true, Box::new(flate2::read::GzDecoder::new(bytes)))
+        let gz = flate2::read::GzDecoder::new(bytes);
+        (true, Box::new(Deadline { inner: gz, until }))
     } else {
-        (false, Box::new(bytes))
+        (
+            false,
+            Box::new(Deadline {
+                inner: bytes,
+                until,
+            }),
+        )
     }
+}
+
+/// A reader that fails once its deadline has passed, so that no archive, however it
+/// is built, holds a thread for longer than [`MAX_UNPACK_TIME`].
+struct Deadline<R> {
+    inner: R,
+    until: Instant,
+}
+
+impl<R: Read> Read for Deadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if Instant::now() > self.until {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                too_slow(),
+            ));
+        }
+        self.inner.read(buf)
+    }
+}
+
+fn too_slow() -> String {
+    format!(
+        "takes longer than {} s to unpack",
+        MAX_UNPACK_TIME.as_secs()
+    )
 }
 
 /// Reads the whole archive and checks every entry.
 pub fn inspect(bytes: &[u8]) -> Result<Summary, InvalidArchive> {
-    walk(bytes, None)
+    walk(bytes, None, Instant::now() + MAX_UNPACK_TIME)
 }
 
 /// Unpacks the archive into `dest` (created if needed); files already there with the
@@ -73,18 +110,21 @@ pub fn inspect(bytes: &[u8]) -> Result<Summary, InvalidArchive> {
 pub fn unpack(bytes: &[u8], dest: &Path) -> Result<Summary, InvalidArchive> {
     std::fs::create_dir_all(dest)
         .map_err(|e| InvalidArchive(format!("cannot create {}: {e}", dest.display())))?;
-    walk(bytes, Some(dest))
+    walk(bytes, Some(dest), Instant::now() + MAX_UNPACK_TIME)
 }
 
-fn walk(bytes: &[u8], dest: Option<&Path>) -> Result<Summary, InvalidArchive> {
+fn walk(bytes: &[u8], dest: Option<&Path>, until: Instant) -> Result<Summary, InvalidArchive> {
     if bytes.is_empty() {
         return Err(InvalidArchive("the archive is empty".into()));
     }
-    let (compressed, input) = reader(bytes);
+    let (compressed, input) = reader(bytes, until);
     let mut archive = tar::Archive::new(input);
     archive.set_preserve_permissions(true);
     archive.set_overwrite(true);
     let not_tar = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            return InvalidArchive(too_slow());
+        }
         InvalidArchive(format!(
             "not a tar or tar.gz archive ({})",
             if compressed {
@@ -103,6 +143,9 @@ fn walk(bytes: &[u8], dest: Option<&Path>) -> Result<Summary, InvalidArchive> {
     for entry in archive.entries().map_err(not_tar)? {
         let mut entry = entry.map_err(not_tar)?;
         entries += 1;
+        if Instant::now() > until {
+            return Err(InvalidArchive(too_slow()));
+        }
         if entries > MAX_ENTRIES {
             return Err(InvalidArchive(format!("more than {MAX_ENTRIES} entries")));
         }
@@ -253,6 +296,18 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(dir);
         assert!(inspect(&archive(&[("a", b"1")], false)).is_ok());
+    }
+
+    #[test]
+    fn an_archive_that_takes_too_long_is_refused_whatever_it_holds() {
+        let past = Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        for compressed in [true, false] {
+            let bytes = archive(&[("a", b"1")], compressed);
+            let got = walk(&bytes, None, past);
+            assert!(got.as_ref().is_err_and(|e| e.0 == too_slow()), "{got:?}");
+            assert!(walk(&bytes, None, Instant::now() + MAX_UNPACK_TIME).is_ok());
+        }
     }
 
     #[test]

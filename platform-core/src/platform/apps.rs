@@ -106,6 +106,28 @@ impl Platform {
         access: &TenantAccess,
         input: NewApplication,
     ) -> Result<ApplicationDetail, CoreError> {
+        let plan = self.plan_create(access, input).await?;
+        let application = if plan.quota == Quota::default() {
+            // No quota to hold: one statement, committed on its own.
+            insert_planned(&self.pool, access, &plan).await?
+        } else {
+            let mut tx = self.pool.begin().await?;
+            let application = write_create(&mut tx, access, &plan).await?;
+            tx.commit().await?;
+            application
+        };
+        Ok(ApplicationDetail {
+            application,
+            spec: plan.input.spec,
+        })
+    }
+
+    /// Every check a create makes before it writes anything.
+    async fn plan_create(
+        &self,
+        access: &TenantAccess,
+        input: NewApplication,
+    ) -> Result<PlannedCreate, CoreError> {
         input.spec.validate()?;
         self.check_package(access, &input.spec).await?;
         // The tenant's quota is read beside the environment, before the transaction; it
@@ -124,57 +146,13 @@ impl Platform {
             },
             "change applications in a protected environment",
         )?;
-        let tenant_id = access.tenant().id;
         let spec_json =
             serde_json::to_value(&input.spec).map_err(|e| CoreError::Internal(e.to_string()))?;
-        let target = format!("{}/{}", env.name, input.name);
-        let new = store::apps::NewApplication {
-            tenant_id,
-            environment_id: env.id,
-            environment: &env.name,
-            name: input.name.as_str(),
-            description: &input.description,
-            spec: &spec_json,
-            created_by: access.principal().user_id,
-        };
-        let audit = audit_record(
-            access.principal(),
-            Audit {
-                tenant_id: Some(tenant_id),
-                action: "application.create",
-                target_kind: "application",
-                target: &target,
-                details: json!({"revision": 1, "spec": spec_json}),
-            },
-        );
-        let taken = |e| {
-            conflict_on_unique(
-                e,
-                "name",
-                format!(
-                    "an application '{}' already exists in '{}'",
-                    input.name, env.name
-                ),
-            )
-        };
-        let application = if quota == Quota::default() {
-            // No quota to hold: one statement, committed on its own.
-            store::apps::create(&self.pool, new, audit)
-                .await
-                .map_err(taken)?
-        } else {
-            let mut tx = self.pool.begin().await?;
-            let demand = Usage::of(&input.spec, input.spec.replicas);
-            enforce_quota_of(&mut tx, quota, tenant_id, None, demand).await?;
-            let application = store::apps::create(&mut *tx, new, audit)
-                .await
-                .map_err(taken)?;
-            tx.commit().await?;
-            application
-        };
-        Ok(ApplicationDetail {
-            application,
-            spec: input.spec,
+        Ok(PlannedCreate {
+            env,
+            quota,
+            input,
+            spec_json,
         })
     }
 
@@ -229,6 +207,8 @@ impl Platform {
 
     /// Applies a spec: a new revision when it differs from the current one, nothing
     /// when it is the same (so applying a spec twice has the effect of applying it once).
+    /// With `if_version`, refuses the change when the application is no longer at that
+    /// version.
     pub async fn update_application(
         &self,
         access: &TenantAccess,
@@ -236,7 +216,30 @@ impl Platform {
         name: &str,
         spec: AppSpec,
         description: Option<String>,
+        if_version: Option<i64>,
     ) -> Result<ApplicationDetail, CoreError> {
+        let plan = self
+            .plan_update(access, environment, name, spec, description, if_version)
+            .await?;
+        if plan.changes_nothing() {
+            return Ok(plan.current);
+        }
+        let mut tx = self.pool.begin().await?;
+        let detail = self.write_update(&mut tx, access, plan).await?;
+        tx.commit().await?;
+        Ok(detail)
+    }
+
+    /// Every check an update makes before it writes anything.
+    async fn plan_update(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+        spec: AppSpec,
+        description: Option<String>,
+        if_version: Option<i64>,
+    ) -> Result<PlannedUpdate, CoreError> {
         spec.validate()?;
         self.check_package(access, &spec).await?;
         let env = self.environment(access, environment).await?;
@@ -248,20 +251,54 @@ impl Platform {
         )?;
         self.preflight(&env, &spec)?;
         let current = self.application(access, environment, name).await?;
-        let description_changed = description
-            .as_ref()
-            .is_some_and(|d| *d != current.application.description);
-        if current.spec == spec && !description_changed {
-            return Ok(current);
-        }
+        self.check_version(
+            &self.pool,
+            access,
+            &current.application,
+            if_version,
+            current.application.version,
+        )
+        .await?;
+        let description = description.filter(|d| *d != current.application.description);
+        Ok(PlannedUpdate {
+            current,
+            spec,
+            description,
+            if_version,
+        })
+    }
+
+    /// Writes a planned update: the new revision (when the spec changed), the
+    /// description, and the audit record.
+    async fn write_update(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        access: &TenantAccess,
+        plan: PlannedUpdate,
+    ) -> Result<ApplicationDetail, CoreError> {
+        let PlannedUpdate {
+            current,
+            spec,
+            description,
+            if_version,
+        } = plan;
+        let (environment, name) = (&current.application.environment, &current.application.name);
         let tenant_id = access.tenant().id;
         let app_id = current.application.id;
         let spec_json =
             serde_json::to_value(&spec).map_err(|e| CoreError::Internal(e.to_string()))?;
-        let mut tx = self.pool.begin().await?;
-        let latest = store::apps::lock(&mut tx, tenant_id, app_id)
+        let locked = store::apps::lock(&mut *tx, tenant_id, app_id)
             .await?
             .ok_or_else(|| CoreError::not_found("application", name))?;
+        self.check_version(
+            &mut *tx,
+            access,
+            &current.application,
+            if_version,
+            locked.version,
+        )
+        .await?;
+        let latest = locked.revision;
         if current.application.run_state == RunState::Running {
             // A spec that states a new replica count takes back the count from scaling.
             let scaled = current
@@ -269,14 +306,20 @@ impl Platform {
                 .scaled_replicas
                 .filter(|_| current.spec.replicas == spec.replicas);
             let replicas = desired_replicas(RunState::Running, scaled, &spec);
-            enforce_quota(&mut tx, tenant_id, Some(app_id), Usage::of(&spec, replicas)).await?;
+            enforce_quota(
+                &mut *tx,
+                tenant_id,
+                Some(app_id),
+                Usage::of(&spec, replicas),
+            )
+            .await?;
         }
         let mut revision = latest;
         if current.spec != spec {
             revision = latest + 1;
             // A spec that states a new replica count takes back the count from scaling.
             if current.spec.replicas != spec.replicas {
-                store::runtime::set_replicas(&mut tx, app_id, None).await?;
+                store::runtime::set_replicas(&mut *tx, app_id, None).await?;
             }
             // The new revision runs with the secrets the current one has.
             let secrets = store::apps::revision(&mut *tx, app_id, latest)
@@ -290,7 +333,7 @@ impl Platform {
                 .into());
             }
             store::apps::insert_revision(
-                &mut tx,
+                &mut *tx,
                 app_id,
                 revision,
                 &spec_json,
@@ -298,13 +341,13 @@ impl Platform {
                 access.principal().user_id,
             )
             .await?;
-            store::apps::set_current_revision(&mut tx, app_id, revision).await?;
+            store::apps::set_current_revision(&mut *tx, app_id, revision).await?;
         }
-        if let Some(d) = description.as_deref().filter(|_| description_changed) {
-            store::apps::set_description(&mut tx, app_id, d).await?;
+        if let Some(d) = description.as_deref() {
+            store::apps::set_description(&mut *tx, app_id, d).await?;
         }
         audit_app(
-            &mut tx,
+            &mut *tx,
             access,
             "application.update",
             environment,
@@ -314,9 +357,41 @@ impl Platform {
         .await?;
         let application = store::apps::find(&mut *tx, tenant_id, environment, name)
             .await?
-            .ok_or_else(|| CoreError::not_found("application", name))?;
-        tx.commit().await?;
+            .ok_or_else(|| CoreError::not_found("application", name.clone()))?;
         Ok(ApplicationDetail { application, spec })
+    }
+
+    /// Refuses a change made against a version the application no longer has, saying
+    /// who changed it since and when.
+    async fn check_version(
+        &self,
+        ex: impl sqlx::PgExecutor<'_>,
+        access: &TenantAccess,
+        application: &Application,
+        expected: Option<i64>,
+        current: i64,
+    ) -> Result<(), CoreError> {
+        let Some(expected) = expected.filter(|v| *v != current) else {
+            return Ok(());
+        };
+        let target = format!("{}/{}", application.environment, application.name);
+        // Read on the caller's connection: inside a transaction, asking the pool for a
+        // second connection while holding one starves it under contention.
+        let by =
+            match store::audit::last_change(ex, access.tenant().id, "application", &target).await {
+                Ok(Some((actor, at))) => format!(
+                    " (last by {actor} at {})",
+                    at.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                _ => String::new(),
+            };
+        Err(CoreError::VersionMismatch {
+            kind: "application",
+            name: target,
+            expected,
+            current,
+            by,
+        })
     }
 
     /// Deletes an application. Its revisions and audit records are kept.
@@ -325,6 +400,7 @@ impl Platform {
         access: &TenantAccess,
         environment: &str,
         name: &str,
+        if_version: Option<i64>,
     ) -> Result<(), CoreError> {
         let env = self.environment(access, environment).await?;
         access.require(
@@ -336,9 +412,11 @@ impl Platform {
         let application = self.find_application(access, environment, name).await?;
         let tenant_id = access.tenant().id;
         let mut tx = self.pool.begin().await?;
-        store::apps::lock(&mut tx, tenant_id, application.id)
+        let locked = store::apps::lock(&mut tx, tenant_id, application.id)
             .await?
             .ok_or_else(|| CoreError::not_found("application", name))?;
+        self.check_version(&mut *tx, access, &application, if_version, locked.version)
+            .await?;
         store::apps::soft_delete(&mut tx, application.id).await?;
         audit_app(
             &mut tx,
@@ -353,48 +431,99 @@ impl Platform {
         Ok(())
     }
 
-    /// Applies manifests in order: each application is created when absent, given a
-    /// new revision when its spec or description differs, and left alone otherwise.
+    /// Applies manifests, all or nothing: each application is created when absent,
+    /// given a new revision when its spec or description differs, and left alone
+    /// otherwise. Every document is checked (authorisation included) before anything is
+    /// written, and all of them are written in one transaction, so a refusal of any
+    /// document leaves every application as it was.
     pub async fn apply_manifests(
         &self,
         access: &TenantAccess,
         manifests: Vec<Manifest>,
     ) -> Result<Vec<Applied>, CoreError> {
-        let mut applied = Vec::with_capacity(manifests.len());
+        let mut seen = std::collections::HashSet::new();
+        let mut plans = Vec::with_capacity(manifests.len());
         for m in manifests {
-            let (env, name) = (m.environment.to_string(), m.name.to_string());
-            let existing = store::apps::find(&self.pool, access.tenant().id, &env, &name).await?;
-            let (outcome, revision) = match existing {
-                None => {
-                    let input = NewApplication {
+            let document = m.document;
+            let key = (m.environment.to_string(), m.name.to_string());
+            if !seen.insert(key.clone()) {
+                return Err(FieldError::new(
+                    format!("documents[{document}].metadata.name"),
+                    format!("'{}/{}' is already in an earlier document", key.0, key.1),
+                )
+                .into());
+            }
+            let plan = self
+                .plan_document(access, m)
+                .await
+                .map_err(|e| in_document(document, e))?;
+            plans.push((document, plan));
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut applied = Vec::with_capacity(plans.len());
+        for (document, plan) in plans {
+            let done = match plan {
+                Planned::Create(plan) => {
+                    let application = write_create(&mut tx, access, &plan)
+                        .await
+                        .map_err(|e| in_document(document, e))?;
+                    Applied::of(&application, "created")
+                }
+                Planned::Update(plan) if plan.changes_nothing() => {
+                    Applied::of(&plan.current.application, "unchanged")
+                }
+                Planned::Update(plan) => {
+                    let detail = self
+                        .write_update(&mut tx, access, *plan)
+                        .await
+                        .map_err(|e| in_document(document, e))?;
+                    Applied::of(&detail.application, "updated")
+                }
+            };
+            applied.push(done);
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// What applying one document would do, with every check made.
+    async fn plan_document(
+        &self,
+        access: &TenantAccess,
+        m: Manifest,
+    ) -> Result<Planned, CoreError> {
+        let existing = store::apps::find(
+            &self.pool,
+            access.tenant().id,
+            m.environment.as_str(),
+            m.name.as_str(),
+        )
+        .await?;
+        Ok(match existing {
+            None => Planned::Create(Box::new(
+                self.plan_create(
+                    access,
+                    NewApplication {
                         environment: m.environment,
                         name: m.name,
                         description: m.description,
                         spec: m.spec,
-                    };
-                    let detail = self.create_application(access, input).await?;
-                    ("created", detail.application.current_revision)
-                }
-                Some(before) => {
-                    let detail = self
-                        .update_application(access, &env, &name, m.spec, Some(m.description))
-                        .await?;
-                    let changed = detail.application.current_revision != before.current_revision
-                        || detail.application.description != before.description;
-                    (
-                        if changed { "updated" } else { "unchanged" },
-                        detail.application.current_revision,
-                    )
-                }
-            };
-            applied.push(Applied {
-                environment: env,
-                name,
-                outcome,
-                revision,
-            });
-        }
-        Ok(applied)
+                    },
+                )
+                .await?,
+            )),
+            Some(app) => Planned::Update(Box::new(
+                self.plan_update(
+                    access,
+                    &app.environment,
+                    &app.name,
+                    m.spec,
+                    Some(m.description),
+                    None,
+                )
+                .await?,
+            )),
+        })
     }
 
     /// The application's instances as the runtime observes them.
@@ -521,6 +650,7 @@ impl Platform {
         environment: &str,
         name: &str,
         running: bool,
+        if_version: Option<i64>,
     ) -> Result<(), CoreError> {
         let application = self.change_target(access, environment, name).await?;
         let state = if running {
@@ -529,6 +659,11 @@ impl Platform {
             RunState::Stopped
         };
         let mut tx = self.pool.begin().await?;
+        let locked = store::apps::lock(&mut tx, access.tenant().id, application.id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("application", name))?;
+        self.check_version(&mut *tx, access, &application, if_version, locked.version)
+            .await?;
         if running {
             let detail = self.application(access, environment, name).await?;
             let replicas =
@@ -570,6 +705,7 @@ impl Platform {
         environment: &str,
         name: &str,
         replicas: u32,
+        if_version: Option<i64>,
     ) -> Result<(), CoreError> {
         if replicas > AppSpec::MAX_REPLICAS {
             return Err(FieldError::new(
@@ -581,6 +717,11 @@ impl Platform {
         let application = self.change_target(access, environment, name).await?;
         let detail = self.application(access, environment, name).await?;
         let mut tx = self.pool.begin().await?;
+        let locked = store::apps::lock(&mut tx, access.tenant().id, application.id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("application", name))?;
+        self.check_version(&mut *tx, access, &application, if_version, locked.version)
+            .await?;
         if application.run_state == RunState::Running {
             enforce_quota(
                 &mut tx,
@@ -737,6 +878,119 @@ fn parse_stored_spec(row: &RevisionRow) -> Result<AppSpec, CoreError> {
 }
 
 /// Records a change to an application in the tenant's audit log.
+/// A create whose checks have all passed.
+struct PlannedCreate {
+    env: Environment,
+    quota: Quota,
+    input: NewApplication,
+    spec_json: serde_json::Value,
+}
+
+/// An update whose checks have all passed.
+struct PlannedUpdate {
+    current: ApplicationDetail,
+    spec: AppSpec,
+    /// The new description, when it differs.
+    description: Option<String>,
+    if_version: Option<i64>,
+}
+
+impl PlannedUpdate {
+    fn changes_nothing(&self) -> bool {
+        self.current.spec == self.spec && self.description.is_none()
+    }
+}
+
+/// What one manifest document will do.
+enum Planned {
+    Create(Box<PlannedCreate>),
+    Update(Box<PlannedUpdate>),
+}
+
+impl Applied {
+    fn of(application: &Application, outcome: &'static str) -> Self {
+        Self {
+            environment: application.environment.clone(),
+            name: application.name.clone(),
+            outcome,
+            revision: application.current_revision,
+        }
+    }
+}
+
+/// Writes a planned create inside a transaction, holding the tenant's quota first.
+async fn write_create(
+    tx: &mut sqlx::PgConnection,
+    access: &TenantAccess,
+    plan: &PlannedCreate,
+) -> Result<Application, CoreError> {
+    let demand = Usage::of(&plan.input.spec, plan.input.spec.replicas);
+    enforce_quota_of(&mut *tx, plan.quota, access.tenant().id, None, demand).await?;
+    insert_planned(&mut *tx, access, plan).await
+}
+
+/// The application, its revision 1 and its audit record, in one statement.
+async fn insert_planned<'e>(
+    ex: impl sqlx::PgExecutor<'e>,
+    access: &TenantAccess,
+    plan: &PlannedCreate,
+) -> Result<Application, CoreError> {
+    let (env, input) = (&plan.env, &plan.input);
+    let tenant_id = access.tenant().id;
+    let target = format!("{}/{}", env.name, input.name);
+    let new = store::apps::NewApplication {
+        tenant_id,
+        environment_id: env.id,
+        environment: &env.name,
+        name: input.name.as_str(),
+        description: &input.description,
+        spec: &plan.spec_json,
+        created_by: access.principal().user_id,
+    };
+    let audit = audit_record(
+        access.principal(),
+        Audit {
+            tenant_id: Some(tenant_id),
+            action: "application.create",
+            target_kind: "application",
+            target: &target,
+            details: json!({"revision": 1, "spec": plan.spec_json}),
+        },
+    );
+    store::apps::create(ex, new, audit).await.map_err(|e| {
+        conflict_on_unique(
+            e,
+            "name",
+            format!(
+                "an application '{}' already exists in '{}'",
+                input.name, env.name
+            ),
+        )
+    })
+}
+
+/// An error about one manifest document, with its fields named as the document names
+/// them.
+fn in_document(document: usize, e: CoreError) -> CoreError {
+    match e {
+        CoreError::Invalid(FieldError { field, message }) => {
+            let field = match field.as_str() {
+                "name" | "environment" | "description" => format!("metadata.{field}"),
+                _ => field,
+            };
+            FieldError::new(format!("documents[{document}].{field}"), message).into()
+        }
+        CoreError::Conflict { field, message } => CoreError::Conflict {
+            field,
+            message: format!("documents[{document}]: {message}"),
+        },
+        CoreError::QuotaExceeded { message } => CoreError::QuotaExceeded {
+            message: format!("documents[{document}]: {message}"),
+        },
+        other => other,
+    }
+}
+
 pub(super) async fn audit_app(
     tx: &mut sqlx::PgConnection,
     access: &TenantAccess,

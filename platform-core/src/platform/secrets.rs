@@ -114,7 +114,8 @@ impl Platform {
         let mut tx = self.pool.begin().await?;
         let current = store::apps::lock(&mut tx, access.tenant().id, app_id)
             .await?
-            .ok_or_else(|| CoreError::not_found("application", app))?;
+            .ok_or_else(|| CoreError::not_found("application", app))?
+            .revision;
         let revision = store::apps::revision(&mut *tx, app_id, current)
             .await?
             .ok_or_else(|| {

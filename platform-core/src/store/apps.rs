@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::model::Application;
 use crate::store::audit::AuditRecord;
 
-const APP_COLUMNS: &str = "a.id, a.tenant_id, e.name AS environment, a.name, a.description, a.current_revision, a.run_state, a.replicas AS scaled_replicas, a.created_at, a.updated_at";
+const APP_COLUMNS: &str = "a.id, a.tenant_id, e.name AS environment, a.name, a.description, a.current_revision, a.run_state, a.replicas AS scaled_replicas, a.created_at, a.updated_at, a.version";
 
 /// A new application with its first revision, in one statement.
 #[derive(Debug)]
@@ -42,7 +42,7 @@ pub async fn create<'e>(
              SELECT $9, $10, $11, $12, $13, $14, $15, $16 FROM a
          )
          SELECT a.id, a.tenant_id, $8::text AS environment, a.name, a.description, a.current_revision,
-                a.run_state, a.replicas AS scaled_replicas, a.created_at, a.updated_at
+                a.run_state, a.replicas AS scaled_replicas, a.created_at, a.updated_at, a.version
          FROM a",
     )
     .bind(Uuid::new_v4())
@@ -164,20 +164,28 @@ pub async fn find<'e>(
 }
 
 /// Locks the application row for the rest of the transaction, so concurrent spec
-/// changes get consecutive revision numbers instead of a conflict.
+/// changes get consecutive revision numbers instead of a conflict. Returns its current
+/// revision and version.
 pub async fn lock(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     id: Uuid,
-) -> Result<Option<i32>, sqlx::Error> {
-    let row: Option<(i32,)> = sqlx::query_as(
-        "SELECT current_revision FROM applications WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL FOR UPDATE",
+) -> Result<Option<Locked>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT current_revision AS revision, version FROM applications
+         WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL FOR UPDATE",
     )
     .bind(tenant_id)
     .bind(id)
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|(n,)| n))
+    .await
+}
+
+/// What a locked application row holds that a change depends on.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Locked {
+    pub revision: i32,
+    pub version: i64,
 }
 
 /// A revision: the spec, and the secret versions it runs with (`{"NAME": version}`).

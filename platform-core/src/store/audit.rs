@@ -1,6 +1,7 @@
 //! The append-only audit log. Records are written inside the transaction of the change
 //! they describe; the table refuses updates and deletes by trigger.
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
@@ -86,4 +87,24 @@ fn escape_like(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_")
+}
+
+/// Who last changed a target, and when: the newest entry about it. Read only when a
+/// change is refused as stale, to tell the caller who got there first.
+pub async fn last_change<'e>(
+    ex: impl PgExecutor<'e>,
+    tenant_id: Uuid,
+    target_kind: &str,
+    target: &str,
+) -> Result<Option<(String, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT actor, at FROM audit_log
+         WHERE tenant_id = $1 AND target_kind = $2 AND target = $3
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(tenant_id)
+    .bind(target_kind)
+    .bind(target)
+    .fetch_optional(ex)
+    .await
 }

@@ -42,6 +42,13 @@ pub struct HttpArgs {
     /// Login attempts allowed per client address per minute.
     #[arg(long, env = "PAAS_LOGIN_RATE_PER_ADDRESS", default_value_t = 30)]
     login_rate_per_address: u32,
+    /// Serve `/metrics` on this address only (e.g. a private interface for the
+    /// Prometheus that scrapes it) instead of on the main listener.
+    #[arg(long, env = "PAAS_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <token>` to read `/metrics`.
+    #[arg(long, env = "PAAS_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Maximum database connections.
     #[arg(long, env = "PAAS_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -284,6 +291,10 @@ pub async fn run_http(
         login_per_user_per_minute: http.login_rate_per_user,
         login_per_address_per_minute: http.login_rate_per_address,
         router_url: router_url.or_else(|| http.router_url.clone()),
+        metrics: console::MetricsExposure {
+            on_main_listener: http.metrics_listen.is_none(),
+            token: http.metrics_token.clone().filter(|t| !t.is_empty()),
+        },
     };
     let (stop_reconciler, stopped) = tokio::sync::watch::channel(false);
     let stopped_nodes = stopped.clone();
@@ -315,6 +326,7 @@ pub async fn run_http(
         let token = runtime.agent_token().to_owned();
         state = state.with_local_runtime(runtime, token);
     }
+    let metrics_state = state.clone();
     let mut server = actix_web::HttpServer::new(move || console::app(state.clone()))
         .shutdown_timeout(10)
         .bind(http.listen)
@@ -323,9 +335,27 @@ pub async fn run_http(
         server = server.workers(workers.max(1));
     }
     let addr = server.addrs().first().copied().unwrap_or(http.listen);
+    let metrics_server = match http.metrics_listen {
+        Some(listen) => {
+            let state = metrics_state;
+            let server = actix_web::HttpServer::new(move || console::metrics_app(state.clone()))
+                .workers(1)
+                .shutdown_timeout(1)
+                .bind(listen)
+                .with_context(|| format!("could not listen on {listen} for /metrics"))?
+                .run();
+            let handle = server.handle();
+            tokio::spawn(server);
+            Some(handle)
+        }
+        None => None,
+    };
     let running = server.run();
     on_listen(addr);
     let result = running.await;
+    if let Some(handle) = metrics_server {
+        handle.stop(true).await;
+    }
     let _ = stop_reconciler.send(true);
     result?;
     Ok(())

@@ -47,6 +47,9 @@ pub struct AppForm {
     pub(super) limit_cpu_millis: String,
     #[serde(default)]
     pub(super) limit_memory_mib: String,
+    /// The application's version when the form was opened (empty on the new form).
+    #[serde(default)]
+    pub(super) version: String,
 }
 
 impl Default for AppForm {
@@ -70,6 +73,7 @@ impl Default for AppForm {
             package: String::new(),
             limit_cpu_millis: String::new(),
             limit_memory_mib: String::new(),
+            version: String::new(),
         }
     }
 }
@@ -118,7 +122,13 @@ impl AppForm {
                 .memory_mib
                 .map(|v| v.to_string())
                 .unwrap_or_default(),
+            version: detail.application.version.to_string(),
         }
+    }
+
+    /// The version the form was opened at, which the change must still find.
+    pub(super) fn version(&self) -> Result<Option<i64>, FieldError> {
+        parse_version(&self.version)
     }
 
     pub fn serves_http(&self) -> bool {
@@ -194,6 +204,17 @@ impl AppForm {
     }
 }
 
+/// A form's hidden `version`: empty is none (the form does not hold one).
+pub(super) fn parse_version(text: &str) -> Result<Option<i64>, FieldError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| FieldError::new("version", "must be the version the page was opened at"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +242,7 @@ mod tests {
                 scaled_replicas: None,
                 created_at: now,
                 updated_at: now,
+                version: 7,
             },
             spec: spec.clone(),
         };

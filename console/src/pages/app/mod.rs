@@ -210,20 +210,29 @@ pub async fn update_app(
         app: name,
     } = scope;
     let tenant = access.tenant().slug.clone();
-    let form = form.into_inner();
-    let result = match (form.spec(), parse_description(&form.description)) {
-        (Ok(spec), Ok(description)) => state
+    let mut form = form.into_inner();
+    let result = match (
+        form.spec(),
+        parse_description(&form.description),
+        form.version(),
+    ) {
+        (Ok(spec), Ok(description), Ok(version)) => state
             .platform
-            .update_application(&access, &env, &name, spec, Some(description))
+            .update_application(&access, &env, &name, spec, Some(description), version)
             .await
             .map(|_| ()),
-        (Err(e), _) | (_, Err(e)) => Err(e.into()),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e.into()),
     };
     match result {
         Ok(()) => Ok(see_other(&format!(
             "/t/{tenant}/environments/{env}/apps/{name}"
         ))),
         Err(e) => {
+            if let CoreError::VersionMismatch { current, .. } = &e {
+                // The form keeps what the user typed; saving it again overwrites the
+                // other change, knowingly.
+                form.version = current.to_string();
+            }
             let errors = form_errors(e)
                 .map_err(|e| e.within(Layout::for_tenant(&auth.0, &access, "Error", "apps")))?;
             let page = app_page(&state, &auth, &access, &env, &name, Some(form), errors).await?;
@@ -232,7 +241,18 @@ pub async fn update_app(
     }
 }
 
-pub async fn delete_app(state: Data<AppState>, scope: PageApp) -> Result<HttpResponse, PageError> {
+/// The hidden `version` of a button's form.
+#[derive(Debug, Deserialize)]
+pub struct VersionForm {
+    #[serde(default)]
+    version: String,
+}
+
+pub async fn delete_app(
+    state: Data<AppState>,
+    scope: PageApp,
+    form: Form<VersionForm>,
+) -> Result<HttpResponse, PageError> {
     let PageApp {
         auth,
         access,
@@ -240,9 +260,11 @@ pub async fn delete_app(state: Data<AppState>, scope: PageApp) -> Result<HttpRes
         app: name,
     } = scope;
     let tenant = access.tenant().slug.clone();
+    let version =
+        form::parse_version(&form.version).map_err(|e| in_frame(&auth, &access)(e.into()))?;
     state
         .platform
-        .delete_application(&access, &env, &name)
+        .delete_application(&access, &env, &name, version)
         .await
         .map_err(in_frame(&auth, &access))?;
     Ok(see_other(&format!("/t/{tenant}/apps")))
@@ -433,6 +455,7 @@ pub async fn action(
     state: Data<AppState>,
     scope: PageApp,
     segment: Path<ActionSegment>,
+    form: Form<VersionForm>,
 ) -> Result<HttpResponse, PageError> {
     let PageApp {
         auth,
@@ -443,12 +466,21 @@ pub async fn action(
     let tenant = access.tenant().slug.clone();
     let action = segment.into_inner().action;
     let layout = Layout::for_tenant(&auth.0, &access, "Error", "apps");
+    let version = match form::parse_version(&form.version) {
+        Ok(v) => v,
+        Err(e) => return Err(PageError::from(CoreError::from(e)).within(layout)),
+    };
     let result = match action.as_str() {
-        "start" => state.platform.set_running(&access, &env, &name, true).await,
+        "start" => {
+            state
+                .platform
+                .set_running(&access, &env, &name, true, version)
+                .await
+        }
         "stop" => {
             state
                 .platform
-                .set_running(&access, &env, &name, false)
+                .set_running(&access, &env, &name, false, version)
                 .await
         }
         "restart" => state.platform.restart(&access, &env, &name).await,
@@ -464,6 +496,8 @@ pub async fn action(
 pub struct ScaleForm {
     #[serde(default)]
     replicas: String,
+    #[serde(default)]
+    version: String,
 }
 
 pub async fn scale(
@@ -478,10 +512,21 @@ pub async fn scale(
         app: name,
     } = scope;
     let tenant = access.tenant().slug.clone();
-    let result = match form.replicas.trim().parse::<u32>() {
-        Ok(n) => state.platform.scale(&access, &env, &name, n).await,
-        Err(_) => Err(FieldError::new("replicas", "must be a whole number from 0 to 100").into()),
+    let result = match (
+        form.replicas.trim().parse::<u32>(),
+        form::parse_version(&form.version),
+    ) {
+        (Ok(n), Ok(version)) => state.platform.scale(&access, &env, &name, n, version).await,
+        (Err(_), _) => {
+            Err(FieldError::new("replicas", "must be a whole number from 0 to 100").into())
+        }
+        (_, Err(e)) => Err(e.into()),
     };
+    // The scale form shows its errors under itself.
+    let result = result.map_err(|e| match e {
+        CoreError::VersionMismatch { .. } => FieldError::new("replicas", e.to_string()).into(),
+        other => other,
+    });
     match result {
         Ok(()) => Ok(see_other(&format!(
             "/t/{tenant}/environments/{env}/apps/{name}"
