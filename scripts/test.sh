@@ -3,7 +3,8 @@
 # (PostgreSQL, Chromium and its driver, the Kubernetes validation tools in a Python
 # venv), starts a throwaway PostgreSQL that each test creates its own fresh database
 # in, runs the Rust test suites, lints and validates the Helm chart, then validates
-# the OpenAPI document. Exits non-zero on the first failure.
+# the OpenAPI document and runs the API conformance run (schemathesis, every role).
+# Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,3 +62,6 @@ doc = json.load(open('$work/openapi.json'))
 validate(doc)
 print('openapi: %s paths, valid OpenAPI %s' % (len(doc['paths']), doc['openapi']))
 "
+
+# The API conformance run: schemathesis against a throwaway platform, once per role.
+scripts/conformance.sh

@@ -222,7 +222,8 @@ pub struct AuditEntry {
 }
 
 /// Which audit entries to show; every field narrows the result.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditFilter {
     /// Exact username of the actor.
     pub actor: Option<String>,
@@ -233,7 +234,23 @@ pub struct AuditFilter {
     /// Only entries with an id below this one (for paging backwards).
     pub before: Option<i64>,
     /// At most this many entries (1 to 200, default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+}
+
+impl AuditFilter {
+    pub const MAX_LIMIT: i64 = 200;
+
+    /// Refuses a limit outside 1 to [`AuditFilter::MAX_LIMIT`].
+    pub fn check(&self) -> Result<(), crate::FieldError> {
+        match self.limit {
+            Some(l) if !(1..=Self::MAX_LIMIT).contains(&l) => Err(crate::FieldError::new(
+                "limit",
+                format!("must be between 1 and {}", Self::MAX_LIMIT),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// An uploaded package archive.

@@ -11,9 +11,34 @@ use crate::spec::AppSpec;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub max_instances: Option<u32>,
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub max_cpu_millis: Option<u32>,
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub max_memory_mib: Option<u32>,
+}
+
+impl Quota {
+    /// The largest limit a quota holds (the store's integer).
+    pub const MAX_LIMIT: u32 = i32::MAX as u32;
+
+    /// Refuses a limit the store cannot hold, naming it.
+    pub fn check(&self) -> Result<(), crate::FieldError> {
+        for (field, value) in [
+            ("max_instances", self.max_instances),
+            ("max_cpu_millis", self.max_cpu_millis),
+            ("max_memory_mib", self.max_memory_mib),
+        ] {
+            if value.is_some_and(|v| v > Self::MAX_LIMIT) {
+                return Err(crate::FieldError::new(
+                    field,
+                    format!("must be at most {}", Self::MAX_LIMIT),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What running applications ask for.
@@ -66,6 +91,26 @@ impl Quota {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_schema_states_the_largest_limit_a_quota_holds() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(Quota::schema()).unwrap_or_default();
+        for field in ["max_instances", "max_cpu_millis", "max_memory_mib"] {
+            assert_eq!(schema["properties"][field]["maximum"], Quota::MAX_LIMIT, "{field}");
+        }
+        let over = Quota {
+            max_cpu_millis: Some(Quota::MAX_LIMIT + 1),
+            ..Quota::default()
+        };
+        assert_eq!(over.check().err().map(|e| e.field), Some("max_cpu_millis".into()));
+        let at = Quota {
+            max_memory_mib: Some(Quota::MAX_LIMIT),
+            ..Quota::default()
+        };
+        assert!(at.check().is_ok());
+    }
+
     use super::*;
 
     #[test]

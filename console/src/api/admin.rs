@@ -1,7 +1,7 @@
 //! Platform administration: tenants, users, signing keys, the platform audit log.
 
 use actix_web::HttpResponse;
-use actix_web::web::{Data, Json, Path, Query};
+use actix_web::web::{Data, Json, Path};
 use platform_core::model::{AuditEntry, AuditFilter, Tenant, User};
 use platform_core::names::{DisplayName, Password, TenantSlug, Username};
 use platform_core::platform::{NewTenant, NewUser, RuntimeOverview};
@@ -10,7 +10,7 @@ use platform_core::runtime::NodeLoss;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiJson, Items};
+use super::{ApiJson, ApiQuery, Items};
 use crate::error::{ApiError, ErrorBody};
 use crate::session::ApiAuth;
 use crate::state::AppState;
@@ -30,9 +30,12 @@ pub async fn list_tenants(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    #[schema(value_type = platform_core::names::TenantSlug)]
     pub slug: String,
+    #[schema(value_type = platform_core::names::DisplayName)]
     pub display_name: String,
     /// An existing user to make the tenant's first admin.
+    #[schema(value_type = Option<platform_core::names::Username>)]
     pub admin: Option<String>,
 }
 
@@ -50,10 +53,10 @@ pub async fn create_tenant(
     let input = NewTenant {
         slug: TenantSlug::parse(&body.slug)?,
         display_name: DisplayName::parse(&body.display_name)?,
+        // Absent or null is no admin; an empty name is refused like any invalid one.
         admin: body
             .admin
             .as_deref()
-            .filter(|a| !a.is_empty())
             .map(Username::parse)
             .transpose()
             .map_err(|e| e.for_field("admin"))?,
@@ -80,9 +83,12 @@ pub async fn list_users(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(value_type = platform_core::names::Username)]
     pub username: String,
+    #[schema(value_type = platform_core::names::DisplayName)]
     pub display_name: String,
-    /// At least 10 characters.
+    /// 10 to 1024 characters.
+    #[schema(schema_with = platform_core::names::Password::new_schema)]
     pub password: String,
     #[serde(default)]
     pub platform_admin: bool,
@@ -136,22 +142,18 @@ pub async fn update_user(
 
 /// The platform-level audit log: logins, users, tenants, signing keys.
 #[utoipa::path(operation_id = "platform_audit", get, path = "/api/v1/admin/audit", tag = "admin",
-    params(("actor" = Option<String>, Query, description = "Exact username"),
-        ("action" = Option<String>, Query, description = "Action prefix"),
-        ("target" = Option<String>, Query, description = "Substring of the target"),
-        ("before" = Option<i64>, Query, description = "Entries with a smaller id"),
-        ("limit" = Option<i64>, Query, description = "1 to 200, default 50")),
+    params(AuditFilter),
     responses((status = 200, body = Items<AuditEntry>), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn audit(
     state: Data<AppState>,
     auth: ApiAuth,
-    filter: Query<AuditFilter>,
+    filter: ApiQuery<AuditFilter>,
 ) -> Result<Json<Items<AuditEntry>>, ApiError> {
     Ok(Json(Items::new(
         state
             .platform
-            .platform_audit(&auth.0.principal, &filter)
+            .platform_audit(&auth.0.principal, &filter.0)
             .await?,
     )))
 }

@@ -1,7 +1,7 @@
 //! Applications and their revisions.
 
 use actix_web::HttpResponse;
-use actix_web::web::{Data, Json, Path, Query};
+use actix_web::web::{Data, Json, Path};
 use platform_core::conditions::Condition;
 use platform_core::manifest::Applied;
 use platform_core::model::{AppEvent, Application, ApplicationDetail, Revision};
@@ -12,7 +12,7 @@ use platform_core::spec::AppSpec;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiJson, IfMatch, Items, Page, etag};
+use super::{ApiJson, ApiQuery, IfMatch, Items, Page, etag};
 use crate::error::{ApiError, ErrorBody};
 use crate::scope::{ActionSegment, AppScope, InstanceSegment, TenantScope};
 use crate::state::AppState;
@@ -26,6 +26,7 @@ pub struct ListQuery {
     /// Where the page starts: the `next` of the previous page.
     pub after: Option<String>,
     /// At most this many (1 to 500, 50 when absent).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -37,10 +38,10 @@ pub struct ListQuery {
 pub async fn list(
     state: Data<AppState>,
     scope: TenantScope,
-    query: Query<ListQuery>,
+    query: ApiQuery<ListQuery>,
 ) -> Result<Json<Page<Application>>, ApiError> {
     let access = scope.access;
-    let query = query.into_inner();
+    let query = query.0;
     let page = state
         .platform
         .applications(
@@ -62,9 +63,12 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApplication {
+    #[schema(value_type = platform_core::names::EnvName)]
     pub environment: String,
+    #[schema(value_type = platform_core::names::AppName)]
     pub name: String,
     #[serde(default)]
+    #[schema(value_type = platform_core::names::Description)]
     pub description: String,
     pub spec: AppSpec,
 }
@@ -89,7 +93,19 @@ pub async fn create(
         spec: body.spec,
     };
     let detail = state.platform.create_application(&access, input).await?;
-    Ok(HttpResponse::Created().json(detail))
+    let location = format!(
+        "/api/v1/tenants/{}/environments/{}/applications/{}",
+        access.tenant().slug,
+        detail.application.environment,
+        detail.application.name
+    );
+    Ok(HttpResponse::Created()
+        .insert_header((actix_web::http::header::LOCATION, location))
+        .insert_header((
+            actix_web::http::header::ETAG,
+            etag(detail.application.version),
+        ))
+        .json(detail))
 }
 
 #[utoipa::path(operation_id = "get_application", get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}", tag = "applications",
@@ -119,6 +135,7 @@ fn with_etag(detail: ApplicationDetail) -> HttpResponse {
 #[serde(deny_unknown_fields)]
 pub struct UpdateApplication {
     pub spec: AppSpec,
+    #[schema(value_type = Option<platform_core::names::Description>)]
     pub description: Option<String>,
     /// The version this change was made against (as `If-Match` would say); the change
     /// is refused with 412 when the application has moved on.
@@ -301,6 +318,7 @@ pub async fn action(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scale {
+    #[schema(minimum = 0, maximum = 100)]
     pub replicas: u32,
     /// The version this scaling was decided on (as `If-Match` would say).
     pub version: Option<i64>,
@@ -332,6 +350,7 @@ pub async fn scale(
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct LogsQuery {
     /// How many of the last lines (1 to 5000, default 200).
+    #[param(minimum = 1, maximum = 5000)]
     pub tail: Option<usize>,
     /// Keep the response open and send new lines as they are written, as server-sent
     /// events (`text/event-stream`, one `data:` per line).
@@ -349,19 +368,24 @@ pub struct LogLines {
 #[utoipa::path(operation_id = "instance_logs", get, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/instances/{instance}/logs", tag = "applications",
     params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application"),
         ("instance" = String, Path, description = "Instance name"), LogsQuery),
-    responses((status = 200, body = LogLines, description = "The lines; with follow=true a text/event-stream of them"), (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "The lines; with `follow=true`, a stream of server-sent events (one `data:` per line) that stays open",
+        content((LogLines = "application/json"), (String = "text/event-stream"))), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn logs(
     state: Data<AppState>,
     scope: AppScope,
     segment: Path<InstanceSegment>,
-    query: Query<LogsQuery>,
+    query: ApiQuery<LogsQuery>,
 ) -> Result<actix_web::HttpResponse, ApiError> {
     let AppScope {
         access, env, app, ..
     } = scope;
     let instance = segment.into_inner().instance;
+    let query = query.0;
     let tail = query.tail.unwrap_or(200);
+    if !(1..=5000).contains(&tail) {
+        return Err(ApiError::field("tail", "must be between 1 and 5000"));
+    }
     if !query.follow {
         let lines = state
             .platform

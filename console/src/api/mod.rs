@@ -336,14 +336,54 @@ pub fn allowed_methods(path: &str) -> Vec<&'static str> {
             })
             .collect()
     });
-    let mut allowed: Vec<&'static str> = operations
+    // Where templates overlap (`.../{app}/events` and `.../{app}/{action}`), the
+    // router takes the most literal one, and so does `Allow`.
+    let literal_segments = |def: &actix_web::dev::ResourceDef| {
+        def.pattern()
+            .unwrap_or("")
+            .split('/')
+            .filter(|s| !s.contains('{'))
+            .count()
+    };
+    let matching: Vec<_> = operations
         .iter()
         .filter(|(def, _)| def.is_match(path))
+        .collect();
+    let most_literal = matching
+        .iter()
+        .map(|(def, _)| literal_segments(def))
+        .max()
+        .unwrap_or(0);
+    let mut allowed: Vec<&'static str> = matching
+        .iter()
+        .filter(|(def, _)| literal_segments(def) == most_literal)
         .flat_map(|(_, methods)| methods.iter().copied())
         .collect();
     allowed.sort_unstable();
     allowed.dedup();
     allowed
+}
+
+/// A query string whose errors name the parameter at fault (422 `invalid_field`), as
+/// [`ApiJson`] does for bodies.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest for ApiQuery<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let pairs = form_urlencoded::parse(req.query_string().as_bytes());
+        let de = serde_urlencoded::Deserializer::new(pairs);
+        std::future::ready(serde_path_to_error::deserialize(de).map(ApiQuery).map_err(
+            |err| {
+                let path = err.path().to_string();
+                let field = if path == "." { "query".to_owned() } else { path };
+                ApiError::field(field, err.into_inner().to_string())
+            },
+        ))
+    }
 }
 
 /// The `If-Match` of a change: the version (from an `ETag` this API gave) the client

@@ -21,7 +21,7 @@ pub struct UploadQuery {
 /// names. Uploading the same bytes again returns the same package.
 #[utoipa::path(operation_id = "upload_package", post, path = "/api/v1/tenants/{tenant}/packages", tag = "packages",
     params(("tenant" = String, Path, description = "Tenant slug"), UploadQuery),
-    request_body(content = Vec<u8>, content_type = "application/gzip", description = "The archive (tar or tar.gz)"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The archive (tar or tar.gz); any media type is read as bytes"),
     responses((status = 201, body = Package), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn upload(

@@ -1,7 +1,7 @@
 //! Tenants as their members see them: environments, members, audit.
 
 use actix_web::HttpResponse;
-use actix_web::web::{Data, Json, Path, Query};
+use actix_web::web::{Data, Json, Path};
 use platform_core::model::{
     AuditEntry, AuditFilter, Environment, Member, Role, Tenant, TenantMembership,
 };
@@ -11,7 +11,7 @@ use platform_core::quota::{Quota, Usage};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiJson, Items};
+use super::{ApiJson, ApiQuery, Items};
 use crate::error::{ApiError, ErrorBody};
 use crate::scope::{TenantScope, UsernameSegment};
 use crate::session::ApiAuth;
@@ -55,8 +55,10 @@ pub async fn list_environments(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnvironment {
+    #[schema(value_type = platform_core::names::EnvName)]
     pub name: String,
     #[serde(default)]
+    #[schema(value_type = platform_core::names::Description)]
     pub description: String,
     /// Changes in a protected environment need the ops or tenant_admin role.
     #[serde(default)]
@@ -147,22 +149,17 @@ pub async fn remove_member(
 
 /// The tenant's audit log, newest first (ops and tenant admins).
 #[utoipa::path(operation_id = "tenant_audit", get, path = "/api/v1/tenants/{tenant}/audit", tag = "audit",
-    params(("tenant" = String, Path, description = "Tenant slug"),
-        ("actor" = Option<String>, Query, description = "Exact username"),
-        ("action" = Option<String>, Query, description = "Action prefix, e.g. application."),
-        ("target" = Option<String>, Query, description = "Substring of the target"),
-        ("before" = Option<i64>, Query, description = "Entries with a smaller id (paging)"),
-        ("limit" = Option<i64>, Query, description = "1 to 200, default 50")),
+    params(("tenant" = String, Path, description = "Tenant slug"), AuditFilter),
     responses((status = 200, body = Items<AuditEntry>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn audit(
     state: Data<AppState>,
     scope: TenantScope,
-    filter: Query<AuditFilter>,
+    filter: ApiQuery<AuditFilter>,
 ) -> Result<Json<Items<AuditEntry>>, ApiError> {
     let access = scope.access;
     Ok(Json(Items::new(
-        state.platform.tenant_audit(&access, &filter).await?,
+        state.platform.tenant_audit(&access, &filter.0).await?,
     )))
 }
 

@@ -4,8 +4,30 @@
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 
 use crate::FieldError;
+
+/// What a DNS label must match (see [`check_dns_label`]).
+pub const DNS_LABEL_PATTERN: &str = "^[a-z]([a-z0-9-]*[a-z0-9])?$";
+
+/// The JSON Schema of a text field, from the same bounds its parser checks.
+fn text_schema(
+    min: Option<usize>,
+    max: usize,
+    pattern: Option<&str>,
+    description: &str,
+) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(min)
+        .max_length(Some(max))
+        .pattern(pattern)
+        .description(Some(description))
+        .build()
+        .into()
+}
 
 fn check_dns_label(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
     if value.is_empty() {
@@ -70,6 +92,19 @@ macro_rules! dns_name {
                 Self::parse(&raw).map_err(serde::de::Error::custom)
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                text_schema(
+                    Some(1),
+                    $max,
+                    Some(DNS_LABEL_PATTERN),
+                    "Lowercase letters, digits and '-', starting with a letter and ending with a letter or digit",
+                )
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -93,8 +128,12 @@ dns_name!(
 pub struct Username(String);
 
 impl Username {
+    pub const MIN_LEN: usize = 2;
+    pub const MAX_LEN: usize = 64;
+    pub const PATTERN: &str = "^[a-z0-9][a-z0-9._-]*$";
+
     pub fn parse(value: &str) -> Result<Self, FieldError> {
-        let ok_len = (2..=64).contains(&value.len());
+        let ok_len = (Self::MIN_LEN..=Self::MAX_LEN).contains(&value.len());
         let ok_first = value
             .as_bytes()
             .first()
@@ -117,6 +156,19 @@ impl Username {
     }
 }
 
+impl utoipa::PartialSchema for Username {
+    fn schema() -> RefOr<Schema> {
+        text_schema(
+            Some(Self::MIN_LEN),
+            Self::MAX_LEN,
+            Some(Self::PATTERN),
+            "A login name: lowercase letters, digits, '.', '_' and '-', starting with a letter or digit",
+        )
+    }
+}
+
+impl utoipa::ToSchema for Username {}
+
 impl fmt::Display for Username {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -131,6 +183,8 @@ pub struct DisplayName(String);
 
 impl DisplayName {
     pub const MAX_CHARS: usize = 100;
+    /// No control characters, and something besides white space.
+    pub const PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$";
 
     pub fn parse(value: &str) -> Result<Self, FieldError> {
         let trimmed = value.trim();
@@ -157,13 +211,52 @@ impl DisplayName {
     }
 }
 
+impl utoipa::PartialSchema for DisplayName {
+    fn schema() -> RefOr<Schema> {
+        text_schema(
+            Some(1),
+            Self::MAX_CHARS,
+            Some(Self::PATTERN),
+            "A name shown to people: any text without control characters (surrounding space is trimmed)",
+        )
+    }
+}
+
+impl utoipa::ToSchema for DisplayName {}
+
+/// The most characters a description holds.
+pub const DESCRIPTION_MAX_CHARS: usize = 500;
+
+/// Free text describing an object, as [`parse_description`] accepts it: documentation
+/// only (descriptions are held as `String`).
+#[derive(Debug)]
+pub struct Description;
+
+impl Description {
+    /// No control characters but tab and newline.
+    pub const PATTERN: &str = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$";
+}
+
+impl utoipa::PartialSchema for Description {
+    fn schema() -> RefOr<Schema> {
+        text_schema(
+            None,
+            DESCRIPTION_MAX_CHARS,
+            Some(Description::PATTERN),
+            "Free text without control characters other than tab and newline",
+        )
+    }
+}
+
+impl utoipa::ToSchema for Description {}
+
 /// Free text describing an object; at most 500 characters.
 pub fn parse_description(value: &str) -> Result<String, FieldError> {
     let trimmed = value.trim();
-    if trimmed.chars().count() > 500 {
+    if trimmed.chars().count() > DESCRIPTION_MAX_CHARS {
         return Err(FieldError::new(
             "description",
-            "must be at most 500 characters",
+            format!("must be at most {DESCRIPTION_MAX_CHARS} characters"),
         ));
     }
     if trimmed
@@ -183,7 +276,9 @@ pub fn parse_description(value: &str) -> Result<String, FieldError> {
 pub struct Password(String);
 
 impl Password {
+    /// Characters, at least.
     pub const MIN_LEN: usize = 10;
+    /// Characters, at most (so hashing stays cheap).
     pub const MAX_LEN: usize = 1024;
 
     /// A password chosen for a new account: long enough to resist guessing.
@@ -195,10 +290,10 @@ impl Password {
                 format!("must be at least {} characters", Self::MIN_LEN),
             ));
         }
-        if value.len() > Self::MAX_LEN {
+        if chars > Self::MAX_LEN {
             return Err(FieldError::new(
                 "password",
-                format!("must be at most {} bytes", Self::MAX_LEN),
+                format!("must be at most {} characters", Self::MAX_LEN),
             ));
         }
         Ok(Self(value.to_owned()))
@@ -206,7 +301,17 @@ impl Password {
 
     /// A password offered at login: any value, but bounded so hashing stays cheap.
     pub fn from_login(value: &str) -> Option<Self> {
-        (value.len() <= Self::MAX_LEN).then(|| Self(value.to_owned()))
+        (value.chars().count() <= Self::MAX_LEN).then(|| Self(value.to_owned()))
+    }
+
+    /// The schema of a new password.
+    pub fn new_schema() -> RefOr<Schema> {
+        text_schema(
+            Some(Self::MIN_LEN),
+            Self::MAX_LEN,
+            None,
+            "A new password",
+        )
     }
 
     /// A fresh random password of 20 characters from an unambiguous alphabet.
@@ -234,6 +339,63 @@ impl fmt::Debug for Password {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The schema's pattern and length bounds, as a check on a value.
+    fn schema_accepts(schema: RefOr<Schema>, value: &str) -> bool {
+        let json = serde_json::to_value(schema).unwrap_or_default();
+        let chars = value.chars().count() as u64;
+        let min = json["minLength"].as_u64().unwrap_or(0);
+        let max = json["maxLength"].as_u64().unwrap_or(u64::MAX);
+        let pattern = json["pattern"].as_str().unwrap_or(".*");
+        let regex = regex::Regex::new(pattern).unwrap_or_else(|e| panic!("{pattern}: {e}"));
+        (min..=max).contains(&chars) && regex.is_match(value)
+    }
+
+    #[test]
+    fn each_schema_accepts_exactly_what_its_parser_accepts() {
+        use utoipa::PartialSchema;
+        let long = |n: usize| "a".repeat(n);
+        let samples: Vec<String> = [
+            "", "a", "ab", "a-b", "a-", "-a", "1a", "a1", "A", "a_b", "a.b", "ab.", "a b",
+            " a ", "\ta", "a\u{0}", "a\u{85}", "a\nb", "a\tb", "é", "\u{200b}", "ä-b",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([20, 21, 30, 31, 40, 41, 64, 65, 100, 101, 500, 501].map(long))
+        .collect();
+        for value in &samples {
+            let cases = [
+                ("AppName", AppName::schema(), AppName::parse(value).is_ok()),
+                ("EnvName", EnvName::schema(), EnvName::parse(value).is_ok()),
+                ("TenantSlug", TenantSlug::schema(), TenantSlug::parse(value).is_ok()),
+                ("Username", Username::schema(), Username::parse(value).is_ok()),
+            ];
+            for (name, schema, parsed) in cases {
+                assert_eq!(schema_accepts(schema, value), parsed, "{name} {value:?}");
+            }
+            // Display names and descriptions are trimmed first; the schema holds for
+            // trimmed values (surrounding white space, control or not, is dropped).
+            if value.trim() == value {
+                assert_eq!(
+                    schema_accepts(DisplayName::schema(), value),
+                    DisplayName::parse(value).is_ok(),
+                    "DisplayName {value:?}"
+                );
+                assert_eq!(
+                    schema_accepts(Description::schema(), value),
+                    parse_description(value).is_ok(),
+                    "Description {value:?}"
+                );
+            }
+        }
+        for n in [9, 10, 1024, 1025] {
+            assert_eq!(
+                schema_accepts(Password::new_schema(), &"é".repeat(n)),
+                Password::parse_new(&"é".repeat(n)).is_ok(),
+                "password of {n} characters"
+            );
+        }
+    }
 
     fn check_app(input: &str, expected: Result<(), &str>) {
         let got = AppName::parse(input).map(|_| ()).map_err(|e| e.message);

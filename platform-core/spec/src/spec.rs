@@ -62,8 +62,10 @@ impl WorkloadKind {
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     #[serde(default = "default_cpu")]
+    #[schema(minimum = 10, maximum = 64000)]
     pub cpu_millis: u32,
     #[serde(default = "default_memory")]
+    #[schema(minimum = 16, maximum = 262144)]
     pub memory_mib: u32,
 }
 
@@ -72,9 +74,13 @@ pub struct Resources {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
+    /// At least `resources.cpu_millis`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 10, maximum = 64000)]
     pub cpu_millis: Option<u32>,
+    /// At least `resources.memory_mib`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 16, maximum = 262144)]
     pub memory_mib: Option<u32>,
 }
 
@@ -110,7 +116,9 @@ impl Default for Resources {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortSpec {
+    /// Unique among the application's ports.
     #[serde(default = "default_port_name")]
+    #[schema(min_length = 1, max_length = 15, pattern = "^[a-z0-9-]+$")]
     pub name: String,
     /// `http` ports are routed by the platform's router; `tcp` ports are not.
     #[serde(default)]
@@ -135,16 +143,22 @@ pub enum PortProtocol {
 #[serde(deny_unknown_fields)]
 pub struct CheckSpec {
     #[serde(default)]
+    #[schema(max_length = 512, pattern = "^/[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub http_path: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 3600000)]
     pub initial_delay_ms: u32,
     #[serde(default = "default_period")]
+    #[schema(minimum = 50, maximum = 300000)]
     pub period_ms: u32,
     #[serde(default = "default_timeout")]
+    #[schema(minimum = 10, maximum = 60000)]
     pub timeout_ms: u32,
     #[serde(default = "default_failures")]
+    #[schema(minimum = 1, maximum = 100)]
     pub failure_threshold: u32,
     #[serde(default = "default_successes")]
+    #[schema(minimum = 1, maximum = 100)]
     pub success_threshold: u32,
 }
 
@@ -164,7 +178,9 @@ fn default_successes() -> u32 {
 impl CheckSpec {
     fn check(&self, field: &str) -> Result<(), FieldError> {
         if let Some(path) = &self.http_path
-            && (!path.starts_with('/') || path.len() > 512 || path.chars().any(char::is_control))
+            && (!path.starts_with('/')
+                || path.chars().count() > 512
+                || path.chars().any(char::is_control))
         {
             return Err(FieldError::new(
                 format!("{field}.http_path"),
@@ -221,21 +237,31 @@ pub struct AppSpec {
     /// container's entrypoint, or the image's own when empty). The local runtime
     /// needs it.
     #[serde(default)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000]*$")]
     pub command: String,
     /// The container image, e.g. `registry.example.com/shop/web:1.4.2` (ideally by
     /// digest). Kubernetes needs it; the local runtime ignores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512)]
     pub image: Option<String>,
+    /// Each at most 4096 characters, with no NUL.
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub args: Vec<String>,
     /// An uploaded package archive (`sha256:<hex>`) unpacked into the instance's
     /// working directory before the command starts; a relative command (`./run.sh`)
     /// is found there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
     pub package: Option<String>,
+    /// Names use letters, digits and '_' and do not start with a digit (at most 256
+    /// characters); values are at most 8192 characters with no NUL.
     #[serde(default)]
+    #[schema(schema_with = env_schema)]
     pub env: BTreeMap<String, String>,
+    /// At most 1 for a daemon.
     #[serde(default = "default_replicas")]
+    #[schema(minimum = 0, maximum = 100)]
     pub replicas: u32,
     /// What an instance is guaranteed (placement counts these).
     #[serde(default)]
@@ -249,10 +275,38 @@ pub struct AppSpec {
     pub schedule: Option<String>,
     /// Ports the application listens on; the first `http` port is routed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 8)]
     pub ports: Vec<PortSpec>,
     #[serde(default, skip_serializing_if = "HealthSpec::is_empty")]
     pub health: HealthSpec,
 }
+
+/// The schema of `env`, from the bounds [`AppSpec::validate`] checks.
+fn env_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let value = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(AppSpec::MAX_ENV_VALUE_CHARS))
+        .pattern(Some("^[^\\u0000]*$"))
+        .build();
+    let name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(AppSpec::MAX_ENV_NAME_CHARS))
+        .pattern(Some(ENV_NAME_PATTERN))
+        .build();
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .max_properties(Some(AppSpec::MAX_ENV))
+        .property_names(Some(name))
+        .additional_properties(Some(utoipa::openapi::schema::Schema::Object(value)))
+        .description(Some(
+            "Environment variables: names use letters, digits and '_' and do not start with a digit",
+        ))
+        .build()
+}
+
+/// What an environment variable's name must match.
+const ENV_NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
 
 impl HealthSpec {
     pub fn is_empty(&self) -> bool {
@@ -264,6 +318,8 @@ impl AppSpec {
     pub const MAX_REPLICAS: u32 = 100;
     pub const MAX_ARGS: usize = 64;
     pub const MAX_ENV: usize = 128;
+    pub const MAX_ENV_NAME_CHARS: usize = 256;
+    pub const MAX_ENV_VALUE_CHARS: usize = 8192;
 
     /// Checks every field, reporting the first problem with its path under `spec.`.
     pub fn validate(&self) -> Result<(), FieldError> {
@@ -279,17 +335,17 @@ impl AppSpec {
             ));
         }
         if let Some(image) = &self.image
-            && !is_image_reference(image)
+            && (image.chars().count() > 512 || !is_image_reference(image))
         {
             return Err(FieldError::new(
                 "image",
                 "must be an image reference like 'registry/name:tag' or 'name@sha256:...'",
             ));
         }
-        if command.len() > 1024 || command.contains('\0') {
+        if self.command.chars().count() > 1024 || command.contains('\0') {
             return Err(FieldError::new(
                 "command",
-                "must be at most 1024 bytes with no NUL",
+                "must be at most 1024 characters with no NUL",
             ));
         }
         if let Some(package) = &self.package
@@ -309,11 +365,11 @@ impl AppSpec {
         if let Some(i) = self
             .args
             .iter()
-            .position(|a| a.len() > 4096 || a.contains('\0'))
+            .position(|a| a.chars().count() > 4096 || a.contains('\0'))
         {
             return Err(FieldError::new(
                 format!("args[{i}]"),
-                "must be at most 4096 bytes with no NUL",
+                "must be at most 4096 characters with no NUL",
             ));
         }
         if self.env.len() > Self::MAX_ENV {
@@ -329,10 +385,10 @@ impl AppSpec {
                     "variable names use letters, digits and '_' and do not start with a digit",
                 ));
             }
-            if value.len() > 8192 || value.contains('\0') {
+            if value.chars().count() > Self::MAX_ENV_VALUE_CHARS || value.contains('\0') {
                 return Err(FieldError::new(
                     format!("env.{key}"),
-                    "must be at most 8192 bytes with no NUL",
+                    "must be at most 8192 characters with no NUL",
                 ));
             }
         }
@@ -478,7 +534,9 @@ fn is_env_key(key: &str) -> bool {
     let first_ok = bytes
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-    first_ok && key.len() <= 256 && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    first_ok
+        && key.len() <= AppSpec::MAX_ENV_NAME_CHARS
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// A cron expression with seconds, the form the scheduler reads: five-field (classic)
@@ -520,6 +578,43 @@ fn check_cron(expr: &str) -> Result<(), FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schema_states_the_bounds_the_validator_checks() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(AppSpec::schema()).unwrap_or_default();
+        let props = &schema["properties"];
+        assert_eq!(props["replicas"]["maximum"], AppSpec::MAX_REPLICAS);
+        assert_eq!(props["args"]["maxItems"], AppSpec::MAX_ARGS);
+        assert_eq!(props["env"]["maxProperties"], AppSpec::MAX_ENV);
+        // Every bound the schema states is one the validator holds: the value at the
+        // bound passes, the one past it is refused.
+        let base = || serde_json::json!({"command": "x", "ports": [{"name": "http"}]});
+        let at = |path: &[&str], value: serde_json::Value| {
+            let mut json = base();
+            let mut target = &mut json;
+            for key in &path[..path.len() - 1] {
+                target = &mut target[*key];
+            }
+            target[path[path.len() - 1]] = value;
+            spec(json).validate().is_ok()
+        };
+        for (path, min, max) in [
+            (&["replicas"][..], 0, 100),
+            (&["resources", "cpu_millis"][..], 10, 64_000),
+            (&["resources", "memory_mib"][..], 16, 262_144),
+            (&["health", "readiness", "period_ms"][..], 50, 300_000),
+            (&["health", "readiness", "timeout_ms"][..], 10, 60_000),
+            (&["health", "readiness", "initial_delay_ms"][..], 0, 3_600_000),
+            (&["health", "readiness", "failure_threshold"][..], 1, 100),
+        ] {
+            assert!(at(path, min.into()) && at(path, max.into()), "{path:?}");
+            assert!(!at(path, (max + 1).into()), "{path:?} above {max}");
+            if min > 0 {
+                assert!(!at(path, (min - 1).into()), "{path:?} below {min}");
+            }
+        }
+    }
 
     fn spec(json: serde_json::Value) -> AppSpec {
         serde_json::from_value(json).unwrap_or_else(|e| panic!("spec does not parse: {e}"))

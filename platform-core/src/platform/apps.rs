@@ -74,7 +74,14 @@ impl Platform {
                 FieldError::new("after", "must be the `next` of a previous page")
             })?),
         };
-        let limit = query.limit.clamp(1, AppQuery::MAX_LIMIT);
+        if !(1..=AppQuery::MAX_LIMIT).contains(&query.limit) {
+            return Err(FieldError::new(
+                "limit",
+                format!("must be between 1 and {}", AppQuery::MAX_LIMIT),
+            )
+            .into());
+        }
+        let limit = query.limit;
         let search = query
             .search
             .as_deref()

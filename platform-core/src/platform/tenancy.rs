@@ -292,6 +292,7 @@ impl Platform {
         filter: &AuditFilter,
     ) -> Result<Vec<AuditEntry>, CoreError> {
         access.require(Permission::ViewAudit, "read the audit log")?;
+        filter.check()?;
         Ok(store::audit::list(&self.pool, Some(access.tenant().id), filter).await?)
     }
 
@@ -302,6 +303,7 @@ impl Platform {
         filter: &AuditFilter,
     ) -> Result<Vec<AuditEntry>, CoreError> {
         principal.require_platform_admin("read the platform audit log")?;
+        filter.check()?;
         Ok(store::audit::list(&self.pool, None, filter).await?)
     }
 
@@ -335,10 +337,12 @@ impl Platform {
         quota: Quota,
     ) -> Result<Quota, CoreError> {
         principal.require_platform_admin("set quotas")?;
+        quota.check()?;
         let tenant = store::tenants::by_slug(&self.pool, slug)
             .await?
             .ok_or_else(|| CoreError::not_found("tenant", slug))?;
-        let to_i32 = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+        // Checked above: every limit fits.
+        let to_i32 = |v: Option<u32>| v.and_then(|v| i32::try_from(v).ok());
         let mut tx = self.pool.begin().await?;
         store::tenants::set_quota(
             &mut tx,

@@ -106,8 +106,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Router(args) => node::router(args).await,
         Command::Shim(args) => node::shim(args).await,
         Command::Openapi => {
-            use utoipa::OpenApi;
-            let doc = console::api::openapi::ApiDoc::openapi().to_pretty_json()?;
+            let doc = serde_json::to_string_pretty(&console::api::openapi::document_json())?;
             write_stdout(&doc);
             Ok(())
         }
