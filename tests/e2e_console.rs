@@ -368,3 +368,75 @@ async fn one_click_onboarding_lands_on_the_app_page_where_the_url_appears_and_an
     assert!(ready.contains("ready"), "{ready}");
     must(client.close().await);
 }
+
+/// Waits until the element's text contains `expected`, then returns it.
+async fn wait_for_text(client: &Client, css: &str, expected: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = match client.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.contains(expected) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never showed {expected:?}; it shows {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Replaces what a text field holds, as a user typing would (an input event per key).
+async fn type_into(client: &Client, css: &str, text: &str) {
+    let field = must(client.find(Locator::Css(css)).await);
+    must(field.clear().await);
+    must(field.send_keys(text).await);
+}
+
+#[tokio::test]
+async fn every_filter_of_the_applications_and_audit_pages_redraws_its_table_in_place() {
+    let (_site, platform) = platform().await;
+    let (_driver, client) = browser().await;
+    let base = platform.url.as_str();
+    log_in(&client, base, "tadmin", &platform.passwords["tadmin"]).await;
+    wait_for_path(&client, "/t/acme").await;
+
+    // The applications page: the search box and the environment filter, each redrawing
+    // the table through htmx (the page itself stays; its heading is never lost).
+    must(client.goto(&format!("{base}/t/acme/apps")).await);
+    wait_for_text(&client, "#apps-table", "hello").await;
+    type_into(&client, "#q", "no-such-app").await;
+    wait_for_text(&client, "#apps-table", "No applications").await;
+    type_into(&client, "#q", "HEL").await;
+    wait_for_text(&client, "#apps-table", "hello").await;
+    let environment = must(client.find(Locator::Css("#environment")).await);
+    must(environment.select_by_value("prod").await);
+    wait_for_text(&client, "#apps-table", "No applications").await;
+    let environment = must(client.find(Locator::Css("#environment")).await);
+    must(environment.select_by_value("dev").await);
+    wait_for_text(&client, "#apps-table", "hello").await;
+    assert_eq!(heading(&client).await, "Applications");
+    let url = must(client.current_url().await);
+    assert!(url.as_str().contains("environment=dev"), "{url}");
+
+    // The audit page: actor, action and target, each applied on change.
+    must(client.goto(&format!("{base}/t/acme/audit")).await);
+    wait_for_text(&client, "#audit-rows", "application.create").await;
+    for (field, value, expected) in [
+        ("#actor", "nobody-at-all", "No matching entries"),
+        ("#actor", "", "application.create"),
+        ("#action", "nothing.", "No matching entries"),
+        ("#action", "application.", "application.create"),
+        ("#target", "hello", "application.create"),
+        ("#target", "no-such-target", "No matching entries"),
+    ] {
+        type_into(&client, field, value).await;
+        // A change event fires when the field loses focus.
+        click(&client, "h1").await;
+        wait_for_text(&client, "#audit-rows", expected).await;
+    }
+    assert_eq!(heading(&client).await, "Audit log");
+    must(client.close().await);
+}

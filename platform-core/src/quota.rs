@@ -97,13 +97,20 @@ mod tests {
         use utoipa::PartialSchema;
         let schema = serde_json::to_value(Quota::schema()).unwrap_or_default();
         for field in ["max_instances", "max_cpu_millis", "max_memory_mib"] {
-            assert_eq!(schema["properties"][field]["maximum"], Quota::MAX_LIMIT, "{field}");
+            assert_eq!(
+                schema["properties"][field]["maximum"],
+                Quota::MAX_LIMIT,
+                "{field}"
+            );
         }
         let over = Quota {
             max_cpu_millis: Some(Quota::MAX_LIMIT + 1),
             ..Quota::default()
         };
-        assert_eq!(over.check().err().map(|e| e.field), Some("max_cpu_millis".into()));
+        assert_eq!(
+            over.check().err().map(|e| e.field),
+            Some("max_cpu_millis".into())
+        );
         let at = Quota {
             max_memory_mib: Some(Quota::MAX_LIMIT),
             ..Quota::default()

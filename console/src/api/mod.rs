@@ -376,13 +376,19 @@ impl<T: DeserializeOwned> FromRequest for ApiQuery<T> {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let pairs = form_urlencoded::parse(req.query_string().as_bytes());
         let de = serde_urlencoded::Deserializer::new(pairs);
-        std::future::ready(serde_path_to_error::deserialize(de).map(ApiQuery).map_err(
-            |err| {
-                let path = err.path().to_string();
-                let field = if path == "." { "query".to_owned() } else { path };
-                ApiError::field(field, err.into_inner().to_string())
-            },
-        ))
+        std::future::ready(
+            serde_path_to_error::deserialize(de)
+                .map(ApiQuery)
+                .map_err(|err| {
+                    let path = err.path().to_string();
+                    let field = if path == "." {
+                        "query".to_owned()
+                    } else {
+                        path
+                    };
+                    ApiError::field(field, err.into_inner().to_string())
+                }),
+        )
     }
 }
 

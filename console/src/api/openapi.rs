@@ -124,14 +124,12 @@ impl Modify for EveryStatus {
                     if op.responses.responses.contains_key(&key) {
                         continue;
                     }
-                    let mut response = ResponseBuilder::new()
-                        .description(describe(code))
-                        .content(
-                            "application/json",
-                            ContentBuilder::new()
-                                .schema(Some(Ref::from_schema_name("ErrorBody")))
-                                .build(),
-                        );
+                    let mut response = ResponseBuilder::new().description(describe(code)).content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    );
                     if matches!(code, 429 | 503) {
                         response = response.header(
                             "Retry-After",
@@ -147,6 +145,9 @@ impl Modify for EveryStatus {
         }
     }
 }
+
+/// A linked operation and how its parameters are filled: `(name, runtime expression)`.
+type LinkTo = (&'static str, Vec<(&'static str, &'static str)>);
 
 /// Links from what creates an object to what reads and changes it, so that a client
 /// (and the conformance run's stateful phase) knows which value fills which parameter.
@@ -167,7 +168,7 @@ impl Modify for Links {
             "scale_application",
             "list_secrets",
         ];
-        let links: [(&str, &str, Vec<(&str, Vec<(&str, &str)>)>); 3] = [
+        let links: [(&str, &str, Vec<LinkTo>); 3] = [
             (
                 "create_application",
                 "201",
@@ -192,7 +193,10 @@ impl Modify for Links {
             (
                 "create_user",
                 "201",
-                vec![("update_user", vec![("username", "$response.body#/username")])],
+                vec![(
+                    "update_user",
+                    vec![("username", "$response.body#/username")],
+                )],
             ),
         ];
         for item in openapi.paths.paths.values_mut() {
@@ -220,7 +224,9 @@ impl Modify for Links {
                         for (name, expression) in parameters {
                             link = link.parameter(*name, *expression);
                         }
-                        response.links.insert((*target).to_owned(), link.build().into());
+                        response
+                            .links
+                            .insert((*target).to_owned(), link.build().into());
                     }
                 }
             }
@@ -250,8 +256,16 @@ fn describe(code: u16) -> &'static str {
 /// which OpenAPI does not know, so links are mended here.
 pub fn document_json() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-    for item in doc["paths"].as_object_mut().into_iter().flat_map(|p| p.values_mut()) {
-        for op in item.as_object_mut().into_iter().flat_map(|i| i.values_mut()) {
+    for item in doc["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|p| p.values_mut())
+    {
+        for op in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|i| i.values_mut())
+        {
             let responses = op.get_mut("responses").and_then(|r| r.as_object_mut());
             for response in responses.into_iter().flat_map(|r| r.values_mut()) {
                 let links = response.get_mut("links").and_then(|l| l.as_object_mut());
@@ -310,7 +324,10 @@ mod tests {
         }
         assert!(targets.len() >= 12, "{targets:?}");
         for target in targets {
-            assert!(ids.contains(&target), "a link leads to no operation: {target}");
+            assert!(
+                ids.contains(&target),
+                "a link leads to no operation: {target}"
+            );
         }
     }
 
@@ -322,7 +339,9 @@ mod tests {
             "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}",
             "put",
         );
-        for code in ["200", "400", "401", "403", "404", "412", "413", "415", "422", "503"] {
+        for code in [
+            "200", "400", "401", "403", "404", "412", "413", "415", "422", "503",
+        ] {
             assert!(update.get(code).is_some(), "update lacks {code}: {update}");
         }
         assert!(update["503"]["headers"].get("Retry-After").is_some());

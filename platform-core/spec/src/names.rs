@@ -4,8 +4,8 @@
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 use crate::FieldError;
 
@@ -306,12 +306,7 @@ impl Password {
 
     /// The schema of a new password.
     pub fn new_schema() -> RefOr<Schema> {
-        text_schema(
-            Some(Self::MIN_LEN),
-            Self::MAX_LEN,
-            None,
-            "A new password",
-        )
+        text_schema(Some(Self::MIN_LEN), Self::MAX_LEN, None, "A new password")
     }
 
     /// A fresh random password of 20 characters from an unambiguous alphabet.
@@ -356,8 +351,8 @@ mod tests {
         use utoipa::PartialSchema;
         let long = |n: usize| "a".repeat(n);
         let samples: Vec<String> = [
-            "", "a", "ab", "a-b", "a-", "-a", "1a", "a1", "A", "a_b", "a.b", "ab.", "a b",
-            " a ", "\ta", "a\u{0}", "a\u{85}", "a\nb", "a\tb", "é", "\u{200b}", "ä-b",
+            "", "a", "ab", "a-b", "a-", "-a", "1a", "a1", "A", "a_b", "a.b", "ab.", "a b", " a ",
+            "\ta", "a\u{0}", "a\u{85}", "a\nb", "a\tb", "é", "\u{200b}", "ä-b",
         ]
         .into_iter()
         .map(str::to_owned)
@@ -367,8 +362,16 @@ mod tests {
             let cases = [
                 ("AppName", AppName::schema(), AppName::parse(value).is_ok()),
                 ("EnvName", EnvName::schema(), EnvName::parse(value).is_ok()),
-                ("TenantSlug", TenantSlug::schema(), TenantSlug::parse(value).is_ok()),
-                ("Username", Username::schema(), Username::parse(value).is_ok()),
+                (
+                    "TenantSlug",
+                    TenantSlug::schema(),
+                    TenantSlug::parse(value).is_ok(),
+                ),
+                (
+                    "Username",
+                    Username::schema(),
+                    Username::parse(value).is_ok(),
+                ),
             ];
             for (name, schema, parsed) in cases {
                 assert_eq!(schema_accepts(schema, value), parsed, "{name} {value:?}");

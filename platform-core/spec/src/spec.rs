@@ -605,7 +605,11 @@ mod tests {
             (&["resources", "memory_mib"][..], 16, 262_144),
             (&["health", "readiness", "period_ms"][..], 50, 300_000),
             (&["health", "readiness", "timeout_ms"][..], 10, 60_000),
-            (&["health", "readiness", "initial_delay_ms"][..], 0, 3_600_000),
+            (
+                &["health", "readiness", "initial_delay_ms"][..],
+                0,
+                3_600_000,
+            ),
             (&["health", "readiness", "failure_threshold"][..], 1, 100),
         ] {
             assert!(at(path, min.into()) && at(path, max.into()), "{path:?}");
