@@ -848,13 +848,19 @@ async fn fifty_concurrent_updates_from_one_version_one_wins_and_the_rest_are_ref
     let (_, app) = dev.get(path).await;
     assert_eq!(app["run_state"], "running");
 
-    // What cannot be a version of ours never matches; a header and a body that
-    // disagree are the client's contradiction.
+    // What cannot be a version of ours is a malformed header, refused by name; a
+    // header and a body that disagree are the client's contradiction.
     let junk = dev
         .request(Method::DELETE, path)
         .header("if-match", "\"abc\"")
         .send();
-    assert_eq!(must(junk.await).status(), StatusCode::PRECONDITION_FAILED);
+    let junk = must(junk.await);
+    assert_eq!(junk.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = must(junk.json().await);
+    assert_eq!(
+        (body["error"].as_str(), body["field"].as_str()),
+        (Some("invalid_header"), Some("If-Match"))
+    );
     let (status, body) = {
         let response = must(
             dev.request(Method::PUT, &format!("{path}/replicas"))
@@ -1114,4 +1120,180 @@ async fn a_console_form_saved_after_someone_else_changed_the_app_says_who_and_ke
         .get("/api/v1/tenants/acme/environments/dev/applications/hello")
         .await;
     assert_eq!(app["run_state"], "running");
+}
+
+/// Sends a request with `If-Match`; returns the status, the ETag and the JSON body.
+async fn with_if_match(
+    api: &support::Api,
+    method: Method,
+    path: &str,
+    if_match: &str,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, String, serde_json::Value) {
+    let mut request = api.request(method, path).header("if-match", if_match);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = must(request.send().await);
+    let status = response.status();
+    let etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let text = must(response.text().await);
+    (
+        status,
+        etag,
+        serde_json::from_str(&text).unwrap_or_default(),
+    )
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn members_users_quotas_and_secrets_refuse_a_change_made_against_an_old_version(
+    pool: PgPool,
+) {
+    let server = start(pool).await;
+    let tadmin = server.api("tadmin").await;
+    let admin = server.api("admin").await;
+
+    // A membership: its version is in the list; a role change moves it on.
+    let (_, members) = tadmin.get("/api/v1/tenants/acme/members").await;
+    let version_of = |members: &serde_json::Value, who: &str| {
+        members["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["username"] == who)
+            .and_then(|m| m["version"].as_i64())
+            .unwrap_or(-1)
+    };
+    let opened = format!("\"{}\"", version_of(&members, "dev"));
+    let path = "/api/v1/tenants/acme/members/dev";
+    let (status, etag, _) = with_if_match(
+        &tadmin,
+        Method::PUT,
+        path,
+        &opened,
+        Some(json!({"role": "ops"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(etag, opened, "a role change moves the version on");
+    let (status, _, body) = with_if_match(
+        &tadmin,
+        Method::PUT,
+        path,
+        &opened,
+        Some(json!({"role": "developer"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("by tadmin")),
+        "{body}"
+    );
+    let (status, _, _) = with_if_match(&tadmin, Method::DELETE, path, &opened, None).await;
+    assert_eq!(
+        status,
+        StatusCode::PRECONDITION_FAILED,
+        "a stale removal changes nothing"
+    );
+    let (_, members) = tadmin.get("/api/v1/tenants/acme/members").await;
+    assert_eq!(format!("\"{}\"", version_of(&members, "dev")), etag);
+    let (status, _, _) = with_if_match(
+        &tadmin,
+        Method::PUT,
+        path,
+        &etag,
+        Some(json!({"role": "developer"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A user: disabling moves the version on; a stale enable is refused.
+    let (_, users) = admin.get("/api/v1/admin/users").await;
+    let ops_version = users["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|u| u["username"] == "ops")
+        .and_then(|u| u["version"].as_i64())
+        .unwrap_or(-1);
+    let opened = format!("\"{ops_version}\"");
+    let path = "/api/v1/admin/users/ops";
+    let (status, _, _) = with_if_match(
+        &admin,
+        Method::PATCH,
+        path,
+        &opened,
+        Some(json!({"disabled": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, body) = with_if_match(
+        &admin,
+        Method::PATCH,
+        path,
+        &opened,
+        Some(json!({"disabled": false})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{body}");
+
+    // A quota: the tenant's version, read with the quota.
+    let response = must(
+        tadmin
+            .request(Method::GET, "/api/v1/tenants/acme/quota")
+            .send()
+            .await,
+    );
+    let opened = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let path = "/api/v1/admin/tenants/acme/quota";
+    let (status, _, _) = with_if_match(
+        &admin,
+        Method::PUT,
+        path,
+        &opened,
+        Some(json!({"max_instances": 50})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = with_if_match(
+        &admin,
+        Method::PUT,
+        path,
+        &opened,
+        Some(json!({"max_instances": 5})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    let (_, quota) = tadmin.get("/api/v1/tenants/acme/quota").await;
+    assert_eq!(quota["quota"]["max_instances"], 50);
+
+    // A secret: its own version.
+    let dev = server.api("dev").await;
+    let path = "/api/v1/tenants/acme/environments/dev/applications/hello/secrets/TOKEN";
+    let (status, first, _) =
+        with_if_match(&dev, Method::PUT, path, "*", Some(json!({"value": "one"}))).await;
+    assert_eq!((status, first.as_str()), (StatusCode::OK, "\"1\""));
+    let (status, _, _) = with_if_match(
+        &dev,
+        Method::PUT,
+        path,
+        &first,
+        Some(json!({"value": "two"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = with_if_match(&dev, Method::DELETE, path, &first, None).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
 }

@@ -25,17 +25,13 @@ pub enum CoreError {
     PlatformAdminOnly { action: &'static str },
     #[error("{message}")]
     QuotaExceeded { message: String },
-    /// The version the caller read is no longer the object's: someone changed it since.
-    #[error(
-        "{kind} '{name}' changed since version {expected}{by}; it is now at version {current}. Read it again before changing it"
-    )]
+    /// The version the caller read is no longer the object's: someone changed it (or
+    /// removed it) since. The message says who, when the audit log knows.
+    #[error("{message}")]
     VersionMismatch {
-        kind: &'static str,
-        name: String,
-        expected: i64,
-        current: i64,
-        /// " (by alice@example.com at 2026-11-27 07:30:00 UTC)" when the audit log knows.
-        by: String,
+        /// The object's version now; `None` when it no longer exists.
+        current: Option<i64>,
+        message: String,
     },
     #[error("invalid username or password")]
     InvalidCredentials,

@@ -80,6 +80,8 @@ pub struct User {
     pub platform_admin: bool,
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
+    /// Moves on with every change (send it back in `If-Match`).
+    pub version: i64,
 }
 
 /// A tenant as seen by one of its members.
@@ -103,6 +105,8 @@ pub struct Member {
     pub role: Role,
     pub disabled: bool,
     pub since: DateTime<Utc>,
+    /// The membership's version: moves on when the role changes.
+    pub version: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]

@@ -54,13 +54,13 @@ impl World {
         must(
             world
                 .platform
-                .set_member_role(&acme, "alice", Role::Developer)
+                .set_member_role(&acme, "alice", Role::Developer, None)
                 .await,
         );
         must(
             world
                 .platform
-                .set_member_role(&acme, "olga", Role::Ops)
+                .set_member_role(&acme, "olga", Role::Ops, None)
                 .await,
         );
         world
@@ -168,7 +168,7 @@ async fn developers_cannot_change_protected_environments_but_ops_can(pool: PgPoo
     assert!(matches!(
         world
             .platform
-            .set_member_role(&acme, "alice", Role::TenantAdmin)
+            .set_member_role(&acme, "alice", Role::TenantAdmin, None)
             .await,
         Err(CoreError::Forbidden { .. })
     ));
@@ -277,25 +277,31 @@ async fn the_last_tenant_admin_cannot_be_removed_or_demoted(pool: PgPool) {
     let acme = must(world.platform.tenant(&tom, "acme").await);
     let err = world
         .platform
-        .set_member_role(&acme, "tom", Role::Developer)
+        .set_member_role(&acme, "tom", Role::Developer, None)
         .await
         .err();
     assert!(
         matches!(&err, Some(CoreError::Invalid(e)) if e.field == "role"),
         "{err:?}"
     );
-    assert!(world.platform.remove_member(&acme, "tom").await.is_err());
+    assert!(
+        world
+            .platform
+            .remove_member(&acme, "tom", None)
+            .await
+            .is_err()
+    );
     // With a second admin, the first may step down.
     must(
         world
             .platform
-            .set_member_role(&acme, "olga", Role::TenantAdmin)
+            .set_member_role(&acme, "olga", Role::TenantAdmin, None)
             .await,
     );
     must(
         world
             .platform
-            .set_member_role(&acme, "tom", Role::Developer)
+            .set_member_role(&acme, "tom", Role::Developer, None)
             .await,
     );
 }
@@ -306,7 +312,7 @@ async fn removing_a_member_closes_the_tenant_to_them_at_once(pool: PgPool) {
     let alice = world.session("alice").await;
     let tom = world.login("tom").await;
     let acme = must(world.platform.tenant(&tom, "acme").await);
-    must(world.platform.remove_member(&acme, "alice").await);
+    must(world.platform.remove_member(&acme, "alice", None).await);
     // The sessions she had end with the membership (their tokens name her roles).
     assert!(matches!(
         world.platform.authenticate(&alice.token, None).await,
@@ -334,7 +340,7 @@ async fn login_fails_alike_for_unknown_users_wrong_passwords_and_disabled_accoun
         Err(CoreError::InvalidCredentials)
     ));
     let session = world.session("alice").await;
-    must(p.set_user_disabled(&world.admin, "alice", true).await);
+    must(p.set_user_disabled(&world.admin, "alice", true, None).await);
     assert!(matches!(
         p.login("alice", PASSWORD, None).await,
         Err(CoreError::InvalidCredentials)
@@ -342,7 +348,10 @@ async fn login_fails_alike_for_unknown_users_wrong_passwords_and_disabled_accoun
     // The disabled user's existing token stops working too, and re-enabling the account
     // does not bring it back; a new login works.
     assert!(p.authenticate(&session.token, None).await.is_err());
-    must(p.set_user_disabled(&world.admin, "alice", false).await);
+    must(
+        p.set_user_disabled(&world.admin, "alice", false, None)
+            .await,
+    );
     assert!(matches!(
         p.authenticate(&session.token, None).await,
         Err(AuthFailure::Superseded)
@@ -484,6 +493,7 @@ async fn a_secret_is_write_only_sealed_and_makes_a_revision_that_runs_with_it(po
                 "web",
                 "DB_PASSWORD",
                 SecretValue::new(value.into()),
+                None,
             )
             .await,
     );
@@ -503,6 +513,7 @@ async fn a_secret_is_write_only_sealed_and_makes_a_revision_that_runs_with_it(po
                 "web",
                 "DB_PASSWORD",
                 SecretValue::new("v2".into()),
+                None,
             )
             .await,
     );
@@ -571,13 +582,13 @@ async fn a_secret_is_write_only_sealed_and_makes_a_revision_that_runs_with_it(po
     must(
         world
             .platform
-            .delete_secret(&access, "dev", "web", "DB_PASSWORD")
+            .delete_secret(&access, "dev", "web", "DB_PASSWORD", None)
             .await,
     );
     assert!(must(world.platform.secrets(&access, "dev", "web").await).is_empty());
     let again = world
         .platform
-        .delete_secret(&access, "dev", "web", "DB_PASSWORD")
+        .delete_secret(&access, "dev", "web", "DB_PASSWORD", None)
         .await;
     assert!(
         matches!(again, Err(CoreError::NotFound { .. })),
@@ -586,7 +597,14 @@ async fn a_secret_is_write_only_sealed_and_makes_a_revision_that_runs_with_it(po
     // Bad names and values name the field.
     let bad = world
         .platform
-        .set_secret(&access, "dev", "web", "1BAD", SecretValue::new("x".into()))
+        .set_secret(
+            &access,
+            "dev",
+            "web",
+            "1BAD",
+            SecretValue::new("x".into()),
+            None,
+        )
         .await;
     assert!(
         matches!(bad, Err(CoreError::Invalid(ref f)) if f.field == "name"),
@@ -594,7 +612,14 @@ async fn a_secret_is_write_only_sealed_and_makes_a_revision_that_runs_with_it(po
     );
     let nul = world
         .platform
-        .set_secret(&access, "dev", "web", "OK", SecretValue::new("a\0b".into()))
+        .set_secret(
+            &access,
+            "dev",
+            "web",
+            "OK",
+            SecretValue::new("a\0b".into()),
+            None,
+        )
         .await;
     assert!(
         matches!(nul, Err(CoreError::Invalid(ref f)) if f.field == "value"),

@@ -10,7 +10,7 @@ use platform_core::runtime::NodeLoss;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiJson, ApiQuery, Items};
+use super::{ApiJson, ApiQuery, IfMatch, Items, ok_with_etag};
 use crate::error::{ApiError, ErrorBody};
 use crate::session::ApiAuth;
 use crate::state::AppState;
@@ -122,22 +122,22 @@ pub struct UpdateUser {
 
 /// Disables or re-enables a user; a disabled user's sessions stop working at once.
 #[utoipa::path(patch, path = "/api/v1/admin/users/{username}", tag = "admin",
-    params(("username" = String, Path, description = "The user")),
+    params(("username" = String, Path, description = "The user"), ("If-Match" = Option<String>, Header, description = "The ETag of the version this change was decided on")),
     request_body = UpdateUser,
-    responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = User, headers(("ETag" = String, description = "The user's version"))), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update_user(
     state: Data<AppState>,
     auth: ApiAuth,
     path: Path<String>,
+    if_match: IfMatch,
     body: ApiJson<UpdateUser>,
-) -> Result<Json<User>, ApiError> {
-    Ok(Json(
-        state
-            .platform
-            .set_user_disabled(&auth.0.principal, &path, body.0.disabled)
-            .await?,
-    ))
+) -> Result<HttpResponse, ApiError> {
+    let user = state
+        .platform
+        .set_user_disabled(&auth.0.principal, &path, body.0.disabled, if_match.0)
+        .await?;
+    Ok(ok_with_etag(&user, user.version))
 }
 
 /// The platform-level audit log: logins, users, tenants, signing keys.
@@ -180,22 +180,22 @@ pub async fn rotate_keys(
 
 /// Sets a tenant's quota; omitted or null limits are unlimited.
 #[utoipa::path(operation_id = "set_tenant_quota", put, path = "/api/v1/admin/tenants/{tenant}/quota", tag = "admin",
-    params(("tenant" = String, Path, description = "Tenant slug")),
+    params(("tenant" = String, Path, description = "Tenant slug"), ("If-Match" = Option<String>, Header, description = "The ETag of the version this change was decided on")),
     request_body = Quota,
-    responses((status = 200, body = Quota), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = Quota, headers(("ETag" = String, description = "The tenant's new version"))), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn set_quota(
     state: Data<AppState>,
     auth: ApiAuth,
     path: Path<String>,
+    if_match: IfMatch,
     body: ApiJson<Quota>,
-) -> Result<Json<Quota>, ApiError> {
-    Ok(Json(
-        state
-            .platform
-            .set_quota(&auth.0.principal, &path, body.0)
-            .await?,
-    ))
+) -> Result<HttpResponse, ApiError> {
+    let (quota, version) = state
+        .platform
+        .set_quota(&auth.0.principal, &path, body.0, if_match.0)
+        .await?;
+    Ok(ok_with_etag(&quota, version))
 }
 
 /// The runtimes this control plane drives and their nodes (labels, capacity, health).

@@ -18,6 +18,7 @@ use crate::scope::{ActionSegment, AppScope, InstanceSegment, TenantScope};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only applications of this environment.
     pub environment: Option<String>,
@@ -348,6 +349,7 @@ pub async fn scale(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// How many of the last lines (1 to 5000, default 200).
     #[param(minimum = 1, maximum = 5000)]

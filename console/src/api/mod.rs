@@ -393,8 +393,9 @@ impl<T: DeserializeOwned> FromRequest for ApiQuery<T> {
 }
 
 /// The `If-Match` of a change: the version (from an `ETag` this API gave) the client
-/// read, or none (absent, or `*`). A value that names no version of ours cannot
-/// match anything, so it is refused with 412 before anything is read.
+/// read, or none (absent, empty, or `*`). A value of another shape is refused with 400
+/// before anything is read; a well-formed version that is no longer current is the
+/// core's 412.
 #[derive(Debug, Clone, Copy)]
 pub struct IfMatch(pub Option<i64>);
 
@@ -412,6 +413,16 @@ impl IfMatch {
     }
 }
 
+/// A 200 with a JSON body and the version it is at as `ETag`.
+pub fn ok_with_etag<T: Serialize>(body: &T, version: i64) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .insert_header((actix_web::http::header::ETAG, etag(version)))
+        .json(body)
+}
+
+/// What an `If-Match` this API understands looks like.
+pub const IF_MATCH_PATTERN: &str = "^(\\*|\"[0-9]+\")$";
+
 /// The entity tag of a version, as `ETag` carries it.
 pub fn etag(version: i64) -> String {
     format!("\"{version}\"")
@@ -426,7 +437,8 @@ impl FromRequest for IfMatch {
             return std::future::ready(Ok(Self(None)));
         };
         let text = value.to_str().unwrap_or("").trim();
-        if text == "*" {
+        // An empty value names no version: as if the header were absent.
+        if text == "*" || text.is_empty() {
             return std::future::ready(Ok(Self(None)));
         }
         let version = text
@@ -435,11 +447,16 @@ impl FromRequest for IfMatch {
             .and_then(|t| t.parse::<i64>().ok());
         std::future::ready(match version {
             Some(v) => Ok(Self(Some(v))),
-            None => Err(ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "version_mismatch",
-                "If-Match must be one entity tag this API sent as ETag, such as \"3\"",
-            )),
+            None => Err(ApiError {
+                field: Some("If-Match".to_owned()),
+                ..ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_header",
+                    format!(
+                        "If-Match must be `*` or one entity tag this API sent as ETag, such as \"3\" (matching {IF_MATCH_PATTERN})"
+                    ),
+                )
+            }),
         })
     }
 }

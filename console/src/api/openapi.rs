@@ -60,6 +60,7 @@ impl EveryStatus {
             .is_some_and(|b| b.content.contains_key("application/json"));
         let any_body = op.request_body.is_some();
         let has_parameters = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+        let has_if_match = op.parameters.iter().flatten().any(|p| p.name == "If-Match");
         let mut codes = Vec::new();
         if path.ends_with("/openapi.json") {
             return codes;
@@ -81,6 +82,9 @@ impl EveryStatus {
         }
         if has_parameters {
             codes.push(422);
+        }
+        if has_if_match {
+            codes.push(400);
         }
         if path.ends_with("/auth/token") {
             codes.extend([401, 422, 429]);
@@ -110,6 +114,12 @@ impl Modify for EveryStatus {
                     if let Some(utoipa::openapi::RefOr::T(schema::Schema::Object(object))) =
                         &mut parameter.schema
                     {
+                        if parameter.name == "If-Match" {
+                            // Optional, but never null: a header has no null.
+                            object.schema_type = schema::SchemaType::Type(schema::Type::String);
+                            object.pattern = Some(super::IF_MATCH_PATTERN.to_owned());
+                            parameter.required = utoipa::openapi::Required::False;
+                        }
                         let is_string = matches!(
                             &object.schema_type,
                             schema::SchemaType::Type(schema::Type::String)
@@ -239,7 +249,9 @@ const NO_NUL: &str = "^[^\\u0000]*$";
 
 fn describe(code: u16) -> &'static str {
     match code {
-        400 => "The body is not well-formed JSON (`malformed_json`)",
+        400 => {
+            "The body is not well-formed JSON (`malformed_json`), or a header is malformed (`invalid_header`)"
+        }
         401 => "No valid credentials (`unauthenticated`, `invalid_credentials`)",
         403 => "The caller's role does not allow it (`forbidden`)",
         404 => "No such object, or one of another tenant (`not_found`)",
@@ -305,6 +317,25 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), count, "duplicate operationIds");
         assert_eq!(count, 40, "documented operations: {ids:?}");
+    }
+
+    #[test]
+    fn every_path_parameter_is_in_the_path_and_every_query_parameter_is_not() {
+        let doc = document_json();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    let name = p["name"].as_str().unwrap_or_default();
+                    let in_path = path.contains(&format!("{{{name}}}"));
+                    let declared_path = p["in"] == "path";
+                    assert_eq!(
+                        in_path, declared_path,
+                        "{method} {path}: {name} is {}",
+                        p["in"]
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::scope::TenantScope;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// A name to recognise the archive by (e.g. its file name).
     pub filename: Option<String>,

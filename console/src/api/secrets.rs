@@ -8,7 +8,7 @@ use platform_core::sealing::SecretValue;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{ApiJson, Items};
+use super::{ApiJson, IfMatch, Items, ok_with_etag};
 use crate::error::{ApiError, ErrorBody};
 use crate::scope::{AppScope, NameSegment};
 use crate::state::AppState;
@@ -48,39 +48,42 @@ pub async fn list(
 /// like any change; the value is never returned.
 #[utoipa::path(operation_id = "set_secret", put, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/secrets/{name}", tag = "applications",
     params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application"),
-           ("name" = String, Path, description = "The environment variable it becomes")),
+           ("name" = String, Path, description = "The environment variable it becomes"),
+           ("If-Match" = Option<String>, Header, description = "The ETag of the secret's version this change was decided on")),
     request_body = SetSecret,
-    responses((status = 200, body = SecretInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = SecretInfo, headers(("ETag" = String, description = "The secret's new version"))), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn set(
     state: Data<AppState>,
     scope: AppScope,
     segment: Path<NameSegment>,
+    if_match: IfMatch,
     body: ApiJson<SetSecret>,
-) -> Result<Json<SecretInfo>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let AppScope {
         access, env, app, ..
     } = scope;
     let name = segment.into_inner().name;
     let value = SecretValue::new(body.0.value);
-    Ok(Json(
-        state
-            .platform
-            .set_secret(&access, &env, &app, &name, value)
-            .await?,
-    ))
+    let info = state
+        .platform
+        .set_secret(&access, &env, &app, &name, value, if_match.0)
+        .await?;
+    Ok(ok_with_etag(&info, i64::from(info.version)))
 }
 
 /// Removes a secret; the application gets a new revision without it.
 #[utoipa::path(operation_id = "delete_secret", delete, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/secrets/{name}", tag = "applications",
     params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application"),
-           ("name" = String, Path, description = "The secret's name")),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+           ("name" = String, Path, description = "The secret's name"),
+           ("If-Match" = Option<String>, Header, description = "The ETag of the secret's version this removal was decided on")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn delete(
     state: Data<AppState>,
     scope: AppScope,
     segment: Path<NameSegment>,
+    if_match: IfMatch,
 ) -> Result<HttpResponse, ApiError> {
     let AppScope {
         access, env, app, ..
@@ -88,7 +91,7 @@ pub async fn delete(
     let name = segment.into_inner().name;
     state
         .platform
-        .delete_secret(&access, &env, &app, &name)
+        .delete_secret(&access, &env, &app, &name, if_match.0)
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }

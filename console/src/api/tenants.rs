@@ -11,7 +11,7 @@ use platform_core::quota::{Quota, Usage};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiJson, ApiQuery, Items};
+use super::{ApiJson, ApiQuery, IfMatch, Items, ok_with_etag};
 use crate::error::{ApiError, ErrorBody};
 use crate::scope::{TenantScope, UsernameSegment};
 use crate::session::ApiAuth;
@@ -111,39 +111,43 @@ pub struct SetMember {
 
 /// Adds a user to the tenant or changes their role (tenant admins).
 #[utoipa::path(put, path = "/api/v1/tenants/{tenant}/members/{username}", tag = "members",
-    params(("tenant" = String, Path, description = "Tenant slug"), ("username" = String, Path, description = "The user")),
+    params(("tenant" = String, Path, description = "Tenant slug"), ("username" = String, Path, description = "The user"), ("If-Match" = Option<String>, Header, description = "The ETag of the version this change was decided on")),
     request_body = SetMember,
-    responses((status = 200, body = Member), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = Member, headers(("ETag" = String, description = "The membership's version"))), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn set_member(
     state: Data<AppState>,
     scope: TenantScope,
     segment: Path<UsernameSegment>,
+    if_match: IfMatch,
     body: ApiJson<SetMember>,
-) -> Result<Json<Member>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let access = scope.access;
     let username = segment.into_inner().username;
-    Ok(Json(
-        state
-            .platform
-            .set_member_role(&access, &username, body.0.role)
-            .await?,
-    ))
+    let member = state
+        .platform
+        .set_member_role(&access, &username, body.0.role, if_match.0)
+        .await?;
+    Ok(ok_with_etag(&member, member.version))
 }
 
 /// Removes a member (tenant admins). The last tenant admin cannot be removed.
 #[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/members/{username}", tag = "members",
-    params(("tenant" = String, Path, description = "Tenant slug"), ("username" = String, Path, description = "The user")),
-    responses((status = 204, description = "Removed"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    params(("tenant" = String, Path, description = "Tenant slug"), ("username" = String, Path, description = "The user"), ("If-Match" = Option<String>, Header, description = "The ETag of the version this change was decided on")),
+    responses((status = 204, description = "Removed"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove_member(
     state: Data<AppState>,
     scope: TenantScope,
     segment: Path<UsernameSegment>,
+    if_match: IfMatch,
 ) -> Result<HttpResponse, ApiError> {
     let access = scope.access;
     let username = segment.into_inner().username;
-    state.platform.remove_member(&access, &username).await?;
+    state
+        .platform
+        .remove_member(&access, &username, if_match.0)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -167,18 +171,24 @@ pub async fn audit(
 pub struct QuotaStatus {
     pub quota: Quota,
     pub usage: Usage,
+    /// The tenant's version, for `If-Match` when an administrator sets the quota.
+    pub version: i64,
 }
 
 /// The tenant's quota and what its running applications ask for.
 #[utoipa::path(operation_id = "tenant_quota", get, path = "/api/v1/tenants/{tenant}/quota", tag = "tenants",
     params(("tenant" = String, Path, description = "Tenant slug")),
-    responses((status = 200, body = QuotaStatus), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = QuotaStatus, headers(("ETag" = String, description = "The tenant's version"))), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn quota(
-    state: Data<AppState>,
-    scope: TenantScope,
-) -> Result<Json<QuotaStatus>, ApiError> {
+pub async fn quota(state: Data<AppState>, scope: TenantScope) -> Result<HttpResponse, ApiError> {
     let access = scope.access;
-    let (quota, usage) = state.platform.quota(&access).await?;
-    Ok(Json(QuotaStatus { quota, usage }))
+    let (quota, usage, version) = state.platform.quota(&access).await?;
+    Ok(ok_with_etag(
+        &QuotaStatus {
+            quota,
+            usage,
+            version,
+        },
+        version,
+    ))
 }

@@ -252,8 +252,12 @@ pub async fn set_user_state(
     state: Data<AppState>,
     auth: PageAuth,
     path: Path<(String, String)>,
+    form: Form<super::VersionForm>,
 ) -> Result<HttpResponse, PageError> {
     let (username, action) = path.into_inner();
+    let version = form
+        .version()
+        .map_err(|e| PageError::from(platform_core::CoreError::from(e)))?;
     let disabled = match action.as_str() {
         "disable" => true,
         "enable" => false,
@@ -261,7 +265,7 @@ pub async fn set_user_state(
     };
     match state
         .platform
-        .set_user_disabled(&auth.0.principal, &username, disabled)
+        .set_user_disabled(&auth.0.principal, &username, disabled, version)
         .await
     {
         Ok(_) => Ok(see_other("/admin/users")),

@@ -16,6 +16,7 @@ use askama::Template;
 use platform_core::authz::{Permission, TenantAccess};
 use platform_core::model::{AuditEntry, AuditFilter, Role, TenantMembership};
 use platform_core::{CoreError, FieldError};
+use serde::Deserialize;
 
 use crate::session::{Authenticated, PageAuth};
 
@@ -159,6 +160,31 @@ pub fn form_errors(e: CoreError) -> Result<FormErrors, PageError> {
         | CoreError::VersionMismatch { .. } => Ok(FormErrors::general_message(e.to_string())),
         other => Err(PageError::from(other)),
     }
+}
+
+/// The hidden `version` of a form that changes an object: the version the page was
+/// opened at, which the change must still find.
+#[derive(Debug, Deserialize)]
+pub struct VersionForm {
+    #[serde(default)]
+    pub version: String,
+}
+
+impl VersionForm {
+    pub fn version(&self) -> Result<Option<i64>, FieldError> {
+        parse_version(&self.version)
+    }
+}
+
+/// A form's hidden `version`: empty is none (the form does not hold one).
+pub fn parse_version(text: &str) -> Result<Option<i64>, FieldError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| FieldError::new("version", "must be the version the page was opened at"))
 }
 
 /// A failed page: rendered as the console's error page with the matching status.

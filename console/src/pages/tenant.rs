@@ -47,7 +47,7 @@ pub async fn dashboard(
         .map_err(&fail)?;
     let members = state.platform.members(&access).await.map_err(&fail)?.len();
     let can_audit = access.can(Permission::ViewAudit);
-    let (quota, usage) = state.platform.quota(&access).await.map_err(&fail)?;
+    let (quota, usage, _) = state.platform.quota(&access).await.map_err(&fail)?;
     let recent = if can_audit {
         let filter = AuditFilter {
             limit: Some(8),
@@ -330,6 +330,9 @@ pub struct MemberForm {
     username: String,
     #[serde(default)]
     role: String,
+    /// The membership's version when the page was opened (empty when adding).
+    #[serde(default)]
+    version: String,
 }
 
 pub async fn set_member(
@@ -338,13 +341,16 @@ pub async fn set_member(
     form: Form<MemberForm>,
 ) -> Result<HttpResponse, PageError> {
     let PageTenant { auth, access } = scope;
-    let result = match form.role.parse::<Role>() {
-        Ok(role) => state
+    let result = match (
+        form.role.parse::<Role>(),
+        super::parse_version(&form.version),
+    ) {
+        (Ok(role), Ok(version)) => state
             .platform
-            .set_member_role(&access, form.username.trim(), role)
+            .set_member_role(&access, form.username.trim(), role, version)
             .await
             .map(|_| ()),
-        Err(e) => Err(e.into()),
+        (Err(e), _) | (_, Err(e)) => Err(e.into()),
     };
     match result {
         Ok(()) => Ok(see_other(&format!("/t/{}/members", access.tenant().slug))),
@@ -360,11 +366,21 @@ pub async fn remove_member(
     state: Data<AppState>,
     scope: PageTenant,
     segment: Path<UsernameSegment>,
+    form: Form<super::VersionForm>,
 ) -> Result<HttpResponse, PageError> {
     let PageTenant { auth, access } = scope;
     let tenant = access.tenant().slug.clone();
     let username = segment.into_inner().username;
-    match state.platform.remove_member(&access, &username).await {
+    let removed = match form.version() {
+        Ok(version) => {
+            state
+                .platform
+                .remove_member(&access, &username, version)
+                .await
+        }
+        Err(e) => Err(e.into()),
+    };
+    match removed {
         Ok(()) => Ok(see_other(&format!("/t/{tenant}/members"))),
         Err(e) => {
             let errors = form_errors(e)?;

@@ -51,13 +51,13 @@ impl World {
         must(
             world
                 .platform
-                .set_member_role(&acme, "alice", Role::Developer)
+                .set_member_role(&acme, "alice", Role::Developer, None)
                 .await,
         );
         must(
             world
                 .platform
-                .set_member_role(&acme, "olga", Role::Ops)
+                .set_member_role(&acme, "olga", Role::Ops, None)
                 .await,
         );
         world

@@ -378,27 +378,16 @@ impl Platform {
         expected: Option<i64>,
         current: i64,
     ) -> Result<(), CoreError> {
-        let Some(expected) = expected.filter(|v| *v != current) else {
-            return Ok(());
-        };
         let target = format!("{}/{}", application.environment, application.name);
-        // Read on the caller's connection: inside a transaction, asking the pool for a
-        // second connection while holding one starves it under contention.
-        let by =
-            match store::audit::last_change(ex, access.tenant().id, "application", &target).await {
-                Ok(Some((actor, at))) => format!(
-                    " (last by {actor} at {})",
-                    at.format("%Y-%m-%d %H:%M:%S UTC")
-                ),
-                _ => String::new(),
-            };
-        Err(CoreError::VersionMismatch {
-            kind: "application",
-            name: target,
+        super::check_version(
+            ex,
+            Some(access.tenant().id),
+            ("application", &target),
+            ("application", &target),
             expected,
-            current,
-            by,
-        })
+            Some(current),
+        )
+        .await
     }
 
     /// Deletes an application. Its revisions and audit records are kept.

@@ -98,6 +98,40 @@ impl Platform {
     }
 }
 
+/// Refuses a change made against version `expected` of an object now at `current`
+/// (`None`: it no longer exists), saying who changed it last and when, from the audit
+/// log. Nothing to check when the caller named no version.
+pub(crate) async fn check_version(
+    ex: impl sqlx::PgExecutor<'_>,
+    tenant_id: Option<Uuid>,
+    object: (&'static str, &str),
+    audit_target: (&str, &str),
+    expected: Option<i64>,
+    current: Option<i64>,
+) -> Result<(), CoreError> {
+    let Some(expected) = expected.filter(|e| Some(*e) != current) else {
+        return Ok(());
+    };
+    let (kind, name) = object;
+    let by = match store::audit::last_change(ex, tenant_id, audit_target.0, audit_target.1).await {
+        Ok(Some((actor, at))) => format!(
+            " (last by {actor} at {})",
+            at.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        _ => String::new(),
+    };
+    let now = match current {
+        Some(v) => format!("it is now at version {v}"),
+        None => "it no longer exists".to_owned(),
+    };
+    Err(CoreError::VersionMismatch {
+        current,
+        message: format!(
+            "{kind} '{name}' changed since version {expected}{by}; {now}. Read it again before changing it"
+        ),
+    })
+}
+
 /// What an audit record says, before the actor is filled in.
 struct Audit<'a> {
     tenant_id: Option<Uuid>,

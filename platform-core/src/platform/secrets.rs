@@ -70,6 +70,7 @@ impl Platform {
         app: &str,
         name: &str,
         value: SecretValue,
+        if_version: Option<i64>,
     ) -> Result<SecretInfo, CoreError> {
         check_name(name)?;
         let bytes = value.expose().as_bytes();
@@ -80,7 +81,7 @@ impl Platform {
             )
             .into());
         }
-        self.change_secret(access, environment, app, name, Some(&value))
+        self.change_secret(access, environment, app, name, Some(&value), if_version)
             .await?
             .ok_or_else(|| CoreError::Internal("a set secret has no version".into()))
     }
@@ -92,9 +93,10 @@ impl Platform {
         environment: &str,
         app: &str,
         name: &str,
+        if_version: Option<i64>,
     ) -> Result<(), CoreError> {
         check_name(name).map_err(|_| CoreError::not_found("secret", name))?;
-        self.change_secret(access, environment, app, name, None)
+        self.change_secret(access, environment, app, name, None, if_version)
             .await
             .map(|_| ())
     }
@@ -108,6 +110,7 @@ impl Platform {
         app: &str,
         name: &str,
         value: Option<&SecretValue>,
+        if_version: Option<i64>,
     ) -> Result<Option<SecretInfo>, CoreError> {
         let application = self.change_target(access, environment, app).await?;
         let app_id = application.id;
@@ -123,6 +126,16 @@ impl Platform {
             })?;
         let mut versions: BTreeMap<String, i32> =
             serde_json::from_value(revision.secrets.clone()).unwrap_or_default();
+        let target = format!("{environment}/{app}");
+        super::check_version(
+            &mut *tx,
+            Some(access.tenant().id),
+            ("secret", name),
+            ("application", &target),
+            if_version,
+            versions.get(name).map(|v| i64::from(*v)),
+        )
+        .await?;
         let spec_env_has = revision.spec.get("env").and_then(|e| e.get(name)).is_some();
         match value {
             Some(_) if spec_env_has => {

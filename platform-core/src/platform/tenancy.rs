@@ -205,12 +205,14 @@ impl Platform {
         Ok(store::tenants::members(&self.pool, access.tenant().id).await?)
     }
 
-    /// Adds a user to the tenant with a role, or changes their role.
+    /// Adds a user to the tenant with a role, or changes their role. With `if_version`,
+    /// only if the membership is still at that version.
     pub async fn set_member_role(
         &self,
         access: &TenantAccess,
         username: &str,
         role: Role,
+        if_version: Option<i64>,
     ) -> Result<Member, CoreError> {
         access.require(Permission::ManageMembers, "manage members")?;
         let tenant_id = access.tenant().id;
@@ -220,6 +222,16 @@ impl Platform {
         let user = store::users::by_username(&mut *tx, username)
             .await?
             .ok_or_else(|| FieldError::new("username", format!("no user '{username}' exists")))?;
+        let current = store::tenants::lock_member(&mut tx, tenant_id, user.id).await?;
+        super::check_version(
+            &mut *tx,
+            Some(tenant_id),
+            ("member", username),
+            ("user", username),
+            if_version,
+            current,
+        )
+        .await?;
         let previous = store::tenants::upsert_member(&mut tx, tenant_id, user.id, role).await?;
         if previous == Some(Role::TenantAdmin) && role != Role::TenantAdmin {
             ensure_an_admin_remains(&mut tx, tenant_id).await?;
@@ -256,6 +268,7 @@ impl Platform {
         &self,
         access: &TenantAccess,
         username: &str,
+        if_version: Option<i64>,
     ) -> Result<(), CoreError> {
         access.require(Permission::ManageMembers, "manage members")?;
         let tenant_id = access.tenant().id;
@@ -265,6 +278,18 @@ impl Platform {
         let user = store::users::by_username(&mut *tx, username)
             .await?
             .ok_or_else(not_found)?;
+        let current = store::tenants::lock_member(&mut tx, tenant_id, user.id)
+            .await?
+            .ok_or_else(not_found)?;
+        super::check_version(
+            &mut *tx,
+            Some(tenant_id),
+            ("member", username),
+            ("user", username),
+            if_version,
+            Some(current),
+        )
+        .await?;
         if !store::tenants::remove_member(&mut tx, tenant_id, user.id).await? {
             return Err(not_found());
         }
@@ -308,9 +333,12 @@ impl Platform {
     }
 
     /// The tenant's quota and what its running applications ask for now.
-    pub async fn quota(&self, access: &TenantAccess) -> Result<(Quota, Usage), CoreError> {
+    /// The tenant's quota, what its running applications use, and the tenant's version
+    /// (for `If-Match` on a change of the quota).
+    pub async fn quota(&self, access: &TenantAccess) -> Result<(Quota, Usage, i64), CoreError> {
         access.require(Permission::View, "view the quota")?;
         let q = store::tenants::quota(&self.pool, access.tenant().id).await?;
+        let version = store::tenants::version(&self.pool, access.tenant().id).await?;
         let mut conn = self.pool.acquire().await?;
         let (instances, cpu, mem) =
             store::tenants::usage(&mut conn, access.tenant().id, None).await?;
@@ -325,6 +353,7 @@ impl Platform {
                 cpu_millis: u64::try_from(cpu).unwrap_or(0),
                 memory_mib: u64::try_from(mem).unwrap_or(0),
             },
+            version,
         ))
     }
 
@@ -335,7 +364,8 @@ impl Platform {
         principal: &Principal,
         slug: &str,
         quota: Quota,
-    ) -> Result<Quota, CoreError> {
+        if_version: Option<i64>,
+    ) -> Result<(Quota, i64), CoreError> {
         principal.require_platform_admin("set quotas")?;
         quota.check()?;
         let tenant = store::tenants::by_slug(&self.pool, slug)
@@ -344,6 +374,16 @@ impl Platform {
         // Checked above: every limit fits.
         let to_i32 = |v: Option<u32>| v.and_then(|v| i32::try_from(v).ok());
         let mut tx = self.pool.begin().await?;
+        let current = store::tenants::lock_version(&mut tx, tenant.id).await?;
+        super::check_version(
+            &mut *tx,
+            Some(tenant.id),
+            ("tenant", slug),
+            ("tenant", slug),
+            if_version,
+            current,
+        )
+        .await?;
         store::tenants::set_quota(
             &mut tx,
             tenant.id,
@@ -366,8 +406,9 @@ impl Platform {
             },
         )
         .await?;
+        let version = store::tenants::version(&mut *tx, tenant.id).await?;
         tx.commit().await?;
-        Ok(quota)
+        Ok((quota, version))
     }
 
     /// Live application counts per environment, for the dashboard.

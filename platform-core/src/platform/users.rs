@@ -70,6 +70,7 @@ impl Platform {
         principal: &Principal,
         username: &str,
         disabled: bool,
+        if_version: Option<i64>,
     ) -> Result<User, CoreError> {
         principal.require_platform_admin("disable users")?;
         Username::parse(username).map_err(|_| CoreError::not_found("user", username))?;
@@ -77,6 +78,16 @@ impl Platform {
         let user = store::users::by_username(&mut *tx, username)
             .await?
             .ok_or_else(|| CoreError::not_found("user", username))?;
+        let current = store::users::lock_version(&mut tx, user.id).await?;
+        super::check_version(
+            &mut *tx,
+            None,
+            ("user", username),
+            ("user", username),
+            if_version,
+            current,
+        )
+        .await?;
         if disabled && user.id == principal.user_id {
             return Err(
                 crate::FieldError::new("disabled", "you cannot disable your own account").into(),
@@ -99,7 +110,10 @@ impl Platform {
             },
         )
         .await?;
+        let user = store::users::by_id(&mut *tx, user.id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("user", username))?;
         tx.commit().await?;
-        Ok(User { disabled, ..user })
+        Ok(user)
     }
 }

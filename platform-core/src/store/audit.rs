@@ -93,15 +93,20 @@ fn escape_like(s: &str) -> String {
 /// change is refused as stale, to tell the caller who got there first.
 pub async fn last_change<'e>(
     ex: impl PgExecutor<'e>,
-    tenant_id: Uuid,
+    tenant_id: Option<Uuid>,
     target_kind: &str,
     target: &str,
 ) -> Result<Option<(String, DateTime<Utc>)>, sqlx::Error> {
-    sqlx::query_as(
+    // Two spellings, so that each can walk the (tenant_id, id) index.
+    let scope = match tenant_id {
+        Some(_) => "tenant_id = $1",
+        None => "tenant_id IS NULL AND $1::uuid IS NULL",
+    };
+    sqlx::query_as(&format!(
         "SELECT actor, at FROM audit_log
-         WHERE tenant_id = $1 AND target_kind = $2 AND target = $3
-         ORDER BY id DESC LIMIT 1",
-    )
+         WHERE {scope} AND target_kind = $2 AND target = $3
+         ORDER BY id DESC LIMIT 1"
+    ))
     .bind(tenant_id)
     .bind(target_kind)
     .bind(target)

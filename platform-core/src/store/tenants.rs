@@ -45,6 +45,7 @@ struct MemberRow {
     role: String,
     disabled: bool,
     since: chrono::DateTime<chrono::Utc>,
+    version: i64,
 }
 
 pub async fn members<'e>(
@@ -52,7 +53,8 @@ pub async fn members<'e>(
     tenant_id: Uuid,
 ) -> Result<Vec<Member>, sqlx::Error> {
     let rows: Vec<MemberRow> = sqlx::query_as(
-        "SELECT u.id AS user_id, u.username, u.display_name, m.role, u.disabled, m.created_at AS since
+        "SELECT u.id AS user_id, u.username, u.display_name, m.role, u.disabled, m.created_at AS since,
+                m.version
          FROM memberships m JOIN users u ON u.id = m.user_id
          WHERE m.tenant_id = $1 ORDER BY u.username",
     )
@@ -69,9 +71,45 @@ pub async fn members<'e>(
                 role: r.role.parse().ok()?,
                 disabled: r.disabled,
                 since: r.since,
+                version: r.version,
             })
         })
         .collect())
+}
+
+/// Locks a membership for the rest of the transaction and returns its version; `None`
+/// when the user is not a member.
+pub async fn lock_member(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT version FROM memberships WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Locks a tenant's row for the rest of the transaction and returns its version.
+pub async fn lock_version(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT version FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(tenant_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// A tenant's version (its quota is the part clients change).
+pub async fn version<'e>(ex: impl PgExecutor<'e>, tenant_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT version FROM tenants WHERE id = $1")
+        .bind(tenant_id)
+        .fetch_one(ex)
+        .await
 }
 
 /// Adds a member or changes their role; returns the previous role, if any.

@@ -5,7 +5,8 @@ use uuid::Uuid;
 
 use crate::model::User;
 
-const USER_COLUMNS: &str = "id, username, display_name, platform_admin, disabled, created_at";
+const USER_COLUMNS: &str =
+    "id, username, display_name, platform_admin, disabled, created_at, version";
 
 /// A user with the password hash, for login only.
 #[derive(Debug, sqlx::FromRow)]
@@ -89,6 +90,14 @@ pub async fn platform_admin_count<'e>(ex: impl PgExecutor<'e>) -> Result<i64, sq
     Ok(n)
 }
 
+/// Locks a user's row for the rest of the transaction and returns its version.
+pub async fn lock_version(conn: &mut PgConnection, id: Uuid) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT version FROM users WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
 pub async fn set_disabled(
     conn: &mut PgConnection,
     id: Uuid,
@@ -144,6 +153,7 @@ struct SessionRow {
     platform_admin: bool,
     disabled: bool,
     created_at: chrono::DateTime<chrono::Utc>,
+    version: i64,
     revoked: bool,
     session_generation: i32,
     tenant_id: Option<Uuid>,
@@ -160,7 +170,7 @@ pub async fn session_user<'e>(
     jti: &str,
 ) -> Result<Option<SessionUser>, sqlx::Error> {
     let rows: Vec<SessionRow> = sqlx::query_as(
-        "SELECT u.id, u.username, u.display_name, u.platform_admin, u.disabled, u.created_at,
+        "SELECT u.id, u.username, u.display_name, u.platform_admin, u.disabled, u.created_at, u.version,
                 EXISTS (SELECT 1 FROM revoked_sessions WHERE jti = $2) AS revoked, u.session_generation,
                 t.id AS tenant_id, t.slug, t.display_name AS tenant_name,
                 t.created_at AS tenant_created_at, m.role
@@ -184,6 +194,7 @@ pub async fn session_user<'e>(
         platform_admin: first.platform_admin,
         disabled: first.disabled,
         created_at: first.created_at,
+        version: first.version,
     };
     let revoked = first.revoked;
     let generation = first.session_generation;

@@ -128,7 +128,7 @@ impl AppForm {
 
     /// The version the form was opened at, which the change must still find.
     pub(super) fn version(&self) -> Result<Option<i64>, FieldError> {
-        parse_version(&self.version)
+        super::super::parse_version(&self.version)
     }
 
     pub fn serves_http(&self) -> bool {
@@ -202,17 +202,6 @@ impl AppForm {
         spec.validate()?;
         Ok(spec)
     }
-}
-
-/// A form's hidden `version`: empty is none (the form does not hold one).
-pub(super) fn parse_version(text: &str) -> Result<Option<i64>, FieldError> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    text.parse()
-        .map(Some)
-        .map_err(|_| FieldError::new("version", "must be the version the page was opened at"))
 }
 
 #[cfg(test)]

@@ -228,7 +228,11 @@ pub async fn update_app(
             "/t/{tenant}/environments/{env}/apps/{name}"
         ))),
         Err(e) => {
-            if let CoreError::VersionMismatch { current, .. } = &e {
+            if let CoreError::VersionMismatch {
+                current: Some(current),
+                ..
+            } = &e
+            {
                 // The form keeps what the user typed; saving it again overwrites the
                 // other change, knowingly.
                 form.version = current.to_string();
@@ -241,17 +245,10 @@ pub async fn update_app(
     }
 }
 
-/// The hidden `version` of a button's form.
-#[derive(Debug, Deserialize)]
-pub struct VersionForm {
-    #[serde(default)]
-    version: String,
-}
-
 pub async fn delete_app(
     state: Data<AppState>,
     scope: PageApp,
-    form: Form<VersionForm>,
+    form: Form<super::VersionForm>,
 ) -> Result<HttpResponse, PageError> {
     let PageApp {
         auth,
@@ -261,7 +258,7 @@ pub async fn delete_app(
     } = scope;
     let tenant = access.tenant().slug.clone();
     let version =
-        form::parse_version(&form.version).map_err(|e| in_frame(&auth, &access)(e.into()))?;
+        super::parse_version(&form.version).map_err(|e| in_frame(&auth, &access)(e.into()))?;
     state
         .platform
         .delete_application(&access, &env, &name, version)
@@ -302,7 +299,7 @@ pub async fn set_secret(
     let value = platform_core::sealing::SecretValue::new(form.value);
     let result = state
         .platform
-        .set_secret(&access, &env, &name, form.name.trim(), value)
+        .set_secret(&access, &env, &name, form.name.trim(), value, None)
         .await;
     secret_outcome(&state, &auth, &access, &env, &name, result.map(|_| ())).await
 }
@@ -322,7 +319,7 @@ pub async fn delete_secret(
     let secret = segment.into_inner().secret;
     let result = state
         .platform
-        .delete_secret(&access, &env, &name, &secret)
+        .delete_secret(&access, &env, &name, &secret, None)
         .await;
     secret_outcome(&state, &auth, &access, &env, &name, result).await
 }
@@ -455,7 +452,7 @@ pub async fn action(
     state: Data<AppState>,
     scope: PageApp,
     segment: Path<ActionSegment>,
-    form: Form<VersionForm>,
+    form: Form<super::VersionForm>,
 ) -> Result<HttpResponse, PageError> {
     let PageApp {
         auth,
@@ -466,7 +463,7 @@ pub async fn action(
     let tenant = access.tenant().slug.clone();
     let action = segment.into_inner().action;
     let layout = Layout::for_tenant(&auth.0, &access, "Error", "apps");
-    let version = match form::parse_version(&form.version) {
+    let version = match super::parse_version(&form.version) {
         Ok(v) => v,
         Err(e) => return Err(PageError::from(CoreError::from(e)).within(layout)),
     };
@@ -514,7 +511,7 @@ pub async fn scale(
     let tenant = access.tenant().slug.clone();
     let result = match (
         form.replicas.trim().parse::<u32>(),
-        form::parse_version(&form.version),
+        super::parse_version(&form.version),
     ) {
         (Ok(n), Ok(version)) => state.platform.scale(&access, &env, &name, n, version).await,
         (Err(_), _) => {
