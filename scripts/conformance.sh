@@ -66,6 +66,8 @@ PY
     status=1
     cat "$work/$role.txt"
   fi
+  # How many requests were generated, then the verdict.
+  grep -A1 "^Test cases:" "$work/$role.txt" | tail -n 1 || true
   tail -n 1 "$work/$role.txt"
 done
 exit "$status"
