@@ -43,7 +43,10 @@ grep -q "^  tadmin " "$work/up.log" || { cat "$work/up.log"; echo "conformance: 
 
 base="http://127.0.0.1:$port"
 status=0
-for role in admin tadmin ops dev; do
+# The roles run from the least to the most powerful: a run may change what its role
+# may change (a tenant admin's run changes roles, the platform admin's disables
+# users), and no run may take away a later run's account.
+for role in dev ops tadmin admin; do
   password=$(awk -v u="$role" '$1 == u { print $4 }' "$work/up.log")
   token=$(python3 - "$base" "$role" "$password" <<'PY'
 import json, sys, urllib.request

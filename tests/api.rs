@@ -861,6 +861,12 @@ async fn fifty_concurrent_updates_from_one_version_one_wins_and_the_rest_are_ref
         (body["error"].as_str(), body["field"].as_str()),
         (Some("invalid_header"), Some("If-Match"))
     );
+    let non_ascii = must(reqwest::header::HeaderValue::from_bytes(b"\xc2\x84"));
+    let junk = dev
+        .request(Method::DELETE, path)
+        .header("if-match", non_ascii)
+        .send();
+    assert_eq!(must(junk.await).status(), StatusCode::BAD_REQUEST);
     let (status, body) = {
         let response = must(
             dev.request(Method::PUT, &format!("{path}/replicas"))

@@ -421,7 +421,8 @@ pub fn ok_with_etag<T: Serialize>(body: &T, version: i64) -> actix_web::HttpResp
 }
 
 /// What an `If-Match` this API understands looks like.
-pub const IF_MATCH_PATTERN: &str = "^(\\*|\"[0-9]+\")$";
+/// (Empty is allowed, and means no precondition, as when the header is absent.)
+pub const IF_MATCH_PATTERN: &str = "^(\\*|\"[0-9]+\")?$";
 
 /// The entity tag of a version, as `ETag` carries it.
 pub fn etag(version: i64) -> String {
@@ -436,7 +437,8 @@ impl FromRequest for IfMatch {
         let Some(value) = req.headers().get(actix_web::http::header::IF_MATCH) else {
             return std::future::ready(Ok(Self(None)));
         };
-        let text = value.to_str().unwrap_or("").trim();
+        // A value that is not visible ASCII is malformed (below), not empty.
+        let text = value.to_str().map_or("\u{0}", str::trim);
         // An empty value names no version: as if the header were absent.
         if text == "*" || text.is_empty() {
             return std::future::ready(Ok(Self(None)));
