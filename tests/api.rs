@@ -1303,3 +1303,28 @@ async fn members_users_quotas_and_secrets_refuse_a_change_made_against_an_old_ve
     let (status, _, _) = with_if_match(&dev, Method::DELETE, path, &first, None).await;
     assert_eq!(status, StatusCode::PRECONDITION_FAILED);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_console_removes_a_secret_only_at_the_version_its_page_showed(pool: PgPool) {
+    let server = start(pool).await;
+    let dev = server.api("dev").await;
+    let browser = server.browser("dev").await;
+    let api_path = "/api/v1/tenants/acme/environments/dev/applications/hello/secrets/TOKEN";
+    for value in ["one", "two"] {
+        let (status, _) = dev.put(api_path, json!({"value": value})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let remove = "/t/acme/environments/dev/apps/hello/secrets/TOKEN/delete";
+    let (status, page) = browser.post_form(remove, &[("version", "1")], true).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    assert!(
+        page.contains("changed since version 1") && page.contains("by dev"),
+        "{page}"
+    );
+    let (_, secrets) = dev
+        .get("/api/v1/tenants/acme/environments/dev/applications/hello/secrets")
+        .await;
+    assert_eq!(secrets["items"][0]["version"], 2, "nothing was removed");
+    let (status, _) = browser.post_form(remove, &[("version", "2")], true).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+}

@@ -309,6 +309,7 @@ pub async fn delete_secret(
     state: Data<AppState>,
     scope: PageApp,
     segment: Path<SecretSegment>,
+    form: Form<super::VersionForm>,
 ) -> Result<HttpResponse, PageError> {
     let PageApp {
         auth,
@@ -317,10 +318,15 @@ pub async fn delete_secret(
         app: name,
     } = scope;
     let secret = segment.into_inner().secret;
-    let result = state
-        .platform
-        .delete_secret(&access, &env, &name, &secret, None)
-        .await;
+    let result = match form.version() {
+        Ok(version) => {
+            state
+                .platform
+                .delete_secret(&access, &env, &name, &secret, version)
+                .await
+        }
+        Err(e) => Err(e.into()),
+    };
     secret_outcome(&state, &auth, &access, &env, &name, result).await
 }
 
