@@ -1328,3 +1328,69 @@ async fn the_console_removes_a_secret_only_at_the_version_its_page_showed(pool: 
     let (status, _) = browser.post_form(remove, &[("version", "2")], true).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_audit_log_pages_backwards_and_filters_by_target_in_each_scope(pool: PgPool) {
+    let server = start(pool).await;
+    let dev = server.api("dev").await;
+    for name in ["alpha", "beta", "gamma"] {
+        let (status, _) = dev
+            .post(
+                "/api/v1/tenants/acme/applications",
+                json!({"environment": "dev", "name": name, "spec": service_spec()}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let ids = |body: &serde_json::Value| -> Vec<i64> {
+        body["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["id"].as_i64())
+            .collect()
+    };
+    // Tenant admins read the tenant's log.
+    let reader = server.api("tadmin").await;
+    let (_, first) = reader
+        .get("/api/v1/tenants/acme/audit?action=application.create&limit=2")
+        .await;
+    let page = ids(&first);
+    assert_eq!(page.len(), 2);
+    assert!(page[0] > page[1], "newest first");
+    let (_, next) = reader
+        .get(&format!(
+            "/api/v1/tenants/acme/audit?action=application.create&limit=2&before={}",
+            page[1]
+        ))
+        .await;
+    assert!(ids(&next).iter().all(|id| *id < page[1]), "{next}");
+    assert!(
+        !ids(&next).is_empty(),
+        "the sample application's creation is older"
+    );
+    let (_, beta) = reader.get("/api/v1/tenants/acme/audit?target=BET").await;
+    let targets: Vec<&str> = beta["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["target"].as_str())
+        .collect();
+    assert_eq!(targets, ["dev/beta"], "target matches ignoring case");
+    // The platform log holds no tenant's entries, and a tenant's none of the platform's.
+    let admin = server.api("admin").await;
+    let (_, platform) = admin.get("/api/v1/admin/audit?limit=200").await;
+    let actions: Vec<&str> = platform["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(!actions.is_empty());
+    assert!(
+        actions.iter().all(|a| !a.starts_with("application.")),
+        "{actions:?}"
+    );
+    let (status, _) = reader.get("/api/v1/tenants/acme/audit?limit=201").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}

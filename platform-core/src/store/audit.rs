@@ -64,23 +64,30 @@ pub async fn list<'e>(
         .as_deref()
         .filter(|s| !s.is_empty())
         .map(|t| format!("%{}%", escape_like(t)));
-    sqlx::query_as(
-        "SELECT id, at, actor, action, target_kind, target, details, source_ip FROM audit_log
-         WHERE tenant_id IS NOT DISTINCT FROM $1
-           AND ($2::text IS NULL OR actor = $2)
-           AND ($3::text IS NULL OR action LIKE $3)
-           AND ($4::text IS NULL OR target ILIKE $4)
-           AND ($5::bigint IS NULL OR id < $5)
-         ORDER BY id DESC LIMIT $6",
-    )
-    .bind(tenant_id)
-    .bind(filter.actor.as_deref().filter(|s| !s.is_empty()))
-    .bind(action_prefix)
-    .bind(target_part)
-    .bind(filter.before)
-    .bind(limit)
-    .fetch_all(ex)
-    .await
+    // Only the conditions the filter sets, and the tenant as an equality (or IS NULL):
+    // `$n IS NULL OR ...` and `IS NOT DISTINCT FROM` keep PostgreSQL from using the
+    // (tenant_id, id) index and from caching one plan per shape.
+    let mut sql = sqlx::QueryBuilder::new(
+        "SELECT id, at, actor, action, target_kind, target, details, source_ip FROM audit_log WHERE ",
+    );
+    match tenant_id {
+        Some(id) => sql.push("tenant_id = ").push_bind(id),
+        None => sql.push("tenant_id IS NULL"),
+    };
+    if let Some(actor) = filter.actor.as_deref().filter(|s| !s.is_empty()) {
+        sql.push(" AND actor = ").push_bind(actor);
+    }
+    if let Some(prefix) = action_prefix {
+        sql.push(" AND action LIKE ").push_bind(prefix);
+    }
+    if let Some(part) = target_part {
+        sql.push(" AND target ILIKE ").push_bind(part);
+    }
+    if let Some(before) = filter.before {
+        sql.push(" AND id < ").push_bind(before);
+    }
+    sql.push(format_args!(" ORDER BY id DESC LIMIT {limit}"));
+    sql.build_query_as().fetch_all(ex).await
 }
 
 fn escape_like(s: &str) -> String {
