@@ -10,7 +10,8 @@
 -- forget to.
 ALTER TABLE applications ADD COLUMN version bigint NOT NULL DEFAULT 1;
 
-CREATE FUNCTION applications_next_version() RETURNS trigger LANGUAGE plpgsql AS $$
+-- One trigger function for every versioned table (0014 uses it too).
+CREATE FUNCTION paas_next_version() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.version := OLD.version + 1;
     RETURN NEW;
@@ -21,4 +22,4 @@ CREATE TRIGGER applications_version
     BEFORE UPDATE ON applications
     FOR EACH ROW
     WHEN (OLD.updated_at IS DISTINCT FROM NEW.updated_at OR OLD.deleted_at IS DISTINCT FROM NEW.deleted_at)
-    EXECUTE FUNCTION applications_next_version();
+    EXECUTE FUNCTION paas_next_version();

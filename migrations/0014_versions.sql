@@ -2,13 +2,7 @@
 -- password), tenant memberships (role) and tenants (quota). Each row carries a version
 -- that moves on whenever the row changes; a change that names the version it was
 -- decided on (`If-Match`) is refused with 412 when it moved. A membership removed and
--- added again starts over at version 1.
-CREATE FUNCTION paas_next_version() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.version := OLD.version + 1;
-    RETURN NEW;
-END
-$$;
+-- added again starts over at version 1. The trigger function is 0013's.
 
 ALTER TABLE users ADD COLUMN version bigint NOT NULL DEFAULT 1;
 CREATE TRIGGER users_version BEFORE UPDATE ON users

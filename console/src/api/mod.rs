@@ -437,16 +437,16 @@ impl FromRequest for IfMatch {
         let Some(value) = req.headers().get(actix_web::http::header::IF_MATCH) else {
             return std::future::ready(Ok(Self(None)));
         };
-        // A value that is not visible ASCII is malformed (below), not empty.
-        let text = value.to_str().map_or("\u{0}", str::trim);
-        // An empty value names no version: as if the header were absent.
-        if text == "*" || text.is_empty() {
-            return std::future::ready(Ok(Self(None)));
-        }
-        let version = text
-            .strip_prefix('"')
-            .and_then(|t| t.strip_suffix('"'))
-            .and_then(|t| t.parse::<i64>().ok());
+        // A value that is not visible ASCII names no version of ours: malformed, below.
+        let version = match value.to_str().map(str::trim) {
+            // An empty value names no version: as if the header were absent.
+            Ok("*" | "") => return std::future::ready(Ok(Self(None))),
+            Ok(text) => text
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .and_then(|t| t.parse::<i64>().ok()),
+            Err(_) => None,
+        };
         std::future::ready(match version {
             Some(v) => Ok(Self(Some(v))),
             None => Err(ApiError {

@@ -222,17 +222,8 @@ impl Platform {
         let user = store::users::by_username(&mut *tx, username)
             .await?
             .ok_or_else(|| FieldError::new("username", format!("no user '{username}' exists")))?;
-        let current = store::tenants::lock_member(&mut tx, tenant_id, user.id).await?;
-        super::check_version(
-            &mut *tx,
-            Some(tenant_id),
-            ("member", username),
-            ("user", username),
-            if_version,
-            current,
-        )
-        .await?;
-        let previous = store::tenants::upsert_member(&mut tx, tenant_id, user.id, role).await?;
+        let previous = lock_member(&mut tx, tenant_id, user.id, username, if_version).await?;
+        store::tenants::upsert_member(&mut tx, tenant_id, user.id, role).await?;
         if previous == Some(Role::TenantAdmin) && role != Role::TenantAdmin {
             ensure_an_admin_remains(&mut tx, tenant_id).await?;
         }
@@ -278,18 +269,9 @@ impl Platform {
         let user = store::users::by_username(&mut *tx, username)
             .await?
             .ok_or_else(not_found)?;
-        let current = store::tenants::lock_member(&mut tx, tenant_id, user.id)
+        lock_member(&mut tx, tenant_id, user.id, username, if_version)
             .await?
             .ok_or_else(not_found)?;
-        super::check_version(
-            &mut *tx,
-            Some(tenant_id),
-            ("member", username),
-            ("user", username),
-            if_version,
-            Some(current),
-        )
-        .await?;
         if !store::tenants::remove_member(&mut tx, tenant_id, user.id).await? {
             return Err(not_found());
         }
@@ -384,7 +366,7 @@ impl Platform {
             current,
         )
         .await?;
-        store::tenants::set_quota(
+        let version = store::tenants::set_quota(
             &mut tx,
             tenant.id,
             store::tenants::QuotaRow {
@@ -406,7 +388,6 @@ impl Platform {
             },
         )
         .await?;
-        let version = store::tenants::version(&mut *tx, tenant.id).await?;
         tx.commit().await?;
         Ok((quota, version))
     }
@@ -431,4 +412,26 @@ async fn ensure_an_admin_remains(
         return Err(FieldError::new("role", "a tenant must keep at least one tenant admin").into());
     }
     Ok(())
+}
+
+/// Locks a user's membership for the rest of the transaction and refuses a change made
+/// against a version it no longer has; returns the role it has (`None`: not a member).
+async fn lock_member(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: uuid::Uuid,
+    user_id: uuid::Uuid,
+    username: &str,
+    if_version: Option<i64>,
+) -> Result<Option<Role>, CoreError> {
+    let current = store::tenants::lock_member(&mut *tx, tenant_id, user_id).await?;
+    super::check_version(
+        &mut *tx,
+        Some(tenant_id),
+        ("member", username),
+        ("user", username),
+        if_version,
+        current.map(|(_, version)| version),
+    )
+    .await?;
+    Ok(current.map(|(role, _)| role))
 }

@@ -77,20 +77,22 @@ pub async fn members<'e>(
         .collect())
 }
 
-/// Locks a membership for the rest of the transaction and returns its version; `None`
-/// when the user is not a member.
+/// Locks a membership for the rest of the transaction and returns its role and
+/// version; `None` when the user is not a member.
 pub async fn lock_member(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     user_id: Uuid,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT version FROM memberships WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE",
+) -> Result<Option<(Role, i64)>, sqlx::Error> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT role, version FROM memberships WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE",
     )
     .bind(tenant_id)
     .bind(user_id)
     .fetch_optional(conn)
-    .await
+    .await?;
+    // The column's CHECK holds it to the roles `Role` parses.
+    Ok(row.and_then(|(role, version)| Some((role.parse().ok()?, version))))
 }
 
 /// Locks a tenant's row for the rest of the transaction and returns its version.
@@ -112,20 +114,13 @@ pub async fn version<'e>(ex: impl PgExecutor<'e>, tenant_id: Uuid) -> Result<i64
         .await
 }
 
-/// Adds a member or changes their role; returns the previous role, if any.
+/// Adds a member or changes their role.
 pub async fn upsert_member(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     user_id: Uuid,
     role: Role,
-) -> Result<Option<Role>, sqlx::Error> {
-    let previous: Option<(String,)> = sqlx::query_as(
-        "SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE",
-    )
-    .bind(tenant_id)
-    .bind(user_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, $3)
          ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = EXCLUDED.role",
@@ -133,9 +128,9 @@ pub async fn upsert_member(
     .bind(tenant_id)
     .bind(user_id)
     .bind(role.as_str())
-    .execute(&mut *conn)
-    .await?;
-    Ok(previous.and_then(|(r,)| r.parse().ok()))
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 /// Removes a member; returns whether they were one.
@@ -240,15 +235,15 @@ pub async fn set_quota(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     quota: QuotaRow,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE tenants SET max_instances = $2, max_cpu_millis = $3, max_memory_mib = $4 WHERE id = $1")
+) -> Result<i64, sqlx::Error> {
+    // The tenant's version after the change (the trigger's).
+    sqlx::query_scalar("UPDATE tenants SET max_instances = $2, max_cpu_millis = $3, max_memory_mib = $4 WHERE id = $1 RETURNING version")
         .bind(tenant_id)
         .bind(quota.max_instances)
         .bind(quota.max_cpu_millis)
         .bind(quota.max_memory_mib)
-        .execute(conn)
+        .fetch_one(conn)
         .await
-        .map(|_| ())
 }
 
 /// What a tenant's running applications ask for: instances, CPU and memory, leaving
