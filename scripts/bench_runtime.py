@@ -1,5 +1,5 @@
 """Measures the local runtime; see bench-runtime.sh. Prints one line per figure."""
-import json, os, re, signal, socket, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+import json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time, urllib.request
 
 PAAS = os.path.abspath(sys.argv[1])
 RUNS = 5
@@ -279,6 +279,7 @@ def main():
             proc.kill()
         # Stopping `paas up` leaves the applications running; `paas down` stops all.
         subprocess.run([PAAS, "down", "--data-dir", data], env=env, stderr=subprocess.DEVNULL)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

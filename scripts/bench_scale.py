@@ -14,7 +14,7 @@ PostgreSQL of its own and measures:
   control plane of its own, so its 10,000 applications do not weigh on P8's passes.
 
 Its last line is one JSON object with those keys."""
-import base64, json, os, re, secrets, socket, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+import base64, json, os, re, secrets, shutil, socket, statistics, subprocess, sys, tempfile, threading, time, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 PAAS = os.path.abspath(sys.argv[1])
@@ -319,6 +319,7 @@ def main():
                     p.kill()
         subprocess.run(as_postgres([f"{pg_bin}/pg_ctl", "-D", f"{data}/data", "-m", "immediate", "stop"]),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,10 @@ export PAAS_CHROMIUM=${PAAS_CHROMIUM:-/usr/bin/chromium}
 k8s_venv=$(scripts/k8s-tools.sh)
 export PAAS_K8S_PYTHON="$k8s_venv/bin/python"
 
+# A build from a clean clone (CI) has nothing to reuse: incremental state would only
+# take disk (several GiB) and time.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked

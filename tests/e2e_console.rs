@@ -19,8 +19,9 @@ async fn platform() -> (Site, Paas) {
     (site, paas)
 }
 
-/// Starts chromedriver and a headless Chromium session.
-async fn browser() -> (Child, Client) {
+/// Starts chromedriver and a headless Chromium session whose profile lives in the site's
+/// data directory (and so goes with it).
+async fn browser(site: &Site) -> (Child, Client) {
     let driver =
         std::env::var("PAAS_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".to_owned());
     let chromium =
@@ -35,10 +36,7 @@ async fn browser() -> (Child, Client) {
             .spawn()
             .map_err(|e| format!("{driver}: {e} (install chromium-driver)")),
     );
-    let profile = std::env::temp_dir().join(format!(
-        "paas-e2e-chromium-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let profile = site.data_dir.join("chromium-profile");
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".to_owned(),
@@ -146,14 +144,14 @@ async fn screenshot(client: &Client, name: &str) {
 
 #[tokio::test]
 async fn a_tenant_admin_logs_in_switches_tenant_opens_every_page_and_logs_out() {
-    let (_site, platform) = platform().await;
+    let (site, platform) = platform().await;
     assert_eq!(
         platform.passwords.len(),
         4,
         "demo accounts were not printed:\n{}",
         platform.printed
     );
-    let (_driver, client) = browser().await;
+    let (_driver, client) = browser(&site).await;
     let base = platform.url.as_str();
 
     // A wrong password gets an inline error and no session.
@@ -246,8 +244,8 @@ async fn a_tenant_admin_logs_in_switches_tenant_opens_every_page_and_logs_out() 
 
 #[tokio::test]
 async fn each_demo_role_sees_only_what_its_role_allows() {
-    let (_site, platform) = platform().await;
-    let (_driver, client) = browser().await;
+    let (site, platform) = platform().await;
+    let (_driver, client) = browser(&site).await;
     let base = platform.url.as_str();
 
     // A developer has no audit log and cannot change the protected prod environment.
@@ -314,8 +312,8 @@ async fn a_restarted_platform_keeps_its_data_and_prints_no_new_passwords() {
 
 #[tokio::test]
 async fn one_click_onboarding_lands_on_the_app_page_where_the_url_appears_and_answers() {
-    let (_site, platform) = platform().await;
-    let (_driver, client) = browser().await;
+    let (site, platform) = platform().await;
+    let (_driver, client) = browser(&site).await;
     let base = platform.url.as_str();
     log_in(&client, base, "dev", &platform.passwords["dev"]).await;
     wait_for_path(&client, "/t/acme").await;
@@ -397,8 +395,8 @@ async fn type_into(client: &Client, css: &str, text: &str) {
 
 #[tokio::test]
 async fn every_filter_of_the_applications_and_audit_pages_redraws_its_table_in_place() {
-    let (_site, platform) = platform().await;
-    let (_driver, client) = browser().await;
+    let (site, platform) = platform().await;
+    let (_driver, client) = browser(&site).await;
     let base = platform.url.as_str();
     log_in(&client, base, "tadmin", &platform.passwords["tadmin"]).await;
     wait_for_path(&client, "/t/acme").await;

@@ -449,7 +449,8 @@ async fn an_uploaded_package_is_unpacked_and_run_and_a_non_archive_is_refused() 
     let paas = paas_up(&site).await;
     let dev = Tenant::login(&paas, "dev").await;
     // A package: a start script and the page it serves, made with the system's tar.
-    let src = std::env::temp_dir().join(format!("paas-e2e-pkg-{}", uuid::Uuid::new_v4().simple()));
+    // Inside the site's data directory, so it goes with the site.
+    let src = site.data_dir.join("test-package");
     must(std::fs::create_dir_all(src.join("site")));
     must(std::fs::write(
         src.join("site/index.html"),

@@ -117,7 +117,8 @@ async fn an_agent_credential_speaks_for_its_own_node_only() {
     let paas = paas_up(&site).await;
     let dev = Tenant::login(&paas, "dev").await;
     // A package that runs on exactly one node.
-    let src = std::env::temp_dir().join(format!("paas-e2e-pkg-{}", uuid::Uuid::new_v4().simple()));
+    // Inside the site's data directory, so it goes with the site.
+    let src = site.data_dir.join("test-package");
     must(std::fs::create_dir_all(&src));
     must(std::fs::write(
         src.join("run.sh"),

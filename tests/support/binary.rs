@@ -62,8 +62,12 @@ pub struct Site {
 
 impl Drop for Site {
     fn drop(&mut self) {
-        // Whatever the test left running of this platform stops with it.
+        // Whatever the test left running of this platform stops with it, and its data
+        // directory goes too unless the test failed (then it is kept for reading).
         self.down_blocking();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 

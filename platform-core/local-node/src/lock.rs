@@ -129,5 +129,6 @@ mod tests {
         drop(first);
         assert!(!holder_alive(&path));
         assert!(acquire(&path).ok().and_then(Result::ok).is_some());
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -11,7 +11,9 @@ use local_node::supervisor::{Backoff, InstanceConfig, RestartPolicy, Status, Sup
 use platform_spec::workload::Phase;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("paas-supervisor-{name}-{}", std::process::id()));
+    // Cargo's scratch folder for integration tests: the same path every run (cleared
+    // here first), so runs do not pile up directories in /tmp.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("supervisor-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }

@@ -188,7 +188,7 @@ fn violations(template: &PodTemplateSpec) -> Vec<String> {
 
 fn corpus_dir() -> PathBuf {
     std::env::var_os("PAAS_K8S_CORPUS").map_or_else(
-        || std::env::temp_dir().join(format!("paas-k8s-corpus-{}", std::process::id())),
+        || PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("k8s-corpus"),
         PathBuf::from,
     )
 }
