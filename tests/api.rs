@@ -1394,3 +1394,276 @@ async fn the_audit_log_pages_backwards_and_filters_by_target_in_each_scope(pool:
     let (status, _) = reader.get("/api/v1/tenants/acme/audit?limit=201").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+const POLICY_PATH: &str = "/api/v1/tenants/acme/environments/dev/applications/hello/autoscaling";
+
+fn weekday_policy() -> serde_json::Value {
+    json!({
+        "min": 1, "max": 6, "time_zone": "Europe/Berlin",
+        "rules": [{"metric": {"type": "cpu"}, "target": 60}],
+        "bands": [{"name": "office hours", "min": 2, "max": 6,
+                   "when": {"type": "periodic", "days_of_week": ["Mon", "Tue", "Wed", "Thu", "Fri"],
+                            "start_time": "08:00", "end_time": "18:00"}}]
+    })
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_tenant_admin_sets_an_autoscaling_policy_others_read_it_and_stale_or_hostile_ones_are_refused(
+    pool: PgPool,
+) {
+    let server = start(pool).await;
+    let dev = server.api("dev").await;
+    let tadmin = server.api("tadmin").await;
+    let (status, body) = dev.get(POLICY_PATH).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    // Developers read; only tenant admins write.
+    let (status, body) = dev.put(POLICY_PATH, weekday_policy()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden")),
+        "{body}"
+    );
+    let (status, body) = tadmin.put(POLICY_PATH, weekday_policy()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], 1);
+    assert_eq!(
+        body["policy"]["behavior"]["scale_down"]["stabilization_s"],
+        300
+    );
+    let (status, body) = dev.get(POLICY_PATH).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["policy"]["bands"][0]["name"], "office hours");
+
+    // A change against an old version is refused and names who changed it.
+    let mut changed = weekday_policy();
+    changed["max"] = json!(8);
+    let response = must(
+        tadmin
+            .request(Method::PUT, POLICY_PATH)
+            .header("If-Match", "\"1\"")
+            .json(&changed)
+            .send()
+            .await,
+    );
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers().get("etag").and_then(|v| v.to_str().ok()),
+        Some("\"2\"")
+    );
+    let stale = must(
+        tadmin
+            .request(Method::PUT, POLICY_PATH)
+            .header("If-Match", "\"1\"")
+            .json(&weekday_policy())
+            .send()
+            .await,
+    );
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    let body: serde_json::Value = must(stale.json().await);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("last by tadmin"),
+        "{body}"
+    );
+
+    // Hostile policies: each a 422 naming the field.
+    let cases = [
+        (
+            json!({"min": 1, "max": 4, "time_zone": "Moon/Base"}),
+            "time_zone",
+        ),
+        (json!({"min": 5, "max": 4}), "min"),
+        (
+            json!({"min": 1, "max": 4, "bands": [{"name": "x", "min": 1, "max": 2,
+            "when": {"type": "cron", "expression": "0 0 31 2 *", "duration_minutes": 5}}]}),
+            "bands[0].when.expression",
+        ),
+        (
+            json!({"min": 1, "max": 4, "rules": [{"metric": {"type": "promql", "query": "sum(rate(x[1m]))"}, "target": 5}]}),
+            "rules[0].metric.query",
+        ),
+        (
+            json!({"min": 1, "max": 4, "bands": [
+            {"name": "a", "min": 1, "max": 2, "when": {"type": "periodic", "start_time": "08:00", "end_time": "10:00"}},
+            {"name": "b", "min": 1, "max": 3, "when": {"type": "periodic", "start_time": "09:00", "end_time": "11:00"}}]}),
+            "bands[1]",
+        ),
+        (json!({"min": 1, "max": 4, "surprise": true}), "surprise"),
+    ];
+    for (policy, field) in cases {
+        let (status, body) = tadmin.put(POLICY_PATH, policy.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{policy}: {body}");
+        assert!(
+            body["message"].as_str().unwrap_or("").contains(field),
+            "{policy}: {body}"
+        );
+    }
+    // A cron job cannot be autoscaled.
+    let (status, body) = tadmin
+        .post(
+            "/api/v1/tenants/acme/applications",
+            json!({"environment": "dev", "name": "nightly", "spec": {"kind": "cronjob", "command": "true", "schedule": "0 3 * * *"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = tadmin
+        .put(
+            "/api/v1/tenants/acme/environments/dev/applications/nightly/autoscaling",
+            json!({"min": 1, "max": 2}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("kind"),
+        "{body}"
+    );
+
+    // A band beyond the tenant's quota.
+    let admin = server.api("admin").await;
+    let (status, body) = admin
+        .put(
+            "/api/v1/admin/tenants/acme/quota",
+            json!({"max_instances": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = tadmin.put(POLICY_PATH, weekday_policy()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("quota"),
+        "{body}"
+    );
+    let (status, _) = tadmin.delete(POLICY_PATH).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = tadmin.delete(POLICY_PATH).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, audit) = tadmin.get("/api/v1/tenants/acme/audit").await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["action"].as_str()).collect())
+        .unwrap_or_default();
+    for action in [
+        "autoscaling.create",
+        "autoscaling.update",
+        "autoscaling.delete",
+    ] {
+        assert!(actions.contains(&action), "{action} not in {actions:?}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_draft_is_previewed_for_a_dst_week_and_replayed_before_it_is_saved(pool: PgPool) {
+    let server = start(pool).await;
+    let dev = server.api("dev").await;
+    // The week of 2027-03-28, when Berlin moves from +01:00 to +02:00.
+    let (status, body) = dev
+        .post(
+            &format!("{POLICY_PATH}/preview"),
+            json!({"policy": weekday_policy(), "from": "2027-03-25T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let points = body["points"].as_array().cloned().unwrap_or_default();
+    assert_eq!(points.len(), 672);
+    assert_eq!(body["dst_transitions"][0]["at"], "2027-03-28T01:00:00Z");
+    assert_eq!(body["dst_transitions"][0]["to_offset"], "+02:00");
+    // Friday 08:00 in Berlin (+01:00) is 07:00 UTC; Monday 08:00 (+02:00) is 06:00 UTC.
+    let at = |t: &str| {
+        points
+            .iter()
+            .find(|p| p["at"] == t)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (
+            at("2027-03-26T06:45:00Z")["min"].as_i64(),
+            at("2027-03-26T07:00:00Z")["min"].as_i64()
+        ),
+        (Some(1), Some(2))
+    );
+    assert_eq!(at("2027-03-29T06:00:00Z")["band"], "office hours");
+    assert_eq!(at("2027-03-29T05:45:00Z")["band"], serde_json::Value::Null);
+    assert_eq!(
+        at("2027-03-27T12:00:00Z")["band"],
+        serde_json::Value::Null,
+        "a Saturday"
+    );
+
+    // A draft with two overlapping bands: saving refuses it, the preview shows it.
+    let mut overlapping = weekday_policy();
+    if let Some(bands) = overlapping["bands"].as_array_mut() {
+        bands.push(json!({"name": "lunch", "min": 3, "max": 6, "when": {"type": "periodic", "start_time": "12:00", "end_time": "13:00"}}));
+    }
+    let (status, body) = dev
+        .post(
+            &format!("{POLICY_PATH}/preview"),
+            json!({"policy": overlapping, "from": "2027-03-25T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["conflicts"][0], json!(["lunch", "office hours"]));
+
+    // No stored policy and no draft: nothing to preview.
+    let (status, _) = dev.post(&format!("{POLICY_PATH}/preview"), json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // What-if: 600 rps arriving on 1 instance of a 100 rps target.
+    let policy = json!({"min": 1, "max": 10, "rules": [{"metric": {"type": "requests_per_second"}, "target": 100}]});
+    let samples: Vec<serde_json::Value> = (0..30)
+        .map(|i| json!({"at": format!("2026-11-27T10:{:02}:{:02}Z", i * 5 / 60, i * 5 % 60), "values": [if i >= 2 { 600.0 } else { 50.0 }]}))
+        .collect();
+    let (status, body) = dev
+        .post(
+            &format!("{POLICY_PATH}/what-if"),
+            json!({"policy": policy, "start": 1, "samples": samples}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let counts: Vec<i64> = body["points"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["count"].as_i64()).collect())
+        .unwrap_or_default();
+    assert_eq!(&counts[..3], &[1, 1, 5]);
+    assert_eq!(counts.last(), Some(&6));
+    // Samples out of order, or the wrong number of values, are named.
+    let (status, body) = dev
+        .post(&format!("{POLICY_PATH}/what-if"), json!({"policy": policy, "start": 1, "samples": [
+            {"at": "2026-11-27T10:00:05Z", "values": [1.0]}, {"at": "2026-11-27T10:00:00Z", "values": [1.0]}]}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("samples[1].at"),
+        "{body}"
+    );
+    let (status, body) = dev
+        .post(
+            &format!("{POLICY_PATH}/what-if"),
+            json!({"policy": policy, "start": 1, "samples": [
+            {"at": "2026-11-27T10:00:05Z", "values": [1.0, 2.0]}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("samples[0].values"),
+        "{body}"
+    );
+    let (status, body) = dev.get(&format!("{POLICY_PATH}/decisions?limit=0")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = dev.get(&format!("{POLICY_PATH}/decisions")).await;
+    assert_eq!(
+        (status, body["items"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+}

@@ -79,6 +79,8 @@ pub enum Permission {
     ManageMembers,
     /// Read the tenant's audit log.
     ViewAudit,
+    /// Set, change and remove applications' autoscaling policies.
+    ManageAutoscaling,
 }
 
 impl Permission {
@@ -97,7 +99,10 @@ impl Permission {
             ) => !protected_environment,
             (Permission::ViewAudit, Role::Ops) => true,
             (
-                Permission::ManageEnvironments | Permission::ManageMembers | Permission::ViewAudit,
+                Permission::ManageEnvironments
+                | Permission::ManageMembers
+                | Permission::ViewAudit
+                | Permission::ManageAutoscaling,
                 _,
             ) => false,
         }

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod authz;
+pub mod autoscaler;
 pub mod autoscaling;
 pub mod bootstrap;
 pub mod conditions;

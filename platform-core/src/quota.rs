@@ -73,6 +73,22 @@ impl Usage {
 }
 
 impl Quota {
+    /// How many instances costing `each` fit beside `others` (the rest of the tenant);
+    /// `None` when no limit bounds them.
+    pub fn room(&self, others: Usage, each: Usage) -> Option<u32> {
+        [
+            (self.max_instances, others.instances, 1),
+            (self.max_cpu_millis, others.cpu_millis, each.cpu_millis),
+            (self.max_memory_mib, others.memory_mib, each.memory_mib),
+        ]
+        .into_iter()
+        .filter_map(|(limit, used, per)| {
+            let left = u64::from(limit?).saturating_sub(used);
+            (per > 0).then(|| u32::try_from(left / per).unwrap_or(u32::MAX))
+        })
+        .min()
+    }
+
     /// The first limit `usage` exceeds, as a sentence.
     pub fn exceeded_by(&self, usage: Usage) -> Option<String> {
         let checks = [
@@ -142,5 +158,32 @@ mod tests {
             Some("this change would bring the tenant to 1200m of CPU; its quota allows 1000m")
         );
         assert_eq!(Quota::default().exceeded_by(usage(1000, 1_000_000)), None);
+    }
+
+    #[test]
+    fn the_room_an_application_has_is_set_by_the_tightest_limit() {
+        let each = Usage {
+            instances: 1,
+            cpu_millis: 250,
+            memory_mib: 128,
+        };
+        let others = Usage {
+            instances: 3,
+            cpu_millis: 500,
+            memory_mib: 256,
+        };
+        assert_eq!(Quota::default().room(others, each), None);
+        let quota = Quota {
+            max_instances: Some(10),
+            max_cpu_millis: Some(2000),
+            max_memory_mib: None,
+        };
+        // Instances leave 7, CPU leaves (2000 - 500) / 250 = 6.
+        assert_eq!(quota.room(others, each), Some(6));
+        let full = Quota {
+            max_instances: Some(2),
+            ..Quota::default()
+        };
+        assert_eq!(full.room(others, each), Some(0));
     }
 }

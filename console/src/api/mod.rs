@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod apps;
 pub mod auth;
+pub mod autoscaling;
 pub mod openapi;
 pub mod packages;
 pub mod secrets;
@@ -229,6 +230,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/tenants/{tenant}/environments/{env}/applications/{app}/secrets/{name}",
                 web::delete().to(secrets::delete),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/autoscaling",
+                web::get().to(autoscaling::get),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/autoscaling",
+                web::put().to(autoscaling::set),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/autoscaling",
+                web::delete().to(autoscaling::delete),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/autoscaling/preview",
+                web::post().to(autoscaling::preview),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/autoscaling/what-if",
+                web::post().to(autoscaling::what_if),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/autoscaling/decisions",
+                web::get().to(autoscaling::decisions),
             )
             .route(
                 "/tenants/{tenant}/environments/{env}/applications/{app}/{action}",

@@ -350,6 +350,27 @@ impl Policy {
         room: Option<u32>,
         now: DateTime<Utc>,
     ) -> Result<Compiled, FieldError> {
+        let compiled = self.compile_draft_within(kind, room, now)?;
+        super::schedule::check_overlaps(&compiled, now)?;
+        Ok(compiled)
+    }
+
+    /// Checks a draft for previewing: everything [`Policy::compile`] checks except what
+    /// the preview exists to show (overlapping bands, bands beyond the quota).
+    pub fn compile_draft(
+        &self,
+        kind: WorkloadKind,
+        now: DateTime<Utc>,
+    ) -> Result<Compiled, FieldError> {
+        self.compile_draft_within(kind, None, now)
+    }
+
+    fn compile_draft_within(
+        &self,
+        kind: WorkloadKind,
+        room: Option<u32>,
+        now: DateTime<Utc>,
+    ) -> Result<Compiled, FieldError> {
         match kind {
             WorkloadKind::Service => {}
             WorkloadKind::Stateful if self.allow_stateful => {}
@@ -492,13 +513,11 @@ impl Policy {
         for (i, band) in self.bands.iter().enumerate() {
             bands.push(self.compile_band(i, band, room, now)?);
         }
-        let compiled = Compiled {
+        Ok(Compiled {
             policy: self.clone(),
             zone,
             bands,
-        };
-        super::schedule::check_overlaps(&compiled, now)?;
-        Ok(compiled)
+        })
     }
 
     fn compile_band(

@@ -133,7 +133,7 @@ pub struct ReplayPoint {
 }
 
 /// The most samples a what-if takes.
-pub const MAX_SAMPLES: usize = 20_000;
+pub const MAX_SAMPLES: usize = 10_000;
 
 /// Replays a series through the policy from `start` instances, every instance ready as
 /// soon as it is asked for (the curve the policy would have drawn, not the runtime's).

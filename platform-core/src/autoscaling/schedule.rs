@@ -126,6 +126,39 @@ pub fn runs(band: &CompiledBand, zone: Tz, from: DateTime<Utc>, to: DateTime<Utc
     out
 }
 
+/// The run of `band` in progress at `at`, if any. For a cron band this walks back from
+/// `at` (its latest start is the one that ends last), so it costs a few steps, not a
+/// day's worth of runs.
+pub fn run_at(band: &CompiledBand, zone: Tz, at: DateTime<Utc>) -> Option<Run> {
+    let Window::Cron { cron, minutes } = &band.window else {
+        return runs(band, zone, at, at + Duration::seconds(1))
+            .into_iter()
+            .find(|r| r.start <= at && at < r.end);
+    };
+    let length = Duration::minutes(i64::from(*minutes));
+    // Wall-clock times, as in `runs`; two hours of slack either side for an offset
+    // change between a start and `at`.
+    let wall = at.with_timezone(&zone).naive_local().and_utc();
+    let slack = Duration::hours(2);
+    cron.iter_before(wall + slack)
+        .take(MAX_CRON_RUNS)
+        .take_while(|local| *local > wall - length - slack)
+        .map(|local| {
+            let start = resolve(zone, local.naive_utc());
+            Run {
+                start,
+                end: start + length,
+            }
+        })
+        .find(|r| {
+            r.start <= at
+                && at < r.end
+                && !band
+                    .exclude
+                    .contains(&r.start.with_timezone(&zone).date_naive())
+        })
+}
+
 /// Whether a recurring band will never start after `now` (a cron expression for 30
 /// February, or days that never coincide).
 pub fn never_starts(band: &CompiledBand, now: DateTime<Utc>) -> bool {
@@ -217,12 +250,7 @@ pub fn envelope(policy: &Compiled, at: DateTime<Utc>) -> Envelope {
     let mut running: Vec<(&CompiledBand, Run)> = policy
         .bands
         .iter()
-        .filter_map(|b| {
-            runs(b, policy.zone, at, at + Duration::seconds(1))
-                .into_iter()
-                .find(|r| r.start <= at && at < r.end)
-                .map(|r| (b, r))
-        })
+        .filter_map(|b| run_at(b, policy.zone, at).map(|r| (b, r)))
         .collect();
     running.sort_by(|(a, ra), (b, rb)| {
         b.is_scheduled()

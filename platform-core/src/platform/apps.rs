@@ -728,6 +728,7 @@ impl Platform {
             .await?;
         }
         store::runtime::set_replicas(&mut tx, application.id, Some(replicas as i32)).await?;
+        store::autoscaling::mark_scaled_by_hand(&mut tx, application.id).await?;
         audit_app(
             &mut tx,
             access,

@@ -4,6 +4,7 @@
 
 mod apps;
 mod auth;
+pub mod autoscaling;
 mod packages;
 mod runtimes;
 pub mod secrets;
@@ -41,6 +42,8 @@ pub struct Platform {
     /// lost), for a full reconcile pass at once. A change to one application needs no
     /// call: the database notifies every control plane of it (`paas_desired`).
     changes: Arc<tokio::sync::Notify>,
+    /// Where autoscaling rules' PromQL queries go (checked when a policy is saved).
+    metric_sources: crate::autoscaler::MetricSources,
 }
 
 impl Platform {
@@ -59,6 +62,7 @@ impl Platform {
             tokens,
             runtimes: Runtimes::default(),
             changes: Arc::new(tokio::sync::Notify::new()),
+            metric_sources: crate::autoscaler::MetricSources::default(),
         })
     }
 
@@ -76,6 +80,17 @@ impl Platform {
     pub fn with_runtimes(mut self, runtimes: Runtimes) -> Self {
         self.runtimes = runtimes;
         self
+    }
+
+    /// Where autoscaling reads the metrics no runtime reports (a Prometheus server).
+    #[must_use]
+    pub fn with_metric_sources(mut self, sources: crate::autoscaler::MetricSources) -> Self {
+        self.metric_sources = sources;
+        self
+    }
+
+    pub fn metric_sources(&self) -> &crate::autoscaler::MetricSources {
+        &self.metric_sources
     }
 
     pub fn runtimes(&self) -> &Runtimes {

@@ -6,6 +6,7 @@
 
 pub mod apps;
 pub mod audit;
+pub mod autoscaling;
 pub mod keys;
 pub mod packages;
 pub mod runtime;

@@ -81,6 +81,9 @@ pub struct HttpArgs {
     /// running out, a lost notification).
     #[arg(long, env = "PAAS_RECONCILE_PERIOD_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     reconcile_period_ms: u64,
+    /// A Prometheus server (base URL) that autoscaling rules of type `promql` query.
+    #[arg(long, env = "PAAS_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
     /// The router ports given to applications as stable TCP addresses, `first-last`.
     #[arg(long, env = "PAAS_ROUTER_TCP_PORTS", default_value = "30000-32767", value_parser = parse_port_range)]
     router_tcp_ports: (u16, u16),
@@ -296,6 +299,9 @@ pub async fn run_http(
             token: http.metrics_token.clone().filter(|t| !t.is_empty()),
         },
     };
+    let platform = platform.with_metric_sources(platform_core::autoscaler::MetricSources {
+        prometheus: http.prometheus_url.clone().filter(|u| !u.is_empty()),
+    });
     let (stop_reconciler, stopped) = tokio::sync::watch::channel(false);
     let stopped_nodes = stopped.clone();
     let mut platform = platform;
@@ -314,6 +320,12 @@ pub async fn run_http(
         runtimes = runtimes.with(name, Arc::new(runtime));
     }
     if !runtimes.is_empty() {
+        let autoscaler = platform_core::autoscaler::Autoscaler::new(
+            pool.clone(),
+            runtimes.clone(),
+            platform.metric_sources().clone(),
+        );
+        tokio::spawn(autoscaler.run(stopped.clone()));
         let reconciler = Reconciler::new(pool, runtimes.clone(), platform.master_key().clone());
         let period = Duration::from_millis(http.reconcile_period_ms);
         tokio::spawn(reconciler.run(period, platform.changes(), stopped));
