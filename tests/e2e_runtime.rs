@@ -840,3 +840,96 @@ async fn a_stateful_application_keeps_stable_per_ordinal_addresses_and_knows_its
     }
     paas.stop().await;
 }
+
+#[tokio::test]
+async fn a_scheduled_band_raises_the_floor_at_its_start_and_the_idle_count_falls_back_at_its_end() {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    let tadmin = Tenant::login(&paas, "tadmin").await;
+    let marker = format!("band-{}", uuid::Uuid::new_v4().simple());
+    dev.onboard("elastic", web_spec(&marker, 1)).await;
+    let ready = |n: usize| {
+        move |i: &[Value]| i.iter().filter(|x| x["ready"] == true).count() == n && i.len() == n
+    };
+    dev.wait_instances("elastic", "one ready instance", ready(1))
+        .await;
+    // A launch window a few seconds ahead, in UTC wall-clock time.
+    let start = chrono::DurationRound::duration_trunc(
+        chrono::Utc::now() + chrono::Duration::seconds(5),
+        chrono::Duration::seconds(1),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let end = start + chrono::Duration::seconds(10);
+    let local = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let policy = json!({
+        "min": 1, "max": 4, "sample_interval_s": 1,
+        // Idle instances use next to no CPU: outside the band the rule asks for 1. (A
+        // high target: a starting Python may well use its whole request for a moment.)
+        "rules": [{"metric": {"type": "cpu"}, "target": 1000}],
+        "behavior": {"scale_down": {"stabilization_s": 0, "limits": [{"kind": "instances", "value": 10, "period_s": 1}]}},
+        "bands": [{"name": "launch", "min": 3, "max": 4,
+                   "when": {"type": "scheduled", "start": local(start), "end": local(end)}}]
+    });
+    let (status, body) = tadmin
+        .call(
+            reqwest::Method::PUT,
+            "/environments/dev/applications/elastic/autoscaling",
+            Some(policy),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Before the band: still one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(dev.instances("elastic").await.len(), 1);
+    dev.wait_instances("elastic", "three ready instances in the band", ready(3))
+        .await;
+    let ledger = || async {
+        dev.call(
+            reqwest::Method::GET,
+            "/environments/dev/applications/elastic/autoscaling/decisions?applied=true",
+            None,
+        )
+        .await
+        .1
+    };
+    assert!(
+        chrono::Utc::now() >= start,
+        "scaled out before the band started: {:#}",
+        ledger().await
+    );
+    dev.wait_instances("elastic", "one instance after the band", ready(1))
+        .await;
+    assert!(chrono::Utc::now() >= end, "scaled in before the band ended");
+    // The ledger says why, both ways.
+    let (status, body) = dev
+        .call(
+            reqwest::Method::GET,
+            "/environments/dev/applications/elastic/autoscaling/decisions?applied=true",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rows = body["items"].as_array().cloned().unwrap_or_default();
+    let moves: Vec<(i64, i64)> = rows
+        .iter()
+        .rev()
+        .filter_map(|r| Some((r["previous"].as_i64()?, r["desired"].as_i64()?)))
+        .collect();
+    assert_eq!(moves, [(1, 3), (3, 1)], "{body:#}");
+    let up = &rows[rows.len() - 1];
+    assert!(
+        up["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("scheduled band 'launch' sets 3..4"),
+        "{up:#}"
+    );
+    assert_eq!(
+        up["decision"]["clamps"]
+            .as_array()
+            .and_then(|c| c.last())
+            .map(|c| c["step"].clone()),
+        Some(json!("band"))
+    );
+}

@@ -423,7 +423,7 @@ pub fn decide(policy: &Compiled, inputs: &Inputs<'_>) -> Decision {
                 env.band_kind.as_deref().unwrap_or("a"),
                 env.min,
                 env.max,
-                until.format("%Y-%m-%d %H:%M UTC")
+                until.format("%Y-%m-%d %H:%M:%S UTC")
             ),
             _ => format!("the policy's bounds are {}..{}", env.min, env.max),
         };
