@@ -933,3 +933,92 @@ async fn a_scheduled_band_raises_the_floor_at_its_start_and_the_idle_count_falls
         Some(json!("band"))
     );
 }
+
+#[tokio::test]
+async fn a_load_step_through_the_router_scales_a_service_out_and_back_in_after_the_window() {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    let tadmin = Tenant::login(&paas, "tadmin").await;
+    let marker = format!("load-{}", uuid::Uuid::new_v4().simple());
+    dev.onboard("busy", web_spec(&marker, 1)).await;
+    let url = format!("{}/apps/acme/dev/busy/", site.router());
+    wait_for_200(&url).await;
+    // The router's counters are the platform's: no token, no reading.
+    let metrics = must(std::fs::read_to_string(
+        site.data_dir.join("router-metrics-addr"),
+    ));
+    let token = must(std::fs::read_to_string(
+        site.data_dir.join("router-metrics-token"),
+    ));
+    let http = reqwest::Client::new();
+    let refused = must(
+        http.get(format!("http://{}/metrics", metrics.trim()))
+            .send()
+            .await,
+    );
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let policy = json!({
+        "min": 1, "max": 4, "sample_interval_s": 1,
+        "rules": [{"metric": {"type": "requests_per_second"}, "target": 20}],
+        "behavior": {"scale_down": {"stabilization_s": 5, "limits": [{"kind": "instances", "value": 4, "period_s": 1}]}}
+    });
+    let (status, body) = tadmin
+        .call(
+            reqwest::Method::PUT,
+            "/environments/dev/applications/busy/autoscaling",
+            Some(policy),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ready = |n: usize| {
+        move |i: &[Value]| i.iter().filter(|x| x["ready"] == true).count() == n && i.len() == n
+    };
+    // 60 requests a second against a target of 20 per instance: 3 instances.
+    let load = support::load::Load::start(&url, 60);
+    dev.wait_instances("busy", "three ready instances under load", ready(3))
+        .await;
+    let text = must(
+        must(
+            http.get(format!("http://{}/metrics", metrics.trim()))
+                .bearer_auth(token.trim())
+                .send()
+                .await,
+        )
+        .text()
+        .await,
+    );
+    assert!(
+        text.contains(
+            "paas_router_requests_total{tenant=\"acme\",environment=\"dev\",application=\"busy\"}"
+        ),
+        "{text}"
+    );
+    let tally = load.stop().await;
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    dev.wait_instances("busy", "one instance once the load is gone", ready(1))
+        .await;
+    let (_, body) = dev
+        .call(
+            reqwest::Method::GET,
+            "/environments/dev/applications/busy/autoscaling/decisions?applied=true",
+            None,
+        )
+        .await;
+    let rows = body["items"].as_array().cloned().unwrap_or_default();
+    let first = rows.last().cloned().unwrap_or_default();
+    assert_eq!(first["previous"], 1, "{body:#}");
+    assert_eq!(
+        first["decision"]["rules"][0]["metric"],
+        "requests_per_second"
+    );
+    assert!(
+        first["decision"]["rules"][0]["reading"]["value"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 20.0,
+        "{first:#}"
+    );
+    let last = rows.first().cloned().unwrap_or_default();
+    assert_eq!(last["desired"], 1, "{body:#}");
+}

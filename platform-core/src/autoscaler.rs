@@ -238,9 +238,21 @@ impl Autoscaler {
             environment: row.environment.clone(),
             app: row.app.clone(),
         };
-        let instances = match self.runtimes.get(&row.runtime) {
+        let runtime = self.runtimes.get(&row.runtime).cloned();
+        let instances = match &runtime {
             Some(runtime) => runtime.instances(&key).await.ok(),
             None => None,
+        };
+        let window = Duration::from_secs(u64::from(policy.policy.sample_interval_s));
+        let traffic = match &runtime {
+            Some(runtime)
+                if policy.policy.rules.iter().any(|r| {
+                    matches!(r.metric, Metric::RequestsPerSecond | Metric::LatencyP95)
+                }) =>
+            {
+                runtime.traffic(&key, window).await
+            }
+            _ => None,
         };
         let ready = instances
             .as_ref()
@@ -249,7 +261,7 @@ impl Autoscaler {
         let mut readings = Vec::with_capacity(policy.policy.rules.len());
         for rule in &policy.policy.rules {
             readings.push(
-                self.read(&rule.metric, spec, instances.as_deref(), ready)
+                self.read(&rule.metric, spec, instances.as_deref(), traffic, ready)
                     .await,
             );
         }
@@ -346,6 +358,7 @@ impl Autoscaler {
         metric: &Metric,
         spec: &AppSpec,
         instances: Option<&[Instance]>,
+        traffic: Option<crate::runtime::Traffic>,
         ready: u32,
     ) -> Option<Reading> {
         match metric {
@@ -359,9 +372,21 @@ impl Autoscaler {
                     window_s: 0,
                 })
             }
-            // The router's request figures are not reported to the control plane yet:
-            // missing, which never scales down.
-            Metric::RequestsPerSecond | Metric::LatencyP95 => None,
+            Metric::RequestsPerSecond => {
+                let t = traffic?;
+                (ready > 0).then(|| Reading {
+                    value: t.requests_per_second / f64::from(ready),
+                    window_s: u32::try_from(t.window.as_secs()).unwrap_or(u32::MAX),
+                })
+            }
+            // Latency is not divided: the ratio to its target scales the count.
+            Metric::LatencyP95 => {
+                let t = traffic?;
+                Some(Reading {
+                    value: t.p95_ms?,
+                    window_s: u32::try_from(t.window.as_secs()).unwrap_or(u32::MAX),
+                })
+            }
         }
     }
 }

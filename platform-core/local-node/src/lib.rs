@@ -24,4 +24,5 @@ pub mod sandbox;
 pub mod shim;
 pub mod supervisor;
 pub mod tcp;
+pub mod traffic;
 pub mod usage;

@@ -52,6 +52,10 @@ pub struct RouterConfig {
     /// The router's lock, handed over with the sockets so that the successor holds it
     /// without a gap.
     pub lock: Option<Arc<crate::lock::LockGuard>>,
+    /// Where the traffic counters are served (`/metrics`, `/traffic`), to holders of
+    /// `metrics_token` only: tenants' instances share the node's loopback.
+    pub metrics_listen: Option<SocketAddr>,
+    pub metrics_token: Option<String>,
 }
 
 /// Where an application's (or a router port's) traffic goes.
@@ -100,6 +104,7 @@ struct Shared {
     limits: Arc<std::sync::Mutex<HashMap<String, Arc<Limit>>>>,
     max_per_backend: usize,
     domain: String,
+    traffic: crate::traffic::Traffic,
 }
 
 /// How many requests one backend may have in flight. A backend that keeps connections
@@ -247,6 +252,7 @@ pub async fn run(
         limits: Arc::default(),
         max_per_backend: config.max_per_backend.max(1),
         domain: config.domain.clone(),
+        traffic: crate::traffic::Traffic::default(),
     };
     let in_flight = InFlight::default();
     let tcp = Arc::new(match listener.local_addr() {
@@ -270,6 +276,15 @@ pub async fn run(
     if let Some(path) = config.control_socket.clone() {
         let (listener, tcp, lock) = (listener.clone(), tcp.clone(), config.lock.clone());
         tokio::spawn(offer(path, listener, tcp, lock, drain_tx, shutdown.clone()));
+    }
+    if let (Some(addr), Some(token)) = (config.metrics_listen, config.metrics_token.clone()) {
+        tokio::spawn(serve_traffic(
+            addr,
+            token,
+            shared.traffic.clone(),
+            draining.clone(),
+            shutdown.clone(),
+        ));
     }
     tokio::spawn(refresh_loop(
         config,
@@ -675,12 +690,106 @@ fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
 }
 
 async fn handle(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let Some(Target { key, path, prefix }) = resolve(&req, &shared.domain) else {
+    let Some(target) = resolve(&req, &shared.domain) else {
         return text(
             StatusCode::NOT_FOUND,
             "no application at this address; use http://<app>.<env>.<tenant>.localhost/ or /apps/<tenant>/<env>/<app>/",
         );
     };
+    let key = target.key.clone();
+    let started = std::time::Instant::now();
+    let response = forward(shared, target, req, peer).await;
+    shared
+        .traffic
+        .record(&key, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Serves the traffic counters on their own listener until the router hands over or
+/// stops. A successor binds the address once its predecessor let go of it.
+async fn serve_traffic(
+    addr: SocketAddr,
+    token: String,
+    traffic: crate::traffic::Traffic,
+    mut draining: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "the metrics address is not free yet");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    };
+    let router = uuid::Uuid::new_v4().simple().to_string();
+    let expected = Arc::new(format!("Bearer {token}"));
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+            _ = draining.changed() => return,
+            _ = shutdown.changed() => return,
+        };
+        let (traffic, router, expected) = (traffic.clone(), router.clone(), expected.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (traffic, router, expected) =
+                    (traffic.clone(), router.clone(), expected.clone());
+                async move {
+                    let authorized = req
+                        .headers()
+                        .get(header::AUTHORIZATION)
+                        .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+                    let response = if !authorized {
+                        text(StatusCode::UNAUTHORIZED, "the metrics token is required")
+                    } else {
+                        let reading = traffic.read(&router);
+                        match req.uri().path() {
+                            "/metrics" => {
+                                with_type(reading.prometheus(), "text/plain; version=0.0.4")
+                            }
+                            "/traffic" => with_type(
+                                serde_json::to_string(&reading).unwrap_or_default(),
+                                "application/json",
+                            ),
+                            _ => text(StatusCode::NOT_FOUND, "only /metrics and /traffic here"),
+                        }
+                    };
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn with_type(body: String, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+async fn forward(
+    shared: &Shared,
+    Target { key, path, prefix }: Target,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let backends = shared
         .table
         .read()

@@ -16,6 +16,7 @@ pub mod changes;
 pub mod cron;
 pub mod fencing;
 pub mod store;
+pub mod traffic;
 
 pub use local_node::proto;
 
@@ -88,6 +89,8 @@ pub struct LocalRuntime {
     /// The host the router's stable addresses are on, and the ports it gives out.
     router_host: String,
     router_ports: (u16, u16),
+    /// The routers' traffic counters.
+    traffic: std::sync::Arc<traffic::RouterTraffic>,
     /// Wakes agents and routers waiting for their share to change.
     changes: changes::Changes,
     /// What `instances` just read of a workload, for the `apply` that follows it in a
@@ -138,6 +141,7 @@ impl LocalRuntime {
             master,
             router_host: "127.0.0.1".to_owned(),
             router_ports: DEFAULT_ROUTER_PORTS,
+            traffic: std::sync::Arc::default(),
             changes: changes::Changes::default(),
             seen: std::sync::Arc::default(),
         }
@@ -254,6 +258,14 @@ impl LocalRuntime {
             .clone()
             .listen(self.pool.clone(), shutdown)
             .await;
+    }
+
+    /// Where the routers serve their traffic counters, and the token they require:
+    /// the autoscaler's requests-per-second and latency rules read them.
+    #[must_use]
+    pub fn with_router_metrics(mut self, urls: Vec<String>, token: Option<String>) -> Self {
+        self.traffic = std::sync::Arc::new(traffic::RouterTraffic::new(urls, token));
+        self
     }
 
     /// Where the router's stable TCP addresses are: its host and the ports it may give
@@ -1453,6 +1465,14 @@ impl Runtime for LocalRuntime {
                 .map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)
+    }
+
+    async fn traffic(
+        &self,
+        key: &WorkloadKey,
+        window: Duration,
+    ) -> Option<platform_core::runtime::Traffic> {
+        self.traffic.of(key, window).await
     }
 
     async fn instances(&self, key: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError> {

@@ -114,6 +114,17 @@ pub struct Instance {
     pub since: DateTime<Utc>,
 }
 
+/// A workload's traffic over a window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Traffic {
+    /// Over every instance.
+    pub requests_per_second: f64,
+    /// `None` when no request came.
+    pub p95_ms: Option<f64>,
+    /// How long the window really was.
+    pub window: std::time::Duration,
+}
+
 /// A node as observed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Node {
@@ -239,6 +250,13 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     async fn remove(&self, key: &WorkloadKey) -> Result<(), RuntimeError>;
     /// The workload's instances as they are now.
     async fn instances(&self, key: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError>;
+    /// The workload's request rate and latency over about `window`, where the runtime
+    /// itself sees its traffic (the local runtime's router); `None` where it does not
+    /// (a PromQL rule reads it from Prometheus instead).
+    async fn traffic(&self, key: &WorkloadKey, window: std::time::Duration) -> Option<Traffic> {
+        let _ = (key, window);
+        None
+    }
     /// The instances of many workloads at once, for a full reconcile pass: a driver
     /// that can read them in a few requests says so here; by default, one `instances`
     /// call per workload.

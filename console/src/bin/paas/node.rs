@@ -83,6 +83,13 @@ pub struct RouterArgs {
     /// upgrade without refusing a connection).
     #[arg(long)]
     replace: bool,
+    /// Where the per-application traffic counters are served (`/metrics` for
+    /// Prometheus, `/traffic` for the autoscaler); none: not served.
+    #[arg(long, env = "PAAS_ROUTER_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// The bearer token reading them requires (required with `--metrics-listen`).
+    #[arg(long, env = "PAAS_ROUTER_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -222,7 +229,14 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
         state_file: args.state_file,
         control_socket: control,
         lock: lock.map(std::sync::Arc::new),
+        metrics_listen: args.metrics_listen,
+        metrics_token: args.metrics_token.filter(|t| !t.is_empty()),
     };
+    if config.metrics_listen.is_some() && config.metrics_token.is_none() {
+        anyhow::bail!(
+            "--metrics-listen needs --metrics-token (PAAS_ROUTER_METRICS_TOKEN): tenants' instances share the node's loopback"
+        );
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         termination().await;

@@ -25,7 +25,7 @@ pub struct DbArgs {
     pub database_url: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct HttpArgs {
     /// Address to listen on.
     #[arg(long, env = "PAAS_LISTEN", default_value = "127.0.0.1:8080")]
@@ -84,6 +84,17 @@ pub struct HttpArgs {
     /// A Prometheus server (base URL) that autoscaling rules of type `promql` query.
     #[arg(long, env = "PAAS_PROMETHEUS_URL")]
     prometheus_url: Option<String>,
+    /// The routers' traffic counters (`http://host:port` of each router's
+    /// `--metrics-listen`), where autoscaling reads requests per second and latency.
+    #[arg(
+        long = "router-metrics-url",
+        env = "PAAS_ROUTER_METRICS_URLS",
+        value_delimiter = ','
+    )]
+    pub router_metrics: Vec<String>,
+    /// The token the routers' counters require.
+    #[arg(long, env = "PAAS_ROUTER_METRICS_TOKEN", hide_env_values = true)]
+    pub router_metrics_token: Option<String>,
     /// The router ports given to applications as stable TCP addresses, `first-last`.
     #[arg(long, env = "PAAS_ROUTER_TCP_PORTS", default_value = "30000-32767", value_parser = parse_port_range)]
     router_tcp_ports: (u16, u16),
@@ -95,7 +106,7 @@ pub struct HttpArgs {
 
 /// Where the master key comes from: it seals application secrets and token-signing
 /// keys at rest, and the database never holds it.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct MasterKeyArgs {
     /// The master key: 32 random bytes, base64 (`openssl rand -base64 32`).
     #[arg(long, env = "PAAS_MASTER_KEY", hide_env_values = true)]
@@ -147,7 +158,7 @@ pub fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
     /// The `iss` of issued tokens.
     #[arg(long, env = "PAAS_JWT_ISSUER", default_value = "paas")]
@@ -273,7 +284,11 @@ pub fn local_runtime(
         )
         .with_lease_ttl(Duration::from_millis(http.lease_ttl_ms.max(1000)))
         .with_grace(Duration::from_millis(http.node_grace_ms.max(1000)))
-        .with_router(router_host, http.router_tcp_ports),
+        .with_router(router_host, http.router_tcp_ports)
+        .with_router_metrics(
+            http.router_metrics.clone(),
+            http.router_metrics_token.clone().filter(|t| !t.is_empty()),
+        ),
     )
 }
 

@@ -38,6 +38,11 @@ pub struct UpArgs {
     /// Where the router listens.
     #[arg(long, env = "PAAS_ROUTER_LISTEN", default_value = "127.0.0.1:8000")]
     router_listen: SocketAddr,
+    /// Where the router serves its traffic counters (for the autoscaler and
+    /// Prometheus, with the token in `<data-dir>/router-metrics-token`); by default a
+    /// free loopback port, kept in `<data-dir>/router-metrics-addr` across restarts.
+    #[arg(long, env = "PAAS_ROUTER_METRICS_LISTEN")]
+    router_metrics_listen: Option<SocketAddr>,
     /// Stop everything (instances, agents, router, PostgreSQL) when `paas up` stops,
     /// as `paas down` does.
     #[arg(long, env = "PAAS_STOP_ALL_ON_EXIT", default_value_t = false)]
@@ -99,22 +104,32 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         let platform = Platform::start(pool.clone(), args.http.tokens.config(), master).await?;
         let accounts = platform.bootstrap_demo().await?;
         let token = agent_token(&data_dir)?;
+        let metrics = router_metrics(&data_dir, args.router_metrics_listen)?;
+        let mut http = args.http.clone();
+        http.router_metrics = vec![format!("http://{}", metrics.0)];
+        http.router_metrics_token = Some(metrics.1.clone());
         let runtime = local_runtime(
             &pool,
             &token,
-            &args.http,
+            &http,
             &platform,
             &args.router_listen.ip().to_string(),
         );
         let mut fleet = None;
         let served = run_http(
             platform,
-            &args.http,
+            &http,
             Some(format!("http://{}", args.router_listen)),
             pool,
             Some(runtime.clone()),
             |addr| {
-                let members = members(&data_dir, &format!("http://{addr}"), &token, &args);
+                let members = members(
+                    &data_dir,
+                    &format!("http://{addr}"),
+                    &token,
+                    &metrics,
+                    &args,
+                );
                 fleet = Some(Fleet::supervise(members, record_deaths(runtime.clone())));
                 announce(addr, args.router_listen, &accounts);
             },
@@ -160,7 +175,13 @@ fn record_deaths(runtime: Arc<LocalRuntime>) -> local_host::fleet::OnDeath {
 
 /// The agents and the router of this platform. Agents on one machine share its
 /// capacity, each offering its share.
-fn members(data_dir: &Path, control_plane: &str, token: &str, args: &UpArgs) -> Vec<Member> {
+fn members(
+    data_dir: &Path,
+    control_plane: &str,
+    token: &str,
+    metrics: &(SocketAddr, String),
+    args: &UpArgs,
+) -> Vec<Member> {
     let Ok(exe) = local_node::host::own_executable() else {
         tracing::error!("cannot find the paas executable to start agents");
         return Vec::new();
@@ -219,6 +240,10 @@ fn members(data_dir: &Path, control_plane: &str, token: &str, args: &UpArgs) -> 
     .map(OsString::from)
     .collect();
     argv.extend(["--lock-file".into(), data_dir.join("router.lock").into()]);
+    argv.extend(["--metrics-listen".into(), metrics.0.to_string().into()]);
+    // The token in the environment, not the arguments, which every process can read.
+    let mut router_env = env.clone();
+    router_env.push(("PAAS_ROUTER_METRICS_TOKEN".to_owned(), metrics.1.clone()));
     argv.extend([
         "--state-file".into(),
         data_dir.join("router-routes.json").into(),
@@ -229,7 +254,7 @@ fn members(data_dir: &Path, control_plane: &str, token: &str, args: &UpArgs) -> 
         lock: data_dir.join("router.lock"),
         program: exe,
         args: argv,
-        env,
+        env: router_env,
         replace_arg: Some("--replace".into()),
     });
     members
@@ -247,6 +272,39 @@ fn agent_token(data_dir: &Path) -> anyhow::Result<String> {
     let token = platform_core::auth::tokens::random_token();
     crate::serve::write_private(&path, &token)?;
     Ok(token)
+}
+
+/// Where the router serves its traffic counters and the token to read them: kept in
+/// the data directory, so that a later `paas up` reads the router it left running.
+fn router_metrics(
+    data_dir: &Path,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<(SocketAddr, String)> {
+    let token_path = data_dir.join("router-metrics-token");
+    let token = match std::fs::read_to_string(&token_path) {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
+        _ => {
+            let t = platform_core::auth::tokens::random_token();
+            crate::serve::write_private(&token_path, &t)?;
+            t
+        }
+    };
+    let addr_path = data_dir.join("router-metrics-addr");
+    let addr = match listen {
+        Some(a) => a,
+        None => match std::fs::read_to_string(&addr_path)
+            .ok()
+            .and_then(|a| a.trim().parse().ok())
+        {
+            Some(a) => a,
+            None => std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .context("finding a free port for the router's metrics")?,
+        },
+    };
+    std::fs::write(&addr_path, addr.to_string())
+        .with_context(|| format!("writing {}", addr_path.display()))?;
+    Ok((addr, token))
 }
 
 fn announce(addr: SocketAddr, router: SocketAddr, accounts: &[CreatedAccount]) {

@@ -1,0 +1,308 @@
+//! What the router counts of each application's traffic: requests by status class and a
+//! latency histogram (time to the response's head). Served on the router's metrics
+//! listener, which only a holder of its token may read: as Prometheus text
+//! (`/metrics`) and as JSON (`/traffic`) for the control plane's autoscaler, which takes
+//! requests per second and the 95th percentile from the difference of two readings.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The histogram's upper bounds, in seconds (and `+Inf` after the last).
+pub const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The counters of one application.
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    /// Answers 5xx (the instance's or the router's own: 502, 503).
+    errors: AtomicU64,
+    /// Per bucket (non-cumulative); the last is `+Inf`.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+/// `tenant/environment/application`.
+pub type AppKey = (String, String, String);
+
+/// Every application's counters. Recording takes a read lock and a few atomic adds;
+/// only an application's first request takes the write lock.
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    apps: Arc<RwLock<HashMap<AppKey, Arc<Counters>>>>,
+}
+
+/// A reading of one application's counters (cumulative since the router started).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppTraffic {
+    pub tenant: String,
+    pub environment: String,
+    pub application: String,
+    pub requests: u64,
+    pub errors: u64,
+    /// Non-cumulative counts per bucket of [`BUCKETS`], then `+Inf`.
+    pub buckets: Vec<u64>,
+    pub sum_seconds: f64,
+}
+
+/// A reading of every application's counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    /// Identifies the router process: counters start over when it changes.
+    pub router: String,
+    pub apps: Vec<AppTraffic>,
+}
+
+impl Traffic {
+    pub fn record(&self, key: &AppKey, status: u16, took: Duration) {
+        let counters = {
+            let known = self.apps.read().ok().and_then(|m| m.get(key).cloned());
+            match known {
+                Some(c) => c,
+                None => match self.apps.write() {
+                    Ok(mut m) => m.entry(key.clone()).or_default().clone(),
+                    Err(_) => return,
+                },
+            }
+        };
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let seconds = took.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(BUCKETS.len());
+        counters.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        counters.sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn read(&self, router: &str) -> Reading {
+        let apps = self
+            .apps
+            .read()
+            .map(|m| {
+                m.iter()
+                    .map(|((tenant, environment, application), c)| AppTraffic {
+                        tenant: tenant.clone(),
+                        environment: environment.clone(),
+                        application: application.clone(),
+                        requests: c.requests.load(Ordering::Relaxed),
+                        errors: c.errors.load(Ordering::Relaxed),
+                        buckets: c
+                            .buckets
+                            .iter()
+                            .map(|b| b.load(Ordering::Relaxed))
+                            .collect(),
+                        sum_seconds: c.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Reading {
+            router: router.to_owned(),
+            apps,
+        }
+    }
+}
+
+impl Reading {
+    /// Prometheus text exposition (version 0.0.4).
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP paas_router_requests_total Requests the router answered, per application.\n",
+        );
+        out.push_str("# TYPE paas_router_requests_total counter\n");
+        let labels = |a: &AppTraffic| {
+            format!(
+                "tenant=\"{}\",environment=\"{}\",application=\"{}\"",
+                a.tenant, a.environment, a.application
+            )
+        };
+        for a in &self.apps {
+            out.push_str(&format!(
+                "paas_router_requests_total{{{}}} {}\n",
+                labels(a),
+                a.requests
+            ));
+        }
+        out.push_str(
+            "# HELP paas_router_request_errors_total Requests answered 5xx, per application.\n",
+        );
+        out.push_str("# TYPE paas_router_request_errors_total counter\n");
+        for a in &self.apps {
+            out.push_str(&format!(
+                "paas_router_request_errors_total{{{}}} {}\n",
+                labels(a),
+                a.errors
+            ));
+        }
+        out.push_str("# HELP paas_router_request_duration_seconds Time to the response's head, per application.\n");
+        out.push_str("# TYPE paas_router_request_duration_seconds histogram\n");
+        for a in &self.apps {
+            let l = labels(a);
+            let mut cumulative = 0;
+            for (i, count) in a.buckets.iter().enumerate() {
+                cumulative += count;
+                let le = BUCKETS
+                    .get(i)
+                    .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+                out.push_str(&format!(
+                    "paas_router_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {cumulative}\n"
+                ));
+            }
+            out.push_str(&format!(
+                "paas_router_request_duration_seconds_sum{{{l}}} {}\n",
+                a.sum_seconds
+            ));
+            out.push_str(&format!(
+                "paas_router_request_duration_seconds_count{{{l}}} {}\n",
+                a.requests
+            ));
+        }
+        out
+    }
+
+    /// Per application, what happened between `earlier` and this reading, over
+    /// `seconds`: requests per second and the 95th percentile latency in milliseconds
+    /// (`None` when no request came). A reading of another router process (restarted)
+    /// is not compared: `None` for all.
+    pub fn since(&self, earlier: &Reading, seconds: f64) -> BTreeMap<AppKey, (f64, Option<f64>)> {
+        let mut out = BTreeMap::new();
+        if earlier.router != self.router || seconds <= 0.0 {
+            return out;
+        }
+        let before: HashMap<(&str, &str, &str), &AppTraffic> = earlier
+            .apps
+            .iter()
+            .map(|a| {
+                (
+                    (
+                        a.tenant.as_str(),
+                        a.environment.as_str(),
+                        a.application.as_str(),
+                    ),
+                    a,
+                )
+            })
+            .collect();
+        for a in &self.apps {
+            let prev = before.get(&(
+                a.tenant.as_str(),
+                a.environment.as_str(),
+                a.application.as_str(),
+            ));
+            let requests = a.requests.saturating_sub(prev.map_or(0, |p| p.requests));
+            let buckets: Vec<u64> = a
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    b.saturating_sub(prev.and_then(|p| p.buckets.get(i).copied()).unwrap_or(0))
+                })
+                .collect();
+            out.insert(
+                (
+                    a.tenant.clone(),
+                    a.environment.clone(),
+                    a.application.clone(),
+                ),
+                (
+                    requests as f64 / seconds,
+                    quantile(&buckets, 0.95).map(|s| s * 1000.0),
+                ),
+            );
+        }
+        out
+    }
+}
+
+/// The `q` quantile of a histogram (non-cumulative counts per bucket of [`BUCKETS`],
+/// then `+Inf`), interpolated within its bucket as Prometheus' `histogram_quantile`
+/// does; in seconds.
+pub fn quantile(buckets: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut seen = 0u64;
+    for (i, count) in buckets.iter().enumerate() {
+        if *count == 0 {
+            continue;
+        }
+        if (seen + count) as f64 >= rank {
+            let lower = if i == 0 { 0.0 } else { BUCKETS[i - 1] };
+            let Some(upper) = BUCKETS.get(i).copied() else {
+                // In `+Inf`: the highest finite bound, as Prometheus answers.
+                return Some(BUCKETS[BUCKETS.len() - 1]);
+            };
+            let within = (rank - seen as f64) / *count as f64;
+            return Some(lower + (upper - lower) * within);
+        }
+        seen += count;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(app: &str) -> AppKey {
+        ("acme".into(), "dev".into(), app.into())
+    }
+
+    #[test]
+    fn rates_and_the_95th_percentile_come_from_two_readings() {
+        let t = Traffic::default();
+        t.record(&key("web"), 200, Duration::from_millis(3));
+        let first = t.read("r1");
+        // 100 requests in "10 s": 95 fast (about 3 ms), 5 slow (about 400 ms), one 502.
+        for i in 0..100 {
+            let took = if i < 95 {
+                Duration::from_millis(3)
+            } else {
+                Duration::from_millis(400)
+            };
+            t.record(&key("web"), if i == 0 { 502 } else { 200 }, took);
+        }
+        let second = t.read("r1");
+        let window = second.since(&first, 10.0);
+        let (rps, p95) = window[&key("web")];
+        assert!((rps - 10.0).abs() < 1e-9);
+        // The 95th of 100 is the last of the fast bucket (2.5 ms .. 5 ms).
+        let p95 = p95.unwrap_or_default();
+        assert!((2.5..=5.0).contains(&p95), "{p95}");
+        // Another router process: no comparison.
+        assert!(second.since(&t.read("r2"), 10.0).is_empty());
+        let text = second.prometheus();
+        assert!(text.contains("paas_router_requests_total{tenant=\"acme\",environment=\"dev\",application=\"web\"} 101"), "{text}");
+        assert!(text.contains("paas_router_request_errors_total{tenant=\"acme\",environment=\"dev\",application=\"web\"} 1"));
+        assert!(text.contains("le=\"+Inf\"} 101"));
+        assert!(text.contains("le=\"0.5\"} 101"));
+        assert!(text.contains("le=\"0.25\"} 96"));
+    }
+
+    #[test]
+    fn a_quantile_interpolates_within_its_bucket() {
+        let mut b = vec![0u64; BUCKETS.len() + 1];
+        b[6] = 10; // 0.05 .. 0.1
+        let median = quantile(&b, 0.5).unwrap_or_default();
+        assert!((median - 0.075).abs() < 1e-12, "{median}");
+        assert_eq!(quantile(&[0; 15], 0.95), None);
+        let mut inf = vec![0u64; BUCKETS.len() + 1];
+        inf[BUCKETS.len()] = 3;
+        assert_eq!(quantile(&inf, 0.95), Some(30.0));
+    }
+}
