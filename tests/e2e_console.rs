@@ -438,3 +438,101 @@ async fn every_filter_of_the_applications_and_audit_pages_redraws_its_table_in_p
     assert_eq!(heading(&client).await, "Audit log");
     must(client.close().await);
 }
+
+#[tokio::test]
+async fn a_tenant_admin_previews_and_saves_a_policy_with_a_band_and_a_developer_may_only_read_it() {
+    let (site, platform) = platform().await;
+    let (_driver, client) = browser(&site).await;
+    let base = platform.url.as_str();
+    log_in(&client, base, "tadmin", &platform.passwords["tadmin"]).await;
+    wait_for_path(&client, "/t/acme").await;
+    must(
+        client
+            .goto(&format!("{base}/t/acme/environments/dev/apps/hello"))
+            .await,
+    );
+    click(&client, "#autoscaling-link").await;
+    wait_for_heading(&client, "Autoscaling").await;
+    // A band that runs all day, every day: it lifts hello (2 instances) to 3 at once.
+    let policy = r#"{"min": 1, "max": 3, "time_zone": "Europe/Berlin", "sample_interval_s": 1,
+        "bands": [{"name": "all day", "min": 3, "max": 3,
+                   "when": {"type": "periodic", "start_time": "00:00", "end_time": "00:00"}}]}"#;
+    type_into(&client, "#policy-text", policy).await;
+    click(&client, "#preview-policy").await;
+    wait_for_text(&client, "#preview", "draft, not saved").await;
+    wait_for_text(&client, "#preview", "Band all day runs in this week").await;
+    assert!(
+        client
+            .find(Locator::Css("#preview-chart path"))
+            .await
+            .is_ok()
+    );
+    // A mistake is named beside the form, and what was typed stays.
+    type_into(
+        &client,
+        "#policy-text",
+        r#"{"min": 1, "max": 3, "time_zone": "Nowhere/Land"}"#,
+    )
+    .await;
+    click(&client, "#save-policy").await;
+    wait_for_text(&client, "#policy", "unknown time zone").await;
+    let kept = must(
+        must(client.find(Locator::Css("#policy-text")).await)
+            .prop("value")
+            .await,
+    );
+    assert!(kept.unwrap_or_default().contains("Nowhere/Land"));
+    type_into(&client, "#policy-text", policy).await;
+    click(&client, "#save-policy").await;
+    wait_for_text(&client, "h1", "Autoscaling").await;
+    // The evaluator lifts hello to 3; the ledger (refreshed in place) says why.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = match client.find(Locator::Css("#ledger")).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.contains("2 → 3") && text.contains("periodic band 'all day' sets 3..3") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no ledger row: {text}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    screenshot(&client, "autoscaling.png").await;
+
+    // A developer reads the same page, cannot save, and is refused when trying anyway.
+    must(client.delete_all_cookies().await);
+    log_in(&client, base, "dev", &platform.passwords["dev"]).await;
+    wait_for_path(&client, "/t/acme").await;
+    must(
+        client
+            .goto(&format!(
+                "{base}/t/acme/environments/dev/apps/hello/autoscaling"
+            ))
+            .await,
+    );
+    wait_for_text(&client, "#policy", "all day").await;
+    assert!(client.find(Locator::Css("#save-policy")).await.is_err());
+    let readonly = must(
+        must(client.find(Locator::Css("#policy-text")).await)
+            .attr("readonly")
+            .await,
+    );
+    assert!(readonly.is_some());
+    must(
+        client
+            .execute(
+                "const f = document.getElementById('policy-form'); const i = document.createElement('input'); \
+                 i.type = 'hidden'; i.name = 'intent'; i.value = 'save'; f.appendChild(i); f.submit();",
+                vec![],
+            )
+            .await,
+    );
+    wait_for_text(
+        &client,
+        "main",
+        "does not allow you to set autoscaling policies",
+    )
+    .await;
+    must(client.close().await);
+}

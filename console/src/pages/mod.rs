@@ -118,6 +118,11 @@ impl FormErrors {
         self.0.get(field).map(String::as_str)
     }
 
+    /// Every message with its field (the empty field: about the whole form).
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter()
+    }
+
     pub fn has(&self, field: &str) -> bool {
         self.0.contains_key(field)
     }
@@ -459,6 +464,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route(
         "/t/{tenant}/environments/{env}/apps/{app}/live",
         web::get().to(app::live),
+    )
+    .route(
+        "/t/{tenant}/environments/{env}/apps/{app}/autoscaling",
+        web::get().to(app::autoscaling),
+    )
+    .route(
+        "/t/{tenant}/environments/{env}/apps/{app}/autoscaling",
+        web::post().to(app::save_autoscaling),
+    )
+    .route(
+        "/t/{tenant}/environments/{env}/apps/{app}/autoscaling/live",
+        web::get().to(app::autoscaling_live),
+    )
+    .route(
+        "/t/{tenant}/environments/{env}/apps/{app}/autoscaling/delete",
+        web::post().to(app::delete_autoscaling),
     )
     .route(
         "/t/{tenant}/environments/{env}/apps/{app}/scale",

@@ -1,8 +1,11 @@
 //! Application pages: creating one, its page and spec form, deleting it, its secrets,
 //! lifecycle actions, scaling and instance logs.
 
+mod autoscaling;
 mod form;
 mod live;
+
+pub use self::autoscaling::{autoscaling, autoscaling_live, delete_autoscaling, save_autoscaling};
 
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Form, Path, Query};
