@@ -302,6 +302,7 @@ impl Autoscaler {
                 changes: &memory.changes,
                 scaled_by_hand_at: row.scaled_by_hand_at,
                 quota_room: room,
+                one_at_a_time_down: spec.kind == crate::spec::WorkloadKind::Stateful,
             },
         );
         memory.last = Some(now);

@@ -53,6 +53,9 @@ pub struct Inputs<'a> {
     pub scaled_by_hand_at: Option<DateTime<Utc>>,
     /// The most instances the tenant's quota leaves this application (`None`: no limit).
     pub quota_room: Option<u32>,
+    /// Scale in one instance per decision at most (a stateful application: its highest
+    /// ordinal goes first, and the next only once that one is gone).
+    pub one_at_a_time_down: bool,
 }
 
 /// What one rule recommends.
@@ -410,6 +413,16 @@ pub fn decide(policy: &Compiled, inputs: &Inputs<'_>) -> Decision {
                 count = push(&mut clamps, "rate_limit", count, limited, why);
             }
         }
+    }
+
+    if inputs.one_at_a_time_down && count + 1 < current {
+        count = push(
+            &mut clamps,
+            "rate_limit",
+            count,
+            current - 1,
+            "a stateful application scales in one instance (its highest ordinal) at a time".to_owned(),
+        );
     }
 
     // 5. The band or the policy's bounds in force (they win over rate limits: a floor

@@ -188,6 +188,7 @@ pub fn what_if(
                 changes: &changes,
                 scaled_by_hand_at: None,
                 quota_room,
+                one_at_a_time_down: false,
             },
         );
         history.push(Recommended {

@@ -474,6 +474,7 @@ fn run(
             changes,
             scaled_by_hand_at: None,
             quota_room: None,
+            one_at_a_time_down: false,
         },
     )
 }
@@ -551,6 +552,7 @@ fn inputs<'a>(_p: &Compiled, current: u32, readings: &'a [Option<Reading>]) -> I
         changes: &[],
         scaled_by_hand_at: None,
         quota_room: None,
+        one_at_a_time_down: false,
     }
 }
 
@@ -702,7 +704,7 @@ proptest! {
         let readings = [value.map(|v| Reading { value: v, window_s: 5 })];
         let d = decide(&p, &Inputs {
             now, current, ready: current, readings: &readings, history: &history,
-            history_since: now - Duration::hours(2), changes: &[], scaled_by_hand_at: None, quota_room: room,
+            history_since: now - Duration::hours(2), changes: &[], scaled_by_hand_at: None, quota_room: room, one_at_a_time_down: false,
         });
         let env = schedule::envelope(&p, now);
         let cap = room.map_or(env.max, |r| r.min(env.max));
@@ -745,4 +747,16 @@ proptest! {
         let curve = what_if(&p, current, &samples, None);
         prop_assert!(curve.iter().all(|pt| pt.count == current), "{curve:?}");
     }
+}
+
+#[test]
+fn a_stateful_application_scales_in_one_ordinal_at_a_time() {
+    let p = cpu_policy(json!({"allow_stateful": true,
+        "behavior": {"scale_down": {"stabilization_s": 0, "limits": [{"kind": "instances", "value": 10, "period_s": 1}]}}}));
+    let readings = [reading(1.0)];
+    let service = decide(&p, &inputs(&p, 5, &readings));
+    assert_eq!(service.desired, 1);
+    let stateful = decide(&p, &Inputs { one_at_a_time_down: true, ..inputs(&p, 5, &readings) });
+    assert_eq!(stateful.desired, 4);
+    assert!(stateful.reason.contains("highest ordinal"), "{}", stateful.reason);
 }
