@@ -1022,3 +1022,137 @@ async fn a_load_step_through_the_router_scales_a_service_out_and_back_in_after_t
     let last = rows.first().cloned().unwrap_or_default();
     assert_eq!(last["desired"], 1, "{body:#}");
 }
+
+/// A real Prometheus (Debian's `prometheus`) scraping the router's counters every
+/// second with the router's token; killed with the test.
+fn prometheus(site: &Site, port: u16, router_metrics: &str) -> tokio::process::Child {
+    let dir = site.data_dir.join("prometheus");
+    must(std::fs::create_dir_all(&dir));
+    let config = dir.join("prometheus.yml");
+    must(std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: paas-router\n    authorization:\n      credentials_file: {}\n    static_configs:\n      - targets: ['{router_metrics}']\n",
+            site.data_dir.join("router-metrics-token").display()
+        ),
+    ));
+    let binary =
+        std::env::var("PAAS_PROMETHEUS").unwrap_or_else(|_| "/usr/bin/prometheus".to_owned());
+    must(
+        tokio::process::Command::new(&binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("{binary}: {e} (apt-get install prometheus)")),
+    )
+}
+
+#[tokio::test]
+async fn a_promql_rule_against_a_real_prometheus_scraping_the_router_scales_a_service() {
+    let prometheus_port = support::binary::free_port();
+    let router_metrics = format!("127.0.0.1:{}", support::binary::free_port());
+    let prometheus_url = format!("http://127.0.0.1:{prometheus_port}");
+    let site = Site::new(&[
+        "--prometheus-url",
+        &prometheus_url,
+        "--router-metrics-listen",
+        &router_metrics,
+    ])
+    .await;
+    let paas = paas_up(&site).await;
+    let _prometheus = prometheus(&site, prometheus_port, &router_metrics);
+    let dev = Tenant::login(&paas, "dev").await;
+    let tadmin = Tenant::login(&paas, "tadmin").await;
+    let marker = format!("promql-{}", uuid::Uuid::new_v4().simple());
+    dev.onboard("orders", web_spec(&marker, 1)).await;
+    let url = format!("{}/apps/acme/dev/orders/", site.router());
+    wait_for_200(&url).await;
+    // Until Prometheus answers, a PromQL rule is refused by name.
+    let query = "sum(rate(paas_router_requests_total{application=\"orders\"}[5s])) or vector(0)";
+    let policy = json!({
+        "min": 1, "max": 4, "sample_interval_s": 1,
+        "rules": [{"metric": {"type": "promql", "query": query}, "target": 20}],
+        "behavior": {"scale_down": {"stabilization_s": 600}}
+    });
+    let path = "/environments/dev/applications/orders/autoscaling";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = tadmin
+            .call(reqwest::Method::PUT, path, Some(policy.clone()))
+            .await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("rules[0].metric.query"),
+            "{body}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never answered: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A query Prometheus refuses is a field error too.
+    let (status, body) = tadmin
+        .call(
+            reqwest::Method::PUT,
+            path,
+            Some(json!({"min": 1, "max": 4, "rules": [{"metric": {"type": "promql", "query": "sum(rate("}, "target": 1}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Prometheus refused"),
+        "{body}"
+    );
+    // 60 requests a second, as Prometheus reads them from the router: 3 instances.
+    let ready = |n: usize| {
+        move |i: &[Value]| i.iter().filter(|x| x["ready"] == true).count() == n && i.len() == n
+    };
+    let load = support::load::Load::start(&url, 60);
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let instances = dev.instances("orders").await;
+        if ready(3)(&instances) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never scaled to 3: {instances:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let tally = load.stop().await;
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    let (_, body) = dev
+        .call(
+            reqwest::Method::GET,
+            &format!("{path}/decisions?applied=true"),
+            None,
+        )
+        .await;
+    let first = body["items"]
+        .as_array()
+        .and_then(|r| r.last())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        first["decision"]["rules"][0]["metric"], "promql",
+        "{body:#}"
+    );
+}

@@ -535,3 +535,86 @@ fn pod_metrics_sum_their_containers() {
         Some(&(255, 80))
     );
 }
+
+#[tokio::test]
+async fn an_autoscaling_decision_reaches_kubernetes_as_a_deployments_replicas_and_nothing_else() {
+    use platform_core::autoscaling::{Inputs, Policy, Reading, decide};
+    // Every object the driver writes, by kind, with the replicas it asks for.
+    let written: Arc<std::sync::Mutex<Vec<(String, String, Option<i64>)>>> = Arc::default();
+    let seen = written.clone();
+    let client = must(
+        ClientBuilder::new()
+            .with_interceptor_funcs(interceptor::Funcs::new().patch(move |ctx| {
+                if let Ok(mut w) = seen.lock() {
+                    w.push((
+                        ctx.patch["kind"].as_str().unwrap_or_default().to_owned(),
+                        ctx.name.to_owned(),
+                        ctx.patch["spec"]["replicas"].as_i64(),
+                    ));
+                }
+                Ok(None)
+            }))
+            .build()
+            .await,
+    );
+    let runtime = KubeRuntime::new(client.clone()).with_existing_namespaces();
+    must(
+        runtime
+            .apply(&service_workload("web", &[(1, "shop/web:1.0", 2)]))
+            .await,
+    );
+    // 300 requests a second per instance against a target of 100: the core decides 6.
+    let policy: Policy = must(serde_json::from_value(json!({
+        "min": 1, "max": 10,
+        "rules": [{"metric": {"type": "requests_per_second"}, "target": 100}]
+    })));
+    let now = chrono::Utc::now();
+    let compiled = must(policy.compile(WorkloadKind::Service, None, now));
+    let readings = [Some(Reading {
+        value: 300.0,
+        window_s: 5,
+    })];
+    let decision = decide(
+        &compiled,
+        &Inputs {
+            now,
+            current: 2,
+            ready: 2,
+            readings: &readings,
+            history: &[],
+            history_since: now - chrono::Duration::hours(1),
+            changes: &[],
+            scaled_by_hand_at: None,
+            quota_room: None,
+            one_at_a_time_down: false,
+        },
+    );
+    assert_eq!(decision.desired, 6);
+    // The runtime is handed the count, as for any scale.
+    must(
+        runtime
+            .apply(&service_workload(
+                "web",
+                &[(1, "shop/web:1.0", decision.desired)],
+            ))
+            .await,
+    );
+    assert_eq!(
+        deployments(&client).await,
+        [("web-r1".to_owned(), 6, "shop/web:1.0".to_owned())]
+    );
+    let written = written.lock().map(|w| w.clone()).unwrap_or_default();
+    let deployment_replicas: Vec<Option<i64>> = written
+        .iter()
+        .filter(|(kind, _, _)| kind == "Deployment")
+        .map(|(_, _, r)| *r)
+        .collect();
+    assert_eq!(deployment_replicas.last(), Some(&Some(6)), "{written:?}");
+    // No autoscaler of Kubernetes' own is ever made: the two would fight.
+    assert!(
+        written
+            .iter()
+            .all(|(kind, _, _)| kind != "HorizontalPodAutoscaler"),
+        "{written:?}"
+    );
+}

@@ -421,7 +421,8 @@ pub fn decide(policy: &Compiled, inputs: &Inputs<'_>) -> Decision {
             "rate_limit",
             count,
             current - 1,
-            "a stateful application scales in one instance (its highest ordinal) at a time".to_owned(),
+            "a stateful application scales in one instance (its highest ordinal) at a time"
+                .to_owned(),
         );
     }
 

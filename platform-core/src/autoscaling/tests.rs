@@ -756,7 +756,17 @@ fn a_stateful_application_scales_in_one_ordinal_at_a_time() {
     let readings = [reading(1.0)];
     let service = decide(&p, &inputs(&p, 5, &readings));
     assert_eq!(service.desired, 1);
-    let stateful = decide(&p, &Inputs { one_at_a_time_down: true, ..inputs(&p, 5, &readings) });
+    let stateful = decide(
+        &p,
+        &Inputs {
+            one_at_a_time_down: true,
+            ..inputs(&p, 5, &readings)
+        },
+    );
     assert_eq!(stateful.desired, 4);
-    assert!(stateful.reason.contains("highest ordinal"), "{}", stateful.reason);
+    assert!(
+        stateful.reason.contains("highest ordinal"),
+        "{}",
+        stateful.reason
+    );
 }
