@@ -540,7 +540,9 @@ fn pod_metrics_sum_their_containers() {
 async fn an_autoscaling_decision_reaches_kubernetes_as_a_deployments_replicas_and_nothing_else() {
     use platform_core::autoscaling::{Inputs, Policy, Reading, decide};
     // Every object the driver writes, by kind, with the replicas it asks for.
-    let written: Arc<std::sync::Mutex<Vec<(String, String, Option<i64>)>>> = Arc::default();
+    // (kind, name, spec.replicas) of each write.
+    type Writes = Vec<(String, String, Option<i64>)>;
+    let written: Arc<std::sync::Mutex<Writes>> = Arc::default();
     let seen = written.clone();
     let client = must(
         ClientBuilder::new()
