@@ -321,8 +321,16 @@ pub struct Compiled {
     pub bands: Vec<CompiledBand>,
 }
 
+/// The years a policy's dates may name (so that date arithmetic can never overflow).
+pub const YEARS: std::ops::RangeInclusive<i32> = 1970..=2200;
+
+/// Whether an instant lies in [`YEARS`].
+pub fn in_years(at: DateTime<Utc>) -> bool {
+    YEARS.contains(&chrono::Datelike::year(&at))
+}
+
 fn parse_local_datetime(field: &str, value: &str) -> Result<NaiveDateTime, FieldError> {
-    ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+    let parsed = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
         .ok_or_else(|| {
@@ -330,7 +338,14 @@ fn parse_local_datetime(field: &str, value: &str) -> Result<NaiveDateTime, Field
                 field,
                 "must be a local date and time, e.g. 2026-12-24T08:00",
             )
-        })
+        })?;
+    if !YEARS.contains(&chrono::Datelike::year(&parsed)) {
+        return Err(FieldError::new(
+            field,
+            format!("must be in the years {} to {}", YEARS.start(), YEARS.end()),
+        ));
+    }
+    Ok(parsed)
 }
 
 fn parse_time(field: &str, value: &str) -> Result<NaiveTime, FieldError> {

@@ -41,7 +41,7 @@ impl Run {
 }
 
 /// How many runs of a cron band are looked at, at most, in one search.
-const MAX_CRON_RUNS: usize = 20_000;
+const MAX_CRON_RUNS: usize = 5_000;
 
 fn day_matches(band: &CompiledBand, day: NaiveDate) -> bool {
     let Window::Daily {

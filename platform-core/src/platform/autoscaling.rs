@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::Platform;
 use super::apps::audit_app;
 use crate::authz::{Permission, TenantAccess};
+use crate::autoscaling::policy::in_years;
 use crate::autoscaling::{Decision, Metric, Policy, Preview, ReplayPoint, Sample};
 use crate::quota::Usage;
 use crate::spec::AppSpec;
@@ -35,6 +36,11 @@ pub struct DecisionRecord {
     pub reason: String,
     /// The inputs, each rule's recommendation and every clamp in order.
     pub decision: Option<Decision>,
+}
+
+fn years_message() -> String {
+    let years = crate::autoscaling::policy::YEARS;
+    format!("must be in the years {} to {}", years.start(), years.end())
 }
 
 /// The most decisions one page of the ledger holds.
@@ -259,6 +265,9 @@ impl Platform {
         draft: Option<Policy>,
         from: Option<DateTime<Utc>>,
     ) -> Result<Preview, CoreError> {
+        if from.is_some_and(|f| !in_years(f)) {
+            return Err(FieldError::new("from", years_message()).into());
+        }
         let (compiled, room) = self
             .policy_in_context(access, environment, app, draft)
             .await?;
@@ -288,6 +297,9 @@ impl Platform {
                 ),
             )
             .into());
+        }
+        if let Some(i) = samples.iter().position(|s| !in_years(s.at)) {
+            return Err(FieldError::new(format!("samples[{i}].at"), years_message()).into());
         }
         if let Some(i) = samples.windows(2).position(|w| w[1].at <= w[0].at) {
             return Err(FieldError::new(
