@@ -499,6 +499,10 @@ async fn a_tenant_admin_previews_and_saves_a_policy_with_a_band_and_a_developer_
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     screenshot(&client, "autoscaling.png").await;
+    // The dashboard says which applications are scaling now, and why.
+    must(client.goto(&format!("{base}/t/acme")).await);
+    let now = wait_for_text(&client, "#scaling-now", "dev/hello").await;
+    assert!(now.contains("2 → 3") && now.contains("all day"), "{now}");
 
     // A developer reads the same page, cannot save, and is refused when trying anyway.
     must(client.delete_all_cookies().await);

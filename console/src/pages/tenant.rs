@@ -26,6 +26,8 @@ struct DashboardPage {
     layout: Layout,
     tenant: Tenant,
     role: Role,
+    /// Applications the autoscaler moved in the last 15 minutes.
+    scaling: Vec<platform_core::platform::autoscaling::RecentScaling>,
     counts: Vec<(String, i64)>,
     members: usize,
     recent: Vec<AuditEntry>,
@@ -48,6 +50,11 @@ pub async fn dashboard(
     let members = state.platform.members(&access).await.map_err(&fail)?.len();
     let can_audit = access.can(Permission::ViewAudit);
     let (quota, usage, _) = state.platform.quota(&access).await.map_err(&fail)?;
+    let scaling = state
+        .platform
+        .recent_scaling(&access)
+        .await
+        .map_err(&fail)?;
     let recent = if can_audit {
         let filter = AuditFilter {
             limit: Some(8),
@@ -70,6 +77,7 @@ pub async fn dashboard(
         ),
         tenant: access.tenant().clone(),
         role: access.role(),
+        scaling,
         counts,
         members,
         recent,

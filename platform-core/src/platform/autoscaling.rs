@@ -43,6 +43,17 @@ fn years_message() -> String {
     format!("must be in the years {} to {}", years.start(), years.end())
 }
 
+/// An application the autoscaler moved lately, and why.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RecentScaling {
+    pub environment: String,
+    pub application: String,
+    pub at: DateTime<Utc>,
+    pub previous: i32,
+    pub desired: i32,
+    pub reason: String,
+}
+
 /// The most decisions one page of the ledger holds.
 pub const MAX_DECISIONS_PAGE: u32 = 500;
 
@@ -339,6 +350,30 @@ impl Platform {
             .into());
         }
         Ok(crate::autoscaling::what_if(&compiled, start, samples, room))
+    }
+
+    /// The applications of the tenant the autoscaler moved in the last 15 minutes, each
+    /// with its latest change; newest first.
+    pub async fn recent_scaling(
+        &self,
+        access: &TenantAccess,
+    ) -> Result<Vec<RecentScaling>, CoreError> {
+        access.require(Permission::View, "view applications")?;
+        let since = Utc::now() - chrono::Duration::minutes(15);
+        Ok(
+            store::autoscaling::recent(&self.pool, access.tenant().id, since)
+                .await?
+                .into_iter()
+                .map(|r| RecentScaling {
+                    environment: r.environment,
+                    application: r.application,
+                    at: r.at,
+                    previous: r.previous,
+                    desired: r.desired,
+                    reason: r.reason,
+                })
+                .collect(),
+        )
     }
 
     /// The ledger, newest first.

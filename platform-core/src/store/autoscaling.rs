@@ -220,3 +220,37 @@ pub async fn mark_scaled_by_hand(
         .await
         .map(|_| ())
 }
+
+/// The latest applied decision of each application of a tenant since `since`, with the
+/// application's environment and name; newest first.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RecentRow {
+    pub environment: String,
+    pub application: String,
+    pub at: DateTime<Utc>,
+    pub previous: i32,
+    pub desired: i32,
+    pub reason: String,
+}
+
+pub async fn recent<'e>(
+    ex: impl PgExecutor<'e>,
+    tenant_id: Uuid,
+    since: DateTime<Utc>,
+) -> Result<Vec<RecentRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT environment, application, at, previous, desired, reason FROM (
+             SELECT DISTINCT ON (d.application_id) e.name AS environment, a.name AS application,
+                    d.at, d.previous, d.desired, d.reason
+             FROM autoscaling_decisions d
+             JOIN applications a ON a.id = d.application_id AND a.deleted_at IS NULL
+             JOIN environments e ON e.id = a.environment_id
+             WHERE d.tenant_id = $1 AND d.at > $2 AND d.applied
+             ORDER BY d.application_id, d.id DESC
+         ) latest ORDER BY at DESC LIMIT 20",
+    )
+    .bind(tenant_id)
+    .bind(since)
+    .fetch_all(ex)
+    .await
+}
