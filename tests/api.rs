@@ -1631,6 +1631,38 @@ async fn a_draft_is_previewed_for_a_dst_week_and_replayed_before_it_is_saved(poo
         .unwrap_or_default();
     assert_eq!(&counts[..3], &[1, 1, 5]);
     assert_eq!(counts.last(), Some(&6));
+    // The same series as CSV; a bad line is named.
+    let csv: String = std::iter::once("at,rps".to_owned())
+        .chain(
+            samples
+                .iter()
+                .map(|s| format!("{},{}", s["at"].as_str().unwrap_or(""), s["values"][0])),
+        )
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (status, body) = dev
+        .post(
+            &format!("{POLICY_PATH}/what-if"),
+            json!({"policy": policy, "start": 1, "csv": csv}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let from_csv: Vec<i64> = body["points"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["count"].as_i64()).collect())
+        .unwrap_or_default();
+    assert_eq!(from_csv, counts);
+    let (status, body) = dev
+        .post(
+            &format!("{POLICY_PATH}/what-if"),
+            json!({"policy": policy, "start": 1, "csv": "2026-11-27T10:00:00Z,1\nnoon,2"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("line 2"),
+        "{body}"
+    );
     // Samples out of order, or the wrong number of values, are named.
     let (status, body) = dev
         .post(&format!("{POLICY_PATH}/what-if"), json!({"policy": policy, "start": 1, "samples": [

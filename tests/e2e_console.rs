@@ -467,6 +467,29 @@ async fn a_tenant_admin_previews_and_saves_a_policy_with_a_band_and_a_developer_
             .await
             .is_ok()
     );
+    // What if: a CSV series replayed through a draft, drawn as a curve. 450 requests a
+    // second on 1 instance against 100 each: 1 -> 5 (+4 per 15 s at most).
+    type_into(
+        &client,
+        "#policy-text",
+        r#"{"min": 1, "max": 6, "rules": [{"metric": {"type": "requests_per_second"}, "target": 100}]}"#,
+    )
+    .await;
+    type_into(
+        &client,
+        "#what-if-csv",
+        "at,rps\n2026-11-26T10:00:00Z,50\n2026-11-26T10:00:05Z,450\n2026-11-26T10:00:10Z,450\n",
+    )
+    .await;
+    click(&client, "#replay-policy").await;
+    let replay = wait_for_text(&client, "#replay", "at most 5 instances").await;
+    assert!(replay.contains("1 changes"), "{replay}");
+    assert!(
+        client
+            .find(Locator::Css("#replay-chart path"))
+            .await
+            .is_ok()
+    );
     // A mistake is named beside the form, and what was typed stays.
     type_into(
         &client,

@@ -842,7 +842,7 @@ async fn a_stateful_application_keeps_stable_per_ordinal_addresses_and_knows_its
 }
 
 #[tokio::test]
-async fn a_scheduled_band_raises_the_floor_at_its_start_and_the_idle_count_falls_back_at_its_end() {
+async fn a_periodic_band_raises_the_floor_at_its_start_and_the_idle_count_falls_back_at_its_end() {
     let site = Site::new(&[]).await;
     let paas = paas_up(&site).await;
     let dev = Tenant::login(&paas, "dev").await;
@@ -854,14 +854,19 @@ async fn a_scheduled_band_raises_the_floor_at_its_start_and_the_idle_count_falls
     };
     dev.wait_instances("elastic", "one ready instance", ready(1))
         .await;
-    // A launch window a few seconds ahead, in UTC wall-clock time.
+    // A daily window a few seconds ahead, in UTC wall-clock time (not across midnight,
+    // where it would end the next day).
+    let seconds_of_day = chrono::Timelike::num_seconds_from_midnight(&chrono::Utc::now());
+    if seconds_of_day > 86_400 - 60 {
+        tokio::time::sleep(Duration::from_secs(u64::from(86_400 - seconds_of_day) + 2)).await;
+    }
     let start = chrono::DurationRound::duration_trunc(
         chrono::Utc::now() + chrono::Duration::seconds(5),
         chrono::Duration::seconds(1),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let end = start + chrono::Duration::seconds(10);
-    let local = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let time = |t: chrono::DateTime<chrono::Utc>| t.format("%H:%M:%S").to_string();
     let policy = json!({
         "min": 1, "max": 4, "sample_interval_s": 1,
         // Idle instances use next to no CPU: outside the band the rule asks for 1. (A
@@ -869,7 +874,7 @@ async fn a_scheduled_band_raises_the_floor_at_its_start_and_the_idle_count_falls
         "rules": [{"metric": {"type": "cpu"}, "target": 1000}],
         "behavior": {"scale_down": {"stabilization_s": 0, "limits": [{"kind": "instances", "value": 10, "period_s": 1}]}},
         "bands": [{"name": "launch", "min": 3, "max": 4,
-                   "when": {"type": "scheduled", "start": local(start), "end": local(end)}}]
+                   "when": {"type": "periodic", "start_time": time(start), "end_time": time(end)}}]
     });
     let (status, body) = tadmin
         .call(
@@ -922,7 +927,7 @@ async fn a_scheduled_band_raises_the_floor_at_its_start_and_the_idle_count_falls
         up["reason"]
             .as_str()
             .unwrap_or("")
-            .contains("scheduled band 'launch' sets 3..4"),
+            .contains("periodic band 'launch' sets 3..4"),
         "{up:#}"
     );
     assert_eq!(

@@ -266,6 +266,13 @@ impl Autoscaler {
             );
         }
         let current = desired_replicas(row.run_state, row.replicas, spec);
+        // What the nodes can hold, when the runtime says what is requested on them.
+        let capacity = match &runtime {
+            Some(runtime) => runtime.nodes().await.ok().and_then(|nodes| {
+                crate::autoscaling::decide::capacity(&nodes, &spec.resources, current)
+            }),
+            None => None,
+        };
         let mut conn = self.pool.acquire().await?;
         let room = crate::platform::autoscaling::quota_room(
             &mut conn,
@@ -303,6 +310,7 @@ impl Autoscaler {
                 scaled_by_hand_at: row.scaled_by_hand_at,
                 quota_room: room,
                 one_at_a_time_down: spec.kind == crate::spec::WorkloadKind::Stateful,
+                capacity,
             },
         );
         memory.last = Some(now);

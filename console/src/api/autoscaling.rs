@@ -127,8 +127,13 @@ pub struct WhatIfRequest {
     #[schema(maximum = 100)]
     pub start: u32,
     /// In time order, at most 10,000.
+    #[serde(default)]
     #[schema(max_items = 10000)]
     pub samples: Vec<Sample>,
+    /// The series as CSV instead (`at,value[,value...]` per line, RFC 3339 instants),
+    /// e.g. an export of yesterday's requests per second. Given, it replaces `samples`.
+    #[serde(default)]
+    pub csv: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -156,7 +161,13 @@ pub async fn what_if(
         policy,
         start,
         samples,
+        csv,
     } = body.0;
+    let samples = match csv {
+        Some(text) => platform_core::autoscaling::preview::parse_csv(&text)
+            .map_err(platform_core::CoreError::from)?,
+        None => samples,
+    };
     let points = state
         .platform
         .autoscaling_what_if(&access, &env, &app, policy, start, &samples)

@@ -589,6 +589,7 @@ async fn an_autoscaling_decision_reaches_kubernetes_as_a_deployments_replicas_an
             scaled_by_hand_at: None,
             quota_room: None,
             one_at_a_time_down: false,
+            capacity: None,
         },
     );
     assert_eq!(decision.desired, 6);

@@ -53,6 +53,8 @@ pub struct Inputs<'a> {
     pub scaled_by_hand_at: Option<DateTime<Utc>>,
     /// The most instances the tenant's quota leaves this application (`None`: no limit).
     pub quota_room: Option<u32>,
+    /// The most instances the runtime's nodes can hold (`None`: unknown).
+    pub capacity: Option<u32>,
     /// Scale in one instance per decision at most (a stateful application: its highest
     /// ordinal goes first, and the next only once that one is gone).
     pub one_at_a_time_down: bool,
@@ -459,6 +461,20 @@ pub fn decide(policy: &Compiled, inputs: &Inputs<'_>) -> Decision {
         count = push(&mut clamps, "quota", count, room, why);
     }
 
+    // 7. What the nodes can hold (never below what already runs).
+    if let Some(capacity) = inputs.capacity
+        && count > capacity.max(current)
+    {
+        let room = capacity.max(current);
+        count = push(
+            &mut clamps,
+            "capacity",
+            count,
+            room,
+            format!("the nodes have room for {room} instances of this size"),
+        );
+    }
+
     let reason = if count == current {
         match clamps.iter().rev().find(|c| c.before != c.after) {
             Some(c) if c.why.starts_with("held at") => c.why.clone(),
@@ -484,4 +500,30 @@ pub fn decide(policy: &Compiled, inputs: &Inputs<'_>) -> Decision {
         desired: count,
         reason,
     }
+}
+
+/// How many instances of `each` the healthy nodes can hold: those that run (`current`)
+/// plus what fits in each node's unrequested capacity. `None` when a node does not say
+/// what is requested on it.
+pub fn capacity(
+    nodes: &[crate::runtime::Node],
+    each: &crate::spec::Resources,
+    current: u32,
+) -> Option<u32> {
+    let mut free = 0u64;
+    for node in nodes.iter().filter(|n| n.healthy) {
+        let allocated = node.allocated.as_ref()?;
+        let cpu = node
+            .capacity
+            .cpu_millis
+            .saturating_sub(allocated.cpu_millis)
+            / each.cpu_millis.max(1);
+        let memory = node
+            .capacity
+            .memory_mib
+            .saturating_sub(allocated.memory_mib)
+            / each.memory_mib.max(1);
+        free += u64::from(cpu.min(memory));
+    }
+    Some(u32::try_from(u64::from(current) + free).unwrap_or(u32::MAX))
 }

@@ -189,6 +189,7 @@ pub fn what_if(
                 scaled_by_hand_at: None,
                 quota_room,
                 one_at_a_time_down: false,
+                capacity: None,
             },
         );
         history.push(Recommended {
@@ -210,4 +211,55 @@ pub fn what_if(
         });
     }
     out
+}
+
+/// Reads a what-if series from CSV text: one sample per line, `at,value[,value...]`
+/// (an RFC 3339 instant, then one number per rule; an empty value is a missing
+/// reading). Blank lines, `#` comments and a header line starting with `at` are
+/// skipped. No quoting: the values are numbers.
+pub fn parse_csv(text: &str) -> Result<Vec<Sample>, crate::FieldError> {
+    let mut samples = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty()
+            || line.starts_with('#')
+            || (samples.is_empty() && line.to_ascii_lowercase().starts_with("at"))
+        {
+            continue;
+        }
+        let bad = |why: String| crate::FieldError::new("csv", format!("line {}: {why}", n + 1));
+        let mut cols = line.split(',').map(str::trim);
+        let at = cols.next().unwrap_or_default();
+        let at = chrono::DateTime::parse_from_rfc3339(at)
+            .map_err(|_| {
+                bad(format!(
+                    "'{}' is not an RFC 3339 instant such as 2026-11-27T10:00:00Z",
+                    at.chars().take(40).collect::<String>()
+                ))
+            })?
+            .with_timezone(&Utc);
+        let values = cols
+            .map(|v| {
+                if v.is_empty() {
+                    Ok(None)
+                } else {
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|x| x.is_finite())
+                        .map(Some)
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "'{}' is not a number",
+                                v.chars().take(40).collect::<String>()
+                            ))
+                        })
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        samples.push(Sample { at, values });
+        if samples.len() > MAX_SAMPLES {
+            return Err(bad(format!("at most {MAX_SAMPLES} samples")));
+        }
+    }
+    Ok(samples)
 }

@@ -475,6 +475,7 @@ fn run(
             scaled_by_hand_at: None,
             quota_room: None,
             one_at_a_time_down: false,
+            capacity: None,
         },
     )
 }
@@ -553,6 +554,7 @@ fn inputs<'a>(_p: &Compiled, current: u32, readings: &'a [Option<Reading>]) -> I
         scaled_by_hand_at: None,
         quota_room: None,
         one_at_a_time_down: false,
+        capacity: None,
     }
 }
 
@@ -705,6 +707,7 @@ proptest! {
         let d = decide(&p, &Inputs {
             now, current, ready: current, readings: &readings, history: &history,
             history_since: now - Duration::hours(2), changes: &[], scaled_by_hand_at: None, quota_room: room, one_at_a_time_down: false,
+            capacity: None,
         });
         let env = schedule::envelope(&p, now);
         let cap = room.map_or(env.max, |r| r.min(env.max));
@@ -769,4 +772,78 @@ fn a_stateful_application_scales_in_one_ordinal_at_a_time() {
         "{}",
         stateful.reason
     );
+}
+
+#[test]
+fn the_count_stops_at_what_the_nodes_can_hold() {
+    use crate::runtime::Node;
+    use crate::spec::Resources;
+    let node = |cpu, used_cpu, healthy| Node {
+        name: "n".into(),
+        labels: Default::default(),
+        capacity: Resources {
+            cpu_millis: cpu,
+            memory_mib: 4096,
+        },
+        allocated: Some(Resources {
+            cpu_millis: used_cpu,
+            memory_mib: 0,
+        }),
+        healthy,
+        condition: "ready".into(),
+        message: None,
+        last_seen: None,
+    };
+    let each = Resources {
+        cpu_millis: 250,
+        memory_mib: 128,
+    };
+    // 2 running; one node has room for 4 more, a second for 1, an unhealthy one counts not.
+    let nodes = [
+        node(2000, 1000, true),
+        node(1000, 700, true),
+        node(4000, 0, false),
+    ];
+    assert_eq!(decide::capacity(&nodes, &each, 2), Some(7));
+    let unknown = Node {
+        allocated: None,
+        ..node(1000, 0, true)
+    };
+    assert_eq!(decide::capacity(&[unknown], &each, 2), None);
+    let p = cpu_policy(json!({}));
+    let readings = [reading(400.0)];
+    let d = decide(
+        &p,
+        &Inputs {
+            capacity: Some(5),
+            ..inputs(&p, 2, &readings)
+        },
+    );
+    assert_eq!(d.desired, 5, "{d:?}");
+    assert_eq!(d.clamps.last().map(|c| c.step.as_str()), Some("capacity"));
+    assert!(
+        d.reason.contains("the nodes have room for 5"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn a_what_if_series_is_read_from_csv_with_the_bad_line_named() {
+    let samples = preview::parse_csv("at,rps\n# yesterday\n2026-11-26T10:00:00Z,50\n2026-11-26T10:00:05Z,\n\n2026-11-26T10:00:10+01:00, 600.5\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(samples.len(), 3);
+    assert_eq!(samples[1].values, vec![None]);
+    assert_eq!(samples[2].at, utc("2026-11-26T09:00:10Z"));
+    assert_eq!(samples[2].values, vec![Some(600.5)]);
+    let err = preview::parse_csv("2026-11-26T10:00:00Z,1\nyesterday,2")
+        .err()
+        .map(|e| (e.field, e.message));
+    assert_eq!(err.as_ref().map(|e| e.0.as_str()), Some("csv"));
+    assert!(
+        err.map(|e| e.1)
+            .unwrap_or_default()
+            .starts_with("line 2: 'yesterday'")
+    );
+    assert!(preview::parse_csv("2026-11-26T10:00:00Z,lots").is_err());
 }

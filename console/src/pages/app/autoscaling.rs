@@ -8,7 +8,7 @@ use actix_web::web::{Data, Form};
 use askama::Template;
 use chrono::{DateTime, Duration, Utc};
 use platform_core::authz::{Permission, TenantAccess};
-use platform_core::autoscaling::{Policy, Preview};
+use platform_core::autoscaling::{Policy, Preview, ReplayPoint};
 use platform_core::platform::autoscaling::DecisionRecord;
 use platform_core::{CoreError, FieldError};
 use serde::Deserialize;
@@ -138,6 +138,91 @@ impl PreviewChart {
     }
 }
 
+/// A what-if replay as SVG: the count over the series (at most 700 points, each the
+/// highest count of its stretch).
+#[derive(Debug, Default)]
+pub struct ReplayChart {
+    pub line: String,
+    pub top: u32,
+    pub width: usize,
+    pub from: String,
+    pub to: String,
+    pub highest: u32,
+    pub changes: usize,
+    /// The last reasons of a change, for people.
+    pub reasons: Vec<String>,
+}
+
+impl ReplayChart {
+    fn of(points: &[ReplayPoint]) -> Self {
+        let buckets = points.len().clamp(1, 700);
+        let per = points.len().div_ceil(buckets).max(1);
+        let counts: Vec<u32> = points
+            .chunks(per)
+            .map(|c| c.iter().map(|p| p.count).max().unwrap_or(0))
+            .collect();
+        let top = counts.iter().copied().max().unwrap_or(1).max(1);
+        let mut line = String::new();
+        for (x, c) in counts.iter().enumerate() {
+            line.push_str(&format!(
+                "{}{x},{} ",
+                if x == 0 { "M" } else { "L" },
+                y(*c, top)
+            ));
+        }
+        let changes: Vec<&ReplayPoint> = points
+            .windows(2)
+            .filter(|w| w[0].count != w[1].count)
+            .map(|w| &w[1])
+            .collect();
+        Self {
+            line,
+            top,
+            width: counts.len(),
+            from: points
+                .first()
+                .map(|p| p.at.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default(),
+            to: points
+                .last()
+                .map(|p| p.at.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default(),
+            highest: points.iter().map(|p| p.count).max().unwrap_or(0),
+            changes: changes.len(),
+            reasons: changes
+                .iter()
+                .rev()
+                .take(8)
+                .map(|p| format!("{}: {}", p.at.format("%H:%M:%S"), p.reason))
+                .collect(),
+        }
+    }
+}
+
+/// An example series for the what-if form: a minute of 40 requests a second, then two
+/// of 400, then quiet.
+fn example_csv() -> String {
+    let start = (Utc::now() - Duration::days(1))
+        .format("%Y-%m-%dT%H:%M:00Z")
+        .to_string();
+    let at = chrono::DateTime::parse_from_rfc3339(&start)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|_| Utc::now());
+    let mut out = String::from("at,requests_per_second\n");
+    for i in 0..60 {
+        let rps = match i {
+            0..12 => 40,
+            12..36 => 400,
+            _ => 20,
+        };
+        out.push_str(&format!(
+            "{},{rps}\n",
+            (at + Duration::seconds(5 * i)).format("%Y-%m-%dT%H:%M:%SZ")
+        ));
+    }
+    out
+}
+
 /// The count over the last hour, from the ledger (360 points of 10 s).
 #[derive(Debug, Default)]
 pub struct CountChart {
@@ -194,6 +279,9 @@ pub struct AutoscalingPage {
     /// The preview is of the draft in the form, not of the stored policy.
     draft: bool,
     live: LivePart,
+    csv: String,
+    start: String,
+    replay: Option<ReplayChart>,
 }
 
 #[derive(Template)]
@@ -246,6 +334,9 @@ struct Draft {
     version: String,
     errors: FormErrors,
     preview: Option<Preview>,
+    csv: String,
+    start: String,
+    replay: Option<Vec<ReplayPoint>>,
 }
 
 async fn page(
@@ -263,6 +354,14 @@ async fn page(
         .await
         .map_err(&fail)?;
     let is_draft = draft.as_ref().is_some_and(|d| d.preview.is_some());
+    let (csv, start, replay) = match &draft {
+        Some(d) => (
+            d.csv.clone(),
+            d.start.clone(),
+            d.replay.as_deref().map(ReplayChart::of),
+        ),
+        None => (example_csv(), "1".to_owned(), None),
+    };
     let (text, version, errors, preview) = match draft {
         Some(d) => (d.text, d.version, d.errors, d.preview),
         None => {
@@ -305,6 +404,9 @@ async fn page(
         preview: preview.as_ref().map(PreviewChart::of),
         draft: is_draft,
         live,
+        csv,
+        start,
+        replay,
     })
 }
 
@@ -348,9 +450,14 @@ pub struct PolicyForm {
     policy: String,
     #[serde(default)]
     version: String,
-    /// `preview` or `save`.
+    /// `preview`, `what-if` or `save`.
     #[serde(default)]
     intent: String,
+    /// The what-if's series (CSV) and starting count.
+    #[serde(default)]
+    csv: String,
+    #[serde(default)]
+    start: String,
 }
 
 /// The JSON of the form, read with the failing field named.
@@ -383,6 +490,53 @@ pub async fn save_autoscaling(
     } = scope;
     let form = form.into_inner();
     let parsed = parse_policy(&form.policy);
+    if form.intent == "what-if" {
+        let replay = match parsed {
+            Err(e) => Err(CoreError::from(e)),
+            Ok(policy) => match (
+                platform_core::autoscaling::preview::parse_csv(&form.csv),
+                form.start.trim().parse::<u32>(),
+            ) {
+                (Err(e), _) => Err(e.into()),
+                (_, Err(_)) => {
+                    Err(FieldError::new("start", "must be a whole number of instances").into())
+                }
+                (Ok(samples), Ok(start)) => {
+                    state
+                        .platform
+                        .autoscaling_what_if(&access, &env, &app, Some(policy), start, &samples)
+                        .await
+                }
+            },
+        };
+        let (errors, replay) = match replay {
+            Ok(points) => (FormErrors::none(), Some(points)),
+            Err(e @ CoreError::Forbidden { .. }) => return Err(in_frame(&auth, &access)(e)),
+            Err(e) => (
+                form_errors(e)
+                    .map_err(|e| e.within(Layout::for_tenant(&auth.0, &access, "Error", "apps")))?,
+                None,
+            ),
+        };
+        let status = if errors.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        let draft = Draft {
+            text: form.policy,
+            version: form.version,
+            errors,
+            preview: None,
+            csv: form.csv,
+            start: form.start,
+            replay,
+        };
+        return render_with_status(
+            &page(&state, &auth, &access, &env, &app, Some(draft)).await?,
+            status,
+        );
+    }
     let outcome: Result<Option<Preview>, CoreError> = match (form.intent.as_str(), parsed) {
         (_, Err(e)) => Err(e.into()),
         ("preview", Ok(policy)) => state
@@ -407,6 +561,9 @@ pub async fn save_autoscaling(
                 version: form.version,
                 errors: FormErrors::none(),
                 preview: Some(preview),
+                csv: form.csv,
+                start: form.start,
+                replay: None,
             };
             render(&page(&state, &auth, &access, &env, &app, Some(draft)).await?)
         }
@@ -428,6 +585,9 @@ pub async fn save_autoscaling(
                 version,
                 errors,
                 preview: None,
+                csv: form.csv,
+                start: form.start,
+                replay: None,
             };
             render_with_status(
                 &page(&state, &auth, &access, &env, &app, Some(draft)).await?,
