@@ -979,10 +979,17 @@ async fn a_load_step_through_the_router_scales_a_service_out_and_back_in_after_t
     let ready = |n: usize| {
         move |i: &[Value]| i.iter().filter(|x| x["ready"] == true).count() == n && i.len() == n
     };
-    // 60 requests a second against a target of 20 per instance: 3 instances.
+    // About 60 requests a second against a target of 20 per instance: 3 instances, or
+    // 4 (the policy's max) when a reading comes out a little high: ceil(3.3) = 4.
     let load = support::load::Load::start(&url, 60);
-    dev.wait_instances("busy", "three ready instances under load", ready(3))
-        .await;
+    let at_least =
+        |n: usize| move |i: &[Value]| i.iter().filter(|x| x["ready"] == true).count() >= n;
+    dev.wait_instances(
+        "busy",
+        "at least three ready instances under load",
+        at_least(3),
+    )
+    .await;
     let text = must(
         must(
             http.get(format!("http://{}/metrics", metrics.trim()))
@@ -1125,10 +1132,9 @@ async fn a_promql_rule_against_a_real_prometheus_scraping_the_router_scales_a_se
             .contains("Prometheus refused"),
         "{body}"
     );
-    // 60 requests a second, as Prometheus reads them from the router: 3 instances.
-    let ready = |n: usize| {
-        move |i: &[Value]| i.iter().filter(|x| x["ready"] == true).count() == n && i.len() == n
-    };
+    // About 60 requests a second, as Prometheus reads them from the router: 3
+    // instances, or 4 (the max) when its rate() extrapolates a little high.
+    let ready = |n: usize| move |i: &[Value]| i.iter().filter(|x| x["ready"] == true).count() >= n;
     let load = support::load::Load::start(&url, 60);
     let deadline = Instant::now() + Duration::from_secs(45);
     loop {
@@ -1138,7 +1144,7 @@ async fn a_promql_rule_against_a_real_prometheus_scraping_the_router_scales_a_se
         }
         assert!(
             Instant::now() < deadline,
-            "never scaled to 3: {instances:#?}"
+            "never scaled to 3 or more: {instances:#?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -19,6 +19,7 @@ pub mod placement;
 pub mod platform;
 pub mod quota;
 pub mod reconciler;
+pub mod releases;
 pub mod runtime;
 pub mod sealing;
 pub mod store;

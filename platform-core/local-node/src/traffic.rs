@@ -32,9 +32,19 @@ pub type AppKey = (String, String, String);
 
 /// Every application's counters. Recording takes a read lock and a few atomic adds;
 /// only an application's first request takes the write lock.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Traffic {
     apps: Arc<RwLock<HashMap<AppKey, Arc<Counters>>>>,
+    started: std::time::Instant,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Self {
+            apps: Arc::default(),
+            started: std::time::Instant::now(),
+        }
+    }
 }
 
 /// A reading of one application's counters (cumulative since the router started).
@@ -55,6 +65,10 @@ pub struct AppTraffic {
 pub struct Reading {
     /// Identifies the router process: counters start over when it changes.
     pub router: String,
+    /// When the counters were read, in milliseconds of the router's own monotonic
+    /// clock: the span between two readings, whatever their trip to the reader took.
+    #[serde(default)]
+    pub at_ms: u64,
     pub apps: Vec<AppTraffic>,
 }
 
@@ -110,6 +124,7 @@ impl Traffic {
             .unwrap_or_default();
         Reading {
             router: router.to_owned(),
+            at_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             apps,
         }
     }
@@ -171,6 +186,13 @@ impl Reading {
             ));
         }
         out
+    }
+
+    /// How many seconds passed between `earlier` and this reading by the router's
+    /// clock (`None` for readings without it, or of another router process).
+    pub fn seconds_since(&self, earlier: &Reading) -> Option<f64> {
+        (self.router == earlier.router && self.at_ms > earlier.at_ms && earlier.at_ms > 0)
+            .then(|| (self.at_ms - earlier.at_ms) as f64 / 1000.0)
     }
 
     /// Per application, what happened between `earlier` and this reading, over

@@ -104,7 +104,12 @@ impl RouterTraffic {
             let Some((earlier_at, earlier)) = earlier else {
                 continue;
             };
-            let span = newest_at.duration_since(*earlier_at);
+            // The router's own clock, when it says: the reader's clock also counts how
+            // long each reading took to arrive.
+            let span = newest.seconds_since(earlier).map_or_else(
+                || newest_at.duration_since(*earlier_at),
+                Duration::from_secs_f64,
+            );
             let per_app = newest.since(earlier, span.as_secs_f64());
             let (rps, p95) = per_app.get(&wanted).copied().unwrap_or((0.0, None));
             total = Some(match total {
