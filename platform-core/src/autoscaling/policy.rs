@@ -594,57 +594,7 @@ impl Policy {
         if band.exclude.len() > 366 {
             return Err(FieldError::new(at("exclude"), "at most 366 dates"));
         }
-        let window = match &band.when {
-            When::Scheduled { start, end } => {
-                let start = parse_local_datetime(&at("when.start"), start)?;
-                let end = parse_local_datetime(&at("when.end"), end)?;
-                if end <= start {
-                    return Err(FieldError::new(at("when.end"), "must be after the start"));
-                }
-                Window::Scheduled { start, end }
-            }
-            When::Periodic {
-                days_of_week,
-                days_of_month,
-                start_time,
-                end_time,
-            } => {
-                if let Some(day) = days_of_month.iter().find(|d| !(1..=31).contains(*d)) {
-                    return Err(FieldError::new(
-                        at("when.days_of_month"),
-                        format!("{day} is not a day of a month (1 to 31)"),
-                    ));
-                }
-                if days_of_week.len() > 7 || days_of_month.len() > 31 {
-                    return Err(FieldError::new(at("when"), "too many days"));
-                }
-                let start = parse_time(&at("when.start_time"), start_time)?;
-                let end = parse_time(&at("when.end_time"), end_time)?;
-                Window::Daily {
-                    days_of_week: days_of_week.clone(),
-                    days_of_month: days_of_month.clone(),
-                    start,
-                    end,
-                }
-            }
-            When::Cron {
-                expression,
-                duration_minutes,
-            } => {
-                let cron = crate::spec::parse_schedule(expression)
-                    .map_err(|e| e.for_field(at("when.expression")))?;
-                if !(1..=10_080).contains(duration_minutes) {
-                    return Err(FieldError::new(
-                        at("when.duration_minutes"),
-                        "must be between 1 and 10080 (a week)",
-                    ));
-                }
-                Window::Cron {
-                    cron: Box::new(cron),
-                    minutes: *duration_minutes,
-                }
-            }
-        };
+        let window = compile_when(&at, &band.when)?;
         let compiled = CompiledBand {
             name: band.name.clone(),
             min: band.min,
@@ -666,4 +616,59 @@ impl Policy {
         }
         Ok(compiled)
     }
+}
+
+/// Checks a window's dates, times or cron expression (`at` names a field of it).
+pub fn compile_when(at: &dyn Fn(&str) -> String, when: &When) -> Result<Window, FieldError> {
+    Ok(match when {
+        When::Scheduled { start, end } => {
+            let start = parse_local_datetime(&at("when.start"), start)?;
+            let end = parse_local_datetime(&at("when.end"), end)?;
+            if end <= start {
+                return Err(FieldError::new(at("when.end"), "must be after the start"));
+            }
+            Window::Scheduled { start, end }
+        }
+        When::Periodic {
+            days_of_week,
+            days_of_month,
+            start_time,
+            end_time,
+        } => {
+            if let Some(day) = days_of_month.iter().find(|d| !(1..=31).contains(*d)) {
+                return Err(FieldError::new(
+                    at("when.days_of_month"),
+                    format!("{day} is not a day of a month (1 to 31)"),
+                ));
+            }
+            if days_of_week.len() > 7 || days_of_month.len() > 31 {
+                return Err(FieldError::new(at("when"), "too many days"));
+            }
+            let start = parse_time(&at("when.start_time"), start_time)?;
+            let end = parse_time(&at("when.end_time"), end_time)?;
+            Window::Daily {
+                days_of_week: days_of_week.clone(),
+                days_of_month: days_of_month.clone(),
+                start,
+                end,
+            }
+        }
+        When::Cron {
+            expression,
+            duration_minutes,
+        } => {
+            let cron = crate::spec::parse_schedule(expression)
+                .map_err(|e| e.for_field(at("when.expression")))?;
+            if !(1..=10_080).contains(duration_minutes) {
+                return Err(FieldError::new(
+                    at("when.duration_minutes"),
+                    "must be between 1 and 10080 (a week)",
+                ));
+            }
+            Window::Cron {
+                cron: Box::new(cron),
+                minutes: *duration_minutes,
+            }
+        }
+    })
 }
