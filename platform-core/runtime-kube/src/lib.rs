@@ -338,6 +338,46 @@ where
     with_timeout(api.get_opt(name)).await
 }
 
+/// The pod-template annotation a restart sets (the one `kubectl rollout restart` uses).
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+/// The field manager of restarts, apart from the manager of applies.
+pub const RESTART_MANAGER: &str = "paas-restart";
+
+async fn restart_kind<K>(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    at: &str,
+) -> Result<(), RuntimeError>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(selector);
+    let listed = match retried(|| async { with_timeout(api.list(&lp)).await }).await {
+        Ok(list) => list,
+        Err(RuntimeError::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let patch = serde_json::json!({
+        "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}
+    });
+    let params = PatchParams {
+        field_manager: Some(RESTART_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    for object in listed.items {
+        let name = object.meta().name.clone().unwrap_or_default();
+        tracing::info!(namespace = ns, name, "rolling restart");
+        retried(|| async { with_timeout(api.patch(&name, &params, &Patch::Merge(&patch))).await })
+            .await?;
+    }
+    Ok(())
+}
+
 async fn prune_kind<K>(
     client: &Client,
     ns: &str,
@@ -457,6 +497,22 @@ impl Runtime for KubeRuntime {
 
     async fn remove(&self, key: &WorkloadKey) -> Result<(), RuntimeError> {
         self.prune(key, &BTreeSet::new()).await
+    }
+
+    /// A rolling restart, as `kubectl rollout restart` does: a new annotation on the pod
+    /// template of each Deployment, StatefulSet and DaemonSet of the app, under a field
+    /// manager of its own (so the next apply, which does not name it, keeps it), and
+    /// Kubernetes replaces the pods within each object's update strategy. Nothing is
+    /// deleted, so the app keeps serving.
+    async fn restart(&self, key: &WorkloadKey) -> Result<(), RuntimeError> {
+        let ns = namespace_name(key);
+        let selector = app_selector(key);
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let c = &self.client;
+        restart_kind::<Deployment>(c, &ns, &selector, &at).await?;
+        restart_kind::<StatefulSet>(c, &ns, &selector, &at).await?;
+        restart_kind::<DaemonSet>(c, &ns, &selector, &at).await?;
+        Ok(())
     }
 
     async fn instances(&self, key: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError> {

@@ -621,3 +621,43 @@ async fn an_autoscaling_decision_reaches_kubernetes_as_a_deployments_replicas_an
         "{written:?}"
     );
 }
+
+#[tokio::test]
+async fn a_restart_is_a_rolling_restart_of_the_pod_template_and_deletes_nothing() {
+    let deletes = Arc::new(AtomicU32::new(0));
+    let counted = deletes.clone();
+    let client = must(
+        ClientBuilder::new()
+            .with_interceptor_funcs(interceptor::Funcs::new().delete(move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok(None)
+            }))
+            .build()
+            .await,
+    );
+    let runtime = KubeRuntime::new(client.clone()).with_existing_namespaces();
+    let web = service_workload("web", &[(1, "shop/web:1.0", 3)]);
+    must(runtime.apply(&web).await);
+    must(runtime.restart(&key("web")).await);
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "paas-acme-dev");
+    let annotation = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(runtime_kube::RESTARTED_AT).cloned())
+    };
+    let restarted = must(api.get("web-r1").await);
+    let stamp = annotation(&restarted);
+    assert!(stamp.is_some(), "{restarted:?}");
+    assert_eq!(restarted.spec.as_ref().and_then(|s| s.replicas), Some(3));
+    assert_eq!(
+        deletes.load(Ordering::SeqCst),
+        0,
+        "a restart deleted something"
+    );
+    // The next apply (the reconciler's, which knows nothing of restarts) keeps it, so
+    // the pods are not rolled a second time.
+    must(runtime.apply(&web).await);
+    assert_eq!(annotation(&must(api.get("web-r1").await)), stamp);
+}

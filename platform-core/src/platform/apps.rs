@@ -757,7 +757,7 @@ impl Platform {
                 message: "no runtime runs this environment's applications".into(),
             });
         };
-        runtime.remove(&key).await.map_err(runtime_error)?;
+        runtime.restart(&key).await.map_err(runtime_error)?;
         let mut tx = self.pool.begin().await?;
         audit_app(
             &mut tx,
