@@ -1167,3 +1167,55 @@ async fn a_promql_rule_against_a_real_prometheus_scraping_the_router_scales_a_se
         "{body:#}"
     );
 }
+
+#[tokio::test]
+async fn a_restart_replaces_every_instance_one_at_a_time_and_drops_no_request() {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    let marker = format!("restart-{}", uuid::Uuid::new_v4().simple());
+    dev.onboard("steady", web_spec(&marker, 2)).await;
+    let url = format!("{}/apps/acme/dev/steady/", site.router());
+    wait_for_200(&url).await;
+    let before: Vec<String> = dev
+        .wait_instances("steady", "two ready instances", |i| {
+            i.len() == 2 && i.iter().all(|x| x["ready"] == true)
+        })
+        .await
+        .iter()
+        .filter_map(|i| i["name"].as_str().map(str::to_owned))
+        .collect();
+    let load = support::load::Load::start(&url, 50);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, body) = dev
+        .call(
+            reqwest::Method::POST,
+            "/environments/dev/applications/steady/restart",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    dev.wait_instances("steady", "two new ready instances", |i| {
+        i.len() == 2
+            && i.iter().all(|x| {
+                x["ready"] == true
+                    && !before
+                        .iter()
+                        .any(|b| Some(b.as_str()) == x["name"].as_str())
+            })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tally = load.stop().await;
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    assert!(tally.ok > 50, "{tally:?}");
+    // The restart is a revision of the same spec, in the history and the audit log.
+    let (_, app) = dev
+        .call(
+            reqwest::Method::GET,
+            "/environments/dev/applications/steady",
+            None,
+        )
+        .await;
+    assert_eq!(app["current_revision"], 2, "{app}");
+}

@@ -504,7 +504,7 @@ impl Runtime for KubeRuntime {
     /// manager of its own (so the next apply, which does not name it, keeps it), and
     /// Kubernetes replaces the pods within each object's update strategy. Nothing is
     /// deleted, so the app keeps serving.
-    async fn restart(&self, key: &WorkloadKey) -> Result<(), RuntimeError> {
+    async fn restart(&self, key: &WorkloadKey) -> Result<bool, RuntimeError> {
         let ns = namespace_name(key);
         let selector = app_selector(key);
         let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -512,7 +512,7 @@ impl Runtime for KubeRuntime {
         restart_kind::<Deployment>(c, &ns, &selector, &at).await?;
         restart_kind::<StatefulSet>(c, &ns, &selector, &at).await?;
         restart_kind::<DaemonSet>(c, &ns, &selector, &at).await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn instances(&self, key: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError> {

@@ -638,7 +638,10 @@ async fn a_restart_is_a_rolling_restart_of_the_pod_template_and_deletes_nothing(
     let runtime = KubeRuntime::new(client.clone()).with_existing_namespaces();
     let web = service_workload("web", &[(1, "shop/web:1.0", 3)]);
     must(runtime.apply(&web).await);
-    must(runtime.restart(&key("web")).await);
+    assert!(
+        must(runtime.restart(&key("web")).await),
+        "Kubernetes rolls restarts itself"
+    );
     let api: Api<Deployment> = Api::namespaced(client.clone(), "paas-acme-dev");
     let annotation = |d: &Deployment| {
         d.spec

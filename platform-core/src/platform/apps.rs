@@ -757,15 +757,45 @@ impl Platform {
                 message: "no runtime runs this environment's applications".into(),
             });
         };
-        runtime.restart(&key).await.map_err(runtime_error)?;
+        let rolled = runtime.restart(&key).await.map_err(runtime_error)?;
         let mut tx = self.pool.begin().await?;
+        // A runtime that cannot roll the instances itself gets a new revision of the
+        // same spec and secrets: the reconciler replaces the instances as for any
+        // change, one at a time, an old one stopping only once a new one is ready.
+        let revision = if rolled {
+            None
+        } else {
+            let current = store::apps::lock(&mut tx, access.tenant().id, application.id)
+                .await?
+                .ok_or_else(|| CoreError::not_found("application", name))?
+                .revision;
+            let row = store::apps::revision(&mut *tx, application.id, current)
+                .await?
+                .ok_or_else(|| {
+                    CoreError::Internal(format!(
+                        "application {} has no revision {current}",
+                        application.id
+                    ))
+                })?;
+            store::apps::insert_revision(
+                &mut tx,
+                application.id,
+                current + 1,
+                &row.spec,
+                &row.secrets,
+                access.principal().user_id,
+            )
+            .await?;
+            store::apps::set_current_revision(&mut tx, application.id, current + 1).await?;
+            Some(current + 1)
+        };
         audit_app(
             &mut tx,
             access,
             "application.restart",
             environment,
             name,
-            json!({}),
+            json!({"revision": revision}),
         )
         .await?;
         // Instances come back at once, not at the next full pass.

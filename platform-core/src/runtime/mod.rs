@@ -248,11 +248,12 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     async fn apply(&self, workload: &Workload) -> Result<(), RuntimeError>;
     /// Stops and forgets every instance of the workload.
     async fn remove(&self, key: &WorkloadKey) -> Result<(), RuntimeError>;
-    /// Restarts every instance of the workload. By default the instances are removed
-    /// and the reconciler starts fresh ones (all at once); a driver that can replace
-    /// them a few at a time, keeping the workload serving, does that instead.
-    async fn restart(&self, key: &WorkloadKey) -> Result<(), RuntimeError> {
-        self.remove(key).await
+    /// Restarts every instance of the workload a few at a time, keeping it serving,
+    /// where the driver can (`Ok(true)`). `Ok(false)`: it cannot, and the core rolls the
+    /// instances over through a new revision of the same spec instead.
+    async fn restart(&self, key: &WorkloadKey) -> Result<bool, RuntimeError> {
+        let _ = key;
+        Ok(false)
     }
     /// The workload's instances as they are now.
     async fn instances(&self, key: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError>;
