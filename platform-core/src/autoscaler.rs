@@ -168,6 +168,8 @@ impl Autoscaler {
         let now = Utc::now();
         let live: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.application_id).collect();
         self.apps.retain(|id, _| live.contains(id));
+        // Each runtime's nodes are read once a pass, and only if some evaluation is due.
+        let mut nodes: HashMap<String, Option<Vec<crate::runtime::Node>>> = HashMap::new();
         for row in rows {
             let Ok(spec) = serde_json::from_value::<AppSpec>(row.spec.clone()) else {
                 continue;
@@ -219,7 +221,15 @@ impl Autoscaler {
             if !due {
                 continue;
             }
-            if let Err(e) = self.evaluate(&row, &spec, &compiled, now).await {
+            if !nodes.contains_key(&row.runtime) {
+                let read = match self.runtimes.get(&row.runtime) {
+                    Some(runtime) => runtime.nodes().await.ok(),
+                    None => None,
+                };
+                nodes.insert(row.runtime.clone(), read);
+            }
+            let of_runtime = nodes.get(&row.runtime).and_then(Option::as_deref);
+            if let Err(e) = self.evaluate(&row, &spec, &compiled, of_runtime, now).await {
                 tracing::warn!(application = %row.application_id, error = %e, "autoscaler: evaluation failed");
             }
         }
@@ -231,6 +241,7 @@ impl Autoscaler {
         row: &store::autoscaling::ActiveRow,
         spec: &AppSpec,
         policy: &Compiled,
+        nodes: Option<&[crate::runtime::Node]>,
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
         let key = WorkloadKey {
@@ -267,12 +278,8 @@ impl Autoscaler {
         }
         let current = desired_replicas(row.run_state, row.replicas, spec);
         // What the nodes can hold, when the runtime says what is requested on them.
-        let capacity = match &runtime {
-            Some(runtime) => runtime.nodes().await.ok().and_then(|nodes| {
-                crate::autoscaling::decide::capacity(&nodes, &spec.resources, current)
-            }),
-            None => None,
-        };
+        let capacity =
+            nodes.and_then(|n| crate::autoscaling::decide::capacity(n, &spec.resources, current));
         let mut conn = self.pool.acquire().await?;
         let room = crate::platform::autoscaling::quota_room(
             &mut conn,
