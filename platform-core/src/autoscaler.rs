@@ -54,6 +54,9 @@ struct Memory {
     seeded: bool,
     /// The band boundary this application's scheduler trigger is set for.
     trigger: Option<DateTime<Utc>>,
+    /// The policy as last compiled, with the version and kind it was compiled for
+    /// (compiling checks every band; a pass runs four times a second).
+    compiled: Option<(i64, crate::spec::WorkloadKind, Arc<Compiled>)>,
 }
 
 #[derive(Debug)]
@@ -174,18 +177,31 @@ impl Autoscaler {
             let Ok(spec) = serde_json::from_value::<AppSpec>(row.spec.clone()) else {
                 continue;
             };
-            let Ok(policy) = serde_json::from_value::<Policy>(row.policy.clone()) else {
-                tracing::warn!(application = %row.application_id, "autoscaler: stored policy does not parse");
-                continue;
-            };
-            let Ok(compiled) = policy.compile_draft(spec.kind, now) else {
-                continue;
-            };
             if row.run_state != RunState::Running {
                 self.apps.remove(&row.application_id);
                 continue;
             }
             let memory = self.apps.entry(row.application_id).or_default();
+            let compiled = match &memory.compiled {
+                Some((version, kind, c))
+                    if *version == row.policy_version && *kind == spec.kind =>
+                {
+                    c.clone()
+                }
+                _ => {
+                    let Ok(policy) = serde_json::from_value::<Policy>(row.policy.clone()) else {
+                        tracing::warn!(application = %row.application_id, "autoscaler: stored policy does not parse");
+                        continue;
+                    };
+                    let Ok(c) = policy.compile_draft(spec.kind, now) else {
+                        continue;
+                    };
+                    let c = Arc::new(c);
+                    memory.compiled = Some((row.policy_version, spec.kind, c.clone()));
+                    c
+                }
+            };
+            let policy = &compiled.policy;
             let interval = chrono::Duration::seconds(i64::from(policy.sample_interval_s));
             let due = match memory.last {
                 None => true,
