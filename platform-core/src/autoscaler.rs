@@ -52,8 +52,10 @@ struct Memory {
     last_held: Option<String>,
     /// The changes were read back from the ledger.
     seeded: bool,
-    /// The band boundary this application's scheduler trigger is set for.
-    trigger: Option<DateTime<Utc>>,
+    /// The next band start or end, and until when that is known (a day ahead at most);
+    /// a scheduler job wakes the evaluator at it.
+    next_boundary: Option<DateTime<Utc>>,
+    boundary_known_until: Option<DateTime<Utc>>,
     /// The policy as last compiled, with the version and kind it was compiled for
     /// (compiling checks every band; a pass runs four times a second).
     compiled: Option<(i64, crate::spec::WorkloadKind, Arc<Compiled>)>,
@@ -198,39 +200,30 @@ impl Autoscaler {
                     };
                     let c = Arc::new(c);
                     memory.compiled = Some((row.policy_version, spec.kind, c.clone()));
+                    memory.boundary_known_until = None;
                     c
                 }
             };
             let policy = &compiled.policy;
             let interval = chrono::Duration::seconds(i64::from(policy.sample_interval_s));
-            let due = match memory.last {
-                None => true,
-                Some(last) => {
-                    now - last >= interval
-                        || !crate::autoscaling::schedule::boundaries(&compiled, last, now - last)
-                            .is_empty()
-                }
-            };
-            // The next band boundary wakes the evaluator through the scheduler.
-            if let Some(scheduler) = scheduler {
-                let next = crate::autoscaling::schedule::boundaries(
-                    &compiled,
-                    now,
-                    chrono::Duration::hours(24),
-                )
-                .into_iter()
-                .next();
-                if next.is_some() && next != memory.trigger {
-                    memory.trigger = next;
-                    if let Some(at) = next {
-                        let wait = (at - now).to_std().unwrap_or_default();
+            // Due at the sample interval, and when a band starts or ends.
+            let due = memory.last.is_none_or(|last| now - last >= interval)
+                || memory.next_boundary.is_some_and(|b| b <= now);
+            if memory.boundary_known_until.is_none_or(|t| t <= now) {
+                let horizon = chrono::Duration::hours(24);
+                let next = crate::autoscaling::schedule::boundaries(&compiled, now, horizon)
+                    .into_iter()
+                    .next();
+                memory.next_boundary = next;
+                memory.boundary_known_until = Some(next.unwrap_or(now + horizon));
+                if let (Some(scheduler), Some(at)) = (scheduler, next) {
+                    let wait = (at - now).to_std().unwrap_or_default();
+                    let wake = wake.clone();
+                    if let Ok(job) = Job::new_one_shot_async(wait, move |_, _| {
                         let wake = wake.clone();
-                        if let Ok(job) = Job::new_one_shot_async(wait, move |_, _| {
-                            let wake = wake.clone();
-                            Box::pin(async move { wake.notify_one() })
-                        }) {
-                            let _ = scheduler.add(job).await;
-                        }
+                        Box::pin(async move { wake.notify_one() })
+                    }) {
+                        let _ = scheduler.add(job).await;
                     }
                 }
             }

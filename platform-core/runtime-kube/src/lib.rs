@@ -338,6 +338,28 @@ where
     with_timeout(api.get_opt(name)).await
 }
 
+/// The app's objects of one kind in its namespace (none when the kind or the namespace
+/// is not there), with the API to change them.
+async fn app_objects<K>(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+) -> Result<(Api<K>, Vec<K>), RuntimeError>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(selector);
+    match retried(|| async { with_timeout(api.list(&lp)).await }).await {
+        Ok(list) => Ok((api, list.items)),
+        Err(RuntimeError::NotFound { .. }) => Ok((api, Vec::new())),
+        Err(e) => Err(e),
+    }
+}
+
 /// The pod-template annotation a restart sets (the one `kubectl rollout restart` uses).
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 /// The field manager of restarts, apart from the manager of applies.
@@ -355,13 +377,7 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let lp = ListParams::default().labels(selector);
-    let listed = match retried(|| async { with_timeout(api.list(&lp)).await }).await {
-        Ok(list) => list,
-        Err(RuntimeError::NotFound { .. }) => return Ok(()),
-        Err(e) => return Err(e),
-    };
+    let (api, listed) = app_objects::<K>(client, ns, selector).await?;
     let patch = serde_json::json!({
         "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}
     });
@@ -369,7 +385,7 @@ where
         field_manager: Some(RESTART_MANAGER.to_owned()),
         ..PatchParams::default()
     };
-    for object in listed.items {
+    for object in listed {
         let name = object.meta().name.clone().unwrap_or_default();
         tracing::info!(namespace = ns, name, "rolling restart");
         retried(|| async { with_timeout(api.patch(&name, &params, &Patch::Merge(&patch))).await })
@@ -391,14 +407,8 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let lp = ListParams::default().labels(selector);
-    let listed = match retried(|| async { with_timeout(api.list(&lp)).await }).await {
-        Ok(list) => list,
-        Err(RuntimeError::NotFound { .. }) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for object in listed.items {
+    let (api, listed) = app_objects::<K>(client, ns, selector).await?;
+    for object in listed {
         let name = object.meta().name.clone().unwrap_or_default();
         if keep.contains(&(kind, name.clone())) {
             continue;

@@ -69,13 +69,7 @@ pub(crate) async fn quota_room(
     if quota == crate::quota::Quota::default() {
         return Ok(None);
     }
-    let (instances, cpu, mem) =
-        store::tenants::usage(conn, tenant_id, Some(application_id)).await?;
-    let others = Usage {
-        instances: u64::try_from(instances).unwrap_or(0),
-        cpu_millis: u64::try_from(cpu).unwrap_or(0),
-        memory_mib: u64::try_from(mem).unwrap_or(0),
-    };
+    let others = super::tenant_usage(conn, tenant_id, Some(application_id)).await?;
     Ok(quota.room(others, Usage::of(spec, 1)))
 }
 

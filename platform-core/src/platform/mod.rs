@@ -189,16 +189,25 @@ async fn enforce_quota_of(
         return Ok(());
     }
     store::tenants::lock(&mut *conn, tenant_id).await?;
-    let (instances, cpu, mem) = store::tenants::usage(conn, tenant_id, except).await?;
-    let current = crate::quota::Usage {
-        instances: u64::try_from(instances).unwrap_or(0),
-        cpu_millis: u64::try_from(cpu).unwrap_or(0),
-        memory_mib: u64::try_from(mem).unwrap_or(0),
-    };
+    let current = tenant_usage(conn, tenant_id, except).await?;
     match quota.exceeded_by(current.plus(demand)) {
         Some(message) => Err(CoreError::QuotaExceeded { message }),
         None => Ok(()),
     }
+}
+
+/// What the tenant's running applications ask for, but for `except`.
+async fn tenant_usage(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    except: Option<Uuid>,
+) -> Result<crate::quota::Usage, sqlx::Error> {
+    let (instances, cpu, mem) = store::tenants::usage(conn, tenant_id, except).await?;
+    Ok(crate::quota::Usage {
+        instances: u64::try_from(instances).unwrap_or(0),
+        cpu_millis: u64::try_from(cpu).unwrap_or(0),
+        memory_mib: u64::try_from(mem).unwrap_or(0),
+    })
 }
 
 async fn record(

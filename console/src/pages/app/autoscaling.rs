@@ -489,112 +489,85 @@ pub async fn save_autoscaling(
         app,
     } = scope;
     let form = form.into_inner();
-    let parsed = parse_policy(&form.policy);
-    if form.intent == "what-if" {
-        let replay = match parsed {
-            Err(e) => Err(CoreError::from(e)),
-            Ok(policy) => match (
-                platform_core::autoscaling::preview::parse_csv(&form.csv),
-                form.start.trim().parse::<u32>(),
-            ) {
-                (Err(e), _) => Err(e.into()),
-                (_, Err(_)) => {
-                    Err(FieldError::new("start", "must be a whole number of instances").into())
-                }
-                (Ok(samples), Ok(start)) => {
+    let outcome: Result<Done, CoreError> = async {
+        let policy = parse_policy(&form.policy)?;
+        match form.intent.as_str() {
+            "preview" => Ok(Done::Previewed(
+                state
+                    .platform
+                    .autoscaling_preview(&access, &env, &app, Some(policy), None)
+                    .await?,
+            )),
+            "what-if" => {
+                let samples = platform_core::autoscaling::preview::parse_csv(&form.csv)?;
+                let start =
+                    form.start.trim().parse::<u32>().map_err(|_| {
+                        FieldError::new("start", "must be a whole number of instances")
+                    })?;
+                Ok(Done::Replayed(
                     state
                         .platform
                         .autoscaling_what_if(&access, &env, &app, Some(policy), start, &samples)
-                        .await
-                }
-            },
-        };
-        let (errors, replay) = match replay {
-            Ok(points) => (FormErrors::none(), Some(points)),
-            Err(e @ CoreError::Forbidden { .. }) => return Err(in_frame(&auth, &access)(e)),
-            Err(e) => (
-                form_errors(e)
-                    .map_err(|e| e.within(Layout::for_tenant(&auth.0, &access, "Error", "apps")))?,
-                None,
-            ),
-        };
-        let status = if errors.is_empty() {
-            StatusCode::OK
-        } else {
-            StatusCode::UNPROCESSABLE_ENTITY
-        };
-        let draft = Draft {
-            text: form.policy,
-            version: form.version,
-            errors,
-            preview: None,
-            csv: form.csv,
-            start: form.start,
-            replay,
-        };
-        return render_with_status(
-            &page(&state, &auth, &access, &env, &app, Some(draft)).await?,
-            status,
-        );
+                        .await?,
+                ))
+            }
+            _ => {
+                let version = parse_version(&form.version)?;
+                state
+                    .platform
+                    .set_autoscaling_policy(&access, &env, &app, policy, version)
+                    .await?;
+                Ok(Done::Saved)
+            }
+        }
     }
-    let outcome: Result<Option<Preview>, CoreError> = match (form.intent.as_str(), parsed) {
-        (_, Err(e)) => Err(e.into()),
-        ("preview", Ok(policy)) => state
-            .platform
-            .autoscaling_preview(&access, &env, &app, Some(policy), None)
-            .await
-            .map(Some),
-        (_, Ok(policy)) => match parse_version(&form.version) {
-            Err(e) => Err(e.into()),
-            Ok(version) => state
-                .platform
-                .set_autoscaling_policy(&access, &env, &app, policy, version)
-                .await
-                .map(|_| None),
-        },
+    .await;
+    let mut draft = Draft {
+        text: form.policy,
+        version: form.version,
+        errors: FormErrors::none(),
+        preview: None,
+        csv: form.csv,
+        start: form.start,
+        replay: None,
     };
-    match outcome {
-        Ok(None) => Ok(see_other(&base(&access, &env, &app))),
-        Ok(Some(preview)) => {
-            let draft = Draft {
-                text: form.policy,
-                version: form.version,
-                errors: FormErrors::none(),
-                preview: Some(preview),
-                csv: form.csv,
-                start: form.start,
-                replay: None,
-            };
-            render(&page(&state, &auth, &access, &env, &app, Some(draft)).await?)
+    let status = match outcome {
+        Ok(Done::Saved) => return Ok(see_other(&base(&access, &env, &app))),
+        Ok(Done::Previewed(preview)) => {
+            draft.preview = Some(preview);
+            StatusCode::OK
+        }
+        Ok(Done::Replayed(points)) => {
+            draft.replay = Some(points);
+            StatusCode::OK
         }
         // Not a form error: the page says so as a 403.
-        Err(e @ CoreError::Forbidden { .. }) => Err(in_frame(&auth, &access)(e)),
+        Err(e @ CoreError::Forbidden { .. }) => return Err(in_frame(&auth, &access)(e)),
         Err(e) => {
-            let mut version = form.version;
             if let CoreError::VersionMismatch {
                 current: Some(current),
                 ..
             } = &e
             {
-                version = current.to_string();
+                // Saving again overwrites the other change, knowingly.
+                draft.version = current.to_string();
             }
-            let errors = form_errors(e)
+            draft.errors = form_errors(e)
                 .map_err(|e| e.within(Layout::for_tenant(&auth.0, &access, "Error", "apps")))?;
-            let draft = Draft {
-                text: form.policy,
-                version,
-                errors,
-                preview: None,
-                csv: form.csv,
-                start: form.start,
-                replay: None,
-            };
-            render_with_status(
-                &page(&state, &auth, &access, &env, &app, Some(draft)).await?,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
+            StatusCode::UNPROCESSABLE_ENTITY
         }
-    }
+    };
+    render_with_status(
+        &page(&state, &auth, &access, &env, &app, Some(draft)).await?,
+        status,
+    )
+}
+
+/// What the form's button did.
+enum Done {
+    Saved,
+    Previewed(Preview),
+    Replayed(Vec<ReplayPoint>),
 }
 
 /// Removes the policy.
