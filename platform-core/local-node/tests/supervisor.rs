@@ -11,9 +11,10 @@ use local_node::supervisor::{Backoff, InstanceConfig, RestartPolicy, Status, Sup
 use platform_spec::workload::Phase;
 
 fn scratch(name: &str) -> PathBuf {
-    // Cargo's scratch folder for integration tests: the same path every run (cleared
-    // here first), so runs do not pile up directories in /tmp.
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("supervisor-{name}"));
+    // In /tmp, which a sandboxed instance's own uid can reach (a checkout may sit under
+    // a private directory), at the same path every run (cleared here first), so runs
+    // do not pile up directories.
+    let dir = std::env::temp_dir().join(format!("paas-supervisor-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
