@@ -1699,3 +1699,431 @@ async fn a_draft_is_previewed_for_a_dst_week_and_replayed_before_it_is_saved(poo
         (StatusCode::OK, Some(0))
     );
 }
+
+const PROD_API: &str = "/api/v1/tenants/acme/environments/prod/applications/api";
+
+/// A user of globex only, as ops: an approver of another tenant.
+async fn foreign_ops(server: &support::Server) -> support::Api {
+    let admin = server.api("admin").await;
+    let password = "gail's long password";
+    let (status, body) = admin
+        .post(
+            "/api/v1/admin/users",
+            json!({"username": "gail", "display_name": "Gail", "password": password}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let tadmin = server.api("tadmin").await;
+    let (status, body) = tadmin
+        .put(
+            "/api/v1/tenants/globex/members/gail",
+            json!({"role": "ops"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server
+        .anonymous()
+        .post(
+            "/api/v1/auth/token",
+            json!({"username": "gail", "password": password}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    support::Api {
+        token: body["token"].as_str().map(str::to_owned),
+        ..server.anonymous()
+    }
+}
+
+fn states(list: &serde_json::Value) -> Vec<(i64, String)> {
+    list["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    (
+                        r["id"].as_i64().unwrap_or_default(),
+                        r["state"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_change_in_prod_waits_for_an_ops_approval_the_requester_cannot_give(pool: PgPool) {
+    let server = start(pool).await;
+    let (dev, ops, tadmin) = (
+        server.api("dev").await,
+        server.api("ops").await,
+        server.api("tadmin").await,
+    );
+    let gail = foreign_ops(&server).await;
+    let (status, body) = ops
+        .post(
+            "/api/v1/tenants/acme/applications",
+            json!({"environment": "prod", "name": "api", "spec": service_spec()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["released_revision"], 1);
+    let mut spec = service_spec();
+    spec["env"] = json!({"COLOUR": "blue"});
+    let (status, body) = ops.put(PROD_API, json!({"spec": spec})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The new spec is the newest revision, but revision 1 still runs.
+    assert_eq!(
+        (
+            body["current_revision"].as_i64(),
+            body["released_revision"].as_i64()
+        ),
+        (Some(2), Some(1))
+    );
+
+    let (_, list) = ops.get(&format!("{PROD_API}/releases")).await;
+    let [(id, state)] = &states(&list)[..] else {
+        panic!("one release: {list}");
+    };
+    assert_eq!(state, "pending_approval");
+    let release = format!("{PROD_API}/releases/{id}");
+    let (_, detail) = ops.get(&release).await;
+    assert_eq!(detail["reason"], "waits for 1 approval", "{detail}");
+    assert_eq!(detail["requested_by"], "ops");
+    assert_eq!(
+        (
+            detail["from_revision"].as_i64(),
+            detail["to_revision"].as_i64()
+        ),
+        (Some(1), Some(2))
+    );
+    // The requester may not approve, so the actions offered to them leave it out.
+    assert!(
+        !detail["actions"]
+            .as_array()
+            .is_some_and(|a| a.contains(&json!("approve"))),
+        "{detail}"
+    );
+
+    // The requester, a developer and another tenant's ops are all refused.
+    let (status, body) = ops.post(&format!("{release}/approve"), json!({})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("someone else"),
+        "{body}"
+    );
+    let (status, _) = dev.post(&format!("{release}/approve"), json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let foreign =
+        format!("/api/v1/tenants/acme/environments/prod/applications/api/releases/{id}/approve");
+    assert_eq!(
+        gail.post(&foreign, json!({})).await.0,
+        StatusCode::NOT_FOUND
+    );
+    // The ops queue: gail sees nothing of acme; ops see the pending release first.
+    let (_, queue) = gail.get("/api/v1/releases?state=pending_approval").await;
+    assert_eq!(states(&queue), []);
+    let (_, queue) = ops.get("/api/v1/releases?state=pending_approval").await;
+    assert_eq!(states(&queue), [(*id, "pending_approval".to_owned())]);
+    let (status, body) = ops.get("/api/v1/releases?state=sideways").await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("state"))
+    );
+
+    // A tenant admin approves: the release starts.
+    let (status, body) = tadmin
+        .post(
+            &format!("{release}/approve"),
+            json!({"reason": "reviewed the diff"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "progressing");
+    assert_eq!(body["approvals"], json!(["tadmin"]));
+    let kinds: Vec<&str> = body["timeline"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(kinds, ["requested", "waiting", "approved", "started"]);
+    let (status, body) = tadmin.post(&format!("{release}/approve"), json!({})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("invalid_state")),
+        "{body}"
+    );
+
+    // Ops pause, resume and abort it; a developer may do none of it.
+    assert_eq!(
+        dev.post(&format!("{release}/pause"), json!({})).await.0,
+        StatusCode::FORBIDDEN
+    );
+    for (action, expected) in [
+        ("pause", "paused"),
+        ("resume", "progressing"),
+        ("abort", "aborted"),
+    ] {
+        let (status, body) = ops
+            .call(Method::POST, &format!("{release}/{action}"), None)
+            .await;
+        assert_eq!(
+            (status, body["state"].as_str()),
+            (StatusCode::OK, Some(expected)),
+            "{action}: {body}"
+        );
+    }
+    let (status, _) = ops.post(&format!("{release}/resume"), json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = ops.post(&format!("{release}/teleport"), json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = ops
+        .post(&format!("{release}/pause"), json!({"reason": 5}))
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("reason"))
+    );
+    // Each action is in the audit log, with who.
+    let (_, audit) = tadmin
+        .get("/api/v1/tenants/acme/audit?action=release.")
+        .await;
+    let mut actions: Vec<(String, String)> = audit["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    (
+                        e["action"].as_str().unwrap_or("").to_owned(),
+                        e["actor"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    actions.sort();
+    assert_eq!(
+        actions,
+        [
+            ("release.abort".to_owned(), "ops".to_owned()),
+            ("release.approve".to_owned(), "tadmin".to_owned()),
+            ("release.pause".to_owned(), "ops".to_owned()),
+            ("release.resume".to_owned(), "ops".to_owned()),
+        ]
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_rollback_is_a_new_revision_of_the_earlier_spec_that_supersedes_the_open_release(
+    pool: PgPool,
+) {
+    let server = start(pool).await;
+    let dev = server.api("dev").await;
+    let path = "/api/v1/tenants/acme/environments/dev/applications/hello";
+    let (_, before) = dev.get(path).await;
+    let mut spec = before["spec"].clone();
+    spec["env"] = json!({"COLOUR": "green"});
+    let (status, body) = dev.put(path, json!({"spec": spec})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // No approval in dev: the release progresses at once.
+    let (_, list) = dev.get(&format!("{path}/releases")).await;
+    let [(first, state)] = &states(&list)[..] else {
+        panic!("one release: {list}");
+    };
+    assert_eq!(state, "progressing");
+
+    let (status, body) = dev
+        .post(&format!("{path}/releases"), json!({"revision": 1}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (
+            body["cause"].as_str(),
+            body["from_revision"].as_i64(),
+            body["to_revision"].as_i64(),
+            body["state"].as_str()
+        ),
+        (Some("rollback"), Some(1), Some(3), Some("progressing")),
+        "{body}"
+    );
+    let (_, revisions) = dev.get(&format!("{path}/revisions")).await;
+    assert_eq!(revisions["items"][0]["spec"], before["spec"]);
+    let (_, old) = dev.get(&format!("{path}/releases/{first}")).await;
+    assert_eq!(
+        (old["state"].as_str(), old["reason"].as_str()),
+        (Some("aborted"), Some("superseded by revision 3")),
+        "{old}"
+    );
+    // Bad requests name the field.
+    for (body, field) in [
+        (json!({"revision": 99}), "revision"),
+        (
+            json!({"revision": 1, "strategy": {"type": "rolling", "max_surge": "300%"}}),
+            "strategy.max_surge",
+        ),
+        (json!({"revision": "one"}), "revision"),
+        (json!({"revision": 1, "extra": true}), "extra"),
+    ] {
+        let (status, got) = dev.post(&format!("{path}/releases"), body.clone()).await;
+        assert_eq!(
+            (status, got["field"].as_str().map(|f| f.contains(field))),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(true)),
+            "{body}: {got}"
+        );
+    }
+    // A release of another tenant's id is not found here.
+    assert_eq!(
+        dev.get(&format!("{path}/releases/9999")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        dev.get(&format!("{path}/releases/x")).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_freeze_holds_an_approved_release_and_an_expired_request_cannot_be_approved(
+    pool: PgPool,
+) {
+    let server = start(pool.clone()).await;
+    let (dev, ops, tadmin) = (
+        server.api("dev").await,
+        server.api("ops").await,
+        server.api("tadmin").await,
+    );
+    let policy_path = "/api/v1/tenants/acme/environments/prod/release-policy";
+    let (status, current) = ops.get(policy_path).await;
+    assert_eq!(
+        (status, current["version"].as_i64()),
+        (StatusCode::OK, Some(0))
+    );
+    assert_eq!(current["policy"]["approval"]["required"], true);
+    let now = chrono::Utc::now();
+    let window = json!({"name": "launch", "when": {"type": "scheduled",
+        "start": (now - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M").to_string(),
+        "end": (now + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M").to_string()}});
+    let policy = json!({"approval": {"required": true, "valid_for_s": 600}, "freezes": [window]});
+    // Only tenant admins set it; bad policies name the field; a stale version is refused.
+    assert_eq!(
+        ops.put(policy_path, policy.clone()).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, body) = tadmin
+        .put(
+            policy_path,
+            json!({"approval": {"required": true, "approvals": 3}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("approval.approvals"))
+    );
+    let (status, body) = tadmin.put(policy_path, policy.clone()).await;
+    assert_eq!(
+        (status, body["version"].as_i64()),
+        (StatusCode::OK, Some(1)),
+        "{body}"
+    );
+    let stale = tadmin
+        .request(Method::PUT, policy_path)
+        .header("If-Match", "\"0\"")
+        .json(&policy)
+        .send()
+        .await;
+    assert_eq!(must(stale).status(), StatusCode::PRECONDITION_FAILED);
+    let _ = dev;
+
+    must_create_prod_app(&ops).await;
+    let mut spec = service_spec();
+    spec["env"] = json!({"COLOUR": "red"});
+    assert_eq!(
+        ops.put(PROD_API, json!({"spec": spec})).await.0,
+        StatusCode::OK
+    );
+    let (_, list) = ops.get(&format!("{PROD_API}/releases")).await;
+    let [(id, _)] = &states(&list)[..] else {
+        panic!("one release: {list}");
+    };
+    let release = format!("{PROD_API}/releases/{id}");
+    let (status, body) = tadmin.post(&format!("{release}/approve"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Approved, but the freeze holds it.
+    assert_eq!(body["state"], "approved");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("freeze window 'launch'"),
+        "{body}"
+    );
+    must(platform_core::platform::releases::supervise(&pool).await);
+    assert_eq!(ops.get(&release).await.1["state"], "approved");
+    // The freeze is lifted: the next look at waiting releases starts it.
+    let (status, _) = tadmin
+        .put(
+            policy_path,
+            json!({"approval": {"required": true, "valid_for_s": 600}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    must(platform_core::platform::releases::supervise(&pool).await);
+    let (_, body) = ops.get(&release).await;
+    assert_eq!(body["state"], "progressing", "{body}");
+    assert_eq!(
+        body["timeline"]
+            .as_array()
+            .and_then(|t| t.last())
+            .map(|e| e["kind"].clone()),
+        Some(json!("started"))
+    );
+
+    // A request older than the policy's validity cannot be approved and expires.
+    spec["env"] = json!({"COLOUR": "violet"});
+    assert_eq!(
+        ops.put(PROD_API, json!({"spec": spec})).await.0,
+        StatusCode::OK
+    );
+    let (_, list) = ops.get(&format!("{PROD_API}/releases")).await;
+    let (newest, state) = states(&list)[0].clone();
+    assert_eq!(state, "pending_approval");
+    must(
+        sqlx::query(
+            "UPDATE releases SET requested_at = now() - interval '11 minutes' WHERE id = $1",
+        )
+        .bind(newest)
+        .execute(&pool)
+        .await,
+    );
+    let newest_path = format!("{PROD_API}/releases/{newest}");
+    let (status, body) = tadmin
+        .post(&format!("{newest_path}/approve"), json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("invalid_state")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("expired"),
+        "{body}"
+    );
+    must(platform_core::platform::releases::supervise(&pool).await);
+    assert_eq!(ops.get(&newest_path).await.1["state"], "expired");
+}
+
+async fn must_create_prod_app(ops: &support::Api) {
+    let (status, body) = ops
+        .post(
+            "/api/v1/tenants/acme/applications",
+            json!({"environment": "prod", "name": "api", "spec": service_spec()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}

@@ -123,11 +123,11 @@ impl From<CoreError> for ApiError {
             CoreError::Invalid(_) | CoreError::QuotaExceeded { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            CoreError::Conflict { .. } => StatusCode::CONFLICT,
+            CoreError::Conflict { .. } | CoreError::WrongState(_) => StatusCode::CONFLICT,
             CoreError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
-            CoreError::Forbidden { .. } | CoreError::PlatformAdminOnly { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            CoreError::Forbidden { .. }
+            | CoreError::PlatformAdminOnly { .. }
+            | CoreError::NotPermitted(_) => StatusCode::FORBIDDEN,
             CoreError::InvalidCredentials | CoreError::Unauthenticated => StatusCode::UNAUTHORIZED,
             CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             CoreError::Store(_) if e.is_store_unreachable() => StatusCode::SERVICE_UNAVAILABLE,

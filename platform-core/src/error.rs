@@ -23,6 +23,12 @@ pub enum CoreError {
     Forbidden { action: &'static str },
     #[error("only a platform administrator may {action}")]
     PlatformAdminOnly { action: &'static str },
+    /// The caller's role or name does not allow this (the message says who may).
+    #[error("{0}")]
+    NotPermitted(String),
+    /// The object is not in a state where this makes sense (a release already ended).
+    #[error("{0}")]
+    WrongState(String),
     #[error("{message}")]
     QuotaExceeded { message: String },
     /// The version the caller read is no longer the object's: someone changed it (or
@@ -62,7 +68,10 @@ impl CoreError {
             Self::Conflict { .. } => "already_exists",
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::VersionMismatch { .. } => "version_mismatch",
-            Self::Forbidden { .. } | Self::PlatformAdminOnly { .. } => "forbidden",
+            Self::Forbidden { .. } | Self::PlatformAdminOnly { .. } | Self::NotPermitted(_) => {
+                "forbidden"
+            }
+            Self::WrongState(_) => "invalid_state",
             Self::InvalidCredentials => "invalid_credentials",
             Self::Unauthenticated => "unauthenticated",
             Self::Unavailable(_) => "runtime_unavailable",

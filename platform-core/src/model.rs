@@ -161,7 +161,11 @@ pub struct Application {
     pub environment: String,
     pub name: String,
     pub description: String,
+    /// The newest revision: the spec last asked for.
     pub current_revision: i32,
+    /// The revision that runs when no release moves the application (the last one a
+    /// release finished on); a release in progress runs its target beside it.
+    pub released_revision: i32,
     pub run_state: RunState,
     /// Replicas set by scaling; when absent the spec's count applies.
     pub scaled_replicas: Option<i32>,

@@ -26,6 +26,9 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, broadcast, watch};
 
 use crate::model::desired_replicas;
+use crate::releases::gate::State;
+use crate::releases::plan::{Moving, Plan, Verdict, plan};
+use crate::releases::policy::Strategy;
 use crate::runtime::{
     Instance, Phase, Placement, RevisionShape, RuntimeError, Runtimes, Slots, Workload, WorkloadKey,
 };
@@ -85,6 +88,22 @@ impl Reconciler {
             loops.spawn(async move { this.run_touched(&runtime, &mut heard, full, stop).await });
         }
         let wakes = Arc::new(wakes);
+        {
+            // Waiting releases move on by the clock: a freeze ends, a request expires.
+            let (pool, mut stop) = (self.pool.clone(), shutdown.clone());
+            loops.spawn(async move {
+                let mut every = tokio::time::interval(RELEASE_CLOCK);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    if let Err(e) = crate::platform::releases::supervise(&pool).await {
+                        tracing::warn!(error = %e, "could not move waiting releases on");
+                    }
+                }
+            });
+        }
         {
             let (pool, wakes, stop) = (self.pool.clone(), wakes.clone(), shutdown.clone());
             loops.spawn(async move { listen(pool, touched, wakes, stop).await });
@@ -283,8 +302,13 @@ impl Reconciler {
             }
         };
         let replicas = desired_replicas(row.run_state, row.replicas, &spec);
+        let step = self.release_step(&row, &spec, replicas, &observed);
+        let planned = match &step {
+            Some((_, plan)) => plan.slots.clone(),
+            None => slots(spec.kind, row.revision, replicas, &observed),
+        };
         let mut revisions = Vec::new();
-        for (revision, slots) in slots(spec.kind, row.revision, replicas, &observed) {
+        for (revision, slots) in planned {
             // Every live revision runs with its own spec: an old revision's instance
             // that restarts or moves during a rollout comes back as it was.
             let spec = if revision == row.revision {
@@ -326,7 +350,12 @@ impl Reconciler {
             placement: Placement::standard(),
         };
         match runtime.apply(&workload).await {
-            Ok(()) => Ok(Outcome::Applied),
+            Ok(()) => {
+                if let Some((id, plan)) = step {
+                    self.record_step(id, row.revision, plan).await?;
+                }
+                Ok(Outcome::Applied)
+            }
             Err(RuntimeError::Unschedulable(why)) => {
                 tracing::warn!(workload = %key, why, "cannot place every instance");
                 Ok(Outcome::Failed)
@@ -406,6 +435,10 @@ async fn listen(
     }
 }
 
+/// How often waiting releases are looked at (a freeze window's end, an approval
+/// request's expiry).
+const RELEASE_CLOCK: Duration = Duration::from_secs(5);
+
 /// How many workloads' instances a pass reads at once.
 const OBSERVE_BATCH: usize = 500;
 
@@ -430,6 +463,81 @@ enum Outcome {
 }
 
 impl Reconciler {
+    /// The next step of the release that moves the application, when one does.
+    fn release_step(
+        &self,
+        row: &store::runtime::DesiredRow,
+        spec: &AppSpec,
+        replicas: u32,
+        observed: &[Instance],
+    ) -> Option<(i64, Plan)> {
+        let (id, from, state, strategy) = match (
+            row.release_id,
+            row.release_from,
+            row.release_state,
+            &row.release_strategy,
+        ) {
+            (Some(id), Some(from), Some(state), Some(strategy)) => (id, from, state, strategy),
+            _ => return None,
+        };
+        let strategy: Strategy = match serde_json::from_value(strategy.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(release = id, error = %e, "a release's stored strategy does not parse");
+                return None;
+            }
+        };
+        let now = chrono::Utc::now();
+        let moving = Moving {
+            kind: spec.kind,
+            from,
+            to: row.revision,
+            replicas,
+            strategy: &strategy,
+            paused: state == State::Paused,
+            started_at: row.release_started_at.unwrap_or(now),
+            now,
+        };
+        Some((id, plan(&moving, observed)))
+    }
+
+    /// Records what a release's step asked for (on its timeline when it changed), and
+    /// ends the release when the step says it succeeded or must roll back.
+    async fn record_step(&self, id: i64, to: i32, plan: Plan) -> Result<(), sqlx::Error> {
+        let p = plan.progress;
+        let progress = serde_json::to_value(p).unwrap_or_default();
+        if store::releases::set_progress(&self.pool, id, &progress).await? {
+            let message = format!(
+                "revision {to}: {} of {} ready; earlier revisions: {} of {} ready",
+                p.target_ready, p.target, p.stable_ready, p.stable
+            );
+            store::releases::event(&self.pool, id, None, "step", &message, progress).await?;
+        }
+        let (state, kind, why) = match plan.verdict {
+            Verdict::Continue => return Ok(()),
+            Verdict::Succeeded => (
+                State::Succeeded,
+                "succeeded",
+                format!("every instance runs revision {to}"),
+            ),
+            Verdict::RollBack(why) => (State::RolledBack, "rolled_back", why),
+        };
+        let mut tx = self.pool.begin().await?;
+        let reason = if state == State::Succeeded {
+            ""
+        } else {
+            why.as_str()
+        };
+        if store::releases::conclude(&mut tx, id, state, reason).await? {
+            store::releases::event(&mut *tx, id, None, kind, &why, serde_json::json!({})).await?;
+            tx.commit().await?;
+            if state == State::RolledBack {
+                tracing::warn!(release = id, why, "release rolled back automatically");
+            }
+        }
+        Ok(())
+    }
+
     /// The spec one revision of an application was created with.
     async fn spec_of(
         &self,

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod autoscaling;
 pub mod openapi;
 pub mod packages;
+pub mod releases;
 pub mod secrets;
 pub mod tenants;
 
@@ -255,6 +256,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/tenants/{tenant}/environments/{env}/applications/{app}/autoscaling/decisions",
                 web::get().to(autoscaling::decisions),
             )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/releases",
+                web::get().to(releases::list),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/releases",
+                web::post().to(releases::create),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/releases/{id}",
+                web::get().to(releases::get),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/releases/{id}/{action}",
+                web::post().to(releases::act),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/release-policy",
+                web::get().to(releases::get_policy),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/release-policy",
+                web::put().to(releases::set_policy),
+            )
+            .route("/releases", web::get().to(releases::queue))
             .route(
                 "/tenants/{tenant}/environments/{env}/applications/{app}/{action}",
                 web::post().to(apps::action),

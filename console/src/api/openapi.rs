@@ -4,7 +4,7 @@ use actix_web::web::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, apps, auth, autoscaling, packages, secrets, tenants};
+use super::{admin, apps, auth, autoscaling, packages, releases, secrets, tenants};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -14,14 +14,14 @@ use super::{admin, apps, auth, autoscaling, packages, secrets, tenants};
         tenants::my_tenants, tenants::get_tenant, tenants::list_environments, tenants::create_environment,
         tenants::list_members, tenants::set_member, tenants::remove_member, tenants::audit,
         apps::list, apps::create, apps::get, apps::update, apps::delete, apps::revisions, apps::instances, apps::endpoints, apps::events, apps::conditions, apps::action, apps::scale, apps::logs, apps::apply_manifests, secrets::list, secrets::set, secrets::delete,
-        autoscaling::get, autoscaling::set, autoscaling::delete, autoscaling::preview, autoscaling::what_if, autoscaling::decisions, packages::upload, packages::list, tenants::quota, admin::set_quota,
+        autoscaling::get, autoscaling::set, autoscaling::delete, autoscaling::preview, autoscaling::what_if, autoscaling::decisions, releases::list, releases::create, releases::get, releases::act, releases::get_policy, releases::set_policy, releases::queue, packages::upload, packages::list, tenants::quota, admin::set_quota,
         admin::list_tenants, admin::create_tenant, admin::list_users, admin::create_user, admin::update_user,
         admin::audit, admin::rotate_keys, admin::runtimes, admin::confirm_node_lost,
     ),
     modifiers(&BearerAuth, &EveryStatus, &Links),
     tags(
         (name = "auth", description = "Tokens and identity"),
-        (name = "tenants"), (name = "environments"), (name = "members"), (name = "applications"), (name = "packages", description = "Package archives the local runtime unpacks and runs"), (name = "audit"), (name = "autoscaling", description = "Autoscaling policies, their preview and the decision ledger"),
+        (name = "tenants"), (name = "environments"), (name = "members"), (name = "applications"), (name = "packages", description = "Package archives the local runtime unpacks and runs"), (name = "audit"), (name = "autoscaling", description = "Autoscaling policies, their preview and the decision ledger"), (name = "releases", description = "Releases of new revisions: strategies, approvals, freezes, rollbacks"),
         (name = "admin", description = "Platform administration"),
     )
 )]

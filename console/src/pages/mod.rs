@@ -161,6 +161,8 @@ pub fn form_errors(e: CoreError) -> Result<FormErrors, PageError> {
             Ok(FormErrors::from_field(FieldError::new(field, message)))
         }
         CoreError::Forbidden { .. }
+        | CoreError::NotPermitted(_)
+        | CoreError::WrongState(_)
         | CoreError::QuotaExceeded { .. }
         | CoreError::VersionMismatch { .. } => Ok(FormErrors::general_message(e.to_string())),
         other => Err(PageError::from(other)),

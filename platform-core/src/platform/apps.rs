@@ -322,6 +322,7 @@ impl Platform {
             .await?;
         }
         let mut revision = latest;
+        let mut release = None;
         if current.spec != spec {
             revision = latest + 1;
             // A spec that states a new replica count takes back the count from scaling.
@@ -339,16 +340,19 @@ impl Platform {
                 )
                 .into());
             }
-            store::apps::insert_revision(
-                &mut *tx,
-                app_id,
-                revision,
-                &spec_json,
-                &secrets,
-                access.principal().user_id,
-            )
-            .await?;
-            store::apps::set_current_revision(&mut *tx, app_id, revision).await?;
+            release = Some(
+                super::releases::new_revision(
+                    &mut *tx,
+                    access,
+                    app_id,
+                    revision,
+                    &spec_json,
+                    &secrets,
+                    super::releases::Cause::Change,
+                    None,
+                )
+                .await?,
+            );
         }
         if let Some(d) = description.as_deref() {
             store::apps::set_description(&mut *tx, app_id, d).await?;
@@ -359,7 +363,7 @@ impl Platform {
             "application.update",
             environment,
             name,
-            json!({"revision": revision, "previous_revision": latest, "spec": spec_json}),
+            json!({"revision": revision, "previous_revision": latest, "spec": spec_json, "release": release}),
         )
         .await?;
         let application = store::apps::find(&mut *tx, tenant_id, environment, name)
@@ -765,29 +769,39 @@ impl Platform {
         let revision = if rolled {
             None
         } else {
-            let current = store::apps::lock(&mut tx, access.tenant().id, application.id)
+            let latest = store::apps::lock(&mut tx, access.tenant().id, application.id)
                 .await?
                 .ok_or_else(|| CoreError::not_found("application", name))?
                 .revision;
-            let row = store::apps::revision(&mut *tx, application.id, current)
+            if let Some(open) = store::releases::lock_open(&mut tx, application.id).await? {
+                return Err(CoreError::WrongState(format!(
+                    "release {} of this application is {}; let it finish, or abort it, before a restart",
+                    open.id,
+                    open.state.as_str()
+                )));
+            }
+            // What runs restarts, not a newer spec that was never released.
+            let (_, _, released) = store::releases::context(&mut tx, application.id).await?;
+            let row = store::apps::revision(&mut *tx, application.id, released)
                 .await?
                 .ok_or_else(|| {
                     CoreError::Internal(format!(
-                        "application {} has no revision {current}",
+                        "application {} has no revision {released}",
                         application.id
                     ))
                 })?;
-            store::apps::insert_revision(
+            super::releases::new_revision(
                 &mut tx,
+                access,
                 application.id,
-                current + 1,
+                latest + 1,
                 &row.spec,
                 &row.secrets,
-                access.principal().user_id,
+                super::releases::Cause::Restart,
+                None,
             )
             .await?;
-            store::apps::set_current_revision(&mut tx, application.id, current + 1).await?;
-            Some(current + 1)
+            Some(latest + 1)
         };
         audit_app(
             &mut tx,

@@ -6,6 +6,7 @@ mod apps;
 mod auth;
 pub mod autoscaling;
 mod packages;
+pub mod releases;
 mod runtimes;
 pub mod secrets;
 pub(crate) mod tenancy;

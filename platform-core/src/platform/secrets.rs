@@ -189,16 +189,17 @@ impl Platform {
         let next_revision = current + 1;
         let secrets_json =
             serde_json::to_value(&versions).map_err(|e| CoreError::Internal(e.to_string()))?;
-        store::apps::insert_revision(
+        let release = super::releases::new_revision(
             &mut tx,
+            access,
             app_id,
             next_revision,
             &revision.spec,
             &secrets_json,
-            user,
+            super::releases::Cause::Secrets,
+            None,
         )
         .await?;
-        store::apps::set_current_revision(&mut tx, app_id, next_revision).await?;
         audit_app(
             &mut tx,
             access,
@@ -209,7 +210,7 @@ impl Platform {
             },
             environment,
             app,
-            json!({"secret": name, "version": version, "revision": next_revision}),
+            json!({"secret": name, "version": version, "revision": next_revision, "release": release}),
         )
         .await?;
         let info = match version {

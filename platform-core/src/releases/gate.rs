@@ -10,8 +10,9 @@ use utoipa::ToSchema;
 use crate::model::Role;
 
 /// Where a release is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "release_state", rename_all = "snake_case")]
 pub enum State {
     PendingApproval,
     Approved,
@@ -26,6 +27,30 @@ pub enum State {
 }
 
 impl State {
+    /// The states of a release that still moves (or waits to): at most one per
+    /// application.
+    pub const OPEN: [State; 4] = [
+        State::PendingApproval,
+        State::Approved,
+        State::Progressing,
+        State::Paused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PendingApproval => "pending_approval",
+            Self::Approved => "approved",
+            Self::Progressing => "progressing",
+            Self::Paused => "paused",
+            Self::Succeeded => "succeeded",
+            Self::Aborted => "aborted",
+            Self::RolledBack => "rolled_back",
+            Self::Failed => "failed",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+        }
+    }
+
     /// No action moves a release out of these.
     pub fn is_final(self) -> bool {
         matches!(
@@ -197,10 +222,7 @@ pub fn act(
     let wrong = |what: &str| {
         Err(Refusal::WrongState(format!(
             "a release that is {} cannot be {what}",
-            serde_json::to_value(release.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
+            release.state.as_str()
         )))
     };
     if release.state.is_final() {

@@ -60,6 +60,10 @@ pub struct Rolling {
     #[serde(default)]
     #[schema(maximum = 3600)]
     pub min_ready_s: u32,
+    /// The release is rolled back when it has not finished this long after it started.
+    #[serde(default = "default_deadline")]
+    #[schema(minimum = 10, maximum = 86400)]
+    pub progress_deadline_s: u32,
 }
 
 fn default_surge() -> Amount {
@@ -67,6 +71,9 @@ fn default_surge() -> Amount {
 }
 fn default_unavailable() -> Amount {
     Amount::Percent("25%".to_owned())
+}
+fn default_deadline() -> u32 {
+    600
 }
 
 impl Default for Rolling {
@@ -76,6 +83,7 @@ impl Default for Rolling {
             max_unavailable: default_unavailable(),
             batch_size: None,
             min_ready_s: 0,
+            progress_deadline_s: default_deadline(),
         }
     }
 }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::model::Application;
 use crate::store::audit::AuditRecord;
 
-const APP_COLUMNS: &str = "a.id, a.tenant_id, e.name AS environment, a.name, a.description, a.current_revision, a.run_state, a.replicas AS scaled_replicas, a.created_at, a.updated_at, a.version";
+const APP_COLUMNS: &str = "a.id, a.tenant_id, e.name AS environment, a.name, a.description, a.current_revision, a.released_revision, a.run_state, a.replicas AS scaled_replicas, a.created_at, a.updated_at, a.version";
 
 /// A new application with its first revision, in one statement.
 #[derive(Debug)]
@@ -31,8 +31,8 @@ pub async fn create<'e>(
 ) -> Result<Application, sqlx::Error> {
     sqlx::query_as(
         "WITH a AS (
-             INSERT INTO applications (id, tenant_id, environment_id, name, description, current_revision)
-             VALUES ($1, $2, $3, $4, $5, 1)
+             INSERT INTO applications (id, tenant_id, environment_id, name, description, current_revision, released_revision)
+             VALUES ($1, $2, $3, $4, $5, 1, 1)
              RETURNING *
          ), r AS (
              INSERT INTO revisions (application_id, number, spec, secrets, created_by)
@@ -42,7 +42,7 @@ pub async fn create<'e>(
              SELECT $9, $10, $11, $12, $13, $14, $15, $16 FROM a
          )
          SELECT a.id, a.tenant_id, $8::text AS environment, a.name, a.description, a.current_revision,
-                a.run_state, a.replicas AS scaled_replicas, a.created_at, a.updated_at, a.version
+                a.released_revision, a.run_state, a.replicas AS scaled_replicas, a.created_at, a.updated_at, a.version
          FROM a",
     )
     .bind(Uuid::new_v4())

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod autoscaling;
 pub mod keys;
 pub mod packages;
+pub mod releases;
 pub mod runtime;
 pub mod secrets;
 pub mod tenants;

@@ -94,6 +94,14 @@ pub struct DesiredRow {
     pub replicas: Option<i32>,
     /// The environment's runtime.
     pub runtime: String,
+    /// The release that moves the application now (progressing or paused), if any:
+    /// `revision` is then its target, and `spec` the target's.
+    pub release_id: Option<i64>,
+    pub release_state: Option<crate::releases::gate::State>,
+    pub release_from: Option<i32>,
+    pub release_strategy: Option<serde_json::Value>,
+    pub release_started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub release_progress: Option<serde_json::Value>,
 }
 /// Of one runtime's environments, or of all (`None`); of the given applications only,
 /// or of all (`None`).
@@ -105,12 +113,17 @@ pub async fn desired<'e>(
     // Only the conditions given are in the statement: a generic plan of "$2 IS NULL OR
     // a.id = ANY($2)" cannot use the primary key and reads every application.
     let mut sql = QueryBuilder::<Postgres>::new(
-        "SELECT a.id AS application_id, t.slug AS tenant, e.name AS environment, a.name AS app, a.current_revision AS revision,
-                r.spec, a.run_state, a.deleted_at IS NOT NULL AS deleted, a.replicas, e.runtime
+        "SELECT a.id AS application_id, t.slug AS tenant, e.name AS environment, a.name AS app,
+                coalesce(rel.to_revision, a.released_revision) AS revision,
+                r.spec, a.run_state, a.deleted_at IS NOT NULL AS deleted, a.replicas, e.runtime,
+                rel.id AS release_id, rel.state AS release_state, rel.from_revision AS release_from,
+                rel.strategy AS release_strategy, rel.started_at AS release_started_at,
+                rel.progress AS release_progress
          FROM applications a
          JOIN environments e ON e.id = a.environment_id
          JOIN tenants t ON t.id = a.tenant_id
-         JOIN revisions r ON r.application_id = a.id AND r.number = a.current_revision
+         LEFT JOIN releases rel ON rel.application_id = a.id AND rel.state IN ('progressing', 'paused')
+         JOIN revisions r ON r.application_id = a.id AND r.number = coalesce(rel.to_revision, a.released_revision)
          WHERE (a.deleted_at IS NULL OR a.released_at IS NULL)",
     );
     if let Some(runtime) = runtime {

@@ -227,6 +227,7 @@ mod tests {
                 name: "web".into(),
                 description: String::new(),
                 current_revision: 1,
+                released_revision: 1,
                 run_state: platform_core::model::RunState::Running,
                 scaled_replicas: None,
                 created_at: now,

@@ -1,0 +1,163 @@
+//! What a release moves by (its strategy) and an environment's release policy: who
+//! approves, when releases wait (freeze windows) and the strategy a release takes when
+//! its request names none.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::freeze::{FreezeWindow, Freezes};
+use super::gate::ApprovalPolicy;
+use super::rolling::Rolling;
+use crate::FieldError;
+
+/// How a release moves an application from one revision to the next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Strategy {
+    /// Batches of new instances within `max_surge` and `max_unavailable`, as a
+    /// Kubernetes Deployment rolls. Stateful applications move one ordinal at a time,
+    /// highest first, whatever the limits say.
+    Rolling(Rolling),
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Self::Rolling(Rolling::default())
+    }
+}
+
+impl Strategy {
+    /// Checks every field (for any replica count), naming the one that is wrong.
+    pub fn check(&self) -> Result<(), FieldError> {
+        match self {
+            Self::Rolling(r) => {
+                r.limits(1)?;
+                if r.min_ready_s > 3600 {
+                    return Err(FieldError::new(
+                        "strategy.min_ready_s",
+                        "must be at most 3600",
+                    ));
+                }
+                if !(10..=86_400).contains(&r.progress_deadline_s) {
+                    return Err(FieldError::new(
+                        "strategy.progress_deadline_s",
+                        "must be between 10 and 86400 seconds",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// How long the release may take before it is rolled back.
+    pub fn progress_deadline_s(&self) -> u32 {
+        match self {
+            Self::Rolling(r) => r.progress_deadline_s,
+        }
+    }
+}
+
+/// An environment's release policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleasePolicy {
+    /// Who approves releases, how many of them, and for how long a request is valid.
+    pub approval: ApprovalPolicy,
+    /// The IANA time zone freeze windows are read in.
+    #[serde(default = "utc")]
+    #[schema(example = "Europe/Berlin")]
+    pub time_zone: String,
+    /// Windows in which releases wait (an emergency needs a platform administrator).
+    #[serde(default)]
+    pub freezes: Vec<FreezeWindow>,
+    /// The strategy of a release whose request names none (every spec change).
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Rollbacks to an earlier revision skip the approval.
+    #[serde(default)]
+    pub fast_rollbacks: bool,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
+}
+
+impl ReleasePolicy {
+    /// The policy of an environment nobody set one for: protected environments (`prod`)
+    /// need one ops approval, others none.
+    pub fn default_for(protected: bool) -> Self {
+        Self {
+            approval: if protected {
+                ApprovalPolicy::protected()
+            } else {
+                ApprovalPolicy::open()
+            },
+            time_zone: utc(),
+            freezes: Vec::new(),
+            strategy: Strategy::default(),
+            fast_rollbacks: false,
+        }
+    }
+
+    /// Checks the whole policy, naming the field that is wrong; its freeze windows.
+    pub fn compile(&self, now: DateTime<Utc>) -> Result<Freezes, FieldError> {
+        self.approval
+            .check()
+            .map_err(|e| FieldError::new(format!("approval.{}", e.field), e.message))?;
+        self.strategy.check()?;
+        Freezes::compile(&self.freezes, &self.time_zone, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_policy_names_the_field_that_is_wrong() {
+        let now = Utc::now();
+        let check = |value: serde_json::Value| -> Result<(), String> {
+            let policy: ReleasePolicy =
+                serde_json::from_value(value).map_err(|e| format!("parse: {e}"))?;
+            policy.compile(now).map(|_| ()).map_err(|e| e.field)
+        };
+        let approval = json!({"required": true});
+        assert_eq!(check(json!({"approval": approval})), Ok(()));
+        assert_eq!(
+            check(json!({"approval": {"required": true, "approvals": 3}})),
+            Err("approval.approvals".into())
+        );
+        assert_eq!(
+            check(json!({"approval": approval, "time_zone": "Mars/Olympus"})),
+            Err("time_zone".into())
+        );
+        assert_eq!(
+            check(
+                json!({"approval": approval, "strategy": {"type": "rolling", "max_surge": "120%"}})
+            ),
+            Err("strategy.max_surge".into())
+        );
+        assert_eq!(
+            check(
+                json!({"approval": approval, "strategy": {"type": "rolling", "progress_deadline_s": 1}})
+            ),
+            Err("strategy.progress_deadline_s".into())
+        );
+        assert!(
+            check(json!({"approval": approval, "strategy": {"type": "teleport"}}))
+                .is_err_and(|e| e.starts_with("parse"))
+        );
+    }
+
+    #[test]
+    fn protected_environments_need_one_ops_approval_by_default() {
+        let prod = ReleasePolicy::default_for(true);
+        assert!(prod.approval.required);
+        assert_eq!(prod.approval.approvals, 1);
+        assert!(!prod.approval.self_approval);
+        assert!(!ReleasePolicy::default_for(false).approval.required);
+    }
+}
