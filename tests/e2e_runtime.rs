@@ -1219,3 +1219,236 @@ async fn a_restart_replaces_every_instance_one_at_a_time_and_drops_no_request() 
         .await;
     assert_eq!(app["current_revision"], 2, "{app}");
 }
+
+/// The release's state, polled until `done` says so (60 s at most); the release.
+async fn wait_release(
+    who: &Tenant,
+    path: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+    mut each: impl FnMut(&Value),
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, release) = who.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::OK, "{release}");
+        each(&release);
+        if done(&release) {
+            return release;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {release:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn live_instances(who: &Tenant, env: &str, app: &str) -> Vec<Value> {
+    let (_, body) = who
+        .call(
+            reqwest::Method::GET,
+            &format!("/environments/{env}/applications/{app}/instances"),
+            None,
+        )
+        .await;
+    body["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|i| i["phase"] != "stopping")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_release_in_prod_waits_for_an_ops_approval_then_rolls_within_its_surge_dropping_no_request()
+ {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let ops = Tenant::login(&paas, "ops").await;
+    let tadmin = Tenant::login(&paas, "tadmin").await;
+    let (v1, v2) = (marker(), marker());
+    let (status, body) = ops
+        .call(
+            reqwest::Method::POST,
+            "/applications",
+            Some(json!({"environment": "prod", "name": "shop", "spec": web_spec(&v1, 4)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let url = format!("{}/apps/acme/prod/shop/", site.router());
+    wait_for_200(&url).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while live_instances(&ops, "prod", "shop")
+        .await
+        .iter()
+        .filter(|i| i["ready"] == true)
+        .count()
+        < 4
+    {
+        assert!(Instant::now() < deadline, "four ready instances");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let load = support::load::Load::start(&url, 50);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let app = "/environments/prod/applications/shop";
+    let (status, body) = ops
+        .call(
+            reqwest::Method::PUT,
+            app,
+            Some(json!({"spec": web_spec(&v2, 4)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, list) = ops
+        .call(reqwest::Method::GET, &format!("{app}/releases"), None)
+        .await;
+    let id = list["items"][0]["id"].as_i64().unwrap_or_default();
+    let release = format!("{app}/releases/{id}");
+    // Waiting for approval, nothing of the new revision runs.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(processes_mentioning(&v2), 0);
+    let (_, waiting) = ops.call(reqwest::Method::GET, &release, None).await;
+    assert_eq!(waiting["state"], "pending_approval", "{waiting}");
+    // The requester cannot approve; a tenant admin does.
+    let (status, _) = ops
+        .call(reqwest::Method::POST, &format!("{release}/approve"), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = tadmin
+        .call(reqwest::Method::POST, &format!("{release}/approve"), None)
+        .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::OK, Some("progressing")),
+        "{body}"
+    );
+
+    // The default strategy: 25% surge and 25% unavailable of 4, so never more than 5
+    // instances, and never fewer than 3 ready.
+    let mut most = 0;
+    let mut fewest_ready = usize::MAX;
+    let done = wait_release(
+        &ops,
+        &release,
+        "the release to succeed",
+        |r| r["state"] == "succeeded",
+        |_| {},
+    );
+    let watch = async {
+        loop {
+            let live = live_instances(&ops, "prod", "shop").await;
+            most = most.max(live.len());
+            fewest_ready = fewest_ready.min(live.iter().filter(|i| i["ready"] == true).count());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let finished = tokio::select! {
+        r = done => r,
+        () = watch => unreachable!(),
+    };
+    assert!(most <= 5, "at most replicas + surge: {most}");
+    assert!(
+        fewest_ready >= 3,
+        "at least replicas - unavailable ready: {fewest_ready}"
+    );
+    let kinds: Vec<&str> = finished["timeline"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        kinds[..4],
+        ["requested", "waiting", "approved", "started"],
+        "{finished:#}"
+    );
+    assert!(
+        kinds.iter().filter(|k| **k == "step").count() >= 2,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"succeeded"));
+    let (_, detail) = ops.call(reqwest::Method::GET, app, None).await;
+    assert_eq!(detail["released_revision"], 2, "{detail}");
+    let live = live_instances(&ops, "prod", "shop").await;
+    assert!(live.iter().all(|i| i["revision"] == 2), "{live:#?}");
+    assert_eq!(processes_mentioning(&v2), 4);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tally = load.stop().await;
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    assert!(tally.ok > 100, "{tally:?}");
+}
+
+#[tokio::test]
+async fn a_crash_looping_revision_is_rolled_back_automatically_and_the_stable_instances_are_untouched()
+ {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    let marker = marker();
+    dev.onboard("fragile", web_spec(&marker, 2)).await;
+    let url = format!("{}/apps/acme/dev/fragile/", site.router());
+    wait_for_200(&url).await;
+    let stable: Vec<Value> = dev
+        .wait_instances("fragile", "two ready instances", |i| {
+            i.len() == 2 && i.iter().all(|x| x["ready"] == true)
+        })
+        .await;
+    let load = support::load::Load::start(&url, 50);
+    let app = "/environments/dev/applications/fragile";
+    let broken = json!({"command": "sh", "args": ["-c", "echo no database configured >&2; exit 3"],
+        "replicas": 2, "ports": [{"name": "http"}]});
+    let (status, body) = dev
+        .call(reqwest::Method::PUT, app, Some(json!({"spec": broken})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, list) = dev
+        .call(reqwest::Method::GET, &format!("{app}/releases"), None)
+        .await;
+    let id = list["items"][0]["id"].as_i64().unwrap_or_default();
+    let release = format!("{app}/releases/{id}");
+    let ended = wait_release(
+        &dev,
+        &release,
+        "the automatic rollback",
+        |r| r["state"] != "progressing",
+        |_| {},
+    )
+    .await;
+    assert_eq!(ended["state"], "rolled_back", "{ended:#}");
+    assert!(
+        ended["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("crash-looping"),
+        "{ended:#}"
+    );
+    // The new revision's instance goes; the stable ones were never restarted.
+    let now = dev
+        .wait_instances("fragile", "only the stable instances", |i| {
+            i.len() == 2 && i.iter().all(|x| x["revision"] == 1)
+        })
+        .await;
+    let names = |v: &[Value]| -> Vec<String> {
+        let mut n: Vec<String> = v
+            .iter()
+            .filter_map(|i| i["name"].as_str().map(str::to_owned))
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&now), names(&stable));
+    assert!(now.iter().all(|i| i["restarts"] == 0), "{now:#?}");
+    let (_, detail) = dev.call(reqwest::Method::GET, app, None).await;
+    assert_eq!(
+        (
+            detail["current_revision"].as_i64(),
+            detail["released_revision"].as_i64()
+        ),
+        (Some(2), Some(1))
+    );
+    let tally = load.stop().await;
+    assert_eq!(tally.failed, 0, "{tally:?}");
+}

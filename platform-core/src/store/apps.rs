@@ -164,7 +164,8 @@ pub async fn find<'e>(
 }
 
 /// Locks the application row for the rest of the transaction, so concurrent spec
-/// changes get consecutive revision numbers instead of a conflict. Returns its current
+/// changes get consecutive revision numbers instead of a conflict (`FOR NO KEY UPDATE`,
+/// which rows referencing the application do not wait for). Returns its current
 /// revision and version.
 pub async fn lock(
     conn: &mut PgConnection,
@@ -173,7 +174,7 @@ pub async fn lock(
 ) -> Result<Option<Locked>, sqlx::Error> {
     sqlx::query_as(
         "SELECT current_revision AS revision, version FROM applications
-         WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL FOR UPDATE",
+         WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL FOR NO KEY UPDATE",
     )
     .bind(tenant_id)
     .bind(id)

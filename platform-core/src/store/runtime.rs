@@ -40,7 +40,10 @@ pub async fn events<'e>(
         .await
 }
 /// The application a workload key names (live only), with its tenant, locked for the
-/// rest of the transaction so that concurrent applies serialize.
+/// rest of the transaction so that concurrent applies serialize. `FOR NO KEY UPDATE`:
+/// rows that reference the application (an instance's event, written by a heartbeat
+/// that holds instance rows this apply may change) still pass their foreign-key check,
+/// so the two cannot deadlock.
 pub async fn lock_application(
     conn: &mut PgConnection,
     tenant: &str,
@@ -51,7 +54,7 @@ pub async fn lock_application(
         "SELECT a.id, a.tenant_id FROM applications a
          JOIN environments e ON e.id = a.environment_id JOIN tenants t ON t.id = a.tenant_id
          WHERE t.slug = $1 AND e.name = $2 AND a.name = $3 AND a.deleted_at IS NULL
-         FOR UPDATE OF a",
+         FOR NO KEY UPDATE OF a",
     )
     .bind(tenant)
     .bind(environment)
