@@ -2127,3 +2127,92 @@ async fn must_create_prod_app(ops: &support::Api) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_promotion_from_test_to_prod_takes_the_running_spec_and_keeps_prods_overrides(
+    pool: PgPool,
+) {
+    let server = start(pool).await;
+    let (ops, tadmin) = (server.api("ops").await, server.api("tadmin").await);
+    let mut test_spec = service_spec();
+    test_spec["env"] = json!({"DB": "test-db"});
+    test_spec["replicas"] = json!(1);
+    let mut prod_spec = service_spec();
+    prod_spec["env"] = json!({"DB": "prod-db"});
+    prod_spec["replicas"] = json!(3);
+    for (env, spec) in [("test", &test_spec), ("prod", &prod_spec)] {
+        let (status, body) = ops
+            .post(
+                "/api/v1/tenants/acme/applications",
+                json!({"environment": env, "name": "api", "spec": spec}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // A new artifact is released in test (no approval there): it runs there once its
+    // release succeeds; until then prod would get what test runs now, revision 1.
+    let test_api = "/api/v1/tenants/acme/environments/test/applications/api";
+    let mut newer = test_spec.clone();
+    newer["args"] = json!(["-m", "http.server", "--protocol", "HTTP/1.1"]);
+    assert_eq!(
+        ops.put(test_api, json!({"spec": newer})).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = ops
+        .post(&format!("{PROD_API}/promote"), json!({"from": "test"}))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("invalid_state")),
+        "{body}"
+    );
+    must(
+        sqlx::query("UPDATE applications a SET released_revision = 2 FROM environments e WHERE e.id = a.environment_id AND e.name = 'test' AND a.name = 'api'")
+            .execute(&server.pool)
+            .await,
+    );
+    let (status, body) = ops
+        .post(&format!("{PROD_API}/promote"), json!({"from": "test"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (
+            body["cause"].as_str(),
+            body["state"].as_str(),
+            body["to_revision"].as_i64()
+        ),
+        (Some("promotion"), Some("pending_approval"), Some(2)),
+        "{body}"
+    );
+    let (_, prod) = ops.get(PROD_API).await;
+    assert_eq!(
+        prod["spec"]["args"], newer["args"],
+        "the artifact and command come from test"
+    );
+    assert_eq!(
+        prod["spec"]["env"],
+        json!({"DB": "prod-db"}),
+        "prod keeps its variables"
+    );
+    assert_eq!(prod["spec"]["replicas"], 3, "prod keeps its replica count");
+    let kinds: Vec<&str> = body["timeline"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(kinds.contains(&"promoted"), "{kinds:?}");
+    // The same promotion again has nothing to do; a bad source is named.
+    let (status, _) = tadmin
+        .post(&format!("{PROD_API}/promote"), json!({"from": "test"}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    for (from, field) in [("nowhere", "from"), ("prod", "from")] {
+        let (status, body) = ops
+            .post(&format!("{PROD_API}/promote"), json!({"from": from}))
+            .await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(field)),
+            "{from}: {body}"
+        );
+    }
+}

@@ -563,3 +563,75 @@ async fn a_tenant_admin_previews_and_saves_a_policy_with_a_band_and_a_developer_
     .await;
     must(client.close().await);
 }
+
+#[tokio::test]
+async fn a_developers_change_in_prod_waits_until_ops_approve_it_in_the_release_queue_and_rolls_out()
+{
+    let (site, platform) = platform().await;
+    let ops = support::client::Tenant::login(&platform, "ops").await;
+    let spec = json!({"command": "sh", "args": ["-c", "exec python3 -m http.server $PORT --bind 127.0.0.1"],
+        "replicas": 2, "ports": [{"name": "http"}]});
+    let (status, body) = ops
+        .call(
+            reqwest::Method::POST,
+            "/applications",
+            Some(json!({"environment": "prod", "name": "shop", "spec": spec})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    let (_driver, client) = browser(&site).await;
+    let base = platform.url.as_str();
+
+    // The developer may not change prod directly, only request a change.
+    log_in(&client, base, "dev", &platform.passwords["dev"]).await;
+    wait_for_path(&client, "/t/acme").await;
+    must(
+        client
+            .goto(&format!("{base}/t/acme/environments/prod/apps/shop"))
+            .await,
+    );
+    wait_for_heading(&client, "shop").await;
+    wait_for_text(&client, "#change-is-a-request", "waits for an approval").await;
+    type_into(&client, "#env", "COLOUR=blue").await;
+    click(&client, "#save-app").await;
+    wait_for_text(&client, "#releases", "pending_approval").await;
+    wait_for_text(&client, "#running-revision", "Runs r1").await;
+    click(&client, "#logout").await;
+    wait_for_path(&client, "/login").await;
+
+    // Ops find it first in the release queue and approve it.
+    log_in(&client, base, "ops", &platform.passwords["ops"]).await;
+    wait_for_path(&client, "/t/acme").await;
+    click(&client, "#nav-releases").await;
+    wait_for_heading(&client, "Releases").await;
+    let first = must(client.find(Locator::Css("#releases-table tbody tr")).await);
+    assert_eq!(
+        must(first.attr("data-state").await).as_deref(),
+        Some("pending_approval")
+    );
+    must(must(first.find(Locator::Css("a")).await).click().await);
+    wait_for_text(&client, "#release-state", "pending_approval").await;
+    type_into(&client, "input[name=reason]", "checked the colour").await;
+    click(&client, "#release-approve").await;
+    // The timeline follows the release, step by step, until it succeeds.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = must(
+            must(client.find(Locator::Css("#release-state")).await)
+                .text()
+                .await,
+        );
+        if state == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the release is still {state}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let timeline = wait_for_text(&client, "#release-timeline", "succeeded").await;
+    for kind in ["requested", "waiting", "approved", "started", "step"] {
+        assert!(timeline.contains(kind), "{kind}: {timeline}");
+    }
+    assert!(timeline.contains("checked the colour"), "{timeline}");
+    screenshot(&client, "console-release.png").await;
+    must(client.close().await);
+}

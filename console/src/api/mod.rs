@@ -280,7 +280,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/tenants/{tenant}/environments/{env}/release-policy",
                 web::put().to(releases::set_policy),
             )
+            .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/promote",
+                web::post().to(releases::promote),
+            )
             .route("/releases", web::get().to(releases::queue))
+            .route("/releases/{id}", web::get().to(releases::by_id))
             .route(
                 "/tenants/{tenant}/environments/{env}/applications/{app}/{action}",
                 web::post().to(apps::action),

@@ -231,3 +231,52 @@ pub async fn queue(
             .await?,
     )))
 }
+
+/// One release by its number, in whichever of the caller's tenants it is: what a
+/// client that knows only the number (the `paas release` command) starts from.
+#[utoipa::path(operation_id = "get_release_by_id", get, path = "/api/v1/releases/{id}", tag = "releases",
+    params(("id" = i64, Path, description = "Release")),
+    responses((status = 200, body = ReleaseDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn by_id(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<ReleasePath>,
+) -> Result<Json<ReleaseDetail>, ApiError> {
+    let id = release_id(&path.id)?;
+    Ok(Json(
+        state.platform.release_by_id(&auth.0.principal, id).await?,
+    ))
+}
+
+/// Where a promotion comes from.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// The environment whose running revision to promote (e.g. `test`).
+    #[schema(min_length = 1, max_length = 63)]
+    pub from: String,
+}
+
+/// Promotes the revision the application of the same name runs in another environment
+/// into this one: same artifact and spec, this environment's environment variables,
+/// replica count and secrets kept. Released by this environment's policy.
+#[utoipa::path(operation_id = "promote_application", post, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/promote", tag = "releases",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "The environment promoted into"), ("app" = String, Path, description = "Application")),
+    request_body = PromoteRequest,
+    responses((status = 201, body = ReleaseDetail), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn promote(
+    state: Data<AppState>,
+    scope: AppScope,
+    body: ApiJson<PromoteRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let AppScope {
+        access, env, app, ..
+    } = scope;
+    let detail = state
+        .platform
+        .promote(&access, &env, &app, &body.0.from)
+        .await?;
+    Ok(HttpResponse::Created().json(detail))
+}

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod onboard;
+pub mod releases;
 pub mod tenant;
 
 use std::collections::BTreeMap;
@@ -503,6 +504,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/t/{tenant}/environments/{env}/apps/{app}/instances/{instance}/logs",
         web::get().to(app::logs),
     )
+    .route(
+        "/t/{tenant}/environments/{env}/apps/{app}/releases/{id}",
+        web::get().to(app::release),
+    )
+    .route(
+        "/t/{tenant}/environments/{env}/apps/{app}/releases/{id}/{action}",
+        web::post().to(app::act_on_release),
+    )
+    .route("/releases", web::get().to(releases::queue))
     .route("/admin/tenants", web::get().to(admin::tenants))
     .route("/admin/tenants", web::post().to(admin::create_tenant))
     .route("/admin/users", web::get().to(admin::users))

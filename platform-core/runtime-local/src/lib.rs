@@ -522,7 +522,26 @@ impl LocalRuntime {
         }
     }
 
+    /// Stores a heartbeat's observations. A heartbeat and an apply lock some of the
+    /// same instance rows; when PostgreSQL breaks a deadlock between them by failing
+    /// one, the heartbeat's transaction is simply run again (the apply is retried by
+    /// the next reconcile), so the node never looks silent for it.
     async fn record(&self, node: &str, beat: &Heartbeat) -> Result<(), AgentError> {
+        let mut attempts = 0;
+        loop {
+            match self.record_once(node, beat).await {
+                Err(AgentError::Store(sqlx::Error::Database(e)))
+                    if attempts < 3 && matches!(e.code().as_deref(), Some("40P01" | "40001")) =>
+                {
+                    attempts += 1;
+                    tracing::debug!(node, attempts, "heartbeat deadlocked; storing it again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn record_once(&self, node: &str, beat: &Heartbeat) -> Result<(), AgentError> {
         let mut tx = self.pool.begin().await?;
         let Some(before) = store::touch_node(&mut tx, node).await? else {
             return Err(AgentError::UnknownNode(node.to_owned()));

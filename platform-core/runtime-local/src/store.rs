@@ -295,12 +295,17 @@ pub async fn insert_instance(
     .await?;
     Ok(id)
 }
+/// Marks instances to stop, locking them in id order first, the order a heartbeat
+/// locks its node's instances in, so the two do not deadlock over them.
 pub async fn mark_stop(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE instances SET desired = 'stop' WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(conn)
-        .await
-        .map(|_| ())
+    sqlx::query(
+        "UPDATE instances SET desired = 'stop'
+         WHERE id IN (SELECT id FROM instances WHERE id = ANY($1) ORDER BY id FOR UPDATE)",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 /// An instance a node should run or stop, with the spec of its revision.
 #[derive(Debug, Clone, sqlx::FromRow)]

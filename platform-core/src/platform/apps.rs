@@ -225,9 +225,31 @@ impl Platform {
         description: Option<String>,
         if_version: Option<i64>,
     ) -> Result<ApplicationDetail, CoreError> {
-        let plan = self
+        self.update_caused(
+            access,
+            environment,
+            name,
+            spec,
+            (description, if_version),
+            super::releases::Cause::Change,
+        )
+        .await
+    }
+
+    /// An update whose release names `cause`.
+    pub(super) async fn update_caused(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+        spec: AppSpec,
+        (description, if_version): (Option<String>, Option<i64>),
+        cause: super::releases::Cause,
+    ) -> Result<ApplicationDetail, CoreError> {
+        let mut plan = self
             .plan_update(access, environment, name, spec, description, if_version)
             .await?;
+        plan.cause = cause;
         if plan.changes_nothing() {
             return Ok(plan.current);
         }
@@ -250,12 +272,20 @@ impl Platform {
         spec.validate()?;
         self.check_package(access, &spec).await?;
         let env = self.environment(access, environment).await?;
-        access.require(
-            Permission::ChangeApps {
-                protected_environment: env.protected,
-            },
-            "change applications in a protected environment",
-        )?;
+        let permission = Permission::ChangeApps {
+            protected_environment: env.protected,
+        };
+        // Where releases wait for an approval, anyone in the tenant may request a
+        // change: it runs only once someone allowed approves it.
+        if !access.can(permission)
+            && !super::releases::policy_of(&self.pool, env.id, env.protected)
+                .await?
+                .0
+                .approval
+                .required
+        {
+            access.require(permission, "change applications in a protected environment")?;
+        }
         self.preflight(&env, &spec)?;
         let current = self.application(access, environment, name).await?;
         self.check_version(
@@ -270,6 +300,7 @@ impl Platform {
         Ok(PlannedUpdate {
             current,
             spec,
+            cause: super::releases::Cause::Change,
             description,
             if_version,
         })
@@ -286,6 +317,7 @@ impl Platform {
         let PlannedUpdate {
             current,
             spec,
+            cause,
             description,
             if_version,
         } = plan;
@@ -342,14 +374,7 @@ impl Platform {
             }
             release = Some(
                 super::releases::new_revision(
-                    &mut *tx,
-                    access,
-                    app_id,
-                    revision,
-                    &spec_json,
-                    &secrets,
-                    super::releases::Cause::Change,
-                    None,
+                    &mut *tx, access, app_id, revision, &spec_json, &secrets, cause, None,
                 )
                 .await?,
             );
@@ -931,6 +956,8 @@ struct PlannedCreate {
 struct PlannedUpdate {
     current: ApplicationDetail,
     spec: AppSpec,
+    /// What the new revision's release says caused it.
+    cause: super::releases::Cause,
     /// The new description, when it differs.
     description: Option<String>,
     if_version: Option<i64>,

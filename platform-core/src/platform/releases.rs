@@ -30,6 +30,8 @@ pub enum Cause {
     Secrets,
     /// Back to an earlier revision's spec and secrets.
     Rollback,
+    /// The revision another environment runs, with this environment's overrides.
+    Promotion,
 }
 
 impl Cause {
@@ -39,6 +41,7 @@ impl Cause {
             Self::Restart => "restart",
             Self::Secrets => "secrets",
             Self::Rollback => "rollback",
+            Self::Promotion => "promotion",
         }
     }
 }
@@ -52,7 +55,7 @@ pub struct Release {
     pub application: String,
     pub from_revision: i32,
     pub to_revision: i32,
-    /// `change`, `restart`, `secrets` or `rollback`.
+    /// `change`, `restart`, `secrets`, `rollback` or `promotion`.
     pub cause: String,
     pub strategy: Strategy,
     pub state: State,
@@ -558,6 +561,92 @@ impl Platform {
         .await?;
         tx.commit().await?;
         self.release(access, environment, app, id).await
+    }
+
+    /// Promotes into `environment` the revision the application of the same name runs
+    /// in `from`: the same artifact and spec, with this environment's own environment
+    /// variables and replica count kept (its secrets stay its own). Released by this
+    /// environment's policy like any change.
+    pub async fn promote(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        app: &str,
+        from: &str,
+    ) -> Result<ReleaseDetail, CoreError> {
+        if from == environment {
+            return Err(FieldError::new("from", "must be another environment").into());
+        }
+        let source = self
+            .application(access, from, app)
+            .await
+            .map_err(|e| match e {
+                CoreError::NotFound { .. } => FieldError::new(
+                    "from",
+                    format!("environment '{from}' has no application '{app}'"),
+                )
+                .into(),
+                other => other,
+            })?;
+        let runs = source.application.released_revision;
+        let row = store::apps::revision(&self.pool, source.application.id, runs)
+            .await?
+            .ok_or_else(|| CoreError::Internal(format!("{from}/{app} has no revision {runs}")))?;
+        let mut spec: crate::spec::AppSpec = serde_json::from_value(row.spec)
+            .map_err(|e| CoreError::Internal(format!("revision {runs}'s spec: {e}")))?;
+        let target = self.application(access, environment, app).await?;
+        spec.env = target.spec.env.clone();
+        spec.replicas = target.spec.replicas;
+        if spec == target.spec {
+            return Err(CoreError::WrongState(format!(
+                "{environment}/{app} already has the spec {from} runs (r{runs})"
+            )));
+        }
+        let detail = self
+            .update_caused(
+                access,
+                environment,
+                app,
+                spec,
+                (None, None),
+                Cause::Promotion,
+            )
+            .await?;
+        let open = store::releases::of_application(&self.pool, detail.application.id, 1)
+            .await?
+            .into_iter()
+            .next()
+            .filter(|r| r.to_revision == detail.application.current_revision)
+            .ok_or_else(|| CoreError::Internal("the promotion opened no release".into()))?;
+        store::releases::event(
+            &self.pool,
+            open.id,
+            Some(&access.principal().username),
+            "promoted",
+            &format!("from {from} r{runs}"),
+            json!({"from": from, "revision": runs}),
+        )
+        .await?;
+        self.release(access, environment, app, open.id).await
+    }
+
+    /// One release by its number, in whichever of the caller's tenants it is (404
+    /// otherwise, as for a release that does not exist).
+    pub async fn release_by_id(
+        &self,
+        principal: &crate::authz::Principal,
+        id: i64,
+    ) -> Result<ReleaseDetail, CoreError> {
+        let not_found = || CoreError::not_found("release", id.to_string());
+        let row = store::releases::by_id(&self.pool, id)
+            .await?
+            .ok_or_else(not_found)?;
+        if principal.membership(&row.tenant).is_none() {
+            return Err(not_found());
+        }
+        let access = self.tenant(principal, &row.tenant).await?;
+        self.release(&access, &row.environment, &row.application, id)
+            .await
     }
 
     /// Releases across every tenant the caller belongs to (the ops queue), pending

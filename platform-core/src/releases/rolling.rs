@@ -19,6 +19,14 @@ pub enum Amount {
 }
 
 impl Amount {
+    /// As written: `2` or `25%`.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Count(n) => n.to_string(),
+            Self::Percent(p) => p.clone(),
+        }
+    }
+
     /// The amount for `replicas`, percentages rounded up (`round_up`) or down.
     pub fn resolve(&self, field: &str, replicas: u32, round_up: bool) -> Result<u32, FieldError> {
         match self {

@@ -145,6 +145,17 @@ pub async fn get<'e>(
     .await
 }
 
+/// One release, whichever its tenant (the caller checks the tenant).
+pub async fn by_id<'e>(
+    ex: impl PgExecutor<'e>,
+    id: i64,
+) -> Result<Option<ReleaseRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} {FROM} WHERE r.id = $1"))
+        .bind(id)
+        .fetch_optional(ex)
+        .await
+}
+
 /// One release of a tenant, locked.
 pub async fn lock(
     conn: &mut PgConnection,

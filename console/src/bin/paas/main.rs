@@ -2,8 +2,10 @@
 //! `paas up` runs everything on one machine for a newcomer (`paas down` stops it);
 //! `paas serve` is the production mode; `paas agent`, `paas router` and `paas shim` are
 //! the local runtime's node-side processes; `paas migrate`, `paas rotate-keys` and
-//! `paas openapi` are the operator's tools.
+//! `paas openapi` are the operator's tools; `paas login`, `paas releases`, `paas
+//! release` and `paas promote` are a client of the API for ops in terminals.
 
+mod client;
 mod down;
 mod node;
 mod serve;
@@ -52,6 +54,15 @@ enum Command {
     /// Run one instance for an agent (started by agents, not by hand).
     #[command(hide = true)]
     Shim(node::ShimArgs),
+    /// Sign in to a platform; the token is kept in your config directory (mode 0600).
+    Login(client::LoginArgs),
+    /// List releases across your tenants, pending approvals first.
+    Releases(client::ReleasesArgs),
+    /// Show a release or act on it: approve, reject, pause, resume, continue, abort,
+    /// rollback.
+    Release(client::ReleaseArgs),
+    /// Promote the revision an application runs in one environment into another.
+    Promote(client::PromoteArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,12 +116,32 @@ async fn main() -> anyhow::Result<()> {
         Command::Agent(args) => node::agent(args).await,
         Command::Router(args) => node::router(args).await,
         Command::Shim(args) => node::shim(args).await,
+        Command::Login(args) => client_exit(client::login(args).await),
+        Command::Releases(args) => client_exit(client::releases(args).await),
+        Command::Release(args) => client_exit(client::release(args).await),
+        Command::Promote(args) => client_exit(client::promote(args).await),
         Command::Openapi => {
             let doc = serde_json::to_string_pretty(&console::api::openapi::document_json())?;
             write_stdout(&doc);
             Ok(())
         }
     }
+}
+
+/// Ends a client command with its exit code (see `client`), saying why on stderr.
+fn client_exit(result: Result<(), client::Failure>) -> anyhow::Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(failure) => {
+            write_stderr(&format!("paas: {}", failure.message()));
+            std::process::exit(failure.code());
+        }
+    }
+}
+
+#[allow(clippy::print_stderr)]
+fn write_stderr(text: &str) {
+    eprintln!("{text}");
 }
 
 #[allow(clippy::print_stdout)]

@@ -4,8 +4,10 @@
 mod autoscaling;
 mod form;
 mod live;
+pub(crate) mod releases;
 
 pub use self::autoscaling::{autoscaling, autoscaling_live, delete_autoscaling, save_autoscaling};
+pub use self::releases::{act as act_on_release, release};
 
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Form, Path, Query};
@@ -112,8 +114,13 @@ pub(super) struct AppPage {
     role: Role,
     app: ApplicationDetail,
     revisions: Vec<Revision>,
+    /// The newest releases.
+    releases: Vec<platform_core::platform::releases::Release>,
     secrets: Vec<platform_core::model::SecretInfo>,
     can_change: bool,
+    /// May change the spec only as a request that waits for approval.
+    can_request: bool,
+    approval_required: bool,
     form: AppForm,
     errors: FormErrors,
     kinds: [&'static str; 5],
@@ -145,11 +152,28 @@ async fn app_page(
         .await
         .map_err(&fail)?;
     let live = live_panel(state, access, env, name).await.map_err(&fail)?;
+    let mut releases = state
+        .platform
+        .releases(access, env, name)
+        .await
+        .map_err(&fail)?;
+    releases.truncate(10);
     let secrets = state
         .platform
         .secrets(access, env, name)
         .await
         .map_err(&fail)?;
+    let can_change = access.can(Permission::ChangeApps {
+        protected_environment: environment.protected,
+    });
+    let approval_required = state
+        .platform
+        .release_policy(access, env)
+        .await
+        .map_err(&fail)?
+        .policy
+        .approval
+        .required;
     Ok(AppPage {
         secrets,
         live,
@@ -157,12 +181,13 @@ async fn app_page(
         layout: Layout::for_tenant(&auth.0, access, app.application.name.clone(), "apps"),
         tenant: access.tenant().clone(),
         role: access.role(),
-        can_change: access.can(Permission::ChangeApps {
-            protected_environment: environment.protected,
-        }),
+        can_change,
+        can_request: !can_change && approval_required,
+        approval_required,
         form: form.unwrap_or_else(|| AppForm::from_detail(&app)),
         app,
         revisions,
+        releases,
         errors,
         kinds: KINDS,
     })
