@@ -37,6 +37,25 @@ fn spec(image: &str, command_arg: &str) -> AppSpec {
 #[derive(Debug, Default)]
 struct Cluster {
     applied: Mutex<Vec<Workload>>,
+    /// What runs, as (revision, count), all ready; none: revision 1's three.
+    running: Mutex<Option<Vec<(i32, u32)>>>,
+}
+
+fn ready(revision: i32, n: u32) -> Instance {
+    Instance {
+        name: format!("web-r{revision}-{n}"),
+        revision,
+        ordinal: None,
+        node: Some("n1".into()),
+        address: None,
+        phase: Phase::Running,
+        ready: true,
+        restarts: 0,
+        cpu_millis: None,
+        memory_mib: None,
+        message: None,
+        since: chrono::Utc::now() - chrono::Duration::minutes(1),
+    }
 }
 
 #[async_trait]
@@ -52,21 +71,12 @@ impl Runtime for Cluster {
         Ok(())
     }
     async fn instances(&self, _: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError> {
-        Ok((0..3)
-            .map(|n| Instance {
-                name: format!("web-r1-{n}"),
-                revision: 1,
-                ordinal: None,
-                node: Some("n1".into()),
-                address: None,
-                phase: Phase::Running,
-                ready: true,
-                restarts: 0,
-                cpu_millis: None,
-                memory_mib: None,
-                message: None,
-                since: chrono::Utc::now(),
-            })
+        let running = must(self.running.lock())
+            .clone()
+            .unwrap_or_else(|| vec![(1, 3)]);
+        Ok(running
+            .into_iter()
+            .flat_map(|(revision, count)| (0..count).map(move |n| ready(revision, n)))
             .collect())
     }
     async fn nodes(&self) -> Result<Vec<Node>, RuntimeError> {
@@ -100,8 +110,16 @@ fn pod_templates(workload: &Workload) -> Vec<(i32, PodTemplateSpec)> {
     out
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn two_live_revisions_render_two_pod_templates_each_its_own(pool: PgPool) {
+/// A platform with tenant `acme`, application `web` at revision 1 (3 replicas) and a
+/// spec change to revision 2; the cluster, its runtimes and the master key.
+async fn changed_app(
+    pool: &PgPool,
+) -> (
+    Platform,
+    Arc<Cluster>,
+    Runtimes,
+    platform_core::sealing::MasterKey,
+) {
     let master = must(platform_core::sealing::MasterKey::generate()).0;
     let cluster = Arc::new(Cluster::default());
     let runtimes = Runtimes::default().with("local", cluster.clone());
@@ -167,6 +185,12 @@ async fn two_live_revisions_render_two_pod_templates_each_its_own(pool: PgPool) 
             .await,
     );
 
+    (platform, cluster, runtimes, master)
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn two_live_revisions_render_two_pod_templates_each_its_own(pool: PgPool) {
+    let (_platform, cluster, runtimes, master) = changed_app(&pool).await;
     let report = must(Reconciler::new(pool, runtimes, master).tick().await);
     assert_eq!(report.failed, 0, "{report:?}");
     let applied = must(cluster.applied.lock()).clone();
@@ -202,4 +226,82 @@ async fn two_live_revisions_render_two_pod_templates_each_its_own(pool: PgPool) 
             Some(vec!["two".into()])
         )
     );
+}
+
+/// Each Deployment's replica count, by revision (newest first).
+fn replicas(workload: &Workload) -> Vec<(i32, i32)> {
+    let mut out: Vec<(i32, i32)> = must(render(workload))
+        .objects
+        .into_iter()
+        .filter_map(|o| match o {
+            Object::Deployment(d) => Some((
+                d.metadata
+                    .labels
+                    .as_ref()?
+                    .get(runtime_kube::render::LABEL_REVISION)?
+                    .parse()
+                    .ok()?,
+                d.spec?.replicas?,
+            )),
+            _ => None,
+        })
+        .collect();
+    out.sort_by_key(|(r, _)| -r);
+    out
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_rolling_release_renders_two_deployments_stepping_within_surge_until_it_succeeds(
+    pool: PgPool,
+) {
+    let (platform, cluster, runtimes, master) = changed_app(&pool).await;
+    let reconciler = Reconciler::new(pool.clone(), runtimes, master);
+    let mut steps = Vec::new();
+    for _ in 0..12 {
+        let report = must(reconciler.tick().await);
+        assert_eq!(report.failed, 0, "{report:?}");
+        let applied = must(cluster.applied.lock())
+            .last()
+            .cloned()
+            .unwrap_or_else(|| panic!("nothing was applied"));
+        let step = replicas(&applied);
+        if steps.last() != Some(&step) {
+            steps.push(step.clone());
+        }
+        // Every new instance becomes ready before the next pass; each revision keeps
+        // its own template throughout.
+        let templates = pod_templates(&applied);
+        if templates.len() == 2 {
+            assert_ne!(templates[0].1, templates[1].1);
+        }
+        *must(cluster.running.lock()) = Some(
+            step.iter()
+                .map(|(r, n)| (*r, u32::try_from(*n).unwrap_or_default()))
+                .collect(),
+        );
+    }
+    // Three replicas, the default 25% surge (1) and 25% unavailable (0): never more
+    // than 4 instances, never fewer than 3 of them ready.
+    assert_eq!(
+        steps,
+        [
+            vec![(2, 1), (1, 3)],
+            vec![(2, 1), (1, 2)],
+            vec![(2, 2), (1, 2)],
+            vec![(2, 2), (1, 1)],
+            vec![(2, 3), (1, 1)],
+            vec![(2, 3), (1, 0)],
+            // Succeeded: the old revision's Deployment is no longer rendered.
+            vec![(2, 3)],
+        ]
+    );
+    let tom = must(platform.login("tom", PASSWORD, None).await).principal;
+    let acme = must(platform.tenant(&tom, "acme").await);
+    let releases = must(platform.releases(&acme, "dev", "web").await);
+    assert_eq!(
+        releases[0].state,
+        platform_core::releases::gate::State::Succeeded
+    );
+    let app = must(platform.application(&acme, "dev", "web").await);
+    assert_eq!(app.application.released_revision, 2);
 }
