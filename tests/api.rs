@@ -1917,6 +1917,22 @@ async fn a_change_in_prod_waits_for_an_ops_approval_the_requester_cannot_give(po
             ("release.resume".to_owned(), "ops".to_owned()),
         ]
     );
+    // A developer may request a spec change in prod (it waits for approval like any
+    // other), but not change what is not released, such as the description.
+    let mut requested = service_spec();
+    requested["env"] = json!({"COLOUR": "green"});
+    let (status, body) = dev.put(PROD_API, json!({"spec": requested})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, list) = dev.get(&format!("{PROD_API}/releases")).await;
+    assert_eq!(list["items"][0]["state"], "pending_approval");
+    assert_eq!(list["items"][0]["requested_by"], "dev");
+    let (status, _) = dev
+        .put(
+            PROD_API,
+            json!({"spec": requested, "description": "mine now"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 #[sqlx::test(migrations = "../migrations")]

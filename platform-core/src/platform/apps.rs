@@ -276,8 +276,9 @@ impl Platform {
             protected_environment: env.protected,
         };
         // Where releases wait for an approval, anyone in the tenant may request a
-        // change: it runs only once someone allowed approves it.
-        if !access.can(permission)
+        // change of the spec: it runs only once someone allowed approves it.
+        let request_only = !access.can(permission);
+        if request_only
             && !super::releases::policy_of(&self.pool, env.id, env.protected)
                 .await?
                 .0
@@ -297,6 +298,10 @@ impl Platform {
         )
         .await?;
         let description = description.filter(|d| *d != current.application.description);
+        if request_only && description.is_some() {
+            // A description is not released, so a request cannot carry it.
+            access.require(permission, "change descriptions in a protected environment")?;
+        }
         Ok(PlannedUpdate {
             current,
             spec,
