@@ -1609,3 +1609,121 @@ async fn ops_approve_a_developers_prod_release_from_the_terminal_with_exit_codes
         assert_eq!((code, out.contains("Usage")), (0, true), "{command}");
     }
 }
+
+#[tokio::test]
+async fn a_release_that_needs_room_the_node_lacks_says_why_and_can_be_aborted() {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    let admin = Tenant::login(&paas, "admin").await;
+    // What the node has left, so that four instances fit and a fifth (the surge) does not.
+    let free = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let response = must(
+                admin
+                    .http
+                    .get(format!("{}/api/v1/admin/runtimes", admin.base))
+                    .bearer_auth(&admin.token)
+                    .send()
+                    .await,
+            );
+            let body: Value = must(response.json().await);
+            let node = &body["items"][0]["nodes"][0];
+            if let (Some(cap), Some(used)) = (
+                node["capacity"]["cpu_millis"].as_u64(),
+                node["allocated"]["cpu_millis"].as_u64(),
+            ) && node["healthy"] == true
+            {
+                break cap - used;
+            }
+            assert!(Instant::now() < deadline, "no node: {body:#}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let each = free / 4;
+    assert!(each * 5 > free && each >= 10, "free {free}");
+    // The demo quota is not what this is about.
+    let response = must(
+        admin
+            .http
+            .put(format!("{}/api/v1/admin/tenants/acme/quota", admin.base))
+            .bearer_auth(&admin.token)
+            .json(&json!({"max_instances": null, "max_cpu_millis": null, "max_memory_mib": null}))
+            .send()
+            .await,
+    );
+    assert_eq!(response.status(), StatusCode::OK);
+    let marker = marker();
+    let mut spec = web_spec(&marker, 4);
+    spec["resources"] = json!({"cpu_millis": each, "memory_mib": 32});
+    dev.onboard("roomy", spec.clone()).await;
+    dev.wait_instances("roomy", "four ready instances", |i| {
+        i.len() == 4 && i.iter().all(|x| x["ready"] == true)
+    })
+    .await;
+    // Never below the four ready: the new instance needs room of its own.
+    let tadmin = Tenant::login(&paas, "tadmin").await;
+    let (status, body) = tadmin
+        .call(
+            reqwest::Method::PUT,
+            "/environments/dev/release-policy",
+            Some(json!({"approval": {"required": false},
+                "strategy": {"type": "rolling", "max_surge": 1, "max_unavailable": 0}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    spec["env"] = json!({"BUILD": "2"});
+    let app = "/environments/dev/applications/roomy";
+    let (status, body) = dev
+        .call(reqwest::Method::PUT, app, Some(json!({"spec": spec})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, list) = dev
+        .call(reqwest::Method::GET, &format!("{app}/releases"), None)
+        .await;
+    let id = list["items"][0]["id"].as_i64().unwrap_or_default();
+    let release = format!("{app}/releases/{id}");
+    let blocked = wait_release(
+        &dev,
+        &release,
+        "the release to say it is blocked",
+        |r| r["reason"].as_str().unwrap_or("").contains("cannot place"),
+        |_| {},
+    )
+    .await;
+    assert_eq!(blocked["state"], "progressing", "{blocked:#}");
+    assert!(
+        blocked["timeline"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|e| e["kind"] == "blocked")),
+        "{blocked:#}"
+    );
+    // Nothing of the running revision was taken down for it.
+    let running = dev.instances("roomy").await;
+    assert_eq!(
+        running
+            .iter()
+            .filter(|i| i["revision"] == 1 && i["ready"] == true)
+            .count(),
+        4
+    );
+    let (status, body) = dev
+        .call(
+            reqwest::Method::POST,
+            &format!("{release}/abort"),
+            Some(json!({"reason": "no room"})),
+        )
+        .await;
+    // A developer may not abort (ops and tenant admins may).
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let ops = Tenant::login(&paas, "ops").await;
+    let (status, body) = ops
+        .call(reqwest::Method::POST, &format!("{release}/abort"), None)
+        .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::OK, Some("aborted")),
+        "{body}"
+    );
+}

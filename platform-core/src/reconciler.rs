@@ -358,6 +358,22 @@ impl Reconciler {
             }
             Err(RuntimeError::Unschedulable(why)) => {
                 tracing::warn!(workload = %key, why, "cannot place every instance");
+                // A release that needs room it cannot get says so, on its page and in
+                // the queue, until the room is there.
+                if let Some((id, _)) = step {
+                    let reason = format!("cannot place every instance: {why}");
+                    if store::releases::set_moving_reason(&self.pool, id, &reason).await? {
+                        store::releases::event(
+                            &self.pool,
+                            id,
+                            None,
+                            "blocked",
+                            &reason,
+                            serde_json::json!({}),
+                        )
+                        .await?;
+                    }
+                }
                 Ok(Outcome::Failed)
             }
             Err(e) => {
@@ -504,6 +520,8 @@ impl Reconciler {
     /// Records what a release's step asked for (on its timeline when it changed), and
     /// ends the release when the step says it succeeded or must roll back.
     async fn record_step(&self, id: i64, to: i32, plan: Plan) -> Result<(), sqlx::Error> {
+        // Placed: whatever blocked the release is over.
+        store::releases::set_moving_reason(&self.pool, id, "").await?;
         let p = plan.progress;
         let progress = serde_json::to_value(p).unwrap_or_default();
         if store::releases::set_progress(&self.pool, id, &progress).await? {

@@ -363,3 +363,21 @@ pub async fn conclude(
     }
     Ok(true)
 }
+
+/// Says why a moving release cannot go on just now (empty: it can); whether that
+/// changed.
+pub async fn set_moving_reason<'e>(
+    ex: impl PgExecutor<'e>,
+    id: i64,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE releases SET reason = $2
+         WHERE id = $1 AND state = 'progressing' AND reason IS DISTINCT FROM $2",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(ex)
+    .await
+    .map(|r| r.rows_affected() > 0)
+}
