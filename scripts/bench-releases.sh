@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # P3: releases under load, on one machine's platform (`paas up`). A keep-alive service
 # of 4 instances behind the router; the router's maximum measured first (wrk, 32
-# connections), then each strategy released under a steady load (wrk, 8 connections,
-# at least 100,000 requests) against the same load's p99 with no release, in the same
-# run; then kill -9 of the control plane in the middle of a rolling release under 200
-# req/s. Its last line is one JSON object with p3_failed_rolling, p3_failed_inplace,
+# connections), then the steady load's p99 (wrk, 16 connections, no release), then the
+# same load for long enough to reach 100,000 requests (30 to 150 s) while the service
+# is released again and again, back to back, so that the whole run is "during a
+# release"; then kill -9 of the control plane in the middle of a slow rolling release
+# under 200 req/s (the release must finish after the restart, with exactly 4 instances
+# left). Its last line is one JSON object with p3_failed_rolling, p3_failed_inplace,
 # p3_failed_canary, p3_requests_min, p3_p99_ratio_max, canary_abort_intervals and
 # cp_kill_release_failed (null where the strategy does not exist yet). Needs python3,
 # wrk and PostgreSQL's binaries.

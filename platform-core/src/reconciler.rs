@@ -88,6 +88,13 @@ impl Reconciler {
             loops.spawn(async move { this.run_touched(&runtime, &mut heard, full, stop).await });
         }
         let wakes = Arc::new(wakes);
+        for name in self.runtimes.names() {
+            let Some(events) = self.runtimes.get(name).and_then(|r| r.instance_events()) else {
+                continue;
+            };
+            let (pool, stop, runtime) = (self.pool.clone(), shutdown.clone(), name.to_owned());
+            loops.spawn(async move { record_instance_events(pool, runtime, events, stop).await });
+        }
         {
             // Waiting releases move on by the clock: a freeze ends, a request expires.
             let (pool, mut stop) = (self.pool.clone(), shutdown.clone());
@@ -380,6 +387,53 @@ impl Reconciler {
                 tracing::warn!(workload = %key, error = %e, "could not apply");
                 Ok(Outcome::Failed)
             }
+        }
+    }
+}
+
+/// Records the instance events a runtime observed (a cluster's pod changes) as its
+/// applications' events, where the release timeline and the application page read
+/// them, as they do the local runtime's.
+async fn record_instance_events(
+    pool: PgPool,
+    runtime: String,
+    mut events: broadcast::Receiver<crate::runtime::InstanceEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            _ = shutdown.changed() => return,
+        };
+        let e = match event {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    runtime,
+                    missed,
+                    "instance events came faster than they were recorded"
+                );
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let recorded = async {
+            let Some(id) = store::runtime::application_id(
+                &pool,
+                &e.key.tenant,
+                &e.key.environment,
+                &e.key.app,
+            )
+            .await?
+            else {
+                return Ok(());
+            };
+            let mut conn = pool.acquire().await?;
+            store::runtime::append_event(&mut conn, id, Some(&e.instance), &e.reason, &e.message)
+                .await
+        };
+        if let Err(err) = recorded.await {
+            tracing::warn!(runtime, workload = %e.key, error = %err, "could not record an instance event");
         }
     }
 }

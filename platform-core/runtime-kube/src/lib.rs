@@ -13,6 +13,7 @@
 //! - The pod watch re-lists on `410 Gone` and backs off on errors (kube-runtime's
 //!   watcher); duplicate events are idempotent updates of the cache.
 
+pub mod events;
 pub mod observe;
 pub mod quantity;
 pub mod render;
@@ -34,7 +35,9 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use platform_core::FieldError;
-use platform_core::runtime::{Instance, Node, Runtime, RuntimeError, Workload, WorkloadKey};
+use platform_core::runtime::{
+    Instance, InstanceEvent, Node, Runtime, RuntimeError, Workload, WorkloadKey,
+};
 use platform_core::spec::AppSpec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -77,6 +80,8 @@ pub struct KubeRuntime {
     manage_namespaces: bool,
     pods: Option<Store<Pod>>,
     usage: Arc<RwLock<Usage>>,
+    /// Pod changes as instance events, for the core to record (with the pod watch).
+    events: Option<tokio::sync::broadcast::Sender<InstanceEvent>>,
 }
 
 impl std::fmt::Debug for KubeRuntime {
@@ -113,6 +118,7 @@ impl KubeRuntime {
             manage_namespaces: true,
             pods: None,
             usage: Arc::default(),
+            events: None,
         }
     }
 
@@ -126,7 +132,8 @@ impl KubeRuntime {
     /// A driver with a pod cache fed by a watch and a metrics poller, both running
     /// until the process ends.
     pub fn watching(client: Client) -> Self {
-        let (store, task) = pod_cache(client.clone());
+        let (events, _) = tokio::sync::broadcast::channel(EVENT_BACKLOG);
+        let (store, task) = pod_cache(client.clone(), Some(events.clone()));
         tokio::spawn(task);
         let usage: Arc<RwLock<Usage>> = Arc::default();
         tokio::spawn(poll_metrics(client.clone(), usage.clone()));
@@ -135,6 +142,7 @@ impl KubeRuntime {
             manage_namespaces: true,
             pods: Some(store),
             usage,
+            events: Some(events),
         }
     }
 
@@ -239,23 +247,93 @@ impl KubeRuntime {
     }
 }
 
-/// A reflector over every pod the platform manages, and the task that feeds it.
-pub fn pod_cache(client: Client) -> (Store<Pod>, impl std::future::Future<Output = ()> + Send) {
+/// Pod changes not yet taken by the core beyond this are dropped (and logged there).
+const EVENT_BACKLOG: usize = 1024;
+
+/// A reflector over every pod the platform manages, and the task that feeds it; with
+/// `events`, each pod change also becomes instance events (`events::transitions`).
+/// The first listing only says what runs (no events); a listing after the watch was
+/// interrupted gives the changes made meanwhile, and `Stopped` for pods gone.
+pub fn pod_cache(
+    client: Client,
+    events: Option<tokio::sync::broadcast::Sender<InstanceEvent>>,
+) -> (Store<Pod>, impl std::future::Future<Output = ()> + Send) {
     let (reader, writer) = reflector::store();
     let api: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
     let task = async move {
-        let mut events = watcher(api, config)
+        let mut stream = watcher(api, config)
             .default_backoff()
             .reflect(writer)
             .boxed();
-        while let Some(event) = events.next().await {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "pod watch interrupted; resuming");
+        let mut seen: HashMap<String, events::Seen> = HashMap::new();
+        let mut listed: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let emit = |pod: &Pod, changes: Vec<(&'static str, String)>| {
+            let (Some(tx), Some(key), Some(name)) = (&events, pod_key(pod), &pod.metadata.name)
+            else {
+                return;
+            };
+            for (reason, message) in changes {
+                // No receiver (no control plane loop yet) is not an error.
+                let _ = tx.send(InstanceEvent {
+                    key: key.clone(),
+                    instance: name.clone(),
+                    reason: reason.to_owned(),
+                    message,
+                });
+            }
+        };
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Init) => listed.clear(),
+                Ok(watcher::Event::InitApply(pod)) => {
+                    let id = pod_id(&pod);
+                    let now = events::seen(&pod);
+                    if let Some(before) = seen.insert(id.clone(), now.clone()) {
+                        emit(&pod, events::transitions(Some(&before), &now, &pod));
+                    }
+                    listed.insert(id);
+                }
+                Ok(watcher::Event::InitDone) => seen.retain(|id, _| listed.contains(id)),
+                Ok(watcher::Event::Apply(pod)) => {
+                    let now = events::seen(&pod);
+                    let before = seen.insert(pod_id(&pod), now.clone());
+                    emit(&pod, events::transitions(before.as_ref(), &now, &pod));
+                }
+                Ok(watcher::Event::Delete(pod)) => {
+                    seen.remove(&pod_id(&pod));
+                    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+                    emit(
+                        &pod,
+                        vec![(
+                            "Stopped",
+                            format!("stopped on {}", node.as_deref().unwrap_or("its node")),
+                        )],
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "pod watch interrupted; resuming"),
             }
         }
     };
     (reader, task)
+}
+
+fn pod_id(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// The workload a pod belongs to, from the labels the renderer gives it.
+fn pod_key(pod: &Pod) -> Option<WorkloadKey> {
+    let labels = pod.metadata.labels.as_ref()?;
+    Some(WorkloadKey {
+        tenant: labels.get(render::LABEL_TENANT)?.clone(),
+        environment: labels.get(render::LABEL_ENVIRONMENT)?.clone(),
+        app: labels.get(render::LABEL_APP)?.clone(),
+    })
 }
 
 async fn poll_metrics(client: Client, usage: Arc<RwLock<Usage>>) {
@@ -523,6 +601,12 @@ impl Runtime for KubeRuntime {
         restart_kind::<StatefulSet>(c, &ns, &selector, &at).await?;
         restart_kind::<DaemonSet>(c, &ns, &selector, &at).await?;
         Ok(true)
+    }
+
+    fn instance_events(&self) -> Option<tokio::sync::broadcast::Receiver<InstanceEvent>> {
+        self.events
+            .as_ref()
+            .map(tokio::sync::broadcast::Sender::subscribe)
     }
 
     async fn instances(&self, key: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError> {

@@ -325,7 +325,7 @@ async fn next(
 #[tokio::test]
 async fn the_pod_cache_relists_after_410_gone_and_ignores_duplicate_events() {
     let (client, mut handle) = scripted();
-    let (store, task) = runtime_kube::pod_cache(client);
+    let (store, task) = runtime_kube::pod_cache(client, None);
     let feeding = tokio::spawn(task);
     // Initial list: one pod.
     let (req, send) = next(&mut handle).await;
@@ -663,4 +663,98 @@ async fn a_restart_is_a_rolling_restart_of_the_pod_template_and_deletes_nothing(
     // the pods are not rolled a second time.
     must(runtime.apply(&web).await);
     assert_eq!(annotation(&must(api.get("web-r1").await)), stamp);
+}
+
+/// A pod of acme/dev/web as the watch shows it: unscheduled, running (ready or not,
+/// with a restart count and the last termination's reason).
+fn pod_at(
+    name: &str,
+    node: Option<&str>,
+    ready: bool,
+    restarts: i32,
+    last: Option<&str>,
+    rv: &str,
+) -> Value {
+    let mut spec = json!({"containers": [{"name": "app", "image": "x:1"}]});
+    let mut status = json!({"phase": "Pending"});
+    if let Some(node) = node {
+        spec["nodeName"] = json!(node);
+        status = json!({"phase": "Running",
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+            "containerStatuses": [{"name": "app", "ready": ready, "restartCount": restarts, "image": "x:1", "imageID": "",
+                "state": {"running": {}},
+                "lastState": last.map_or(json!({}), |r| json!({"terminated": {"exitCode": 137, "reason": r}}))}]});
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "paas-acme-dev", "resourceVersion": rv,
+            "labels": {"app.kubernetes.io/managed-by": "paas", "paas.dev/tenant": "acme",
+                "paas.dev/environment": "dev", "paas.dev/app": "web", "paas.dev/revision": "2"}},
+        "spec": spec,
+        "status": status,
+    })
+}
+
+#[tokio::test]
+async fn pod_changes_become_the_same_instance_events_the_local_runtime_records() {
+    let (client, mut handle) = scripted();
+    let (tx, mut rx) = tokio::sync::broadcast::channel(64);
+    let (_store, task) = runtime_kube::pod_cache(client, Some(tx));
+    let feeding = tokio::spawn(task);
+    // What already runs when the watch starts is no news.
+    let (_, send) = next(&mut handle).await;
+    respond(
+        send,
+        StatusCode::OK,
+        pod_list(
+            vec![pod_at("web-a", Some("node-a"), true, 0, None, "10")],
+            "10",
+        ),
+    );
+    let (_, send) = next(&mut handle).await;
+    send.send_response(
+        Response::builder()
+            .status(StatusCode::OK)
+            .body(watch_lines(&[
+                json!({"type": "ADDED", "object": pod_at("web-b", None, false, 0, None, "11")}),
+                json!({"type": "MODIFIED", "object": pod_at("web-b", Some("node-a"), false, 0, None, "12")}),
+                json!({"type": "MODIFIED", "object": pod_at("web-b", Some("node-a"), true, 0, None, "13")}),
+                json!({"type": "MODIFIED", "object": pod_at("web-b", Some("node-a"), false, 1, Some("OOMKilled"), "14")}),
+                json!({"type": "DELETED", "object": pod_at("web-b", Some("node-a"), false, 1, Some("OOMKilled"), "15")}),
+            ]))
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let mut got = Vec::new();
+    while got.len() < 7 {
+        let event = must(
+            tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+                .await
+                .map_err(|_| format!("only {got:?}")),
+        );
+        let event = must(event);
+        assert_eq!(
+            (
+                event.key.tenant.as_str(),
+                event.key.environment.as_str(),
+                event.key.app.as_str()
+            ),
+            ("acme", "dev", "web")
+        );
+        got.push((event.instance, event.reason));
+    }
+    let reasons: Vec<&str> = got.iter().map(|(_, r)| r.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "Scheduled",
+            "Started",
+            "Ready",
+            "OOMKilled",
+            "Restarted",
+            "NotReady",
+            "Stopped"
+        ]
+    );
+    assert!(got.iter().all(|(i, _)| i == "web-b"), "{got:?}");
+    feeding.abort();
 }

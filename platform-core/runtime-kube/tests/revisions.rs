@@ -11,7 +11,7 @@ use platform_core::names::{AppName, DisplayName, EnvName, Password, TenantSlug, 
 use platform_core::platform::{NewApplication, NewTenant, NewUser};
 use platform_core::reconciler::Reconciler;
 use platform_core::runtime::{
-    Instance, Node, Phase, Runtime, RuntimeError, Runtimes, Workload, WorkloadKey,
+    Instance, InstanceEvent, Node, Phase, Runtime, RuntimeError, Runtimes, Workload, WorkloadKey,
 };
 use platform_core::spec::AppSpec;
 use platform_core::{FieldError, Platform};
@@ -39,6 +39,8 @@ struct Cluster {
     applied: Mutex<Vec<Workload>>,
     /// What runs, as (revision, count), all ready; none: revision 1's three.
     running: Mutex<Option<Vec<(i32, u32)>>>,
+    /// Instance events, as a pod watch gives them.
+    events: Mutex<Option<tokio::sync::broadcast::Sender<InstanceEvent>>>,
 }
 
 fn ready(revision: i32, n: u32) -> Instance {
@@ -78,6 +80,11 @@ impl Runtime for Cluster {
             .into_iter()
             .flat_map(|(revision, count)| (0..count).map(move |n| ready(revision, n)))
             .collect())
+    }
+    fn instance_events(&self) -> Option<tokio::sync::broadcast::Receiver<InstanceEvent>> {
+        must(self.events.lock())
+            .as_ref()
+            .map(tokio::sync::broadcast::Sender::subscribe)
     }
     async fn nodes(&self) -> Result<Vec<Node>, RuntimeError> {
         Ok(Vec::new())
@@ -304,4 +311,43 @@ async fn a_rolling_release_renders_two_deployments_stepping_within_surge_until_i
     );
     let app = must(platform.application(&acme, "dev", "web").await);
     assert_eq!(app.application.released_revision, 2);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_clusters_pod_events_become_the_applications_events(pool: PgPool) {
+    let (platform, cluster, runtimes, master) = changed_app(&pool).await;
+    let (tx, _) = tokio::sync::broadcast::channel(16);
+    *must(cluster.events.lock()) = Some(tx.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let loops = tokio::spawn(Reconciler::new(pool.clone(), runtimes, master).run(
+        std::time::Duration::from_secs(3600),
+        Arc::new(tokio::sync::Notify::new()),
+        stopped,
+    ));
+    let key = WorkloadKey {
+        tenant: "acme".into(),
+        environment: "dev".into(),
+        app: "web".into(),
+    };
+    let tom = must(platform.login("tom", PASSWORD, None).await).principal;
+    let acme = must(platform.tenant(&tom, "acme").await);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        // Sent until the loop listens (a send before it subscribed reaches no one).
+        let _ = tx.send(InstanceEvent {
+            key: key.clone(),
+            instance: "web-r2-x".into(),
+            reason: "OOMKilled".into(),
+            message: "killed for going over its memory limit; restarted".into(),
+        });
+        let events = must(platform.events(&acme, "dev", "web", 50).await);
+        if let Some(e) = events.iter().find(|e| e.reason == "OOMKilled") {
+            assert_eq!(e.instance.as_deref(), Some("web-r2-x"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{events:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    must(stop.send(true));
+    must(loops.await);
 }

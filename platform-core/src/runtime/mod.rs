@@ -231,6 +231,19 @@ impl Runtimes {
     }
 }
 
+/// Something that happened to an instance, as observed by a runtime that does not
+/// record instance events itself (a cluster's pod changes); the core records it as an
+/// application event, with the same reasons the local runtime uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceEvent {
+    pub key: WorkloadKey,
+    pub instance: String,
+    /// `Scheduled`, `Started`, `Ready`, `NotReady`, `Crashed`, `Restarted`, `OOMKilled`,
+    /// `Evicted`, `Failed`, `Completed`, `Stopping`, `Stopped`.
+    pub reason: String,
+    pub message: String,
+}
+
 /// The port. Implementations are idempotent: applying the same shape twice is the same
 /// as applying it once, and every call may be retried.
 #[async_trait::async_trait]
@@ -257,6 +270,12 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     }
     /// The workload's instances as they are now.
     async fn instances(&self, key: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError>;
+    /// Instance events for the core to record, from a driver that observes them but
+    /// does not record them itself (Kubernetes' pod watch); `None` for a driver that
+    /// records its own (the local runtime).
+    fn instance_events(&self) -> Option<tokio::sync::broadcast::Receiver<InstanceEvent>> {
+        None
+    }
     /// The workload's request rate and latency over about `window`, where the runtime
     /// itself sees its traffic (the local runtime's router); `None` where it does not
     /// (a PromQL rule reads it from Prometheus instead).
