@@ -40,6 +40,19 @@ pub fn free_port() -> u16 {
         .unwrap_or(9515)
 }
 
+/// A free port below the ephemeral range (32768 and up on Linux), for the ports a
+/// platform keeps across restarts: while its control plane restarts, an outgoing
+/// connection of another test (whose local port comes from the ephemeral range) could
+/// otherwise take it. Below the router's TCP ports (30000 and up) too.
+pub fn fixed_port() -> u16 {
+    loop {
+        let port = 20_000 + u16::try_from(uuid::Uuid::new_v4().as_u128() % 10_000).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A platform's identity across restarts: its database, data directory and router port.
 /// Dropping it stops whatever agents and router still run for it, so that a failed test
 /// leaves no process behind.
@@ -78,8 +91,8 @@ impl Site {
         Self {
             database_url: fresh_database().await,
             data_dir,
-            router_port: free_port(),
-            console_port: free_port(),
+            router_port: fixed_port(),
+            console_port: fixed_port(),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
             log: None,
             binary: None,
@@ -95,8 +108,8 @@ impl Site {
             database_url: String::new(),
             log: Some(data_dir.join("paas.log")),
             data_dir,
-            router_port: free_port(),
-            console_port: free_port(),
+            router_port: fixed_port(),
+            console_port: fixed_port(),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
             binary: None,
         }

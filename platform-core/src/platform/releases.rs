@@ -142,6 +142,18 @@ pub(crate) async fn policy_of(
     }
 }
 
+/// What the gate knows of a stored release. No step of a rolling release waits for a
+/// person's "continue" (only canary steps will).
+fn gate_view(row: &ReleaseRow) -> gate::Release<'_> {
+    gate::Release {
+        state: row.state,
+        requested_by: &row.requested_by,
+        requested_at: row.requested_at,
+        approvals: &row.approvals,
+        waiting_for_continue: false,
+    }
+}
+
 /// Why a release that may start waits instead: the freeze window in force and when it
 /// ends.
 fn frozen(policy: &ReleasePolicy, now: DateTime<Utc>) -> Option<String> {
@@ -275,16 +287,9 @@ impl Platform {
         approval: &ApprovalPolicy,
     ) -> Result<Release, CoreError> {
         let now = Utc::now();
-        let strategy: Strategy = serde_json::from_value(row.strategy)
+        let strategy: Strategy = serde_json::from_value(row.strategy.clone())
             .map_err(|e| CoreError::Internal(format!("release {}'s strategy: {e}", row.id)))?;
-        let waiting_for_continue = false;
-        let gate_view = gate::Release {
-            state: row.state,
-            requested_by: &row.requested_by,
-            requested_at: row.requested_at,
-            approvals: &row.approvals,
-            waiting_for_continue,
-        };
+        let gate_view = gate_view(&row);
         let actor = Actor {
             username: &access.principal().username,
             role: access.role(),
@@ -401,13 +406,7 @@ impl Platform {
             username: &access.principal().username,
             role: access.role(),
         };
-        let view = gate::Release {
-            state: row.state,
-            requested_by: &row.requested_by,
-            requested_at: row.requested_at,
-            approvals: &row.approvals,
-            waiting_for_continue: false,
-        };
+        let view = gate_view(&row);
         let outcome = gate::act(&policy.approval, &view, &actor, action, now).map_err(refusal)?;
         let username = access.principal().username.as_str();
         let verb = action_name(action);
@@ -780,14 +779,7 @@ pub async fn supervise(pool: &sqlx::PgPool) -> Result<usize, CoreError> {
         let (policy, _) = policy_of(pool, row.environment_id, protected).await?;
         let next = match row.state {
             State::PendingApproval => {
-                let view = gate::Release {
-                    state: row.state,
-                    requested_by: &row.requested_by,
-                    requested_at: row.requested_at,
-                    approvals: &row.approvals,
-                    waiting_for_continue: false,
-                };
-                gate::expired(&policy.approval, &view, now).then(|| {
+                gate::expired(&policy.approval, &gate_view(&row), now).then(|| {
                     (
                         State::Expired,
                         "expired",
