@@ -2081,6 +2081,22 @@ async fn a_freeze_holds_an_approved_release_and_an_expired_request_cannot_be_app
     );
     must(platform_core::platform::releases::supervise(&pool).await);
     assert_eq!(ops.get(&release).await.1["state"], "approved");
+    // An emergency: only a platform administrator may start it through the freeze, and
+    // only saying why. Here the administrator does not, and the freeze is lifted.
+    let override_path = format!("/api/v1/admin/releases/{id}/override-freeze");
+    let (status, _) = tadmin
+        .post(
+            &override_path,
+            json!({"reason": "the shop is down for everyone"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let admin = server.api("admin").await;
+    let (status, body) = admin.post(&override_path, json!({"reason": "now"})).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("reason"))
+    );
     // The freeze is lifted: the next look at waiting releases starts it.
     let (status, _) = tadmin
         .put(
@@ -2231,4 +2247,98 @@ async fn a_promotion_from_test_to_prod_takes_the_running_spec_and_keeps_prods_ov
             "{from}: {body}"
         );
     }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_platform_administrator_overrides_a_freeze_with_a_reason_for_an_emergency(pool: PgPool) {
+    let server = start(pool).await;
+    let (ops, tadmin, admin) = (
+        server.api("ops").await,
+        server.api("tadmin").await,
+        server.api("admin").await,
+    );
+    let now = chrono::Utc::now();
+    let window = json!({"name": "peak", "when": {"type": "scheduled",
+        "start": (now - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M").to_string(),
+        "end": (now + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M").to_string()}});
+    let (status, _) = tadmin
+        .put(
+            "/api/v1/tenants/acme/environments/prod/release-policy",
+            json!({"approval": {"required": true}, "freezes": [window]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    must_create_prod_app(&ops).await;
+    let mut spec = service_spec();
+    spec["env"] = json!({"FIX": "1"});
+    assert_eq!(
+        ops.put(PROD_API, json!({"spec": spec})).await.0,
+        StatusCode::OK
+    );
+    let (_, list) = ops.get(&format!("{PROD_API}/releases")).await;
+    let id = states(&list)[0].0;
+    let release = format!("{PROD_API}/releases/{id}");
+    assert_eq!(
+        tadmin
+            .post(&format!("{release}/approve"), json!({}))
+            .await
+            .1["state"],
+        "approved"
+    );
+    let override_path = format!("/api/v1/admin/releases/{id}/override-freeze");
+    let (status, body) = admin
+        .post(
+            &override_path,
+            json!({"reason": "payments fail for everyone; hotfix"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::OK, Some("progressing")),
+        "{body}"
+    );
+    assert_eq!(body["actions"], json!([]));
+    let (_, detail) = ops.get(&release).await;
+    let last = detail["timeline"]
+        .as_array()
+        .and_then(|t| t.last())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (last["kind"].as_str(), last["actor"].as_str()),
+        (Some("override"), Some("admin")),
+        "{detail}"
+    );
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("payments fail"),
+        "{last}"
+    );
+    let (_, audit) = tadmin
+        .get("/api/v1/tenants/acme/audit?action=release.override")
+        .await;
+    assert_eq!(audit["items"][0]["actor"], "admin", "{audit}");
+    // Only a held release: again, it is progressing already.
+    let (status, body) = admin
+        .post(
+            &override_path,
+            json!({"reason": "payments fail for everyone; hotfix"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("invalid_state"))
+    );
+    assert_eq!(
+        admin
+            .post(
+                "/api/v1/admin/releases/424242/override-freeze",
+                json!({"reason": "a long enough reason"})
+            )
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
 }

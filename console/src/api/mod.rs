@@ -323,6 +323,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::patch().to(admin::update_user),
             )
             .route("/admin/audit", web::get().to(admin::audit))
+            .route(
+                "/admin/releases/{id}/override-freeze",
+                web::post().to(releases::override_freeze),
+            )
             .route("/admin/runtimes", web::get().to(admin::runtimes))
             .route(
                 "/admin/runtimes/{runtime}/nodes/{node}/confirm-lost",

@@ -280,3 +280,35 @@ pub async fn promote(
         .await?;
     Ok(HttpResponse::Created().json(detail))
 }
+
+/// Why a freeze is overridden.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideRequest {
+    /// Read later by everyone the release concerns: 10 to 1000 characters.
+    #[schema(min_length = 10, max_length = 1000)]
+    pub reason: String,
+}
+
+/// An emergency release: a platform administrator starts an approved release that a
+/// freeze window holds. The reason goes on the release's timeline and into the
+/// tenant's audit log.
+#[utoipa::path(operation_id = "override_freeze", post, path = "/api/v1/admin/releases/{id}/override-freeze", tag = "admin",
+    params(("id" = i64, Path, description = "Release")),
+    request_body = OverrideRequest,
+    responses((status = 200, body = Release), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn override_freeze(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<ReleasePath>,
+    body: ApiJson<OverrideRequest>,
+) -> Result<Json<Release>, ApiError> {
+    let id = release_id(&path.id)?;
+    Ok(Json(
+        state
+            .platform
+            .override_freeze(&auth.0.principal, id, &body.0.reason)
+            .await?,
+    ))
+}

@@ -142,6 +142,54 @@ pub(crate) async fn policy_of(
     }
 }
 
+/// A stored release as clients see it, with the actions `actor` may take on it now.
+fn view_of(
+    row: ReleaseRow,
+    approval: &ApprovalPolicy,
+    actor: Option<&Actor<'_>>,
+) -> Result<Release, CoreError> {
+    let now = Utc::now();
+    let strategy: Strategy = serde_json::from_value(row.strategy.clone())
+        .map_err(|e| CoreError::Internal(format!("release {}'s strategy: {e}", row.id)))?;
+    let actions = match actor {
+        Some(actor) => {
+            let view = gate_view(&row);
+            ALL_ACTIONS
+                .into_iter()
+                .filter(|a| gate::act(approval, &view, actor, *a, now).is_ok())
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    Ok(Release {
+        id: row.id,
+        tenant: row.tenant,
+        environment: row.environment,
+        application: row.application,
+        from_revision: row.from_revision,
+        to_revision: row.to_revision,
+        cause: row.cause,
+        strategy,
+        state: row.state,
+        reason: row.reason,
+        requested_by: row.requested_by,
+        requested_at: row.requested_at,
+        approvals: row.approvals,
+        approvals_required: if approval.required {
+            approval.approvals
+        } else {
+            0
+        },
+        expires_at: (row.state == State::PendingApproval)
+            .then(|| row.requested_at + chrono::Duration::seconds(i64::from(approval.valid_for_s))),
+        started_at: row.started_at,
+        ended_at: row.ended_at,
+        progress: serde_json::from_value(row.progress).ok(),
+        actions,
+        version: row.version,
+    })
+}
+
 /// What the gate knows of a stored release. No step of a rolling release waits for a
 /// person's "continue" (only canary steps will).
 fn gate_view(row: &ReleaseRow) -> gate::Release<'_> {
@@ -286,46 +334,11 @@ impl Platform {
         row: ReleaseRow,
         approval: &ApprovalPolicy,
     ) -> Result<Release, CoreError> {
-        let now = Utc::now();
-        let strategy: Strategy = serde_json::from_value(row.strategy.clone())
-            .map_err(|e| CoreError::Internal(format!("release {}'s strategy: {e}", row.id)))?;
-        let gate_view = gate_view(&row);
         let actor = Actor {
             username: &access.principal().username,
             role: access.role(),
         };
-        let actions = ALL_ACTIONS
-            .into_iter()
-            .filter(|a| gate::act(approval, &gate_view, &actor, *a, now).is_ok())
-            .collect();
-        Ok(Release {
-            id: row.id,
-            tenant: row.tenant,
-            environment: row.environment,
-            application: row.application,
-            from_revision: row.from_revision,
-            to_revision: row.to_revision,
-            cause: row.cause,
-            strategy,
-            state: row.state,
-            reason: row.reason,
-            requested_by: row.requested_by,
-            requested_at: row.requested_at,
-            approvals: row.approvals,
-            approvals_required: if approval.required {
-                approval.approvals
-            } else {
-                0
-            },
-            expires_at: (row.state == State::PendingApproval).then(|| {
-                row.requested_at + chrono::Duration::seconds(i64::from(approval.valid_for_s))
-            }),
-            started_at: row.started_at,
-            ended_at: row.ended_at,
-            progress: serde_json::from_value(row.progress).ok(),
-            actions,
-            version: row.version,
-        })
+        view_of(row, approval, Some(&actor))
     }
 
     /// An application's releases, newest first.
@@ -646,6 +659,73 @@ impl Platform {
         let access = self.tenant(principal, &row.tenant).await?;
         self.release(&access, &row.environment, &row.application, id)
             .await
+    }
+
+    /// An emergency: a platform administrator starts an approved release that a freeze
+    /// window holds, with a written reason (on the release's timeline and in the
+    /// tenant's audit log). Administrators need no membership for this, and see
+    /// nothing of the tenant beyond the release's state.
+    pub async fn override_freeze(
+        &self,
+        principal: &crate::authz::Principal,
+        id: i64,
+        reason: &str,
+    ) -> Result<Release, CoreError> {
+        principal.require_platform_admin("override a freeze window")?;
+        let reason = reason.trim();
+        if reason.len() < 10 || reason.len() > 1000 || reason.contains('\0') {
+            return Err(FieldError::new(
+                "reason",
+                "say why, in 10 to 1000 characters: an override is read later",
+            )
+            .into());
+        }
+        let mut tx = self.pool.begin().await?;
+        let row = store::releases::by_id(&mut *tx, id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("release", id.to_string()))?;
+        let row = store::releases::lock(&mut tx, row.tenant_id, id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("release", id.to_string()))?;
+        if row.state != State::Approved {
+            return Err(CoreError::WrongState(format!(
+                "only an approved release that a freeze window holds can be started by an override; this one is {}",
+                row.state.as_str()
+            )));
+        }
+        store::releases::set_state(&mut tx, id, State::Progressing, "").await?;
+        let message = format!("freeze overridden: {reason}");
+        store::releases::event(
+            &mut *tx,
+            id,
+            Some(&principal.username),
+            "override",
+            &message,
+            json!({}),
+        )
+        .await?;
+        super::record(
+            &mut tx,
+            principal,
+            super::Audit {
+                tenant_id: Some(row.tenant_id),
+                action: "release.override_freeze",
+                target_kind: "application",
+                target: &format!("{}/{}", row.environment, row.application),
+                details: json!({"release": id, "reason": reason}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        let row = store::releases::by_id(&self.pool, id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("release", id.to_string()))?;
+        let protected = store::tenants::environment(&self.pool, row.tenant_id, &row.environment)
+            .await?
+            .is_some_and(|e| e.protected);
+        let (policy, _) = policy_of(&self.pool, row.environment_id, protected).await?;
+        // An administrator acts on releases only through overrides: no actions.
+        view_of(row, &policy.approval, None)
     }
 
     /// Releases across every tenant the caller belongs to (the ops queue), pending
