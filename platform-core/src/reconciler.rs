@@ -359,7 +359,12 @@ impl Reconciler {
         match runtime.apply(&workload).await {
             Ok(()) => {
                 if let Some((id, plan)) = step {
-                    self.record_step(id, row.revision, plan).await?;
+                    // Placed: whatever blocked the release is over.
+                    if row.release_reason.as_deref().is_some_and(|r| !r.is_empty()) {
+                        store::releases::set_moving_reason(&self.pool, id, "").await?;
+                    }
+                    self.record_step(id, row.revision, row.release_progress.as_ref(), plan)
+                        .await?;
                 }
                 Ok(Outcome::Applied)
             }
@@ -573,12 +578,19 @@ impl Reconciler {
 
     /// Records what a release's step asked for (on its timeline when it changed), and
     /// ends the release when the step says it succeeded or must roll back.
-    async fn record_step(&self, id: i64, to: i32, plan: Plan) -> Result<(), sqlx::Error> {
-        // Placed: whatever blocked the release is over.
-        store::releases::set_moving_reason(&self.pool, id, "").await?;
+    async fn record_step(
+        &self,
+        id: i64,
+        to: i32,
+        known: Option<&serde_json::Value>,
+        plan: Plan,
+    ) -> Result<(), sqlx::Error> {
         let p = plan.progress;
         let progress = serde_json::to_value(p).unwrap_or_default();
-        if store::releases::set_progress(&self.pool, id, &progress).await? {
+        // Written (with its timeline entry) only when it moved since the row was read.
+        if known != Some(&progress)
+            && store::releases::set_progress(&self.pool, id, &progress).await?
+        {
             let message = format!(
                 "revision {to}: {} of {} ready; earlier revisions: {} of {} ready",
                 p.target_ready, p.target, p.stable_ready, p.stable

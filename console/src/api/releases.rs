@@ -145,8 +145,8 @@ pub async fn act(
     } = scope;
     let ReleaseActionPath { id, action } = path.into_inner();
     let id = release_id(&id)?;
-    let action: Action = serde_json::from_value(serde_json::Value::String(action.clone()))
-        .map_err(|_| ApiError::not_found(&format!("release action '{action}'")))?;
+    let action = Action::parse(&action)
+        .ok_or_else(|| ApiError::not_found(&format!("release action '{action}'")))?;
     // The body is optional: none, or an object with the reason.
     let request: ActionRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ActionRequest::default()

@@ -279,7 +279,7 @@ impl Platform {
         // change of the spec: it runs only once someone allowed approves it.
         let request_only = !access.can(permission);
         if request_only
-            && !super::releases::policy_of(&self.pool, env.id, env.protected)
+            && !super::releases::policy_of(&self.pool, env.id)
                 .await?
                 .0
                 .approval
@@ -811,7 +811,7 @@ impl Platform {
                 )));
             }
             // What runs restarts, not a newer spec that was never released.
-            let (_, _, released) = store::releases::context(&mut tx, application.id).await?;
+            let (_, released) = store::releases::context(&mut tx, application.id).await?;
             let row = store::apps::revision(&mut *tx, application.id, released)
                 .await?
                 .ok_or_else(|| {

@@ -109,16 +109,6 @@ pub struct StoredReleasePolicy {
 /// The most releases one list holds.
 pub const MAX_RELEASES_PAGE: i64 = 200;
 
-const ALL_ACTIONS: [Action; 7] = [
-    Action::Approve,
-    Action::Reject,
-    Action::Pause,
-    Action::Resume,
-    Action::Continue,
-    Action::Abort,
-    Action::Rollback,
-];
-
 fn refusal(r: Refusal) -> CoreError {
     match r {
         Refusal::NotAllowed(m) => CoreError::NotPermitted(m),
@@ -130,15 +120,17 @@ fn refusal(r: Refusal) -> CoreError {
 pub(crate) async fn policy_of(
     ex: impl sqlx::PgExecutor<'_>,
     environment_id: Uuid,
-    protected: bool,
 ) -> Result<(ReleasePolicy, i64), CoreError> {
-    match store::releases::policy(ex, environment_id).await? {
-        Some(row) => {
-            let policy = serde_json::from_value(row.policy)
+    let row = store::releases::policy(ex, environment_id)
+        .await?
+        .ok_or_else(|| CoreError::Internal(format!("environment {environment_id} is gone")))?;
+    match (row.policy, row.version) {
+        (Some(policy), Some(version)) => {
+            let policy = serde_json::from_value(policy)
                 .map_err(|e| CoreError::Internal(format!("stored release policy: {e}")))?;
-            Ok((policy, row.version))
+            Ok((policy, version))
         }
-        None => Ok((ReleasePolicy::default_for(protected), 0)),
+        _ => Ok((ReleasePolicy::default_for(row.protected), 0)),
     }
 }
 
@@ -154,7 +146,7 @@ fn view_of(
     let actions = match actor {
         Some(actor) => {
             let view = gate_view(&row);
-            ALL_ACTIONS
+            gate::ALL
                 .into_iter()
                 .filter(|a| gate::act(approval, &view, actor, *a, now).is_ok())
                 .collect()
@@ -241,9 +233,8 @@ pub(crate) async fn new_revision(
     )
     .await?;
     store::apps::set_current_revision(&mut *tx, application_id, number).await?;
-    let (environment_id, protected, released) =
-        store::releases::context(&mut *tx, application_id).await?;
-    let (policy, _) = policy_of(&mut *tx, environment_id, protected).await?;
+    let (environment_id, released) = store::releases::context(&mut *tx, application_id).await?;
+    let (policy, _) = policy_of(&mut *tx, environment_id).await?;
     let username = access.principal().username.as_str();
     if let Some(open) = store::releases::lock_open(&mut *tx, application_id).await? {
         let why = format!("superseded by revision {number}");
@@ -351,7 +342,7 @@ impl Platform {
         access.require(Permission::View, "view releases")?;
         let env = self.environment(access, environment).await?;
         let application = self.find_application(access, environment, app).await?;
-        let (policy, _) = policy_of(&self.pool, env.id, env.protected).await?;
+        let (policy, _) = policy_of(&self.pool, env.id).await?;
         store::releases::of_application(&self.pool, application.id, MAX_RELEASES_PAGE)
             .await?
             .into_iter()
@@ -383,7 +374,7 @@ impl Platform {
                 message: e.message,
             })
             .collect();
-        let (policy, _) = policy_of(&self.pool, env.id, env.protected).await?;
+        let (policy, _) = policy_of(&self.pool, env.id).await?;
         Ok(ReleaseDetail {
             release: self.release_view(access, row, &policy.approval)?,
             timeline,
@@ -413,7 +404,7 @@ impl Platform {
             .await?
             .filter(|r| r.environment == environment && r.application == app)
             .ok_or_else(|| CoreError::not_found("release", id.to_string()))?;
-        let (policy, _) = policy_of(&mut *tx, env.id, env.protected).await?;
+        let (policy, _) = policy_of(&mut *tx, env.id).await?;
         let now = Utc::now();
         let actor = Actor {
             username: &access.principal().username,
@@ -422,7 +413,7 @@ impl Platform {
         let view = gate_view(&row);
         let outcome = gate::act(&policy.approval, &view, &actor, action, now).map_err(refusal)?;
         let username = access.principal().username.as_str();
-        let verb = action_name(action);
+        let verb = action.as_str();
         let message = if reason.is_empty() {
             verb.to_owned()
         } else {
@@ -542,7 +533,7 @@ impl Platform {
                     format!("this application has no revision {revision}"),
                 )
             })?;
-        let (_, _, released) = store::releases::context(&mut tx, application.id).await?;
+        let (_, released) = store::releases::context(&mut tx, application.id).await?;
         let moving = store::releases::lock_open(&mut tx, application.id).await?;
         if revision == released && moving.is_none() {
             return Err(FieldError::new(
@@ -720,10 +711,7 @@ impl Platform {
         let row = store::releases::by_id(&self.pool, id)
             .await?
             .ok_or_else(|| CoreError::not_found("release", id.to_string()))?;
-        let protected = store::tenants::environment(&self.pool, row.tenant_id, &row.environment)
-            .await?
-            .is_some_and(|e| e.protected);
-        let (policy, _) = policy_of(&self.pool, row.environment_id, protected).await?;
+        let (policy, _) = policy_of(&self.pool, row.environment_id).await?;
         // An administrator acts on releases only through overrides: no actions.
         view_of(row, &policy.approval, None)
     }
@@ -755,11 +743,7 @@ impl Platform {
             let policy = match policies.get(&row.environment_id) {
                 Some(p) => p,
                 None => {
-                    let protected =
-                        store::tenants::environment(&self.pool, row.tenant_id, &row.environment)
-                            .await?
-                            .is_some_and(|e| e.protected);
-                    let (p, _) = policy_of(&self.pool, row.environment_id, protected).await?;
+                    let (p, _) = policy_of(&self.pool, row.environment_id).await?;
                     policies.entry(row.environment_id).or_insert(p)
                 }
             };
@@ -776,7 +760,7 @@ impl Platform {
         environment: &str,
     ) -> Result<StoredReleasePolicy, CoreError> {
         let env = self.environment(access, environment).await?;
-        let (policy, version) = policy_of(&self.pool, env.id, env.protected).await?;
+        let (policy, version) = policy_of(&self.pool, env.id).await?;
         Ok(StoredReleasePolicy { policy, version })
     }
 
@@ -823,18 +807,6 @@ impl Platform {
     }
 }
 
-fn action_name(action: Action) -> &'static str {
-    match action {
-        Action::Approve => "approve",
-        Action::Reject => "reject",
-        Action::Pause => "pause",
-        Action::Resume => "resume",
-        Action::Continue => "continue",
-        Action::Abort => "abort",
-        Action::Rollback => "rollback",
-    }
-}
-
 fn state_event(state: State) -> &'static str {
     match state {
         State::Progressing => "resumed",
@@ -853,10 +825,7 @@ pub async fn supervise(pool: &sqlx::PgPool) -> Result<usize, CoreError> {
     let now = Utc::now();
     let mut moved = 0;
     for row in store::releases::waiting(pool).await? {
-        let protected = store::tenants::environment(pool, row.tenant_id, &row.environment)
-            .await?
-            .is_some_and(|e| e.protected);
-        let (policy, _) = policy_of(pool, row.environment_id, protected).await?;
+        let (policy, _) = policy_of(pool, row.environment_id).await?;
         let next = match row.state {
             State::PendingApproval => {
                 gate::expired(&policy.approval, &gate_view(&row), now).then(|| {

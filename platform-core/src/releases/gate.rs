@@ -79,6 +79,37 @@ pub enum Action {
     Rollback,
 }
 
+impl Action {
+    /// As it is named in paths, the audit log and on the timeline.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Reject => "reject",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Continue => "continue",
+            Self::Abort => "abort",
+            Self::Rollback => "rollback",
+        }
+    }
+
+    /// The action named `text`, as `as_str` names it.
+    pub fn parse(text: &str) -> Option<Self> {
+        ALL.into_iter().find(|a| a.as_str() == text)
+    }
+}
+
+/// Every action, in the order buttons show them.
+pub const ALL: [Action; 7] = [
+    Action::Approve,
+    Action::Reject,
+    Action::Pause,
+    Action::Resume,
+    Action::Continue,
+    Action::Abort,
+    Action::Rollback,
+];
+
 /// Who may approve releases into an environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

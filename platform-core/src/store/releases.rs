@@ -7,20 +7,26 @@ use uuid::Uuid;
 
 use crate::releases::gate::State;
 
+/// An environment's release policy as stored (none: it has the default), and whether
+/// the environment is protected (which the default depends on).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PolicyRow {
-    pub policy: serde_json::Value,
-    pub version: i64,
+    pub protected: bool,
+    pub policy: Option<serde_json::Value>,
+    pub version: Option<i64>,
 }
 
 pub async fn policy<'e>(
     ex: impl PgExecutor<'e>,
     environment_id: Uuid,
 ) -> Result<Option<PolicyRow>, sqlx::Error> {
-    sqlx::query_as("SELECT policy, version FROM release_policies WHERE environment_id = $1")
-        .bind(environment_id)
-        .fetch_optional(ex)
-        .await
+    sqlx::query_as(
+        "SELECT e.protected, p.policy, p.version FROM environments e
+         LEFT JOIN release_policies p ON p.environment_id = e.id WHERE e.id = $1",
+    )
+    .bind(environment_id)
+    .fetch_optional(ex)
+    .await
 }
 
 /// Locks the environment's policy row when there is one; its version.
@@ -317,15 +323,14 @@ pub async fn waiting<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<ReleaseRow>, sql
     .await
 }
 
-/// Of an application: its environment's id, whether it is protected, and the revision
-/// that runs when no release moves it.
+/// Of an application: its environment's id and the revision that runs when no
+/// release moves it.
 pub async fn context(
     conn: &mut PgConnection,
     application_id: Uuid,
-) -> Result<(Uuid, bool, i32), sqlx::Error> {
+) -> Result<(Uuid, i32), sqlx::Error> {
     sqlx::query_as(
-        "SELECT e.id, e.protected, a.released_revision FROM applications a
-         JOIN environments e ON e.id = a.environment_id WHERE a.id = $1",
+        "SELECT a.environment_id, a.released_revision FROM applications a WHERE a.id = $1",
     )
     .bind(application_id)
     .fetch_one(conn)

@@ -105,6 +105,8 @@ pub struct DesiredRow {
     pub release_strategy: Option<serde_json::Value>,
     pub release_started_at: Option<chrono::DateTime<chrono::Utc>>,
     pub release_progress: Option<serde_json::Value>,
+    /// Why the moving release cannot go on (empty: it can).
+    pub release_reason: Option<String>,
 }
 /// Of one runtime's environments, or of all (`None`); of the given applications only,
 /// or of all (`None`).
@@ -121,7 +123,7 @@ pub async fn desired<'e>(
                 r.spec, a.run_state, a.deleted_at IS NOT NULL AS deleted, a.replicas, e.runtime,
                 rel.id AS release_id, rel.state AS release_state, rel.from_revision AS release_from,
                 rel.strategy AS release_strategy, rel.started_at AS release_started_at,
-                rel.progress AS release_progress
+                rel.progress AS release_progress, rel.reason AS release_reason
          FROM applications a
          JOIN environments e ON e.id = a.environment_id
          JOIN tenants t ON t.id = a.tenant_id

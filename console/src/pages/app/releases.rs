@@ -1,7 +1,6 @@
 //! A release's page: its state and why, what runs of each revision (refreshed in
 //! place), its timeline, and the actions the caller's role allows, each with a reason.
 
-use actix_web::http::StatusCode;
 use actix_web::web::{Data, Form, Path};
 use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
@@ -65,24 +64,29 @@ pub fn action_class(action: &Action) -> &'static str {
     }
 }
 
-/// An action as it is named in paths.
-pub fn action_path(action: &Action) -> &'static str {
-    match action {
-        Action::Approve => "approve",
-        Action::Reject => "reject",
-        Action::Pause => "pause",
-        Action::Resume => "resume",
-        Action::Continue => "continue",
-        Action::Abort => "abort",
-        Action::Rollback => "rollback",
-    }
-}
-
 fn parse_id(text: &str) -> Result<i64, CoreError> {
     text.parse::<i64>()
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| CoreError::not_found("release", text))
+}
+
+/// The release's page, with why the last action was refused when it was.
+fn page(scope: &PageApp, release: ReleaseDetail, error: Option<String>) -> ReleasePage {
+    let id = release.release.id;
+    let app_base = app_path(&scope.access.tenant().slug, &scope.env, &scope.app);
+    ReleasePage {
+        layout: Layout::for_tenant(
+            &scope.auth.0,
+            &scope.access,
+            format!("Release {id} of {}", scope.app),
+            "apps",
+        ),
+        base: format!("{app_base}/releases/{id}"),
+        app_base,
+        release,
+        error,
+    }
 }
 
 pub async fn release(
@@ -91,30 +95,17 @@ pub async fn release(
     path: Path<ReleaseSegment>,
     req: HttpRequest,
 ) -> Result<HttpResponse, PageError> {
-    let PageApp {
-        auth,
-        access,
-        env,
-        app,
-    } = scope;
-    let fail = in_frame(&auth, &access);
+    let fail = in_frame(&scope.auth, &scope.access);
     let id = parse_id(&path.id).map_err(&fail)?;
     let release = state
         .platform
-        .release(&access, &env, &app, id)
+        .release(&scope.access, &scope.env, &scope.app, id)
         .await
         .map_err(&fail)?;
     if wants_fragment(&req) {
         return render(&ReleaseLive { release });
     }
-    let app_base = app_path(&access.tenant().slug, &env, &app);
-    render(&ReleasePage {
-        layout: Layout::for_tenant(&auth.0, &access, format!("Release {id} of {app}"), "apps"),
-        base: format!("{app_base}/releases/{id}"),
-        app_base,
-        release,
-        error: None,
-    })
+    render(&page(&scope, release, None))
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,58 +120,38 @@ pub async fn act(
     path: Path<ReleaseActionSegment>,
     form: Form<ActionForm>,
 ) -> Result<HttpResponse, PageError> {
-    let PageApp {
-        auth,
-        access,
-        env,
-        app,
-    } = scope;
-    let fail = in_frame(&auth, &access);
+    let fail = in_frame(&scope.auth, &scope.access);
     let ReleaseActionSegment { id, action } = path.into_inner();
     let id = parse_id(&id).map_err(&fail)?;
-    let action: Action = serde_json::from_value(serde_json::Value::String(action.clone()))
-        .map_err(|_| fail(CoreError::not_found("release action", action)))?;
+    let action = Action::parse(&action)
+        .ok_or_else(|| fail(CoreError::not_found("release action", action)))?;
     let reason = Some(form.into_inner().reason).filter(|r| !r.trim().is_empty());
-    let app_base = app_path(&access.tenant().slug, &env, &app);
-    let base = format!("{app_base}/releases/{id}");
+    let (access, env, app) = (&scope.access, &scope.env, &scope.app);
     match state
         .platform
-        .act_on_release(&access, &env, &app, id, action, reason)
+        .act_on_release(access, env, app, id, action, reason)
         .await
     {
-        Ok(_) => Ok(see_other(&base)),
-        // Refused: the page again, with why, beside the actions.
+        Ok(_) => Ok(see_other(&format!(
+            "{}/releases/{id}",
+            app_path(&access.tenant().slug, env, app)
+        ))),
+        // Refused: the page again, with why, beside the actions (403, 409 or 422, as
+        // the API answers).
         Err(
             e @ (CoreError::NotPermitted(_)
             | CoreError::WrongState(_)
             | CoreError::Forbidden { .. }
             | CoreError::Invalid(_)),
         ) => {
-            let status = match &e {
-                CoreError::NotPermitted(_) | CoreError::Forbidden { .. } => StatusCode::FORBIDDEN,
-                CoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                _ => StatusCode::CONFLICT,
-            };
+            let message = e.to_string();
+            let status = crate::error::ApiError::from(e).status;
             let release = state
                 .platform
-                .release(&access, &env, &app, id)
+                .release(access, env, app, id)
                 .await
                 .map_err(&fail)?;
-            render_with_status(
-                &ReleasePage {
-                    layout: Layout::for_tenant(
-                        &auth.0,
-                        &access,
-                        format!("Release {id} of {app}"),
-                        "apps",
-                    ),
-                    app_base,
-                    base,
-                    release,
-                    error: Some(e.to_string()),
-                },
-                status,
-            )
+            render_with_status(&page(&scope, release, Some(message)), status)
         }
         Err(e) => Err(fail(e)),
     }
