@@ -26,6 +26,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, broadcast, watch};
 
 use crate::model::desired_replicas;
+use crate::releases::canary::CanaryState;
 use crate::releases::gate::State;
 use crate::releases::plan::{Moving, Plan, Verdict, plan};
 use crate::releases::policy::Strategy;
@@ -107,6 +108,24 @@ impl Reconciler {
                     }
                     if let Err(e) = crate::platform::releases::supervise(&pool).await {
                         tracing::warn!(error = %e, "could not move waiting releases on");
+                    }
+                }
+            });
+        }
+        {
+            // Canary releases move by the clock too: a step's pause ends, an analysis
+            // check is due.
+            let (this, mut stop) = (self.clone(), shutdown.clone());
+            loops.spawn(async move {
+                let mut every = tokio::time::interval(CANARY_CLOCK);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    if let Err(e) = this.canary_tick().await {
+                        tracing::warn!(error = %e, "could not move canary releases on");
                     }
                 }
             });
@@ -310,9 +329,13 @@ impl Reconciler {
         };
         let replicas = desired_replicas(row.run_state, row.replicas, &spec);
         let step = self.release_step(&row, &spec, replicas, &observed);
-        let planned = match &step {
-            Some((_, plan)) => plan.slots.clone(),
-            None => slots(spec.kind, row.revision, replicas, &observed),
+        let (planned, weight, in_place) = match &step {
+            Some((_, plan)) => (plan.slots.clone(), plan.weight, plan.in_place),
+            None => (
+                slots(spec.kind, row.revision, replicas, &observed),
+                None,
+                false,
+            ),
         };
         let mut revisions = Vec::new();
         for (revision, slots) in planned {
@@ -333,10 +356,13 @@ impl Reconciler {
                     }
                 }
             };
+            let target = revision == row.revision;
             revisions.push(RevisionShape {
                 revision,
                 spec,
                 slots,
+                weight: weight.filter(|_| target),
+                in_place: in_place && target,
                 secrets: BTreeMap::new(),
             });
         }
@@ -514,6 +540,9 @@ async fn listen(
 /// request's expiry).
 const RELEASE_CLOCK: Duration = Duration::from_secs(5);
 
+/// How often canary releases are looked at (a step's pause, an analysis check).
+const CANARY_CLOCK: Duration = Duration::from_secs(1);
+
 /// How many workloads' instances a pass reads at once.
 const OBSERVE_BATCH: usize = 500;
 
@@ -563,6 +592,10 @@ impl Reconciler {
             }
         };
         let now = chrono::Utc::now();
+        let canary: Option<CanaryState> = row
+            .release_canary
+            .as_ref()
+            .and_then(|c| serde_json::from_value(c.clone()).ok());
         let moving = Moving {
             kind: spec.kind,
             from,
@@ -570,6 +603,7 @@ impl Reconciler {
             replicas,
             strategy: &strategy,
             paused: state == State::Paused,
+            canary: canary.as_ref(),
             started_at: row.release_started_at.unwrap_or(now),
             now,
         };
@@ -618,6 +652,85 @@ impl Reconciler {
             if state == State::RolledBack {
                 tracing::warn!(release = id, why, "release rolled back automatically");
             }
+        }
+        Ok(())
+    }
+
+    /// One tick of the canary clock over every progressing canary release: starts and
+    /// ends steps, runs the analysis checks that are due (from the runtime's traffic
+    /// figures) and rolls back a canary that failed them. Safe with several control
+    /// planes: each change is made only if the release's canary state is still the one
+    /// read.
+    pub async fn canary_tick(&self) -> Result<(), sqlx::Error> {
+        for row in store::runtime::desired_canaries(&self.pool).await? {
+            let (Some(id), Some(strategy)) = (row.release_id, &row.release_strategy) else {
+                continue;
+            };
+            let Ok(Strategy::Canary(c)) = serde_json::from_value::<Strategy>(strategy.clone())
+            else {
+                continue;
+            };
+            let Ok(spec) = serde_json::from_value::<AppSpec>(row.spec.clone()) else {
+                continue;
+            };
+            let state: CanaryState = row
+                .release_canary
+                .as_ref()
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            let target_ready = row
+                .release_progress
+                .as_ref()
+                .and_then(|p| serde_json::from_value::<crate::releases::plan::Progress>(p.clone()).ok())
+                .map_or(0, |p| p.target_ready);
+            let replicas = desired_replicas(row.run_state, row.replicas, &spec);
+            let now = chrono::Utc::now();
+            // The figures are read at every tick of a running step (a runtime keeps
+            // its readings a tick apart) and judged when a check is due.
+            let figures = match self.runtimes.get(&row.runtime) {
+                Some(runtime) if state.ready_since.is_some() && !state.promoting(&c) => {
+                    let window = Duration::from_secs(u64::from(c.analysis.interval_s));
+                    runtime.canary_traffic(&key_of(&row), window).await
+                }
+                _ => None,
+            };
+            let verdict = if state.check_due(&c, now) {
+                Some(match figures {
+                    Some(t) => crate::releases::canary::analyse(&c.analysis, &t.canary, &t.stable),
+                    None => crate::releases::canary::Verdict::Inconclusive {
+                        reason: "no traffic figures for this runtime".to_owned(),
+                    },
+                })
+            } else {
+                None
+            };
+            let tick = crate::releases::canary::tick(&c, &state, replicas, target_ready, now, verdict);
+            if tick.state == state && tick.roll_back.is_none() {
+                continue;
+            }
+            let value = serde_json::to_value(&tick.state).unwrap_or_default();
+            let mut tx = self.pool.begin().await?;
+            if !store::releases::set_canary(&mut *tx, id, row.release_canary.as_ref(), &value).await? {
+                continue;
+            }
+            for (kind, message) in &tick.events {
+                let detail = match (kind, &tick.state.last_verdict) {
+                    (&"analysis", Some(v)) => serde_json::to_value(v).unwrap_or_default(),
+                    _ => serde_json::json!({"step": tick.state.step}),
+                };
+                store::releases::event(&mut *tx, id, None, kind, message, detail).await?;
+            }
+            if let Some(why) = &tick.roll_back {
+                if store::releases::conclude(&mut tx, id, State::RolledBack, why).await? {
+                    store::releases::event(&mut *tx, id, None, "rolled_back", why, serde_json::json!({}))
+                        .await?;
+                    tracing::warn!(release = id, why, "canary rolled back automatically");
+                }
+            } else if tick.state.step != state.step {
+                // The next step's shape: reconcile it now.
+                store::runtime::touch(&mut *tx, row.application_id).await?;
+            }
+            tx.commit().await?;
         }
         Ok(())
     }

@@ -125,6 +125,21 @@ pub struct Route {
     /// its instances serving).
     #[serde(default)]
     pub fallback: Vec<String>,
+    /// During a canary release: the canary revision's ready instances (not in
+    /// `backends`) and its share of the requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryRoute>,
+}
+
+/// A canary revision's place in its application's route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryRoute {
+    pub revision: i32,
+    /// Percent of the requests the canary gets, exactly (the router counts them);
+    /// `None`: as many as its share of all the backends.
+    pub weight: Option<u32>,
+    /// `host:port` of each ready canary instance on a ready node.
+    pub backends: Vec<String>,
 }
 
 /// A stable TCP address on the router: its port forwards connections to the

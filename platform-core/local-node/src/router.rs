@@ -18,6 +18,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::proto::RouteTable;
+use crate::traffic::Split;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -66,9 +67,91 @@ pub(crate) struct Backends {
     /// Instances on nodes that went silent: tried only after `addrs`.
     pub(crate) fallback: Vec<String>,
     pub(crate) next: AtomicUsize,
+    /// During a canary release: the canary revision's instances and its share.
+    pub(crate) canary: Option<CanaryBackends>,
+}
+
+/// A canary revision's ready instances and the share of the requests they get.
+#[derive(Debug, Default)]
+pub(crate) struct CanaryBackends {
+    /// Percent of the requests, exactly: of every 100 consecutive requests (that do
+    /// not ask for a side), `weight` go to the canary. `None`: by instance count.
+    pub(crate) weight: Option<u32>,
+    pub(crate) addrs: Vec<String>,
+    pub(crate) next: AtomicUsize,
+    /// Requests split so far (the weight's counter).
+    pub(crate) turn: std::sync::atomic::AtomicU64,
+}
+
+/// What a request asks of a canary release in its `X-Canary` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ask {
+    /// `X-Canary: always`: only the canary's instances.
+    Always,
+    /// `X-Canary: never`: only the stable revision's.
+    Never,
+    /// No header: the split decides.
+    Any,
+}
+
+impl Ask {
+    fn of(headers: &hyper::HeaderMap) -> Self {
+        match headers.get("x-canary").and_then(|v| v.to_str().ok()) {
+            Some(v) if v.eq_ignore_ascii_case("always") => Self::Always,
+            Some(v) if v.eq_ignore_ascii_case("never") => Self::Never,
+            _ => Self::Any,
+        }
+    }
 }
 
 impl Backends {
+    /// The backends to try for one request and, during a canary release, its side.
+    /// `Err` when the request asked for the canary and no canary instance is ready.
+    pub(crate) fn pick(&self, ask: Ask) -> Result<(Vec<&str>, Option<Split>), &'static str> {
+        let Some(canary) = &self.canary else {
+            return Ok((self.order(), None));
+        };
+        let stable_empty = self.addrs.is_empty() && self.fallback.is_empty();
+        let side = match ask {
+            Ask::Always => Split::Canary,
+            Ask::Never => Split::Stable,
+            Ask::Any => {
+                let turn = canary.turn.fetch_add(1, Ordering::Relaxed);
+                let to_canary = match canary.weight {
+                    // Exactly `w` of every 100: the request whose turn crosses the
+                    // next multiple of 100 / w.
+                    Some(w) => {
+                        let w = u64::from(w.min(100));
+                        (turn + 1) * w / 100 > turn * w / 100
+                    }
+                    None => {
+                        let total = (self.addrs.len() + canary.addrs.len()) as u64;
+                        total > 0 && turn % total < canary.addrs.len() as u64
+                    }
+                };
+                match (to_canary, canary.addrs.is_empty(), stable_empty) {
+                    // The side chosen has nobody ready: the other side serves.
+                    (true, true, _) => Split::Stable,
+                    (false, false, true) => Split::Canary,
+                    (true, false, _) => Split::Canary,
+                    (false, _, _) => Split::Stable,
+                }
+            }
+        };
+        match side {
+            Split::Canary if canary.addrs.is_empty() => Err("no ready canary instance"),
+            Split::Canary => {
+                let turn = canary.next.fetch_add(1, Ordering::Relaxed);
+                let n = canary.addrs.len();
+                let order = (0..n)
+                    .map(|i| canary.addrs[(turn + i) % n].as_str())
+                    .collect();
+                Ok((order, Some(Split::Canary)))
+            }
+            Split::Stable => Ok((self.order(), Some(Split::Stable))),
+        }
+    }
+
     /// The backends to try for one request: the ready ones in round-robin order, then
     /// the fallbacks (in their own rotation).
     pub(crate) fn order(&self) -> Vec<&str> {
@@ -523,12 +606,30 @@ fn install(table: &RwLock<Arc<Table>>, routes: RouteTable) {
             .routes
             .get(&key)
             .map_or(0, |b| b.next.load(Ordering::Relaxed));
+        let canary = route.canary.map(|c| {
+            let (next, turn) = old.routes.get(&key).and_then(|b| b.canary.as_ref()).map_or(
+                (0, 0),
+                |c| {
+                    (
+                        c.next.load(Ordering::Relaxed),
+                        c.turn.load(Ordering::Relaxed),
+                    )
+                },
+            );
+            CanaryBackends {
+                weight: c.weight,
+                addrs: c.backends,
+                next: AtomicUsize::new(next),
+                turn: std::sync::atomic::AtomicU64::new(turn),
+            }
+        });
         next.routes.insert(
             key,
             Arc::new(Backends {
                 addrs: route.backends,
                 fallback: route.fallback,
                 next: AtomicUsize::new(position),
+                canary,
             }),
         );
     }
@@ -698,10 +799,10 @@ async fn handle(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Re
     };
     let key = target.key.clone();
     let started = std::time::Instant::now();
-    let response = forward(shared, target, req, peer).await;
+    let (response, side) = forward(shared, target, req, peer).await;
     shared
         .traffic
-        .record(&key, response.status().as_u16(), started.elapsed());
+        .record_on(&key, side, response.status().as_u16(), started.elapsed());
     response
 }
 
@@ -784,12 +885,14 @@ fn with_type(body: String, content_type: &'static str) -> Response<Body> {
     response
 }
 
+/// Forwards the request to one of the application's instances; the response and the
+/// side of a canary release it went to.
 async fn forward(
     shared: &Shared,
     Target { key, path, prefix }: Target,
     req: Request<Incoming>,
     peer: SocketAddr,
-) -> Response<Body> {
+) -> (Response<Body>, Option<Split>) {
     let backends = shared
         .table
         .read()
@@ -802,7 +905,16 @@ async fn forward(
         );
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+        return (r, None);
+    };
+    let (order, side) = match backends.pick(Ask::of(req.headers())) {
+        Ok(picked) => picked,
+        Err(why) => {
+            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, why);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return (r, Some(Split::Canary));
+        }
     };
     let (mut parts, body) = req.into_parts();
     // Requests without a body can be retried on another instance when a connection
@@ -822,7 +934,6 @@ async fn forward(
         prefix.as_deref(),
     );
     let mut body = Some(body.boxed());
-    let order = backends.order();
     let mut last_error = String::new();
     // A request without a body is tried up to three times, on the next ready instance
     // each time (the same one when it is the only one): after a failed connection, with
@@ -832,9 +943,12 @@ async fn forward(
     for (turn, &patience) in attempts.iter().enumerate() {
         let addr = order[turn % order.len()];
         let Ok(uri) = format!("http://{addr}{path}").parse::<Uri>() else {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "the request path cannot be forwarded",
+            return (
+                text(
+                    StatusCode::BAD_REQUEST,
+                    "the request path cannot be forwarded",
+                ),
+                side,
             );
         };
         let mut outgoing = Request::from_parts(
@@ -858,7 +972,7 @@ async fn forward(
                     body: body.boxed(),
                     _permit: permit,
                 };
-                return Response::from_parts(parts, body.boxed());
+                return (Response::from_parts(parts, body.boxed()), side);
             }
             Err(e) => {
                 last_error = format!("{addr}: {e}");
@@ -866,9 +980,12 @@ async fn forward(
             }
         }
     }
-    text(
-        StatusCode::BAD_GATEWAY,
-        &format!("the application's instance did not answer ({last_error})"),
+    (
+        text(
+            StatusCode::BAD_GATEWAY,
+            &format!("the application's instance did not answer ({last_error})"),
+        ),
+        side,
     )
 }
 
@@ -933,6 +1050,7 @@ mod tests {
             addrs: vec!["a:1".into(), "b:1".into()],
             fallback: vec!["x:1".into()],
             next: AtomicUsize::new(0),
+            canary: None,
         };
         assert_eq!(backends.order(), ["a:1", "b:1", "x:1"]);
         assert_eq!(backends.order(), ["b:1", "a:1", "x:1"]);
@@ -940,8 +1058,61 @@ mod tests {
             addrs: Vec::new(),
             fallback: vec!["x:1".into(), "y:1".into()],
             next: AtomicUsize::new(0),
+            canary: None,
         };
         assert_eq!(only_silent.order(), ["x:1", "y:1"]);
+    }
+
+    fn split(stable: &[&str], canary: &[&str], weight: Option<u32>) -> Backends {
+        Backends {
+            addrs: stable.iter().map(|s| (*s).to_owned()).collect(),
+            fallback: Vec::new(),
+            next: AtomicUsize::new(0),
+            canary: Some(CanaryBackends {
+                weight,
+                addrs: canary.iter().map(|s| (*s).to_owned()).collect(),
+                ..CanaryBackends::default()
+            }),
+        }
+    }
+
+    fn sides(b: &Backends, n: usize, ask: Ask) -> (usize, usize) {
+        let mut counts = (0, 0);
+        for _ in 0..n {
+            match b.pick(ask) {
+                Ok((_, Some(Split::Canary))) => counts.0 += 1,
+                Ok((_, Some(Split::Stable))) => counts.1 += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn a_canary_gets_exactly_its_weight_and_a_header_picks_a_side() {
+        // Of every 100 requests, exactly the weight go to the canary.
+        for (weight, expected) in [(0, 0), (1, 1), (10, 10), (33, 33), (50, 50), (100, 100)] {
+            let b = split(&["s:1", "s:2", "s:3"], &["c:1"], Some(weight));
+            assert_eq!(sides(&b, 100, Ask::Any), (expected, 100 - expected), "{weight}%");
+            assert_eq!(sides(&b, 1000, Ask::Any).0, expected * 10, "{weight}%");
+        }
+        // `X-Canary` overrides the split, whatever the weight.
+        let b = split(&["s:1"], &["c:1", "c:2"], Some(0));
+        assert_eq!(sides(&b, 10, Ask::Always), (10, 0));
+        let (order, _) = b.pick(Ask::Always).unwrap_or_default();
+        assert!(order.iter().all(|a| a.starts_with("c:")), "{order:?}");
+        let b = split(&["s:1"], &["c:1"], Some(100));
+        assert_eq!(sides(&b, 10, Ask::Never), (0, 10));
+        // Without a weight, by instance count: one canary of four instances.
+        let b = split(&["s:1", "s:2", "s:3"], &["c:1"], None);
+        assert_eq!(sides(&b, 100, Ask::Any), (25, 75));
+        // Nobody ready on the chosen side: the other side serves, except that a
+        // request asking for the canary is refused.
+        let b = split(&["s:1"], &[], Some(100));
+        assert_eq!(sides(&b, 10, Ask::Any), (0, 10));
+        assert!(b.pick(Ask::Always).is_err());
+        let b = split(&[], &["c:1"], Some(0));
+        assert_eq!(sides(&b, 10, Ask::Any), (10, 0));
     }
 
     #[test]

@@ -120,6 +120,8 @@ impl TcpRoutes {
                 addrs: route.backends.clone(),
                 fallback: route.fallback.clone(),
                 next: AtomicUsize::new(0),
+                // A TCP address spreads connections over every revision's instances.
+                canary: None,
             });
             if let Some(l) = listening.get(&route.port) {
                 if let Ok(mut t) = l.targets.write() {

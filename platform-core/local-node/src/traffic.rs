@@ -30,11 +30,74 @@ struct Counters {
 /// `tenant/environment/application`.
 pub type AppKey = (String, String, String);
 
-/// Every application's counters. Recording takes a read lock and a few atomic adds;
-/// only an application's first request takes the write lock.
+/// An application's counters, and its canary release's sides' (`split` once a side
+/// was counted).
+#[derive(Debug, Default)]
+struct AppCounters {
+    all: Counters,
+    canary: Counters,
+    stable: Counters,
+    split: std::sync::atomic::AtomicBool,
+}
+
+impl Counters {
+    fn add(&self, status: u16, took: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let seconds = took.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn reading(&self, key: &AppKey, split: Option<Split>) -> AppTraffic {
+        AppTraffic {
+            tenant: key.0.clone(),
+            environment: key.1.clone(),
+            application: key.2.clone(),
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            split: split.map(|s| s.as_str().to_owned()),
+        }
+    }
+}
+
+/// Which side of a canary release a request went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Split {
+    Canary,
+    Stable,
+}
+
+impl Split {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Canary => "canary",
+            Self::Stable => "stable",
+        }
+    }
+}
+
+/// Every application's counters (and, during a canary release, each side's too).
+/// Recording takes a read lock and a few atomic adds; only an application's first
+/// request takes the write lock.
 #[derive(Debug, Clone)]
 pub struct Traffic {
-    apps: Arc<RwLock<HashMap<AppKey, Arc<Counters>>>>,
+    apps: Arc<RwLock<HashMap<AppKey, Arc<AppCounters>>>>,
     started: std::time::Instant,
 }
 
@@ -58,6 +121,33 @@ pub struct AppTraffic {
     /// Non-cumulative counts per bucket of [`BUCKETS`], then `+Inf`.
     pub buckets: Vec<u64>,
     pub sum_seconds: f64,
+    /// `canary` or `stable`: the counters of one side of a canary release (the
+    /// application's own counters count its requests too); none: the application's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
+}
+
+/// One side's traffic between two readings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SplitWindow {
+    pub requests: u64,
+    pub errors: u64,
+    /// Non-cumulative counts per bucket of [`BUCKETS`], then `+Inf`.
+    pub buckets: Vec<u64>,
+}
+
+impl SplitWindow {
+    /// Adds another router's window.
+    pub fn add(&mut self, other: &SplitWindow) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        if self.buckets.len() < other.buckets.len() {
+            self.buckets.resize(other.buckets.len(), 0);
+        }
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            *mine += theirs;
+        }
+    }
 }
 
 /// A reading of every application's counters.
@@ -74,6 +164,12 @@ pub struct Reading {
 
 impl Traffic {
     pub fn record(&self, key: &AppKey, status: u16, took: Duration) {
+        self.record_on(key, None, status, took);
+    }
+
+    /// Records a request of the application, and of the canary release's side it went
+    /// to (`split`) when one was chosen.
+    pub fn record_on(&self, key: &AppKey, split: Option<Split>, status: u16, took: Duration) {
         let counters = {
             let known = self.apps.read().ok().and_then(|m| m.get(key).cloned());
             match known {
@@ -84,20 +180,13 @@ impl Traffic {
                 },
             }
         };
-        counters.requests.fetch_add(1, Ordering::Relaxed);
-        if status >= 500 {
-            counters.errors.fetch_add(1, Ordering::Relaxed);
+        counters.all.add(status, took);
+        match split {
+            Some(Split::Canary) => counters.canary.add(status, took),
+            Some(Split::Stable) => counters.stable.add(status, took),
+            None => return,
         }
-        let seconds = took.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|b| seconds <= *b)
-            .unwrap_or(BUCKETS.len());
-        counters.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        counters.sum_micros.fetch_add(
-            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        counters.split.store(true, Ordering::Relaxed);
     }
 
     pub fn read(&self, router: &str) -> Reading {
@@ -105,21 +194,15 @@ impl Traffic {
             .apps
             .read()
             .map(|m| {
-                m.iter()
-                    .map(|((tenant, environment, application), c)| AppTraffic {
-                        tenant: tenant.clone(),
-                        environment: environment.clone(),
-                        application: application.clone(),
-                        requests: c.requests.load(Ordering::Relaxed),
-                        errors: c.errors.load(Ordering::Relaxed),
-                        buckets: c
-                            .buckets
-                            .iter()
-                            .map(|b| b.load(Ordering::Relaxed))
-                            .collect(),
-                        sum_seconds: c.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-                    })
-                    .collect()
+                let mut out = Vec::with_capacity(m.len());
+                for (key, c) in m.iter() {
+                    out.push(c.all.reading(key, None));
+                    if c.split.load(Ordering::Relaxed) {
+                        out.push(c.canary.reading(key, Some(Split::Canary)));
+                        out.push(c.stable.reading(key, Some(Split::Stable)));
+                    }
+                }
+                out
             })
             .unwrap_or_default();
         Reading {
@@ -144,7 +227,9 @@ impl Reading {
                 a.tenant, a.environment, a.application
             )
         };
-        for a in &self.apps {
+        let (apps, splits): (Vec<&AppTraffic>, Vec<&AppTraffic>) =
+            self.apps.iter().partition(|a| a.split.is_none());
+        for a in &apps {
             out.push_str(&format!(
                 "paas_router_requests_total{{{}}} {}\n",
                 labels(a),
@@ -155,7 +240,7 @@ impl Reading {
             "# HELP paas_router_request_errors_total Requests answered 5xx, per application.\n",
         );
         out.push_str("# TYPE paas_router_request_errors_total counter\n");
-        for a in &self.apps {
+        for a in &apps {
             out.push_str(&format!(
                 "paas_router_request_errors_total{{{}}} {}\n",
                 labels(a),
@@ -164,7 +249,7 @@ impl Reading {
         }
         out.push_str("# HELP paas_router_request_duration_seconds Time to the response's head, per application.\n");
         out.push_str("# TYPE paas_router_request_duration_seconds histogram\n");
-        for a in &self.apps {
+        for a in &apps {
             let l = labels(a);
             let mut cumulative = 0;
             for (i, count) in a.buckets.iter().enumerate() {
@@ -185,7 +270,74 @@ impl Reading {
                 a.requests
             ));
         }
+        if !splits.is_empty() {
+            out.push_str("# HELP paas_router_split_requests_total Requests per side of a canary release (canary, stable).\n");
+            out.push_str("# TYPE paas_router_split_requests_total counter\n");
+            for a in &splits {
+                let side = a.split.as_deref().unwrap_or_default();
+                out.push_str(&format!(
+                    "paas_router_split_requests_total{{{},split=\"{side}\"}} {}\n",
+                    labels(a),
+                    a.requests
+                ));
+            }
+            out.push_str("# HELP paas_router_split_request_errors_total Requests answered 5xx per side of a canary release.\n");
+            out.push_str("# TYPE paas_router_split_request_errors_total counter\n");
+            for a in &splits {
+                let side = a.split.as_deref().unwrap_or_default();
+                out.push_str(&format!(
+                    "paas_router_split_request_errors_total{{{},split=\"{side}\"}} {}\n",
+                    labels(a),
+                    a.errors
+                ));
+            }
+        }
         out
+    }
+
+    /// One application's canary and stable sides between `earlier` and this reading
+    /// (of the same router process); `None` when this reading has no split for it.
+    pub fn split_since(&self, earlier: &Reading, key: &AppKey) -> Option<(SplitWindow, SplitWindow)> {
+        if earlier.router != self.router {
+            return None;
+        }
+        let side = |r: &Reading, split: Split| -> Option<SplitWindow> {
+            r.apps
+                .iter()
+                .find(|a| {
+                    a.split.as_deref() == Some(split.as_str())
+                        && a.tenant == key.0
+                        && a.environment == key.1
+                        && a.application == key.2
+                })
+                .map(|a| SplitWindow {
+                    requests: a.requests,
+                    errors: a.errors,
+                    buckets: a.buckets.clone(),
+                })
+        };
+        let minus = |now: SplitWindow, then: Option<SplitWindow>| -> SplitWindow {
+            let then = then.unwrap_or_default();
+            SplitWindow {
+                requests: now.requests.saturating_sub(then.requests),
+                errors: now.errors.saturating_sub(then.errors),
+                buckets: now
+                    .buckets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| b.saturating_sub(then.buckets.get(i).copied().unwrap_or(0)))
+                    .collect(),
+            }
+        };
+        let canary = side(self, Split::Canary);
+        let stable = side(self, Split::Stable);
+        if canary.is_none() && stable.is_none() {
+            return None;
+        }
+        Some((
+            minus(canary.unwrap_or_default(), side(earlier, Split::Canary)),
+            minus(stable.unwrap_or_default(), side(earlier, Split::Stable)),
+        ))
     }
 
     /// How many seconds passed between `earlier` and this reading by the router's
@@ -207,6 +359,7 @@ impl Reading {
         let before: HashMap<(&str, &str, &str), &AppTraffic> = earlier
             .apps
             .iter()
+            .filter(|a| a.split.is_none())
             .map(|a| {
                 (
                     (
@@ -218,7 +371,7 @@ impl Reading {
                 )
             })
             .collect();
-        for a in &self.apps {
+        for a in self.apps.iter().filter(|a| a.split.is_none()) {
             let prev = before.get(&(
                 a.tenant.as_str(),
                 a.environment.as_str(),

@@ -48,6 +48,8 @@ fn service_workload(app: &str, revisions: &[(i32, &str, u32)]) -> Workload {
                 revision: *revision,
                 spec: spec(image),
                 slots: Slots::Count(*n),
+                weight: None,
+                in_place: false,
                 secrets: Default::default(),
             })
             .collect(),

@@ -40,6 +40,8 @@ fn workload(key: &WorkloadKey, revisions: &[(i32, u32)]) -> Workload {
                 revision: *r,
                 spec: spec(&format!("revision {r}")),
                 slots: Slots::Count(*n),
+                weight: None,
+                in_place: false,
                 secrets: Default::default(),
             })
             .collect(),

@@ -81,10 +81,10 @@ prop_compose! {
         };
         // A rollout in progress: some instances still on the previous revision.
         if let Some(old) = previous.filter(|_| spec.kind != WorkloadKind::Daemon && spec.kind != WorkloadKind::Cronjob) {
-            revisions.push(RevisionShape { revision, spec: spec.clone(), slots: slots(old, 0), secrets: secrets.clone() });
-            revisions.push(RevisionShape { revision: current, spec: spec.clone(), slots: slots(spec.replicas, old), secrets });
+            revisions.push(RevisionShape { revision, spec: spec.clone(), slots: slots(old, 0), weight: None, in_place: false, secrets: secrets.clone() });
+            revisions.push(RevisionShape { revision: current, spec: spec.clone(), slots: slots(spec.replicas, old), weight: None, in_place: false, secrets });
         } else {
-            revisions.push(RevisionShape { revision: current, spec: spec.clone(), slots: slots(spec.replicas, 0), secrets });
+            revisions.push(RevisionShape { revision: current, spec: spec.clone(), slots: slots(spec.replicas, 0), weight: None, in_place: false, secrets });
         }
         Workload {
             key: WorkloadKey { tenant: "acme".into(), environment: "dev".into(), app },

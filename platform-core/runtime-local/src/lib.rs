@@ -30,8 +30,8 @@ use platform_core::runtime::{
 use platform_core::sealing::MasterKey;
 use platform_core::spec::{AppSpec, Resources, WorkloadKind};
 use proto::{
-    Assignment, Assignments, Desired, Heartbeat, InstanceReport, Registered, Registration, Route,
-    RouteTable, TcpRoute,
+    Assignment, Assignments, CanaryRoute, Desired, Heartbeat, InstanceReport, Registered,
+    Registration, Route, RouteTable, TcpRoute,
 };
 use store::{InstanceRow, NewInstance, Observation, Wanted};
 
@@ -96,6 +96,8 @@ pub struct LocalRuntime {
     /// What `instances` just read of a workload, for the `apply` that follows it in a
     /// reconcile to decide on without reading it again (see [`Seen`]).
     seen: std::sync::Arc<std::sync::Mutex<HashMap<WorkloadKey, Seen>>>,
+    /// Each workload's traffic split as this control plane last wrote it.
+    splits: std::sync::Arc<std::sync::Mutex<HashMap<WorkloadKey, Option<(i32, i32)>>>>,
 }
 
 /// A workload's instances and their nodes as read a moment ago. Good only for deciding
@@ -144,7 +146,46 @@ impl LocalRuntime {
             traffic: std::sync::Arc::default(),
             changes: changes::Changes::default(),
             seen: std::sync::Arc::default(),
+            splits: std::sync::Arc::default(),
         }
+    }
+
+    /// Writes the workload's traffic split (a canary step's weight) when it differs
+    /// from what this control plane last wrote.
+    async fn apply_split(&self, workload: &Workload) -> Result<(), RuntimeError> {
+        let wanted = workload
+            .revisions
+            .iter()
+            .find_map(|r| r.weight.map(|w| (r.revision, i32::try_from(w.min(100)).unwrap_or(100))));
+        let known = self
+            .splits
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&workload.key).copied());
+        if known == Some(wanted) {
+            return Ok(());
+        }
+        let Some(app_id) = platform_core::store::runtime::application_id(
+            &self.pool,
+            &workload.key.tenant,
+            &workload.key.environment,
+            &workload.key.app,
+        )
+        .await
+        .map_err(unavailable)?
+        else {
+            return Ok(());
+        };
+        store::set_split(&self.pool, app_id, wanted)
+            .await
+            .map_err(unavailable)?;
+        if let Ok(mut m) = self.splits.lock() {
+            if m.len() >= 4096 {
+                m.retain(|_, s| s.is_some());
+            }
+            m.insert(workload.key.clone(), wanted);
+        }
+        Ok(())
     }
 
     /// Reads a workload's instances and their nodes, without a lock; `None` when the
@@ -704,13 +745,20 @@ impl LocalRuntime {
                     key,
                     backends: Vec::new(),
                     fallback: Vec::new(),
+                    canary: row.split_revision.map(|revision| CanaryRoute {
+                        revision,
+                        weight: row.split_weight.and_then(|w| u32::try_from(w).ok()),
+                        backends: Vec::new(),
+                    }),
                 });
             }
             if let Some(last) = routes.last_mut() {
-                if preferred {
-                    last.backends.push(backend);
-                } else {
-                    last.fallback.push(backend);
+                match &mut last.canary {
+                    // The canary's instances on ready nodes are its own backends (on a
+                    // silent node, a last resort like any other).
+                    Some(c) if c.revision == row.revision && preferred => c.backends.push(backend),
+                    _ if preferred => last.backends.push(backend),
+                    _ => last.fallback.push(backend),
                 }
             }
         }
@@ -945,22 +993,46 @@ fn plan(
             .map(|i| i.id),
     );
 
+    // The nodes of the instances this step stops, which an in-place revision's new
+    // instances take.
+    let mut freed: Vec<String> = Vec::new();
+    if workload.revisions.iter().any(|r| r.in_place) {
+        freed.extend(
+            live.iter()
+                .filter(|i| !shaped.contains(&i.revision))
+                .map(|i| i.node.clone()),
+        );
+        for shape in workload.revisions.iter().filter(|r| !r.in_place) {
+            if let Slots::Count(n) = &shape.slots {
+                let mine: Vec<&InstanceRow> = live
+                    .iter()
+                    .copied()
+                    .filter(|i| i.revision == shape.revision)
+                    .collect();
+                freed.extend(surplus(&mine, *n as usize).iter().map(|i| i.node.clone()));
+            }
+        }
+    }
+
     for shape in &workload.revisions {
-        let mine: Vec<&&InstanceRow> = live
+        let mine: Vec<&InstanceRow> = live
             .iter()
+            .copied()
             .filter(|i| i.revision == shape.revision)
             .collect();
         let request = shape.spec.resources;
         match &shape.slots {
             Slots::Count(n) => {
                 let n = *n as usize;
-                if mine.len() > n {
-                    // Stop the least useful first: not ready, then newest.
-                    let mut ranked = mine.clone();
-                    ranked.sort_by_key(|i| (i.ready, std::cmp::Reverse(i.created_at)));
-                    to_stop.extend(ranked.iter().take(mine.len() - n).map(|i| i.id));
-                }
+                to_stop.extend(surplus(&mine, n).iter().map(|i| i.id));
                 for _ in mine.len()..n {
+                    if shape.in_place
+                        && let Some(node) = freed.pop()
+                    {
+                        to_create.push((shape.revision, None, node.clone(), request));
+                        charge(nodes, &node, request);
+                        continue;
+                    }
                     match choose(nodes, &workload.placement, request) {
                         Ok(node) => {
                             let name = node.name.clone();
@@ -1042,6 +1114,17 @@ fn plan(
         to_create,
         unschedulable,
     }
+}
+
+/// The instances beyond `n` to stop, the least useful first: not ready, then newest.
+fn surplus<'a>(mine: &[&'a InstanceRow], n: usize) -> Vec<&'a InstanceRow> {
+    if mine.len() <= n {
+        return Vec::new();
+    }
+    let mut ranked = mine.to_vec();
+    ranked.sort_by_key(|i| (i.ready, std::cmp::Reverse(i.created_at)));
+    ranked.truncate(mine.len() - n);
+    ranked
 }
 
 /// How many finished runs of a cron job are kept (with their logs).
@@ -1290,6 +1373,7 @@ impl Runtime for LocalRuntime {
         if workload.kind == WorkloadKind::Cronjob {
             return self.apply_cron(workload).await;
         }
+        self.apply_split(workload).await?;
         let key = &workload.key;
         // Most passes find a workload as it should be: read without a lock, and only
         // when something is to change, again under the application's lock.
@@ -1492,6 +1576,14 @@ impl Runtime for LocalRuntime {
         window: Duration,
     ) -> Option<platform_core::runtime::Traffic> {
         self.traffic.of(key, window).await
+    }
+
+    async fn canary_traffic(
+        &self,
+        key: &WorkloadKey,
+        window: Duration,
+    ) -> Option<platform_core::runtime::CanaryTraffic> {
+        self.traffic.canary_of(key, window).await
     }
 
     async fn instances(&self, key: &WorkloadKey) -> Result<Vec<Instance>, RuntimeError> {

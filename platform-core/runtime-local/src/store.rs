@@ -430,18 +430,25 @@ pub struct RouteRow {
     /// How long its node has been silent, in milliseconds, and how often it beats.
     pub silent_ms: i64,
     pub heartbeat_ms: i32,
+    pub revision: i32,
+    /// The application's traffic split, when a canary release gives one: the canary
+    /// revision and its weight.
+    pub split_revision: Option<i32>,
+    pub split_weight: Option<i32>,
 }
 /// Wanted instances that were ready when last reported, with a port, on nodes not
 /// confirmed lost.
 pub async fn routes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<RouteRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT t.slug AS tenant, e.name AS environment, a.name AS app, n.address, i.port,
-                (extract(epoch FROM now() - n.last_heartbeat) * 1000)::bigint AS silent_ms, n.heartbeat_ms
+                (extract(epoch FROM now() - n.last_heartbeat) * 1000)::bigint AS silent_ms, n.heartbeat_ms,
+                i.revision, s.revision AS split_revision, s.weight AS split_weight
          FROM instances i
          JOIN nodes n ON n.name = i.node
          JOIN applications a ON a.id = i.application_id
          JOIN environments e ON e.id = a.environment_id
          JOIN tenants t ON t.id = a.tenant_id
+         LEFT JOIN traffic_splits s ON s.application_id = a.id
          WHERE i.desired = 'run' AND i.ready AND i.port IS NOT NULL AND a.deleted_at IS NULL
            AND n.confirmed_lost_at IS NULL
          ORDER BY t.slug, e.name, a.name, i.name",
@@ -449,6 +456,33 @@ pub async fn routes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<RouteRow>, sqlx::
     .fetch_all(ex)
     .await
 }
+/// Sets (or, with `None`, removes) an application's traffic split: the canary
+/// revision and its weight.
+pub async fn set_split<'e>(
+    ex: impl PgExecutor<'e>,
+    application_id: Uuid,
+    split: Option<(i32, i32)>,
+) -> Result<(), sqlx::Error> {
+    match split {
+        Some((revision, weight)) => sqlx::query(
+            "INSERT INTO traffic_splits (application_id, revision, weight) VALUES ($1, $2, $3)
+             ON CONFLICT (application_id) DO UPDATE SET revision = $2, weight = $3, updated_at = now()
+             WHERE (traffic_splits.revision, traffic_splits.weight) IS DISTINCT FROM ($2, $3)",
+        )
+        .bind(application_id)
+        .bind(revision)
+        .bind(weight)
+        .execute(ex)
+        .await
+        .map(|_| ()),
+        None => sqlx::query("DELETE FROM traffic_splits WHERE application_id = $1")
+            .bind(application_id)
+            .execute(ex)
+            .await
+            .map(|_| ()),
+    }
+}
+
 /// Records something that happened to a node; false when there is no such node.
 pub async fn append_node_event(
     conn: &mut PgConnection,

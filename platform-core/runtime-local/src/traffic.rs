@@ -5,8 +5,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use local_node::traffic::Reading;
-use platform_core::runtime::{Traffic, WorkloadKey};
+use local_node::traffic::{Reading, SplitWindow, quantile};
+use platform_core::releases::canary::Sample;
+use platform_core::runtime::{CanaryTraffic, Traffic, WorkloadKey};
 use tokio::sync::Mutex;
 
 /// How often the routers are read at most, and how long readings are kept.
@@ -44,13 +45,8 @@ impl RouterTraffic {
         }
     }
 
-    /// The workload's traffic over about `window` (at least a second), summed over the
-    /// routers; the highest of their 95th percentiles. `None` until two readings of one
-    /// router are far enough apart, or when no router is configured.
-    pub async fn of(&self, key: &WorkloadKey, window: Duration) -> Option<Traffic> {
-        if self.urls.is_empty() {
-            return None;
-        }
+    /// The readings kept, with a new one of every router when the last is a second old.
+    async fn refreshed(&self) -> tokio::sync::MutexGuard<'_, State> {
         let mut state = self.state.lock().await;
         let now = Instant::now();
         if state.last.is_none_or(|t| now.duration_since(t) >= EVERY) {
@@ -83,6 +79,59 @@ impl RouterTraffic {
                 }
             }
         }
+        state
+    }
+
+    /// A canary release's two sides over about `window`, summed over the routers, with
+    /// each side's 99th percentile; `None` until some router has two readings that far
+    /// apart with a split for the workload.
+    pub async fn canary_of(&self, key: &WorkloadKey, window: Duration) -> Option<CanaryTraffic> {
+        if self.urls.is_empty() {
+            return None;
+        }
+        let state = self.refreshed().await;
+        let window = window.max(EVERY);
+        let wanted = (key.tenant.clone(), key.environment.clone(), key.app.clone());
+        let mut total: Option<(SplitWindow, SplitWindow)> = None;
+        for kept in state.readings.values() {
+            let Some((newest_at, newest)) = kept.back() else {
+                continue;
+            };
+            // The newest reading at least `window` older, of the same router process:
+            // the check covers the whole interval or is not made from this router.
+            let Some((_, earlier)) = kept
+                .iter()
+                .rev()
+                .find(|(t, r)| newest_at.duration_since(*t) >= window && r.router == newest.router)
+            else {
+                continue;
+            };
+            let Some((canary, stable)) = newest.split_since(earlier, &wanted) else {
+                continue;
+            };
+            let sum = total.get_or_insert_with(Default::default);
+            sum.0.add(&canary);
+            sum.1.add(&stable);
+        }
+        let sample = |w: &SplitWindow| Sample {
+            requests: w.requests,
+            errors: w.errors,
+            p99_ms: quantile(&w.buckets, 0.99).map(|s| s * 1000.0),
+        };
+        total.map(|(canary, stable)| CanaryTraffic {
+            canary: sample(&canary),
+            stable: sample(&stable),
+        })
+    }
+
+    /// The workload's traffic over about `window` (at least a second), summed over the
+    /// routers; the highest of their 95th percentiles. `None` until two readings of one
+    /// router are far enough apart, or when no router is configured.
+    pub async fn of(&self, key: &WorkloadKey, window: Duration) -> Option<Traffic> {
+        if self.urls.is_empty() {
+            return None;
+        }
+        let state = self.refreshed().await;
         let window = window.max(EVERY);
         let wanted = (key.tenant.clone(), key.environment.clone(), key.app.clone());
         let mut total: Option<(f64, Option<f64>, Duration)> = None;

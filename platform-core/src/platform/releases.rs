@@ -14,6 +14,7 @@ use super::apps::audit_app;
 use crate::authz::{Permission, TenantAccess};
 use crate::releases::gate::{self, Action, Actor, ApprovalPolicy, Outcome, Refusal, State};
 use crate::releases::plan::Progress;
+use crate::releases::canary::{Canary, CanaryState};
 use crate::releases::policy::{ReleasePolicy, Strategy};
 use crate::store::releases::ReleaseRow;
 use crate::{CoreError, FieldError, store};
@@ -73,6 +74,8 @@ pub struct Release {
     pub ended_at: Option<DateTime<Utc>>,
     /// What ran of each revision at the reconciler's last step.
     pub progress: Option<Progress>,
+    /// Where a canary release is: its step and its analysis so far.
+    pub canary: Option<CanaryState>,
     /// The actions the caller may take on it now.
     pub actions: Vec<Action>,
     pub version: i64,
@@ -153,6 +156,7 @@ fn view_of(
         }
         None => Vec::new(),
     };
+    let canary = canary_of(&row).map(|(_, state)| state);
     Ok(Release {
         id: row.id,
         tenant: row.tenant,
@@ -176,22 +180,37 @@ fn view_of(
             .then(|| row.requested_at + chrono::Duration::seconds(i64::from(approval.valid_for_s))),
         started_at: row.started_at,
         ended_at: row.ended_at,
+        canary,
         progress: serde_json::from_value(row.progress).ok(),
         actions,
         version: row.version,
     })
 }
 
-/// What the gate knows of a stored release. No step of a rolling release waits for a
-/// person's "continue" (only canary steps will).
+/// What the gate knows of a stored release. Only a canary step without a pause of its
+/// own waits for a person's "continue".
 fn gate_view(row: &ReleaseRow) -> gate::Release<'_> {
     gate::Release {
         state: row.state,
         requested_by: &row.requested_by,
         requested_at: row.requested_at,
         approvals: &row.approvals,
-        waiting_for_continue: false,
+        waiting_for_continue: canary_of(row)
+            .is_some_and(|(c, state)| state.waiting_for_continue(&c)),
     }
+}
+
+/// A canary release's strategy and where it is.
+fn canary_of(row: &ReleaseRow) -> Option<(Canary, CanaryState)> {
+    let Ok(Strategy::Canary(c)) = serde_json::from_value(row.strategy.clone()) else {
+        return None;
+    };
+    let state = row
+        .canary
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    Some((c, state))
 }
 
 /// Why a release that may start waits instead: the freeze window in force and when it
@@ -249,7 +268,26 @@ pub(crate) async fn new_revision(
         )
         .await?;
     }
-    let strategy = strategy.unwrap_or_else(|| policy.strategy.clone());
+    let kind = serde_json::from_value::<crate::spec::AppSpec>(spec.clone())
+        .map(|s| s.kind)
+        .map_err(|e| CoreError::Internal(format!("a revision's spec does not parse: {e}")))?;
+    let strategy = match strategy {
+        // Asked for by name: it must suit the application.
+        Some(s) => {
+            s.check_for(kind)?;
+            s
+        }
+        // The environment's default: a canary applies to a service's changes; a restart
+        // or another kind of application rolls.
+        None => match &policy.strategy {
+            Strategy::Canary(_)
+                if cause == Cause::Restart || kind != crate::spec::WorkloadKind::Service =>
+            {
+                Strategy::default()
+            }
+            s => s.clone(),
+        },
+    };
     let now = Utc::now();
     // A restart runs the same spec and artifact again: nothing to approve or freeze.
     let needs_approval = policy.approval.required
@@ -493,6 +531,36 @@ impl Platform {
                     json!({}),
                 )
                 .await?;
+                // The gate lets only a canary waiting at a step continue: its next step.
+                if let Some((c, state)) = canary_of(&row) {
+                    let next = state.next_step(now);
+                    let value = serde_json::to_value(&next)
+                        .map_err(|e| CoreError::Internal(e.to_string()))?;
+                    store::releases::set_canary(&mut *tx, id, row.canary.as_ref(), &value)
+                        .await?;
+                    let replicas = store::runtime::desired(
+                        &mut *tx,
+                        None,
+                        Some(&[row.application_id]),
+                    )
+                    .await?
+                    .first()
+                    .and_then(|d| {
+                        let spec = serde_json::from_value(d.spec.clone()).ok()?;
+                        Some(crate::model::desired_replicas(d.run_state, d.replicas, &spec))
+                    })
+                    .unwrap_or(0);
+                    store::releases::event(
+                        &mut *tx,
+                        id,
+                        None,
+                        "canary_step",
+                        &crate::releases::canary::describe(&c, next.step, replicas),
+                        json!({"step": next.step}),
+                    )
+                    .await?;
+                    store::runtime::touch(&mut *tx, row.application_id).await?;
+                }
             }
         }
         audit_app(

@@ -3,10 +3,243 @@
 //! weight, and the automated analysis that compares the canary with the stable
 //! revision at each step.
 
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::FieldError;
+
+/// How a canary release moves: its steps, each run (and analysed) before the next, and
+/// then the promotion that retires the stable revision. Services only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    pub steps: Vec<CanaryStep>,
+    #[serde(default)]
+    pub analysis: Analysis,
+    /// A step's canary instances (and, at the end, the promoted ones) must be ready this
+    /// long after the step began, else the release is rolled back.
+    #[serde(default = "step_deadline")]
+    #[schema(minimum = 10, maximum = 86400)]
+    pub step_deadline_s: u32,
+}
+
+fn step_deadline() -> u32 {
+    600
+}
+
+impl Canary {
+    pub fn check(&self) -> Result<(), FieldError> {
+        check_steps(&self.steps)?;
+        let a = &self.analysis;
+        if !(1..=3600).contains(&a.interval_s) {
+            return Err(FieldError::new(
+                "strategy.analysis.interval_s",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
+        if !(0.0..=1.0).contains(&a.max_error_rate_increase) {
+            return Err(FieldError::new(
+                "strategy.analysis.max_error_rate_increase",
+                "must be a fraction between 0 and 1",
+            ));
+        }
+        if !(1.0..=1000.0).contains(&a.max_p99_ratio) {
+            return Err(FieldError::new(
+                "strategy.analysis.max_p99_ratio",
+                "must be between 1 and 1000",
+            ));
+        }
+        if a.failures_tolerated > 100 {
+            return Err(FieldError::new(
+                "strategy.analysis.failures_tolerated",
+                "must be at most 100",
+            ));
+        }
+        if !(10..=86_400).contains(&self.step_deadline_s) {
+            return Err(FieldError::new(
+                "strategy.step_deadline_s",
+                "must be between 10 and 86400 seconds",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where a canary release is, kept with the release (`releases.canary`): the step that
+/// runs, since when, and the analysis so far. Only the canary clock
+/// (`platform::releases::canary_clock`) and a person's "continue" change it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CanaryState {
+    /// The step that runs; the number of steps once the canary is being promoted.
+    pub step: u32,
+    pub step_started_at: Option<DateTime<Utc>>,
+    /// When every canary instance of the step was ready: the step's pause and its
+    /// analysis count from then.
+    pub ready_since: Option<DateTime<Utc>>,
+    pub last_check_at: Option<DateTime<Utc>>,
+    pub checks: u32,
+    pub failed_checks: u32,
+    pub last_verdict: Option<Verdict>,
+}
+
+impl CanaryState {
+    /// Whether the canary is being promoted (every step done).
+    pub fn promoting(&self, c: &Canary) -> bool {
+        self.step as usize >= c.steps.len()
+    }
+
+    /// Whether the step waits for a person's "continue": its instances are ready and it
+    /// has no pause of its own.
+    pub fn waiting_for_continue(&self, c: &Canary) -> bool {
+        c.steps
+            .get(self.step as usize)
+            .is_some_and(|s| s.pause_s.is_none() && self.ready_since.is_some())
+    }
+
+    /// Whether an analysis check is due.
+    pub fn check_due(&self, c: &Canary, now: DateTime<Utc>) -> bool {
+        !self.promoting(c)
+            && self.last_check_at.is_some_and(|at| {
+                now >= at + Duration::seconds(i64::from(c.analysis.interval_s))
+            })
+    }
+
+    /// The next step begins now.
+    pub fn next_step(&self, now: DateTime<Utc>) -> Self {
+        Self {
+            step: self.step + 1,
+            step_started_at: Some(now),
+            ready_since: None,
+            last_check_at: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// What the canary clock does with a release at one tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tick {
+    pub state: CanaryState,
+    /// Timeline entries: (kind, message, the check's verdict when it is one).
+    pub events: Vec<(&'static str, String)>,
+    /// Why the release must be rolled back, when it must.
+    pub roll_back: Option<String>,
+}
+
+/// One tick of the canary clock, pure: `target_ready` is how many instances of the
+/// canary revision are ready, `verdict` the analysis check just made (when one was
+/// due). Starts the step, notes when its instances are ready, counts the check, moves
+/// to the next step when the pause is over, and says when the release must be rolled
+/// back (failed analysis, instances not ready within the step deadline).
+pub fn tick(
+    c: &Canary,
+    state: &CanaryState,
+    replicas: u32,
+    target_ready: u32,
+    now: DateTime<Utc>,
+    verdict: Option<Verdict>,
+) -> Tick {
+    let mut s = state.clone();
+    let mut events = Vec::new();
+    let deadline = Duration::seconds(i64::from(c.step_deadline_s));
+    let started = *s.step_started_at.get_or_insert(now);
+    if state.step_started_at.is_none() {
+        events.push(("canary_step", describe(c, s.step, replicas)));
+    }
+    if s.promoting(c) {
+        let roll_back = (target_ready < replicas && now > started + deadline).then(|| {
+            format!(
+                "the promoted instances were not ready within {} s",
+                c.step_deadline_s
+            )
+        });
+        return Tick {
+            state: s,
+            events,
+            roll_back,
+        };
+    }
+    let step = &c.steps[s.step as usize];
+    let wanted = shape(step, replicas).canary;
+    if s.ready_since.is_none() {
+        if target_ready >= wanted {
+            s.ready_since = Some(now);
+            s.last_check_at = Some(now);
+        } else if now > started + deadline {
+            let why = format!(
+                "step {}'s canary instances were not ready within {} s ({target_ready} of {wanted})",
+                s.step + 1,
+                c.step_deadline_s
+            );
+            return Tick {
+                state: s,
+                events,
+                roll_back: Some(why),
+            };
+        }
+    }
+    if let Some(v) = verdict {
+        s.checks += 1;
+        s.last_check_at = Some(now);
+        let (word, reason) = match &v {
+            Verdict::Pass { reason } => ("passed", reason.clone()),
+            Verdict::Fail { reason } => {
+                s.failed_checks += 1;
+                ("failed", reason.clone())
+            }
+            Verdict::Inconclusive { reason } => ("inconclusive", reason.clone()),
+        };
+        events.push((
+            "analysis",
+            format!("step {}, check {}: {word}: {reason}", s.step + 1, s.checks),
+        ));
+        let failed = matches!(v, Verdict::Fail { .. });
+        s.last_verdict = Some(v);
+        if failed && s.failed_checks > c.analysis.failures_tolerated {
+            let why = format!("the canary failed its analysis: {reason}");
+            return Tick {
+                state: s,
+                events,
+                roll_back: Some(why),
+            };
+        }
+    }
+    if let (Some(ready), Some(pause)) = (s.ready_since, step.pause_s)
+        && now >= ready + Duration::seconds(i64::from(pause))
+    {
+        s = s.next_step(now);
+        events.push(("canary_step", describe(c, s.step, replicas)));
+    }
+    Tick {
+        state: s,
+        events,
+        roll_back: None,
+    }
+}
+
+/// A step in words, for the timeline.
+pub fn describe(c: &Canary, step: u32, replicas: u32) -> String {
+    let Some(s) = c.steps.get(step as usize) else {
+        return "every step passed: promoting the canary".to_owned();
+    };
+    let shape = shape(s, replicas);
+    let traffic = match shape.weight {
+        Some(w) => format!("{w}% of the traffic"),
+        None => "traffic by instance count".to_owned(),
+    };
+    let until = match s.pause_s {
+        Some(p) => format!("for {p} s"),
+        None => "until someone continues".to_owned(),
+    };
+    format!(
+        "step {} of {}: {} canary instance{}, {traffic}, {until}",
+        step + 1,
+        c.steps.len(),
+        shape.canary,
+        if shape.canary == 1 { "" } else { "s" }
+    )
+}
 
 /// One step of a canary release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -167,6 +400,17 @@ pub enum Verdict {
     Pass { reason: String },
     Fail { reason: String },
     Inconclusive { reason: String },
+}
+
+impl Verdict {
+    /// The verdict and its reason, in words.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Pass { reason } => format!("passed ({reason})"),
+            Self::Fail { reason } => format!("failed ({reason})"),
+            Self::Inconclusive { reason } => format!("inconclusive ({reason})"),
+        }
+    }
 }
 
 /// Compares the canary with the stable revision over one interval.

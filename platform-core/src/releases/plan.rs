@@ -9,8 +9,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::canary::{Canary, CanaryState, shape};
 use super::policy::Strategy;
-use super::rolling::{Observed, next};
+use super::rolling::{Limits, Observed, next};
 use crate::runtime::{Instance, Phase, Slots};
 use crate::spec::WorkloadKind;
 
@@ -28,6 +29,8 @@ pub struct Moving<'a> {
     pub strategy: &'a Strategy,
     /// Hold every instance where it is.
     pub paused: bool,
+    /// Where a canary release is (its step); `None` for other strategies.
+    pub canary: Option<&'a CanaryState>,
     pub started_at: DateTime<Utc>,
     pub now: DateTime<Utc>,
 }
@@ -55,6 +58,12 @@ pub struct Plan {
     pub slots: Vec<(i32, Slots)>,
     pub verdict: Verdict,
     pub progress: Progress,
+    /// The percent of the traffic the target revision gets (a canary step's weight);
+    /// `None`: traffic goes by instance count.
+    pub weight: Option<u32>,
+    /// New instances of the target take the place (the node) of the instances of other
+    /// revisions stopped in the same step.
+    pub in_place: bool,
 }
 
 /// The next step of `m` over `observed`.
@@ -63,9 +72,7 @@ pub fn plan(m: &Moving<'_>, observed: &[Instance]) -> Plan {
         .iter()
         .filter(|i| i.phase != Phase::Stopping)
         .collect();
-    let min_ready = match m.strategy {
-        Strategy::Rolling(r) => Duration::seconds(i64::from(r.min_ready_s)),
-    };
+    let min_ready = Duration::seconds(i64::from(m.strategy.min_ready_s()));
     let available = |i: &Instance| i.ready && i.since + min_ready <= m.now;
     let (target, stable): (Vec<&Instance>, Vec<&Instance>) =
         live.iter().partition(|i| i.revision == m.to);
@@ -80,25 +87,50 @@ pub fn plan(m: &Moving<'_>, observed: &[Instance]) -> Plan {
     } else {
         advance(m, &live, &progress)
     };
+    let deadline = m.strategy.progress_deadline_s();
     let verdict = if let Some(why) = crash_loop(m, &target) {
         Verdict::RollBack(why)
     } else if done(m, &live, &progress) {
         Verdict::Succeeded
-    } else if !m.paused
-        && m.now >= m.started_at + Duration::seconds(i64::from(m.strategy.progress_deadline_s()))
+    } else if let Some(deadline) = deadline
+        && !m.paused
+        && m.now >= m.started_at + Duration::seconds(i64::from(deadline))
     {
         Verdict::RollBack(format!(
-            "not finished within its progress deadline of {} s",
-            m.strategy.progress_deadline_s()
+            "not finished within its progress deadline of {deadline} s"
         ))
     } else {
         Verdict::Continue
+    };
+    let weight = match (m.strategy, m.kind) {
+        // An instance-count step gets the share its instances are of all of them.
+        (Strategy::Canary(c), WorkloadKind::Service) => canary_step(c, m).map(|step| {
+            let shape = shape(step, m.replicas);
+            shape.weight.unwrap_or_else(|| {
+                let all = u64::from(shape.canary) + u64::from(shape.stable);
+                (u64::from(shape.canary) * 100)
+                    .checked_div(all)
+                    .map_or(0, |w| u32::try_from(w).unwrap_or(100))
+            })
+        }),
+        _ => None,
     };
     Plan {
         slots,
         verdict,
         progress,
+        weight,
+        in_place: matches!(m.strategy, Strategy::InPlace(_)),
     }
+}
+
+/// The canary step that runs, `None` once promoting.
+fn canary_step<'c>(
+    c: &'c Canary,
+    m: &Moving<'_>,
+) -> Option<&'c super::canary::CanaryStep> {
+    let state = m.canary.cloned().unwrap_or_default();
+    c.steps.get(state.step as usize)
 }
 
 fn count(n: usize) -> u32 {
@@ -178,26 +210,47 @@ fn hold(m: &Moving<'_>, live: &[&Instance]) -> Vec<(i32, Slots)> {
 }
 
 fn advance(m: &Moving<'_>, live: &[&Instance], p: &Progress) -> Vec<(i32, Slots)> {
-    let Strategy::Rolling(rolling) = m.strategy;
-    if m.kind != WorkloadKind::Service || m.replicas == 0 {
+    let as_always = || {
         let owned: Vec<Instance> = live.iter().map(|i| (*i).clone()).collect();
-        return crate::reconciler::slots(m.kind, m.to, m.replicas, &owned);
-    }
-    let Ok(limits) = rolling.limits(m.replicas) else {
-        // Checked when the release was made; a stored strategy that no longer checks
-        // moves as the reconciler always did (one new instance at a time).
-        let owned: Vec<Instance> = live.iter().map(|i| (*i).clone()).collect();
-        return crate::reconciler::slots(m.kind, m.to, m.replicas, &owned);
+        crate::reconciler::slots(m.kind, m.to, m.replicas, &owned)
     };
-    let step = next(
-        &limits,
-        &Observed {
-            target_total: p.target,
-            target_ready: p.target_ready,
-            stable_total: p.stable,
-            stable_ready: p.stable_ready,
+    // Stateful applications move one ordinal at a time, in place, whatever the
+    // strategy; daemons, jobs and cron jobs take the new revision as they always do.
+    if m.kind != WorkloadKind::Service || m.replicas == 0 {
+        return as_always();
+    }
+    let step = match m.strategy {
+        Strategy::Rolling(rolling) => {
+            let Ok(limits) = rolling.limits(m.replicas) else {
+                // Checked when the release was made; a stored strategy that no longer
+                // checks moves as the reconciler always did (one new instance at a time).
+                return as_always();
+            };
+            next(&limits, &observed(p))
+        }
+        Strategy::InPlace(_) => in_place(m.replicas, p),
+        Strategy::Canary(c) => match canary_step(c, m) {
+            // The stable revision keeps every instance while the canary runs.
+            Some(step) => {
+                let shape = shape(step, m.replicas);
+                super::rolling::Step {
+                    target: shape.canary,
+                    stable: m.replicas,
+                }
+            }
+            // Promoted: the target takes every slot, the stable revision going only as
+            // the target's instances are ready.
+            None => next(
+                &Limits {
+                    replicas: m.replicas,
+                    surge: m.replicas,
+                    unavailable: 0,
+                    batch: None,
+                },
+                &observed(p),
+            ),
         },
-    );
+    };
     // The stable budget goes to the release's `from` revision first, then to the
     // newest of any others (left by a release this one superseded).
     let mut others: BTreeMap<i32, u32> = BTreeMap::new();
@@ -217,6 +270,31 @@ fn advance(m: &Moving<'_>, live: &[&Instance], p: &Progress) -> Vec<(i32, Slots)
         counts.insert(revision, keep);
     }
     order(m.to, counts)
+}
+
+fn observed(p: &Progress) -> Observed {
+    Observed {
+        target_total: p.target,
+        target_ready: p.target_ready,
+        stable_total: p.stable,
+        stable_ready: p.stable_ready,
+    }
+}
+
+/// An in-place step: once every new instance is ready, one old instance gives its slot
+/// to a new one (both in the same step, so that the new one takes its node); never more
+/// instances than the replica count, never more than one of them down.
+fn in_place(replicas: u32, p: &Progress) -> super::rolling::Step {
+    let settled = p.target_ready >= p.target;
+    let target = if settled {
+        (p.target + 1).min(replicas)
+    } else {
+        p.target.min(replicas)
+    };
+    super::rolling::Step {
+        target,
+        stable: replicas - target,
+    }
 }
 
 /// The target first, then the others newest first.
@@ -276,6 +354,7 @@ mod tests {
             replicas,
             strategy,
             paused,
+            canary: None,
             started_at: at(0),
             now: at(now),
         }

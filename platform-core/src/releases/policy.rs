@@ -6,19 +6,46 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::canary::Canary;
 use super::freeze::{FreezeWindow, Freezes};
 use super::gate::ApprovalPolicy;
 use super::rolling::Rolling;
 use crate::FieldError;
 
 /// How a release moves an application from one revision to the next.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Strategy {
     /// Batches of new instances within `max_surge` and `max_unavailable`, as a
     /// Kubernetes Deployment rolls. Stateful applications move one ordinal at a time,
     /// highest first, whatever the limits say.
     Rolling(Rolling),
+    /// Instance by instance, the new revision starts in the slot the old one leaves:
+    /// the same node (the same ordinal and data directory for a stateful application),
+    /// one instance down at a time, no instance beyond the replica count.
+    InPlace(InPlace),
+    /// Small-scale verification (services): steps of traffic weight or instance count,
+    /// each analysed against the stable revision, which keeps its instances until the
+    /// canary is promoted; a failed analysis rolls back.
+    Canary(Canary),
+}
+
+/// How an in-place release moves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InPlace {
+    /// A new instance counts (and the next one is replaced) only once ready this long.
+    #[serde(default)]
+    #[schema(maximum = 3600)]
+    pub min_ready_s: u32,
+    /// The release is rolled back when it has not finished this long after it started.
+    #[serde(default = "in_place_deadline")]
+    #[schema(minimum = 10, maximum = 86400)]
+    pub progress_deadline_s: u32,
+}
+
+fn in_place_deadline() -> u32 {
+    600
 }
 
 impl Default for Strategy {
@@ -30,36 +57,112 @@ impl Default for Strategy {
 impl Strategy {
     /// Checks every field (for any replica count), naming the one that is wrong.
     pub fn check(&self) -> Result<(), FieldError> {
-        match self {
+        let (min_ready_s, deadline) = match self {
             Self::Rolling(r) => {
                 r.limits(1)?;
-                if r.min_ready_s > 3600 {
-                    return Err(FieldError::new(
-                        "strategy.min_ready_s",
-                        "must be at most 3600",
-                    ));
-                }
-                if !(10..=86_400).contains(&r.progress_deadline_s) {
-                    return Err(FieldError::new(
-                        "strategy.progress_deadline_s",
-                        "must be between 10 and 86400 seconds",
-                    ));
-                }
-                Ok(())
+                (r.min_ready_s, r.progress_deadline_s)
+            }
+            Self::InPlace(p) => (p.min_ready_s, p.progress_deadline_s),
+            Self::Canary(c) => return c.check(),
+        };
+        if min_ready_s > 3600 {
+            return Err(FieldError::new(
+                "strategy.min_ready_s",
+                "must be at most 3600",
+            ));
+        }
+        if !(10..=86_400).contains(&deadline) {
+            return Err(FieldError::new(
+                "strategy.progress_deadline_s",
+                "must be between 10 and 86400 seconds",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the strategy for an application of `kind`: a canary needs a service.
+    pub fn check_for(&self, kind: crate::spec::WorkloadKind) -> Result<(), FieldError> {
+        self.check()?;
+        if matches!(self, Self::Canary(_)) && kind != crate::spec::WorkloadKind::Service {
+            return Err(FieldError::new(
+                "strategy.type",
+                format!(
+                    "a canary release needs a service; this application is a {} (use rolling or in_place)",
+                    kind.as_str()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// How long the whole release may take before it is rolled back (a canary's steps
+    /// each have their own deadline instead: its pauses may wait for people).
+    pub fn progress_deadline_s(&self) -> Option<u32> {
+        match self {
+            Self::Rolling(r) => Some(r.progress_deadline_s),
+            Self::InPlace(p) => Some(p.progress_deadline_s),
+            Self::Canary(_) => None,
+        }
+    }
+
+    /// How long a new instance must be ready before it counts.
+    pub fn min_ready_s(&self) -> u32 {
+        match self {
+            Self::Rolling(r) => r.min_ready_s,
+            Self::InPlace(p) => p.min_ready_s,
+            Self::Canary(_) => 0,
+        }
+    }
+
+    /// The strategy in a few words, for people.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Rolling(r) => format!(
+                "rolling, max surge {}, max unavailable {}, deadline {} s",
+                r.max_surge.text(),
+                r.max_unavailable.text(),
+                r.progress_deadline_s
+            ),
+            Self::InPlace(p) => format!(
+                "in place, one instance at a time on its own node, deadline {} s",
+                p.progress_deadline_s
+            ),
+            Self::Canary(c) => {
+                let steps: Vec<String> = c
+                    .steps
+                    .iter()
+                    .map(|s| match (s.weight, s.instances) {
+                        (Some(w), _) => format!("{w}%"),
+                        (None, Some(n)) => format!("{n} instance{}", if n == 1 { "" } else { "s" }),
+                        (None, None) => "?".to_owned(),
+                    })
+                    .collect();
+                let a = &c.analysis;
+                format!(
+                    "canary {}, checked every {} s (error rate at most {:.1} points above the stable revision's, p99 at most {}×, {} failed check{} tolerated)",
+                    steps.join(" → "),
+                    a.interval_s,
+                    a.max_error_rate_increase * 100.0,
+                    a.max_p99_ratio,
+                    a.failures_tolerated,
+                    if a.failures_tolerated == 1 { "" } else { "s" }
+                )
             }
         }
     }
 
-    /// How long the release may take before it is rolled back.
-    pub fn progress_deadline_s(&self) -> u32 {
+    /// The strategy's name, as the API writes its `type`.
+    pub fn name(&self) -> &'static str {
         match self {
-            Self::Rolling(r) => r.progress_deadline_s,
+            Self::Rolling(_) => "rolling",
+            Self::InPlace(_) => "in_place",
+            Self::Canary(_) => "canary",
         }
     }
 }
 
 /// An environment's release policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleasePolicy {
     /// Who approves releases, how many of them, and for how long a request is valid.

@@ -39,6 +39,16 @@ pub struct RevisionShape {
     pub revision: i32,
     pub spec: AppSpec,
     pub slots: Slots,
+    /// The percent of the workload's traffic this revision gets (a canary's step), the
+    /// rest going to the other revisions; `None`: traffic follows the instance count. A
+    /// runtime that cannot split traffic by weight (Kubernetes, without a mesh) leaves
+    /// it to the instance counts the core asks for alongside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// New instances of this revision take the place of the instances of other
+    /// revisions stopped in the same step: the same node (an in-place release).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_place: bool,
     /// The revision's secrets, opened, for runtimes that need them in the workload
     /// ([`Runtime::secrets_in_workload`]); empty otherwise.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -123,6 +133,13 @@ pub struct Traffic {
     pub p95_ms: Option<f64>,
     /// How long the window really was.
     pub window: std::time::Duration,
+}
+
+/// A canary revision's traffic beside the stable revision's, over one window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CanaryTraffic {
+    pub canary: crate::releases::canary::Sample,
+    pub stable: crate::releases::canary::Sample,
 }
 
 /// A node as observed.
@@ -280,6 +297,17 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     /// itself sees its traffic (the local runtime's router); `None` where it does not
     /// (a PromQL rule reads it from Prometheus instead).
     async fn traffic(&self, key: &WorkloadKey, window: std::time::Duration) -> Option<Traffic> {
+        let _ = (key, window);
+        None
+    }
+    /// A canary revision's traffic and the other revisions' over about `window`, for a
+    /// canary release's analysis, where the runtime splits and counts it itself (the
+    /// local router); `None` where it does not.
+    async fn canary_traffic(
+        &self,
+        key: &WorkloadKey,
+        window: std::time::Duration,
+    ) -> Option<CanaryTraffic> {
         let _ = (key, window);
         None
     }

@@ -61,7 +61,7 @@ pub async fn upsert_policy(
 
 const COLUMNS: &str = "r.id, r.tenant_id, t.slug AS tenant, r.application_id, e.name AS environment, e.id AS environment_id,
     a.name AS application, r.from_revision, r.to_revision, r.cause, r.strategy, r.state, r.reason,
-    r.requested_by, r.requested_at, r.approvals, r.started_at, r.ended_at, r.progress, r.version";
+    r.requested_by, r.requested_at, r.approvals, r.started_at, r.ended_at, r.progress, r.canary, r.version";
 const FROM: &str = "FROM releases r JOIN applications a ON a.id = r.application_id
     JOIN environments e ON e.id = a.environment_id JOIN tenants t ON t.id = r.tenant_id";
 
@@ -86,6 +86,8 @@ pub struct ReleaseRow {
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub progress: serde_json::Value,
+    /// Where a canary release is (`CanaryState`); `None` for other strategies.
+    pub canary: Option<serde_json::Value>,
     pub version: i64,
 }
 
@@ -367,6 +369,27 @@ pub async fn conclude(
             .await?;
     }
     Ok(true)
+}
+
+/// Moves a progressing canary release's state from `seen` (as it was read) to
+/// `state`; whether it was still `seen` (another control plane or a person's
+/// "continue" may have moved it first).
+pub async fn set_canary<'e>(
+    ex: impl PgExecutor<'e>,
+    id: i64,
+    seen: Option<&serde_json::Value>,
+    state: &serde_json::Value,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE releases SET canary = $3
+         WHERE id = $1 AND state = 'progressing' AND canary IS NOT DISTINCT FROM $2",
+    )
+    .bind(id)
+    .bind(seen.map(Json))
+    .bind(Json(state))
+    .execute(ex)
+    .await
+    .map(|r| r.rows_affected() > 0)
 }
 
 /// Says why a moving release cannot go on just now (empty: it can); whether that

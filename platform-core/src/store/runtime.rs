@@ -105,9 +105,35 @@ pub struct DesiredRow {
     pub release_strategy: Option<serde_json::Value>,
     pub release_started_at: Option<chrono::DateTime<chrono::Utc>>,
     pub release_progress: Option<serde_json::Value>,
+    /// Where a canary release is (`CanaryState`); `null` for other strategies.
+    pub release_canary: Option<serde_json::Value>,
     /// Why the moving release cannot go on (empty: it can).
     pub release_reason: Option<String>,
 }
+/// What every desired-state read selects (each adds its own conditions).
+const DESIRED: &str = "SELECT a.id AS application_id, t.slug AS tenant, e.name AS environment, a.name AS app,
+                coalesce(rel.to_revision, a.released_revision) AS revision,
+                r.spec, a.run_state, a.deleted_at IS NOT NULL AS deleted, a.replicas, e.runtime,
+                rel.id AS release_id, rel.state AS release_state, rel.from_revision AS release_from,
+                rel.strategy AS release_strategy, rel.started_at AS release_started_at,
+                rel.progress AS release_progress, rel.canary AS release_canary,
+                rel.reason AS release_reason
+         FROM applications a
+         JOIN environments e ON e.id = a.environment_id
+         JOIN tenants t ON t.id = a.tenant_id
+         LEFT JOIN releases rel ON rel.application_id = a.id AND rel.state IN ('progressing', 'paused')
+         JOIN revisions r ON r.application_id = a.id AND r.number = coalesce(rel.to_revision, a.released_revision)
+         WHERE (a.deleted_at IS NULL OR a.released_at IS NULL)";
+
+/// The applications a canary release moves now (progressing, not paused).
+pub async fn desired_canaries<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<DesiredRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{DESIRED} AND rel.state = 'progressing' AND rel.strategy->>'type' = 'canary' ORDER BY a.id"
+    ))
+    .fetch_all(ex)
+    .await
+}
+
 /// Of one runtime's environments, or of all (`None`); of the given applications only,
 /// or of all (`None`).
 pub async fn desired<'e>(
@@ -117,20 +143,7 @@ pub async fn desired<'e>(
 ) -> Result<Vec<DesiredRow>, sqlx::Error> {
     // Only the conditions given are in the statement: a generic plan of "$2 IS NULL OR
     // a.id = ANY($2)" cannot use the primary key and reads every application.
-    let mut sql = QueryBuilder::<Postgres>::new(
-        "SELECT a.id AS application_id, t.slug AS tenant, e.name AS environment, a.name AS app,
-                coalesce(rel.to_revision, a.released_revision) AS revision,
-                r.spec, a.run_state, a.deleted_at IS NOT NULL AS deleted, a.replicas, e.runtime,
-                rel.id AS release_id, rel.state AS release_state, rel.from_revision AS release_from,
-                rel.strategy AS release_strategy, rel.started_at AS release_started_at,
-                rel.progress AS release_progress, rel.reason AS release_reason
-         FROM applications a
-         JOIN environments e ON e.id = a.environment_id
-         JOIN tenants t ON t.id = a.tenant_id
-         LEFT JOIN releases rel ON rel.application_id = a.id AND rel.state IN ('progressing', 'paused')
-         JOIN revisions r ON r.application_id = a.id AND r.number = coalesce(rel.to_revision, a.released_revision)
-         WHERE (a.deleted_at IS NULL OR a.released_at IS NULL)",
-    );
+    let mut sql = QueryBuilder::<Postgres>::new(DESIRED);
     if let Some(runtime) = runtime {
         sql.push(" AND e.runtime = ").push_bind(runtime);
     }
