@@ -1457,6 +1457,193 @@ async fn a_crash_looping_revision_is_rolled_back_automatically_and_the_stable_in
     assert_eq!(tally.failed, 0, "{tally:?}");
 }
 
+/// A service that answers its marker, and 500 to every `every`-th request that came
+/// through the router (0: never); probes (which come straight) always pass.
+fn marked_spec(marker: &str, every: u32, replicas: u32) -> Value {
+    let script = r#"
+import http.server, itertools, os, sys
+marker, every = sys.argv[1], int(sys.argv[2])
+count = itertools.count(1)
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        routed = "X-Forwarded-For" in self.headers
+        fail = routed and every > 0 and next(count) % every == 0
+        body = (marker + "\n").encode()
+        self.send_response(500 if fail else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+    json!({"command": "python3", "args": ["-c", script, marker, every.to_string()],
+        "replicas": replicas, "ports": [{"name": "http"}]})
+}
+
+/// The bodies of `n` requests to `url` with `X-Canary: canary` (none: no header).
+async fn bodies(url: &str, n: usize, canary: Option<&str>) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut req = http.get(url);
+        if let Some(v) = canary {
+            req = req.header("X-Canary", v);
+        }
+        let r = must(req.send().await);
+        out.push(must(r.text().await).trim().to_owned());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_canary_gets_its_share_and_is_promoted_and_a_failing_one_is_rolled_back_within_four_checks()
+ {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    let tadmin = Tenant::login(&paas, "tadmin").await;
+    let (v1, v2, v3) = (marker(), marker(), marker());
+    dev.onboard("shop", marked_spec(&v1, 0, 2)).await;
+    let url = format!("{}/apps/acme/dev/shop/", site.router());
+    wait_for_200(&url).await;
+    dev.wait_instances("shop", "two ready instances", |i| {
+        i.len() == 2 && i.iter().all(|x| x["ready"] == true)
+    })
+    .await;
+    let policy = json!({"approval": {"required": false}, "strategy": {"type": "canary",
+        "steps": [{"weight": 25, "pause_s": 8}, {"weight": 100, "pause_s": 3}],
+        "analysis": {"interval_s": 2, "min_requests": 10}}});
+    let (status, body) = tadmin
+        .call(
+            reqwest::Method::PUT,
+            "/environments/dev/release-policy",
+            Some(policy),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let load = support::load::Load::start(&url, 60);
+    let app = "/environments/dev/applications/shop";
+
+    // A good canary: a quarter of the requests, the header picks a side, the checks
+    // pass, and it is promoted.
+    let (status, body) = dev
+        .call(
+            reqwest::Method::PUT,
+            app,
+            Some(json!({"spec": marked_spec(&v2, 0, 2)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, list) = dev
+        .call(reqwest::Method::GET, &format!("{app}/releases"), None)
+        .await;
+    let id = list["items"][0]["id"].as_i64().unwrap_or_default();
+    let release = format!("{app}/releases/{id}");
+    wait_release(
+        &dev,
+        &release,
+        "the first step's canary to be ready",
+        |r| r["canary"]["ready_since"].is_string() && r["canary"]["step"] == 0,
+        |_| {},
+    )
+    .await;
+    // Give the router the new table (it follows within a moment).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let always = bodies(&url, 20, Some("always")).await;
+    assert!(always.iter().all(|b| *b == v2), "{always:?}");
+    let never = bodies(&url, 20, Some("never")).await;
+    assert!(never.iter().all(|b| *b == v1), "{never:?}");
+    let mixed = bodies(&url, 200, None).await;
+    let to_canary = mixed.iter().filter(|b| **b == v2).count();
+    // Exactly 25 of every 100 the router splits; the load's requests interleave.
+    assert!((30..=70).contains(&to_canary), "{to_canary} of 200");
+    let done = wait_release(
+        &dev,
+        &release,
+        "the canary's promotion",
+        |r| !matches!(r["state"].as_str(), Some("progressing")),
+        |_| {},
+    )
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    let timeline = done["timeline"].as_array().cloned().unwrap_or_default();
+    let of_kind = |kind: &str| {
+        timeline
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(of_kind("canary_step").len() >= 3, "{done:#}");
+    assert!(
+        of_kind("analysis").iter().any(|m| m.contains("passed")),
+        "{done:#}"
+    );
+    let stable: Vec<Value> = dev
+        .wait_instances("shop", "two instances of revision 2", |i| {
+            i.len() == 2 && i.iter().all(|x| x["revision"] == 2 && x["ready"] == true)
+        })
+        .await;
+    let good = load.tally();
+    assert_eq!(good.failed, 0, "{good:?}");
+
+    // A canary that fails one request in five is rolled back by its analysis, and the
+    // stable instances are never restarted.
+    let (status, body) = dev
+        .call(
+            reqwest::Method::PUT,
+            app,
+            Some(json!({"spec": marked_spec(&v3, 5, 2)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, list) = dev
+        .call(reqwest::Method::GET, &format!("{app}/releases"), None)
+        .await;
+    let id = list["items"][0]["id"].as_i64().unwrap_or_default();
+    let release = format!("{app}/releases/{id}");
+    let ended = wait_release(
+        &dev,
+        &release,
+        "the failing canary's rollback",
+        |r| !matches!(r["state"].as_str(), Some("progressing")),
+        |_| {},
+    )
+    .await;
+    assert_eq!(ended["state"], "rolled_back", "{ended:#}");
+    assert!(
+        ended["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("failed its analysis"),
+        "{ended:#}"
+    );
+    let checks = ended["canary"]["checks"].as_u64().unwrap_or(u64::MAX);
+    assert!((1..=4).contains(&checks), "aborted within 4 checks: {ended:#}");
+    let now = dev
+        .wait_instances("shop", "only the stable instances", |i| {
+            i.len() == 2 && i.iter().all(|x| x["revision"] == 2)
+        })
+        .await;
+    let names = |v: &[Value]| -> Vec<String> {
+        let mut n: Vec<String> = v
+            .iter()
+            .filter_map(|i| i["name"].as_str().map(str::to_owned))
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&now), names(&stable));
+    assert!(now.iter().all(|i| i["restarts"] == 0), "{now:#?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tally = load.stop().await;
+    // Every failed request was one of the canary's own 500s: none was dropped.
+    assert_eq!(tally.failed, tally.internal_errors, "{tally:?}");
+    assert!(tally.internal_errors > 0, "{tally:?}");
+}
+
 /// Runs the `paas` client with its config directory in `config`; (exit code, stdout,
 /// stderr).
 fn paas_cli(config: &std::path::Path, args: &[&str], stdin: &str) -> (i32, String, String) {

@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 pub struct Load {
     ok: Arc<AtomicUsize>,
     failed: Arc<AtomicUsize>,
+    internal: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -19,13 +20,17 @@ pub struct Load {
 pub struct Tally {
     pub ok: usize,
     pub failed: usize,
+    /// Of the failed, those the application itself answered 500 (the router's own
+    /// answers are 502 and 503).
+    pub internal_errors: usize,
 }
 
 impl Load {
     /// About `per_second` GETs of `url` a second, spread over four clients; anything
     /// but a 200 within 5 s counts as failed.
     pub fn start(url: &str, per_second: u32) -> Self {
-        let (ok, failed, stop) = (
+        let (ok, failed, internal, stop) = (
+            Arc::new(AtomicUsize::new(0)),
             Arc::new(AtomicUsize::new(0)),
             Arc::new(AtomicUsize::new(0)),
             Arc::new(AtomicBool::new(false)),
@@ -34,8 +39,13 @@ impl Load {
         let period = Duration::from_secs_f64(f64::from(clients) / f64::from(per_second.max(1)));
         let tasks = (0..clients)
             .map(|_| {
-                let (ok, failed, stop, url) =
-                    (ok.clone(), failed.clone(), stop.clone(), url.to_owned());
+                let (ok, failed, internal, stop, url) = (
+                    ok.clone(),
+                    failed.clone(),
+                    internal.clone(),
+                    stop.clone(),
+                    url.to_owned(),
+                );
                 tokio::spawn(async move {
                     let http = reqwest::Client::builder()
                         .timeout(Duration::from_secs(5))
@@ -49,6 +59,10 @@ impl Load {
                             Ok(r) if r.status() == StatusCode::OK => {
                                 ok.fetch_add(1, Ordering::Relaxed)
                             }
+                            Ok(r) if r.status() == StatusCode::INTERNAL_SERVER_ERROR => {
+                                internal.fetch_add(1, Ordering::Relaxed);
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
                             _ => failed.fetch_add(1, Ordering::Relaxed),
                         };
                     }
@@ -58,6 +72,7 @@ impl Load {
         Self {
             ok,
             failed,
+            internal,
             stop,
             tasks,
         }
@@ -68,6 +83,7 @@ impl Load {
         Tally {
             ok: self.ok.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            internal_errors: self.internal.load(Ordering::Relaxed),
         }
     }
 

@@ -480,4 +480,32 @@ mod tests {
         inf[BUCKETS.len()] = 3;
         assert_eq!(quantile(&inf, 0.95), Some(30.0));
     }
+
+    #[test]
+    fn each_side_of_a_canary_is_counted_apart_and_the_application_counts_both() {
+        let t = Traffic::default();
+        t.record_on(&key("web"), Some(Split::Stable), 200, Duration::from_millis(2));
+        let first = t.read("r1");
+        for i in 0..100 {
+            let (side, status) = if i % 5 == 0 {
+                (Split::Canary, if i % 10 == 0 { 500 } else { 200 })
+            } else {
+                (Split::Stable, 200)
+            };
+            t.record_on(&key("web"), Some(side), status, Duration::from_millis(2));
+        }
+        let second = t.read("r1");
+        let (canary, stable) = second
+            .split_since(&first, &key("web"))
+            .unwrap_or_default();
+        assert_eq!((canary.requests, canary.errors), (20, 10));
+        assert_eq!((stable.requests, stable.errors), (80, 0));
+        // The application's own figures count every request once.
+        let (rps, _) = second.since(&first, 1.0)[&key("web")];
+        assert!((rps - 100.0).abs() < 1e-9);
+        assert_eq!(second.split_since(&first, &key("api")), None);
+        let text = second.prometheus();
+        assert!(text.contains("paas_router_split_requests_total{tenant=\"acme\",environment=\"dev\",application=\"web\",split=\"canary\"} 20"), "{text}");
+        assert!(text.contains("paas_router_requests_total{tenant=\"acme\",environment=\"dev\",application=\"web\"} 101"));
+    }
 }

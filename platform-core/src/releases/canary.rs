@@ -50,6 +50,12 @@ impl Canary {
                 "must be between 1 and 1000",
             ));
         }
+        if !(0.0..=60_000.0).contains(&a.min_p99_increase_ms) {
+            return Err(FieldError::new(
+                "strategy.analysis.min_p99_increase_ms",
+                "must be between 0 and 60000",
+            ));
+        }
         if a.failures_tolerated > 100 {
             return Err(FieldError::new(
                 "strategy.analysis.failures_tolerated",
@@ -273,9 +279,13 @@ pub struct Analysis {
     /// more than this (a fraction: 0.01 is one percentage point).
     #[serde(default = "error_margin")]
     pub max_error_rate_increase: f64,
-    /// ... or when its p99 exceeds the stable revision's by more than this factor.
+    /// ... or when its p99 exceeds the stable revision's by more than this factor
     #[serde(default = "latency_factor")]
     pub max_p99_ratio: f64,
+    /// ... and by more than this many milliseconds: below it a difference is noise
+    /// (the router's latency buckets are coarse, and a few requests make a p99).
+    #[serde(default = "latency_floor")]
+    pub min_p99_increase_ms: f64,
     /// Fewer requests than this in an interval: no verdict (neither pass nor fail).
     #[serde(default = "min_requests")]
     pub min_requests: u64,
@@ -293,6 +303,9 @@ fn error_margin() -> f64 {
 fn latency_factor() -> f64 {
     1.5
 }
+fn latency_floor() -> f64 {
+    25.0
+}
 fn min_requests() -> u64 {
     20
 }
@@ -303,6 +316,7 @@ impl Default for Analysis {
             interval_s: interval(),
             max_error_rate_increase: error_margin(),
             max_p99_ratio: latency_factor(),
+            min_p99_increase_ms: latency_floor(),
             min_requests: min_requests(),
             failures_tolerated: 0,
         }
@@ -437,11 +451,12 @@ pub fn analyse(analysis: &Analysis, canary: &Sample, stable: &Sample) -> Verdict
     if let (Some(cp), Some(sp)) = (canary.p99_ms, stable.p99_ms)
         && sp > 0.0
         && cp > sp * analysis.max_p99_ratio
+        && cp - sp > analysis.min_p99_increase_ms
     {
         return Verdict::Fail {
             reason: format!(
-                "p99 {cp:.1} ms against the stable revision's {sp:.1} ms (at most {}×)",
-                analysis.max_p99_ratio
+                "p99 {cp:.1} ms against the stable revision's {sp:.1} ms (at most {}× and {} ms more)",
+                analysis.max_p99_ratio, analysis.min_p99_increase_ms
             ),
         };
     }
@@ -575,6 +590,21 @@ mod tests {
             errors: 0,
             p99_ms: Some(13.0),
         };
+        // 1.6× a fast stable revision, but only 1.5 ms more: noise, not a failure.
+        let fast = Sample {
+            requests: 1000,
+            errors: 0,
+            p99_ms: Some(2.5),
+        };
+        let noisy = Sample {
+            requests: 100,
+            errors: 0,
+            p99_ms: Some(4.0),
+        };
+        assert!(matches!(
+            analyse(&analysis, &noisy, &fast),
+            Verdict::Pass { .. }
+        ));
         assert!(matches!(
             analyse(&analysis, &good, &stable),
             Verdict::Pass { .. }
@@ -606,5 +636,96 @@ mod tests {
                 v
             ]
         ));
+    }
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default()
+    }
+
+    fn two_steps() -> Canary {
+        Canary {
+            steps: vec![
+                weight(20),
+                CanaryStep {
+                    weight: Some(50),
+                    instances: None,
+                    pause_s: None,
+                },
+            ],
+            analysis: Analysis {
+                interval_s: 10,
+                ..Analysis::default()
+            },
+            step_deadline_s: 60,
+        }
+    }
+
+    #[test]
+    fn the_canary_clock_starts_a_step_waits_for_its_instances_checks_and_moves_on() {
+        let c = two_steps();
+        let start = tick(&c, &CanaryState::default(), 4, 0, at(0), None);
+        assert_eq!(start.state.step_started_at, Some(at(0)));
+        assert_eq!(start.events.len(), 1);
+        assert!(start.events[0].1.contains("20% of the traffic"), "{:?}", start.events);
+        // Its one instance ready: the pause and the checks count from now.
+        let ready = tick(&c, &start.state, 4, 1, at(5), None);
+        assert_eq!(ready.state.ready_since, Some(at(5)));
+        assert!(!ready.state.check_due(&c, at(14)));
+        assert!(ready.state.check_due(&c, at(15)));
+        let pass = Verdict::Pass {
+            reason: "fine".into(),
+        };
+        let checked = tick(&c, &ready.state, 4, 1, at(15), Some(pass));
+        assert_eq!((checked.state.checks, checked.state.failed_checks), (1, 0));
+        assert_eq!(checked.roll_back, None);
+        // The pause (60 s from ready) over: step 2, which waits for a person.
+        let next = tick(&c, &checked.state, 4, 1, at(65), None);
+        assert_eq!(next.state.step, 1);
+        assert_eq!(next.state.ready_since, None);
+        let waiting = tick(&c, &next.state, 4, 2, at(66), None);
+        assert!(waiting.state.waiting_for_continue(&c));
+        let still = tick(&c, &waiting.state, 4, 2, at(10_000), None);
+        assert_eq!(still.state.step, 1, "no pause: only a person moves it on");
+        let promoting = still.state.next_step(at(10_001));
+        assert!(promoting.promoting(&c));
+        assert!(!promoting.check_due(&c, at(20_000)));
+    }
+
+    #[test]
+    fn a_failed_check_or_a_step_not_ready_in_time_rolls_the_canary_back() {
+        let c = two_steps();
+        let ready = CanaryState {
+            step_started_at: Some(at(0)),
+            ready_since: Some(at(1)),
+            last_check_at: Some(at(1)),
+            ..CanaryState::default()
+        };
+        let fail = Verdict::Fail {
+            reason: "error rate 20.00%".into(),
+        };
+        let t = tick(&c, &ready, 4, 1, at(11), Some(fail.clone()));
+        assert!(t.roll_back.is_some_and(|why| why.contains("20.00%")));
+        let tolerant = Canary {
+            analysis: Analysis {
+                failures_tolerated: 1,
+                ..c.analysis
+            },
+            ..c.clone()
+        };
+        let first = tick(&tolerant, &ready, 4, 1, at(11), Some(fail.clone()));
+        assert_eq!(first.roll_back, None);
+        let second = tick(&tolerant, &first.state, 4, 1, at(21), Some(fail));
+        assert!(second.roll_back.is_some());
+        // Instances never ready within the step's deadline.
+        let started = CanaryState {
+            step_started_at: Some(at(0)),
+            ..CanaryState::default()
+        };
+        assert_eq!(tick(&c, &started, 4, 0, at(60), None).roll_back, None);
+        assert!(
+            tick(&c, &started, 4, 0, at(61), None)
+                .roll_back
+                .is_some_and(|why| why.contains("not ready within 60 s"))
+        );
     }
 }

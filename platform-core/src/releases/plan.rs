@@ -529,4 +529,101 @@ mod tests {
             ]
         );
     }
+
+    fn canary(steps: &[(Option<u32>, Option<u32>)]) -> Strategy {
+        Strategy::Canary(Canary {
+            steps: steps
+                .iter()
+                .map(|(weight, instances)| super::super::canary::CanaryStep {
+                    weight: *weight,
+                    instances: *instances,
+                    pause_s: Some(10),
+                })
+                .collect(),
+            analysis: super::super::canary::Analysis::default(),
+            step_deadline_s: 600,
+        })
+    }
+
+    #[test]
+    fn a_canary_step_adds_its_instances_beside_an_untouched_stable_revision() {
+        let s = canary(&[(Some(10), None), (Some(50), None), (None, Some(2))]);
+        let running: Vec<Instance> = (0..4).map(|_| inst(1, true)).collect();
+        // (step, canary instances running, expected canary slots, expected weight)
+        let cases: &[(u32, u32, u32, Option<u32>)] = &[
+            (0, 0, 1, Some(10)),
+            (0, 1, 1, Some(10)),
+            (1, 1, 2, Some(50)),
+            // An instance-count step: its instances' share of all (2 of 6).
+            (2, 2, 2, Some(33)),
+        ];
+        for (step, canaries, slots, weight) in cases {
+            let state = CanaryState {
+                step: *step,
+                ..CanaryState::default()
+            };
+            let mut observed = running.clone();
+            observed.extend((0..*canaries).map(|_| inst(2, true)));
+            let m = Moving {
+                canary: Some(&state),
+                ..moving(&s, 4, false, 5)
+            };
+            let got = plan(&m, &observed);
+            assert_eq!(
+                (got.slots.clone(), got.weight, got.verdict.clone()),
+                (
+                    vec![(2, Slots::Count(*slots)), (1, Slots::Count(4))],
+                    *weight,
+                    Verdict::Continue
+                ),
+                "step {step}"
+            );
+            // Never a deadline while steps run: their own deadlines rule.
+            let late = Moving {
+                canary: Some(&state),
+                ..moving(&s, 4, false, 100_000)
+            };
+            assert_eq!(plan(&late, &observed).verdict, Verdict::Continue);
+        }
+        // Promoting: every slot to the canary, the stable revision going as the new
+        // instances are ready; then success.
+        let done = CanaryState {
+            step: 3,
+            ..CanaryState::default()
+        };
+        let m = Moving {
+            canary: Some(&done),
+            ..moving(&s, 2, false, 5)
+        };
+        let observed = [inst(1, true), inst(1, true), inst(2, true)];
+        let got = plan(&m, &observed);
+        assert_eq!(got.slots, vec![(2, Slots::Count(2)), (1, Slots::Count(1))]);
+        assert_eq!(got.weight, None);
+        let observed = [inst(2, true), inst(2, true)];
+        assert_eq!(plan(&m, &observed).verdict, Verdict::Succeeded);
+    }
+
+    #[test]
+    fn an_in_place_release_swaps_one_instance_at_a_time_and_never_surges() {
+        use Verdict::*;
+        let s = Strategy::InPlace(super::super::policy::InPlace {
+            min_ready_s: 0,
+            progress_deadline_s: 600,
+        });
+        check(
+            &s,
+            3,
+            &[
+                // One old instance gives its slot to a new one in the same step.
+                (&[(1, true), (1, true), (1, true)], 1, false, &[(2, 1), (1, 2)], Continue),
+                // The new one is not ready yet: nothing else moves.
+                (&[(1, true), (1, true), (2, false)], 2, false, &[(2, 1), (1, 2)], Continue),
+                (&[(1, true), (1, true), (2, true)], 3, false, &[(2, 2), (1, 1)], Continue),
+                (&[(1, true), (2, true), (2, true)], 4, false, &[(2, 3), (1, 0)], Continue),
+                (&[(2, true), (2, true), (2, true)], 5, false, &[(2, 3), (1, 0)], Succeeded),
+            ],
+        );
+        let got = plan(&moving(&s, 3, false, 1), &[inst(1, true)]);
+        assert!(got.in_place);
+    }
 }

@@ -253,6 +253,41 @@ mod tests {
             check(json!({"approval": approval, "strategy": {"type": "teleport"}}))
                 .is_err_and(|e| e.starts_with("parse"))
         );
+        let canary = |strategy: serde_json::Value| {
+            check(json!({"approval": {"required": true}, "strategy": strategy}))
+        };
+        assert_eq!(
+            canary(json!({"type": "canary", "steps": [{"weight": 10, "pause_s": 60}, {"weight": 100}]})),
+            Ok(())
+        );
+        assert_eq!(
+            canary(json!({"type": "canary", "steps": []})),
+            Err("strategy.steps".into())
+        );
+        assert_eq!(
+            canary(json!({"type": "canary", "steps": [{"weight": 50}, {"weight": 10}]})),
+            Err("strategy.steps[1].weight".into())
+        );
+        assert_eq!(
+            canary(
+                json!({"type": "canary", "steps": [{"weight": 10}], "analysis": {"interval_s": 0}})
+            ),
+            Err("strategy.analysis.interval_s".into())
+        );
+        assert_eq!(
+            canary(json!({"type": "in_place", "progress_deadline_s": 5})),
+            Err("strategy.progress_deadline_s".into())
+        );
+        let stateful: Strategy =
+            serde_json::from_value(json!({"type": "canary", "steps": [{"weight": 10}]}))
+                .unwrap_or_default();
+        assert_eq!(
+            stateful
+                .check_for(crate::spec::WorkloadKind::Stateful)
+                .err()
+                .map(|e| e.field),
+            Some("strategy.type".into())
+        );
     }
 
     #[test]
