@@ -766,3 +766,162 @@ async fn the_platforms_postgresql_stopped_and_restarted_under_api_load_gives_503
     paas.stop().await;
     site.down().await;
 }
+
+/// Each instance's node by what `/proc` shows: (app, node) of every instance process,
+/// sorted.
+fn nodes_of(site: &Site, app: &str) -> Vec<String> {
+    let mut nodes: Vec<String> = running(site)
+        .into_iter()
+        .filter(|r| r.app == app)
+        .map(|r| r.node)
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+/// Waits for the newest release of `app` to end; the release.
+async fn release_ends(dev: &Tenant, app: &str) -> Value {
+    let path = format!("/environments/dev/applications/{app}/releases");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, list) = dev.call(reqwest::Method::GET, &path, None).await;
+        let newest = list["items"][0].clone();
+        if !matches!(
+            newest["state"].as_str(),
+            Some("progressing" | "approved" | "pending_approval" | "paused")
+        ) {
+            return newest;
+        }
+        assert!(Instant::now() < deadline, "release of {app}: {newest:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_in_place_release_keeps_every_instance_on_its_node_one_down_at_a_time_and_a_stateful_apps_data()
+ {
+    let site = Site::new(&["--agents", "3", "--zones", "a,b,c"]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    let tadmin = Tenant::login(&paas, "tadmin").await;
+    let (status, body) = tadmin
+        .call(
+            reqwest::Method::PUT,
+            "/environments/dev/release-policy",
+            Some(json!({"approval": {"required": false}, "strategy": {"type": "in_place"}})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    dev.onboard("redis", redis_spec(2)).await;
+    dev.onboard("web", web_spec(3)).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while nodes_of(&site, "web").len() != 3
+        || addresses(&dev, "redis").await.len() != 2
+        || dev.instances("web").await.iter().filter(|i| i["ready"] == true).count() != 3
+    {
+        assert!(Instant::now() < deadline, "web and redis up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let redis_nodes: BTreeMap<u64, String> = dev
+        .instances("redis")
+        .await
+        .iter()
+        .filter_map(|i| Some((i["ordinal"].as_u64()?, i["node"].as_str()?.to_owned())))
+        .collect();
+    for (ordinal, addr) in addresses(&dev, "redis").await {
+        assert!(support::redis::set(&addr, "kept", &ordinal).await, "SET on {ordinal}");
+    }
+    let web_nodes = nodes_of(&site, "web");
+    let url = format!("{}/apps/acme/dev/web/", site.router());
+    wait_for_200(&url).await;
+    let load = Load::start(&url, 100);
+
+    // The service: one instance at a time gives its node to its successor, never a
+    // fourth instance, never two down.
+    let mut spec = web_spec(3);
+    spec["env"] = json!({"VERSION": "2"});
+    let (status, body) = dev
+        .call(
+            reqwest::Method::PUT,
+            "/environments/dev/applications/web",
+            Some(json!({"spec": spec})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let mut most = 0;
+    let mut fewest_ready = usize::MAX;
+    let ended = {
+        let ends = release_ends(&dev, "web");
+        let watch = async {
+            loop {
+                let live: Vec<Value> = dev
+                    .instances("web")
+                    .await
+                    .into_iter()
+                    .filter(|i| i["phase"] != "stopping")
+                    .collect();
+                if live.iter().all(|i| i["phase"] != "unknown") {
+                    most = most.max(live.len());
+                    fewest_ready =
+                        fewest_ready.min(live.iter().filter(|i| i["ready"] == true).count());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::select! {
+            r = ends => r,
+            () = watch => unreachable!(),
+        }
+    };
+    assert_eq!(ended["state"], "succeeded", "{ended:#}");
+    assert!(most <= 3, "never above the replica count: {most}");
+    assert!(fewest_ready >= 2, "never more than one down: {fewest_ready}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while nodes_of(&site, "web").len() != 3 {
+        assert!(Instant::now() < deadline, "three web processes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(nodes_of(&site, "web"), web_nodes, "every node kept its instance");
+
+    // The stateful application: each ordinal restarts on its node with its data.
+    let mut spec = redis_spec(2);
+    spec["env"] = json!({"VERSION": "2"});
+    let (status, body) = dev
+        .call(
+            reqwest::Method::PUT,
+            "/environments/dev/applications/redis",
+            Some(json!({"spec": spec})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let ended = release_ends(&dev, "redis").await;
+    assert_eq!(ended["state"], "succeeded", "{ended:#}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = dev.instances("redis").await;
+        let settled = now.len() == 2
+            && now
+                .iter()
+                .all(|i| i["revision"] == 2 && i["ready"] == true);
+        if settled {
+            let nodes: BTreeMap<u64, String> = now
+                .iter()
+                .filter_map(|i| Some((i["ordinal"].as_u64()?, i["node"].as_str()?.to_owned())))
+                .collect();
+            assert_eq!(nodes, redis_nodes, "each ordinal on its node");
+            break;
+        }
+        assert!(Instant::now() < deadline, "redis on revision 2: {now:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (ordinal, addr) in addresses(&dev, "redis").await {
+        assert_eq!(
+            support::redis::get(&addr, "kept").await.as_deref(),
+            Some(ordinal.as_str()),
+            "{ordinal}'s data survived its upgrade"
+        );
+    }
+    let tally = load.stop().await;
+    assert_eq!(tally.failed, 0, "{tally:?}");
+}
+
