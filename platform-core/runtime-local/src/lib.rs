@@ -1895,3 +1895,90 @@ pub async fn node_addresses(pool: &PgPool) -> Result<HashMap<String, String>, sq
         .map(|n| (n.name, n.address))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use platform_core::runtime::{Placement, RevisionShape};
+
+    use super::*;
+
+    fn row(revision: i32, node: &str, ready: bool, age_s: i64) -> InstanceRow {
+        InstanceRow {
+            id: Uuid::new_v4(),
+            application_id: Uuid::nil(),
+            revision,
+            ordinal: None,
+            name: format!("web-r{revision}-{node}"),
+            node: node.to_owned(),
+            desired: Wanted::Run,
+            cpu_request: 100,
+            memory_request: 128,
+            created_at: chrono::Utc::now() - chrono::Duration::seconds(age_s),
+            phase: Phase::Running,
+            ready,
+            restarts: 0,
+            port: Some(8000),
+            message: None,
+            cpu_millis: None,
+            memory_mib: None,
+            observed_at: None,
+        }
+    }
+
+    fn node(name: &str, placed: u32) -> NodeLoad {
+        NodeLoad {
+            name: name.to_owned(),
+            labels: BTreeMap::from([("zone".to_owned(), name.to_owned())]),
+            capacity: Resources {
+                cpu_millis: 4000,
+                memory_mib: 8192,
+            },
+            requested: Resources {
+                cpu_millis: 100 * placed,
+                memory_mib: 128 * placed,
+            },
+            healthy: true,
+            workload_instances: placed,
+        }
+    }
+
+    fn workload(target: u32, stable: u32, in_place: bool) -> Workload {
+        let spec: AppSpec = serde_json::from_value(serde_json::json!({"command": "true"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let shape = |revision, n, in_place| RevisionShape {
+            revision,
+            spec: spec.clone(),
+            slots: Slots::Count(n),
+            weight: None,
+            in_place,
+            secrets: BTreeMap::new(),
+        };
+        Workload {
+            key: WorkloadKey {
+                tenant: "acme".into(),
+                environment: "dev".into(),
+                app: "web".into(),
+            },
+            kind: WorkloadKind::Service,
+            revisions: vec![shape(2, target, in_place), shape(1, stable, false)],
+            placement: Placement::standard(),
+        }
+    }
+
+    #[test]
+    fn an_in_place_instance_takes_the_node_its_predecessor_leaves_however_busy() {
+        // Node a is the busiest; its instance is the one that goes (the newest), so its
+        // successor starts there, not on the idle node c.
+        let existing = [row(1, "a", true, 10), row(1, "b", true, 60)];
+        let mut nodes = [node("a", 3), node("b", 1), node("c", 0)];
+        let p = plan(&workload(1, 1, true), &existing, Vec::new(), Vec::new(), &mut nodes);
+        assert_eq!(p.to_stop, vec![existing[0].id]);
+        let placed: Vec<&str> = p.to_create.iter().map(|(_, _, n, _)| n.as_str()).collect();
+        assert_eq!(placed, ["a"]);
+        // A rolling step places by load: the idle node.
+        let mut nodes = [node("a", 3), node("b", 1), node("c", 0)];
+        let p = plan(&workload(1, 1, false), &existing, Vec::new(), Vec::new(), &mut nodes);
+        let placed: Vec<&str> = p.to_create.iter().map(|(_, _, n, _)| n.as_str()).collect();
+        assert_eq!(placed, ["c"]);
+    }
+}
