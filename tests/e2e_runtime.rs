@@ -1513,7 +1513,7 @@ async fn a_canary_gets_its_share_and_is_promoted_and_a_failing_one_is_rolled_bac
     })
     .await;
     let policy = json!({"approval": {"required": false}, "strategy": {"type": "canary",
-        "steps": [{"weight": 25, "pause_s": 8}, {"weight": 100, "pause_s": 3}],
+        "steps": [{"weight": 25, "pause_s": 8}, {"weight": 100}],
         "analysis": {"interval_s": 2, "min_requests": 10}}});
     let (status, body) = tadmin
         .call(
@@ -1559,6 +1559,28 @@ async fn a_canary_gets_its_share_and_is_promoted_and_a_failing_one_is_rolled_bac
     let to_canary = mixed.iter().filter(|b| **b == v2).count();
     // Exactly 25 of every 100 the router splits; the load's requests interleave.
     assert!((30..=70).contains(&to_canary), "{to_canary} of 200");
+    // The last step has no pause: it waits for someone to continue, which a
+    // developer may not do.
+    wait_release(
+        &dev,
+        &release,
+        "the last step to wait",
+        |r| r["canary"]["step"] == 1 && r["canary"]["ready_since"].is_string(),
+        |_| {},
+    )
+    .await;
+    let (status, _) = dev
+        .call(reqwest::Method::POST, &format!("{release}/continue"), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = tadmin
+        .call(
+            reqwest::Method::POST,
+            &format!("{release}/continue"),
+            Some(json!({"reason": "the canary looks good"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let done = wait_release(
         &dev,
         &release,
