@@ -817,7 +817,13 @@ async fn an_in_place_release_keeps_every_instance_on_its_node_one_down_at_a_time
     let deadline = Instant::now() + Duration::from_secs(40);
     while nodes_of(&site, "web").len() != 3
         || addresses(&dev, "redis").await.len() != 2
-        || dev.instances("web").await.iter().filter(|i| i["ready"] == true).count() != 3
+        || dev
+            .instances("web")
+            .await
+            .iter()
+            .filter(|i| i["ready"] == true)
+            .count()
+            != 3
     {
         assert!(Instant::now() < deadline, "web and redis up");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -829,7 +835,10 @@ async fn an_in_place_release_keeps_every_instance_on_its_node_one_down_at_a_time
         .filter_map(|i| Some((i["ordinal"].as_u64()?, i["node"].as_str()?.to_owned())))
         .collect();
     for (ordinal, addr) in addresses(&dev, "redis").await {
-        assert!(support::redis::set(&addr, "kept", &ordinal).await, "SET on {ordinal}");
+        assert!(
+            support::redis::set(&addr, "kept", &ordinal).await,
+            "SET on {ordinal}"
+        );
     }
     let web_nodes = nodes_of(&site, "web");
     let url = format!("{}/apps/acme/dev/web/", site.router());
@@ -875,13 +884,20 @@ async fn an_in_place_release_keeps_every_instance_on_its_node_one_down_at_a_time
     };
     assert_eq!(ended["state"], "succeeded", "{ended:#}");
     assert!(most <= 3, "never above the replica count: {most}");
-    assert!(fewest_ready >= 2, "never more than one down: {fewest_ready}");
+    assert!(
+        fewest_ready >= 2,
+        "never more than one down: {fewest_ready}"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while nodes_of(&site, "web").len() != 3 {
         assert!(Instant::now() < deadline, "three web processes");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(nodes_of(&site, "web"), web_nodes, "every node kept its instance");
+    assert_eq!(
+        nodes_of(&site, "web"),
+        web_nodes,
+        "every node kept its instance"
+    );
 
     // The stateful application: each ordinal restarts on its node with its data.
     let mut spec = redis_spec(2);
@@ -899,10 +915,8 @@ async fn an_in_place_release_keeps_every_instance_on_its_node_one_down_at_a_time
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let now = dev.instances("redis").await;
-        let settled = now.len() == 2
-            && now
-                .iter()
-                .all(|i| i["revision"] == 2 && i["ready"] == true);
+        let settled =
+            now.len() == 2 && now.iter().all(|i| i["revision"] == 2 && i["ready"] == true);
         if settled {
             let nodes: BTreeMap<u64, String> = now
                 .iter()
@@ -924,4 +938,3 @@ async fn an_in_place_release_keeps_every_instance_on_its_node_one_down_at_a_time
     let tally = load.stop().await;
     assert_eq!(tally.failed, 0, "{tally:?}");
 }
-

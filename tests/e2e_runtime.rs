@@ -1643,7 +1643,10 @@ async fn a_canary_gets_its_share_and_is_promoted_and_a_failing_one_is_rolled_bac
         "{ended:#}"
     );
     let checks = ended["canary"]["checks"].as_u64().unwrap_or(u64::MAX);
-    assert!((1..=4).contains(&checks), "aborted within 4 checks: {ended:#}");
+    assert!(
+        (1..=4).contains(&checks),
+        "aborted within 4 checks: {ended:#}"
+    );
     let now = dev
         .wait_instances("shop", "only the stable instances", |i| {
             i.len() == 2 && i.iter().all(|x| x["revision"] == 2)

@@ -681,7 +681,9 @@ impl Reconciler {
             let target_ready = row
                 .release_progress
                 .as_ref()
-                .and_then(|p| serde_json::from_value::<crate::releases::plan::Progress>(p.clone()).ok())
+                .and_then(|p| {
+                    serde_json::from_value::<crate::releases::plan::Progress>(p.clone()).ok()
+                })
                 .map_or(0, |p| p.target_ready);
             let replicas = desired_replicas(row.run_state, row.replicas, &spec);
             let now = chrono::Utc::now();
@@ -704,13 +706,16 @@ impl Reconciler {
             } else {
                 None
             };
-            let tick = crate::releases::canary::tick(&c, &state, replicas, target_ready, now, verdict);
+            let tick =
+                crate::releases::canary::tick(&c, &state, replicas, target_ready, now, verdict);
             if tick.state == state && tick.roll_back.is_none() {
                 continue;
             }
             let value = serde_json::to_value(&tick.state).unwrap_or_default();
             let mut tx = self.pool.begin().await?;
-            if !store::releases::set_canary(&mut *tx, id, row.release_canary.as_ref(), &value).await? {
+            if !store::releases::set_canary(&mut *tx, id, row.release_canary.as_ref(), &value)
+                .await?
+            {
                 continue;
             }
             for (kind, message) in &tick.events {
@@ -722,8 +727,15 @@ impl Reconciler {
             }
             if let Some(why) = &tick.roll_back {
                 if store::releases::conclude(&mut tx, id, State::RolledBack, why).await? {
-                    store::releases::event(&mut *tx, id, None, "rolled_back", why, serde_json::json!({}))
-                        .await?;
+                    store::releases::event(
+                        &mut *tx,
+                        id,
+                        None,
+                        "rolled_back",
+                        why,
+                        serde_json::json!({}),
+                    )
+                    .await?;
                     tracing::warn!(release = id, why, "canary rolled back automatically");
                 }
             } else if tick.state.step != state.step {

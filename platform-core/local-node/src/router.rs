@@ -607,15 +607,16 @@ fn install(table: &RwLock<Arc<Table>>, routes: RouteTable) {
             .get(&key)
             .map_or(0, |b| b.next.load(Ordering::Relaxed));
         let canary = route.canary.map(|c| {
-            let (next, turn) = old.routes.get(&key).and_then(|b| b.canary.as_ref()).map_or(
-                (0, 0),
-                |c| {
-                    (
-                        c.next.load(Ordering::Relaxed),
-                        c.turn.load(Ordering::Relaxed),
-                    )
-                },
-            );
+            let (next, turn) =
+                old.routes
+                    .get(&key)
+                    .and_then(|b| b.canary.as_ref())
+                    .map_or((0, 0), |c| {
+                        (
+                            c.next.load(Ordering::Relaxed),
+                            c.turn.load(Ordering::Relaxed),
+                        )
+                    });
             CanaryBackends {
                 weight: c.weight,
                 addrs: c.backends,
@@ -1093,7 +1094,11 @@ mod tests {
         // Of every 100 requests, exactly the weight go to the canary.
         for (weight, expected) in [(0, 0), (1, 1), (10, 10), (33, 33), (50, 50), (100, 100)] {
             let b = split(&["s:1", "s:2", "s:3"], &["c:1"], Some(weight));
-            assert_eq!(sides(&b, 100, Ask::Any), (expected, 100 - expected), "{weight}%");
+            assert_eq!(
+                sides(&b, 100, Ask::Any),
+                (expected, 100 - expected),
+                "{weight}%"
+            );
             assert_eq!(sides(&b, 1000, Ask::Any).0, expected * 10, "{weight}%");
         }
         // `X-Canary` overrides the split, whatever the weight.

@@ -297,7 +297,11 @@ impl Reading {
 
     /// One application's canary and stable sides between `earlier` and this reading
     /// (of the same router process); `None` when this reading has no split for it.
-    pub fn split_since(&self, earlier: &Reading, key: &AppKey) -> Option<(SplitWindow, SplitWindow)> {
+    pub fn split_since(
+        &self,
+        earlier: &Reading,
+        key: &AppKey,
+    ) -> Option<(SplitWindow, SplitWindow)> {
         if earlier.router != self.router {
             return None;
         }
@@ -484,7 +488,12 @@ mod tests {
     #[test]
     fn each_side_of_a_canary_is_counted_apart_and_the_application_counts_both() {
         let t = Traffic::default();
-        t.record_on(&key("web"), Some(Split::Stable), 200, Duration::from_millis(2));
+        t.record_on(
+            &key("web"),
+            Some(Split::Stable),
+            200,
+            Duration::from_millis(2),
+        );
         let first = t.read("r1");
         for i in 0..100 {
             let (side, status) = if i % 5 == 0 {
@@ -495,9 +504,7 @@ mod tests {
             t.record_on(&key("web"), Some(side), status, Duration::from_millis(2));
         }
         let second = t.read("r1");
-        let (canary, stable) = second
-            .split_since(&first, &key("web"))
-            .unwrap_or_default();
+        let (canary, stable) = second.split_since(&first, &key("web")).unwrap_or_default();
         assert_eq!((canary.requests, canary.errors), (20, 10));
         assert_eq!((stable.requests, stable.errors), (80, 0));
         // The application's own figures count every request once.

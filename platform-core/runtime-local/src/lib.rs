@@ -97,8 +97,11 @@ pub struct LocalRuntime {
     /// reconcile to decide on without reading it again (see [`Seen`]).
     seen: std::sync::Arc<std::sync::Mutex<HashMap<WorkloadKey, Seen>>>,
     /// Each workload's traffic split as this control plane last wrote it.
-    splits: std::sync::Arc<std::sync::Mutex<HashMap<WorkloadKey, Option<(i32, i32)>>>>,
+    splits: std::sync::Arc<std::sync::Mutex<HashMap<WorkloadKey, Option<Split>>>>,
 }
+
+/// A traffic split: the canary revision and its percent of the requests.
+type Split = (i32, i32);
 
 /// A workload's instances and their nodes as read a moment ago. Good only for deciding
 /// that nothing is to change: any change is decided again on a locked read.
@@ -153,10 +156,10 @@ impl LocalRuntime {
     /// Writes the workload's traffic split (a canary step's weight) when it differs
     /// from what this control plane last wrote.
     async fn apply_split(&self, workload: &Workload) -> Result<(), RuntimeError> {
-        let wanted = workload
-            .revisions
-            .iter()
-            .find_map(|r| r.weight.map(|w| (r.revision, i32::try_from(w.min(100)).unwrap_or(100))));
+        let wanted = workload.revisions.iter().find_map(|r| {
+            r.weight
+                .map(|w| (r.revision, i32::try_from(w.min(100)).unwrap_or(100)))
+        });
         let known = self
             .splits
             .lock()
@@ -1971,13 +1974,25 @@ mod tests {
         // successor starts there, not on the idle node c.
         let existing = [row(1, "a", true, 10), row(1, "b", true, 60)];
         let mut nodes = [node("a", 3), node("b", 1), node("c", 0)];
-        let p = plan(&workload(1, 1, true), &existing, Vec::new(), Vec::new(), &mut nodes);
+        let p = plan(
+            &workload(1, 1, true),
+            &existing,
+            Vec::new(),
+            Vec::new(),
+            &mut nodes,
+        );
         assert_eq!(p.to_stop, vec![existing[0].id]);
         let placed: Vec<&str> = p.to_create.iter().map(|(_, _, n, _)| n.as_str()).collect();
         assert_eq!(placed, ["a"]);
         // A rolling step places by load: the idle node.
         let mut nodes = [node("a", 3), node("b", 1), node("c", 0)];
-        let p = plan(&workload(1, 1, false), &existing, Vec::new(), Vec::new(), &mut nodes);
+        let p = plan(
+            &workload(1, 1, false),
+            &existing,
+            Vec::new(),
+            Vec::new(),
+            &mut nodes,
+        );
         let placed: Vec<&str> = p.to_create.iter().map(|(_, _, n, _)| n.as_str()).collect();
         assert_eq!(placed, ["c"]);
     }

@@ -12,9 +12,9 @@ use uuid::Uuid;
 use super::Platform;
 use super::apps::audit_app;
 use crate::authz::{Permission, TenantAccess};
+use crate::releases::canary::{Canary, CanaryState};
 use crate::releases::gate::{self, Action, Actor, ApprovalPolicy, Outcome, Refusal, State};
 use crate::releases::plan::Progress;
-use crate::releases::canary::{Canary, CanaryState};
 use crate::releases::policy::{ReleasePolicy, Strategy};
 use crate::store::releases::ReleaseRow;
 use crate::{CoreError, FieldError, store};
@@ -536,20 +536,20 @@ impl Platform {
                     let next = state.next_step(now);
                     let value = serde_json::to_value(&next)
                         .map_err(|e| CoreError::Internal(e.to_string()))?;
-                    store::releases::set_canary(&mut *tx, id, row.canary.as_ref(), &value)
-                        .await?;
-                    let replicas = store::runtime::desired(
-                        &mut *tx,
-                        None,
-                        Some(&[row.application_id]),
-                    )
-                    .await?
-                    .first()
-                    .and_then(|d| {
-                        let spec = serde_json::from_value(d.spec.clone()).ok()?;
-                        Some(crate::model::desired_replicas(d.run_state, d.replicas, &spec))
-                    })
-                    .unwrap_or(0);
+                    store::releases::set_canary(&mut *tx, id, row.canary.as_ref(), &value).await?;
+                    let replicas =
+                        store::runtime::desired(&mut *tx, None, Some(&[row.application_id]))
+                            .await?
+                            .first()
+                            .and_then(|d| {
+                                let spec = serde_json::from_value(d.spec.clone()).ok()?;
+                                Some(crate::model::desired_replicas(
+                                    d.run_state,
+                                    d.replicas,
+                                    &spec,
+                                ))
+                            })
+                            .unwrap_or(0);
                     store::releases::event(
                         &mut *tx,
                         id,

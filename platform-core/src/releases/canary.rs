@@ -106,9 +106,9 @@ impl CanaryState {
     /// Whether an analysis check is due.
     pub fn check_due(&self, c: &Canary, now: DateTime<Utc>) -> bool {
         !self.promoting(c)
-            && self.last_check_at.is_some_and(|at| {
-                now >= at + Duration::seconds(i64::from(c.analysis.interval_s))
-            })
+            && self
+                .last_check_at
+                .is_some_and(|at| now >= at + Duration::seconds(i64::from(c.analysis.interval_s)))
     }
 
     /// The next step begins now.
@@ -666,7 +666,11 @@ mod tests {
         let start = tick(&c, &CanaryState::default(), 4, 0, at(0), None);
         assert_eq!(start.state.step_started_at, Some(at(0)));
         assert_eq!(start.events.len(), 1);
-        assert!(start.events[0].1.contains("20% of the traffic"), "{:?}", start.events);
+        assert!(
+            start.events[0].1.contains("20% of the traffic"),
+            "{:?}",
+            start.events
+        );
         // Its one instance ready: the pause and the checks count from now.
         let ready = tick(&c, &start.state, 4, 1, at(5), None);
         assert_eq!(ready.state.ready_since, Some(at(5)));

@@ -125,10 +125,7 @@ pub fn plan(m: &Moving<'_>, observed: &[Instance]) -> Plan {
 }
 
 /// The canary step that runs, `None` once promoting.
-fn canary_step<'c>(
-    c: &'c Canary,
-    m: &Moving<'_>,
-) -> Option<&'c super::canary::CanaryStep> {
+fn canary_step<'c>(c: &'c Canary, m: &Moving<'_>) -> Option<&'c super::canary::CanaryStep> {
     let state = m.canary.cloned().unwrap_or_default();
     c.steps.get(state.step as usize)
 }
@@ -615,12 +612,42 @@ mod tests {
             3,
             &[
                 // One old instance gives its slot to a new one in the same step.
-                (&[(1, true), (1, true), (1, true)], 1, false, &[(2, 1), (1, 2)], Continue),
+                (
+                    &[(1, true), (1, true), (1, true)],
+                    1,
+                    false,
+                    &[(2, 1), (1, 2)],
+                    Continue,
+                ),
                 // The new one is not ready yet: nothing else moves.
-                (&[(1, true), (1, true), (2, false)], 2, false, &[(2, 1), (1, 2)], Continue),
-                (&[(1, true), (1, true), (2, true)], 3, false, &[(2, 2), (1, 1)], Continue),
-                (&[(1, true), (2, true), (2, true)], 4, false, &[(2, 3), (1, 0)], Continue),
-                (&[(2, true), (2, true), (2, true)], 5, false, &[(2, 3), (1, 0)], Succeeded),
+                (
+                    &[(1, true), (1, true), (2, false)],
+                    2,
+                    false,
+                    &[(2, 1), (1, 2)],
+                    Continue,
+                ),
+                (
+                    &[(1, true), (1, true), (2, true)],
+                    3,
+                    false,
+                    &[(2, 2), (1, 1)],
+                    Continue,
+                ),
+                (
+                    &[(1, true), (2, true), (2, true)],
+                    4,
+                    false,
+                    &[(2, 3), (1, 0)],
+                    Continue,
+                ),
+                (
+                    &[(2, true), (2, true), (2, true)],
+                    5,
+                    false,
+                    &[(2, 3), (1, 0)],
+                    Succeeded,
+                ),
             ],
         );
         let got = plan(&moving(&s, 3, false, 1), &[inst(1, true)]);

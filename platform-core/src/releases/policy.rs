@@ -257,7 +257,9 @@ mod tests {
             check(json!({"approval": {"required": true}, "strategy": strategy}))
         };
         assert_eq!(
-            canary(json!({"type": "canary", "steps": [{"weight": 10, "pause_s": 60}, {"weight": 100}]})),
+            canary(
+                json!({"type": "canary", "steps": [{"weight": 10, "pause_s": 60}, {"weight": 100}]})
+            ),
             Ok(())
         );
         assert_eq!(
