@@ -1,6 +1,6 @@
 """P3: releases under load; see bench-releases.sh. Prints one line per figure, then one
 JSON object."""
-import json, math, os, re, shutil, signal, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+import json, math, os, re, shutil, signal, statistics, subprocess, sys, tempfile, threading, time, urllib.error, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_runtime as rt  # noqa: E402  (the same platform start, API and process helpers)
@@ -26,9 +26,41 @@ SERVER = (
     "        pass\n"
     "h.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
 )
+# The same server answering 500 to every fifth request that came through the router
+# (probes, which come straight, always pass): a canary that must be rolled back.
+BAD_SERVER = SERVER.replace(
+    "    def do_GET(self):\n        body = b'ok\\n'\n        self.send_response(200)\n",
+    "    n = 0\n"
+    "    def do_GET(self):\n        body = b'ok\\n'\n"
+    "        routed = 'X-Forwarded-For' in self.headers\n"
+    "        if routed: H.n += 1\n"
+    "        self.send_response(500 if routed and H.n % 5 == 0 else 200)\n",
+)
+assert BAD_SERVER != SERVER
 MIN_REQUESTS = 100_000
+# Each strategy's policy for the runs under load (the canary's steps short, so that
+# many canary releases go to 100% within one run).
+STRATEGIES = {
+    "rolling": {"type": "rolling"},
+    "inplace": {"type": "in_place"},
+    "canary": {"type": "canary", "steps": [{"weight": 10, "pause_s": 2}, {"weight": 50, "pause_s": 2},
+                                            {"weight": 100, "pause_s": 1}],
+               "analysis": {"interval_s": 1, "min_requests": 20}},
+}
+ABORT_INTERVAL_S = 2
 LOAD_CONNECTIONS = 4
 LOAD_FRACTION = 0.6
+
+
+def answer(url):
+    """The status of a GET (an error status too); None when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except Exception:
+        return None
 
 
 def wrk(url, seconds, connections):
@@ -75,14 +107,19 @@ def main():
                 base + "/api/v1/auth/token", data=json.dumps({"username": user, "password": passwords[user]}).encode(),
                 headers={"Content-Type": "application/json"}), timeout=10).read())["token"]
         dev = token("dev")
+        tadmin = token("tadmin")
         tenant = "/api/v1/tenants/acme"
         app = f"{tenant}/environments/dev/applications/steady"
         revision = [0]
 
-        def spec():
+        def spec(server=SERVER):
             revision[0] += 1
-            return {"command": "python3", "args": ["-c", SERVER, "$PORT"], "ports": [{"name": "http"}],
+            return {"command": "python3", "args": ["-c", server, "$PORT"], "ports": [{"name": "http"}],
                     "replicas": REPLICAS, "env": {"BUILD": str(revision[0])}}
+
+        def policy(strategy):
+            rt.api(base, tadmin, "PUT", f"{tenant}/environments/dev/release-policy",
+                   {"approval": {"required": False}, "strategy": strategy})
 
         rt.api(base, dev, "POST", f"{tenant}/applications", {"environment": "dev", "name": "steady", "spec": spec()})
         url = f"{router}/apps/acme/dev/steady/"
@@ -133,18 +170,60 @@ def main():
             t.join()
             return out["w"], done
 
-        rolling, rolling_releases = under_load()
-        rolling_state = "succeeded" if all(st == "succeeded" for st, _ in rolling_releases) else \
-            ",".join(sorted({st for st, _ in rolling_releases}))
-        rolling_s = statistics.median(took for _, took in rolling_releases)
+        runs = {}
+        for name, strategy in STRATEGIES.items():
+            policy(strategy)
+            figures, releases = under_load()
+            states = sorted({st for st, _ in releases})
+            runs[name] = {
+                "figures": figures,
+                "releases": len(releases),
+                "state": "succeeded" if states == ["succeeded"] else ",".join(states),
+                "median_s": statistics.median(took for _, took in releases) if releases else None,
+                "ratio": figures[2] / steady[2] if steady[2] else None,
+            }
+
+        # A canary that answers 500 to one request in five, under 200 requests per
+        # second: how many analysis checks until it is rolled back, and whether any
+        # stable instance was restarted meanwhile.
+        policy({"type": "canary", "steps": [{"weight": 20, "pause_s": 60}, {"weight": 100, "pause_s": 60}],
+                "analysis": {"interval_s": ABORT_INTERVAL_S, "min_requests": 20}})
+        stable_pids = sorted(rt.instance_pids("steady-", data))
+        statuses = {}
+        stop_abort = threading.Event()
+
+        def steady_200():
+            next_at = time.monotonic()
+            while not stop_abort.is_set():
+                next_at += 1 / 200
+                code = answer(url)
+                statuses[code] = statuses.get(code, 0) + 1
+                time.sleep(max(0.0, next_at - time.monotonic()))
+
+        abort_loader = threading.Thread(target=steady_200, daemon=True)
+        abort_loader.start()
+        time.sleep(1)
+        rt.api(base, dev, "PUT", app, {"spec": spec(BAD_SERVER)})
+        bad = rt.api(base, dev, "GET", f"{app}/releases")["items"][0]["id"]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            aborted = rt.api(base, dev, "GET", f"{app}/releases/{bad}")
+            if aborted["state"] not in ("progressing", "paused", "approved", "pending_approval"):
+                break
+            time.sleep(0.2)
+        time.sleep(2)
+        stop_abort.set()
+        abort_loader.join()
+        abort_checks = (aborted.get("canary") or {}).get("checks")
+        abort_state = aborted["state"]
+        stable_kept = all(pid in rt.instance_pids("steady-", data) for pid in stable_pids)
+        abort_dropped = sum(v for k, v in statuses.items() if k not in (200, 500))
+        policy(STRATEGIES["rolling"])
 
         # kill -9 of the control plane in the middle of a slow rolling release under
         # 200 requests per second (one new instance at a time, each counted after 2 s
         # ready): the release completes after the restart, nothing twice, nothing left.
-        tadmin = token("tadmin")
-        rt.api(base, tadmin, "PUT", f"{tenant}/environments/dev/release-policy",
-               {"approval": {"required": False},
-                "strategy": {"type": "rolling", "max_surge": 1, "max_unavailable": 0, "min_ready_s": 2}})
+        policy({"type": "rolling", "max_surge": 1, "max_unavailable": 0, "min_ready_s": 2})
         results = {"ok": 0, "failed": 0}
         stop = threading.Event()
 
@@ -185,31 +264,39 @@ def main():
                 break
             time.sleep(0.5)
 
-        requests_min = rolling[0]
-        ratio = rolling[2] / steady[2] if steady[2] else None
+        requests_min = min(r["figures"][0] for r in runs.values())
+        ratios = [r["ratio"] for r in runs.values() if r["ratio"] is not None]
         print(f"router maximum (wrk, 32 connections): {top[1]:.0f} req/s; steady load ({'oha at ' + str(rate) + ' req/s' if shutil.which('oha') else f'wrk, {LOAD_CONNECTIONS} connections'}): {steady[1]:.0f} req/s "
               f"= {steady[1] / top[1]:.0%} of it, p99 {steady[2]:.2f} ms")
-        print(f"rolling releases of {REPLICAS} back to back under load for {seconds} s: {len(rolling_releases)} releases, "
-              f"{rolling_state}, median {rolling_s:.1f} s each; {rolling[3]} failed of {rolling[0]} requests; "
-              f"p99 {rolling[2]:.2f} ms -> ratio {ratio:.2f} (aims: 0 failed, >= {MIN_REQUESTS}, <= 2)")
-        print("in-place and canary: not strategies yet (issue 12 is open); null below")
+        for name, r in runs.items():
+            f = r["figures"]
+            median = f"{r['median_s']:.1f} s" if r["median_s"] is not None else "-"
+            print(f"{name} releases of {REPLICAS} back to back under load for {seconds} s: {r['releases']} releases, "
+                  f"{r['state']}, median {median} each; {f[3]} failed of {f[0]} requests; "
+                  f"p99 {f[2]:.2f} ms -> ratio {r['ratio']:.2f} (aims: 0 failed, >= {MIN_REQUESTS}, <= 2)")
+        print(f"canary failing 1 request in 5 under 200 req/s: {abort_state} after {abort_checks} checks of "
+              f"{ABORT_INTERVAL_S} s (aim: rolled back within 4); stable instances restarted: {not stable_kept}; "
+              f"answers {dict(sorted(statuses.items()))} ({abort_dropped} neither 200 nor the canary's 500)")
         print(f"control plane kill -9 mid-release under 200 req/s: release {state}; {results['failed']} failed of "
               f"{results['ok'] + results['failed']}; {len(instances)} instances listed, {processes} processes "
               f"(aim: succeeded, 0 failed, {REPLICAS} and {REPLICAS})")
         print(json.dumps({
-            "p3_failed_rolling": rolling[3],
-            "p3_failed_inplace": None,
-            "p3_failed_canary": None,
+            "p3_failed_rolling": runs["rolling"]["figures"][3],
+            "p3_failed_inplace": runs["inplace"]["figures"][3],
+            "p3_failed_canary": runs["canary"]["figures"][3],
             "p3_requests_min": requests_min,
-            "p3_p99_ratio_max": round(ratio, 2) if ratio is not None else None,
-            "canary_abort_intervals": None,
+            "p3_p99_ratio_max": round(max(ratios), 2) if ratios else None,
+            "canary_abort_intervals": abort_checks if abort_state == "rolled_back" else None,
             "cp_kill_release_failed": results["failed"],
+            "p3_p99_ratio": {k: round(r["ratio"], 2) for k, r in runs.items() if r["ratio"] is not None},
+            "p3_releases": {k: r["releases"] for k, r in runs.items()},
+            "p3_release_states": {k: r["state"] for k, r in runs.items()},
+            "canary_abort_state": abort_state,
+            "canary_abort_stable_restarted": not stable_kept,
+            "canary_abort_dropped": abort_dropped,
             "cp_kill_release_state": state,
             "cp_kill_instances": len(instances),
             "cp_kill_processes": processes,
-            "rolling_state": rolling_state,
-            "rolling_s": round(rolling_s, 1),
-            "rolling_releases": len(rolling_releases),
             "load_seconds": seconds,
             "load_fraction_of_max": round(steady[1] / top[1], 2),
             "router_max_rps": round(top[1]),
