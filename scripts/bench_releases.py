@@ -188,6 +188,11 @@ def main():
         # stable instance was restarted meanwhile.
         policy({"type": "canary", "steps": [{"weight": 20, "pause_s": 60}, {"weight": 100, "pause_s": 60}],
                 "analysis": {"interval_s": ABORT_INTERVAL_S, "min_requests": 20}})
+        # The last release's earlier instances drain and stop: wait until only the
+        # stable revision's four processes run, and take those.
+        settle = time.monotonic() + 30
+        while len(rt.instance_pids("steady-", data)) != REPLICAS and time.monotonic() < settle:
+            time.sleep(0.2)
         stable_pids = sorted(rt.instance_pids("steady-", data))
         statuses = {}
         stop_abort = threading.Event()

@@ -565,6 +565,64 @@ async fn a_tenant_admin_previews_and_saves_a_policy_with_a_band_and_a_developer_
 }
 
 #[tokio::test]
+async fn a_tenant_admin_sets_a_canary_release_policy_for_prod_and_a_developer_may_only_read_it() {
+    let (site, platform) = platform().await;
+    let (_driver, client) = browser(&site).await;
+    let base = platform.url.as_str();
+    log_in(&client, base, "tadmin", &platform.passwords["tadmin"]).await;
+    wait_for_path(&client, "/t/acme").await;
+    must(client.goto(&format!("{base}/t/acme/environments")).await);
+    click(&client, "#release-policy-prod").await;
+    wait_for_heading(&client, "Release policy: prod").await;
+    // Prod's default: one ops approval, rolling.
+    let shown = wait_for_text(&client, "#policy", "rolling").await;
+    assert!(shown.contains("max surge 25%"), "{shown}");
+    // A mistake is named beside the form, and what was typed stays.
+    let falling = r#"{"approval": {"required": true},
+        "strategy": {"type": "canary", "steps": [{"weight": 50, "pause_s": 60}, {"weight": 10}]}}"#;
+    type_into(&client, "#policy-text", falling).await;
+    click(&client, "#save-policy").await;
+    wait_for_text(&client, "#policy-error", "strategy.steps[1].weight").await;
+    let kept = must(
+        must(client.find(Locator::Css("#policy-text")).await)
+            .prop("value")
+            .await,
+    );
+    assert!(kept.unwrap_or_default().contains("\"weight\": 10"));
+    let canary = r#"{"approval": {"required": true},
+        "strategy": {"type": "canary", "steps": [{"weight": 10, "pause_s": 60}, {"weight": 50}],
+                     "analysis": {"interval_s": 10}}}"#;
+    type_into(&client, "#policy-text", canary).await;
+    click(&client, "#save-policy").await;
+    let summary = wait_for_text(&client, "#policy-summary", "canary 10% → 50%").await;
+    assert!(summary.contains("checked every 10 s"), "{summary}");
+
+    // A developer reads it and cannot save it.
+    must(client.delete_all_cookies().await);
+    log_in(&client, base, "dev", &platform.passwords["dev"]).await;
+    wait_for_path(&client, "/t/acme").await;
+    must(
+        client
+            .goto(&format!("{base}/t/acme/environments/prod/release-policy"))
+            .await,
+    );
+    wait_for_text(&client, "#policy-summary", "canary 10% → 50%").await;
+    assert!(client.find(Locator::Css("#save-policy")).await.is_err());
+    must(
+        client
+            .execute("document.getElementById('policy-form').submit();", vec![])
+            .await,
+    );
+    wait_for_text(
+        &client,
+        "main",
+        "does not allow you to set release policies",
+    )
+    .await;
+    must(client.close().await);
+}
+
+#[tokio::test]
 async fn a_developers_change_in_prod_waits_until_ops_approve_it_in_the_release_queue_and_rolls_out()
 {
     let (site, platform) = platform().await;

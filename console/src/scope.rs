@@ -150,6 +150,31 @@ impl FromRequest for PageTenant {
     }
 }
 
+/// Console: the environment of `{tenant}/{env}`, within its tenant.
+#[derive(Debug)]
+pub struct PageEnv {
+    pub auth: PageAuth,
+    pub access: TenantAccess,
+    pub env: String,
+}
+
+impl FromRequest for PageEnv {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let tenant = PageTenant::from_request(req, payload);
+        let named = Named::of(req);
+        Box::pin(async move {
+            let PageTenant { auth, access } = tenant.await?;
+            let Some(env) = named.env else {
+                return Err(misrouted("environment").into());
+            };
+            Ok(Self { auth, access, env })
+        })
+    }
+}
+
 /// Console: the application of `{tenant}/{env}/{app}`, within its tenant.
 #[derive(Debug)]
 pub struct PageApp {

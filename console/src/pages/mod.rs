@@ -455,6 +455,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/t/{tenant}/environments",
         web::post().to(tenant::create_environment),
     )
+    .route(
+        "/t/{tenant}/environments/{env}/release-policy",
+        web::get().to(releases::release_policy),
+    )
+    .route(
+        "/t/{tenant}/environments/{env}/release-policy",
+        web::post().to(releases::save_release_policy),
+    )
     .route("/t/{tenant}/members", web::get().to(tenant::members))
     .route("/t/{tenant}/members", web::post().to(tenant::set_member))
     .route(

@@ -1,14 +1,23 @@
 //! The release queue: every release of every tenant the user belongs to, pending
-//! approvals first, so that ops see at once what waits for them.
+//! approvals first, so that ops see at once what waits for them; and each
+//! environment's release policy.
 
 use actix_web::HttpResponse;
-use actix_web::web::{Data, Query};
+use actix_web::http::StatusCode;
+use actix_web::web::{Data, Form, Query};
 use askama::Template;
+use platform_core::authz::{Permission, TenantAccess};
 use platform_core::platform::releases::Release;
 use platform_core::releases::gate::State;
+use platform_core::releases::policy::ReleasePolicy;
+use platform_core::{CoreError, FieldError};
 use serde::Deserialize;
 
-use super::{Layout, PageError, render};
+use super::{
+    FormErrors, Layout, PageError, form_errors, in_frame, parse_version, render,
+    render_with_status, see_other,
+};
+use crate::scope::PageEnv;
 use crate::session::PageAuth;
 use crate::state::AppState;
 
@@ -70,4 +79,135 @@ pub async fn queue(
         filter,
         states: STATES,
     })
+}
+
+/// An environment's release policy: who approves, freeze windows, the default strategy.
+/// Tenant admins edit it; everyone else reads it.
+#[derive(Template)]
+#[template(path = "release_policy.html")]
+struct PolicyPage {
+    layout: Layout,
+    tenant: platform_core::model::Tenant,
+    env: String,
+    can_edit: bool,
+    text: String,
+    version: String,
+    errors: FormErrors,
+    /// The strategy of the policy shown, in words (none while the text does not parse).
+    summary: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PolicyForm {
+    #[serde(default)]
+    policy: String,
+    #[serde(default)]
+    version: String,
+}
+
+fn policy_base(access: &TenantAccess, env: &str) -> String {
+    format!(
+        "/t/{}/environments/{env}/release-policy",
+        access.tenant().slug
+    )
+}
+
+/// The JSON of the form, read with the failing field named.
+fn parse_policy(text: &str) -> Result<ReleasePolicy, FieldError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = if path == "." || path.is_empty() {
+            "policy".to_owned()
+        } else {
+            path
+        };
+        FieldError::new(field, format!("{inner}"))
+    })
+}
+
+pub async fn release_policy(
+    state: Data<AppState>,
+    scope: PageEnv,
+) -> Result<HttpResponse, PageError> {
+    let PageEnv { auth, access, env } = scope;
+    let stored = state
+        .platform
+        .release_policy(&access, &env)
+        .await
+        .map_err(in_frame(&auth, &access))?;
+    let text = serde_json::to_string_pretty(&stored.policy).unwrap_or_default();
+    render(&PolicyPage {
+        layout: Layout::for_tenant(&auth.0, &access, "Release policy", "environments"),
+        tenant: access.tenant().clone(),
+        can_edit: access.can(Permission::ManageEnvironments),
+        summary: Some(stored.policy.strategy.summary()),
+        env,
+        text,
+        version: stored.version.to_string(),
+        errors: FormErrors::none(),
+    })
+}
+
+/// Saves the policy in the form; errors are shown beside the form, which keeps what was
+/// typed.
+pub async fn save_release_policy(
+    state: Data<AppState>,
+    scope: PageEnv,
+    form: Form<PolicyForm>,
+) -> Result<HttpResponse, PageError> {
+    let PageEnv { auth, access, env } = scope;
+    let form = form.into_inner();
+    let outcome: Result<(), CoreError> = async {
+        let policy = parse_policy(&form.policy)?;
+        let version = parse_version(&form.version)?;
+        state
+            .platform
+            .set_release_policy(&access, &env, policy, version)
+            .await
+            .map(|_| ())
+    }
+    .await;
+    let mut version = form.version;
+    let errors = match outcome {
+        Ok(()) => return Ok(see_other(&policy_base(&access, &env))),
+        // Not a form error: the page says so as a 403 (or 404).
+        Err(e @ (CoreError::Forbidden { .. } | CoreError::NotFound { .. })) => {
+            return Err(in_frame(&auth, &access)(e));
+        }
+        Err(e) => {
+            if let CoreError::VersionMismatch {
+                current: Some(current),
+                ..
+            } = &e
+            {
+                // Saving again overwrites the other change, knowingly.
+                version = current.to_string();
+            }
+            form_errors(e).map_err(|e| {
+                e.within(Layout::for_tenant(
+                    &auth.0,
+                    &access,
+                    "Error",
+                    "environments",
+                ))
+            })?
+        }
+    };
+    render_with_status(
+        &PolicyPage {
+            layout: Layout::for_tenant(&auth.0, &access, "Release policy", "environments"),
+            tenant: access.tenant().clone(),
+            can_edit: access.can(Permission::ManageEnvironments),
+            summary: parse_policy(&form.policy)
+                .ok()
+                .map(|p| p.strategy.summary()),
+            env,
+            text: form.policy,
+            version,
+            errors,
+        },
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
 }
