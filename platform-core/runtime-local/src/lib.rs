@@ -96,12 +96,22 @@ pub struct LocalRuntime {
     /// What `instances` just read of a workload, for the `apply` that follows it in a
     /// reconcile to decide on without reading it again (see [`Seen`]).
     seen: std::sync::Arc<std::sync::Mutex<HashMap<WorkloadKey, Seen>>>,
-    /// Each workload's traffic split as this control plane last wrote it.
-    splits: std::sync::Arc<std::sync::Mutex<HashMap<WorkloadKey, Option<Split>>>>,
+    /// The stored traffic splits, as this control plane last read or wrote them.
+    splits: std::sync::Arc<std::sync::Mutex<Splits>>,
 }
 
 /// A traffic split: the canary revision and its percent of the requests.
 type Split = (i32, i32);
+
+/// The stored traffic splits by workload, and when they were last read whole.
+#[derive(Debug, Default)]
+struct Splits {
+    read_at: Option<std::time::Instant>,
+    rows: HashMap<WorkloadKey, Split>,
+}
+
+/// How long the splits read whole stand in for the table.
+const SPLITS_FOR: Duration = Duration::from_secs(60);
 
 /// A workload's instances and their nodes as read a moment ago. Good only for deciding
 /// that nothing is to change: any change is decided again on a locked read.
@@ -154,18 +164,44 @@ impl LocalRuntime {
     }
 
     /// Writes the workload's traffic split (a canary step's weight) when it differs
-    /// from what this control plane last wrote.
+    /// from the stored one, as this control plane last read or wrote them (all of them
+    /// read again every minute: another control plane may have written some).
     async fn apply_split(&self, workload: &Workload) -> Result<(), RuntimeError> {
         let wanted = workload.revisions.iter().find_map(|r| {
             r.weight
                 .map(|w| (r.revision, i32::try_from(w.min(100)).unwrap_or(100)))
         });
+        let fresh = self
+            .splits
+            .lock()
+            .ok()
+            .and_then(|c| c.read_at)
+            .is_some_and(|at| at.elapsed() < SPLITS_FOR);
+        if !fresh {
+            let rows = store::splits(&self.pool).await.map_err(unavailable)?;
+            if let Ok(mut c) = self.splits.lock() {
+                c.read_at = Some(std::time::Instant::now());
+                c.rows = rows
+                    .into_iter()
+                    .map(|(tenant, environment, app, revision, weight)| {
+                        (
+                            WorkloadKey {
+                                tenant,
+                                environment,
+                                app,
+                            },
+                            (revision, weight),
+                        )
+                    })
+                    .collect();
+            }
+        }
         let known = self
             .splits
             .lock()
             .ok()
-            .and_then(|m| m.get(&workload.key).copied());
-        if known == Some(wanted) {
+            .and_then(|c| c.rows.get(&workload.key).copied());
+        if known == wanted {
             return Ok(());
         }
         let Some(app_id) = platform_core::store::runtime::application_id(
@@ -182,11 +218,11 @@ impl LocalRuntime {
         store::set_split(&self.pool, app_id, wanted)
             .await
             .map_err(unavailable)?;
-        if let Ok(mut m) = self.splits.lock() {
-            if m.len() >= 4096 {
-                m.retain(|_, s| s.is_some());
-            }
-            m.insert(workload.key.clone(), wanted);
+        if let Ok(mut c) = self.splits.lock() {
+            match wanted {
+                Some(split) => c.rows.insert(workload.key.clone(), split),
+                None => c.rows.remove(&workload.key),
+            };
         }
         Ok(())
     }

@@ -456,6 +456,22 @@ pub async fn routes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<RouteRow>, sqlx::
     .fetch_all(ex)
     .await
 }
+/// Every traffic split, by the application's key: (tenant, environment, app, revision,
+/// weight).
+pub async fn splits<'e>(
+    ex: impl PgExecutor<'e>,
+) -> Result<Vec<(String, String, String, i32, i32)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.slug, e.name, a.name, s.revision, s.weight
+         FROM traffic_splits s
+         JOIN applications a ON a.id = s.application_id
+         JOIN environments e ON e.id = a.environment_id
+         JOIN tenants t ON t.id = a.tenant_id",
+    )
+    .fetch_all(ex)
+    .await
+}
+
 /// Sets (or, with `None`, removes) an application's traffic split: the canary
 /// revision and its weight.
 pub async fn set_split<'e>(

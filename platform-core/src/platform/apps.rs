@@ -791,6 +791,17 @@ impl Platform {
                 message: "no runtime runs this environment's applications".into(),
             });
         };
+        // A release moving the application goes first, whichever runtime restarts.
+        {
+            let mut tx = self.pool.begin().await?;
+            if let Some(open) = store::releases::lock_open(&mut tx, application.id).await? {
+                return Err(CoreError::WrongState(format!(
+                    "release {} of this application is {}; let it finish, or abort it, before a restart",
+                    open.id,
+                    open.state.as_str()
+                )));
+            }
+        }
         let rolled = runtime.restart(&key).await.map_err(runtime_error)?;
         let mut tx = self.pool.begin().await?;
         // A runtime that cannot roll the instances itself gets a new revision of the
