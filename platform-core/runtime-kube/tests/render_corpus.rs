@@ -93,6 +93,7 @@ prop_compose! {
             placement: Placement {
                 node_selector: selector.map(|s| BTreeMap::from([("zone".to_owned(), s)])).unwrap_or_default(),
                 spread_by: zone_spread.then(|| "zone".to_owned()),
+                rules: Default::default(),
             },
         }
     }

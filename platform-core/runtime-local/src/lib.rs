@@ -1072,7 +1072,7 @@ fn plan(
                         charge(nodes, &node, request);
                         continue;
                     }
-                    match choose(nodes, &workload.placement, request) {
+                    match choose(nodes, &workload.placement, &workload.key.app, request) {
                         Ok(node) => {
                             let name = node.name.clone();
                             to_create.push((shape.revision, None, name.clone(), request));
@@ -1101,19 +1101,21 @@ fn plan(
                                 request,
                             ));
                         }
-                        None => match choose(nodes, &workload.placement, request) {
-                            Ok(node) => {
-                                let name = node.name.clone();
-                                to_create.push((
-                                    shape.revision,
-                                    Some(*ordinal),
-                                    name.clone(),
-                                    request,
-                                ));
-                                charge(nodes, &name, request);
+                        None => {
+                            match choose(nodes, &workload.placement, &workload.key.app, request) {
+                                Ok(node) => {
+                                    let name = node.name.clone();
+                                    to_create.push((
+                                        shape.revision,
+                                        Some(*ordinal),
+                                        name.clone(),
+                                        request,
+                                    ));
+                                    charge(nodes, &name, request);
+                                }
+                                Err(e) => unschedulable = Some(e.to_string()),
                             }
-                            Err(e) => unschedulable = Some(e.to_string()),
-                        },
+                        }
                     }
                 }
                 let wanted: Vec<i32> = workload
@@ -1231,7 +1233,7 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
         .map_err(unavailable)?;
     let request = run.shape.spec.resources;
     for _ in 0..run.parallelism {
-        let node = match choose(&nodes, &run.placement, request) {
+        let node = match choose(&nodes, &run.placement, &key.app, request) {
             Ok(node) => node.name.clone(),
             Err(e) => {
                 platform_core::store::runtime::append_event(
@@ -1287,6 +1289,7 @@ async fn node_loads(
                 .iter()
                 .filter(|i| i.node == n.name && i.desired == Wanted::Run)
                 .count() as u32,
+            apps: BTreeMap::new(),
             labels: serde_json::from_value(n.labels).unwrap_or_default(),
             capacity: Resources {
                 cpu_millis: u32::try_from(n.cpu_millis).unwrap_or(0),
@@ -1920,9 +1923,7 @@ fn unavailable(e: sqlx::Error) -> RuntimeError {
 
 fn charge(nodes: &mut [NodeLoad], name: &str, request: Resources) {
     if let Some(n) = nodes.iter_mut().find(|n| n.name == name) {
-        n.requested.cpu_millis += request.cpu_millis;
-        n.requested.memory_mib += request.memory_mib;
-        n.workload_instances += 1;
+        n.charge(request);
     }
 }
 
@@ -1978,6 +1979,7 @@ mod tests {
             },
             healthy: true,
             workload_instances: placed,
+            apps: BTreeMap::new(),
         }
     }
 

@@ -7,6 +7,7 @@ use std::fmt;
 
 pub mod names;
 pub mod package;
+pub mod placement;
 pub mod secret;
 pub mod spec;
 pub mod workload;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::spec::{AppSpec, Resources, WorkloadKind};
+use platform_spec::placement::PlacementSpec;
 
 pub use platform_spec::workload::{Phase, WorkloadKey};
 
@@ -65,6 +66,9 @@ pub struct Placement {
     /// Spread instances across the values of this node label (anti-affinity), e.g. `zone`.
     #[serde(default)]
     pub spread_by: Option<String>,
+    /// Node affinity, affinity and anti-affinity to applications, topology spread.
+    #[serde(default, skip_serializing_if = "PlacementSpec::is_empty")]
+    pub rules: PlacementSpec,
 }
 
 impl Placement {
@@ -74,6 +78,7 @@ impl Placement {
         Self {
             node_selector: BTreeMap::new(),
             spread_by: Some("zone".to_owned()),
+            rules: PlacementSpec::default(),
         }
     }
 }

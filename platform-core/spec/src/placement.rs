@@ -1,0 +1,440 @@
+//! Where an application's instances may and should run, as part of its spec: node
+//! affinity over node labels, affinity and anti-affinity to instances of applications
+//! of the same environment (its own included) over a topology, and topology spread.
+//! Kubernetes' scheduling vocabulary, which both runtimes implement: the Kubernetes
+//! driver renders it to `affinity` and `topologySpreadConstraints`, the local runtime's
+//! placement (`platform_core::placement`) follows the same semantics.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::FieldError;
+
+/// An application's placement rules; empty: anywhere with room.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementSpec {
+    #[serde(default, skip_serializing_if = "NodeAffinity::is_empty")]
+    pub node_affinity: NodeAffinity,
+    /// Run near instances of these applications.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub app_affinity: Vec<AppTerm>,
+    /// Stay away from instances of these applications (`self`: this application's
+    /// own, e.g. one instance per node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub app_anti_affinity: Vec<AppTerm>,
+    /// Spread the application's instances evenly over a topology.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spread: Vec<Spread>,
+}
+
+/// Node affinity: every `required` expression must hold of a node's labels; each
+/// `preferred` term that holds adds its weight to the node's score.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAffinity {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<LabelExpr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferred: Vec<PreferredNodeTerm>,
+}
+
+impl NodeAffinity {
+    pub fn is_empty(&self) -> bool {
+        self.required.is_empty() && self.preferred.is_empty()
+    }
+}
+
+/// A preferred node term: its expressions all hold, the node scores `weight` more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreferredNodeTerm {
+    #[schema(minimum = 1, maximum = 100)]
+    pub weight: u32,
+    #[serde(rename = "match")]
+    pub expressions: Vec<LabelExpr>,
+}
+
+/// A condition on one node label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelExpr {
+    pub key: String,
+    pub operator: Operator,
+    /// For `In` and `NotIn` one or more values; for `Gt` and `Lt` exactly one integer;
+    /// none for `Exists` and `DoesNotExist`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum Operator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+    Gt,
+    Lt,
+}
+
+impl Operator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::In => "In",
+            Self::NotIn => "NotIn",
+            Self::Exists => "Exists",
+            Self::DoesNotExist => "DoesNotExist",
+            Self::Gt => "Gt",
+            Self::Lt => "Lt",
+        }
+    }
+}
+
+impl LabelExpr {
+    /// Whether the expression holds of a node with this label value (`None`: the
+    /// node has no such label).
+    pub fn holds(&self, value: Option<&str>) -> bool {
+        let number = |v: &str| v.parse::<i64>().ok();
+        match self.operator {
+            Operator::In => value.is_some_and(|v| self.values.iter().any(|x| x == v)),
+            // Kubernetes: a node without the label satisfies NotIn.
+            Operator::NotIn => value.is_none_or(|v| !self.values.iter().any(|x| x == v)),
+            Operator::Exists => value.is_some(),
+            Operator::DoesNotExist => value.is_none(),
+            Operator::Gt | Operator::Lt => {
+                let (Some(have), Some(bound)) = (
+                    value.and_then(number),
+                    self.values.first().and_then(|b| number(b)),
+                ) else {
+                    return false;
+                };
+                if self.operator == Operator::Gt {
+                    have > bound
+                } else {
+                    have < bound
+                }
+            }
+        }
+    }
+
+    /// The expression in words: `disk In (ssd, nvme)`.
+    pub fn text(&self) -> String {
+        match self.operator {
+            Operator::Exists | Operator::DoesNotExist => {
+                format!("{} {}", self.key, self.operator.as_str())
+            }
+            Operator::Gt | Operator::Lt => format!(
+                "{} {} {}",
+                self.key,
+                if self.operator == Operator::Gt {
+                    ">"
+                } else {
+                    "<"
+                },
+                self.values.first().map_or("", String::as_str)
+            ),
+            _ => format!(
+                "{} {} ({})",
+                self.key,
+                self.operator.as_str(),
+                self.values.join(", ")
+            ),
+        }
+    }
+}
+
+/// Affinity or anti-affinity to the instances of some applications of the same tenant
+/// and environment, over a topology: two instances are "together" when their nodes
+/// share the topology's value (`node`: the same node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppTerm {
+    /// Application names; `self` is this application.
+    pub apps: Vec<String>,
+    /// `node`, `zone`, or any node label.
+    #[serde(default = "node_topology")]
+    pub topology: String,
+    /// A rule that must hold (else the instance is not placed); otherwise a
+    /// preference of `weight`.
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default = "default_weight")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub weight: u32,
+}
+
+fn node_topology() -> String {
+    "node".to_owned()
+}
+fn default_weight() -> u32 {
+    50
+}
+
+impl AppTerm {
+    /// Whether the term names this application (`self`, or its own name).
+    pub fn names_self(&self, own: &str) -> bool {
+        self.apps.iter().any(|a| a == "self" || a == own)
+    }
+}
+
+/// Topology spread: the application's instances per topology value differ by at most
+/// `max_skew`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spread {
+    #[serde(default = "node_topology")]
+    pub topology: String,
+    #[serde(default = "one")]
+    #[schema(minimum = 1)]
+    pub max_skew: u32,
+    #[serde(default)]
+    pub when_unsatisfiable: WhenUnsatisfiable,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenUnsatisfiable {
+    /// An instance that would skew the spread further is not placed.
+    #[default]
+    DoNotSchedule,
+    /// It is placed where it skews the spread least.
+    ScheduleAnyway,
+}
+
+impl PlacementSpec {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+
+    /// Checks every rule, naming the field (under `field`, e.g. `spec.placement`).
+    pub fn check(&self, field: &str) -> Result<(), FieldError> {
+        let at = |rest: String| format!("{field}.{rest}");
+        for (i, e) in self.node_affinity.required.iter().enumerate() {
+            e.check(&at(format!("node_affinity.required[{i}]")))?;
+        }
+        for (i, t) in self.node_affinity.preferred.iter().enumerate() {
+            let here = at(format!("node_affinity.preferred[{i}]"));
+            weight(t.weight, &format!("{here}.weight"))?;
+            if t.expressions.is_empty() {
+                return Err(FieldError::new(
+                    format!("{here}.match"),
+                    "needs at least one expression",
+                ));
+            }
+            for (j, e) in t.expressions.iter().enumerate() {
+                e.check(&format!("{here}.match[{j}]"))?;
+            }
+        }
+        for (name, terms) in [
+            ("app_affinity", &self.app_affinity),
+            ("app_anti_affinity", &self.app_anti_affinity),
+        ] {
+            for (i, t) in terms.iter().enumerate() {
+                let here = at(format!("{name}[{i}]"));
+                if t.apps.is_empty() || t.apps.len() > 20 {
+                    return Err(FieldError::new(
+                        format!("{here}.apps"),
+                        "name 1 to 20 applications (or self)",
+                    ));
+                }
+                for (j, a) in t.apps.iter().enumerate() {
+                    if a != "self" && crate::names::AppName::parse(a).is_err() {
+                        return Err(FieldError::new(
+                            format!("{here}.apps[{j}]"),
+                            "must be an application name or self",
+                        ));
+                    }
+                }
+                topology(&t.topology, &format!("{here}.topology"))?;
+                weight(t.weight, &format!("{here}.weight"))?;
+            }
+        }
+        let mut keys = BTreeSet::new();
+        for (i, s) in self.spread.iter().enumerate() {
+            let here = at(format!("spread[{i}]"));
+            topology(&s.topology, &format!("{here}.topology"))?;
+            if !(1..=1000).contains(&s.max_skew) {
+                return Err(FieldError::new(
+                    format!("{here}.max_skew"),
+                    "must be between 1 and 1000",
+                ));
+            }
+            if !keys.insert(s.topology.as_str()) {
+                return Err(FieldError::new(
+                    format!("{here}.topology"),
+                    "spreads over this topology already",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn weight(w: u32, field: &str) -> Result<(), FieldError> {
+    if (1..=100).contains(&w) {
+        Ok(())
+    } else {
+        Err(FieldError::new(field, "must be between 1 and 100"))
+    }
+}
+
+/// A node label key (as Kubernetes allows: an optional DNS prefix and `/`, then up to
+/// 63 characters of letters, digits, `-`, `_` and `.`), or `node`.
+fn topology(key: &str, field: &str) -> Result<(), FieldError> {
+    label_key(key).map_err(|why| FieldError::new(field, why))
+}
+
+fn label_key(key: &str) -> Result<(), String> {
+    let name = key.rsplit_once('/').map_or(key, |(prefix, name)| {
+        if prefix.is_empty() || prefix.len() > 253 {
+            ""
+        } else {
+            name
+        }
+    });
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a node label key (letters, digits, -, _ and ., at most 63)".to_owned())
+    }
+}
+
+impl LabelExpr {
+    fn check(&self, field: &str) -> Result<(), FieldError> {
+        label_key(&self.key).map_err(|why| FieldError::new(format!("{field}.key"), why))?;
+        let values = format!("{field}.values");
+        match self.operator {
+            Operator::In | Operator::NotIn if self.values.is_empty() => Err(FieldError::new(
+                values,
+                format!("{} needs at least one value", self.operator.as_str()),
+            )),
+            Operator::Exists | Operator::DoesNotExist if !self.values.is_empty() => {
+                Err(FieldError::new(
+                    values,
+                    format!("{} takes no values", self.operator.as_str()),
+                ))
+            }
+            Operator::Gt | Operator::Lt
+                if self.values.len() != 1 || self.values[0].parse::<i64>().is_err() =>
+            {
+                Err(FieldError::new(
+                    values,
+                    format!("{} takes exactly one integer", self.operator.as_str()),
+                ))
+            }
+            _ if self.values.len() > 64 => Err(FieldError::new(values, "at most 64 values")),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn check(value: serde_json::Value) -> Result<(), String> {
+        let spec: PlacementSpec =
+            serde_json::from_value(value).map_err(|e| format!("parse: {e}"))?;
+        spec.check("spec.placement").map_err(|e| e.field)
+    }
+
+    #[test]
+    fn every_rule_is_checked_and_names_its_field() {
+        assert_eq!(check(json!({})), Ok(()));
+        assert_eq!(
+            check(json!({
+                "node_affinity": {
+                    "required": [{"key": "disk", "operator": "In", "values": ["ssd"]}],
+                    "preferred": [{"weight": 20, "match": [{"key": "cpus", "operator": "Gt", "values": ["8"]}]}]},
+                "app_affinity": [{"apps": ["cache"], "topology": "zone"}],
+                "app_anti_affinity": [{"apps": ["self"], "required": true}],
+                "spread": [{"topology": "zone", "max_skew": 1, "when_unsatisfiable": "schedule_anyway"}]
+            })),
+            Ok(())
+        );
+        let cases = [
+            (
+                json!({"node_affinity": {"required": [{"key": "disk", "operator": "In"}]}}),
+                "spec.placement.node_affinity.required[0].values",
+            ),
+            (
+                json!({"node_affinity": {"required": [{"key": "disk", "operator": "Exists", "values": ["x"]}]}}),
+                "spec.placement.node_affinity.required[0].values",
+            ),
+            (
+                json!({"node_affinity": {"required": [{"key": "cpus", "operator": "Gt", "values": ["many"]}]}}),
+                "spec.placement.node_affinity.required[0].values",
+            ),
+            (
+                json!({"node_affinity": {"required": [{"key": "-bad", "operator": "Exists"}]}}),
+                "spec.placement.node_affinity.required[0].key",
+            ),
+            (
+                json!({"node_affinity": {"preferred": [{"weight": 0, "match": [{"key": "a", "operator": "Exists"}]}]}}),
+                "spec.placement.node_affinity.preferred[0].weight",
+            ),
+            (
+                json!({"app_affinity": [{"apps": []}]}),
+                "spec.placement.app_affinity[0].apps",
+            ),
+            (
+                json!({"app_anti_affinity": [{"apps": ["Not A Name"]}]}),
+                "spec.placement.app_anti_affinity[0].apps[0]",
+            ),
+            (
+                json!({"spread": [{"topology": "zone", "max_skew": 0}]}),
+                "spec.placement.spread[0].max_skew",
+            ),
+            (
+                json!({"spread": [{"topology": "zone"}, {"topology": "zone"}]}),
+                "spec.placement.spread[1].topology",
+            ),
+        ];
+        for (value, field) in cases {
+            assert_eq!(check(value.clone()), Err(field.to_owned()), "{value}");
+        }
+        assert!(check(json!({"teleport": true})).is_err_and(|e| e.starts_with("parse")));
+    }
+
+    #[test]
+    fn expressions_hold_as_kubernetes_defines_them() {
+        let e = |operator, values: &[&str]| LabelExpr {
+            key: "k".into(),
+            operator,
+            values: values.iter().map(|v| (*v).to_owned()).collect(),
+        };
+        use Operator::*;
+        let cases = [
+            (e(In, &["a", "b"]), Some("b"), true),
+            (e(In, &["a"]), None, false),
+            (e(NotIn, &["a"]), Some("b"), true),
+            (e(NotIn, &["a"]), None, true),
+            (e(NotIn, &["a"]), Some("a"), false),
+            (e(Exists, &[]), Some(""), true),
+            (e(DoesNotExist, &[]), Some("x"), false),
+            (e(Gt, &["8"]), Some("16"), true),
+            (e(Gt, &["8"]), Some("8"), false),
+            (e(Lt, &["8"]), Some("4"), true),
+            (e(Lt, &["8"]), Some("four"), false),
+            (e(Gt, &["8"]), None, false),
+        ];
+        for (expr, value, holds) in cases {
+            assert_eq!(expr.holds(value), holds, "{} of {value:?}", expr.text());
+        }
+    }
+}
