@@ -146,6 +146,7 @@ impl Platform {
                         protocol: PortProtocol::Http,
                     }],
                     health: HealthSpec::default(),
+                    placement: Default::default(),
                 };
                 let spec_json =
                     serde_json::to_value(&spec).map_err(|e| CoreError::Internal(e.to_string()))?;

@@ -27,4 +27,6 @@ pub mod templates;
 
 pub use error::{CoreError, FieldError};
 pub use platform::Platform;
+/// The placement vocabulary of specs (`platform_core::placement` is the engine).
+pub use platform_spec::placement as placement_spec;
 pub use platform_spec::{names, package, spec};

@@ -380,7 +380,10 @@ impl Reconciler {
             key: key.clone(),
             kind: spec.kind,
             revisions,
-            placement: Placement::standard(),
+            placement: Placement {
+                rules: spec.placement.clone(),
+                ..Placement::standard()
+            },
         };
         match runtime.apply(&workload).await {
             Ok(()) => {

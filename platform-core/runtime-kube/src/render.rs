@@ -30,7 +30,11 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
-use k8s_openapi::api::core::v1::TopologySpreadConstraint;
+use k8s_openapi::api::core::v1::{
+    Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodAffinity,
+    PodAffinityTerm, PodAntiAffinity, PreferredSchedulingTerm, TopologySpreadConstraint,
+    WeightedPodAffinityTerm,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
@@ -38,8 +42,11 @@ use k8s_openapi::api::core::v1::{
     ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use platform_core::placement_spec::{AppTerm, LabelExpr, PlacementSpec, WhenUnsatisfiable};
 use platform_core::runtime::{Endpoint, Placement, RevisionShape, Slots, Workload, WorkloadKey};
 use platform_core::spec::{AppSpec, CheckSpec, WorkloadKind};
 use serde::Serialize;
@@ -627,6 +634,111 @@ fn probe(check: &CheckSpec, port: &str, liveness: bool) -> Probe {
 }
 
 /// The node label Kubernetes uses for what the platform calls `zone`.
+/// A spec's node affinity and affinity to applications as the pod's `affinity`: an
+/// application's pods are those labelled with its name (`self`: this one's), in the
+/// same namespace (the same environment).
+fn affinity(rules: &PlacementSpec, own: &str) -> Option<Affinity> {
+    let requirement = |e: &LabelExpr| NodeSelectorRequirement {
+        key: topology_key(&e.key),
+        operator: e.operator.as_str().to_owned(),
+        values: (!e.values.is_empty()).then(|| e.values.clone()),
+    };
+    let na = &rules.node_affinity;
+    let node_affinity = (!na.is_empty()).then(|| NodeAffinity {
+        required_during_scheduling_ignored_during_execution: (!na.required.is_empty()).then(|| {
+            NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(na.required.iter().map(requirement).collect()),
+                    ..NodeSelectorTerm::default()
+                }],
+            }
+        }),
+        preferred_during_scheduling_ignored_during_execution: (!na.preferred.is_empty()).then(
+            || {
+                na.preferred
+                    .iter()
+                    .map(|t| PreferredSchedulingTerm {
+                        weight: i32::try_from(t.weight).unwrap_or(100),
+                        preference: NodeSelectorTerm {
+                            match_expressions: Some(
+                                t.expressions.iter().map(requirement).collect(),
+                            ),
+                            ..NodeSelectorTerm::default()
+                        },
+                    })
+                    .collect()
+            },
+        ),
+    });
+    let term = |t: &AppTerm| {
+        let mut apps: Vec<String> = t
+            .apps
+            .iter()
+            .map(|a| {
+                if a == "self" {
+                    own.to_owned()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        apps.sort();
+        apps.dedup();
+        PodAffinityTerm {
+            label_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    MANAGED_BY.to_owned(),
+                    MANAGER.to_owned(),
+                )])),
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: LABEL_APP.to_owned(),
+                    operator: "In".to_owned(),
+                    values: Some(apps),
+                }]),
+            }),
+            topology_key: topology_key(&t.topology),
+            ..PodAffinityTerm::default()
+        }
+    };
+    let split = |terms: &[AppTerm]| {
+        let required: Vec<PodAffinityTerm> =
+            terms.iter().filter(|t| t.required).map(term).collect();
+        let preferred: Vec<WeightedPodAffinityTerm> = terms
+            .iter()
+            .filter(|t| !t.required)
+            .map(|t| WeightedPodAffinityTerm {
+                weight: i32::try_from(t.weight).unwrap_or(100),
+                pod_affinity_term: term(t),
+            })
+            .collect();
+        (
+            (!required.is_empty()).then_some(required),
+            (!preferred.is_empty()).then_some(preferred),
+        )
+    };
+    let pod_affinity = (!rules.app_affinity.is_empty()).then(|| {
+        let (required, preferred) = split(&rules.app_affinity);
+        PodAffinity {
+            required_during_scheduling_ignored_during_execution: required,
+            preferred_during_scheduling_ignored_during_execution: preferred,
+        }
+    });
+    let pod_anti_affinity = (!rules.app_anti_affinity.is_empty()).then(|| {
+        let (required, preferred) = split(&rules.app_anti_affinity);
+        PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: required,
+            preferred_during_scheduling_ignored_during_execution: preferred,
+        }
+    });
+    (node_affinity.is_some() || pod_affinity.is_some() || pod_anti_affinity.is_some()).then_some(
+        Affinity {
+            node_affinity,
+            pod_affinity,
+            pod_anti_affinity,
+        },
+    )
+}
+
 pub fn topology_key(label: &str) -> String {
     match label {
         "zone" => "topology.kubernetes.io/zone".to_owned(),
@@ -726,25 +838,51 @@ fn pod_template(
     restart: PodRestart,
     placement: &Placement,
 ) -> PodTemplateSpec {
-    let spread = placement.spread_by.as_ref().map(|by| {
-        vec![TopologySpreadConstraint {
+    let own_pods = LabelSelector {
+        match_labels: Some(
+            labels
+                .iter()
+                .filter(|(k, _)| *k == MANAGED_BY || *k == LABEL_APP)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        ..LabelSelector::default()
+    };
+    let own_app = labels.get(LABEL_APP).cloned().unwrap_or_default();
+    let rules = &placement.rules;
+    let mut spread: Vec<TopologySpreadConstraint> = rules
+        .spread
+        .iter()
+        .map(|s| TopologySpreadConstraint {
+            max_skew: i32::try_from(s.max_skew).unwrap_or(i32::MAX),
+            topology_key: topology_key(&s.topology),
+            when_unsatisfiable: match s.when_unsatisfiable {
+                WhenUnsatisfiable::DoNotSchedule => "DoNotSchedule",
+                WhenUnsatisfiable::ScheduleAnyway => "ScheduleAnyway",
+            }
+            .to_owned(),
+            label_selector: Some(own_pods.clone()),
+            ..TopologySpreadConstraint::default()
+        })
+        .collect();
+    // The standard spread, unless the spec spreads over the same topology itself.
+    if let Some(by) = &placement.spread_by
+        && !rules
+            .spread
+            .iter()
+            .any(|s| topology_key(&s.topology) == topology_key(by))
+    {
+        spread.push(TopologySpreadConstraint {
             max_skew: 1,
             topology_key: topology_key(by),
             // Preferred, not required: a cluster without zones still schedules.
             when_unsatisfiable: "ScheduleAnyway".to_owned(),
-            label_selector: Some(LabelSelector {
-                match_labels: Some(
-                    labels
-                        .iter()
-                        .filter(|(k, _)| *k == MANAGED_BY || *k == LABEL_APP)
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                ),
-                ..LabelSelector::default()
-            }),
+            label_selector: Some(own_pods.clone()),
             ..TopologySpreadConstraint::default()
-        }]
-    });
+        });
+    }
+    let spread = (!spread.is_empty()).then_some(spread);
+    let affinity = affinity(rules, &own_app);
     let node_selector = (!placement.node_selector.is_empty()).then(|| {
         placement
             .node_selector
@@ -861,6 +999,7 @@ fn pod_template(
         spec: Some(PodSpec {
             containers: vec![container],
             node_selector,
+            affinity,
             topology_spread_constraints: spread,
             restart_policy: Some(
                 match restart {

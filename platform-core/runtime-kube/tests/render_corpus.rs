@@ -61,8 +61,51 @@ prop_compose! {
     }
 }
 
+/// Placement rules of every kind, as a spec carries them.
+fn rules() -> impl Strategy<Value = platform_core::placement_spec::PlacementSpec> {
+    let op = prop::sample::select(vec!["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]);
+    let expr = (op, "[a-z]{1,6}(/[a-z]{1,6})?", "[a-z0-9]{1,6}").prop_map(|(op, key, value)| {
+        let values = match op {
+            "In" | "NotIn" => serde_json::json!([value]),
+            "Gt" | "Lt" => serde_json::json!(["4"]),
+            _ => serde_json::json!([]),
+        };
+        serde_json::json!({"key": key, "operator": op, "values": values})
+    });
+    let topology = prop::sample::select(vec!["node", "zone", "rack"]);
+    let term = (prop::collection::vec("self|[a-z]{1,8}", 1..3), topology.clone(), any::<bool>(), 1u32..=100)
+        .prop_map(|(apps, topology, required, weight)| {
+            serde_json::json!({"apps": apps, "topology": topology, "required": required, "weight": weight})
+        });
+    (
+        prop::collection::vec(expr.clone(), 0..3),
+        prop::collection::vec((1u32..=100, prop::collection::vec(expr, 1..3)), 0..2),
+        prop::collection::vec(term.clone(), 0..2),
+        prop::collection::vec(term, 0..2),
+        prop::option::of((topology, 1u32..4, any::<bool>())),
+    )
+        .prop_map(|(required, preferred, near, away, spread)| {
+            let preferred: Vec<_> = preferred
+                .into_iter()
+                .map(|(weight, exprs)| serde_json::json!({"weight": weight, "match": exprs}))
+                .collect();
+            let spread: Vec<_> = spread
+                .into_iter()
+                .map(|(t, skew, anyway)| serde_json::json!({"topology": t, "max_skew": skew,
+                    "when_unsatisfiable": if anyway { "schedule_anyway" } else { "do_not_schedule" }}))
+                .collect();
+            let rules: platform_core::placement_spec::PlacementSpec = serde_json::from_value(serde_json::json!({
+                "node_affinity": {"required": required, "preferred": preferred},
+                "app_affinity": near, "app_anti_affinity": away, "spread": spread,
+            }))
+            .unwrap_or_else(|e| panic!("{e}"));
+            rules.check("placement").unwrap_or_else(|e| panic!("generated invalid rules: {e:?}"));
+            rules
+        })
+}
+
 prop_compose! {
-    fn workload()(spec in spec(), app in "[a-z][a-z0-9]{0,12}", revision in 1i32..50,
+    fn workload()(spec in spec(), rules in rules(), app in "[a-z][a-z0-9]{0,12}", revision in 1i32..50,
                    previous in prop::option::of(1u32..4), zone_spread in any::<bool>(),
                    selector in prop::option::of("[a-z]{1,5}"),
                    secrets in prop::collection::btree_map("S[A-Z_]{0,8}", "[ -~]{1,24}", 0..3)) -> Workload {
@@ -93,7 +136,7 @@ prop_compose! {
             placement: Placement {
                 node_selector: selector.map(|s| BTreeMap::from([("zone".to_owned(), s)])).unwrap_or_default(),
                 spread_by: zone_spread.then(|| "zone".to_owned()),
-                rules: Default::default(),
+                rules,
             },
         }
     }

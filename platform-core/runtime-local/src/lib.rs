@@ -1231,6 +1231,11 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
     let mut nodes = node_loads(&existing, &mut tx, timing)
         .await
         .map_err(unavailable)?;
+    if names_others(&run.placement.rules, &key.app) {
+        count_neighbours(&mut nodes, &mut tx, app_id)
+            .await
+            .map_err(unavailable)?;
+    }
     let request = run.shape.spec.resources;
     for _ in 0..run.parallelism {
         let node = match choose(&nodes, &run.placement, &key.app, request) {
@@ -1302,6 +1307,29 @@ async fn node_loads(
             name: n.name,
         })
         .collect())
+}
+
+/// Whether placement rules name applications other than the one placed.
+fn names_others(rules: &platform_core::placement_spec::PlacementSpec, own: &str) -> bool {
+    rules
+        .app_affinity
+        .iter()
+        .chain(&rules.app_anti_affinity)
+        .any(|t| t.apps.iter().any(|a| a != "self" && a != own))
+}
+
+/// Adds the instances of the environment's other applications to the nodes' loads.
+async fn count_neighbours(
+    nodes: &mut [NodeLoad],
+    conn: &mut sqlx::PgConnection,
+    app_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    for (node, app, count) in store::neighbours(conn, app_id).await? {
+        if let Some(n) = nodes.iter_mut().find(|n| n.name == node) {
+            n.apps.insert(app, u32::try_from(count).unwrap_or(u32::MAX));
+        }
+    }
+    Ok(())
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -1462,9 +1490,15 @@ impl Runtime for LocalRuntime {
         // workload that already has its instances costs a pass two small queries.
         let mut nodes = if placing(workload, &existing, &lost) {
             store::lock_placement(&mut tx).await.map_err(unavailable)?;
-            node_loads(&existing, &mut tx, self.timing)
+            let mut nodes = node_loads(&existing, &mut tx, self.timing)
                 .await
-                .map_err(unavailable)?
+                .map_err(unavailable)?;
+            if names_others(&workload.placement.rules, &key.app) {
+                count_neighbours(&mut nodes, &mut tx, app_id)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            nodes
         } else {
             Vec::new()
         };

@@ -456,6 +456,25 @@ pub async fn routes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<RouteRow>, sqlx::
     .fetch_all(ex)
     .await
 }
+/// Instances that should run of the other applications of `application_id`'s
+/// environment, per node and application name.
+pub async fn neighbours<'e>(
+    ex: impl PgExecutor<'e>,
+    application_id: Uuid,
+) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT i.node, a.name, count(*)
+         FROM instances i
+         JOIN applications a ON a.id = i.application_id
+         WHERE i.desired = 'run' AND a.id <> $1 AND a.deleted_at IS NULL
+           AND a.environment_id = (SELECT environment_id FROM applications WHERE id = $1)
+         GROUP BY i.node, a.name",
+    )
+    .bind(application_id)
+    .fetch_all(ex)
+    .await
+}
+
 /// Every traffic split, by the application's key: (tenant, environment, app, revision,
 /// weight).
 pub async fn splits<'e>(

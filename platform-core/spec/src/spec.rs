@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::FieldError;
+use crate::placement::PlacementSpec;
 
 /// How an application runs (the Kubernetes workload kinds the platform offers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
@@ -279,6 +280,10 @@ pub struct AppSpec {
     pub ports: Vec<PortSpec>,
     #[serde(default, skip_serializing_if = "HealthSpec::is_empty")]
     pub health: HealthSpec,
+    /// Where instances may and should run: node affinity, affinity and anti-affinity
+    /// to applications of the environment, topology spread.
+    #[serde(default, skip_serializing_if = "PlacementSpec::is_empty")]
+    pub placement: PlacementSpec,
 }
 
 /// The schema of `env`, from the bounds [`AppSpec::validate`] checks.
@@ -327,6 +332,7 @@ impl AppSpec {
     }
 
     fn check(&self) -> Result<(), FieldError> {
+        self.placement.check("placement")?;
         let command = self.command.trim();
         if command.is_empty() && self.image.is_none() {
             return Err(FieldError::new(

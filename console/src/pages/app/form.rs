@@ -47,6 +47,9 @@ pub struct AppForm {
     pub(super) limit_cpu_millis: String,
     #[serde(default)]
     pub(super) limit_memory_mib: String,
+    /// The placement rules as JSON (empty: none).
+    #[serde(default)]
+    pub(super) placement: String,
     /// The application's version when the form was opened (empty on the new form).
     #[serde(default)]
     pub(super) version: String,
@@ -73,6 +76,7 @@ impl Default for AppForm {
             package: String::new(),
             limit_cpu_millis: String::new(),
             limit_memory_mib: String::new(),
+            placement: String::new(),
             version: String::new(),
         }
     }
@@ -122,6 +126,11 @@ impl AppForm {
                 .memory_mib
                 .map(|v| v.to_string())
                 .unwrap_or_default(),
+            placement: if spec.placement.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string_pretty(&spec.placement).unwrap_or_default()
+            },
             version: detail.application.version.to_string(),
         }
     }
@@ -190,6 +199,20 @@ impl AppForm {
             } else {
                 Vec::new()
             },
+            placement: if self.placement.trim().is_empty() {
+                Default::default()
+            } else {
+                let mut de = serde_json::Deserializer::from_str(&self.placement);
+                serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                    let path = e.path().to_string();
+                    let field = if path == "." || path.is_empty() {
+                        "spec.placement".to_owned()
+                    } else {
+                        format!("spec.placement.{path}")
+                    };
+                    FieldError::new(field, e.into_inner().to_string())
+                })?
+            },
             health: HealthSpec {
                 readiness: Some(self.health_path.trim())
                     .filter(|p| !p.is_empty())
@@ -215,7 +238,8 @@ mod tests {
             "package": format!("sha256:{}", "b".repeat(64)), "env": {"A": "1"}, "replicas": 3,
             "resources": {"cpu_millis": 200, "memory_mib": 256},
             "limits": {"cpu_millis": 400, "memory_mib": 512},
-            "ports": [{"name": "http"}], "health": {"readiness": {"http_path": "/healthz"}}
+            "ports": [{"name": "http"}], "health": {"readiness": {"http_path": "/healthz"}},
+            "placement": {"app_anti_affinity": [{"apps": ["self"], "required": true, "topology": "zone"}]}
         }))
         .unwrap_or_else(|e| panic!("{e}"));
         let now = chrono::Utc::now();

@@ -1,0 +1,95 @@
+//! A spec's placement rules as the pod template's `affinity` and
+//! `topologySpreadConstraints`: the same semantics the local runtime places by.
+
+use platform_core::placement_spec::PlacementSpec;
+use platform_core::runtime::{Placement, RevisionShape, Slots, Workload, WorkloadKey};
+use platform_core::spec::{AppSpec, WorkloadKind};
+use runtime_kube::render::{Object, render};
+use serde_json::{Value, json};
+
+fn must<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+#[test]
+fn rules_become_node_affinity_pod_affinity_anti_affinity_and_spread() {
+    let rules: PlacementSpec = must(serde_json::from_value(json!({
+        "node_affinity": {
+            "required": [{"key": "disk", "operator": "In", "values": ["ssd"]}],
+            "preferred": [{"weight": 30, "match": [{"key": "zone", "operator": "NotIn", "values": ["c"]}]}]},
+        "app_affinity": [{"apps": ["cache"], "topology": "zone", "weight": 40}],
+        "app_anti_affinity": [{"apps": ["self", "batch"], "required": true}],
+        "spread": [{"topology": "zone", "max_skew": 2, "when_unsatisfiable": "do_not_schedule"}]
+    })));
+    let spec: AppSpec = must(serde_json::from_value(
+        json!({"image": "shop/web:1", "replicas": 3}),
+    ));
+    let workload = Workload {
+        key: WorkloadKey {
+            tenant: "acme".into(),
+            environment: "dev".into(),
+            app: "web".into(),
+        },
+        kind: WorkloadKind::Service,
+        revisions: vec![RevisionShape {
+            revision: 1,
+            spec,
+            slots: Slots::Count(3),
+            weight: None,
+            in_place: false,
+            secrets: Default::default(),
+        }],
+        placement: Placement {
+            rules,
+            ..Placement::standard()
+        },
+    };
+    let rendered = must(render(&workload));
+    let pod: Value = rendered
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            Object::Deployment(d) => Some(must(serde_json::to_value(d))),
+            _ => None,
+        })
+        .map(|d| d["spec"]["template"]["spec"].clone())
+        .unwrap_or_default();
+    let affinity = &pod["affinity"];
+    assert_eq!(
+        affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"],
+        json!([{"key": "disk", "operator": "In", "values": ["ssd"]}])
+    );
+    let preferred = &affinity["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(preferred["weight"], 30);
+    assert_eq!(
+        preferred["preference"]["matchExpressions"][0]["key"],
+        "topology.kubernetes.io/zone"
+    );
+    let near = &affinity["podAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(near["weight"], 40);
+    assert_eq!(
+        near["podAffinityTerm"]["topologyKey"],
+        "topology.kubernetes.io/zone"
+    );
+    assert_eq!(
+        near["podAffinityTerm"]["labelSelector"]["matchExpressions"][0]["values"],
+        json!(["cache"])
+    );
+    let away = &affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(away["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(
+        away["labelSelector"]["matchExpressions"][0]["values"],
+        json!(["batch", "web"])
+    );
+    // The spec's zone spread replaces the standard one (a topology key appears once
+    // per rule).
+    let spread = pod["topologySpreadConstraints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(spread.len(), 1, "{spread:#?}");
+    assert_eq!(spread[0]["maxSkew"], 2);
+    assert_eq!(spread[0]["whenUnsatisfiable"], "DoNotSchedule");
+    assert_eq!(spread[0]["topologyKey"], "topology.kubernetes.io/zone");
+}
