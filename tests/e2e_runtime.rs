@@ -1939,3 +1939,99 @@ async fn a_release_that_needs_room_the_node_lacks_says_why_and_can_be_aborted() 
         "{body}"
     );
 }
+
+/// The events of an application, newest first: (reason, message).
+async fn events_of(who: &Tenant, app: &str) -> Vec<(String, String)> {
+    let (_, events) = who
+        .call(
+            reqwest::Method::GET,
+            &format!("/environments/dev/applications/{app}/events"),
+            None,
+        )
+        .await;
+    events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or_default().to_owned(),
+                e["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn placement_rules_put_one_instance_per_zone_say_why_a_fourth_cannot_go_and_co_locate_with_another_app()
+ {
+    let site = Site::new(&["--agents", "3", "--zones", "a,b,c"]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    // One per zone, four asked for: three run, each in its own zone, and the fourth is
+    // reported with the reason and the fix.
+    let mut spread = web_spec(&marker(), 4);
+    spread["placement"] =
+        json!({"app_anti_affinity": [{"apps": ["self"], "required": true, "topology": "zone"}]});
+    dev.onboard("zonal", spread).await;
+    let placed = dev
+        .wait_instances("zonal", "three ready instances", |i| {
+            i.iter().filter(|x| x["ready"] == true).count() == 3
+        })
+        .await;
+    let mut nodes: Vec<&str> = placed.iter().filter_map(|i| i["node"].as_str()).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    assert_eq!(nodes.len(), 3, "one per zone (one node per zone): {placed:#?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = events_of(&dev, "zonal").await;
+        if let Some((_, why)) = events.iter().find(|(r, _)| r == "Unschedulable") {
+            assert!(
+                why.contains("already have an instance of self in their zone")
+                    && why.contains("at most 3"),
+                "{why}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Unschedulable event: {events:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(live_instances(&dev, "dev", "zonal").await.len(), 3);
+
+    // Affinity: every instance of web goes to the node cache runs on.
+    dev.onboard("cache", web_spec(&marker(), 1)).await;
+    let cache = dev
+        .wait_instances("cache", "cache ready", |i| {
+            i.len() == 1 && i[0]["ready"] == true
+        })
+        .await;
+    let cache_node = cache[0]["node"].as_str().unwrap_or_default().to_owned();
+    let mut near = web_spec(&marker(), 3);
+    near["placement"] = json!({"app_affinity": [{"apps": ["cache"], "required": true}]});
+    dev.onboard("near", near).await;
+    let web = dev
+        .wait_instances("near", "three ready instances", |i| {
+            i.len() == 3 && i.iter().all(|x| x["ready"] == true)
+        })
+        .await;
+    assert!(
+        web.iter().all(|i| i["node"] == cache_node.as_str()),
+        "all on {cache_node}: {web:#?}"
+    );
+    // A placement rule that is wrong is refused with the field named.
+    let mut wrong = web_spec(&marker(), 1);
+    wrong["placement"] = json!({"spread": [{"topology": "zone", "max_skew": 0}]});
+    let (status, body) = dev
+        .call(
+            reqwest::Method::POST,
+            "/applications",
+            Some(json!({"environment": "dev", "name": "wrong", "spec": wrong})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("spec.placement.spread[0].max_skew")),
+        "{body}"
+    );
+}
