@@ -1973,7 +1973,25 @@ async fn placement_rules_put_one_instance_per_zone_say_why_a_fourth_cannot_go_an
     let mut spread = web_spec(&marker(), 4);
     spread["placement"] =
         json!({"app_anti_affinity": [{"apps": ["self"], "required": true, "topology": "zone"}]});
-    dev.onboard("zonal", spread).await;
+    // The pre-flight refuses it with the reason, unless forced.
+    let create = |force: bool| json!({"environment": "dev", "name": "zonal", "spec": spread.clone(), "force": force});
+    let (status, body) = dev
+        .call(reqwest::Method::POST, "/applications", Some(create(false)))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("infeasible")),
+        "{body}"
+    );
+    let why = body["message"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("3 of 4 instances can be placed") && why.contains("at most 3"),
+        "{why}"
+    );
+    let (status, body) = dev
+        .call(reqwest::Method::POST, "/applications", Some(create(true)))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     let placed = dev
         .wait_instances("zonal", "three ready instances", |i| {
             i.iter().filter(|x| x["ready"] == true).count() == 3
@@ -1982,7 +2000,11 @@ async fn placement_rules_put_one_instance_per_zone_say_why_a_fourth_cannot_go_an
     let mut nodes: Vec<&str> = placed.iter().filter_map(|i| i["node"].as_str()).collect();
     nodes.sort_unstable();
     nodes.dedup();
-    assert_eq!(nodes.len(), 3, "one per zone (one node per zone): {placed:#?}");
+    assert_eq!(
+        nodes.len(),
+        3,
+        "one per zone (one node per zone): {placed:#?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let events = events_of(&dev, "zonal").await;
@@ -1994,10 +2016,45 @@ async fn placement_rules_put_one_instance_per_zone_say_why_a_fourth_cannot_go_an
             );
             break;
         }
-        assert!(Instant::now() < deadline, "no Unschedulable event: {events:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no Unschedulable event: {events:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(live_instances(&dev, "dev", "zonal").await.len(), 3);
+    // The dry run says where three would go, and scaling to three passes the
+    // pre-flight; five does not.
+    let (status, check) = dev
+        .call(
+            reqwest::Method::POST,
+            "/environments/dev/applications/zonal/placement/check",
+            Some(json!({"replicas": 3})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{check}");
+    assert_eq!(check["feasible"], true, "{check}");
+    assert_eq!(check["nodes"].as_array().map(Vec::len), Some(3), "{check}");
+    let (status, body) = dev
+        .call(
+            reqwest::Method::PUT,
+            "/environments/dev/applications/zonal/replicas",
+            Some(json!({"replicas": 5})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("infeasible")),
+        "{body}"
+    );
+    let (status, body) = dev
+        .call(
+            reqwest::Method::PUT,
+            "/environments/dev/applications/zonal/replicas",
+            Some(json!({"replicas": 3})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
 
     // Affinity: every instance of web goes to the node cache runs on.
     dev.onboard("cache", web_spec(&marker(), 1)).await;
@@ -2031,7 +2088,10 @@ async fn placement_rules_put_one_instance_per_zone_say_why_a_fourth_cannot_go_an
         .await;
     assert_eq!(
         (status, body["field"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("spec.placement.spread[0].max_skew")),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("spec.placement.spread[0].max_skew")
+        ),
         "{body}"
     );
 }

@@ -120,9 +120,9 @@ impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         let status = match &e {
             CoreError::NotFound { .. } => StatusCode::NOT_FOUND,
-            CoreError::Invalid(_) | CoreError::QuotaExceeded { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            CoreError::Invalid(_)
+            | CoreError::QuotaExceeded { .. }
+            | CoreError::Infeasible { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             CoreError::Conflict { .. } | CoreError::WrongState(_) => StatusCode::CONFLICT,
             CoreError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             CoreError::Forbidden { .. }

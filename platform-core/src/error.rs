@@ -31,6 +31,9 @@ pub enum CoreError {
     WrongState(String),
     #[error("{message}")]
     QuotaExceeded { message: String },
+    /// The change's instances cannot all be placed (the placement pre-flight).
+    #[error("{message}")]
+    Infeasible { message: String },
     /// The version the caller read is no longer the object's: someone changed it (or
     /// removed it) since. The message says who, when the audit log knows.
     #[error("{message}")]
@@ -67,6 +70,7 @@ impl CoreError {
             Self::Invalid(_) => "invalid_field",
             Self::Conflict { .. } => "already_exists",
             Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::Infeasible { .. } => "infeasible",
             Self::VersionMismatch { .. } => "version_mismatch",
             Self::Forbidden { .. } | Self::PlatformAdminOnly { .. } | Self::NotPermitted(_) => {
                 "forbidden"

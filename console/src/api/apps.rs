@@ -2,10 +2,12 @@
 
 use actix_web::HttpResponse;
 use actix_web::web::{Data, Json, Path};
+use platform_core::FieldError;
 use platform_core::conditions::Condition;
 use platform_core::manifest::Applied;
 use platform_core::model::{AppEvent, Application, ApplicationDetail, Revision};
 use platform_core::names::{AppName, EnvName, parse_description};
+use platform_core::platform::placement::Feasibility;
 use platform_core::platform::{AppQuery, NewApplication};
 use platform_core::runtime::Instance;
 use platform_core::spec::AppSpec;
@@ -72,6 +74,10 @@ pub struct CreateApplication {
     #[schema(value_type = platform_core::names::Description)]
     pub description: String,
     pub spec: AppSpec,
+    /// Create it even if not every instance can be placed (the placement pre-flight
+    /// refuses it with 422 `infeasible` otherwise); the others wait as `Unschedulable`.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Creates an application with its first revision.
@@ -93,6 +99,18 @@ pub async fn create(
         description: parse_description(&body.description)?,
         spec: body.spec,
     };
+    input.spec.validate()?;
+    state
+        .platform
+        .require_placeable(
+            &access,
+            input.environment.as_str(),
+            input.name.as_str(),
+            &input.spec,
+            input.spec.replicas,
+            body.force,
+        )
+        .await?;
     let detail = state.platform.create_application(&access, input).await?;
     let location = format!(
         "/api/v1/tenants/{}/environments/{}/applications/{}",
@@ -141,6 +159,9 @@ pub struct UpdateApplication {
     /// The version this change was made against (as `If-Match` would say); the change
     /// is refused with 412 when the application has moved on.
     pub version: Option<i64>,
+    /// Make the change even if not every instance can be placed (see `create`).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Applies a spec: a new revision when it differs from the current one; applying the
@@ -168,6 +189,18 @@ pub async fn update(
         .as_deref()
         .map(parse_description)
         .transpose()?;
+    body.spec.validate()?;
+    let current = state.platform.application(&access, &env, &app).await?;
+    if current.application.run_state == platform_core::model::RunState::Running {
+        let replicas = current
+            .application
+            .scaled_replicas
+            .map_or(body.spec.replicas, |r| u32::try_from(r).unwrap_or(0));
+        state
+            .platform
+            .require_placeable(&access, &env, &app, &body.spec, replicas, body.force)
+            .await?;
+    }
     Ok(with_etag(
         state
             .platform
@@ -323,6 +356,9 @@ pub struct Scale {
     pub replicas: u32,
     /// The version this scaling was decided on (as `If-Match` would say).
     pub version: Option<i64>,
+    /// Scale even if not every instance can be placed (see `create_application`).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Sets the number of instances.
@@ -341,11 +377,76 @@ pub async fn scale(
         access, env, app, ..
     } = scope;
     let version = if_match.or_body(body.0.version)?;
+    if body.0.replicas <= AppSpec::MAX_REPLICAS {
+        let current = state.platform.application(&access, &env, &app).await?;
+        state
+            .platform
+            .require_placeable(
+                &access,
+                &env,
+                &app,
+                &current.spec,
+                body.0.replicas,
+                body.0.force,
+            )
+            .await?;
+    }
     state
         .platform
         .scale(&access, &env, &app, body.0.replicas, version)
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// What the placement pre-flight is asked: the spec and replica count to try (each
+/// defaults to the application's own).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementCheck {
+    #[serde(default)]
+    pub spec: Option<AppSpec>,
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
+    pub replicas: Option<u32>,
+}
+
+/// A dry run of the placement pre-flight: whether the application's instances (with
+/// the spec and replica count given, else its own) can all be placed beside what runs
+/// in the environment, where they would go, and if not, why and what would fix it.
+#[utoipa::path(operation_id = "check_placement", post, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/placement/check", tag = "applications",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application")),
+    request_body = PlacementCheck,
+    responses((status = 200, body = Feasibility), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn check_placement(
+    state: Data<AppState>,
+    scope: AppScope,
+    body: ApiJson<PlacementCheck>,
+) -> Result<HttpResponse, ApiError> {
+    let AppScope {
+        access, env, app, ..
+    } = scope;
+    let PlacementCheck { spec, replicas } = body.0;
+    if replicas.is_some_and(|r| r > AppSpec::MAX_REPLICAS) {
+        return Err(FieldError::new(
+            "replicas",
+            format!("must be between 0 and {}", AppSpec::MAX_REPLICAS),
+        )
+        .into());
+    }
+    let current = state.platform.application(&access, &env, &app).await?;
+    let spec = spec.unwrap_or(current.spec);
+    let replicas = replicas.unwrap_or_else(|| {
+        current
+            .application
+            .scaled_replicas
+            .map_or(spec.replicas, |r| u32::try_from(r).unwrap_or(0))
+    });
+    let f = state
+        .platform
+        .placement_check(&access, &env, &app, &spec, replicas)
+        .await?;
+    Ok(HttpResponse::Ok().json(f))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

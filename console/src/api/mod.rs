@@ -221,6 +221,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::put().to(apps::scale),
             )
             .route(
+                "/tenants/{tenant}/environments/{env}/applications/{app}/placement/check",
+                web::post().to(apps::check_placement),
+            )
+            .route(
                 "/tenants/{tenant}/environments/{env}/applications/{app}/secrets",
                 web::get().to(secrets::list),
             )

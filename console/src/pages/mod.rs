@@ -165,6 +165,7 @@ pub fn form_errors(e: CoreError) -> Result<FormErrors, PageError> {
         | CoreError::NotPermitted(_)
         | CoreError::WrongState(_)
         | CoreError::QuotaExceeded { .. }
+        | CoreError::Infeasible { .. }
         | CoreError::VersionMismatch { .. } => Ok(FormErrors::general_message(e.to_string())),
         other => Err(PageError::from(other)),
     }

@@ -6,6 +6,7 @@ mod apps;
 mod auth;
 pub mod autoscaling;
 mod packages;
+pub mod placement;
 pub mod releases;
 mod runtimes;
 pub mod secrets;

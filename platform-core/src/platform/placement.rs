@@ -1,0 +1,186 @@
+//! The placement pre-flight: whether an application's instances, as a spec and a
+//! replica count would have them, can be placed on its runtime's nodes beside what
+//! runs there now, and if not, why and what would fix it. The same choice the runtime
+//! makes (`crate::placement`), over what the runtime reports of its nodes and of the
+//! environment's instances.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::Platform;
+use crate::CoreError;
+use crate::authz::TenantAccess;
+use crate::placement::{NodeLoad, place_many};
+use crate::runtime::{Phase, Placement, WorkloadKey};
+use crate::spec::{AppSpec, Resources, WorkloadKind};
+use crate::store;
+
+/// What placing an application's instances would come to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Feasibility {
+    /// Every instance has a node (or the runtime cannot tell: see `reason`).
+    pub feasible: bool,
+    /// How many instances were to be placed.
+    pub replicas: u32,
+    /// Where each instance that found a node would go.
+    pub nodes: Vec<String>,
+    /// Why the others cannot be placed, and what would fix it; or why the runtime
+    /// could not be asked.
+    pub reason: Option<String>,
+}
+
+impl Feasibility {
+    fn unknown(replicas: u32, why: impl Into<String>) -> Self {
+        Self {
+            feasible: true,
+            replicas,
+            nodes: Vec::new(),
+            reason: Some(why.into()),
+        }
+    }
+}
+
+impl Platform {
+    /// Whether `replicas` instances of `app` with `spec` can be placed in `environment`
+    /// (the application's own instances make room for themselves: the whole shape is
+    /// placed again, beside every other application's). Members who can see the
+    /// environment may ask.
+    pub async fn placement_check(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        app: &str,
+        spec: &AppSpec,
+        replicas: u32,
+    ) -> Result<Feasibility, CoreError> {
+        spec.validate()?;
+        let env = self.environment(access, environment).await?;
+        if spec.kind == WorkloadKind::Daemon || replicas == 0 {
+            return Ok(Feasibility {
+                feasible: true,
+                replicas,
+                nodes: Vec::new(),
+                reason: None,
+            });
+        }
+        let Some(runtime) = self.runtimes.get(&env.runtime) else {
+            return Ok(Feasibility::unknown(
+                replicas,
+                format!("no runtime named {} answers here", env.runtime),
+            ));
+        };
+        let nodes = match runtime.nodes().await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                return Ok(Feasibility::unknown(
+                    replicas,
+                    format!("the runtime's nodes cannot be read just now: {e}"),
+                ));
+            }
+        };
+        let apps = store::apps::list(&self.pool, access.tenant().id, Some(environment)).await?;
+        let keys: Vec<WorkloadKey> = apps
+            .iter()
+            .map(|a| WorkloadKey {
+                tenant: access.tenant().slug.clone(),
+                environment: environment.to_owned(),
+                app: a.name.clone(),
+            })
+            .collect();
+        let observed = match runtime.instances_of_many(&keys).await {
+            Ok(o) => o,
+            Err(e) => {
+                return Ok(Feasibility::unknown(
+                    replicas,
+                    format!("the runtime's instances cannot be read just now: {e}"),
+                ));
+            }
+        };
+        let mut loads: Vec<NodeLoad> = nodes
+            .into_iter()
+            .map(|n| NodeLoad {
+                healthy: n.healthy,
+                labels: n.labels,
+                capacity: n.capacity,
+                requested: n.allocated.unwrap_or(Resources {
+                    cpu_millis: 0,
+                    memory_mib: 0,
+                }),
+                workload_instances: 0,
+                apps: Default::default(),
+                name: n.name,
+            })
+            .collect();
+        for (key, instances) in keys.iter().zip(&observed) {
+            for i in instances.iter().filter(|i| i.phase != Phase::Stopping) {
+                let Some(load) = i
+                    .node
+                    .as_deref()
+                    .and_then(|n| loads.iter_mut().find(|l| l.name == n))
+                else {
+                    continue;
+                };
+                if key.app == app {
+                    // Its own instances make room: it is placed again whole.
+                    load.requested.cpu_millis = load
+                        .requested
+                        .cpu_millis
+                        .saturating_sub(spec.resources.cpu_millis);
+                    load.requested.memory_mib = load
+                        .requested
+                        .memory_mib
+                        .saturating_sub(spec.resources.memory_mib);
+                } else {
+                    *load.apps.entry(key.app.clone()).or_insert(0) += 1;
+                }
+            }
+        }
+        let placement = Placement {
+            rules: spec.placement.clone(),
+            ..Placement::standard()
+        };
+        let (placed, failed) = place_many(&mut loads, &placement, app, spec.resources, replicas);
+        Ok(Feasibility {
+            feasible: failed.is_none(),
+            replicas,
+            nodes: placed,
+            reason: failed.map(|e| e.to_string()),
+        })
+    }
+
+    /// Refuses a change whose instances cannot all be placed, unless `force`: then the
+    /// ones without a node show as `Unschedulable` with the same reason.
+    pub async fn require_placeable(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        app: &str,
+        spec: &AppSpec,
+        replicas: u32,
+        force: bool,
+    ) -> Result<(), CoreError> {
+        if force {
+            return Ok(());
+        }
+        let f = match self
+            .placement_check(access, environment, app, spec, replicas)
+            .await
+        {
+            Ok(f) => f,
+            // An environment that does not exist: the change itself says so, by field.
+            Err(CoreError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if f.feasible {
+            return Ok(());
+        }
+        Err(CoreError::Infeasible {
+            message: format!(
+                "{} of {} instances can be placed; {} (send force=true to make the change anyway: the others wait as Unschedulable)",
+                f.nodes.len(),
+                f.replicas,
+                f.reason.unwrap_or_default()
+            ),
+        })
+    }
+}
