@@ -99,19 +99,10 @@ pub async fn create(
         description: parse_description(&body.description)?,
         spec: body.spec,
     };
-    input.spec.validate()?;
-    state
+    let detail = state
         .platform
-        .require_placeable(
-            &access,
-            input.environment.as_str(),
-            input.name.as_str(),
-            &input.spec,
-            input.spec.replicas,
-            body.force,
-        )
+        .create_application_placed(&access, input, body.force)
         .await?;
-    let detail = state.platform.create_application(&access, input).await?;
     let location = format!(
         "/api/v1/tenants/{}/environments/{}/applications/{}",
         access.tenant().slug,
@@ -189,22 +180,18 @@ pub async fn update(
         .as_deref()
         .map(parse_description)
         .transpose()?;
-    body.spec.validate()?;
-    let current = state.platform.application(&access, &env, &app).await?;
-    if current.application.run_state == platform_core::model::RunState::Running {
-        let replicas = current
-            .application
-            .scaled_replicas
-            .map_or(body.spec.replicas, |r| u32::try_from(r).unwrap_or(0));
-        state
-            .platform
-            .require_placeable(&access, &env, &app, &body.spec, replicas, body.force)
-            .await?;
-    }
     Ok(with_etag(
         state
             .platform
-            .update_application(&access, &env, &app, body.spec, description, version)
+            .update_application_placed(
+                &access,
+                &env,
+                &app,
+                body.spec,
+                description,
+                version,
+                body.force,
+            )
             .await?,
     ))
 }
@@ -377,23 +364,9 @@ pub async fn scale(
         access, env, app, ..
     } = scope;
     let version = if_match.or_body(body.0.version)?;
-    if body.0.replicas <= AppSpec::MAX_REPLICAS {
-        let current = state.platform.application(&access, &env, &app).await?;
-        state
-            .platform
-            .require_placeable(
-                &access,
-                &env,
-                &app,
-                &current.spec,
-                body.0.replicas,
-                body.0.force,
-            )
-            .await?;
-    }
     state
         .platform
-        .scale(&access, &env, &app, body.0.replicas, version)
+        .scale_placed(&access, &env, &app, body.0.replicas, version, body.0.force)
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }

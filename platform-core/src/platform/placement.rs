@@ -7,13 +7,14 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::Platform;
-use crate::CoreError;
+use super::{NewApplication, Platform};
 use crate::authz::TenantAccess;
+use crate::model::{ApplicationDetail, RunState};
 use crate::placement::{NodeLoad, place_many};
 use crate::runtime::{Phase, Placement, WorkloadKey};
 use crate::spec::{AppSpec, Resources, WorkloadKind};
 use crate::store;
+use crate::{CoreError, FieldError};
 
 /// What placing an application's instances would come to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -182,5 +183,77 @@ impl Platform {
                 f.reason.unwrap_or_default()
             ),
         })
+    }
+
+    /// Creates an application once the pre-flight says its instances can be placed
+    /// (or `force`).
+    pub async fn create_application_placed(
+        &self,
+        access: &TenantAccess,
+        input: NewApplication,
+        force: bool,
+    ) -> Result<ApplicationDetail, CoreError> {
+        input.spec.validate()?;
+        self.require_placeable(
+            access,
+            input.environment.as_str(),
+            input.name.as_str(),
+            &input.spec,
+            input.spec.replicas,
+            force,
+        )
+        .await?;
+        self.create_application(access, input).await
+    }
+
+    /// Applies a spec once the pre-flight says the running application's instances can
+    /// be placed with it (or `force`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn update_application_placed(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+        spec: AppSpec,
+        description: Option<String>,
+        if_version: Option<i64>,
+        force: bool,
+    ) -> Result<ApplicationDetail, CoreError> {
+        spec.validate()?;
+        let current = self.application(access, environment, name).await?;
+        if current.application.run_state == RunState::Running {
+            let replicas = current
+                .application
+                .scaled_replicas
+                .map_or(spec.replicas, |r| u32::try_from(r).unwrap_or(0));
+            self.require_placeable(access, environment, name, &spec, replicas, force)
+                .await?;
+        }
+        self.update_application(access, environment, name, spec, description, if_version)
+            .await
+    }
+
+    /// Scales once the pre-flight says that many instances can be placed (or `force`).
+    pub async fn scale_placed(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+        replicas: u32,
+        if_version: Option<i64>,
+        force: bool,
+    ) -> Result<(), CoreError> {
+        if replicas > AppSpec::MAX_REPLICAS {
+            return Err(FieldError::new(
+                "replicas",
+                format!("must be between 0 and {}", AppSpec::MAX_REPLICAS),
+            )
+            .into());
+        }
+        let current = self.application(access, environment, name).await?;
+        self.require_placeable(access, environment, name, &current.spec, replicas, force)
+            .await?;
+        self.scale(access, environment, name, replicas, if_version)
+            .await
     }
 }

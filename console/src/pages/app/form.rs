@@ -50,6 +50,9 @@ pub struct AppForm {
     /// The placement rules as JSON (empty: none).
     #[serde(default)]
     pub(super) placement: String,
+    /// "true": make the change even if not every instance can be placed.
+    #[serde(default)]
+    pub(super) force: String,
     /// The application's version when the form was opened (empty on the new form).
     #[serde(default)]
     pub(super) version: String,
@@ -77,6 +80,7 @@ impl Default for AppForm {
             limit_cpu_millis: String::new(),
             limit_memory_mib: String::new(),
             placement: String::new(),
+            force: String::new(),
             version: String::new(),
         }
     }
@@ -131,8 +135,14 @@ impl AppForm {
             } else {
                 serde_json::to_string_pretty(&spec.placement).unwrap_or_default()
             },
+            force: String::new(),
             version: detail.application.version.to_string(),
         }
+    }
+
+    /// Whether the change is to be made even if not every instance can be placed.
+    pub(super) fn force(&self) -> bool {
+        self.force == "true"
     }
 
     /// The version the form was opened at, which the change must still find.

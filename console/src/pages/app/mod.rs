@@ -79,7 +79,12 @@ pub async fn create_app(
         })
     })();
     let result = match parsed {
-        Ok(input) => state.platform.create_application(&access, input).await,
+        Ok(input) => {
+            state
+                .platform
+                .create_application_placed(&access, input, form.force())
+                .await
+        }
         Err(e) => Err(e.into()),
     };
     match result {
@@ -246,7 +251,15 @@ pub async fn update_app(
     ) {
         (Ok(spec), Ok(description), Ok(version)) => state
             .platform
-            .update_application(&access, &env, &name, spec, Some(description), version)
+            .update_application_placed(
+                &access,
+                &env,
+                &name,
+                spec,
+                Some(description),
+                version,
+                form.force(),
+            )
             .await
             .map(|_| ()),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e.into()),
