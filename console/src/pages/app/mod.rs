@@ -560,7 +560,12 @@ pub async fn scale(
         form.replicas.trim().parse::<u32>(),
         super::parse_version(&form.version),
     ) {
-        (Ok(n), Ok(version)) => state.platform.scale(&access, &env, &name, n, version).await,
+        (Ok(n), Ok(version)) => {
+            state
+                .platform
+                .scale_placed(&access, &env, &name, n, version, false)
+                .await
+        }
         (Err(_), _) => {
             Err(FieldError::new("replicas", "must be a whole number from 0 to 100").into())
         }
@@ -568,7 +573,9 @@ pub async fn scale(
     };
     // The scale form shows its errors under itself.
     let result = result.map_err(|e| match e {
-        CoreError::VersionMismatch { .. } => FieldError::new("replicas", e.to_string()).into(),
+        CoreError::VersionMismatch { .. } | CoreError::Infeasible { .. } => {
+            FieldError::new("replicas", e.to_string()).into()
+        }
         other => other,
     });
     match result {
