@@ -79,7 +79,7 @@ pub enum Unschedulable {
 }
 
 /// Instances of the applications a term names per value of its topology, over `nodes`.
-fn per_domain<'n>(nodes: &'n [NodeLoad], term: &AppTerm, own: &str) -> BTreeMap<&'n str, u32> {
+fn per_domain<'n>(nodes: &[&'n NodeLoad], term: &AppTerm, own: &str) -> BTreeMap<&'n str, u32> {
     let mut counts = BTreeMap::new();
     for n in nodes {
         if let Some(d) = n.domain(&term.topology) {
@@ -127,9 +127,9 @@ pub fn choose<'n>(
     }
     let eligible = left.clone();
     // Required affinity and anti-affinity, counted over every healthy node.
-    let owned: Vec<NodeLoad> = healthy.iter().map(|n| (*n).clone()).collect();
+    let owned = &healthy;
     for term in rules.app_affinity.iter().filter(|t| t.required) {
-        let counts = per_domain(&owned, term, own);
+        let counts = per_domain(owned, term, own);
         // An application's first instance may go anywhere its own affinity allows.
         let first_of_self = term.names_self(own)
             && term.apps.len() == 1
@@ -153,7 +153,7 @@ pub fn choose<'n>(
         );
     }
     for term in rules.app_anti_affinity.iter().filter(|t| t.required) {
-        let counts = per_domain(&owned, term, own);
+        let counts = per_domain(owned, term, own);
         let before = left.len();
         left.retain(|n| {
             n.domain(&term.topology)
@@ -218,28 +218,32 @@ pub fn choose<'n>(
             own,
         )));
     }
+    // Each preferred application term's counts, once per choice (not per node).
+    let preferred_terms: Vec<(&AppTerm, i64, BTreeMap<&str, u32>)> = rules
+        .app_affinity
+        .iter()
+        .map(|t| (t, 1i64))
+        .chain(rules.app_anti_affinity.iter().map(|t| (t, -1i64)))
+        .filter(|(t, _)| !t.required)
+        .map(|(t, sign)| (t, sign, per_domain(owned, t, own)))
+        .collect();
     let preferred_score = |n: &NodeLoad| -> i64 {
         let mut score = 0i64;
         for t in &rules.node_affinity.preferred {
-            if t.expressions
+            if t
+                .expressions
                 .iter()
                 .all(|e| e.holds(n.labels.get(&e.key).map(String::as_str)))
             {
                 score += i64::from(t.weight);
             }
         }
-        for (terms, sign) in [
-            (&rules.app_affinity, 1i64),
-            (&rules.app_anti_affinity, -1i64),
-        ] {
-            for t in terms.iter().filter(|t| !t.required) {
-                let counts = per_domain(&owned, t, own);
-                let near = n
-                    .domain(&t.topology)
-                    .is_some_and(|d| counts.get(d).copied().unwrap_or(0) > 0);
-                if near {
-                    score += sign * i64::from(t.weight);
-                }
+        for (t, sign, counts) in &preferred_terms {
+            let near = n
+                .domain(&t.topology)
+                .is_some_and(|d| counts.get(d).copied().unwrap_or(0) > 0);
+            if near {
+                score += sign * i64::from(t.weight);
             }
         }
         score
