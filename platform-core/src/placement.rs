@@ -230,8 +230,7 @@ pub fn choose<'n>(
     let preferred_score = |n: &NodeLoad| -> i64 {
         let mut score = 0i64;
         for t in &rules.node_affinity.preferred {
-            if t
-                .expressions
+            if t.expressions
                 .iter()
                 .all(|e| e.holds(n.labels.get(&e.key).map(String::as_str)))
             {

@@ -1529,15 +1529,38 @@ impl Runtime for LocalRuntime {
                 }
             }
         }
-        for (revision, ordinal, node, request) in to_create {
-            let name = instance_name(&key.app, revision, ordinal, workload.kind, &node);
-            let new = NewInstance::of(app_id, tenant_id, revision, ordinal, &name, &node, request);
-            place(
+        // Every new instance and its `Scheduled` event in two statements, whatever
+        // their number.
+        let names: Vec<String> = to_create
+            .iter()
+            .map(|(revision, ordinal, node, _)| {
+                instance_name(&key.app, *revision, *ordinal, workload.kind, node)
+            })
+            .collect();
+        let new: Vec<NewInstance<'_>> = to_create
+            .iter()
+            .zip(&names)
+            .map(|((revision, ordinal, node, request), name)| {
+                NewInstance::of(app_id, tenant_id, *revision, *ordinal, name, node, *request)
+            })
+            .collect();
+        if !new.is_empty() {
+            store::insert_instances(&mut tx, &new)
+                .await
+                .map_err(unavailable)?;
+            let messages: Vec<String> = to_create
+                .iter()
+                .map(|(revision, _, node, _)| format!("revision {revision} placed on {node}"))
+                .collect();
+            platform_core::store::runtime::append_events(
                 &mut tx,
-                new,
-                &format!("revision {revision} placed on {node}"),
+                app_id,
+                &names,
+                "Scheduled",
+                &messages,
             )
-            .await?;
+            .await
+            .map_err(unavailable)?;
         }
         if let Some(why) = &unschedulable {
             let message = format!("not every instance can be placed: {why}");

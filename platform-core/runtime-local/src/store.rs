@@ -295,6 +295,28 @@ pub async fn insert_instance(
     .await?;
     Ok(id)
 }
+/// Inserts many instances in one statement.
+pub async fn insert_instances(
+    conn: &mut PgConnection,
+    new: &[NewInstance<'_>],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO instances (id, application_id, tenant_id, revision, ordinal, name, node, cpu_request, memory_request)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::int[], $6::text[], $7::text[], $8::int[], $9::int[])",
+    )
+    .bind(new.iter().map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+    .bind(new.iter().map(|n| n.application_id).collect::<Vec<_>>())
+    .bind(new.iter().map(|n| n.tenant_id).collect::<Vec<_>>())
+    .bind(new.iter().map(|n| n.revision).collect::<Vec<_>>())
+    .bind(new.iter().map(|n| n.ordinal).collect::<Vec<_>>())
+    .bind(new.iter().map(|n| n.name).collect::<Vec<_>>())
+    .bind(new.iter().map(|n| n.node).collect::<Vec<_>>())
+    .bind(new.iter().map(|n| n.cpu_request).collect::<Vec<_>>())
+    .bind(new.iter().map(|n| n.memory_request).collect::<Vec<_>>())
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
 /// Marks instances to stop, locking them in id order first, the order a heartbeat
 /// locks its node's instances in, so the two do not deadlock over them.
 pub async fn mark_stop(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {

@@ -20,6 +20,26 @@ pub async fn append_event(
         .await
         .map(|_| ())
 }
+/// Records one event per instance named, with the same reason, in one statement.
+pub async fn append_events(
+    conn: &mut PgConnection,
+    application_id: Uuid,
+    instances: &[String],
+    reason: &str,
+    messages: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO app_events (application_id, instance, reason, message)
+         SELECT $1, i, $3, m FROM UNNEST($2::text[], $4::text[]) AS e(i, m)",
+    )
+    .bind(application_id)
+    .bind(instances)
+    .bind(reason)
+    .bind(messages)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
     pub id: i64,
