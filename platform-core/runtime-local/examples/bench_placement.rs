@@ -5,6 +5,8 @@
 //! naming an empty database (`scripts/bench-placement.sh` makes one). Prints one line
 //! per run, then one JSON object.
 
+#![allow(clippy::print_stdout)] // Its figures go to stdout, for the script that runs it.
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
