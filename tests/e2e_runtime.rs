@@ -2086,6 +2086,48 @@ async fn placement_rules_put_one_instance_per_zone_say_why_a_fourth_cannot_go_an
         web.iter().all(|i| i["node"] == cache_node.as_str()),
         "all on {cache_node}: {web:#?}"
     );
+    // A cordoned node takes no new instance; uncordoned, it does again.
+    let admin = Tenant::login(&paas, "admin").await;
+    let cordon = |action: &'static str| {
+        let admin = &admin;
+        async move {
+            must(
+                admin
+                    .http
+                    .post(format!(
+                        "{}/api/v1/admin/runtimes/local/nodes/node-1/{action}",
+                        admin.base
+                    ))
+                    .bearer_auth(&admin.token)
+                    .send()
+                    .await,
+            )
+            .status()
+        }
+    };
+    assert_eq!(cordon("cordon").await, StatusCode::NO_CONTENT);
+    dev.onboard("fresh", web_spec(&marker(), 4)).await;
+    let fresh = dev
+        .wait_instances("fresh", "four ready instances", |i| {
+            i.len() == 4 && i.iter().all(|x| x["ready"] == true)
+        })
+        .await;
+    assert!(
+        fresh.iter().all(|i| i["node"] != "node-1"),
+        "none on the cordoned node: {fresh:#?}"
+    );
+    assert_eq!(cordon("uncordon").await, StatusCode::NO_CONTENT);
+    let developer = must(
+        dev.http
+            .post(format!(
+                "{}/api/v1/admin/runtimes/local/nodes/node-1/cordon",
+                dev.base
+            ))
+            .bearer_auth(&dev.token)
+            .send()
+            .await,
+    );
+    assert_eq!(developer.status(), StatusCode::FORBIDDEN);
     // A placement rule that is wrong is refused with the field named.
     let mut wrong = web_spec(&marker(), 1);
     wrong["placement"] = json!({"spread": [{"topology": "zone", "max_skew": 0}]});

@@ -30,6 +30,8 @@ pub struct NodeLoad {
     /// Instances of the other applications of the workload's environment on this
     /// node, by application name (for affinity and anti-affinity to them).
     pub apps: BTreeMap<String, u32>,
+    /// It takes no new instances (what runs there still counts).
+    pub cordoned: bool,
 }
 
 impl NodeLoad {
@@ -99,7 +101,8 @@ pub fn choose<'n>(
 ) -> Result<&'n NodeLoad, Unschedulable> {
     let rules = &placement.rules;
     let healthy: Vec<&NodeLoad> = nodes.iter().filter(|n| n.healthy).collect();
-    let selected: Vec<&NodeLoad> = healthy
+    let open: Vec<&NodeLoad> = healthy.iter().copied().filter(|n| !n.cordoned).collect();
+    let selected: Vec<&NodeLoad> = open
         .iter()
         .copied()
         .filter(|n| {
@@ -211,6 +214,7 @@ pub fn choose<'n>(
         return Err(Unschedulable::Rules(explain(
             nodes.len(),
             healthy.len(),
+            open.len(),
             selected.len(),
             &ruled_out,
             rules,
@@ -304,9 +308,11 @@ fn spread_counts<'n>(nodes: &[&'n NodeLoad], topology: &str) -> BTreeMap<&'n str
 }
 
 /// Why no node was left, and what would make room.
+#[allow(clippy::too_many_arguments)]
 fn explain(
     total: usize,
     healthy: usize,
+    open: usize,
     selected: usize,
     ruled_out: &[(String, usize)],
     rules: &PlacementSpec,
@@ -317,8 +323,11 @@ fn explain(
     if healthy < total {
         parts.push(format!("{} not ready", total - healthy));
     }
-    if selected < healthy {
-        parts.push(format!("{} outside the node selector", healthy - selected));
+    if open < healthy {
+        parts.push(format!("{} cordoned", healthy - open));
+    }
+    if selected < open {
+        parts.push(format!("{} outside the node selector", open - selected));
     }
     for (why, n) in ruled_out {
         parts.push(format!("{n} {why}"));
@@ -417,6 +426,7 @@ mod tests {
             healthy: true,
             workload_instances: instances,
             apps: BTreeMap::new(),
+            cordoned: false,
         }
     }
 
@@ -661,6 +671,27 @@ mod tests {
             json!({"spread": [{"topology": "zone", "when_unsatisfiable": "schedule_anyway"}]}),
         );
         assert_eq!(pick(&full_b, &anyway).as_deref(), Ok("n1"));
+        // A cordoned node takes nothing new, and the reason says so.
+        let mut cordoned = three.clone();
+        cordoned[1].cordoned = true;
+        let ssd = rules(
+            json!({"node_affinity": {"required": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}),
+        );
+        let refused = pick(&cordoned, &ssd);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|w| w.contains("1 cordoned") && w.contains("2 fail disk In (ssd)")),
+            "{refused:?}"
+        );
+        // n1 wins by name unless it is cordoned.
+        assert_eq!(pick(&three, &Placement::default()).as_deref(), Ok("n1"));
+        let mut first_cordoned = three.clone();
+        first_cordoned[0].cordoned = true;
+        assert_eq!(
+            pick(&first_cordoned, &Placement::default()).as_deref(),
+            Ok("n2")
+        );
         // The first instance of an application with affinity to itself goes anywhere.
         let together = rules(json!({"app_affinity": [{"apps": ["self"], "required": true}]}));
         assert!(pick(&three, &together).is_ok());

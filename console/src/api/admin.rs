@@ -211,6 +211,35 @@ pub async fn runtimes(
     )))
 }
 
+/// Cordons a node (`cordon`: it takes no new instances, what runs there stays) or
+/// uncordons it (`uncordon`). Platform administrators only.
+#[utoipa::path(operation_id = "cordon_node", post, path = "/api/v1/admin/runtimes/{runtime}/nodes/{node}/{action}", tag = "admin",
+    params(("runtime" = String, Path, description = "The runtime's name, e.g. `local`"), ("node" = String, Path, description = "The node's name"),
+        ("action" = String, Path, description = "`cordon` or `uncordon`")),
+    responses((status = 204, description = "Done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cordon_node(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (runtime, node, action) = path.into_inner();
+    let cordoned = match action.as_str() {
+        "cordon" => true,
+        "uncordon" => false,
+        _ => {
+            return Err(ApiError::from(platform_core::CoreError::not_found(
+                "action", action,
+            )));
+        }
+    };
+    state
+        .platform
+        .set_node_cordoned(&auth.0.principal, &runtime, &node, cordoned)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 /// Confirms that a silent node is gone for good: its instances start elsewhere, and
 /// stateful ones without the data they left on it, once its lease has surely run out.
 /// Refused (409) while the node still reports.

@@ -337,6 +337,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::post().to(admin::confirm_node_lost),
             )
             .route(
+                "/admin/runtimes/{runtime}/nodes/{node}/{action}",
+                web::post().to(admin::cordon_node),
+            )
+            .route(
                 "/admin/signing-keys/rotate",
                 web::post().to(admin::rotate_keys),
             )

@@ -124,6 +124,46 @@ pub async fn confirm_node_lost(
     }
 }
 
+/// Cordons or uncordons a node (platform administrators).
+pub async fn cordon_node(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<(String, String, String)>,
+) -> Result<HttpResponse, PageError> {
+    let (runtime, node, action) = path.into_inner();
+    let cordoned = match action.as_str() {
+        "cordon" => true,
+        "uncordon" => false,
+        _ => {
+            return Err(fail(&auth, "Runtimes")(
+                platform_core::CoreError::not_found("action", action),
+            ));
+        }
+    };
+    match state
+        .platform
+        .set_node_cordoned(&auth.0.principal, &runtime, &node, cordoned)
+        .await
+    {
+        Ok(()) => {
+            let notice = if cordoned {
+                format!("{node} is cordoned: it takes no new instances; what runs there stays.")
+            } else {
+                format!("{node} is uncordoned: it takes new instances again.")
+            };
+            render(&runtimes_page(&state, &auth, Some(notice), None).await?)
+        }
+        Err(
+            e @ (platform_core::CoreError::Conflict { .. }
+            | platform_core::CoreError::NotFound { .. }),
+        ) => render_with_status(
+            &runtimes_page(&state, &auth, None, Some(e.to_string())).await?,
+            StatusCode::CONFLICT,
+        ),
+        Err(e) => Err(fail(&auth, "Runtimes")(e)),
+    }
+}
+
 pub async fn tenants(state: Data<AppState>, auth: PageAuth) -> Result<HttpResponse, PageError> {
     render(&tenants_page(&state, &auth, TenantForm::default(), FormErrors::none()).await?)
 }

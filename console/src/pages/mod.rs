@@ -535,5 +535,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route(
         "/admin/runtimes/{runtime}/nodes/{node}/confirm-lost",
         web::post().to(admin::confirm_node_lost),
+    )
+    .route(
+        "/admin/runtimes/{runtime}/nodes/{node}/{action}",
+        web::post().to(admin::cordon_node),
     );
 }

@@ -189,6 +189,7 @@ pub fn node(n: &KubeNode) -> Node {
         },
         allocated: None,
         healthy: ready.as_ref().is_some_and(|c| c.status == "True") && !cordoned,
+        cordoned,
         condition: match (&ready, cordoned) {
             (_, true) => "cordoned".to_owned(),
             (Some(c), false) if c.status == "True" => "ready".to_owned(),

@@ -1295,6 +1295,7 @@ async fn node_loads(
                 .filter(|i| i.node == n.name && i.desired == Wanted::Run)
                 .count() as u32,
             apps: BTreeMap::new(),
+            cordoned: n.cordoned,
             labels: serde_json::from_value(n.labels).unwrap_or_default(),
             capacity: Resources {
                 cpu_millis: u32::try_from(n.cpu_millis).unwrap_or(0),
@@ -1768,6 +1769,7 @@ impl Runtime for LocalRuntime {
                         memory_mib: u32::try_from(n.memory_requested).unwrap_or(u32::MAX),
                     }),
                     healthy: condition == Condition::Ready,
+                    cordoned: n.cordoned,
                     condition: condition.as_str().to_owned(),
                     message,
                     last_seen: Some(n.last_heartbeat),
@@ -1820,6 +1822,32 @@ impl Runtime for LocalRuntime {
                 message: r.message,
             })
             .collect())
+    }
+
+    async fn set_cordoned(&self, node: &str, cordoned: bool) -> Result<bool, RuntimeError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let changed = store::set_cordoned(&mut tx, node, cordoned)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "node",
+                name: node.to_owned(),
+            })?;
+        if changed {
+            let (reason, message) = if cordoned {
+                (
+                    "Cordoned",
+                    "cordoned by a platform administrator: it takes no new instances",
+                )
+            } else {
+                ("Uncordoned", "uncordoned: it takes new instances again")
+            };
+            store::append_node_event(&mut tx, node, reason, message)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(changed)
     }
 
     async fn confirm_node_lost(&self, node: &str) -> Result<NodeLoss, RuntimeError> {
@@ -2037,6 +2065,7 @@ mod tests {
             healthy: true,
             workload_instances: placed,
             apps: BTreeMap::new(),
+            cordoned: false,
         }
     }
 

@@ -44,6 +44,8 @@ pub struct NodeRow {
     /// Requests of the instances that should run there.
     pub cpu_requested: i64,
     pub memory_requested: i64,
+    /// It takes no new instances.
+    pub cordoned: bool,
 }
 /// A node as it registers.
 #[derive(Debug)]
@@ -137,7 +139,7 @@ pub async fn confirm_node_lost(conn: &mut PgConnection, name: &str) -> Result<bo
 pub async fn nodes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<NodeRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT n.name, n.labels, n.cpu_millis, n.memory_mib, n.address, n.api_port, n.last_heartbeat, now() AS now,
-                n.heartbeat_ms, n.confirmed_lost_at, n.condition,
+                n.heartbeat_ms, n.confirmed_lost_at, n.condition, n.cordoned,
                 COALESCE(sum(i.cpu_request) FILTER (WHERE i.desired = 'run'), 0)::bigint AS cpu_requested,
                 COALESCE(sum(i.memory_request) FILTER (WHERE i.desired = 'run'), 0)::bigint AS memory_requested
          FROM nodes n LEFT JOIN instances i ON i.node = n.name
@@ -163,7 +165,7 @@ pub async fn node_views<'e>(
 ) -> Result<Vec<NodeRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT n.name, n.labels, n.cpu_millis, n.memory_mib, n.address, n.api_port, n.last_heartbeat, now() AS now,
-                n.heartbeat_ms, n.confirmed_lost_at, n.condition, 0::bigint AS cpu_requested, 0::bigint AS memory_requested
+                n.heartbeat_ms, n.confirmed_lost_at, n.condition, n.cordoned, 0::bigint AS cpu_requested, 0::bigint AS memory_requested
          FROM nodes n WHERE $1::text[] IS NULL OR n.name = ANY($1) ORDER BY n.name",
     )
     .bind(names)
@@ -540,6 +542,29 @@ pub async fn set_split<'e>(
     }
 }
 
+/// Cordons or uncordons a node; whether its state changed (`None`: no such node).
+pub async fn set_cordoned(
+    conn: &mut PgConnection,
+    node: &str,
+    cordoned: bool,
+) -> Result<Option<bool>, sqlx::Error> {
+    let before: Option<bool> =
+        sqlx::query_scalar("SELECT cordoned FROM nodes WHERE name = $1 FOR UPDATE")
+            .bind(node)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(before) = before else {
+        return Ok(None);
+    };
+    if before != cordoned {
+        sqlx::query("UPDATE nodes SET cordoned = $2 WHERE name = $1")
+            .bind(node)
+            .bind(cordoned)
+            .execute(conn)
+            .await?;
+    }
+    Ok(Some(before != cordoned))
+}
 /// Records something that happened to a node; false when there is no such node.
 pub async fn append_node_event(
     conn: &mut PgConnection,

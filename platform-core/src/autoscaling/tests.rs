@@ -790,6 +790,7 @@ fn the_count_stops_at_what_the_nodes_can_hold() {
             memory_mib: 0,
         }),
         healthy,
+        cordoned: false,
         condition: "ready".into(),
         message: None,
         last_seen: None,

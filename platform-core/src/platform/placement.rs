@@ -109,6 +109,7 @@ impl Platform {
                 }),
                 workload_instances: 0,
                 apps: Default::default(),
+                cordoned: n.cordoned,
                 name: n.name,
             })
             .collect();

@@ -42,6 +42,60 @@ impl Platform {
         Ok(out)
     }
 
+    /// Cordons a node (it takes no new instances; what runs there stays) or uncordons
+    /// it. Platform administrators only; audited when it changes anything.
+    pub async fn set_node_cordoned(
+        &self,
+        principal: &crate::authz::Principal,
+        runtime: &str,
+        node: &str,
+        cordoned: bool,
+    ) -> Result<(), CoreError> {
+        principal.require_platform_admin(if cordoned {
+            "cordon nodes"
+        } else {
+            "uncordon nodes"
+        })?;
+        let driver = self
+            .runtimes()
+            .get(runtime)
+            .ok_or_else(|| CoreError::not_found("runtime", runtime))?;
+        let changed = driver
+            .set_cordoned(node, cordoned)
+            .await
+            .map_err(|e| match e {
+                RuntimeError::NotFound { kind, name } => CoreError::NotFound { kind, name },
+                RuntimeError::Unsupported(what) => CoreError::Conflict {
+                    field: "runtime",
+                    message: format!("runtime '{runtime}' does not support {what}"),
+                },
+                RuntimeError::Unavailable(why) => CoreError::Unavailable(why),
+                other => CoreError::Internal(other.to_string()),
+            })?;
+        if changed {
+            let mut tx = self.pool.begin().await?;
+            record(
+                &mut tx,
+                principal,
+                Audit {
+                    tenant_id: None,
+                    action: if cordoned {
+                        "node.cordon"
+                    } else {
+                        "node.uncordon"
+                    },
+                    target_kind: "node",
+                    target: &format!("{runtime}/{node}"),
+                    details: json!({}),
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            self.changed();
+        }
+        Ok(())
+    }
+
     /// A platform administrator's word that a silent node is gone for good: its
     /// instances start elsewhere, stateful ones without the data they left on it (and
     /// only once the node's lease has surely run out). Refused while the node reports.

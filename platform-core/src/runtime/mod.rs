@@ -158,6 +158,9 @@ pub struct Node {
     pub allocated: Option<Resources>,
     /// Ready: new instances may go there.
     pub healthy: bool,
+    /// An administrator said it takes no new instances (what runs there stays).
+    #[serde(default)]
+    pub cordoned: bool,
     /// `ready`, `not_ready` or `lost` (the local runtime), or the runtime's own words.
     pub condition: String,
     /// Why it is in its condition, for people.
@@ -353,6 +356,12 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     async fn node_events(&self, limit: usize) -> Result<Vec<NodeEvent>, RuntimeError> {
         let _ = limit;
         Ok(Vec::new())
+    }
+    /// Cordons a node (no new instances go there) or uncordons it; whether that
+    /// changed anything.
+    async fn set_cordoned(&self, node: &str, cordoned: bool) -> Result<bool, RuntimeError> {
+        let _ = (node, cordoned);
+        Err(RuntimeError::Unsupported("cordoning nodes"))
     }
     /// An operator's word that a silent node is gone for good: what ran there may run
     /// elsewhere (stateful instances without their node-local data).
