@@ -2086,8 +2086,31 @@ async fn placement_rules_put_one_instance_per_zone_say_why_a_fourth_cannot_go_an
         web.iter().all(|i| i["node"] == cache_node.as_str()),
         "all on {cache_node}: {web:#?}"
     );
-    // A cordoned node takes no new instance; uncordoned, it does again.
+    // The placement map's data: every instance with its node.
     let admin = Tenant::login(&paas, "admin").await;
+    let overview: Value = must(
+        must(
+            admin
+                .http
+                .get(format!("{}/api/v1/admin/runtimes", admin.base))
+                .bearer_auth(&admin.token)
+                .send()
+                .await,
+        )
+        .json()
+        .await,
+    );
+    let mut zonal_nodes: Vec<String> = overview["items"][0]["placed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["application"] == "zonal")
+        .filter_map(|p| p["node"].as_str().map(str::to_owned))
+        .collect();
+    zonal_nodes.sort();
+    zonal_nodes.dedup();
+    assert_eq!(zonal_nodes.len(), 3, "{overview:#}");
+    // A cordoned node takes no new instance; uncordoned, it does again.
     let cordon = |action: &'static str| {
         let admin = &admin;
         async move {

@@ -62,8 +62,131 @@ async fn tenants_page(
 struct RuntimesPage {
     layout: Layout,
     runtimes: Vec<platform_core::platform::RuntimeOverview>,
+    /// Each runtime's placement map, by its name.
+    maps: std::collections::BTreeMap<String, PlacementMap>,
     notice: Option<String>,
     error: Option<String>,
+}
+
+/// A runtime's placement map as SVG shapes: nodes grouped by zone (a column each), each
+/// with its CPU in use as a bar and its instances as cells coloured by application.
+/// Coordinates only; names go in as text, escaped by the template.
+#[derive(Debug)]
+struct PlacementMap {
+    width: u32,
+    height: u32,
+    zones: Vec<(u32, String)>,
+    nodes: Vec<NodeBox>,
+}
+
+#[derive(Debug)]
+struct NodeBox {
+    x: u32,
+    y: u32,
+    height: u32,
+    name: String,
+    /// `ready`, `cordoned` or the condition: the box's outline.
+    state: String,
+    /// Width of the CPU bar, and the percentage it shows.
+    used: u32,
+    percent: u32,
+    cells: Vec<MapCell>,
+}
+
+#[derive(Debug)]
+struct MapCell {
+    x: u32,
+    y: u32,
+    hue: u32,
+    ready: bool,
+    title: String,
+}
+
+const BOX_WIDTH: u32 = 220;
+const CELL: u32 = 12;
+const PER_ROW: u32 = 16;
+
+impl PlacementMap {
+    fn of(r: &platform_core::platform::RuntimeOverview) -> Self {
+        let zone_of = |labels: &std::collections::BTreeMap<String, String>| {
+            labels
+                .get("zone")
+                .cloned()
+                .unwrap_or_else(|| "no zone".to_owned())
+        };
+        let mut zones: Vec<String> = r.nodes.iter().map(|n| zone_of(&n.labels)).collect();
+        zones.sort();
+        zones.dedup();
+        let mut column_y: Vec<u32> = vec![28; zones.len()];
+        let mut nodes = Vec::new();
+        for n in &r.nodes {
+            let column = zones
+                .iter()
+                .position(|z| *z == zone_of(&n.labels))
+                .unwrap_or(0);
+            let x = 8 + u32::try_from(column).unwrap_or(0) * (BOX_WIDTH + 16);
+            let y = column_y[column];
+            let mine: Vec<&platform_core::platform::PlacedInstance> =
+                r.placed.iter().filter(|p| p.node == n.name).collect();
+            let rows = u32::try_from(mine.len())
+                .unwrap_or(0)
+                .div_ceil(PER_ROW)
+                .max(1);
+            let height = 44 + rows * (CELL + 2);
+            let cells = mine
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let i = u32::try_from(i).unwrap_or(0);
+                    let key = format!("{}/{}/{}", p.tenant, p.environment, p.application);
+                    let hue = key.bytes().fold(2166136261u32, |h, b| {
+                        (h ^ u32::from(b)).wrapping_mul(16777619)
+                    }) % 360;
+                    MapCell {
+                        x: x + 8 + (i % PER_ROW) * (CELL + 1),
+                        y: y + 40 + (i / PER_ROW) * (CELL + 2),
+                        hue,
+                        ready: p.ready,
+                        title: format!(
+                            "{key}: {}{}",
+                            p.instance,
+                            if p.ready { "" } else { " (not ready)" }
+                        ),
+                    }
+                })
+                .collect();
+            let cpu = n.capacity.cpu_millis.max(1);
+            let used_cpu = n.allocated.map_or(0, |a| a.cpu_millis).min(cpu);
+            let used = (u64::from(BOX_WIDTH - 16) * u64::from(used_cpu) / u64::from(cpu)) as u32;
+            nodes.push(NodeBox {
+                x,
+                y,
+                height,
+                name: n.name.clone(),
+                state: if n.cordoned {
+                    "cordoned".to_owned()
+                } else if n.healthy {
+                    "ready".to_owned()
+                } else {
+                    n.condition.clone()
+                },
+                used,
+                percent: (u64::from(used_cpu) * 100 / u64::from(cpu)) as u32,
+                cells,
+            });
+            column_y[column] = y + height + 10;
+        }
+        Self {
+            width: 16 + u32::try_from(zones.len()).unwrap_or(0).max(1) * (BOX_WIDTH + 16),
+            height: column_y.iter().copied().max().unwrap_or(28) + 8,
+            zones: zones
+                .into_iter()
+                .enumerate()
+                .map(|(i, z)| (8 + u32::try_from(i).unwrap_or(0) * (BOX_WIDTH + 16), z))
+                .collect(),
+            nodes,
+        }
+    }
 }
 
 async fn runtimes_page(
@@ -72,13 +195,18 @@ async fn runtimes_page(
     notice: Option<String>,
     error: Option<String>,
 ) -> Result<RuntimesPage, PageError> {
+    let runtimes = state
+        .platform
+        .runtime_overview(&auth.0.principal)
+        .await
+        .map_err(fail(auth, "Runtimes"))?;
     Ok(RuntimesPage {
         layout: Layout::for_user(&auth.0, "Runtimes", "admin-runtimes"),
-        runtimes: state
-            .platform
-            .runtime_overview(&auth.0.principal)
-            .await
-            .map_err(fail(auth, "Runtimes"))?,
+        maps: runtimes
+            .iter()
+            .map(|r| (r.name.clone(), PlacementMap::of(r)))
+            .collect(),
+        runtimes,
         notice,
         error,
     })
@@ -339,4 +467,86 @@ pub async fn audit(
         entries,
     );
     page.respond(&req)
+}
+
+#[cfg(test)]
+mod tests {
+    use platform_core::platform::{PlacedInstance, RuntimeOverview};
+    use platform_core::runtime::Node;
+    use platform_core::spec::Resources;
+
+    use super::*;
+
+    fn node(name: &str, zone: &str, used: u32, cordoned: bool) -> Node {
+        Node {
+            name: name.into(),
+            labels: [("zone".to_owned(), zone.to_owned())].into(),
+            capacity: Resources {
+                cpu_millis: 1000,
+                memory_mib: 1024,
+            },
+            allocated: Some(Resources {
+                cpu_millis: used,
+                memory_mib: 0,
+            }),
+            healthy: true,
+            cordoned,
+            condition: "ready".into(),
+            message: None,
+            last_seen: None,
+        }
+    }
+
+    #[test]
+    fn the_placement_map_puts_each_zone_in_a_column_and_each_instance_in_a_cell() {
+        let placed = |node: &'static str, app: &'static str, n: usize| {
+            (0..n).map(move |i| PlacedInstance {
+                node: node.into(),
+                tenant: "acme".into(),
+                environment: "dev".into(),
+                application: app.into(),
+                instance: format!("{app}-{i}"),
+                ready: i > 0,
+            })
+        };
+        let overview = RuntimeOverview {
+            name: "local".into(),
+            nodes: vec![
+                node("n1", "a", 500, false),
+                node("n2", "b", 0, true),
+                node("n3", "a", 1000, false),
+            ],
+            events: Vec::new(),
+            error: None,
+            placed: placed("n1", "web", 20)
+                .chain(placed("n2", "db", 1))
+                .collect(),
+        };
+        let map = PlacementMap::of(&overview);
+        assert_eq!(
+            map.zones
+                .iter()
+                .map(|(_, z)| z.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let by_name = |n: &str| map.nodes.iter().find(|b| b.name == n);
+        let (n1, n2, n3) = (by_name("n1"), by_name("n2"), by_name("n3"));
+        let (Some(n1), Some(n2), Some(n3)) = (n1, n2, n3) else {
+            panic!("{map:?}");
+        };
+        // Zone a's two nodes share a column, one below the other; zone b is beside.
+        assert_eq!(n1.x, n3.x);
+        assert!(n3.y > n1.y);
+        assert!(n2.x > n1.x);
+        // Twenty cells wrap onto a second row; the bar shows the CPU requested.
+        assert_eq!(n1.cells.len(), 20);
+        assert!(n1.cells[16].y > n1.cells[0].y);
+        assert_eq!((n1.percent, n3.percent), (50, 100));
+        assert_eq!(n2.state, "cordoned");
+        // One application, one colour; the first instance is not ready.
+        assert!(n1.cells.iter().all(|c| c.hue == n1.cells[0].hue));
+        assert!(!n1.cells[0].ready && n1.cells[1].ready);
+        assert!(map.height > n3.y + n3.height);
+    }
 }

@@ -28,7 +28,7 @@ use crate::store::audit::AuditRecord;
 
 pub use apps::{AppPage, AppQuery, NewApplication};
 pub use auth::{AuthFailure, Session};
-pub use runtimes::RuntimeOverview;
+pub use runtimes::{PlacedInstance, RuntimeOverview};
 pub use tenancy::{NewEnvironment, NewTenant};
 pub use users::NewUser;
 

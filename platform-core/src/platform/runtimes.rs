@@ -16,6 +16,19 @@ pub struct RuntimeOverview {
     pub events: Vec<crate::runtime::NodeEvent>,
     /// Why the nodes could not be read, when they could not.
     pub error: Option<String>,
+    /// Every instance of a live application, with its node: the placement map.
+    pub placed: Vec<PlacedInstance>,
+}
+
+/// One instance on the placement map.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct PlacedInstance {
+    pub node: String,
+    pub tenant: String,
+    pub environment: String,
+    pub application: String,
+    pub instance: String,
+    pub ready: bool,
 }
 
 impl Platform {
@@ -32,11 +45,46 @@ impl Platform {
                 Err(e) => (Vec::new(), Some(e.to_string())),
             };
             let events = runtime.node_events(20).await.unwrap_or_default();
+            let keys: Vec<crate::runtime::WorkloadKey> =
+                crate::store::runtime::desired(&self.pool, Some(name), None)
+                    .await?
+                    .into_iter()
+                    .filter(|r| !r.deleted)
+                    .map(|r| crate::runtime::WorkloadKey {
+                        tenant: r.tenant,
+                        environment: r.environment,
+                        app: r.app,
+                    })
+                    .collect();
+            let mut placed = Vec::new();
+            for batch in keys.chunks(500) {
+                // A runtime that cannot say shows its nodes without their instances.
+                let Ok(all) = runtime.instances_of_many(batch).await else {
+                    break;
+                };
+                for (key, instances) in batch.iter().zip(all) {
+                    for i in instances
+                        .into_iter()
+                        .filter(|i| i.phase != crate::runtime::Phase::Stopping)
+                    {
+                        let Some(node) = i.node else { continue };
+                        placed.push(PlacedInstance {
+                            node,
+                            tenant: key.tenant.clone(),
+                            environment: key.environment.clone(),
+                            application: key.app.clone(),
+                            instance: i.name,
+                            ready: i.ready,
+                        });
+                    }
+                }
+            }
             out.push(RuntimeOverview {
                 name: name.to_owned(),
                 nodes,
                 events,
                 error,
+                placed,
             });
         }
         Ok(out)
