@@ -189,11 +189,11 @@ impl FromRequest for PageApp {
     type Future = LocalBoxFuture<'static, Result<Self, actix_web::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let tenant = PageTenant::from_request(req, payload);
+        let env = PageEnv::from_request(req, payload);
         let named = Named::of(req);
         Box::pin(async move {
-            let PageTenant { auth, access } = tenant.await?;
-            let (Some(env), Some(app)) = (named.env, named.app) else {
+            let PageEnv { auth, access, env } = env.await?;
+            let Some(app) = named.app else {
                 return Err(misrouted("app").into());
             };
             Ok(Self {

@@ -224,7 +224,7 @@ pub async fn confirm_node_lost(
     path: Path<(String, String)>,
 ) -> Result<HttpResponse, PageError> {
     let (runtime, node) = path.into_inner();
-    match state
+    let outcome = match state
         .platform
         .confirm_node_lost(&auth.0.principal, &runtime, &node)
         .await
@@ -239,16 +239,30 @@ pub async fn confirm_node_lost(
                     loss.moves_after.format("%H:%M:%S UTC")
                 )
             };
-            render(&runtimes_page(&state, &auth, Some(notice), None).await?)
+            Ok(notice)
         }
+        Err(e) => Err(e),
+    };
+    node_action_page(&state, &auth, outcome).await
+}
+
+/// The runtimes page after an action on a node: its notice, or the reason it was
+/// refused (409) when the node or runtime refused it.
+async fn node_action_page(
+    state: &AppState,
+    auth: &PageAuth,
+    outcome: Result<String, platform_core::CoreError>,
+) -> Result<HttpResponse, PageError> {
+    match outcome {
+        Ok(notice) => render(&runtimes_page(state, auth, Some(notice), None).await?),
         Err(
             e @ (platform_core::CoreError::Conflict { .. }
             | platform_core::CoreError::NotFound { .. }),
         ) => render_with_status(
-            &runtimes_page(&state, &auth, None, Some(e.to_string())).await?,
+            &runtimes_page(state, auth, None, Some(e.to_string())).await?,
             StatusCode::CONFLICT,
         ),
-        Err(e) => Err(fail(&auth, "Runtimes")(e)),
+        Err(e) => Err(fail(auth, "Runtimes")(e)),
     }
 }
 
@@ -268,7 +282,7 @@ pub async fn cordon_node(
             ));
         }
     };
-    match state
+    let outcome = match state
         .platform
         .set_node_cordoned(&auth.0.principal, &runtime, &node, cordoned)
         .await
@@ -279,17 +293,11 @@ pub async fn cordon_node(
             } else {
                 format!("{node} is uncordoned: it takes new instances again.")
             };
-            render(&runtimes_page(&state, &auth, Some(notice), None).await?)
+            Ok(notice)
         }
-        Err(
-            e @ (platform_core::CoreError::Conflict { .. }
-            | platform_core::CoreError::NotFound { .. }),
-        ) => render_with_status(
-            &runtimes_page(&state, &auth, None, Some(e.to_string())).await?,
-            StatusCode::CONFLICT,
-        ),
-        Err(e) => Err(fail(&auth, "Runtimes")(e)),
-    }
+        Err(e) => Err(e),
+    };
+    node_action_page(&state, &auth, outcome).await
 }
 
 pub async fn tenants(state: Data<AppState>, auth: PageAuth) -> Result<HttpResponse, PageError> {

@@ -185,6 +185,25 @@ impl VersionForm {
     }
 }
 
+/// JSON typed into a form, read with the failing field named: `root` when the text as a
+/// whole is wrong, else the path within it (under `prefix`, when given).
+pub fn parse_json_field<T: serde::de::DeserializeOwned>(
+    text: &str,
+    root: &str,
+    prefix: Option<&str>,
+) -> Result<T, FieldError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = match (path.as_str(), prefix) {
+            ("." | "", _) => root.to_owned(),
+            (_, Some(prefix)) => format!("{prefix}.{path}"),
+            (_, None) => path,
+        };
+        FieldError::new(field, e.into_inner().to_string())
+    })
+}
+
 /// A form's hidden `version`: empty is none (the form does not hold one).
 pub fn parse_version(text: &str) -> Result<Option<i64>, FieldError> {
     let text = text.trim();

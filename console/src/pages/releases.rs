@@ -6,15 +6,15 @@ use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Form, Query};
 use askama::Template;
+use platform_core::CoreError;
 use platform_core::authz::{Permission, TenantAccess};
 use platform_core::platform::releases::Release;
 use platform_core::releases::gate::State;
 use platform_core::releases::policy::ReleasePolicy;
-use platform_core::{CoreError, FieldError};
 use serde::Deserialize;
 
 use super::{
-    FormErrors, Layout, PageError, form_errors, in_frame, parse_version, render,
+    FormErrors, Layout, PageError, form_errors, in_frame, parse_json_field, parse_version, render,
     render_with_status, see_other,
 };
 use crate::scope::PageEnv;
@@ -112,21 +112,6 @@ fn policy_base(access: &TenantAccess, env: &str) -> String {
     )
 }
 
-/// The JSON of the form, read with the failing field named.
-fn parse_policy(text: &str) -> Result<ReleasePolicy, FieldError> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let field = if path == "." || path.is_empty() {
-            "policy".to_owned()
-        } else {
-            path
-        };
-        FieldError::new(field, format!("{inner}"))
-    })
-}
-
 pub async fn release_policy(
     state: Data<AppState>,
     scope: PageEnv,
@@ -160,7 +145,7 @@ pub async fn save_release_policy(
     let PageEnv { auth, access, env } = scope;
     let form = form.into_inner();
     let outcome: Result<(), CoreError> = async {
-        let policy = parse_policy(&form.policy)?;
+        let policy = parse_json_field::<ReleasePolicy>(&form.policy, "policy", None)?;
         let version = parse_version(&form.version)?;
         state
             .platform
@@ -200,7 +185,7 @@ pub async fn save_release_policy(
             layout: Layout::for_tenant(&auth.0, &access, "Release policy", "environments"),
             tenant: access.tenant().clone(),
             can_edit: access.can(Permission::ManageEnvironments),
-            summary: parse_policy(&form.policy)
+            summary: parse_json_field::<ReleasePolicy>(&form.policy, "policy", None)
                 .ok()
                 .map(|p| p.strategy.summary()),
             env,

@@ -737,13 +737,7 @@ impl Platform {
         replicas: u32,
         if_version: Option<i64>,
     ) -> Result<(), CoreError> {
-        if replicas > AppSpec::MAX_REPLICAS {
-            return Err(FieldError::new(
-                "replicas",
-                format!("must be between 0 and {}", AppSpec::MAX_REPLICAS),
-            )
-            .into());
-        }
+        check_replicas(replicas)?;
         let application = self.change_target(access, environment, name).await?;
         let detail = self.application(access, environment, name).await?;
         let mut tx = self.pool.begin().await?;
@@ -1104,4 +1098,15 @@ fn runtime_error(e: crate::runtime::RuntimeError) -> CoreError {
         crate::runtime::RuntimeError::Unavailable(why) => CoreError::Unavailable(why),
         other => CoreError::Internal(format!("the runtime failed: {other}")),
     }
+}
+
+/// A replica count a scale may ask for.
+pub(crate) fn check_replicas(replicas: u32) -> Result<(), FieldError> {
+    if replicas > AppSpec::MAX_REPLICAS {
+        return Err(FieldError::new(
+            "replicas",
+            format!("must be between 0 and {}", AppSpec::MAX_REPLICAS),
+        ));
+    }
+    Ok(())
 }

@@ -8,13 +8,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{NewApplication, Platform};
+use crate::CoreError;
 use crate::authz::TenantAccess;
 use crate::model::{ApplicationDetail, RunState};
 use crate::placement::{NodeLoad, place_many};
 use crate::runtime::{Phase, Placement, WorkloadKey};
 use crate::spec::{AppSpec, Resources, WorkloadKind};
 use crate::store;
-use crate::{CoreError, FieldError};
 
 /// What placing an application's instances would come to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -244,13 +244,7 @@ impl Platform {
         if_version: Option<i64>,
         force: bool,
     ) -> Result<(), CoreError> {
-        if replicas > AppSpec::MAX_REPLICAS {
-            return Err(FieldError::new(
-                "replicas",
-                format!("must be between 0 and {}", AppSpec::MAX_REPLICAS),
-            )
-            .into());
-        }
+        super::apps::check_replicas(replicas)?;
         let current = self.application(access, environment, name).await?;
         self.require_placeable(access, environment, name, &current.spec, replicas, force)
             .await?;

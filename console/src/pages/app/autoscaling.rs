@@ -460,21 +460,6 @@ pub struct PolicyForm {
     start: String,
 }
 
-/// The JSON of the form, read with the failing field named.
-fn parse_policy(text: &str) -> Result<Policy, FieldError> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let field = if path == "." || path.is_empty() {
-            "policy".to_owned()
-        } else {
-            path
-        };
-        FieldError::new(field, format!("{inner}"))
-    })
-}
-
 /// Previews or saves the policy in the form. Errors are shown beside the form, which
 /// keeps what was typed.
 pub async fn save_autoscaling(
@@ -490,7 +475,7 @@ pub async fn save_autoscaling(
     } = scope;
     let form = form.into_inner();
     let outcome: Result<Done, CoreError> = async {
-        let policy = parse_policy(&form.policy)?;
+        let policy = super::super::parse_json_field::<Policy>(&form.policy, "policy", None)?;
         match form.intent.as_str() {
             "preview" => Ok(Done::Previewed(
                 state

@@ -212,16 +212,11 @@ impl AppForm {
             placement: if self.placement.trim().is_empty() {
                 Default::default()
             } else {
-                let mut de = serde_json::Deserializer::from_str(&self.placement);
-                serde_path_to_error::deserialize(&mut de).map_err(|e| {
-                    let path = e.path().to_string();
-                    let field = if path == "." || path.is_empty() {
-                        "spec.placement".to_owned()
-                    } else {
-                        format!("spec.placement.{path}")
-                    };
-                    FieldError::new(field, e.into_inner().to_string())
-                })?
+                super::super::parse_json_field(
+                    &self.placement,
+                    "spec.placement",
+                    Some("spec.placement"),
+                )?
             },
             health: HealthSpec {
                 readiness: Some(self.health_path.trim())
