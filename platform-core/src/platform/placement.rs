@@ -100,7 +100,10 @@ impl Platform {
         let mut loads: Vec<NodeLoad> = nodes
             .into_iter()
             .map(|n| NodeLoad {
-                healthy: n.healthy,
+                // A node that is only slow to report (not ready, not lost) takes its
+                // instances when it is back: the pre-flight counts it, as a scheduler's
+                // admission would, and refuses only what no node could ever hold.
+                healthy: n.healthy || n.condition != "lost",
                 labels: n.labels,
                 capacity: n.capacity,
                 requested: n.allocated.unwrap_or(Resources {
