@@ -42,6 +42,13 @@ impl NodeLoad {
         self.workload_instances += 1;
     }
 
+    /// Counts an instance of the workload gone from here (stopped to be moved).
+    pub fn discharge(&mut self, request: Resources) {
+        self.requested.cpu_millis = self.requested.cpu_millis.saturating_sub(request.cpu_millis);
+        self.requested.memory_mib = self.requested.memory_mib.saturating_sub(request.memory_mib);
+        self.workload_instances = self.workload_instances.saturating_sub(1);
+    }
+
     /// This node's value of a topology (`node`: its name).
     fn domain(&self, topology: &str) -> Option<&str> {
         if topology == "node" {

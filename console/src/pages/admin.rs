@@ -499,6 +499,7 @@ mod tests {
             }),
             healthy: true,
             cordoned,
+            draining: false,
             condition: "ready".into(),
             message: None,
             last_seen: None,

@@ -190,6 +190,8 @@ pub fn node(n: &KubeNode) -> Node {
         allocated: None,
         healthy: ready.as_ref().is_some_and(|c| c.status == "True") && !cordoned,
         cordoned,
+        // Kubernetes keeps no drain on the node: a drain is evictions, made at once.
+        draining: false,
         condition: match (&ready, cordoned) {
             (_, true) => "cordoned".to_owned(),
             (Some(c), false) if c.status == "True" => "ready".to_owned(),

@@ -122,8 +122,27 @@ struct Seen {
     nodes: NodesSeen,
 }
 
-/// The nodes some instances are on: each as the fencing rules see it, and its address.
-type NodesSeen = HashMap<String, (NodeView, String)>;
+/// A node some instances are on: as the fencing rules see it, its address, and whether
+/// it is drained.
+#[derive(Debug, Clone)]
+struct SeenNode {
+    view: NodeView,
+    address: String,
+    draining: bool,
+}
+
+impl SeenNode {
+    fn of(n: &store::NodeRow) -> Self {
+        Self {
+            view: node_view(n),
+            address: n.address.clone(),
+            draining: n.draining_since.is_some(),
+        }
+    }
+}
+
+/// The nodes some instances are on, by name.
+type NodesSeen = HashMap<String, SeenNode>;
 
 /// The nodes `instances` are on, each named once.
 fn node_names<'a>(instances: impl Iterator<Item = &'a InstanceRow>) -> Vec<String> {
@@ -282,12 +301,12 @@ impl LocalRuntime {
                 // shown is what was last known.
                 let silent = nodes
                     .get(&r.node)
-                    .map(|(view, _)| view)
+                    .map(|n| &n.view)
                     .filter(|v| fencing::condition(**v, self.timing) != Condition::Ready);
                 let address = r
                     .port
                     .zip(nodes.get(&r.node))
-                    .map(|(port, (_, host))| format!("{host}:{port}"));
+                    .map(|(port, n)| format!("{}:{port}", n.address));
                 let (phase, ready, message) = match (r.desired, silent) {
                     (Wanted::Stop, Some(_)) => (
                         Phase::Unknown,
@@ -389,7 +408,7 @@ impl LocalRuntime {
             .await
             .map_err(unavailable)?
             .into_iter()
-            .map(|n| (n.name.clone(), (node_view(&n), n.address)))
+            .map(|n| (n.name.clone(), SeenNode::of(&n)))
             .collect())
     }
 
@@ -407,10 +426,10 @@ impl LocalRuntime {
         let mut lost: Vec<Uuid> = Vec::new();
         let mut waiting: Vec<(String, String)> = Vec::new();
         for i in existing.iter().filter(|i| i.desired == Wanted::Run) {
-            let Some((view, _)) = nodes.get(&i.node) else {
+            let Some(node) = nodes.get(&i.node) else {
                 continue;
             };
-            match fencing::verdict(stateful, &i.node, *view, self.timing, judged) {
+            match fencing::verdict(stateful, &i.node, node.view, self.timing, judged) {
                 Verdict::Keep => {}
                 Verdict::Replace => lost.push(i.id),
                 Verdict::Wait(why) => waiting.push((i.name.clone(), why)),
@@ -989,9 +1008,31 @@ impl Plan {
     }
 }
 
+/// The workload's instances on drained nodes, to be moved (a daemon's stay, as a
+/// DaemonSet's do; a cron run finishes where it is).
+fn drained(
+    workload: &Workload,
+    existing: &[InstanceRow],
+    nodes: &NodesSeen,
+    lost: &[Uuid],
+) -> Vec<Uuid> {
+    if matches!(workload.kind, WorkloadKind::Daemon | WorkloadKind::Cronjob) {
+        return Vec::new();
+    }
+    existing
+        .iter()
+        .filter(|i| i.desired == Wanted::Run && !lost.contains(&i.id))
+        .filter(|i| nodes.get(&i.node).is_some_and(|n| n.draining))
+        .map(|i| i.id)
+        .collect()
+}
+
 /// Whether some revision has fewer instances (or ordinals) than its shape asks for,
 /// so that nodes' loads are needed.
-fn placing(workload: &Workload, existing: &[InstanceRow], lost: &[Uuid]) -> bool {
+fn placing(workload: &Workload, existing: &[InstanceRow], lost: &[Uuid], drained: &[Uuid]) -> bool {
+    if !drained.is_empty() {
+        return true;
+    }
     let live: Vec<&InstanceRow> = existing
         .iter()
         .filter(|i| i.desired == Wanted::Run && !lost.contains(&i.id))
@@ -1014,9 +1055,12 @@ fn plan(
     workload: &Workload,
     existing: &[InstanceRow],
     lost: Vec<Uuid>,
-    waiting: Vec<(String, String)>,
+    mut waiting: Vec<(String, String)>,
+    drained: &[Uuid],
     nodes: &mut [NodeLoad],
 ) -> Plan {
+    let budget = workload.placement.rules.disruption_budget;
+    let mut moved_ordinal = false;
     let live: Vec<&InstanceRow> = existing
         .iter()
         .filter(|i| i.desired == Wanted::Run && !lost.contains(&i.id))
@@ -1063,8 +1107,22 @@ fn plan(
         match &shape.slots {
             Slots::Count(n) => {
                 let n = *n as usize;
-                to_stop.extend(surplus(&mine, n).iter().map(|i| i.id));
-                for _ in mine.len()..n {
+                let (leaving, staying): (Vec<&InstanceRow>, Vec<&InstanceRow>) =
+                    mine.iter().partition(|i| drained.contains(&i.id));
+                let mut start = n.saturating_sub(mine.len());
+                let mut fallback = None;
+                if leaving.is_empty() {
+                    to_stop.extend(surplus(&mine, n).iter().map(|i| i.id));
+                } else {
+                    let step = drain_step(&staying, &leaving, n, budget);
+                    for i in &step.stop {
+                        to_stop.push(i.id);
+                        discharge(nodes, &i.node, request);
+                    }
+                    start = step.start;
+                    fallback = step.fallback.map(|i| (i, step.blocked));
+                }
+                for _ in 0..start {
                     if shape.in_place
                         && let Some(node) = freed.pop()
                     {
@@ -1072,7 +1130,37 @@ fn plan(
                         charge(nodes, &node, request);
                         continue;
                     }
-                    match choose(nodes, &workload.placement, &workload.key.app, request) {
+                    let chosen = match choose(
+                        nodes,
+                        &workload.placement,
+                        &workload.key.app,
+                        request,
+                    ) {
+                        Err(no_room) if fallback.is_some() => {
+                            // The replacement has no room beside the instance it
+                            // replaces: the instance stops first, if its budget allows.
+                            match fallback.take() {
+                                Some((leaver, None)) => {
+                                    to_stop.push(leaver.id);
+                                    discharge(nodes, &leaver.node, request);
+                                    choose(nodes, &workload.placement, &workload.key.app, request)
+                                }
+                                Some((leaver, Some(budget_says))) => {
+                                    waiting.push((
+                                        leaver.name.clone(),
+                                        format!(
+                                            "the drain of {} waits: its replacement has no room ({no_room}) and {budget_says}",
+                                            leaver.node
+                                        ),
+                                    ));
+                                    break;
+                                }
+                                None => Err(no_room),
+                            }
+                        }
+                        other => other,
+                    };
+                    match chosen {
                         Ok(node) => {
                             let name = node.name.clone();
                             to_create.push((shape.revision, None, name.clone(), request));
@@ -1089,6 +1177,56 @@ fn plan(
                 for ordinal in ordinals {
                     let holder = live.iter().find(|i| i.ordinal == Some(*ordinal as i32));
                     match holder {
+                        Some(i) if i.revision == shape.revision && drained.contains(&i.id) => {
+                            // Its data directory stays on the drained node: the ordinal
+                            // moves (stopping first) only when its budget allows one down
+                            // and no other ordinal is on its way.
+                            let others_ready =
+                                mine.iter().filter(|o| o.id != i.id && o.ready).count();
+                            let settled = mine.iter().all(|o| o.ready) && !moved_ordinal;
+                            let allowed = budget.map_or(0, |b| b.min_available as usize);
+                            let within = budget.is_some() && others_ready >= allowed;
+                            if !(settled && within) {
+                                waiting.push((
+                                    i.name.clone(),
+                                    format!(
+                                        "the drain of {} waits: ordinal {ordinal} stops before it moves (its data directory stays on {}), which {}",
+                                        i.node,
+                                        i.node,
+                                        if budget.is_none() {
+                                            "needs a disruption budget (placement.disruption_budget.min_available)".to_owned()
+                                        } else if !within {
+                                            format!("its budget allows only with {allowed} others ready ({others_ready} are)")
+                                        } else {
+                                            "waits for the other ordinals to be ready".to_owned()
+                                        }
+                                    ),
+                                ));
+                                continue;
+                            }
+                            discharge(nodes, &i.node, request);
+                            match choose(nodes, &workload.placement, &workload.key.app, request) {
+                                Ok(node) => {
+                                    let name = node.name.clone();
+                                    to_stop.push(i.id);
+                                    moved_ordinal = true;
+                                    to_create.push((
+                                        shape.revision,
+                                        Some(*ordinal),
+                                        name.clone(),
+                                        request,
+                                    ));
+                                    charge(nodes, &name, request);
+                                }
+                                Err(e) => {
+                                    charge(nodes, &i.node, request);
+                                    waiting.push((
+                                        i.name.clone(),
+                                        format!("the drain of {} waits: ordinal {ordinal} has nowhere to go ({e})", i.node),
+                                    ));
+                                }
+                            }
+                        }
                         Some(i) if i.revision == shape.revision => {}
                         Some(i) => {
                             // In place: the new revision takes the ordinal on the same
@@ -1154,6 +1292,68 @@ fn plan(
         to_stop,
         to_create,
         unschedulable,
+    }
+}
+
+/// One pass of moving an application's instances off drained nodes.
+#[derive(Debug)]
+struct DrainStep<'a> {
+    /// Drained instances that may stop now, and staying ones beyond the count.
+    stop: Vec<&'a InstanceRow>,
+    /// Instances to start: replacements of those stopped, or one ahead of a move.
+    start: usize,
+    /// When the one started ahead finds no room: the instance that stops first instead,
+    /// with why it may not (its budget) or `None` when it may.
+    fallback: Option<&'a InstanceRow>,
+    blocked: Option<String>,
+}
+
+/// How `n` instances move off drained nodes (`leaving`), one at a time: a replacement
+/// starts beside the others, and an instance leaves once the others keep `n` ready.
+/// When a replacement has no room beside the instance it replaces (one per zone, say),
+/// that instance stops first, if `budget` keeps enough others ready. Pure.
+fn drain_step<'a>(
+    staying: &[&'a InstanceRow],
+    leaving: &[&'a InstanceRow],
+    n: usize,
+    budget: Option<platform_core::placement_spec::DisruptionBudget>,
+) -> DrainStep<'a> {
+    let mut stop: Vec<&InstanceRow> = surplus(staying, n);
+    let kept = staying.len().min(n);
+    let ready_staying = staying.iter().filter(|i| i.ready).count().min(n);
+    // Unready drained instances serve nothing: they go at once.
+    let (ready_leaving, unready_leaving): (Vec<&InstanceRow>, Vec<&InstanceRow>) =
+        leaving.iter().partition(|i| i.ready);
+    stop.extend(&unready_leaving);
+    // Ready ones go while the others keep `n` ready.
+    let spare = (ready_staying + ready_leaving.len()).saturating_sub(n);
+    let going = spare.min(ready_leaving.len());
+    stop.extend(&ready_leaving[..going]);
+    let remaining = &ready_leaving[going..];
+    let mut start = n.saturating_sub(kept + remaining.len());
+    let settled = staying.iter().all(|i| i.ready);
+    let mut fallback = None;
+    let mut blocked = None;
+    if start == 0 && !remaining.is_empty() && settled && kept < n {
+        start = 1;
+        fallback = remaining.first().copied();
+        let available = ready_staying + remaining.len();
+        let min = budget.map_or(n, |b| b.min_available as usize);
+        if available.saturating_sub(1) < min {
+            blocked = Some(match budget {
+                None => "the application has no disruption budget, so none of its instances may be down (placement.disruption_budget.min_available)".to_owned(),
+                Some(b) => format!(
+                    "its disruption budget keeps {} ready and {available} are",
+                    b.min_available
+                ),
+            });
+        }
+    }
+    DrainStep {
+        stop,
+        start,
+        fallback,
+        blocked,
     }
 }
 
@@ -1462,8 +1662,17 @@ impl Runtime for LocalRuntime {
             }) = seen
         {
             let (lost, waiting) = self.verdicts(workload, &existing, &nodes);
-            if !placing(workload, &existing, &lost)
-                && plan(workload, &existing, lost, waiting, &mut Vec::new()).is_empty()
+            let drained = drained(workload, &existing, &nodes, &lost);
+            if !placing(workload, &existing, &lost, &drained)
+                && plan(
+                    workload,
+                    &existing,
+                    lost,
+                    waiting,
+                    &drained,
+                    &mut Vec::new(),
+                )
+                .is_empty()
             {
                 return Ok(());
             }
@@ -1487,9 +1696,10 @@ impl Runtime for LocalRuntime {
         let nodes_seen = self.nodes_of(&mut *tx, &existing).await?;
         let stateful = workload.kind == WorkloadKind::Stateful;
         let (lost, waiting) = self.verdicts(workload, &existing, &nodes_seen);
+        let drained = drained(workload, &existing, &nodes_seen, &lost);
         // Every node and its load is read only when something is to be placed: a
         // workload that already has its instances costs a pass two small queries.
-        let mut nodes = if placing(workload, &existing, &lost) {
+        let mut nodes = if placing(workload, &existing, &lost, &drained) {
             store::lock_placement(&mut tx).await.map_err(unavailable)?;
             let mut nodes = node_loads(&existing, &mut tx, self.timing)
                 .await
@@ -1509,7 +1719,7 @@ impl Runtime for LocalRuntime {
             mut to_stop,
             to_create,
             unschedulable,
-        } = plan(workload, &existing, lost, waiting, &mut nodes);
+        } = plan(workload, &existing, lost, waiting, &drained, &mut nodes);
         to_stop.sort();
         to_stop.dedup();
         if !to_stop.is_empty() {
@@ -1711,7 +1921,7 @@ impl Runtime for LocalRuntime {
             .await
             .map_err(unavailable)?
             .into_iter()
-            .map(|n| (n.name.clone(), (node_view(&n), n.address)))
+            .map(|n| (n.name.clone(), SeenNode::of(&n)))
             .collect();
         let at = std::time::Instant::now();
         let mut by_key: Vec<Vec<InstanceRow>> = vec![Vec::new(); keys.len()];
@@ -1770,6 +1980,7 @@ impl Runtime for LocalRuntime {
                     }),
                     healthy: condition == Condition::Ready,
                     cordoned: n.cordoned,
+                    draining: n.draining_since.is_some(),
                     condition: condition.as_str().to_owned(),
                     message,
                     last_seen: Some(n.last_heartbeat),
@@ -1845,6 +2056,29 @@ impl Runtime for LocalRuntime {
             store::append_node_event(&mut tx, node, reason, message)
                 .await
                 .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(changed)
+    }
+
+    async fn drain(&self, node: &str) -> Result<bool, RuntimeError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let changed = store::set_draining(&mut tx, node)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "node",
+                name: node.to_owned(),
+            })?;
+        if changed {
+            store::append_node_event(
+                &mut tx,
+                node,
+                "Draining",
+                "drained by a platform administrator: its instances move elsewhere, one at a time per application, within each application's disruption budget",
+            )
+            .await
+            .map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(changed)
@@ -2006,6 +2240,12 @@ fn unavailable(e: sqlx::Error) -> RuntimeError {
     RuntimeError::Unavailable(e.to_string())
 }
 
+fn discharge(nodes: &mut [NodeLoad], name: &str, request: Resources) {
+    if let Some(n) = nodes.iter_mut().find(|n| n.name == name) {
+        n.discharge(request);
+    }
+}
+
 fn charge(nodes: &mut [NodeLoad], name: &str, request: Resources) {
     if let Some(n) = nodes.iter_mut().find(|n| n.name == name) {
         n.charge(request);
@@ -2103,6 +2343,7 @@ mod tests {
             &existing,
             Vec::new(),
             Vec::new(),
+            &[],
             &mut nodes,
         );
         assert_eq!(p.to_stop, vec![existing[0].id]);
@@ -2115,9 +2356,119 @@ mod tests {
             &existing,
             Vec::new(),
             Vec::new(),
+            &[],
             &mut nodes,
         );
         let placed: Vec<&str> = p.to_create.iter().map(|(_, _, n, _)| n.as_str()).collect();
         assert_eq!(placed, ["c"]);
+    }
+
+    /// Runs passes of `plan` over a workload of `n` instances of revision 1 while node
+    /// `d` is drained; a started instance is ready by the next pass. Returns the fewest
+    /// ready instances seen between passes, the passes taken, and what waited.
+    fn drain_passes(
+        n: u32,
+        mut existing: Vec<InstanceRow>,
+        mut nodes: Vec<NodeLoad>,
+        rules: serde_json::Value,
+    ) -> (usize, usize, Vec<String>) {
+        let mut w = workload(n, 0, false);
+        w.revisions.truncate(1);
+        w.revisions[0].revision = 1;
+        w.placement.rules = serde_json::from_value(rules).unwrap_or_else(|e| panic!("{e}"));
+        let mut fewest = usize::MAX;
+        let mut waited = Vec::new();
+        for pass in 1..=20 {
+            for load in &mut nodes {
+                load.workload_instances =
+                    existing.iter().filter(|i| i.node == load.name).count() as u32;
+                load.cordoned = load.name == "d";
+            }
+            let drained: Vec<Uuid> = existing
+                .iter()
+                .filter(|i| i.node == "d")
+                .map(|i| i.id)
+                .collect();
+            if drained.is_empty() {
+                return (fewest, pass - 1, waited);
+            }
+            let p = plan(&w, &existing, Vec::new(), Vec::new(), &drained, &mut nodes);
+            waited.extend(p.waiting.iter().map(|(_, why)| why.clone()));
+            existing.retain(|i| !p.to_stop.contains(&i.id));
+            // What serves while the new ones start.
+            fewest = fewest.min(existing.iter().filter(|i| i.ready).count());
+            for i in &mut existing {
+                i.ready = true;
+            }
+            for (revision, _, node, _) in &p.to_create {
+                existing.push(row(*revision, node, false, 0));
+            }
+            if p.to_stop.is_empty() && p.to_create.is_empty() {
+                return (fewest, pass, waited);
+            }
+        }
+        (fewest, 20, waited)
+    }
+
+    fn zoned(name: &str, zone: &str) -> NodeLoad {
+        let mut n = node(name, 0);
+        n.labels = BTreeMap::from([("zone".to_owned(), zone.to_owned())]);
+        n
+    }
+
+    #[test]
+    fn a_drain_moves_one_instance_at_a_time_and_stops_first_only_within_the_budget() {
+        use serde_json::json;
+        // Room elsewhere: each replacement starts before its instance stops, so three
+        // stay ready throughout, and both of d's instances leave.
+        let existing = vec![
+            row(1, "d", true, 60),
+            row(1, "d", true, 50),
+            row(1, "b", true, 40),
+        ];
+        let nodes = vec![node("b", 0), node("c", 0), node("d", 0)];
+        let (fewest, passes, waited) = drain_passes(3, existing.clone(), nodes.clone(), json!({}));
+        assert_eq!(fewest, 3, "never below the replica count");
+        assert!(passes <= 5, "{passes} passes");
+        assert!(waited.is_empty(), "{waited:?}");
+
+        // One per zone over three zones, zone a's other node free: a replacement has no
+        // room while the instance it replaces is in zone a. Without a budget the drain
+        // waits and says why; with min_available 2 the instance stops first.
+        let one_per_zone = json!({"app_anti_affinity": [{"apps": ["self"], "topology": "zone", "required": true}]});
+        let existing = vec![
+            row(1, "d", true, 60),
+            row(1, "b", true, 50),
+            row(1, "c", true, 40),
+        ];
+        let nodes = vec![
+            zoned("b", "b"),
+            zoned("c", "c"),
+            zoned("d", "a"),
+            zoned("e", "a"),
+        ];
+        let (_, passes, waited) =
+            drain_passes(3, existing.clone(), nodes.clone(), one_per_zone.clone());
+        assert_eq!(passes, 1, "nothing moves");
+        assert!(
+            waited
+                .iter()
+                .any(|w| w.contains("no disruption budget") && w.contains("one instance per zone")),
+            "{waited:?}"
+        );
+        let mut budgeted = one_per_zone.clone();
+        budgeted["disruption_budget"] = json!({"min_available": 2});
+        let (fewest, passes, waited) = drain_passes(3, existing.clone(), nodes.clone(), budgeted);
+        assert_eq!(fewest, 2, "one down, as the budget allows");
+        assert!(passes <= 3, "{passes} passes");
+        assert!(waited.is_empty(), "{waited:?}");
+        // A budget of 3 allows none down: it waits, and says so.
+        let mut strict = one_per_zone;
+        strict["disruption_budget"] = json!({"min_available": 3});
+        let (_, _, waited) = drain_passes(3, existing, nodes, strict);
+        assert!(
+            waited.iter().any(|w| w.contains("keeps 3 ready and 3 are")),
+            "{waited:?}"
+        );
     }
 }

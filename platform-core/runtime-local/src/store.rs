@@ -46,6 +46,8 @@ pub struct NodeRow {
     pub memory_requested: i64,
     /// It takes no new instances.
     pub cordoned: bool,
+    /// Since when it is drained (its instances move elsewhere).
+    pub draining_since: Option<DateTime<Utc>>,
 }
 /// A node as it registers.
 #[derive(Debug)]
@@ -139,7 +141,7 @@ pub async fn confirm_node_lost(conn: &mut PgConnection, name: &str) -> Result<bo
 pub async fn nodes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<NodeRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT n.name, n.labels, n.cpu_millis, n.memory_mib, n.address, n.api_port, n.last_heartbeat, now() AS now,
-                n.heartbeat_ms, n.confirmed_lost_at, n.condition, n.cordoned,
+                n.heartbeat_ms, n.confirmed_lost_at, n.condition, n.cordoned, n.draining_since,
                 COALESCE(sum(i.cpu_request) FILTER (WHERE i.desired = 'run'), 0)::bigint AS cpu_requested,
                 COALESCE(sum(i.memory_request) FILTER (WHERE i.desired = 'run'), 0)::bigint AS memory_requested
          FROM nodes n LEFT JOIN instances i ON i.node = n.name
@@ -165,7 +167,7 @@ pub async fn node_views<'e>(
 ) -> Result<Vec<NodeRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT n.name, n.labels, n.cpu_millis, n.memory_mib, n.address, n.api_port, n.last_heartbeat, now() AS now,
-                n.heartbeat_ms, n.confirmed_lost_at, n.condition, n.cordoned, 0::bigint AS cpu_requested, 0::bigint AS memory_requested
+                n.heartbeat_ms, n.confirmed_lost_at, n.condition, n.cordoned, n.draining_since, 0::bigint AS cpu_requested, 0::bigint AS memory_requested
          FROM nodes n WHERE $1::text[] IS NULL OR n.name = ANY($1) ORDER BY n.name",
     )
     .bind(names)
@@ -557,13 +559,37 @@ pub async fn set_cordoned(
         return Ok(None);
     };
     if before != cordoned {
-        sqlx::query("UPDATE nodes SET cordoned = $2 WHERE name = $1")
+        // Uncordoning ends a drain too.
+        sqlx::query("UPDATE nodes SET cordoned = $2, draining_since = NULL WHERE name = $1")
             .bind(node)
             .bind(cordoned)
             .execute(conn)
             .await?;
     }
     Ok(Some(before != cordoned))
+}
+
+/// Cordons a node and marks it drained, unless it is drained already: whether that
+/// changed anything, `None` for an unknown node.
+pub async fn set_draining(
+    conn: &mut PgConnection,
+    node: &str,
+) -> Result<Option<bool>, sqlx::Error> {
+    let before: Option<Option<DateTime<Utc>>> =
+        sqlx::query_scalar("SELECT draining_since FROM nodes WHERE name = $1 FOR UPDATE")
+            .bind(node)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(before) = before else {
+        return Ok(None);
+    };
+    if before.is_none() {
+        sqlx::query("UPDATE nodes SET cordoned = true, draining_since = now() WHERE name = $1")
+            .bind(node)
+            .execute(conn)
+            .await?;
+    }
+    Ok(Some(before.is_none()))
 }
 /// Records something that happened to a node; false when there is no such node.
 pub async fn append_node_event(

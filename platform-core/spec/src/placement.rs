@@ -28,6 +28,21 @@ pub struct PlacementSpec {
     /// Spread the application's instances evenly over a topology.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spread: Vec<Spread>,
+    /// How many instances must stay available while a node is drained. Without one,
+    /// a drain starts each instance's replacement before it stops the instance (none
+    /// may be down); with one, an instance whose replacement has no room may stop
+    /// first while at least `min_available` others are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<DisruptionBudget>,
+}
+
+/// A disruption budget: the instances a voluntary disruption (a node drain) keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisruptionBudget {
+    /// At least this many instances stay ready (at most 100).
+    #[schema(maximum = 100)]
+    pub min_available: u32,
 }
 
 /// Node affinity: every `required` expression must hold of a node's labels; each
@@ -255,6 +270,14 @@ impl PlacementSpec {
                 weight(t.weight, &format!("{here}.weight"))?;
             }
         }
+        if let Some(b) = &self.disruption_budget
+            && b.min_available > 100
+        {
+            return Err(FieldError::new(
+                at("disruption_budget.min_available".to_owned()),
+                "must be at most 100 (the most replicas an application has)",
+            ));
+        }
         let mut keys = BTreeSet::new();
         for (i, s) in self.spread.iter().enumerate() {
             let here = at(format!("spread[{i}]"));
@@ -363,7 +386,8 @@ mod tests {
                     "preferred": [{"weight": 20, "match": [{"key": "cpus", "operator": "Gt", "values": ["8"]}]}]},
                 "app_affinity": [{"apps": ["cache"], "topology": "zone"}],
                 "app_anti_affinity": [{"apps": ["self"], "required": true}],
-                "spread": [{"topology": "zone", "max_skew": 1, "when_unsatisfiable": "schedule_anyway"}]
+                "spread": [{"topology": "zone", "max_skew": 1, "when_unsatisfiable": "schedule_anyway"}],
+                "disruption_budget": {"min_available": 2}
             })),
             Ok(())
         );
@@ -404,11 +428,19 @@ mod tests {
                 json!({"spread": [{"topology": "zone"}, {"topology": "zone"}]}),
                 "spec.placement.spread[1].topology",
             ),
+            (
+                json!({"disruption_budget": {"min_available": 101}}),
+                "spec.placement.disruption_budget.min_available",
+            ),
         ];
         for (value, field) in cases {
             assert_eq!(check(value.clone()), Err(field.to_owned()), "{value}");
         }
         assert!(check(json!({"teleport": true})).is_err_and(|e| e.starts_with("parse")));
+        assert!(
+            check(json!({"disruption_budget": {"max_unavailable": 1}}))
+                .is_err_and(|e| e.starts_with("parse"))
+        );
     }
 
     #[test]

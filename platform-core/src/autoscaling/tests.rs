@@ -791,6 +791,7 @@ fn the_count_stops_at_what_the_nodes_can_hold() {
         }),
         healthy,
         cordoned: false,
+        draining: false,
         condition: "ready".into(),
         message: None,
         last_seen: None,

@@ -161,6 +161,10 @@ pub struct Node {
     /// An administrator said it takes no new instances (what runs there stays).
     #[serde(default)]
     pub cordoned: bool,
+    /// An administrator drains it: its instances move elsewhere, one at a time per
+    /// application, within each application's disruption budget (it is cordoned too).
+    #[serde(default)]
+    pub draining: bool,
     /// `ready`, `not_ready` or `lost` (the local runtime), or the runtime's own words.
     pub condition: String,
     /// Why it is in its condition, for people.
@@ -362,6 +366,14 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     async fn set_cordoned(&self, node: &str, cordoned: bool) -> Result<bool, RuntimeError> {
         let _ = (node, cordoned);
         Err(RuntimeError::Unsupported("cordoning nodes"))
+    }
+    /// Drains a node: cordons it and moves its instances elsewhere, one at a time per
+    /// application, each replacement started before its instance stops unless the
+    /// application's disruption budget allows one down (uncordoning ends a drain);
+    /// whether that changed anything. The caller checks first that it can finish.
+    async fn drain(&self, node: &str) -> Result<bool, RuntimeError> {
+        let _ = node;
+        Err(RuntimeError::Unsupported("draining nodes"))
     }
     /// An operator's word that a silent node is gone for good: what ran there may run
     /// elsewhere (stateful instances without their node-local data).
