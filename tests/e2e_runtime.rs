@@ -2170,3 +2170,287 @@ async fn placement_rules_put_one_instance_per_zone_say_why_a_fourth_cannot_go_an
         "{body}"
     );
 }
+
+/// The nodes an application's live instances are on, and how many are ready.
+async fn nodes_of(who: &Tenant, app: &str) -> (Vec<String>, usize) {
+    let live = live_instances(who, "dev", app).await;
+    let ready = live.iter().filter(|i| i["ready"] == true).count();
+    let mut nodes: Vec<String> = live
+        .iter()
+        .filter_map(|i| i["node"].as_str().map(str::to_owned))
+        .collect();
+    nodes.sort();
+    (nodes, ready)
+}
+
+#[tokio::test]
+async fn draining_a_node_is_refused_with_the_reason_when_it_cannot_finish_and_otherwise_keeps_apps_serving()
+ {
+    // Zone a has two nodes (node-1, node-4), zones b and c one each.
+    let site = Site::new(&["--agents", "4", "--zones", "a,b,c"]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    let admin = Tenant::login(&paas, "admin").await;
+    let per_zone = json!([{"apps": ["self"], "required": true, "topology": "zone"}]);
+    // `zonal`: one per zone, and a budget that lets one of three be down.
+    let mut zonal = web_spec(&marker(), 3);
+    zonal["placement"] =
+        json!({"app_anti_affinity": per_zone, "disruption_budget": {"min_available": 2}});
+    dev.onboard("zonal", zonal).await;
+    // `plain`: two anywhere, no budget: its instances move replacement first.
+    dev.onboard("plain", web_spec(&marker(), 2)).await;
+    for app in ["zonal", "plain"] {
+        dev.wait_instances(app, "all ready", |i| {
+            !i.is_empty() && i.iter().all(|x| x["ready"] == true)
+        })
+        .await;
+    }
+    let zone_a = |nodes: &[String]| {
+        nodes
+            .iter()
+            .find(|n| *n == "node-1" || *n == "node-4")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let drained = zone_a(&nodes_of(&dev, "zonal").await.0);
+    let node_action = |node: String, action: &'static str| {
+        let admin = &admin;
+        async move {
+            must(
+                admin
+                    .http
+                    .post(format!(
+                        "{}/api/v1/admin/runtimes/local/nodes/{node}/{action}",
+                        admin.base
+                    ))
+                    .bearer_auth(&admin.token)
+                    .send()
+                    .await,
+            )
+            .status()
+        }
+    };
+    // `strict`: one per zone without a budget, its zone-a instance on zone a's other
+    // node (zonal's is cordoned meanwhile).
+    assert_eq!(
+        node_action(drained.clone(), "cordon").await,
+        StatusCode::NO_CONTENT
+    );
+    let mut strict = web_spec(&marker(), 3);
+    strict["placement"] = json!({"app_anti_affinity": per_zone});
+    dev.onboard("strict", strict).await;
+    dev.wait_instances("strict", "three ready", |i| {
+        i.len() == 3 && i.iter().all(|x| x["ready"] == true)
+    })
+    .await;
+    assert_eq!(
+        node_action(drained.clone(), "uncordon").await,
+        StatusCode::NO_CONTENT
+    );
+    let blocked = zone_a(&nodes_of(&dev, "strict").await.0);
+    assert!(
+        !drained.is_empty() && !blocked.is_empty() && drained != blocked,
+        "zonal and strict each have their zone-a instance on its own node: {drained} {blocked}"
+    );
+    let drain = |node: String, body: Value| {
+        let admin = &admin;
+        async move {
+            let r = must(
+                admin
+                    .http
+                    .post(format!(
+                        "{}/api/v1/admin/runtimes/local/nodes/{node}/drain",
+                        admin.base
+                    ))
+                    .bearer_auth(&admin.token)
+                    .json(&body)
+                    .send()
+                    .await,
+            );
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // strict's zone-a node cannot be drained: its replacement has no room beside it
+    // and nothing lets it stop first. The dry run says so too, and a developer may
+    // not drain.
+    let (status, body) = drain(blocked.clone(), json!({})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("infeasible")),
+        "{body}"
+    );
+    let why = body["message"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("acme/dev/strict") && why.contains("min_available at most 2"),
+        "{why}"
+    );
+    let (status, plan) = drain(blocked.clone(), json!({"dry_run": true})).await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["feasible"], false, "{plan}");
+    let refused = must(
+        dev.http
+            .post(format!(
+                "{}/api/v1/admin/runtimes/local/nodes/{drained}/drain",
+                dev.base
+            ))
+            .bearer_auth(&dev.token)
+            .json(&json!({}))
+            .send()
+            .await,
+    );
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // The autoscaling maximum gets the same pre-flight: five cannot be one per zone.
+    let tadmin = Tenant::login(&paas, "tadmin").await;
+    let (status, body) = tadmin
+        .call(
+            reqwest::Method::PUT,
+            "/environments/dev/applications/strict/autoscaling",
+            Some(json!({"min": 3, "max": 5})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("infeasible")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("maximum of 5")),
+        "{body}"
+    );
+    // And a change whose rolling surge could never be placed is refused before it
+    // starts a release that would wait out its deadline.
+    let mut changed = web_spec(&marker(), 3);
+    changed["placement"] = json!({"app_anti_affinity": per_zone});
+    let (status, body) = dev
+        .call(
+            reqwest::Method::PUT,
+            "/environments/dev/applications/strict",
+            Some(json!({"spec": changed})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("infeasible")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(
+            |m| m.contains("release would not finish") && m.contains("max_unavailable")
+        ),
+        "{body}"
+    );
+
+    // zonal's zone-a node drains under load on zonal and plain: zonal's instance stops
+    // first (one down, as its budget allows) and starts on zone a's other node;
+    // plain's start elsewhere before they stop. No request fails.
+    let loads = [
+        support::load::Load::start(&format!("{}/apps/acme/dev/zonal/", site.router()), 40),
+        support::load::Load::start(&format!("{}/apps/acme/dev/plain/", site.router()), 40),
+    ];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, plan) = drain(drained.clone(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["feasible"], true, "{plan}");
+    let how = |app: &str| {
+        plan["moves"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["application"] == app)
+            .map(|m| m["how"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(how("zonal").as_deref(), Some("stops_first"), "{plan}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (zonal_nodes, zonal_ready) = nodes_of(&dev, "zonal").await;
+        let (plain_nodes, plain_ready) = nodes_of(&dev, "plain").await;
+        let off = !zonal_nodes.contains(&drained) && !plain_nodes.contains(&drained);
+        if off
+            && zonal_ready == 3
+            && zonal_nodes.len() == 3
+            && plain_ready == 2
+            && plain_nodes.len() == 2
+        {
+            // One per zone still: zone a's other node took zonal's instance.
+            let other = if drained == "node-1" {
+                "node-4"
+            } else {
+                "node-1"
+            };
+            assert!(zonal_nodes.iter().any(|n| n == other), "{zonal_nodes:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the drain did not finish: zonal {zonal_nodes:?} ({zonal_ready} ready), plain {plain_nodes:?} ({plain_ready} ready)"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for load in loads {
+        let tally = load.stop().await;
+        assert_eq!(tally.failed, 0, "{tally:?}");
+        assert!(tally.ok > 40, "{tally:?}");
+    }
+    // The node shows as draining, with its event; uncordoning ends the drain.
+    let overview: Value = must(
+        must(
+            admin
+                .http
+                .get(format!("{}/api/v1/admin/runtimes", admin.base))
+                .bearer_auth(&admin.token)
+                .send()
+                .await,
+        )
+        .json()
+        .await,
+    );
+    let node = overview["items"][0]["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["name"] == drained.as_str())
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        (node["draining"].clone(), node["cordoned"].clone()),
+        (json!(true), json!(true)),
+        "{node}"
+    );
+    assert!(
+        overview["items"][0]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["reason"] == "Draining" && e["node"] == drained.as_str()),
+        "{overview:#}"
+    );
+    assert_eq!(
+        node_action(drained.clone(), "uncordon").await,
+        StatusCode::NO_CONTENT
+    );
+    // The audit log has the drain.
+    let audit: Value = must(
+        must(
+            admin
+                .http
+                .get(format!(
+                    "{}/api/v1/admin/audit?action=node.drain",
+                    admin.base
+                ))
+                .bearer_auth(&admin.token)
+                .send()
+                .await,
+        )
+        .json()
+        .await,
+    );
+    assert_eq!(
+        audit["items"].as_array().map(Vec::len),
+        Some(1),
+        "{audit:#}"
+    );
+}

@@ -12,6 +12,7 @@ pub mod autoscaler;
 pub mod autoscaling;
 pub mod bootstrap;
 pub mod conditions;
+pub mod drain;
 pub mod error;
 pub mod manifest;
 pub mod model;

@@ -2,6 +2,7 @@
 
 use actix_web::HttpResponse;
 use actix_web::web::{Data, Json, Path};
+use platform_core::drain::DrainPlan;
 use platform_core::model::{AuditEntry, AuditFilter, Tenant, User};
 use platform_core::names::{DisplayName, Password, TenantSlug, Username};
 use platform_core::platform::{NewTenant, NewUser, RuntimeOverview};
@@ -238,6 +239,51 @@ pub async fn cordon_node(
         .set_node_cordoned(&auth.0.principal, &runtime, &node, cordoned)
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// What a drain request asks.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// Only say whether the drain can finish and how each application would move.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Drain even when some application cannot move (its instances stay on the node
+    /// and say why).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Drains a node: it is cordoned and its instances move elsewhere one at a time per
+/// application, each replacement started before its instance stops unless the
+/// application's disruption budget lets it stop first. Refused with 422 `infeasible`
+/// and the reason per application when the drain could not finish (unless `force`);
+/// `dry_run` only answers the plan. Uncordoning ends a drain. Platform administrators
+/// only.
+#[utoipa::path(operation_id = "drain_node", post, path = "/api/v1/admin/runtimes/{runtime}/nodes/{node}/drain", tag = "admin",
+    params(("runtime" = String, Path, description = "The runtime's name, e.g. `local`"), ("node" = String, Path, description = "The node's name")),
+    request_body = DrainRequest,
+    responses((status = 200, body = DrainPlan), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn drain_node(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String)>,
+    body: ApiJson<DrainRequest>,
+) -> Result<Json<DrainPlan>, ApiError> {
+    let (runtime, node) = path.into_inner();
+    Ok(Json(
+        state
+            .platform
+            .drain_node(
+                &auth.0.principal,
+                &runtime,
+                &node,
+                body.0.dry_run,
+                body.0.force,
+            )
+            .await?,
+    ))
 }
 
 /// Confirms that a silent node is gone for good: its instances start elsewhere, and

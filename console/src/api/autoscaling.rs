@@ -35,12 +35,21 @@ pub async fn get(state: Data<AppState>, scope: AppScope) -> Result<HttpResponse,
     }
 }
 
+/// `?force=true`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForceQuery {
+    #[serde(default)]
+    pub force: bool,
+}
+
 /// Sets the application's autoscaling policy (tenant admins). From now on the count is
 /// the autoscaler's: it follows the rules, bands and bounds, and a manual scale holds
 /// for the policy's cooldown.
 #[utoipa::path(operation_id = "set_autoscaling", put, path = "/api/v1/tenants/{tenant}/environments/{env}/applications/{app}/autoscaling", tag = "autoscaling",
     params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("app" = String, Path, description = "Application"),
-           ("If-Match" = Option<String>, Header, description = "The ETag of the policy this change was decided on")),
+           ("If-Match" = Option<String>, Header, description = "The ETag of the policy this change was decided on"),
+           ("force" = Option<bool>, Query, description = "Save even when the policy's maximum cannot all be placed (else 422 `infeasible`)")),
     request_body = Policy,
     responses((status = 200, body = StoredPolicy, headers(("ETag" = String, description = "The policy's new version"))), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -48,6 +57,7 @@ pub async fn set(
     state: Data<AppState>,
     scope: AppScope,
     if_match: IfMatch,
+    query: ApiQuery<ForceQuery>,
     body: ApiJson<Policy>,
 ) -> Result<HttpResponse, ApiError> {
     let AppScope {
@@ -55,7 +65,7 @@ pub async fn set(
     } = scope;
     let stored = state
         .platform
-        .set_autoscaling_policy(&access, &env, &app, body.0, if_match.0)
+        .set_autoscaling_policy(&access, &env, &app, body.0, if_match.0, query.0.force)
         .await?;
     Ok(ok_with_etag(&stored, stored.version))
 }

@@ -5,6 +5,7 @@ use actix_web::web::{Data, Form, Path, Query};
 use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
 use platform_core::FieldError;
+use platform_core::drain::How;
 use platform_core::model::{AuditFilter, Tenant, User};
 use platform_core::names::{DisplayName, Password, TenantSlug, Username};
 use platform_core::platform::{NewTenant, NewUser};
@@ -298,6 +299,59 @@ pub async fn cordon_node(
         Err(e) => Err(e),
     };
     node_action_page(&state, &auth, outcome).await
+}
+
+/// The drain form: `force` drains even when some application cannot move.
+#[derive(Debug, Deserialize)]
+pub struct DrainForm {
+    #[serde(default)]
+    force: String,
+}
+
+/// Drains a node (platform administrators): refused with the reason per application
+/// when the drain could not finish, unless forced.
+pub async fn drain_node(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<(String, String)>,
+    form: Form<DrainForm>,
+) -> Result<HttpResponse, PageError> {
+    let (runtime, node) = path.into_inner();
+    let force = form.force == "true";
+    let outcome = match state
+        .platform
+        .drain_node(&auth.0.principal, &runtime, &node, false, force)
+        .await
+    {
+        Ok(plan) => {
+            let moving: u32 = plan
+                .moves
+                .iter()
+                .filter(|m| matches!(m.how, How::ReplacementFirst | How::StopsFirst))
+                .map(|m| m.instances)
+                .sum();
+            let mut notice = format!(
+                "{node} is draining: {moving} instance{} move{} elsewhere, one at a time per application.",
+                if moving == 1 { "" } else { "s" },
+                if moving == 1 { "s" } else { "" },
+            );
+            if !plan.feasible {
+                notice.push_str(&format!(
+                    " Forced: these stay and say why: {}",
+                    plan.blocked()
+                ));
+            }
+            Ok(notice)
+        }
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Err(e @ platform_core::CoreError::Infeasible { .. }) => render_with_status(
+            &runtimes_page(&state, &auth, None, Some(e.to_string())).await?,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        other => node_action_page(&state, &auth, other).await,
+    }
 }
 
 pub async fn tenants(state: Data<AppState>, auth: PageAuth) -> Result<HttpResponse, PageError> {

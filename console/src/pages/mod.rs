@@ -556,6 +556,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(admin::confirm_node_lost),
     )
     .route(
+        "/admin/runtimes/{runtime}/nodes/{node}/drain",
+        web::post().to(admin::drain_node),
+    )
+    .route(
         "/admin/runtimes/{runtime}/nodes/{node}/{action}",
         web::post().to(admin::cordon_node),
     );

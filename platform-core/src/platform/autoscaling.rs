@@ -103,12 +103,29 @@ impl Platform {
         app: &str,
         policy: Policy,
         if_version: Option<i64>,
+        force: bool,
     ) -> Result<StoredPolicy, CoreError> {
         access.require(Permission::ManageAutoscaling, "set autoscaling policies")?;
         let detail = self.application(access, environment, app).await?;
         let id = detail.application.id;
         policy.compile_draft(detail.spec.kind, Utc::now())?;
         self.check_promql(&policy).await?;
+        // The most instances the policy may ever ask for must have a place.
+        let peak = policy
+            .bands
+            .iter()
+            .map(|b| b.max)
+            .fold(policy.max, u32::max);
+        self.require_placeable(access, environment, app, &detail.spec, peak, force)
+            .await
+            .map_err(|e| match e {
+                CoreError::Infeasible { message } => CoreError::Infeasible {
+                    message: format!(
+                        "the policy's maximum of {peak} instances cannot be placed: {message}"
+                    ),
+                },
+                other => other,
+            })?;
         let mut tx = self.pool.begin().await?;
         store::apps::lock(&mut tx, access.tenant().id, id)
             .await?

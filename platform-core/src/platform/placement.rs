@@ -189,6 +189,51 @@ impl Platform {
         })
     }
 
+    /// Refuses a change whose release could not finish: the environment's strategy runs
+    /// instances beyond the replica count at its peak (a rolling surge, a canary's
+    /// promotion), and when those have no place and the strategy cannot stop an old
+    /// instance first, the release would wait until its deadline and roll back. Unless
+    /// `force`.
+    pub async fn require_release_placeable(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        app: &str,
+        spec: &AppSpec,
+        replicas: u32,
+        force: bool,
+    ) -> Result<(), CoreError> {
+        // A stateful application's ordinals always move in place.
+        if force
+            || replicas == 0
+            || matches!(spec.kind, WorkloadKind::Daemon | WorkloadKind::Stateful)
+        {
+            return Ok(());
+        }
+        let env = self.environment(access, environment).await?;
+        let (policy, _) = super::releases::policy_of(&self.pool, env.id).await?;
+        let strategy = policy.strategy.for_release(false, spec.kind);
+        let surge = strategy.surge(replicas);
+        if surge == 0 || strategy.may_stop_first(replicas) {
+            return Ok(());
+        }
+        let peak = replicas + surge;
+        let f = self
+            .placement_check(access, environment, app, spec, peak)
+            .await?;
+        if f.feasible {
+            return Ok(());
+        }
+        Err(CoreError::Infeasible {
+            message: format!(
+                "the release would not finish: its {} strategy runs {peak} instances at its peak ({surge} beyond the {replicas} replicas) and {} can be placed; {} (fix: a rolling strategy with max_unavailable of at least 1, or in_place, in the environment's release policy; fewer replicas; or room. Send force=true to release anyway)",
+                strategy.name(),
+                f.nodes.len(),
+                f.reason.unwrap_or_default()
+            ),
+        })
+    }
+
     /// Creates an application once the pre-flight says its instances can be placed
     /// (or `force`).
     pub async fn create_application_placed(
@@ -231,6 +276,8 @@ impl Platform {
                 .scaled_replicas
                 .map_or(spec.replicas, |r| u32::try_from(r).unwrap_or(0));
             self.require_placeable(access, environment, name, &spec, replicas, force)
+                .await?;
+            self.require_release_placeable(access, environment, name, &spec, replicas, force)
                 .await?;
         }
         self.update_application(access, environment, name, spec, description, if_version)

@@ -279,14 +279,7 @@ pub(crate) async fn new_revision(
         }
         // The environment's default: a canary applies to a service's changes; a restart
         // or another kind of application rolls.
-        None => match &policy.strategy {
-            Strategy::Canary(_)
-                if cause == Cause::Restart || kind != crate::spec::WorkloadKind::Service =>
-            {
-                Strategy::default()
-            }
-            s => s.clone(),
-        },
+        None => policy.strategy.for_release(cause == Cause::Restart, kind),
     };
     let now = Utc::now();
     // A restart runs the same spec and artifact again: nothing to approve or freeze.

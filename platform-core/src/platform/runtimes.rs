@@ -111,15 +111,7 @@ impl Platform {
         let changed = driver
             .set_cordoned(node, cordoned)
             .await
-            .map_err(|e| match e {
-                RuntimeError::NotFound { kind, name } => CoreError::NotFound { kind, name },
-                RuntimeError::Unsupported(what) => CoreError::Conflict {
-                    field: "runtime",
-                    message: format!("runtime '{runtime}' does not support {what}"),
-                },
-                RuntimeError::Unavailable(why) => CoreError::Unavailable(why),
-                other => CoreError::Internal(other.to_string()),
-            })?;
+            .map_err(runtime_error(runtime))?;
         if changed {
             let mut tx = self.pool.begin().await?;
             record(
@@ -144,6 +136,109 @@ impl Platform {
         Ok(())
     }
 
+    /// Whether draining `node` can finish, application by application (platform
+    /// administrators only); then, unless `dry_run`, drains it: refused with 422
+    /// `infeasible` and the reasons when some application cannot move, unless `force`
+    /// (those wait on the node, saying why). Audited when it starts a drain.
+    pub async fn drain_node(
+        &self,
+        principal: &crate::authz::Principal,
+        runtime: &str,
+        node: &str,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<crate::drain::DrainPlan, CoreError> {
+        principal.require_platform_admin("drain nodes")?;
+        let driver = self
+            .runtimes()
+            .get(runtime)
+            .ok_or_else(|| CoreError::not_found("runtime", runtime))?;
+        let nodes = driver.nodes().await.map_err(runtime_error(runtime))?;
+        if !nodes.iter().any(|n| n.name == node) {
+            return Err(CoreError::not_found("node", node));
+        }
+        let rows: Vec<_> = crate::store::runtime::desired(&self.pool, Some(runtime), None)
+            .await?
+            .into_iter()
+            .filter(|r| !r.deleted && r.run_state == crate::model::RunState::Running)
+            .collect();
+        let keys: Vec<crate::runtime::WorkloadKey> = rows
+            .iter()
+            .map(|r| crate::runtime::WorkloadKey {
+                tenant: r.tenant.clone(),
+                environment: r.environment.clone(),
+                app: r.app.clone(),
+            })
+            .collect();
+        let mut placed = Vec::new();
+        let mut apps = Vec::new();
+        for (batch, rows) in keys.chunks(500).zip(rows.chunks(500)) {
+            let all = driver
+                .instances_of_many(batch)
+                .await
+                .map_err(runtime_error(runtime))?;
+            for ((key, row), instances) in batch.iter().zip(rows).zip(all) {
+                let Ok(spec) = serde_json::from_value::<crate::spec::AppSpec>(row.spec.clone())
+                else {
+                    continue;
+                };
+                let owner = (key.tenant.clone(), key.environment.clone(), key.app.clone());
+                let mut here = false;
+                for i in instances
+                    .iter()
+                    .filter(|i| i.phase != crate::runtime::Phase::Stopping)
+                {
+                    let Some(on) = &i.node else { continue };
+                    here |= on == node;
+                    placed.push((on.clone(), owner.clone(), spec.resources));
+                }
+                if here {
+                    apps.push(crate::drain::DrainApp {
+                        tenant: key.tenant.clone(),
+                        environment: key.environment.clone(),
+                        app: key.app.clone(),
+                        replicas: row
+                            .replicas
+                            .and_then(|r| u32::try_from(r).ok())
+                            .unwrap_or(spec.replicas),
+                        spec,
+                    });
+                }
+            }
+        }
+        let plan = crate::drain::plan(runtime, node, nodes, &placed, &apps);
+        if dry_run {
+            return Ok(plan);
+        }
+        if !plan.feasible && !force {
+            return Err(CoreError::Infeasible {
+                message: format!(
+                    "draining {node} cannot finish: {} (send force=true to drain anyway: those instances stay and say why)",
+                    plan.blocked()
+                ),
+            });
+        }
+        let changed = driver.drain(node).await.map_err(runtime_error(runtime))?;
+        if changed {
+            let mut tx = self.pool.begin().await?;
+            record(
+                &mut tx,
+                principal,
+                Audit {
+                    tenant_id: None,
+                    action: "node.drain",
+                    target_kind: "node",
+                    target: &format!("{runtime}/{node}"),
+                    details: json!({"forced": force && !plan.feasible, "moves": plan.moves.len(), "blocked": plan.blocked()}),
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            self.changed();
+        }
+        Ok(plan)
+    }
+
     /// A platform administrator's word that a silent node is gone for good: its
     /// instances start elsewhere, stateful ones without the data they left on it (and
     /// only once the node's lease has surely run out). Refused while the node reports.
@@ -158,19 +253,10 @@ impl Platform {
             .runtimes()
             .get(runtime)
             .ok_or_else(|| CoreError::not_found("runtime", runtime))?;
-        let loss = driver.confirm_node_lost(node).await.map_err(|e| match e {
-            RuntimeError::NotFound { kind, name } => CoreError::NotFound { kind, name },
-            RuntimeError::Conflict(message) => CoreError::Conflict {
-                field: "node",
-                message,
-            },
-            RuntimeError::Unsupported(what) => CoreError::Conflict {
-                field: "runtime",
-                message: format!("runtime '{runtime}' does not support {what}"),
-            },
-            RuntimeError::Unavailable(why) => CoreError::Unavailable(why),
-            other => CoreError::Internal(other.to_string()),
-        })?;
+        let loss = driver
+            .confirm_node_lost(node)
+            .await
+            .map_err(runtime_error(runtime))?;
         let mut tx = self.pool.begin().await?;
         record(
             &mut tx,
@@ -187,5 +273,22 @@ impl Platform {
         tx.commit().await?;
         self.changed();
         Ok(loss)
+    }
+}
+
+/// A runtime's refusal as the platform's error.
+fn runtime_error(runtime: &str) -> impl Fn(RuntimeError) -> CoreError + '_ {
+    move |e| match e {
+        RuntimeError::NotFound { kind, name } => CoreError::NotFound { kind, name },
+        RuntimeError::Conflict(message) => CoreError::Conflict {
+            field: "node",
+            message,
+        },
+        RuntimeError::Unsupported(what) => CoreError::Conflict {
+            field: "runtime",
+            message: format!("runtime '{runtime}' does not support {what}"),
+        },
+        RuntimeError::Unavailable(why) => CoreError::Unavailable(why),
+        other => CoreError::Internal(other.to_string()),
     }
 }

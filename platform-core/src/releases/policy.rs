@@ -55,6 +55,38 @@ impl Default for Strategy {
 }
 
 impl Strategy {
+    /// The most instances beyond `replicas` a release with this strategy runs at once:
+    /// a rolling release's surge, a canary's promotion (every slot doubled until the
+    /// stable revision goes), none in place.
+    pub fn surge(&self, replicas: u32) -> u32 {
+        match self {
+            Self::Rolling(r) => r.limits(replicas).map_or(0, |l| l.surge),
+            Self::InPlace(_) => 0,
+            Self::Canary(_) => replicas,
+        }
+    }
+
+    /// Whether a release with this strategy can stop an old instance before its
+    /// successor has a place (a rolling release with `max_unavailable` of at least 1).
+    pub fn may_stop_first(&self, replicas: u32) -> bool {
+        match self {
+            Self::Rolling(r) => r.limits(replicas).is_ok_and(|l| l.unavailable > 0),
+            Self::InPlace(_) => true,
+            Self::Canary(_) => false,
+        }
+    }
+
+    /// The strategy a release of `kind` takes from an environment's default: a canary
+    /// applies to a service's changes; a restart or another kind of application rolls.
+    pub fn for_release(&self, restart: bool, kind: crate::spec::WorkloadKind) -> Self {
+        match self {
+            Self::Canary(_) if restart || kind != crate::spec::WorkloadKind::Service => {
+                Self::default()
+            }
+            s => s.clone(),
+        }
+    }
+
     /// Checks every field (for any replica count), naming the one that is wrong.
     pub fn check(&self) -> Result<(), FieldError> {
         let (min_ready_s, deadline) = match self {

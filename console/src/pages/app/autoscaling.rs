@@ -458,6 +458,9 @@ pub struct PolicyForm {
     csv: String,
     #[serde(default)]
     start: String,
+    /// `true`: save even when the maximum cannot all be placed.
+    #[serde(default)]
+    force: String,
 }
 
 /// Previews or saves the policy in the form. Errors are shown beside the form, which
@@ -500,7 +503,14 @@ pub async fn save_autoscaling(
                 let version = parse_version(&form.version)?;
                 state
                     .platform
-                    .set_autoscaling_policy(&access, &env, &app, policy, version)
+                    .set_autoscaling_policy(
+                        &access,
+                        &env,
+                        &app,
+                        policy,
+                        version,
+                        form.force == "true",
+                    )
                     .await?;
                 Ok(Done::Saved)
             }
