@@ -1897,8 +1897,31 @@ async fn a_release_that_needs_room_the_node_lacks_says_why_and_can_be_aborted() 
     assert_eq!(status, StatusCode::OK, "{body}");
     spec["env"] = json!({"BUILD": "2"});
     let app = "/environments/dev/applications/roomy";
+    // The pre-flight sees that the surge has no room and that nothing lets an old
+    // instance stop first: refused, with the fix.
     let (status, body) = dev
         .call(reqwest::Method::PUT, app, Some(json!({"spec": spec})))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("infeasible")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("runs 5 instances at its peak")
+                && m.contains("4 can be placed")
+                && m.contains("max_unavailable")),
+        "{body}"
+    );
+    // Forced, the release starts and says why it cannot go on.
+    let (status, body) = dev
+        .call(
+            reqwest::Method::PUT,
+            app,
+            Some(json!({"spec": spec, "force": true})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (_, list) = dev
