@@ -55,7 +55,7 @@ WORKLOAD_VERBS = ["get", "list", "watch", "create", "patch", "update", "delete",
 EXPECTED_RULES = {
     f"{FULLNAME}-cluster": {
         *(("", "namespaces", v) for v in ["get", "list", "watch", "create", "patch"]),
-        *(("", "nodes", v) for v in ["get", "list", "watch"]),
+        *(("", "nodes", v) for v in ["get", "list", "watch", "patch"]),
         *(("", "pods", v) for v in ["list", "watch"]),
         *(("metrics.k8s.io", "pods", v) for v in ["get", "list"]),
     },
@@ -65,6 +65,8 @@ EXPECTED_RULES = {
           for r in rs for v in WORKLOAD_VERBS),
         *(("", "pods", v) for v in ["get", "list", "watch", "delete"]),
         ("", "pods/log", "get"),
+        ("", "pods/eviction", "create"),
+        *(("policy", "poddisruptionbudgets", v) for v in WORKLOAD_VERBS),
         *(("", "secrets", v) for v in ["get", "list", "create", "patch", "delete"]),
     },
 }

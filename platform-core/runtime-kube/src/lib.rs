@@ -27,6 +27,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, Patch,
     PatchParams,
@@ -78,6 +79,8 @@ pub struct KubeRuntime {
     /// Whether the driver creates the tenant environments' namespaces (it needs the
     /// cluster-wide right to), or finds them made beforehand (e.g. by the chart).
     manage_namespaces: bool,
+    /// How long a drain waits before asking again for refused evictions.
+    drain_retry: Duration,
     pods: Option<Store<Pod>>,
     usage: Arc<RwLock<Usage>>,
     /// Pod changes as instance events, for the core to record (with the pod watch).
@@ -116,10 +119,19 @@ impl KubeRuntime {
         Self {
             client,
             manage_namespaces: true,
+            drain_retry: Duration::from_secs(5),
             pods: None,
             usage: Arc::default(),
             events: None,
         }
+    }
+
+    /// How long a drain waits before asking again for evictions a disruption budget
+    /// refused.
+    #[must_use]
+    pub fn with_drain_retry(mut self, every: Duration) -> Self {
+        self.drain_retry = every;
+        self
     }
 
     /// Uses namespaces made beforehand instead of creating them.
@@ -140,6 +152,7 @@ impl KubeRuntime {
         Self {
             client,
             manage_namespaces: true,
+            drain_retry: Duration::from_secs(5),
             pods: Some(store),
             usage,
             events: Some(events),
@@ -185,6 +198,10 @@ impl KubeRuntime {
                 let api: Api<Service> = Api::namespaced(client, ns);
                 retried(|| ssa(&api, &name, o.as_ref())).await
             }
+            Object::PodDisruptionBudget(o) => {
+                let api: Api<PodDisruptionBudget> = Api::namespaced(client, ns);
+                retried(|| ssa(&api, &name, o.as_ref())).await
+            }
             Object::Secret(o) => {
                 let api: Api<Secret> = Api::namespaced(client, ns);
                 // Immutable, and named after its revision: one that exists is the same.
@@ -212,6 +229,7 @@ impl KubeRuntime {
         prune_kind::<CronJob>(c, &ns, &selector, "CronJob", keep).await?;
         prune_kind::<Service>(c, &ns, &selector, "Service", keep).await?;
         prune_kind::<Secret>(c, &ns, &selector, "Secret", keep).await?;
+        prune_kind::<PodDisruptionBudget>(c, &ns, &selector, "PodDisruptionBudget", keep).await?;
         Ok(())
     }
 
@@ -553,6 +571,53 @@ fn classify(e: kube::Error) -> RuntimeError {
     }
 }
 
+/// Asks for the eviction of every pod the platform runs on `node` (a DaemonSet's
+/// stay, as `kubectl drain --ignore-daemonsets` leaves them); how many the cluster
+/// refused for now because a PodDisruptionBudget would be broken (429).
+async fn evict_round(client: &Client, node: &str) -> Result<usize, RuntimeError> {
+    let all: Api<Pod> = Api::all(client.clone());
+    let lp = ListParams::default()
+        .labels(&format!("{MANAGED_BY}={MANAGER}"))
+        .fields(&format!("spec.nodeName={node}"));
+    let pods = retried(|| async { with_timeout(all.list(&lp)).await }).await?;
+    let mut held = 0;
+    for pod in pods.items {
+        let daemon = pod
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|r| r.kind == "DaemonSet"));
+        let finished = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Succeeded" || p == "Failed");
+        let (Some(name), Some(ns)) = (
+            pod.metadata.name.as_deref(),
+            pod.metadata.namespace.as_deref(),
+        ) else {
+            continue;
+        };
+        if daemon || finished || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+        match tokio::time::timeout(
+            CALL_TIMEOUT,
+            api.evict(name, &kube::api::EvictParams::default()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(kube::Error::Api(status))) if status.code == 429 => held += 1,
+            Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
+            Ok(Err(e)) => return Err(classify(e)),
+            Err(_) => return Err(unavailable("the apiserver did not answer in time".into())),
+        }
+    }
+    Ok(held)
+}
+
 #[async_trait::async_trait]
 impl Runtime for KubeRuntime {
     fn check(&self, spec: &AppSpec) -> Result<(), FieldError> {
@@ -624,6 +689,67 @@ impl Runtime for KubeRuntime {
             .collect();
         instances.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(instances)
+    }
+
+    async fn set_cordoned(&self, node: &str, cordoned: bool) -> Result<bool, RuntimeError> {
+        let api: Api<KubeNode> = Api::all(self.client.clone());
+        let current =
+            retried(|| get_opt(&api, node))
+                .await?
+                .ok_or_else(|| RuntimeError::NotFound {
+                    kind: "node",
+                    name: node.to_owned(),
+                })?;
+        let was = current
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false);
+        if was == cordoned {
+            return Ok(false);
+        }
+        // A merge patch of the one field, as `kubectl cordon` does.
+        let patch = serde_json::json!({"spec": {"unschedulable": cordoned}});
+        retried(|| async {
+            with_timeout(api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))).await
+        })
+        .await?;
+        Ok(true)
+    }
+
+    async fn drain(&self, node: &str) -> Result<bool, RuntimeError> {
+        let changed = self.set_cordoned(node, true).await?;
+        // Evictions honour each application's PodDisruptionBudget: those refused now
+        // (429) are asked again until they go, the node is uncordoned, or an hour passes.
+        let held = evict_round(&self.client, node).await?;
+        if held > 0 {
+            let (client, node, every) = (self.client.clone(), node.to_owned(), self.drain_retry);
+            tokio::spawn(async move {
+                let until = tokio::time::Instant::now() + Duration::from_secs(3600);
+                while tokio::time::Instant::now() < until {
+                    tokio::time::sleep(every).await;
+                    let api: Api<KubeNode> = Api::all(client.clone());
+                    let cordoned = get_opt(&api, &node)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some_and(|n| n.spec.and_then(|s| s.unschedulable).unwrap_or(false));
+                    if !cordoned {
+                        break;
+                    }
+                    match evict_round(&client, &node).await {
+                        Ok(0) => break,
+                        Ok(held) => {
+                            tracing::info!(%node, held, "drain: evictions wait for disruption budgets")
+                        }
+                        Err(e) => {
+                            tracing::warn!(%node, error = %e, "drain: evictions failed; trying again")
+                        }
+                    }
+                }
+            });
+        }
+        Ok(changed || held == 0)
     }
 
     async fn nodes(&self) -> Result<Vec<Node>, RuntimeError> {

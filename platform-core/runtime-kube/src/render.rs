@@ -41,6 +41,7 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext, Service,
     ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
@@ -88,6 +89,7 @@ pub enum Object {
     CronJob(Box<CronJob>),
     Service(Box<Service>),
     Secret(Box<Secret>),
+    PodDisruptionBudget(Box<PodDisruptionBudget>),
 }
 
 impl Object {
@@ -100,6 +102,7 @@ impl Object {
             Self::CronJob(_) => "CronJob",
             Self::Service(_) => "Service",
             Self::Secret(_) => "Secret",
+            Self::PodDisruptionBudget(_) => "PodDisruptionBudget",
         }
     }
 
@@ -112,6 +115,7 @@ impl Object {
             Self::CronJob(o) => &o.metadata,
             Self::Service(o) => &o.metadata,
             Self::Secret(o) => &o.metadata,
+            Self::PodDisruptionBudget(o) => &o.metadata,
         };
         meta.name.as_deref().unwrap_or("")
     }
@@ -301,7 +305,41 @@ pub fn render(workload: &Workload) -> Result<Rendered, RenderError> {
             workload.kind == WorkloadKind::Stateful,
         ))));
     }
+    // The disruption budget: a drain's evictions keep `min_available` of the app's
+    // pods (every revision's) ready.
+    if let Some(budget) = placement.rules.disruption_budget
+        && matches!(
+            workload.kind,
+            WorkloadKind::Service | WorkloadKind::Stateful
+        )
+    {
+        objects.push(Object::PodDisruptionBudget(Box::new(disruption_budget(
+            key,
+            &ns,
+            budget.min_available,
+        ))));
+    }
     Ok(Rendered { namespace, objects })
+}
+
+fn disruption_budget(key: &WorkloadKey, ns: &str, min_available: u32) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(key.app.clone(), ns, base_labels(key)),
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int(
+                i32::try_from(min_available).unwrap_or(i32::MAX),
+            )),
+            selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([
+                    (MANAGED_BY.to_owned(), MANAGER.to_owned()),
+                    (LABEL_APP.to_owned(), key.app.clone()),
+                ])),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
 }
 
 fn deployment(

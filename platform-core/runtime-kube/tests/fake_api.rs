@@ -760,3 +760,115 @@ async fn pod_changes_become_the_same_instance_events_the_local_runtime_records()
     assert!(got.iter().all(|(i, _)| i == "web-b"), "{got:?}");
     feeding.abort();
 }
+
+fn node_object(unschedulable: bool) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"},
+        "spec": {"unschedulable": unschedulable}})
+}
+
+#[tokio::test]
+async fn a_drain_cordons_the_node_and_evicts_its_pods_asking_again_for_those_a_budget_holds() {
+    let (client, mut handle) = scripted();
+    let runtime = KubeRuntime::new(client).with_drain_retry(std::time::Duration::from_millis(50));
+    let server = tokio::spawn(async move {
+        // Cordon: read the node, then a merge patch of spec.unschedulable.
+        let (req, send) = next(&mut handle).await;
+        assert_eq!(
+            (req.method().as_str(), req.uri().path()),
+            ("GET", "/api/v1/nodes/node-a")
+        );
+        respond(send, StatusCode::OK, node_object(false));
+        let (req, send) = next(&mut handle).await;
+        assert_eq!(
+            (req.method().as_str(), req.uri().path()),
+            ("PATCH", "/api/v1/nodes/node-a")
+        );
+        let body = must(http_body_util::BodyExt::collect(req.into_body()).await).to_bytes();
+        assert_eq!(
+            must(serde_json::from_slice::<Value>(&body)),
+            json!({"spec": {"unschedulable": true}})
+        );
+        respond(send, StatusCode::OK, node_object(true));
+        // The platform's pods on the node: a daemon's stays, the others are evicted.
+        let (req, send) = next(&mut handle).await;
+        let query = req.uri().query().unwrap_or("").to_owned();
+        assert_eq!(req.uri().path(), "/api/v1/pods");
+        assert!(
+            query.contains("fieldSelector=spec.nodeName%3Dnode-a")
+                && query.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpaas"),
+            "{query}"
+        );
+        let mut agent = pod("agent-x", "agent", 1, true, "7");
+        agent["metadata"]["ownerReferences"] =
+            json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "u1"}]);
+        respond(
+            send,
+            StatusCode::OK,
+            pod_list(
+                vec![
+                    pod("web-1", "web", 1, true, "7"),
+                    agent,
+                    pod("web-2", "web", 1, true, "7"),
+                ],
+                "7",
+            ),
+        );
+        let (req, send) = next(&mut handle).await;
+        assert_eq!(
+            (req.method().as_str(), req.uri().path()),
+            (
+                "POST",
+                "/api/v1/namespaces/paas-acme-dev/pods/web-1/eviction"
+            )
+        );
+        respond(
+            send,
+            StatusCode::CREATED,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        );
+        // The budget holds web-2 for now.
+        let (req, send) = next(&mut handle).await;
+        assert_eq!(
+            req.uri().path(),
+            "/api/v1/namespaces/paas-acme-dev/pods/web-2/eviction"
+        );
+        respond(
+            send,
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 429,
+                "reason": "TooManyRequests", "message": "Cannot evict pod as it would violate the pod's disruption budget."}),
+        );
+        // Asked again while the node stays cordoned: now it goes.
+        let (req, send) = next(&mut handle).await;
+        assert_eq!(
+            (req.method().as_str(), req.uri().path()),
+            ("GET", "/api/v1/nodes/node-a")
+        );
+        respond(send, StatusCode::OK, node_object(true));
+        let (_, send) = next(&mut handle).await;
+        respond(
+            send,
+            StatusCode::OK,
+            pod_list(vec![pod("web-2", "web", 1, true, "8")], "8"),
+        );
+        let (req, send) = next(&mut handle).await;
+        assert_eq!(
+            req.uri().path(),
+            "/api/v1/namespaces/paas-acme-dev/pods/web-2/eviction"
+        );
+        respond(
+            send,
+            StatusCode::CREATED,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        );
+        // Nothing is held any more: no further request.
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), handle.next_request())
+                .await
+                .is_err(),
+            "the drain asked again after every pod went"
+        );
+    });
+    assert!(must(runtime.drain("node-a").await));
+    must(server.await);
+}

@@ -93,3 +93,64 @@ fn rules_become_node_affinity_pod_affinity_anti_affinity_and_spread() {
     assert_eq!(spread[0]["whenUnsatisfiable"], "DoNotSchedule");
     assert_eq!(spread[0]["topologyKey"], "topology.kubernetes.io/zone");
 }
+
+#[test]
+fn a_disruption_budget_becomes_a_pod_disruption_budget_over_every_revision_of_the_app() {
+    let workload = |budget: Option<u32>, kind: WorkloadKind| {
+        let mut spec: AppSpec = must(serde_json::from_value(
+            json!({"image": "shop/web:1", "replicas": 3}),
+        ));
+        spec.kind = kind;
+        spec.placement.disruption_budget = budget
+            .map(|min_available| platform_core::placement_spec::DisruptionBudget { min_available });
+        Workload {
+            key: WorkloadKey {
+                tenant: "acme".into(),
+                environment: "dev".into(),
+                app: "web".into(),
+            },
+            kind,
+            revisions: vec![RevisionShape {
+                revision: 1,
+                slots: if kind == WorkloadKind::Stateful {
+                    Slots::Ordinals(vec![0, 1, 2])
+                } else {
+                    Slots::Count(3)
+                },
+                spec: spec.clone(),
+                weight: None,
+                in_place: false,
+                secrets: Default::default(),
+            }],
+            placement: Placement {
+                rules: spec.placement,
+                ..Placement::standard()
+            },
+        }
+    };
+    let budgets = |w: Workload| -> Vec<Value> {
+        must(render(&w))
+            .objects
+            .iter()
+            .filter_map(|o| match o {
+                Object::PodDisruptionBudget(p) => Some(must(serde_json::to_value(p))),
+                _ => None,
+            })
+            .collect()
+    };
+    for kind in [WorkloadKind::Service, WorkloadKind::Stateful] {
+        let pdb = budgets(workload(Some(2), kind));
+        assert_eq!(pdb.len(), 1, "{kind:?}");
+        assert_eq!(pdb[0]["apiVersion"], "policy/v1");
+        assert_eq!(pdb[0]["metadata"]["name"], "web");
+        assert_eq!(pdb[0]["spec"]["minAvailable"], 2);
+        // Every revision's pods: the app's label, not a revision's.
+        assert_eq!(
+            pdb[0]["spec"]["selector"]["matchLabels"],
+            json!({"app.kubernetes.io/managed-by": "paas", "paas.dev/app": "web"})
+        );
+    }
+    assert!(budgets(workload(None, WorkloadKind::Service)).is_empty());
+    // A daemon's pods are not evicted by a drain; a job's run to completion.
+    assert!(budgets(workload(Some(1), WorkloadKind::Job)).is_empty());
+}

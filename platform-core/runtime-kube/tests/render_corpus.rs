@@ -83,8 +83,9 @@ fn rules() -> impl Strategy<Value = platform_core::placement_spec::PlacementSpec
         prop::collection::vec(term.clone(), 0..2),
         prop::collection::vec(term, 0..2),
         prop::option::of((topology, 1u32..4, any::<bool>())),
+        prop::option::of(0u32..5),
     )
-        .prop_map(|(required, preferred, near, away, spread)| {
+        .prop_map(|(required, preferred, near, away, spread, budget)| {
             let preferred: Vec<_> = preferred
                 .into_iter()
                 .map(|(weight, exprs)| serde_json::json!({"weight": weight, "match": exprs}))
@@ -97,6 +98,7 @@ fn rules() -> impl Strategy<Value = platform_core::placement_spec::PlacementSpec
             let rules: platform_core::placement_spec::PlacementSpec = serde_json::from_value(serde_json::json!({
                 "node_affinity": {"required": required, "preferred": preferred},
                 "app_affinity": near, "app_anti_affinity": away, "spread": spread,
+                "disruption_budget": budget.map(|b| serde_json::json!({"min_available": b})),
             }))
             .unwrap_or_else(|e| panic!("{e}"));
             rules.check("placement").unwrap_or_else(|e| panic!("generated invalid rules: {e:?}"));
@@ -153,7 +155,7 @@ fn templates(object: &Object) -> Vec<&PodTemplateSpec> {
             .iter()
             .filter_map(|s| s.job_template.spec.as_ref().map(|j| &j.template))
             .collect(),
-        Object::Service(_) | Object::Secret(_) => Vec::new(),
+        Object::Service(_) | Object::Secret(_) | Object::PodDisruptionBudget(_) => Vec::new(),
     }
 }
 

@@ -130,8 +130,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                     &metrics,
                     &args,
                 );
+                let nodes: Vec<String> = members.iter().filter_map(|m| m.node.clone()).collect();
                 fleet = Some(Fleet::supervise(members, record_deaths(runtime.clone())));
-                announce(addr, args.router_listen, &accounts);
+                // The console is announced once its agents report, so that what a
+                // newcomer does first finds nodes to place on.
+                let (runtime, router, accounts) =
+                    (runtime.clone(), args.router_listen, accounts.clone());
+                tokio::spawn(async move {
+                    agents_ready(&runtime, &nodes).await;
+                    announce(addr, router, &accounts);
+                });
             },
         )
         .await;
@@ -152,6 +160,30 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     result
+}
+
+/// Waits (at most 30 s) until every node named has registered and reports ready.
+async fn agents_ready(runtime: &LocalRuntime, nodes: &[String]) {
+    use platform_core::runtime::Runtime as _;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ready = runtime.nodes().await.is_ok_and(|all| {
+            nodes
+                .iter()
+                .all(|n| all.iter().any(|x| &x.name == n && x.healthy))
+        });
+        if ready {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                ?nodes,
+                "not every node agent reported within 30 s; announcing the console anyway"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Records each agent death as an event of its node.
