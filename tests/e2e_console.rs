@@ -694,3 +694,49 @@ async fn a_developers_change_in_prod_waits_until_ops_approve_it_in_the_release_q
     screenshot(&client, "console-release.png").await;
     must(client.close().await);
 }
+
+#[tokio::test]
+async fn a_platform_admin_is_told_why_a_drain_cannot_finish_and_may_force_it_then_uncordon() {
+    let (site, platform) = platform().await;
+    let (_driver, client) = browser(&site).await;
+    let base = platform.url.as_str();
+    log_in(&client, base, "admin", &platform.passwords["admin"]).await;
+    must(client.goto(&format!("{base}/admin/runtimes")).await);
+    wait_for_heading(&client, "Runtimes").await;
+    // The demo's hello runs on the only node: draining it could not finish, and the
+    // page says why in red, naming the application.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client
+        .find(Locator::Css("#placement-map-local .map-cell"))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "hello never showed on the placement map"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        must(client.refresh().await);
+    }
+    click(&client, "#drain-node-1").await;
+    let why = wait_for_text(&client, "#node-error", "cannot finish").await;
+    assert!(
+        why.contains("acme/dev/hello") && why.contains("no node can take it"),
+        "{why}"
+    );
+    assert!(client.find(Locator::Css("#draining-node-1")).await.is_err());
+    // Forced: the node drains, and what cannot move stays and is named.
+    click(&client, "#drain-force-node-1").await;
+    click(&client, "#drain-node-1").await;
+    let notice = wait_for_text(&client, "#notice", "node-1 is draining").await;
+    assert!(
+        notice.contains("Forced") && notice.contains("acme/dev/hello"),
+        "{notice}"
+    );
+    wait_for_text(&client, "#draining-node-1", "draining").await;
+    // Uncordoning ends the drain.
+    click(&client, "#uncordon-node-1").await;
+    wait_for_text(&client, "#notice", "uncordoned").await;
+    assert!(client.find(Locator::Css("#draining-node-1")).await.is_err());
+    must(client.close().await);
+}
