@@ -1,5 +1,6 @@
--- A node being drained: cordoned, and its instances move elsewhere one at a time
--- per application within each application's disruption budget. Uncordoning ends it.
+-- A node being drained: its instances move elsewhere one at a time per application,
+-- within each application's disruption budget. A drain cordons the node, and only a
+-- cordoned node drains (reads take `draining_since` only while `cordoned`): a control
+-- plane of the previous release, which uncordons without knowing this column, ends a
+-- drain too.
 ALTER TABLE nodes ADD COLUMN draining_since timestamptz;
-ALTER TABLE nodes ADD CONSTRAINT nodes_draining_is_cordoned
-    CHECK (draining_since IS NULL OR cordoned);

@@ -141,7 +141,7 @@ pub async fn confirm_node_lost(conn: &mut PgConnection, name: &str) -> Result<bo
 pub async fn nodes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<NodeRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT n.name, n.labels, n.cpu_millis, n.memory_mib, n.address, n.api_port, n.last_heartbeat, now() AS now,
-                n.heartbeat_ms, n.confirmed_lost_at, n.condition, n.cordoned, n.draining_since,
+                n.heartbeat_ms, n.confirmed_lost_at, n.condition, n.cordoned, CASE WHEN n.cordoned THEN n.draining_since END AS draining_since,
                 COALESCE(sum(i.cpu_request) FILTER (WHERE i.desired = 'run'), 0)::bigint AS cpu_requested,
                 COALESCE(sum(i.memory_request) FILTER (WHERE i.desired = 'run'), 0)::bigint AS memory_requested
          FROM nodes n LEFT JOIN instances i ON i.node = n.name
@@ -167,7 +167,7 @@ pub async fn node_views<'e>(
 ) -> Result<Vec<NodeRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT n.name, n.labels, n.cpu_millis, n.memory_mib, n.address, n.api_port, n.last_heartbeat, now() AS now,
-                n.heartbeat_ms, n.confirmed_lost_at, n.condition, n.cordoned, n.draining_since, 0::bigint AS cpu_requested, 0::bigint AS memory_requested
+                n.heartbeat_ms, n.confirmed_lost_at, n.condition, n.cordoned, CASE WHEN n.cordoned THEN n.draining_since END AS draining_since, 0::bigint AS cpu_requested, 0::bigint AS memory_requested
          FROM nodes n WHERE $1::text[] IS NULL OR n.name = ANY($1) ORDER BY n.name",
     )
     .bind(names)
@@ -575,8 +575,9 @@ pub async fn set_draining(
     conn: &mut PgConnection,
     node: &str,
 ) -> Result<Option<bool>, sqlx::Error> {
-    let before: Option<Option<DateTime<Utc>>> =
-        sqlx::query_scalar("SELECT draining_since FROM nodes WHERE name = $1 FOR UPDATE")
+    let before: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+        "SELECT CASE WHEN cordoned THEN draining_since END FROM nodes WHERE name = $1 FOR UPDATE",
+    )
             .bind(node)
             .fetch_optional(&mut *conn)
             .await?;
