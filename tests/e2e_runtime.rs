@@ -2090,7 +2090,9 @@ async fn placement_rules_put_one_instance_per_zone_say_why_a_fourth_cannot_go_an
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
 
     // Affinity: every instance of web goes to the node cache runs on.
-    dev.onboard("cache", web_spec(&marker(), 1)).await;
+    let mut cache = web_spec(&marker(), 1);
+    cache["labels"] = json!({"tier": "cache"});
+    dev.onboard("cache", cache).await;
     let cache = dev
         .wait_instances("cache", "cache ready", |i| {
             i.len() == 1 && i[0]["ready"] == true
@@ -2108,6 +2110,38 @@ async fn placement_rules_put_one_instance_per_zone_say_why_a_fourth_cannot_go_an
     assert!(
         web.iter().all(|i| i["node"] == cache_node.as_str()),
         "all on {cache_node}: {web:#?}"
+    );
+    // The same by label: the applications labelled tier=cache.
+    let mut by_label = web_spec(&marker(), 1);
+    by_label["placement"] =
+        json!({"app_affinity": [{"selector": {"tier": "cache"}, "required": true}]});
+    dev.onboard("bylabel", by_label).await;
+    let placed = dev
+        .wait_instances("bylabel", "one ready instance", |i| {
+            i.len() == 1 && i.iter().all(|x| x["ready"] == true)
+        })
+        .await;
+    assert!(
+        placed.iter().all(|i| i["node"] == cache_node.as_str()),
+        "all on {cache_node}: {placed:#?}"
+    );
+    // Nothing is labelled tier=queue: refused, naming the selector.
+    let mut nowhere = web_spec(&marker(), 1);
+    nowhere["placement"] =
+        json!({"app_affinity": [{"selector": {"tier": "queue"}, "required": true}]});
+    let (status, body) = dev
+        .call(
+            reqwest::Method::POST,
+            "/applications",
+            Some(json!({"environment": "dev", "name": "nowhere", "spec": nowhere})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("applications labelled tier=queue")),
+        "{body}"
     );
     // The placement map's data: every instance with its node.
     let admin = Tenant::login(&paas, "admin").await;

@@ -147,6 +147,7 @@ impl Platform {
                     }],
                     health: HealthSpec::default(),
                     placement: Default::default(),
+                    labels: Default::default(),
                 };
                 let spec_json =
                     serde_json::to_value(&spec).map_err(|e| CoreError::Internal(e.to_string()))?;

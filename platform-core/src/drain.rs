@@ -24,6 +24,8 @@ pub struct DrainApp {
     pub spec: AppSpec,
     /// Its replica count now.
     pub replicas: u32,
+    /// When its rules select by label: the environment's applications' labels.
+    pub app_labels: crate::store::runtime::AppLabels,
 }
 
 /// How a drain moves one application's instances.
@@ -239,6 +241,7 @@ fn move_all(
 ) {
     let placement = Placement {
         rules: app.spec.placement.clone(),
+        app_labels: app.app_labels.clone(),
         ..Placement::standard()
     };
     let request = app.spec.resources;
@@ -356,6 +359,7 @@ mod tests {
             app: name.into(),
             spec: serde_json::from_value(spec).unwrap_or_else(|e| panic!("{e}")),
             replicas,
+            app_labels: Default::default(),
         }
     }
 

@@ -106,7 +106,14 @@ pub fn choose<'n>(
     own: &str,
     request: Resources,
 ) -> Result<&'n NodeLoad, Unschedulable> {
-    let rules = &placement.rules;
+    // Terms that select by label name the applications they select.
+    let resolved;
+    let rules = if placement.rules.selects_by_label() {
+        resolved = placement.rules.resolved(&placement.app_labels);
+        &resolved
+    } else {
+        &placement.rules
+    };
     let healthy: Vec<&NodeLoad> = nodes.iter().filter(|n| n.healthy).collect();
     let open: Vec<&NodeLoad> = healthy.iter().copied().filter(|n| !n.cordoned).collect();
     let selected: Vec<&NodeLoad> = open
@@ -155,7 +162,7 @@ pub fn choose<'n>(
         note(
             format!(
                 "have no instance of {} in their {}",
-                term.apps.join(" or "),
+                term.describe(),
                 term.topology
             ),
             before,
@@ -172,7 +179,7 @@ pub fn choose<'n>(
         note(
             format!(
                 "already have an instance of {} in their {} (anti-affinity)",
-                term.apps.join(" or "),
+                term.describe(),
                 term.topology
             ),
             before,
@@ -634,6 +641,50 @@ mod tests {
                 ),
             }
         }
+        // By label: the applications labelled tier=cache are cache (on n1); nothing is
+        // labelled tier=queue, and the reason names the selector.
+        let labelled = |value: serde_json::Value| {
+            let mut p = rules(value);
+            p.app_labels = [
+                ("cache", &[("tier", "cache")][..]),
+                ("batch", &[("tier", "batch")][..]),
+                ("web", &[][..]),
+            ]
+            .into_iter()
+            .map(|(a, l)| {
+                (
+                    a.to_owned(),
+                    l.iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                )
+            })
+            .collect();
+            p
+        };
+        assert_eq!(
+            pick(
+                &three,
+                &labelled(
+                    json!({"app_affinity": [{"selector": {"tier": "cache"}, "required": true}]})
+                )
+            )
+            .as_deref(),
+            Ok("n1")
+        );
+        assert_eq!(
+            pick(&three, &labelled(json!({"app_anti_affinity": [{"selector": {"tier": "cache"}, "required": true}, {"selector": {"tier": "batch"}, "required": true}]}))).as_deref(),
+            Ok("n3")
+        );
+        let none = pick(
+            &three,
+            &labelled(json!({"app_affinity": [{"selector": {"tier": "queue"}, "required": true}]})),
+        );
+        assert!(
+            none.as_ref()
+                .is_err_and(|w| w.contains("have no instance of applications labelled tier=queue")),
+            "{none:?}"
+        );
         // One per zone: the fourth instance has nowhere to go, and the reason says why
         // and what would fix it.
         let one_per_zone = rules(

@@ -376,12 +376,18 @@ impl Reconciler {
                 }
             }
         }
+        let app_labels = if spec.placement.selects_by_label() {
+            store::runtime::environment_labels(&self.pool, row.application_id).await?
+        } else {
+            BTreeMap::new()
+        };
         let workload = Workload {
             key: key.clone(),
             kind: spec.kind,
             revisions,
             placement: Placement {
                 rules: spec.placement.clone(),
+                app_labels,
                 ..Placement::standard()
             },
         };

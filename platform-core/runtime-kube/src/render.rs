@@ -709,6 +709,19 @@ fn affinity(rules: &PlacementSpec, own: &str) -> Option<Affinity> {
         ),
     });
     let term = |t: &AppTerm| {
+        if !t.selector.is_empty() {
+            // The pods of the applications labelled so (they carry their spec's labels).
+            let mut labels = t.selector.clone();
+            labels.insert(MANAGED_BY.to_owned(), MANAGER.to_owned());
+            return PodAffinityTerm {
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(labels),
+                    match_expressions: None,
+                }),
+                topology_key: topology_key(&t.topology),
+                ..PodAffinityTerm::default()
+            };
+        }
         let mut apps: Vec<String> = t
             .apps
             .iter()
@@ -1029,6 +1042,12 @@ fn pod_template(
         }]),
         ..Container::default()
     };
+    // The spec's own labels, which other applications' rules select by (never over
+    // the platform's: those keys are refused in the spec).
+    let mut labels = labels;
+    for (k, v) in &spec.labels {
+        labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels),

@@ -154,3 +154,49 @@ fn a_disruption_budget_becomes_a_pod_disruption_budget_over_every_revision_of_th
     // A daemon's pods are not evicted by a drain; a job's run to completion.
     assert!(budgets(workload(Some(1), WorkloadKind::Job)).is_empty());
 }
+
+#[test]
+fn a_selector_term_selects_pods_by_the_labels_their_spec_gives_them() {
+    let spec: AppSpec = must(serde_json::from_value(json!({
+        "image": "shop/web:1", "replicas": 2, "labels": {"tier": "front"},
+        "placement": {"app_affinity": [{"selector": {"tier": "cache"}, "required": true, "topology": "zone"}]}
+    })));
+    let workload = Workload {
+        key: WorkloadKey {
+            tenant: "acme".into(),
+            environment: "dev".into(),
+            app: "web".into(),
+        },
+        kind: WorkloadKind::Service,
+        revisions: vec![RevisionShape {
+            revision: 1,
+            spec: spec.clone(),
+            slots: Slots::Count(2),
+            weight: None,
+            in_place: false,
+            secrets: Default::default(),
+        }],
+        placement: Placement {
+            rules: spec.placement.clone(),
+            ..Placement::standard()
+        },
+    };
+    let template: Value = must(render(&workload))
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            Object::Deployment(d) => Some(must(serde_json::to_value(d))),
+            _ => None,
+        })
+        .map(|d| d["spec"]["template"].clone())
+        .unwrap_or_default();
+    assert_eq!(template["metadata"]["labels"]["tier"], "front");
+    assert_eq!(template["metadata"]["labels"]["paas.dev/app"], "web");
+    let term = &template["spec"]["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        [0];
+    assert_eq!(
+        term["labelSelector"],
+        json!({"matchLabels": {"app.kubernetes.io/managed-by": "paas", "tier": "cache"}})
+    );
+    assert_eq!(term["topologyKey"], "topology.kubernetes.io/zone");
+}

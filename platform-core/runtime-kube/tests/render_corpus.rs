@@ -37,7 +37,8 @@ prop_compose! {
               cpu_extra in prop::option::of(0u32..2000), memory_extra in prop::option::of(0u32..2048),
               ports in prop::collection::btree_set("[a-z]{1,6}", 0..3),
               readiness in prop::option::of(check()), liveness in prop::option::of(check()),
-              minute in 0u32..60)
+              minute in 0u32..60,
+              labels in prop::collection::btree_map("[a-z]{1,6}(\\.[a-z]{1,4}/[a-z]{1,6})?", "[a-z0-9]{0,8}", 0..3))
         -> AppSpec {
         let ports: Vec<_> = ports.into_iter().map(|p| serde_json::json!({"name": p})).collect();
         let mut health = serde_json::Map::new();
@@ -52,7 +53,7 @@ prop_compose! {
             "kind": kind, "image": image, "command": command.unwrap_or_default(), "args": args,
             "env": env, "replicas": if kind == WorkloadKind::Daemon { replicas.min(1) } else { replicas },
             "resources": {"cpu_millis": cpu, "memory_mib": memory}, "limits": limits,
-            "ports": ports, "health": health,
+            "ports": ports, "health": health, "labels": labels,
             "schedule": (kind == WorkloadKind::Cronjob).then(|| format!("{minute} */2 * * *")),
         });
         let spec: AppSpec = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
@@ -73,9 +74,11 @@ fn rules() -> impl Strategy<Value = platform_core::placement_spec::PlacementSpec
         serde_json::json!({"key": key, "operator": op, "values": values})
     });
     let topology = prop::sample::select(vec!["node", "zone", "rack"]);
-    let term = (prop::collection::vec("self|[a-z]{1,8}", 1..3), topology.clone(), any::<bool>(), 1u32..=100)
-        .prop_map(|(apps, topology, required, weight)| {
-            serde_json::json!({"apps": apps, "topology": topology, "required": required, "weight": weight})
+    let term = (prop::collection::vec("self|[a-z]{1,8}", 1..3), topology.clone(), any::<bool>(), 1u32..=100,
+                prop::option::of(("[a-z]{1,8}", "[a-z0-9]{1,8}")))
+        .prop_map(|(apps, topology, required, weight, selector)| match selector {
+            Some((k, v)) => serde_json::json!({"selector": {k: v}, "topology": topology, "required": required, "weight": weight}),
+            None => serde_json::json!({"apps": apps, "topology": topology, "required": required, "weight": weight}),
         });
     (
         prop::collection::vec(expr.clone(), 0..3),
@@ -139,6 +142,7 @@ prop_compose! {
                 node_selector: selector.map(|s| BTreeMap::from([("zone".to_owned(), s)])).unwrap_or_default(),
                 spread_by: zone_spread.then(|| "zone".to_owned()),
                 rules,
+                app_labels: BTreeMap::new(),
             },
         }
     }

@@ -1516,7 +1516,7 @@ fn names_others(rules: &platform_core::placement_spec::PlacementSpec, own: &str)
         .app_affinity
         .iter()
         .chain(&rules.app_anti_affinity)
-        .any(|t| t.apps.iter().any(|a| a != "self" && a != own))
+        .any(|t| !t.selector.is_empty() || t.apps.iter().any(|a| a != "self" && a != own))
 }
 
 /// Adds the instances of the environment's other applications to the nodes' loads.

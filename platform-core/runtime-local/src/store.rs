@@ -578,9 +578,9 @@ pub async fn set_draining(
     let before: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
         "SELECT CASE WHEN cordoned THEN draining_since END FROM nodes WHERE name = $1 FOR UPDATE",
     )
-            .bind(node)
-            .fetch_optional(&mut *conn)
-            .await?;
+    .bind(node)
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some(before) = before else {
         return Ok(None);
     };

@@ -5,7 +5,7 @@
 //! driver renders it to `affinity` and `topologySpreadConstraints`, the local runtime's
 //! placement (`platform_core::placement`) follows the same semantics.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -166,8 +166,12 @@ impl LabelExpr {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppTerm {
-    /// Application names; `self` is this application.
+    /// Application names; `self` is this application. Either these or `selector`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apps: Vec<String>,
+    /// Or: the applications whose labels (`spec.labels`) include all of these.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
     /// `node`, `zone`, or any node label.
     #[serde(default = "node_topology")]
     pub topology: String,
@@ -192,6 +196,65 @@ impl AppTerm {
     pub fn names_self(&self, own: &str) -> bool {
         self.apps.iter().any(|a| a == "self" || a == own)
     }
+
+    /// What the term selects, in words: `cache or batch`, `applications labelled tier=db`.
+    pub fn describe(&self) -> String {
+        if self.selector.is_empty() {
+            self.apps.join(" or ")
+        } else {
+            let labels: Vec<String> = self
+                .selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!("applications labelled {}", labels.join(","))
+        }
+    }
+
+    /// Whether an application with `labels` is selected by the term's selector.
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        !self.selector.is_empty() && self.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// Application labels (of `spec.labels`, and of an application term's selector): at
+/// most 20, keys as Kubernetes allows (not the platform's own prefixes), values at most
+/// 63 letters, digits, `-`, `_` and `.`.
+pub fn check_labels(labels: &BTreeMap<String, String>, field: &str) -> Result<(), FieldError> {
+    if labels.len() > 20 {
+        return Err(FieldError::new(field, "at most 20 labels"));
+    }
+    for (k, v) in labels {
+        let here = format!("{field}.{k}");
+        label_key(k).map_err(|why| FieldError::new(here.clone(), why))?;
+        if [
+            "paas.dev/",
+            "app.kubernetes.io/",
+            "kubernetes.io/",
+            "k8s.io/",
+        ]
+        .iter()
+        .any(|p| k.starts_with(p) || k.contains(&format!(".{p}")))
+        {
+            return Err(FieldError::new(
+                here,
+                "is a prefix the platform keeps for itself",
+            ));
+        }
+        let ok = v.len() <= 63
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && (v.is_empty()
+                || (v.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && v.ends_with(|c: char| c.is_ascii_alphanumeric())));
+        if !ok {
+            return Err(FieldError::new(
+                here,
+                "a label value is at most 63 letters, digits, -, _ and ., starting and ending with a letter or digit",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Topology spread: the application's instances per topology value differ by at most
@@ -223,6 +286,34 @@ pub enum WhenUnsatisfiable {
 }
 
 impl PlacementSpec {
+    /// Whether some application term selects by labels.
+    pub fn selects_by_label(&self) -> bool {
+        self.app_affinity
+            .iter()
+            .chain(&self.app_anti_affinity)
+            .any(|t| !t.selector.is_empty())
+    }
+
+    /// The rules with each selector term naming the applications it selects among
+    /// `labels` (every application of the environment by name, this one's included).
+    pub fn resolved(&self, labels: &BTreeMap<String, BTreeMap<String, String>>) -> Self {
+        let mut out = self.clone();
+        for term in out
+            .app_affinity
+            .iter_mut()
+            .chain(out.app_anti_affinity.iter_mut())
+        {
+            if !term.selector.is_empty() {
+                term.apps = labels
+                    .iter()
+                    .filter(|(_, l)| term.selects(l))
+                    .map(|(name, _)| name.clone())
+                    .collect();
+            }
+        }
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self == &Self::default()
     }
@@ -252,10 +343,18 @@ impl PlacementSpec {
         ] {
             for (i, t) in terms.iter().enumerate() {
                 let here = at(format!("{name}[{i}]"));
-                if t.apps.is_empty() || t.apps.len() > 20 {
+                if !t.selector.is_empty() {
+                    if !t.apps.is_empty() {
+                        return Err(FieldError::new(
+                            format!("{here}.selector"),
+                            "give either apps or a selector, not both",
+                        ));
+                    }
+                    check_labels(&t.selector, &format!("{here}.selector"))?;
+                } else if t.apps.is_empty() || t.apps.len() > 20 {
                     return Err(FieldError::new(
                         format!("{here}.apps"),
-                        "name 1 to 20 applications (or self)",
+                        "name 1 to 20 applications (or self), or give a selector",
                     ));
                 }
                 for (j, a) in t.apps.iter().enumerate() {
@@ -384,7 +483,7 @@ mod tests {
                 "node_affinity": {
                     "required": [{"key": "disk", "operator": "In", "values": ["ssd"]}],
                     "preferred": [{"weight": 20, "match": [{"key": "cpus", "operator": "Gt", "values": ["8"]}]}]},
-                "app_affinity": [{"apps": ["cache"], "topology": "zone"}],
+                "app_affinity": [{"apps": ["cache"], "topology": "zone"}, {"selector": {"tier": "db"}}],
                 "app_anti_affinity": [{"apps": ["self"], "required": true}],
                 "spread": [{"topology": "zone", "max_skew": 1, "when_unsatisfiable": "schedule_anyway"}],
                 "disruption_budget": {"min_available": 2}
@@ -432,6 +531,18 @@ mod tests {
                 json!({"disruption_budget": {"min_available": 101}}),
                 "spec.placement.disruption_budget.min_available",
             ),
+            (
+                json!({"app_affinity": [{"apps": ["cache"], "selector": {"tier": "cache"}}]}),
+                "spec.placement.app_affinity[0].selector",
+            ),
+            (
+                json!({"app_anti_affinity": [{"selector": {"paas.dev/app": "x"}}]}),
+                "spec.placement.app_anti_affinity[0].selector.paas.dev/app",
+            ),
+            (
+                json!({"app_anti_affinity": [{"selector": {"tier": "-bad"}}]}),
+                "spec.placement.app_anti_affinity[0].selector.tier",
+            ),
         ];
         for (value, field) in cases {
             assert_eq!(check(value.clone()), Err(field.to_owned()), "{value}");
@@ -441,6 +552,54 @@ mod tests {
             check(json!({"disruption_budget": {"max_unavailable": 1}}))
                 .is_err_and(|e| e.starts_with("parse"))
         );
+    }
+
+    #[test]
+    fn a_selector_term_names_the_applications_whose_labels_it_matches() {
+        let spec: PlacementSpec = serde_json::from_value(json!({
+            "app_affinity": [{"selector": {"tier": "cache"}, "required": true}],
+            "app_anti_affinity": [{"apps": ["batch"]}]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(spec.selects_by_label());
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let apps = BTreeMap::from([
+            (
+                "redis".to_owned(),
+                labels(&[("tier", "cache"), ("team", "a")]),
+            ),
+            ("memcached".to_owned(), labels(&[("tier", "cache")])),
+            ("web".to_owned(), labels(&[("tier", "front")])),
+            ("bare".to_owned(), BTreeMap::new()),
+        ]);
+        let resolved = spec.resolved(&apps);
+        assert_eq!(resolved.app_affinity[0].apps, ["memcached", "redis"]);
+        assert_eq!(
+            resolved.app_anti_affinity[0].apps,
+            ["batch"],
+            "named terms stay"
+        );
+        assert_eq!(
+            resolved.app_affinity[0].describe(),
+            "applications labelled tier=cache"
+        );
+        // Nothing labelled so: the term names nothing.
+        assert!(
+            spec.resolved(&BTreeMap::new()).app_affinity[0]
+                .apps
+                .is_empty()
+        );
+        let mut errors = BTreeMap::new();
+        errors.insert("tier".to_owned(), "x".repeat(64));
+        assert!(check_labels(&errors, "spec.labels").is_err_and(|e| e.field == "spec.labels.tier"));
+        let many: BTreeMap<String, String> =
+            (0..21).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+        assert!(check_labels(&many, "spec.labels").is_err_and(|e| e.field == "spec.labels"));
     }
 
     #[test]

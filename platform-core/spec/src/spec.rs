@@ -284,6 +284,10 @@ pub struct AppSpec {
     /// to applications of the environment, topology spread.
     #[serde(default, skip_serializing_if = "PlacementSpec::is_empty")]
     pub placement: PlacementSpec,
+    /// Labels other applications' placement rules select this one by (an application
+    /// term's `selector`); on Kubernetes its pods carry them too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The schema of `env`, from the bounds [`AppSpec::validate`] checks.
@@ -333,6 +337,7 @@ impl AppSpec {
 
     fn check(&self) -> Result<(), FieldError> {
         self.placement.check("placement")?;
+        crate::placement::check_labels(&self.labels, "labels")?;
         let command = self.command.trim();
         if command.is_empty() && self.image.is_none() {
             return Err(FieldError::new(

@@ -140,8 +140,15 @@ impl Platform {
                 }
             }
         }
+        let mut app_labels = Default::default();
+        if spec.placement.selects_by_label() {
+            app_labels = store::runtime::labels_in_environment(&self.pool, env.id).await?;
+            // This application's labels as the change would have them.
+            app_labels.insert(app.to_owned(), spec.labels.clone());
+        }
         let placement = Placement {
             rules: spec.placement.clone(),
+            app_labels,
             ..Placement::standard()
         };
         let (placed, failed) = place_many(&mut loads, &placement, app, spec.resources, replicas);

@@ -170,6 +170,19 @@ impl Platform {
                 app: r.app.clone(),
             })
             .collect();
+        // Each environment's applications' labels, for rules that select by label.
+        let mut labels: std::collections::BTreeMap<
+            (String, String),
+            crate::store::runtime::AppLabels,
+        > = Default::default();
+        for r in &rows {
+            if let Ok(spec) = serde_json::from_value::<crate::spec::AppSpec>(r.spec.clone()) {
+                labels
+                    .entry((r.tenant.clone(), r.environment.clone()))
+                    .or_default()
+                    .insert(r.app.clone(), spec.labels);
+            }
+        }
         let mut placed = Vec::new();
         let mut apps = Vec::new();
         for (batch, rows) in keys.chunks(500).zip(rows.chunks(500)) {
@@ -193,7 +206,16 @@ impl Platform {
                     placed.push((on.clone(), owner.clone(), spec.resources));
                 }
                 if here {
+                    let app_labels = if spec.placement.selects_by_label() {
+                        labels
+                            .get(&(key.tenant.clone(), key.environment.clone()))
+                            .cloned()
+                            .unwrap_or_default()
+                    } else {
+                        Default::default()
+                    };
                     apps.push(crate::drain::DrainApp {
+                        app_labels,
                         tenant: key.tenant.clone(),
                         environment: key.environment.clone(),
                         app: key.app.clone(),

@@ -69,6 +69,11 @@ pub struct Placement {
     /// Node affinity, affinity and anti-affinity to applications, topology spread.
     #[serde(default, skip_serializing_if = "PlacementSpec::is_empty")]
     pub rules: PlacementSpec,
+    /// When a rule selects applications by label: every application of the
+    /// environment (this one's included) with its labels, by name. The local placement
+    /// resolves selectors with it; Kubernetes selects pods by their labels itself.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub app_labels: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Placement {
@@ -79,6 +84,7 @@ impl Placement {
             node_selector: BTreeMap::new(),
             spread_by: Some("zone".to_owned()),
             rules: PlacementSpec::default(),
+            app_labels: BTreeMap::new(),
         }
     }
 }

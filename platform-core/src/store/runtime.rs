@@ -240,3 +240,51 @@ pub async fn mark_released<'e>(
         .await
         .map(|_| ())
 }
+
+/// Every live application of `application_id`'s environment with its labels (of its
+/// newest spec), by name: what placement rules that select by label choose among.
+pub async fn environment_labels<'e>(
+    ex: impl PgExecutor<'e>,
+    application_id: Uuid,
+) -> Result<AppLabels, sqlx::Error> {
+    labels_where(
+        ex,
+        "(SELECT environment_id FROM applications WHERE id = $1)",
+        application_id,
+    )
+    .await
+}
+
+/// Every live application of an environment with its labels, by name.
+pub async fn labels_in_environment<'e>(
+    ex: impl PgExecutor<'e>,
+    environment_id: Uuid,
+) -> Result<AppLabels, sqlx::Error> {
+    labels_where(ex, "$1", environment_id).await
+}
+
+/// Applications' labels by name.
+pub type AppLabels = std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+
+async fn labels_where<'e>(
+    ex: impl PgExecutor<'e>,
+    environment: &str,
+    id: Uuid,
+) -> Result<AppLabels, sqlx::Error> {
+    let rows: Vec<(
+        String,
+        sqlx::types::Json<std::collections::BTreeMap<String, String>>,
+    )> = sqlx::query_as(&format!(
+        "SELECT a.name, coalesce(r.spec->'labels', '{{}}'::jsonb)
+             FROM applications a
+             JOIN revisions r ON r.application_id = a.id AND r.number = a.current_revision
+             WHERE a.deleted_at IS NULL AND a.environment_id = {environment}"
+    ))
+    .bind(id)
+    .fetch_all(ex)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, labels)| (name, labels.0))
+        .collect())
+}

@@ -50,6 +50,9 @@ pub struct AppForm {
     /// The placement rules as JSON (empty: none).
     #[serde(default)]
     pub(super) placement: String,
+    /// The application's labels, one `key=value` per line.
+    #[serde(default)]
+    pub(super) labels: String,
     /// "true": make the change even if not every instance can be placed.
     #[serde(default)]
     pub(super) force: String,
@@ -80,6 +83,7 @@ impl Default for AppForm {
             limit_cpu_millis: String::new(),
             limit_memory_mib: String::new(),
             placement: String::new(),
+            labels: String::new(),
             force: String::new(),
             version: String::new(),
         }
@@ -135,6 +139,12 @@ impl AppForm {
             } else {
                 serde_json::to_string_pretty(&spec.placement).unwrap_or_default()
             },
+            labels: spec
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             force: String::new(),
             version: detail.application.version.to_string(),
         }
@@ -171,6 +181,16 @@ impl AppForm {
                 )
             })?;
             env.insert(key.trim().to_owned(), value.to_owned());
+        }
+        let mut labels = std::collections::BTreeMap::new();
+        for line in self.labels.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let (key, value) = line.split_once('=').ok_or_else(|| {
+                FieldError::new(
+                    "spec.labels",
+                    format!("'{line}' is not of the form key=value"),
+                )
+            })?;
+            labels.insert(key.trim().to_owned(), value.trim().to_owned());
         }
         let optional_number = |field: &str, value: &str| {
             Some(value.trim())
@@ -218,6 +238,7 @@ impl AppForm {
                     Some("spec.placement"),
                 )?
             },
+            labels,
             health: HealthSpec {
                 readiness: Some(self.health_path.trim())
                     .filter(|p| !p.is_empty())
