@@ -142,10 +142,9 @@ pub async fn nodes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<NodeRow>, sqlx::Er
     sqlx::query_as(
         "SELECT n.name, n.labels, n.cpu_millis, n.memory_mib, n.address, n.api_port, n.last_heartbeat, now() AS now,
                 n.heartbeat_ms, n.confirmed_lost_at, n.condition, n.cordoned, CASE WHEN n.cordoned THEN n.draining_since END AS draining_since,
-                COALESCE(sum(i.cpu_request) FILTER (WHERE i.desired = 'run'), 0)::bigint AS cpu_requested,
-                COALESCE(sum(i.memory_request) FILTER (WHERE i.desired = 'run'), 0)::bigint AS memory_requested
-         FROM nodes n LEFT JOIN instances i ON i.node = n.name
-         GROUP BY n.name ORDER BY n.name",
+                COALESCE(r.cpu_millis, 0) AS cpu_requested, COALESCE(r.memory_mib, 0) AS memory_requested
+         FROM nodes n LEFT JOIN node_requests r ON r.node = n.name
+         ORDER BY n.name",
     )
     .fetch_all(ex)
     .await

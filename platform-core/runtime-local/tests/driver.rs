@@ -474,3 +474,115 @@ async fn a_change_to_one_application_is_reconciled_at_once_without_a_full_pass(p
     let _ = stop.send(true);
     must(loops.await);
 }
+
+/// Each node's requests as kept (`node_requests`) and as summed from the instances
+/// that should run there, both without the nodes that have none.
+async fn requests(pool: &PgPool) -> (Vec<(String, i64, i64)>, Vec<(String, i64, i64)>) {
+    let kept = must(
+        sqlx::query_as(
+            "SELECT node, cpu_millis, memory_mib FROM node_requests
+             WHERE cpu_millis <> 0 OR memory_mib <> 0 ORDER BY node",
+        )
+        .fetch_all(pool)
+        .await,
+    );
+    let summed = must(
+        sqlx::query_as(
+            "SELECT node, sum(cpu_request)::bigint, sum(memory_request)::bigint FROM instances
+             WHERE desired = 'run' GROUP BY node ORDER BY node",
+        )
+        .fetch_all(pool)
+        .await,
+    );
+    (kept, summed)
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn each_nodes_requests_follow_every_placement_stop_and_removal(pool: PgPool) {
+    use platform_core::reconciler::Reconciler;
+    use platform_core::runtime::Runtime as _;
+    let world = World::new(pool.clone()).await;
+    let runtime = std::sync::Arc::new(runtime_local::LocalRuntime::new(
+        pool.clone(),
+        "token".into(),
+        master(),
+    ));
+    for name in ["n1", "n2", "n3"] {
+        node(&runtime, name).await;
+    }
+    let alice = world.login("alice").await;
+    let access = must(world.platform.tenant(&alice, "acme").await);
+    for (app, replicas, cpu, memory) in [("small", 5, 100, 64), ("large", 2, 300, 512)] {
+        let mut s = spec("web");
+        s.replicas = replicas;
+        s.resources = platform_core::spec::Resources {
+            cpu_millis: cpu,
+            memory_mib: memory,
+        };
+        must(
+            world
+                .platform
+                .create_application(
+                    &access,
+                    NewApplication {
+                        environment: must(EnvName::parse("dev")),
+                        name: must(AppName::parse(app)),
+                        description: String::new(),
+                        spec: s,
+                    },
+                )
+                .await,
+        );
+    }
+    let runtimes = platform_core::runtime::Runtimes::default().with("local", runtime.clone());
+    let reconciler = Reconciler::new(pool.clone(), runtimes, master());
+    let check = |step: &'static str| {
+        let (pool, runtime) = (pool.clone(), runtime.clone());
+        async move {
+            let (kept, summed) = requests(&pool).await;
+            assert_eq!(kept, summed, "after {step}");
+            assert!(
+                !summed.is_empty() || step == "deleting both",
+                "after {step}"
+            );
+            // What the runtime reports of its nodes is the same.
+            for n in must(runtime.nodes().await) {
+                let want = summed
+                    .iter()
+                    .find(|(name, _, _)| *name == n.name)
+                    .map_or((0, 0), |(_, c, m)| (*c, *m));
+                let got = n
+                    .allocated
+                    .map(|a| (i64::from(a.cpu_millis), i64::from(a.memory_mib)));
+                assert_eq!(got, Some(want), "{} after {step}", n.name);
+            }
+        }
+    };
+    must(reconciler.tick().await);
+    check("placing").await;
+    assert_eq!(
+        requests(&pool).await.1.iter().map(|r| r.1).sum::<i64>(),
+        5 * 100 + 2 * 300
+    );
+    must(world.platform.scale(&access, "dev", "small", 2, None).await);
+    must(reconciler.tick().await);
+    check("scaling in").await;
+    must(world.platform.scale(&access, "dev", "large", 4, None).await);
+    must(reconciler.tick().await);
+    check("scaling out").await;
+    must(
+        world
+            .platform
+            .delete_application(&access, "dev", "small", None)
+            .await,
+    );
+    must(
+        world
+            .platform
+            .delete_application(&access, "dev", "large", None)
+            .await,
+    );
+    must(reconciler.tick().await);
+    check("deleting both").await;
+    assert!(requests(&pool).await.0.is_empty());
+}
