@@ -19,5 +19,5 @@ as_postgres "$pg_bin/initdb" -D "$work/data" -U paas --auth=trust --encoding=UTF
 as_postgres "$pg_bin/pg_ctl" -D "$work/data" -l "$work/log" -w \
   -o "-p $port -k $work -c listen_addresses=127.0.0.1" start >/dev/null
 trap 'as_postgres "$pg_bin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-DATABASE_URL="postgres://paas@127.0.0.1:$port/postgres" PAAS_LOG=warn \
+DATABASE_URL="postgres://paas@127.0.0.1:$port/postgres" PAAS_LOG=warn ${BENCH_WRAP:-} \
   target/release/examples/bench_placement

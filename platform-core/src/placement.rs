@@ -280,7 +280,8 @@ pub fn choose<'n>(
     };
     candidates
         .into_iter()
-        .min_by_key(|n| {
+        .min_by_key(|n: &&'n NodeLoad| {
+            let n: &'n NodeLoad = n;
             // The skew each schedule-anyway spread would reach: its domain's count.
             let skew: u32 = anyway
                 .iter()
@@ -303,7 +304,7 @@ pub fn choose<'n>(
                 domain.unwrap_or(0),
                 n.workload_instances,
                 load,
-                n.name.clone(),
+                n.name.as_str(),
             )
         })
         .ok_or(Unschedulable::NoMatchingNode)

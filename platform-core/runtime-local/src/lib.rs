@@ -246,23 +246,18 @@ impl LocalRuntime {
         Ok(())
     }
 
-    /// Reads a workload's instances and their nodes, without a lock; `None` when the
-    /// application does not exist.
+    /// Reads a workload's instances and their nodes, without a lock (an application
+    /// that does not exist has none: the locked pass says it is not found).
     async fn read_seen(&self, key: &WorkloadKey) -> Result<Option<Seen>, RuntimeError> {
-        let Some(app_id) = platform_core::store::runtime::application_id(
+        let instances: Vec<InstanceRow> = store::instances_of_keys(
             &self.pool,
-            &key.tenant,
-            &key.environment,
-            &key.app,
+            &[(key.tenant.clone(), key.environment.clone(), key.app.clone())],
         )
         .await
         .map_err(unavailable)?
-        else {
-            return Ok(None);
-        };
-        let instances = store::instances_of(&self.pool, app_id)
-            .await
-            .map_err(unavailable)?;
+        .into_iter()
+        .map(|(_, row)| row)
+        .collect();
         let nodes = self.nodes_of(&self.pool, &instances).await?;
         Ok(Some(Seen {
             at: std::time::Instant::now(),
@@ -404,6 +399,10 @@ impl LocalRuntime {
         instances: &[InstanceRow],
     ) -> Result<NodesSeen, RuntimeError> {
         let names = node_names(instances.iter());
+        if names.is_empty() {
+            // A workload with no instance yet (a new one): no node to read.
+            return Ok(NodesSeen::new());
+        }
         Ok(store::node_views(ex, Some(&names))
             .await
             .map_err(unavailable)?
