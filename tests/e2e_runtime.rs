@@ -2345,6 +2345,30 @@ async fn draining_a_node_is_refused_with_the_reason_when_it_cannot_finish_and_ot
     let (status, plan) = drain(blocked.clone(), json!({"dry_run": true})).await;
     assert_eq!(status, StatusCode::OK, "{plan}");
     assert_eq!(plan["feasible"], false, "{plan}");
+    // The same by the node's name alone (the runtime that reports it is found).
+    let by_name: Value = must(
+        must(
+            admin
+                .http
+                .post(format!("{}/api/v1/admin/nodes/{blocked}/drain", admin.base))
+                .bearer_auth(&admin.token)
+                .json(&json!({"dry_run": true}))
+                .send()
+                .await,
+        )
+        .json()
+        .await,
+    );
+    assert_eq!(by_name, plan);
+    let unknown = must(
+        admin
+            .http
+            .post(format!("{}/api/v1/admin/nodes/node-9/cordon", admin.base))
+            .bearer_auth(&admin.token)
+            .send()
+            .await,
+    );
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     let refused = must(
         dev.http
             .post(format!(

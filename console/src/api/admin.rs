@@ -286,6 +286,46 @@ pub async fn drain_node(
     ))
 }
 
+/// Cordons or uncordons a node of whichever runtime reports it (409 when several
+/// runtimes have a node of that name: name the runtime then).
+#[utoipa::path(operation_id = "cordon_node_by_name", post, path = "/api/v1/admin/nodes/{node}/{action}", tag = "admin",
+    params(("node" = String, Path, description = "The node's name"),
+        ("action" = String, Path, description = "`cordon` or `uncordon`")),
+    responses((status = 204, description = "Done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cordon_node_by_name(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (node, action) = path.into_inner();
+    let runtime = state
+        .platform
+        .runtime_of_node(&auth.0.principal, &node)
+        .await?;
+    cordon_node(state, auth, Path::from((runtime, node, action))).await
+}
+
+/// Drains a node of whichever runtime reports it (see `drain_node`).
+#[utoipa::path(operation_id = "drain_node_by_name", post, path = "/api/v1/admin/nodes/{node}/drain", tag = "admin",
+    params(("node" = String, Path, description = "The node's name")),
+    request_body = DrainRequest,
+    responses((status = 200, body = DrainPlan), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn drain_node_by_name(
+    state: Data<AppState>,
+    auth: ApiAuth,
+    path: Path<String>,
+    body: ApiJson<DrainRequest>,
+) -> Result<Json<DrainPlan>, ApiError> {
+    let node = path.into_inner();
+    let runtime = state
+        .platform
+        .runtime_of_node(&auth.0.principal, &node)
+        .await?;
+    drain_node(state, auth, Path::from((runtime, node)), body).await
+}
+
 /// Confirms that a silent node is gone for good: its instances start elsewhere, and
 /// stateful ones without the data they left on it, once its lease has surely run out.
 /// Refused (409) while the node still reports.

@@ -345,6 +345,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::post().to(admin::cordon_node),
             )
             .route(
+                "/admin/nodes/{node}/drain",
+                web::post().to(admin::drain_node_by_name),
+            )
+            .route(
+                "/admin/nodes/{node}/{action}",
+                web::post().to(admin::cordon_node_by_name),
+            )
+            .route(
                 "/admin/signing-keys/rotate",
                 web::post().to(admin::rotate_keys),
             )

@@ -16,7 +16,7 @@ use super::{admin, apps, auth, autoscaling, packages, releases, secrets, tenants
         apps::list, apps::create, apps::get, apps::update, apps::delete, apps::revisions, apps::instances, apps::endpoints, apps::events, apps::conditions, apps::action, apps::scale, apps::check_placement, apps::logs, apps::apply_manifests, secrets::list, secrets::set, secrets::delete,
         autoscaling::get, autoscaling::set, autoscaling::delete, autoscaling::preview, autoscaling::what_if, autoscaling::decisions, releases::list, releases::create, releases::get, releases::act, releases::get_policy, releases::set_policy, releases::queue, releases::promote, releases::by_id, releases::override_freeze, packages::upload, packages::list, tenants::quota, admin::set_quota,
         admin::list_tenants, admin::create_tenant, admin::list_users, admin::create_user, admin::update_user,
-        admin::audit, admin::rotate_keys, admin::runtimes, admin::confirm_node_lost, admin::cordon_node, admin::drain_node,
+        admin::audit, admin::rotate_keys, admin::runtimes, admin::confirm_node_lost, admin::cordon_node, admin::drain_node, admin::cordon_node_by_name, admin::drain_node_by_name,
     ),
     modifiers(&BearerAuth, &EveryStatus, &Links),
     tags(
@@ -317,7 +317,7 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), count, "duplicate operationIds");
-        assert_eq!(count, 59, "documented operations: {ids:?}");
+        assert_eq!(count, 61, "documented operations: {ids:?}");
     }
 
     #[test]

@@ -90,6 +90,41 @@ impl Platform {
         Ok(out)
     }
 
+    /// The runtime a node belongs to, for calls that name only the node: refused when
+    /// no runtime reports it (404) or several do (409: name the runtime). Platform
+    /// administrators only.
+    pub async fn runtime_of_node(
+        &self,
+        principal: &crate::authz::Principal,
+        node: &str,
+    ) -> Result<String, CoreError> {
+        principal.require_platform_admin("manage nodes")?;
+        let mut found = Vec::new();
+        let mut unread = Vec::new();
+        for (name, runtime) in self.runtimes().iter() {
+            match runtime.nodes().await {
+                Ok(nodes) if nodes.iter().any(|n| n.name == node) => found.push(name.to_owned()),
+                Ok(_) => {}
+                Err(e) => unread.push(format!("{name} ({e})")),
+            }
+        }
+        match found.as_slice() {
+            [one] => Ok(one.clone()),
+            [] if !unread.is_empty() => Err(CoreError::Unavailable(format!(
+                "no runtime that answered reports node {node}; these could not be read: {}",
+                unread.join(", ")
+            ))),
+            [] => Err(CoreError::not_found("node", node)),
+            several => Err(CoreError::Conflict {
+                field: "node",
+                message: format!(
+                    "runtimes {} each report a node named {node}: use /api/v1/admin/runtimes/<runtime>/nodes/{node}/...",
+                    several.join(" and ")
+                ),
+            }),
+        }
+    }
+
     /// Cordons a node (it takes no new instances; what runs there stays) or uncordons
     /// it. Platform administrators only; audited when it changes anything.
     pub async fn set_node_cordoned(
