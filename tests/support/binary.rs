@@ -34,10 +34,15 @@ pub async fn fresh_database() -> String {
 }
 
 pub fn free_port() -> u16 {
-    must(std::net::TcpListener::bind("127.0.0.1:0"))
-        .local_addr()
-        .map(|a| a.port())
-        .unwrap_or(9515)
+    loop {
+        let port = must(std::net::TcpListener::bind("127.0.0.1:0"))
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(9515);
+        if claim(port) {
+            return port;
+        }
+    }
 }
 
 /// A free port below the ephemeral range (32768 and up on Linux), for the ports a
@@ -47,10 +52,22 @@ pub fn free_port() -> u16 {
 pub fn fixed_port() -> u16 {
     loop {
         let port = 20_000 + u16::try_from(uuid::Uuid::new_v4().as_u128() % 10_000).unwrap_or(0);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        // Free now, and never handed to another site of this test process (which may
+        // not be listening on it yet, or may be restarting).
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && claim(port) {
             return port;
         }
     }
+}
+
+/// Records a port as handed out; false when it was already.
+fn claim(port: u16) -> bool {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    HANDED_OUT
+        .lock()
+        .map(|mut ports| ports.insert(port))
+        .unwrap_or(true)
 }
 
 /// A platform's identity across restarts: its database, data directory and router port.
