@@ -79,6 +79,8 @@ impl NodeLoad {
 pub enum Unschedulable {
     #[error("no healthy node matches the node selector")]
     NoMatchingNode,
+    #[error("every healthy node ({healthy}) is cordoned or drained: uncordon one, or add a node")]
+    AllCordoned { healthy: usize },
     #[error("no matching node has {cpu_millis}m CPU and {memory_mib} MiB free")]
     NoCapacity { cpu_millis: u32, memory_mib: u32 },
     /// The placement rules left no node: how many each rule ruled out, and what
@@ -127,6 +129,11 @@ pub fn choose<'n>(
         })
         .collect();
     if selected.is_empty() && rules.is_empty() {
+        if open.is_empty() && !healthy.is_empty() {
+            return Err(Unschedulable::AllCordoned {
+                healthy: healthy.len(),
+            });
+        }
         return Err(Unschedulable::NoMatchingNode);
     }
     let mut ruled_out: Vec<(String, usize)> = Vec::new();
@@ -750,6 +757,18 @@ mod tests {
         assert_eq!(
             pick(&first_cordoned, &Placement::default()).as_deref(),
             Ok("n2")
+        );
+        // Every node cordoned (the only one drained, say): the reason says so.
+        let mut all_cordoned = three.clone();
+        for n in &mut all_cordoned {
+            n.cordoned = true;
+        }
+        assert_eq!(
+            pick(&all_cordoned, &Placement::default()),
+            Err(
+                "every healthy node (3) is cordoned or drained: uncordon one, or add a node"
+                    .to_owned()
+            )
         );
         // The first instance of an application with affinity to itself goes anywhere.
         let together = rules(json!({"app_affinity": [{"apps": ["self"], "required": true}]}));
