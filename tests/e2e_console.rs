@@ -733,7 +733,8 @@ async fn a_platform_admin_is_told_why_a_drain_cannot_finish_and_may_force_it_the
         notice.contains("Forced") && notice.contains("acme/dev/hello"),
         "{notice}"
     );
-    wait_for_text(&client, "#draining-node-1", "draining").await;
+    // hello's two instances cannot move: the badge counts them as still on the node.
+    wait_for_text(&client, "#draining-node-1", "draining: 2 instances on it").await;
     // Uncordoning ends the drain.
     click(&client, "#uncordon-node-1").await;
     wait_for_text(&client, "#notice", "uncordoned").await;

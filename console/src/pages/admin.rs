@@ -69,6 +69,19 @@ struct RuntimesPage {
     error: Option<String>,
 }
 
+impl RuntimesPage {
+    /// How many live instances a node of a runtime still has (a drained node is done
+    /// when none is left but its daemons').
+    fn on_node(&self, runtime: &str, node: &str) -> usize {
+        self.runtimes
+            .iter()
+            .filter(|r| r.name == runtime)
+            .flat_map(|r| &r.placed)
+            .filter(|p| p.node == node)
+            .count()
+    }
+}
+
 /// A runtime's placement map as SVG shapes: nodes grouped by zone (a column each), each
 /// with its CPU in use as a bar and its instances as cells coloured by application.
 /// Coordinates only; names go in as text, escaped by the template.
