@@ -1211,17 +1211,11 @@ fn plan(
                             }
                             discharge(nodes, &i.node, request);
                             match choose(nodes, &workload.placement, &workload.key.app, request) {
-                                Ok(node) => {
-                                    let name = node.name.clone();
+                                Ok(_) => {
+                                    // It stops now; its successor starts elsewhere once
+                                    // this process is gone (never two of one ordinal).
                                     to_stop.push(i.id);
                                     moved_ordinal = true;
-                                    to_create.push((
-                                        shape.revision,
-                                        Some(*ordinal),
-                                        name.clone(),
-                                        request,
-                                    ));
-                                    charge(nodes, &name, request);
                                 }
                                 Err(e) => {
                                     charge(nodes, &i.node, request);
@@ -1245,6 +1239,22 @@ fn plan(
                             ));
                         }
                         None => {
+                            // A stopped instance of the ordinal whose node still reports
+                            // may still run: its successor waits until it is gone.
+                            if let Some(old) = existing.iter().find(|x| {
+                                x.ordinal == Some(*ordinal as i32)
+                                    && x.desired == Wanted::Stop
+                                    && nodes.iter().any(|n| n.name == x.node && n.healthy)
+                            }) {
+                                waiting.push((
+                                    old.name.clone(),
+                                    format!(
+                                        "ordinal {ordinal} starts again once its previous instance has stopped on {}",
+                                        old.node
+                                    ),
+                                ));
+                                continue;
+                            }
                             match choose(nodes, &workload.placement, &workload.key.app, request) {
                                 Ok(node) => {
                                     let name = node.name.clone();
@@ -2475,5 +2485,73 @@ mod tests {
             waited.iter().any(|w| w.contains("keeps 3 ready and 3 are")),
             "{waited:?}"
         );
+    }
+
+    #[test]
+    fn a_drained_ordinal_stops_first_and_starts_elsewhere_only_once_it_is_gone() {
+        let spec: AppSpec = serde_json::from_value(serde_json::json!({
+            "command": "true", "kind": "stateful",
+            "placement": {"disruption_budget": {"min_available": 0}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let w = Workload {
+            key: WorkloadKey {
+                tenant: "acme".into(),
+                environment: "dev".into(),
+                app: "db".into(),
+            },
+            kind: WorkloadKind::Stateful,
+            revisions: vec![RevisionShape {
+                revision: 1,
+                spec: spec.clone(),
+                slots: Slots::Ordinals(vec![0]),
+                weight: None,
+                in_place: false,
+                secrets: BTreeMap::new(),
+            }],
+            placement: Placement {
+                rules: spec.placement.clone(),
+                ..Placement::standard()
+            },
+        };
+        let mut db0 = row(1, "d", true, 60);
+        db0.ordinal = Some(0);
+        let mut nodes = [node("d", 1), node("e", 0)];
+        nodes[0].cordoned = true;
+        // Pass 1: it stops, nothing starts yet.
+        let p = plan(
+            &w,
+            std::slice::from_ref(&db0),
+            Vec::new(),
+            Vec::new(),
+            &[db0.id],
+            &mut nodes,
+        );
+        assert_eq!(p.to_stop, vec![db0.id]);
+        assert!(p.to_create.is_empty(), "{:?}", p.to_create);
+        // While its process still runs on d, the successor waits, and says why.
+        db0.desired = Wanted::Stop;
+        let p = plan(
+            &w,
+            std::slice::from_ref(&db0),
+            Vec::new(),
+            Vec::new(),
+            &[],
+            &mut nodes,
+        );
+        assert!(p.to_create.is_empty());
+        assert!(
+            p.waiting
+                .iter()
+                .any(|(_, why)| why.contains("once its previous instance has stopped on d"))
+        );
+        // Gone: ordinal 0 starts on e.
+        let p = plan(&w, &[], Vec::new(), Vec::new(), &[], &mut nodes);
+        let placed: Vec<(Option<u32>, &str)> = p
+            .to_create
+            .iter()
+            .map(|(_, o, n, _)| (*o, n.as_str()))
+            .collect();
+        assert_eq!(placed, [(Some(0), "e")]);
     }
 }
