@@ -149,14 +149,16 @@ impl KubeRuntime {
         tokio::spawn(task);
         let usage: Arc<RwLock<Usage>> = Arc::default();
         tokio::spawn(poll_metrics(client.clone(), usage.clone()));
-        Self {
+        let runtime = Self {
             client,
             manage_namespaces: true,
             drain_retry: Duration::from_secs(5),
             pods: Some(store),
             usage,
             events: Some(events),
-        }
+        };
+        tokio::spawn(keep_draining(runtime.clone(), runtime.drain_retry));
+        runtime
     }
 
     async fn apply_namespace(&self, ns: &Namespace) -> Result<(), RuntimeError> {
@@ -571,6 +573,41 @@ fn classify(e: kube::Error) -> RuntimeError {
     }
 }
 
+impl KubeRuntime {
+    /// One round of every drain in progress: the evictions of each node marked
+    /// drained (and still cordoned) are asked for again; how many pods a disruption
+    /// budget still holds. `watching` runs it every `drain_retry`, so a drain goes on
+    /// whichever control plane runs, after any of them restarts.
+    pub async fn resume_drains(&self) -> Result<usize, RuntimeError> {
+        let api: Api<KubeNode> = Api::all(self.client.clone());
+        let list =
+            retried(|| async { with_timeout(api.list(&ListParams::default())).await }).await?;
+        let mut held = 0;
+        for n in &list.items {
+            if observe::cordon_of(n) == (true, true)
+                && let Some(name) = n.metadata.name.as_deref()
+            {
+                held += evict_round(&self.client, name).await?;
+            }
+        }
+        Ok(held)
+    }
+}
+
+/// Runs `resume_drains` every `every` until the process ends.
+async fn keep_draining(runtime: KubeRuntime, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        match runtime.resume_drains().await {
+            Ok(0) => {}
+            Ok(held) => tracing::info!(held, "drain: evictions wait for disruption budgets"),
+            Err(e) => {
+                tracing::warn!(error = %e, "drain: evictions could not be asked for; trying again")
+            }
+        }
+    }
+}
+
 /// Asks for the eviction of every pod the platform runs on `node` (a DaemonSet's
 /// stay, as `kubectl drain --ignore-daemonsets` leaves them); how many the cluster
 /// refused for now because a PodDisruptionBudget would be broken (429).
@@ -700,16 +737,20 @@ impl Runtime for KubeRuntime {
                     kind: "node",
                     name: node.to_owned(),
                 })?;
-        let was = current
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false);
-        if was == cordoned {
-            return Ok(false);
-        }
-        // A merge patch of the one field, as `kubectl cordon` does.
-        let patch = serde_json::json!({"spec": {"unschedulable": cordoned}});
+        let (was_cordoned, was_draining) = observe::cordon_of(&current);
+        // Merge patches of the fields, as `kubectl cordon` does; uncordoning ends a drain.
+        let patch = if cordoned {
+            if was_cordoned {
+                return Ok(false);
+            }
+            serde_json::json!({"spec": {"unschedulable": true}})
+        } else {
+            if !was_cordoned && !was_draining {
+                return Ok(false);
+            }
+            serde_json::json!({"metadata": {"annotations": {observe::DRAINING: null}},
+                               "spec": {"unschedulable": false}})
+        };
         retried(|| async {
             with_timeout(api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))).await
         })
@@ -718,38 +759,30 @@ impl Runtime for KubeRuntime {
     }
 
     async fn drain(&self, node: &str) -> Result<bool, RuntimeError> {
-        let changed = self.set_cordoned(node, true).await?;
-        // Evictions honour each application's PodDisruptionBudget: those refused now
-        // (429) are asked again until they go, the node is uncordoned, or an hour passes.
-        let held = evict_round(&self.client, node).await?;
-        if held > 0 {
-            let (client, node, every) = (self.client.clone(), node.to_owned(), self.drain_retry);
-            tokio::spawn(async move {
-                let until = tokio::time::Instant::now() + Duration::from_secs(3600);
-                while tokio::time::Instant::now() < until {
-                    tokio::time::sleep(every).await;
-                    let api: Api<KubeNode> = Api::all(client.clone());
-                    let cordoned = get_opt(&api, &node)
-                        .await
-                        .ok()
-                        .flatten()
-                        .is_some_and(|n| n.spec.and_then(|s| s.unschedulable).unwrap_or(false));
-                    if !cordoned {
-                        break;
-                    }
-                    match evict_round(&client, &node).await {
-                        Ok(0) => break,
-                        Ok(held) => {
-                            tracing::info!(%node, held, "drain: evictions wait for disruption budgets")
-                        }
-                        Err(e) => {
-                            tracing::warn!(%node, error = %e, "drain: evictions failed; trying again")
-                        }
-                    }
-                }
+        let api: Api<KubeNode> = Api::all(self.client.clone());
+        let current =
+            retried(|| get_opt(&api, node))
+                .await?
+                .ok_or_else(|| RuntimeError::NotFound {
+                    kind: "node",
+                    name: node.to_owned(),
+                })?;
+        let changed = observe::cordon_of(&current) != (true, true);
+        if changed {
+            // The drain is the node's own state (an annotation beside the cordon), so
+            // that whichever control plane runs carries it on (`resume_drains`).
+            let patch = serde_json::json!({
+                "metadata": {"annotations": {observe::DRAINING: chrono::Utc::now().to_rfc3339()}},
+                "spec": {"unschedulable": true}
             });
+            retried(|| async {
+                with_timeout(api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))).await
+            })
+            .await?;
         }
-        Ok(changed || held == 0)
+        // The first round at once; evictions a budget holds (429) are asked again.
+        evict_round(&self.client, node).await?;
+        Ok(changed)
     }
 
     async fn nodes(&self) -> Result<Vec<Node>, RuntimeError> {

@@ -163,11 +163,7 @@ pub fn node(n: &KubeNode) -> Node {
         .flatten()
         .find(|c| c.type_ == "Ready")
         .cloned();
-    let cordoned = n
-        .spec
-        .as_ref()
-        .and_then(|s| s.unschedulable)
-        .unwrap_or(false);
+    let (cordoned, draining) = cordon_of(n);
     Node {
         name: n.metadata.name.clone().unwrap_or_default(),
         labels: n
@@ -190,8 +186,7 @@ pub fn node(n: &KubeNode) -> Node {
         allocated: None,
         healthy: ready.as_ref().is_some_and(|c| c.status == "True") && !cordoned,
         cordoned,
-        // Kubernetes keeps no drain on the node: a drain is evictions, made at once.
-        draining: false,
+        draining,
         condition: match (&ready, cordoned) {
             (_, true) => "cordoned".to_owned(),
             (Some(c), false) if c.status == "True" => "ready".to_owned(),
@@ -204,4 +199,22 @@ pub fn node(n: &KubeNode) -> Node {
 
 fn chrono_time(t: &k8s_openapi::jiff::Timestamp) -> Option<chrono::DateTime<Utc>> {
     chrono::DateTime::from_timestamp(t.as_second(), u32::try_from(t.subsec_nanosecond()).ok()?)
+}
+
+/// The annotation a drain leaves on its node (when it started), beside the cordon.
+pub const DRAINING: &str = "paas.dev/draining";
+
+/// Whether a node is cordoned, and whether it is drained (cordoned and marked so).
+pub fn cordon_of(n: &k8s_openapi::api::core::v1::Node) -> (bool, bool) {
+    let cordoned = n
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
+    let marked = n
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(DRAINING));
+    (cordoned, cordoned && marked)
 }

@@ -761,34 +761,46 @@ async fn pod_changes_become_the_same_instance_events_the_local_runtime_records()
     feeding.abort();
 }
 
-fn node_object(unschedulable: bool) -> Value {
-    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"},
-        "spec": {"unschedulable": unschedulable}})
+fn node_object(unschedulable: bool, draining: bool) -> Value {
+    let mut node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"},
+        "spec": {"unschedulable": unschedulable}});
+    if draining {
+        node["metadata"]["annotations"] = json!({"paas.dev/draining": "2026-11-27T12:00:00Z"});
+    }
+    node
+}
+
+async fn body_of(req: Request<Body>) -> Value {
+    let body = must(http_body_util::BodyExt::collect(req.into_body()).await).to_bytes();
+    must(serde_json::from_slice::<Value>(&body))
 }
 
 #[tokio::test]
-async fn a_drain_cordons_the_node_and_evicts_its_pods_asking_again_for_those_a_budget_holds() {
+async fn a_drain_marks_and_cordons_the_node_evicts_its_pods_and_any_control_plane_asks_again_for_those_a_budget_holds()
+ {
     let (client, mut handle) = scripted();
-    let runtime = KubeRuntime::new(client).with_drain_retry(std::time::Duration::from_millis(50));
+    let runtime = KubeRuntime::new(client);
     let server = tokio::spawn(async move {
-        // Cordon: read the node, then a merge patch of spec.unschedulable.
+        // The drain: read the node, then one merge patch that cordons it and marks it
+        // drained (an annotation, so the drain outlives the control plane).
         let (req, send) = next(&mut handle).await;
         assert_eq!(
             (req.method().as_str(), req.uri().path()),
             ("GET", "/api/v1/nodes/node-a")
         );
-        respond(send, StatusCode::OK, node_object(false));
+        respond(send, StatusCode::OK, node_object(false, false));
         let (req, send) = next(&mut handle).await;
         assert_eq!(
             (req.method().as_str(), req.uri().path()),
             ("PATCH", "/api/v1/nodes/node-a")
         );
-        let body = must(http_body_util::BodyExt::collect(req.into_body()).await).to_bytes();
-        assert_eq!(
-            must(serde_json::from_slice::<Value>(&body)),
-            json!({"spec": {"unschedulable": true}})
+        let patch = body_of(req).await;
+        assert_eq!(patch["spec"], json!({"unschedulable": true}));
+        assert!(
+            patch["metadata"]["annotations"]["paas.dev/draining"].is_string(),
+            "{patch}"
         );
-        respond(send, StatusCode::OK, node_object(true));
+        respond(send, StatusCode::OK, node_object(true, true));
         // The platform's pods on the node: a daemon's stays, the others are evicted.
         let (req, send) = next(&mut handle).await;
         let query = req.uri().query().unwrap_or("").to_owned();
@@ -838,13 +850,20 @@ async fn a_drain_cordons_the_node_and_evicts_its_pods_asking_again_for_those_a_b
             json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 429,
                 "reason": "TooManyRequests", "message": "Cannot evict pod as it would violate the pod's disruption budget."}),
         );
-        // Asked again while the node stays cordoned: now it goes.
+        // A later round (any control plane's): the marked node's evictions again; an
+        // unmarked cordoned node is left alone.
         let (req, send) = next(&mut handle).await;
         assert_eq!(
             (req.method().as_str(), req.uri().path()),
-            ("GET", "/api/v1/nodes/node-a")
+            ("GET", "/api/v1/nodes")
         );
-        respond(send, StatusCode::OK, node_object(true));
+        let mut other = node_object(true, false);
+        other["metadata"]["name"] = json!("node-b");
+        respond(
+            send,
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [node_object(true, true), other]}),
+        );
         let (_, send) = next(&mut handle).await;
         respond(
             send,
@@ -861,14 +880,18 @@ async fn a_drain_cordons_the_node_and_evicts_its_pods_asking_again_for_those_a_b
             StatusCode::CREATED,
             json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
         );
-        // Nothing is held any more: no further request.
-        assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(300), handle.next_request())
-                .await
-                .is_err(),
-            "the drain asked again after every pod went"
+        // Uncordoning ends the drain: the mark goes with the cordon.
+        let (_, send) = next(&mut handle).await;
+        respond(send, StatusCode::OK, node_object(true, true));
+        let (req, send) = next(&mut handle).await;
+        assert_eq!(
+            body_of(req).await,
+            json!({"metadata": {"annotations": {"paas.dev/draining": null}}, "spec": {"unschedulable": false}})
         );
+        respond(send, StatusCode::OK, node_object(false, false));
     });
     assert!(must(runtime.drain("node-a").await));
+    assert_eq!(must(runtime.resume_drains().await), 0);
+    assert!(must(runtime.set_cordoned("node-a", false).await));
     must(server.await);
 }
