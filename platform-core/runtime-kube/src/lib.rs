@@ -574,6 +574,27 @@ fn classify(e: kube::Error) -> RuntimeError {
 }
 
 impl KubeRuntime {
+    /// A node as the cluster has it, or `NotFound`.
+    async fn node(&self, name: &str) -> Result<KubeNode, RuntimeError> {
+        let api: Api<KubeNode> = Api::all(self.client.clone());
+        retried(|| get_opt(&api, name))
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "node",
+                name: name.to_owned(),
+            })
+    }
+
+    /// A merge patch of a node (as `kubectl cordon` makes).
+    async fn patch_node(&self, name: &str, patch: &serde_json::Value) -> Result<(), RuntimeError> {
+        let api: Api<KubeNode> = Api::all(self.client.clone());
+        retried(|| async {
+            with_timeout(api.patch(name, &PatchParams::default(), &Patch::Merge(patch))).await
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// One round of every drain in progress: the evictions of each node marked
     /// drained (and still cordoned) are asked for again; how many pods a disruption
     /// budget still holds. `watching` runs it every `drain_retry`, so a drain goes on
@@ -729,14 +750,7 @@ impl Runtime for KubeRuntime {
     }
 
     async fn set_cordoned(&self, node: &str, cordoned: bool) -> Result<bool, RuntimeError> {
-        let api: Api<KubeNode> = Api::all(self.client.clone());
-        let current =
-            retried(|| get_opt(&api, node))
-                .await?
-                .ok_or_else(|| RuntimeError::NotFound {
-                    kind: "node",
-                    name: node.to_owned(),
-                })?;
+        let current = self.node(node).await?;
         let (was_cordoned, was_draining) = observe::cordon_of(&current);
         // Merge patches of the fields, as `kubectl cordon` does; uncordoning ends a drain.
         let patch = if cordoned {
@@ -751,22 +765,12 @@ impl Runtime for KubeRuntime {
             serde_json::json!({"metadata": {"annotations": {observe::DRAINING: null}},
                                "spec": {"unschedulable": false}})
         };
-        retried(|| async {
-            with_timeout(api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))).await
-        })
-        .await?;
+        self.patch_node(node, &patch).await?;
         Ok(true)
     }
 
     async fn drain(&self, node: &str) -> Result<bool, RuntimeError> {
-        let api: Api<KubeNode> = Api::all(self.client.clone());
-        let current =
-            retried(|| get_opt(&api, node))
-                .await?
-                .ok_or_else(|| RuntimeError::NotFound {
-                    kind: "node",
-                    name: node.to_owned(),
-                })?;
+        let current = self.node(node).await?;
         let changed = observe::cordon_of(&current) != (true, true);
         if changed {
             // The drain is the node's own state (an annotation beside the cordon), so
@@ -775,10 +779,7 @@ impl Runtime for KubeRuntime {
                 "metadata": {"annotations": {observe::DRAINING: chrono::Utc::now().to_rfc3339()}},
                 "spec": {"unschedulable": true}
             });
-            retried(|| async {
-                with_timeout(api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))).await
-            })
-            .await?;
+            self.patch_node(node, &patch).await?;
         }
         // The first round at once; evictions a budget holds (429) are asked again.
         evict_round(&self.client, node).await?;

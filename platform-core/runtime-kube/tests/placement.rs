@@ -11,6 +11,30 @@ fn must<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("{e:?}"))
 }
 
+/// `acme/dev/web` of `kind` at revision 1, placed by its spec's rules.
+fn web(kind: WorkloadKind, spec: AppSpec, slots: Slots) -> Workload {
+    Workload {
+        key: WorkloadKey {
+            tenant: "acme".into(),
+            environment: "dev".into(),
+            app: "web".into(),
+        },
+        kind,
+        revisions: vec![RevisionShape {
+            revision: 1,
+            spec: spec.clone(),
+            slots,
+            weight: None,
+            in_place: false,
+            secrets: Default::default(),
+        }],
+        placement: Placement {
+            rules: spec.placement,
+            ..Placement::standard()
+        },
+    }
+}
+
 #[test]
 fn rules_become_node_affinity_pod_affinity_anti_affinity_and_spread() {
     let rules: PlacementSpec = must(serde_json::from_value(json!({
@@ -21,29 +45,11 @@ fn rules_become_node_affinity_pod_affinity_anti_affinity_and_spread() {
         "app_anti_affinity": [{"apps": ["self", "batch"], "required": true}],
         "spread": [{"topology": "zone", "max_skew": 2, "when_unsatisfiable": "do_not_schedule"}]
     })));
-    let spec: AppSpec = must(serde_json::from_value(
+    let mut spec: AppSpec = must(serde_json::from_value(
         json!({"image": "shop/web:1", "replicas": 3}),
     ));
-    let workload = Workload {
-        key: WorkloadKey {
-            tenant: "acme".into(),
-            environment: "dev".into(),
-            app: "web".into(),
-        },
-        kind: WorkloadKind::Service,
-        revisions: vec![RevisionShape {
-            revision: 1,
-            spec,
-            slots: Slots::Count(3),
-            weight: None,
-            in_place: false,
-            secrets: Default::default(),
-        }],
-        placement: Placement {
-            rules,
-            ..Placement::standard()
-        },
-    };
+    spec.placement = rules;
+    let workload = web(WorkloadKind::Service, spec, Slots::Count(3));
     let rendered = must(render(&workload));
     let pod: Value = rendered
         .objects
@@ -103,30 +109,12 @@ fn a_disruption_budget_becomes_a_pod_disruption_budget_over_every_revision_of_th
         spec.kind = kind;
         spec.placement.disruption_budget = budget
             .map(|min_available| platform_core::placement_spec::DisruptionBudget { min_available });
-        Workload {
-            key: WorkloadKey {
-                tenant: "acme".into(),
-                environment: "dev".into(),
-                app: "web".into(),
-            },
-            kind,
-            revisions: vec![RevisionShape {
-                revision: 1,
-                slots: if kind == WorkloadKind::Stateful {
-                    Slots::Ordinals(vec![0, 1, 2])
-                } else {
-                    Slots::Count(3)
-                },
-                spec: spec.clone(),
-                weight: None,
-                in_place: false,
-                secrets: Default::default(),
-            }],
-            placement: Placement {
-                rules: spec.placement,
-                ..Placement::standard()
-            },
-        }
+        let slots = if kind == WorkloadKind::Stateful {
+            Slots::Ordinals(vec![0, 1, 2])
+        } else {
+            Slots::Count(3)
+        };
+        web(kind, spec, slots)
     };
     let budgets = |w: Workload| -> Vec<Value> {
         must(render(&w))
@@ -161,26 +149,7 @@ fn a_selector_term_selects_pods_by_the_labels_their_spec_gives_them() {
         "image": "shop/web:1", "replicas": 2, "labels": {"tier": "front"},
         "placement": {"app_affinity": [{"selector": {"tier": "cache"}, "required": true, "topology": "zone"}]}
     })));
-    let workload = Workload {
-        key: WorkloadKey {
-            tenant: "acme".into(),
-            environment: "dev".into(),
-            app: "web".into(),
-        },
-        kind: WorkloadKind::Service,
-        revisions: vec![RevisionShape {
-            revision: 1,
-            spec: spec.clone(),
-            slots: Slots::Count(2),
-            weight: None,
-            in_place: false,
-            secrets: Default::default(),
-        }],
-        placement: Placement {
-            rules: spec.placement.clone(),
-            ..Placement::standard()
-        },
-    };
+    let workload = web(WorkloadKind::Service, spec, Slots::Count(2));
     let template: Value = must(render(&workload))
         .objects
         .iter()

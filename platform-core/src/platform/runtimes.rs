@@ -139,34 +139,19 @@ impl Platform {
         } else {
             "uncordon nodes"
         })?;
-        let driver = self
-            .runtimes()
-            .get(runtime)
-            .ok_or_else(|| CoreError::not_found("runtime", runtime))?;
+        let driver = self.driver(runtime)?;
         let changed = driver
             .set_cordoned(node, cordoned)
             .await
             .map_err(runtime_error(runtime))?;
         if changed {
-            let mut tx = self.pool.begin().await?;
-            record(
-                &mut tx,
-                principal,
-                Audit {
-                    tenant_id: None,
-                    action: if cordoned {
-                        "node.cordon"
-                    } else {
-                        "node.uncordon"
-                    },
-                    target_kind: "node",
-                    target: &format!("{runtime}/{node}"),
-                    details: json!({}),
-                },
-            )
-            .await?;
-            tx.commit().await?;
-            self.changed();
+            let action = if cordoned {
+                "node.cordon"
+            } else {
+                "node.uncordon"
+            };
+            self.audit_node(principal, action, runtime, node, json!({}))
+                .await?;
         }
         Ok(())
     }
@@ -184,22 +169,24 @@ impl Platform {
         force: bool,
     ) -> Result<crate::drain::DrainPlan, CoreError> {
         principal.require_platform_admin("drain nodes")?;
-        let driver = self
-            .runtimes()
-            .get(runtime)
-            .ok_or_else(|| CoreError::not_found("runtime", runtime))?;
+        let driver = self.driver(runtime)?;
         let nodes = driver.nodes().await.map_err(runtime_error(runtime))?;
         if !nodes.iter().any(|n| n.name == node) {
             return Err(CoreError::not_found("node", node));
         }
+        // Each running application with its spec (one that does not parse is skipped).
         let rows: Vec<_> = crate::store::runtime::desired(&self.pool, Some(runtime), None)
             .await?
             .into_iter()
             .filter(|r| !r.deleted && r.run_state == crate::model::RunState::Running)
+            .filter_map(|r| {
+                let spec = serde_json::from_value::<crate::spec::AppSpec>(r.spec.clone()).ok()?;
+                Some((r, spec))
+            })
             .collect();
         let keys: Vec<crate::runtime::WorkloadKey> = rows
             .iter()
-            .map(|r| crate::runtime::WorkloadKey {
+            .map(|(r, _)| crate::runtime::WorkloadKey {
                 tenant: r.tenant.clone(),
                 environment: r.environment.clone(),
                 app: r.app.clone(),
@@ -210,13 +197,14 @@ impl Platform {
             (String, String),
             crate::store::runtime::AppLabels,
         > = Default::default();
-        for r in &rows {
-            if let Ok(spec) = serde_json::from_value::<crate::spec::AppSpec>(r.spec.clone()) {
-                labels
-                    .entry((r.tenant.clone(), r.environment.clone()))
-                    .or_default()
-                    .insert(r.app.clone(), spec.labels);
-            }
+        let selecting = rows
+            .iter()
+            .any(|(_, spec)| spec.placement.selects_by_label());
+        for (r, spec) in rows.iter().filter(|_| selecting) {
+            labels
+                .entry((r.tenant.clone(), r.environment.clone()))
+                .or_default()
+                .insert(r.app.clone(), spec.labels.clone());
         }
         let mut placed = Vec::new();
         let mut apps = Vec::new();
@@ -225,11 +213,7 @@ impl Platform {
                 .instances_of_many(batch)
                 .await
                 .map_err(runtime_error(runtime))?;
-            for ((key, row), instances) in batch.iter().zip(rows).zip(all) {
-                let Ok(spec) = serde_json::from_value::<crate::spec::AppSpec>(row.spec.clone())
-                else {
-                    continue;
-                };
+            for ((key, (row, spec)), instances) in batch.iter().zip(rows).zip(all) {
                 let owner = (key.tenant.clone(), key.environment.clone(), key.app.clone());
                 let mut here = false;
                 for i in instances
@@ -258,7 +242,7 @@ impl Platform {
                             .replicas
                             .and_then(|r| u32::try_from(r).ok())
                             .unwrap_or(spec.replicas),
-                        spec,
+                        spec: spec.clone(),
                     });
                 }
             }
@@ -277,21 +261,9 @@ impl Platform {
         }
         let changed = driver.drain(node).await.map_err(runtime_error(runtime))?;
         if changed {
-            let mut tx = self.pool.begin().await?;
-            record(
-                &mut tx,
-                principal,
-                Audit {
-                    tenant_id: None,
-                    action: "node.drain",
-                    target_kind: "node",
-                    target: &format!("{runtime}/{node}"),
-                    details: json!({"forced": force && !plan.feasible, "moves": plan.moves.len(), "blocked": plan.blocked()}),
-                },
-            )
-            .await?;
-            tx.commit().await?;
-            self.changed();
+            let details = json!({"forced": force && !plan.feasible, "moves": plan.moves.len(), "blocked": plan.blocked()});
+            self.audit_node(principal, "node.drain", runtime, node, details)
+                .await?;
         }
         Ok(plan)
     }
@@ -306,30 +278,54 @@ impl Platform {
         node: &str,
     ) -> Result<NodeLoss, CoreError> {
         principal.require_platform_admin("confirm a node lost")?;
-        let driver = self
-            .runtimes()
-            .get(runtime)
-            .ok_or_else(|| CoreError::not_found("runtime", runtime))?;
+        let driver = self.driver(runtime)?;
         let loss = driver
             .confirm_node_lost(node)
             .await
             .map_err(runtime_error(runtime))?;
+        let details =
+            json!({"stateful_moved": loss.stateful_moved, "moves_after": loss.moves_after});
+        self.audit_node(principal, "node.confirm_lost", runtime, node, details)
+            .await?;
+        Ok(loss)
+    }
+
+    /// The driver of a runtime this control plane drives, or 404.
+    fn driver(
+        &self,
+        runtime: &str,
+    ) -> Result<&std::sync::Arc<dyn crate::runtime::Runtime>, CoreError> {
+        self.runtimes()
+            .get(runtime)
+            .ok_or_else(|| CoreError::not_found("runtime", runtime))
+    }
+
+    /// Records an administrator's action on a node in the audit log, and wakes the
+    /// reconciler.
+    async fn audit_node(
+        &self,
+        principal: &crate::authz::Principal,
+        action: &'static str,
+        runtime: &str,
+        node: &str,
+        details: serde_json::Value,
+    ) -> Result<(), CoreError> {
         let mut tx = self.pool.begin().await?;
         record(
             &mut tx,
             principal,
             Audit {
                 tenant_id: None,
-                action: "node.confirm_lost",
+                action,
                 target_kind: "node",
                 target: &format!("{runtime}/{node}"),
-                details: json!({"stateful_moved": loss.stateful_moved, "moves_after": loss.moves_after}),
+                details,
             },
         )
         .await?;
         tx.commit().await?;
         self.changed();
-        Ok(loss)
+        Ok(())
     }
 }
 
