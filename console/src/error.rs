@@ -121,6 +121,7 @@ impl From<CoreError> for ApiError {
         let status = match &e {
             CoreError::NotFound { .. } => StatusCode::NOT_FOUND,
             CoreError::Invalid(_)
+            | CoreError::BrokerUnavailable(_)
             | CoreError::QuotaExceeded { .. }
             | CoreError::Infeasible { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             CoreError::Conflict { .. } | CoreError::WrongState(_) => StatusCode::CONFLICT,

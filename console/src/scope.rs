@@ -124,6 +124,32 @@ impl FromRequest for AppScope {
     }
 }
 
+/// API: an environment of the tenant (`{tenant}`, `{env}`); the environment itself is
+/// looked up by the core operation that uses it.
+#[derive(Debug)]
+pub struct EnvScope {
+    pub auth: Authenticated,
+    pub access: TenantAccess,
+    pub env: String,
+}
+
+impl FromRequest for EnvScope {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let tenant = TenantScope::from_request(req, payload);
+        let named = Named::of(req);
+        Box::pin(async move {
+            let Some(env) = named.env else {
+                return Err(misrouted("env"));
+            };
+            let TenantScope { auth, access } = tenant.await?;
+            Ok(Self { auth, access, env })
+        })
+    }
+}
+
 /// Console: the tenant of `{tenant}`. Its errors are pages in the user's frame.
 #[derive(Debug)]
 pub struct PageTenant {
@@ -218,6 +244,9 @@ macro_rules! segments {
 
 segments! {
     ActionSegment { action },
+    BrokerSegment { broker },
+    PlanSegment { plan },
+    ServiceInstanceSegment { service_instance },
     InstanceSegment { instance },
     NameSegment { name },
     SecretSegment { secret },

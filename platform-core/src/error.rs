@@ -51,6 +51,10 @@ pub enum CoreError {
     /// What runs the applications cannot be reached now (an apiserver, the agents).
     #[error("the runtime is unavailable: {0}")]
     Unavailable(String),
+    /// A service broker could not be reached, refused the platform's credentials, or
+    /// answered with something the Open Service Broker API does not allow.
+    #[error("{0}")]
+    BrokerUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -79,6 +83,7 @@ impl CoreError {
             Self::InvalidCredentials => "invalid_credentials",
             Self::Unauthenticated => "unauthenticated",
             Self::Unavailable(_) => "runtime_unavailable",
+            Self::BrokerUnavailable(_) => "broker_unavailable",
             Self::Store(_) if self.is_store_unreachable() => "database_unavailable",
             Self::Store(_) | Self::Internal(_) => "internal",
         }
@@ -110,6 +115,7 @@ impl CoreError {
     pub fn field(&self) -> Option<&str> {
         match self {
             Self::Invalid(e) => Some(&e.field),
+            Self::BrokerUnavailable(_) => Some("url"),
             Self::Conflict { field, .. } => Some(field),
             _ => None,
         }

@@ -23,6 +23,7 @@ pub mod reconciler;
 pub mod releases;
 pub mod runtime;
 pub mod sealing;
+pub mod services;
 pub mod store;
 pub mod templates;
 

@@ -255,6 +255,7 @@ pub fn service_spec() -> Value {
 }
 
 pub mod binary;
+pub mod broker;
 pub mod client;
 pub mod load;
 pub mod procs;

@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod packages;
 pub mod releases;
 pub mod secrets;
+pub mod services;
 pub mod tenants;
 
 use std::future::Future;
@@ -351,6 +352,45 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/admin/nodes/{node}/{action}",
                 web::post().to(admin::cordon_node_by_name),
+            )
+            .route("/admin/brokers", web::get().to(services::list_brokers))
+            .route("/admin/brokers", web::post().to(services::register_broker))
+            .route(
+                "/admin/brokers/{broker}",
+                web::get().to(services::get_broker),
+            )
+            .route(
+                "/admin/brokers/{broker}",
+                web::delete().to(services::delete_broker),
+            )
+            .route(
+                "/admin/brokers/{broker}/refresh",
+                web::post().to(services::refresh_broker),
+            )
+            .route(
+                "/admin/brokers/{broker}/plans/{plan}/access",
+                web::put().to(services::set_plan_access),
+            )
+            .route("/catalog/services", web::get().to(services::catalog))
+            .route(
+                "/tenants/{tenant}/environments/{env}/service-instances",
+                web::get().to(services::list_instances),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/service-instances",
+                web::post().to(services::provision),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/service-instances/{service_instance}",
+                web::get().to(services::get_instance),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/service-instances/{service_instance}",
+                web::patch().to(services::update_instance),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/service-instances/{service_instance}",
+                web::delete().to(services::deprovision),
             )
             .route(
                 "/admin/signing-keys/rotate",

@@ -4,7 +4,7 @@ use actix_web::web::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, apps, auth, autoscaling, packages, releases, secrets, tenants};
+use super::{admin, apps, auth, autoscaling, packages, releases, secrets, services, tenants};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -17,11 +17,14 @@ use super::{admin, apps, auth, autoscaling, packages, releases, secrets, tenants
         autoscaling::get, autoscaling::set, autoscaling::delete, autoscaling::preview, autoscaling::what_if, autoscaling::decisions, releases::list, releases::create, releases::get, releases::act, releases::get_policy, releases::set_policy, releases::queue, releases::promote, releases::by_id, releases::override_freeze, packages::upload, packages::list, tenants::quota, admin::set_quota,
         admin::list_tenants, admin::create_tenant, admin::list_users, admin::create_user, admin::update_user,
         admin::audit, admin::rotate_keys, admin::runtimes, admin::confirm_node_lost, admin::cordon_node, admin::drain_node, admin::cordon_node_by_name, admin::drain_node_by_name,
+        services::register_broker, services::list_brokers, services::get_broker, services::refresh_broker, services::delete_broker, services::set_plan_access,
+        services::catalog, services::list_instances, services::provision, services::get_instance, services::update_instance, services::deprovision,
     ),
     modifiers(&BearerAuth, &EveryStatus, &Links),
     tags(
         (name = "auth", description = "Tokens and identity"),
         (name = "tenants"), (name = "environments"), (name = "members"), (name = "applications"), (name = "packages", description = "Package archives the local runtime unpacks and runs"), (name = "audit"), (name = "autoscaling", description = "Autoscaling policies, their preview and the decision ledger"), (name = "releases", description = "Releases of new revisions: strategies, approvals, freezes, rollbacks"),
+        (name = "services", description = "The service catalog: brokers (Open Service Broker API), the marketplace, service instances"),
         (name = "admin", description = "Platform administration"),
     )
 )]
@@ -317,7 +320,7 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), count, "duplicate operationIds");
-        assert_eq!(count, 61, "documented operations: {ids:?}");
+        assert_eq!(count, 73, "documented operations: {ids:?}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod placement;
 pub mod releases;
 mod runtimes;
 pub mod secrets;
+pub mod services;
 pub(crate) mod tenancy;
 mod users;
 
@@ -46,6 +47,10 @@ pub struct Platform {
     changes: Arc<tokio::sync::Notify>,
     /// Where autoscaling rules' PromQL queries go (checked when a policy is saved).
     metric_sources: crate::autoscaler::MetricSources,
+    /// How service instances' operations are paced (deadlines are set from it).
+    service_config: crate::services::WorkerConfig,
+    /// Woken when a service instance's operation is requested.
+    service_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Platform {
@@ -65,6 +70,8 @@ impl Platform {
             runtimes: Runtimes::default(),
             changes: Arc::new(tokio::sync::Notify::new()),
             metric_sources: crate::autoscaler::MetricSources::default(),
+            service_config: crate::services::WorkerConfig::default(),
+            service_wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -89,6 +96,24 @@ impl Platform {
     pub fn with_metric_sources(mut self, sources: crate::autoscaler::MetricSources) -> Self {
         self.metric_sources = sources;
         self
+    }
+
+    /// How service instances' operations are paced.
+    #[must_use]
+    pub fn with_service_config(mut self, config: crate::services::WorkerConfig) -> Self {
+        self.service_config = config;
+        self
+    }
+
+    /// The worker that carries service instances' operations to their brokers; run
+    /// one per control plane (they share the work through claims).
+    pub fn operations_worker(&self) -> crate::services::OperationsWorker {
+        crate::services::OperationsWorker::new(
+            self.pool.clone(),
+            self.master.clone(),
+            self.service_config.clone(),
+            self.service_wake.clone(),
+        )
     }
 
     pub fn metric_sources(&self) -> &crate::autoscaler::MetricSources {

@@ -12,6 +12,7 @@ pub mod packages;
 pub mod releases;
 pub mod runtime;
 pub mod secrets;
+pub mod services;
 pub mod tenants;
 pub mod users;
 

@@ -231,6 +231,17 @@ pub async fn quota<'e>(ex: impl PgExecutor<'e>, tenant_id: Uuid) -> Result<Quota
     .await
 }
 
+/// How many service instances the tenant may have (`None`: no limit).
+pub async fn service_quota<'e>(
+    ex: impl PgExecutor<'e>,
+    tenant_id: Uuid,
+) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar("SELECT max_service_instances FROM tenants WHERE id = $1")
+        .bind(tenant_id)
+        .fetch_one(ex)
+        .await
+}
+
 pub async fn set_quota(
     conn: &mut PgConnection,
     tenant_id: Uuid,

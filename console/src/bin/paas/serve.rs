@@ -319,6 +319,8 @@ pub async fn run_http(
     });
     let (stop_reconciler, stopped) = tokio::sync::watch::channel(false);
     let stopped_nodes = stopped.clone();
+    // Service instances' operations go to their brokers whatever runtimes there are.
+    tokio::spawn(platform.operations_worker().run(stopped.clone()));
     let mut platform = platform;
     let mut runtimes = Runtimes::default();
     if let Some(runtime) = &local {

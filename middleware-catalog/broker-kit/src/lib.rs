@@ -1,0 +1,88 @@
+//! The server side of the Open Service Broker API v2.17, shared by the platform's
+//! middleware brokers. A broker supplies its catalog and a [`Backend`] that makes,
+//! binds and removes the real thing; the kit does the rest:
+//!
+//! - basic authentication (constant-time comparison) and the `X-Broker-API-Version`
+//!   check (400 without it, 412 for a major version other than 2);
+//! - the specification's status codes: 201/202 for a new instance, 200 for an
+//!   identical re-provision, 409 for a conflicting one, 410 for an unknown removal,
+//!   422 `AsyncRequired` when `accepts_incomplete=true` is missing, 422
+//!   `ConcurrencyError` while an operation on the instance runs;
+//! - asynchronous provisioning, updating and deprovisioning (a background task per
+//!   operation, `last_operation` answering from the registry);
+//! - a registry of instances and bindings written atomically to the broker's state
+//!   directory after each change, so a restarted broker knows what it made (an
+//!   operation cut by a restart is reported `failed`, which makes the platform clean up).
+
+pub mod lock;
+pub mod platform;
+pub mod registry;
+mod server;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+pub use registry::{BindingRecord, InstanceRecord, Registry};
+pub use server::{BrokerConfig, configure};
+
+/// Serves a broker on `listen` until the process is asked to stop (SIGTERM, SIGINT),
+/// its registry in `state_dir`.
+pub async fn serve(
+    config: BrokerConfig,
+    backend: std::sync::Arc<dyn Backend>,
+    state_dir: &std::path::Path,
+    listen: std::net::SocketAddr,
+) -> std::io::Result<()> {
+    let registry = Registry::open(state_dir)?;
+    let routes = configure(config, backend, registry);
+    actix_web::HttpServer::new(move || actix_web::App::new().configure(routes.clone()))
+        .workers(2)
+        .shutdown_timeout(5)
+        .bind(listen)?
+        .run()
+        .await
+}
+
+/// Why the backend could not do what was asked; the text reaches the platform's users
+/// as the operation's description.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendError(pub String);
+
+impl BackendError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+/// What a broker does for real: make an instance of a plan, give each binding its
+/// own credentials, take them away, remove the instance with everything it made.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Makes the instance; what it returns is kept in the registry as the instance's
+    /// facts (addresses, the admin credential it needs later) and handed back to the
+    /// other calls. Runs in the background; may take minutes.
+    async fn create(&self, instance: &InstanceRecord) -> Result<Map<String, Value>, BackendError>;
+
+    /// Applies a new plan or parameters to an existing instance; the new facts.
+    async fn update(&self, instance: &InstanceRecord) -> Result<Map<String, Value>, BackendError>;
+
+    /// Removes the instance and everything made for it (data included). Must succeed
+    /// for an instance whose creation failed halfway.
+    async fn destroy(&self, instance: &InstanceRecord) -> Result<(), BackendError>;
+
+    /// Makes credentials of this binding's own; returns what the application needs
+    /// (`uri`, `host`, `port`, `username`, `password`, ...).
+    async fn bind(
+        &self,
+        instance: &InstanceRecord,
+        binding_id: &str,
+    ) -> Result<Map<String, Value>, BackendError>;
+
+    /// Revokes a binding's credentials.
+    async fn unbind(
+        &self,
+        instance: &InstanceRecord,
+        binding: &BindingRecord,
+    ) -> Result<(), BackendError>;
+}
