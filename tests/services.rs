@@ -260,6 +260,156 @@ async fn an_instance_is_provisioned_updated_and_deprovisioned_through_a_register
         "{kept}"
     );
 
+    // Binding: the broker's credentials become secrets of a new revision of the
+    // application, never shown; the instance cannot go while bound.
+    let (_, before) = dev
+        .get("/api/v1/tenants/acme/environments/dev/applications/hello")
+        .await;
+    let (status, binding) = dev
+        .post(
+            &format!("{INSTANCES}/sessions/bindings"),
+            json!({"application": "hello"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{binding}");
+    assert_eq!(binding["state"], "bound");
+    let variables: Vec<&str> = binding["variables"]
+        .as_array()
+        .map(|v| v.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        variables,
+        [
+            "SESSIONS_HOST",
+            "SESSIONS_PASSWORD",
+            "SESSIONS_PORT",
+            "SESSIONS_URI",
+            "SESSIONS_URL",
+            "SESSIONS_USERNAME"
+        ]
+    );
+    assert!(!binding.to_string().contains("p1"), "{binding}");
+    let bind = broker.binding_calls("PUT");
+    assert_eq!(bind.len(), 1);
+    assert!(
+        bind[0].body["bind_resource"]["app_guid"].is_string(),
+        "{:?}",
+        bind[0].body
+    );
+    let (_, after) = dev
+        .get("/api/v1/tenants/acme/environments/dev/applications/hello")
+        .await;
+    assert_eq!(
+        after["current_revision"].as_i64(),
+        before["current_revision"].as_i64().map(|r| r + 1)
+    );
+    let (_, secrets) = dev
+        .get("/api/v1/tenants/acme/environments/dev/applications/hello/secrets")
+        .await;
+    let names: Vec<&str> = secrets["items"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|s| s["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        names.contains(&"SESSIONS_URL") && names.contains(&"PAAS_SERVICES"),
+        "{names:?}"
+    );
+    let values = revision_secrets(&server, "hello").await;
+    assert_eq!(
+        values.get("SESSIONS_URL").map(String::as_str),
+        Some("kv://u1:p1@kv.example:7000")
+    );
+    assert_eq!(
+        values.get("SESSIONS_PORT").map(String::as_str),
+        Some("7000")
+    );
+    let services: Value =
+        serde_json::from_str(values.get("PAAS_SERVICES").map_or("null", String::as_str))
+            .unwrap_or(Value::Null);
+    assert_eq!(services["sessions"]["service"], "kv");
+    assert_eq!(services["sessions"]["credentials"]["password"], "p1");
+    let (_, releases) = dev
+        .get("/api/v1/tenants/acme/environments/dev/applications/hello/releases")
+        .await;
+    assert_eq!(releases["items"][0]["cause"], "binding", "{releases}");
+    let (status, _) = dev
+        .post(
+            &format!("{INSTANCES}/sessions/bindings"),
+            json!({"application": "hello"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, body) = dev.delete(&format!("{INSTANCES}/sessions")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    // Unbinding: the variables leave in a new revision, the broker revokes after.
+    let (status, _) = dev
+        .delete(&format!("{INSTANCES}/sessions/bindings/hello"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let values = revision_secrets(&server, "hello").await;
+    assert!(values.is_empty(), "{:?}", values.keys().collect::<Vec<_>>());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dev.get(&format!("{INSTANCES}/sessions/bindings")).await.1["items"]
+        .as_array()
+        .is_some_and(Vec::is_empty)
+    {
+        assert!(Instant::now() < deadline, "the binding never went");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let unbind = broker.binding_calls("DELETE");
+    assert_eq!(unbind.len(), 1);
+    assert!(
+        unbind[0].target.contains("service_id=svc-kv"),
+        "{}",
+        unbind[0].target
+    );
+
+    // A bind the broker fails with 500 is refused, and what it may have made is
+    // unbound again (orphan mitigation for bindings).
+    broker.script(
+        "BIND",
+        vec![ok(500, json!({"description": "out of users"}))],
+    );
+    let (status, body) = dev
+        .post(
+            &format!("{INSTANCES}/sessions/bindings"),
+            json!({"application": "hello", "prefix": "KV"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("broker_unavailable")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("out of users"),
+        "{body}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker.binding_calls("DELETE").len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no orphan mitigation of the failed bind"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(revision_secrets(&server, "hello").await.is_empty());
+    // A refused bind (400) leaves nothing to clean up.
+    broker.script("BIND", vec![ok(400, json!({"description": "no"}))]);
+    let (status, _) = dev
+        .post(
+            &format!("{INSTANCES}/sessions/bindings"),
+            json!({"application": "hello"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(broker.binding_calls("DELETE").len(), 2);
+
     // A broker with instances cannot be removed.
     let (status, _) = admin.delete("/api/v1/admin/brokers/kv").await;
     assert_eq!(status, StatusCode::CONFLICT);
@@ -301,11 +451,46 @@ async fn an_instance_is_provisioned_updated_and_deprovisioned_through_a_register
             "service_instance.provision",
             "service_instance.update",
             "service_instance.update",
+            "service_instance.bind",
+            "service_instance.unbind",
+            "service_instance.bind",
+            "service_instance.bind",
             "service_instance.deprovision",
             "broker.delete"
         ]
     );
-    assert!(rows.iter().all(|(_, d)| !d.contains("s3cret")));
+    assert!(
+        rows.iter()
+            .all(|(_, d)| !d.contains("s3cret") && !d.contains("p1@"))
+    );
+}
+
+/// The secrets the application's newest revision runs with, opened.
+async fn revision_secrets(
+    server: &Server,
+    app: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let (id, secrets): (uuid::Uuid, Value) = must(
+        sqlx::query_as(
+            "SELECT a.id, r.secrets FROM applications a JOIN revisions r ON r.application_id = a.id AND r.number = a.current_revision
+             WHERE a.name = $1 AND a.deleted_at IS NULL",
+        )
+        .bind(app)
+        .fetch_one(&server.pool)
+        .await,
+    );
+    must(
+        platform_core::platform::secrets::of_revision(
+            &server.pool,
+            server.platform.master_key(),
+            id,
+            &secrets,
+        )
+        .await,
+    )
+    .into_iter()
+    .map(|(k, v)| (k, v.expose().to_owned()))
+    .collect()
 }
 
 /// Provisions `name` with the broker's PUT answered by `answers`; the settled instance.

@@ -244,6 +244,7 @@ macro_rules! segments {
 
 segments! {
     ActionSegment { action },
+    ApplicationSegment { application },
     BrokerSegment { broker },
     PlanSegment { plan },
     ServiceInstanceSegment { service_instance },

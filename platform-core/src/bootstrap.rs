@@ -176,6 +176,89 @@ impl Platform {
         Ok(accounts)
     }
 
+    /// Makes sure the platform's own service tenant exists: tenant `system` with its
+    /// environment `services`, where the middleware brokers run their servers as
+    /// applications, and the brokers' account `username` (a tenant admin there and
+    /// nowhere else) signing in with `password` (set again on every start: the file
+    /// `paas up` keeps it in is the source of truth). Idempotent.
+    pub async fn bootstrap_services(
+        &self,
+        username: &str,
+        password: &Password,
+    ) -> Result<(), CoreError> {
+        let username = crate::names::Username::parse(username)?;
+        let hash = password::hash(password).await?;
+        let mut tx = self.pool.begin().await?;
+        store::tenants::lock_bootstrap(&mut tx).await?;
+        let tenant = match store::tenants::by_slug(&mut *tx, SERVICE_TENANT).await? {
+            Some(t) => t,
+            None => {
+                let t =
+                    store::tenants::insert(&mut tx, SERVICE_TENANT, "Platform services").await?;
+                system_audit(
+                    &mut tx,
+                    Some(t.id),
+                    "tenant.create",
+                    "tenant",
+                    SERVICE_TENANT,
+                )
+                .await?;
+                t
+            }
+        };
+        if store::tenants::environment(&mut *tx, tenant.id, SERVICE_ENVIRONMENT)
+            .await?
+            .is_none()
+        {
+            store::tenants::insert_environment(
+                &mut tx,
+                tenant.id,
+                SERVICE_ENVIRONMENT,
+                "Servers of the service catalog's instances, run by the brokers",
+                false,
+                "local",
+            )
+            .await?;
+        }
+        let user = match store::users::credentials(&mut *tx, username.as_str()).await? {
+            Some(user) => {
+                if !password::verify(password, &user.password_hash).await {
+                    store::users::set_password(&mut tx, user.id, &hash).await?;
+                }
+                user.id
+            }
+            None => {
+                let user = store::users::insert(
+                    &mut tx,
+                    username.as_str(),
+                    "Service brokers",
+                    &hash,
+                    false,
+                )
+                .await?;
+                system_audit(&mut tx, None, "user.create", "user", username.as_str()).await?;
+                user.id
+            }
+        };
+        if store::tenants::members(&mut *tx, tenant.id)
+            .await?
+            .iter()
+            .all(|m| m.username != username.as_str())
+        {
+            store::tenants::upsert_member(&mut tx, tenant.id, user, Role::TenantAdmin).await?;
+            system_audit(
+                &mut tx,
+                Some(tenant.id),
+                "member.add",
+                "user",
+                username.as_str(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Creates the platform administrator `username` with `password` unless an enabled
     /// platform administrator exists; returns whether it created one.
     pub async fn bootstrap_admin(
@@ -215,6 +298,11 @@ impl Platform {
         Ok(true)
     }
 }
+
+/// The tenant the platform's own services run in.
+pub const SERVICE_TENANT: &str = "system";
+/// Its environment for the brokers' servers.
+pub const SERVICE_ENVIRONMENT: &str = "services";
 
 async fn system_audit(
     tx: &mut sqlx::PgConnection,

@@ -102,7 +102,7 @@ impl FakeBroker {
         broker
     }
 
-    /// Answers the next calls of `kind` (`PUT`, `PATCH`, `DELETE` or `POLL`) in order; the
+    /// Answers the next calls of `kind` (`PUT`, `PATCH`, `DELETE`, `POLL`, `BIND`, `UNBIND`) in order; the
     /// last answer repeats.
     pub fn script(&self, kind: &str, answers: Vec<Answer>) {
         let mut script = self.script.lock().unwrap_or_else(|e| e.into_inner());
@@ -119,13 +119,22 @@ impl FakeBroker {
             .clone()
     }
 
-    /// The requests of one method to instances (not the catalog or polls).
+    /// The requests to bindings of one method.
+    pub fn binding_calls(&self, method: &str) -> Vec<Seen> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.method == method && s.target.contains("/service_bindings/"))
+            .collect()
+    }
+
+    /// The requests of one method to instances (not the catalog, polls or bindings).
     pub fn calls(&self, method: &str) -> Vec<Seen> {
         self.seen()
             .into_iter()
             .filter(|s| {
                 s.method == method
                     && !s.target.contains("last_operation")
+                    && !s.target.contains("/service_bindings/")
                     && s.target.starts_with("/v2/service_instances")
             })
             .collect()
@@ -135,6 +144,10 @@ impl FakeBroker {
         let mut script = self.script.lock().unwrap_or_else(|e| e.into_inner());
         let default = match kind {
             "PUT" => ok(201, json!({})),
+            "BIND" => ok(
+                201,
+                json!({"credentials": {"uri": "kv://u1:p1@kv.example:7000", "host": "kv.example", "port": 7000, "username": "u1", "password": "p1"}}),
+            ),
             "POLL" => ok(200, json!({"state": "succeeded"})),
             _ => ok(200, json!({})),
         };
@@ -210,6 +223,8 @@ impl FakeBroker {
             ok(200, self.catalog.clone())
         } else if method == "GET" && target.contains("/last_operation") {
             self.next("POLL")
+        } else if target.contains("/service_bindings/") {
+            self.next(if method == "PUT" { "BIND" } else { "UNBIND" })
         } else {
             self.next(&method)
         };

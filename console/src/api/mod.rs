@@ -393,6 +393,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::delete().to(services::deprovision),
             )
             .route(
+                "/tenants/{tenant}/environments/{env}/service-instances/{service_instance}/bindings",
+                web::get().to(services::list_bindings),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/service-instances/{service_instance}/bindings",
+                web::post().to(services::bind),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/service-instances/{service_instance}/bindings/{application}",
+                web::delete().to(services::unbind),
+            )
+            .route(
                 "/admin/signing-keys/rotate",
                 web::post().to(admin::rotate_keys),
             )

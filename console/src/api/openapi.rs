@@ -18,7 +18,7 @@ use super::{admin, apps, auth, autoscaling, packages, releases, secrets, service
         admin::list_tenants, admin::create_tenant, admin::list_users, admin::create_user, admin::update_user,
         admin::audit, admin::rotate_keys, admin::runtimes, admin::confirm_node_lost, admin::cordon_node, admin::drain_node, admin::cordon_node_by_name, admin::drain_node_by_name,
         services::register_broker, services::list_brokers, services::get_broker, services::refresh_broker, services::delete_broker, services::set_plan_access,
-        services::catalog, services::list_instances, services::provision, services::get_instance, services::update_instance, services::deprovision,
+        services::catalog, services::list_instances, services::provision, services::get_instance, services::update_instance, services::deprovision, services::list_bindings, services::bind, services::unbind,
     ),
     modifiers(&BearerAuth, &EveryStatus, &Links),
     tags(
@@ -320,7 +320,7 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), count, "duplicate operationIds");
-        assert_eq!(count, 73, "documented operations: {ids:?}");
+        assert_eq!(count, 76, "documented operations: {ids:?}");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use actix_web::HttpResponse;
 use actix_web::web::{Data, Json, Path};
 use platform_core::platform::services::{
-    BrokerInfo, CatalogService, NewBroker, NewServiceInstance, ServiceInstance,
-    ServiceInstanceChange,
+    BrokerInfo, CatalogService, NewBinding, NewBroker, NewServiceInstance, ServiceBinding,
+    ServiceInstance, ServiceInstanceChange,
 };
 use platform_core::sealing::SecretValue;
 use serde::Deserialize;
@@ -13,7 +13,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, ApiQuery, IfMatch, Items, ok_with_etag};
 use crate::error::{ApiError, ErrorBody};
-use crate::scope::{BrokerSegment, EnvScope, PlanSegment, ServiceInstanceSegment};
+use crate::scope::{
+    ApplicationSegment, BrokerSegment, EnvScope, PlanSegment, ServiceInstanceSegment,
+};
 use crate::session::ApiAuth;
 use crate::state::AppState;
 
@@ -334,4 +336,88 @@ pub async fn deprovision(
         )
         .await?;
     Ok(HttpResponse::Accepted().json(instance))
+}
+
+#[utoipa::path(operation_id = "list_service_bindings", get, path = "/api/v1/tenants/{tenant}/environments/{env}/service-instances/{service_instance}/bindings", tag = "services",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("service_instance" = String, Path, description = "The instance's name")),
+    responses((status = 200, body = Items<ServiceBinding>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_bindings(
+    state: Data<AppState>,
+    scope: EnvScope,
+    segment: Path<ServiceInstanceSegment>,
+) -> Result<Json<Items<ServiceBinding>>, ApiError> {
+    Ok(Json(Items::new(
+        state
+            .platform
+            .service_bindings(&scope.access, &scope.env, &segment.service_instance)
+            .await?,
+    )))
+}
+
+/// A binding to make.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindBody {
+    /// An application of the instance's environment.
+    pub application: String,
+    /// The prefix of the variables (`CACHE` gives `CACHE_URL`, `CACHE_HOST`, ...);
+    /// by default the instance's name in upper case.
+    pub prefix: Option<String>,
+}
+
+/// Binds the instance to an application. The broker's credentials become secrets of a
+/// new revision of the application (`<PREFIX>_URL`, `<PREFIX>_HOST`, ... and
+/// `PAAS_SERVICES`), rolled out like any change; they are never returned.
+#[utoipa::path(operation_id = "bind_service_instance", post, path = "/api/v1/tenants/{tenant}/environments/{env}/service-instances/{service_instance}/bindings", tag = "services",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("service_instance" = String, Path, description = "The instance's name")),
+    request_body = BindBody,
+    responses((status = 201, body = ServiceBinding), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, description = "A field is invalid, or the broker could not bind (`broker_unavailable`)", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn bind(
+    state: Data<AppState>,
+    scope: EnvScope,
+    segment: Path<ServiceInstanceSegment>,
+    body: ApiJson<BindBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let binding = state
+        .platform
+        .bind_service(
+            &scope.access,
+            &scope.env,
+            &segment.service_instance,
+            NewBinding {
+                application: body.application,
+                prefix: body.prefix,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Created().json(binding))
+}
+
+/// Unbinds the instance from an application: its variables leave the application in a
+/// new revision at once; the broker revokes the credentials afterwards (202).
+#[utoipa::path(operation_id = "unbind_service_instance", delete, path = "/api/v1/tenants/{tenant}/environments/{env}/service-instances/{service_instance}/bindings/{application}", tag = "services",
+    params(("tenant" = String, Path, description = "Tenant slug"), ("env" = String, Path, description = "Environment"), ("service_instance" = String, Path, description = "The instance's name"),
+           ("application" = String, Path, description = "The bound application")),
+    responses((status = 202), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn unbind(
+    state: Data<AppState>,
+    scope: EnvScope,
+    segment: Path<ServiceInstanceSegment>,
+    application: Path<ApplicationSegment>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .platform
+        .unbind_service(
+            &scope.access,
+            &scope.env,
+            &segment.service_instance,
+            &application.application,
+        )
+        .await?;
+    Ok(HttpResponse::Accepted().finish())
 }

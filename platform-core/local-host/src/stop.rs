@@ -23,6 +23,12 @@ pub async fn everything(data_dir: &Path) {
         Duration::from_secs(30),
     )
     .await;
+    // The service brokers, before the instances that run their servers.
+    let broker_locks: Vec<PathBuf> = subdirs(&data_dir.join("brokers"))
+        .iter()
+        .map(|b| b.join("broker.lock"))
+        .collect();
+    stop_holders(&broker_locks, Duration::from_secs(15)).await;
     let agents: Vec<PathBuf> = subdirs(&data_dir.join("agents"));
     let agent_locks: Vec<PathBuf> = agents.iter().map(|a| a.join("agent.lock")).collect();
     stop_holders(&agent_locks, Duration::from_secs(15)).await;

@@ -763,12 +763,6 @@ fn instance_config(
 ) -> (InstanceConfig, BTreeMap<String, u16>) {
     let spec = &a.spec;
     let mut env = spec.env.clone();
-    // Secrets cannot share a name with a plain variable (the control plane refuses it).
-    env.extend(
-        a.secrets
-            .iter()
-            .map(|(name, value)| (name.clone(), value.expose().to_owned())),
-    );
     let mut port = None;
     // A stateful ordinal gets the ports it had before whenever they are free, so that
     // its peers and clients find it where it was.
@@ -814,7 +808,17 @@ fn instance_config(
             tracing::warn!(instance = %a.name, error = %e, "the ordinal's ports could not be kept");
         }
     }
+    // Arguments are expanded before the secrets join the environment: a process's
+    // arguments are readable by every user of the node (`/proc/<pid>/cmdline`), its
+    // environment only by its own. A `$SECRET` in an argument reaches the program as
+    // written, for a shell to expand from the environment.
     let args = spec.args.iter().map(|arg| expand(arg, &env)).collect();
+    // Secrets cannot share a name with a plain variable (the control plane refuses it).
+    env.extend(
+        a.secrets
+            .iter()
+            .map(|(name, value)| (name.clone(), value.expose().to_owned())),
+    );
     let app_dir = PathBuf::from(&a.key.tenant)
         .join(&a.key.environment)
         .join(&a.key.app);

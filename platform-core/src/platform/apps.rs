@@ -448,6 +448,13 @@ impl Platform {
         self.check_version(&mut *tx, access, &application, if_version, locked.version)
             .await?;
         store::apps::soft_delete(&mut tx, application.id).await?;
+        // Its service bindings' credentials are revoked at the brokers (the worker).
+        let unbound = store::services::unbind_all_of_app(
+            &mut tx,
+            application.id,
+            chrono::Utc::now() + chrono::Duration::hours(1),
+        )
+        .await?;
         audit_app(
             &mut tx,
             access,
@@ -458,6 +465,9 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
+        if unbound > 0 {
+            self.service_wake.notify_one();
+        }
         Ok(())
     }
 

@@ -33,6 +33,8 @@ pub enum Cause {
     Rollback,
     /// The revision another environment runs, with this environment's overrides.
     Promotion,
+    /// A service binding's variables were added or removed.
+    Binding,
 }
 
 impl Cause {
@@ -43,6 +45,7 @@ impl Cause {
             Self::Secrets => "secrets",
             Self::Rollback => "rollback",
             Self::Promotion => "promotion",
+            Self::Binding => "binding",
         }
     }
 }
@@ -56,7 +59,7 @@ pub struct Release {
     pub application: String,
     pub from_revision: i32,
     pub to_revision: i32,
-    /// `change`, `restart`, `secrets`, `rollback` or `promotion`.
+    /// `change`, `restart`, `secrets`, `rollback`, `promotion` or `binding`.
     pub cause: String,
     pub strategy: Strategy,
     pub state: State,

@@ -231,6 +231,83 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// Sets and removes several secrets in one new revision (a service binding's
+    /// variables), in the caller's transaction; the new revision's number. The
+    /// application is locked; a name that is a plain variable of its spec is refused.
+    pub(crate) async fn change_secrets_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        access: &TenantAccess,
+        app_id: Uuid,
+        set: &BTreeMap<String, SecretValue>,
+        remove: &[String],
+        cause: super::releases::Cause,
+    ) -> Result<i32, CoreError> {
+        let current = store::apps::lock(&mut *tx, access.tenant().id, app_id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("application", app_id.to_string()))?
+            .revision;
+        let revision = store::apps::revision(&mut *tx, app_id, current)
+            .await?
+            .ok_or_else(|| {
+                CoreError::Internal(format!("application {app_id} has no revision {current}"))
+            })?;
+        let mut versions: BTreeMap<String, i32> =
+            serde_json::from_value(revision.secrets.clone()).unwrap_or_default();
+        let user = access.principal().user_id;
+        for (name, value) in set {
+            check_name(name)?;
+            if revision.spec.get("env").and_then(|e| e.get(name)).is_some() {
+                return Err(FieldError::new(
+                    "name",
+                    format!("'{name}' is a plain environment variable of the application: remove it from spec.env or bind under another name"),
+                )
+                .into());
+            }
+            let next = store::secrets::latest(&mut *tx, app_id)
+                .await?
+                .into_iter()
+                .find(|r| r.name == *name)
+                .map_or(1, |r| r.version + 1);
+            let sealed = self
+                .master_key()
+                .seal(value.expose().as_bytes(), &context(app_id, name, next))
+                .map_err(|e| CoreError::Internal(e.to_string()))?;
+            let version =
+                store::secrets::insert_version(&mut *tx, app_id, name, Some(&sealed), user).await?;
+            versions.insert(name.clone(), version);
+        }
+        for name in remove {
+            if versions.remove(name).is_some() {
+                store::secrets::insert_version(&mut *tx, app_id, name, None, user).await?;
+            }
+        }
+        if versions.len() > MAX_SECRETS {
+            return Err(FieldError::new(
+                "name",
+                format!("an application has at most {MAX_SECRETS} secrets"),
+            )
+            .into());
+        }
+        let next_revision = current + 1;
+        let secrets_json =
+            serde_json::to_value(&versions).map_err(|e| CoreError::Internal(e.to_string()))?;
+        super::releases::new_revision(
+            &mut *tx,
+            access,
+            app_id,
+            next_revision,
+            &revision.spec,
+            &secrets_json,
+            cause,
+            None,
+        )
+        .await?;
+        Ok(next_revision)
+    }
+}
+
 /// The secret values a revision of an application runs with, opened.
 pub async fn of_revision<'e>(
     ex: impl sqlx::PgExecutor<'e>,

@@ -28,7 +28,7 @@ use crate::{CoreError, FieldError};
 const CATALOG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A broker to register.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NewBroker {
     pub name: String,
     /// `http(s)://host[:port][/path]`, no credentials, query or fragment.
@@ -372,6 +372,75 @@ impl Platform {
         .await?;
         tx.commit().await?;
         self.broker(principal, &name).await
+    }
+
+    /// Registers, or brings up to date, a broker the platform runs itself (the
+    /// middleware brokers `paas up` starts): its catalog fetched and checked as for any
+    /// broker, its coordinates and password replaced. Audited as the system.
+    pub async fn ensure_broker(&self, new: NewBroker) -> Result<(), CoreError> {
+        let name = AppName::parse(&new.name)?.as_str().to_owned();
+        let url = check_url(&new.url)?;
+        let endpoint = Endpoint {
+            url: url.clone(),
+            username: new.username.clone(),
+            password: new.password.clone(),
+        };
+        let catalog = self
+            .broker_client()
+            .catalog(&endpoint)
+            .await
+            .map_err(|e| fetch_error(&url, e))?;
+        check_catalog(&catalog)?;
+        let existing = store::broker_by_name(&self.pool, &name).await?;
+        self.check_names_free(&catalog, existing.as_ref().map(|b| b.id))
+            .await?;
+        let id = existing.as_ref().map_or_else(Uuid::new_v4, |b| b.id);
+        let sealed = self
+            .master_key()
+            .seal(
+                new.password.expose().as_bytes(),
+                &crate::services::worker::super_context(id),
+            )
+            .map_err(|e| CoreError::Internal(e.to_string()))?;
+        let services: Vec<&str> = catalog.services.iter().map(|s| s.name.as_str()).collect();
+        let details =
+            json!({"url": url, "services": services, "reason": "started by the platform"});
+        let mut tx = self.pool.begin().await?;
+        let action = if existing.is_some() {
+            store::update_broker(&mut tx, id, &catalog, Some((&url, &new.username, &sealed)))
+                .await?;
+            "broker.refresh"
+        } else {
+            let row = BrokerRow {
+                id,
+                name: name.clone(),
+                url: url.clone(),
+                username: new.username.clone(),
+                password_sealed: sealed.clone(),
+                catalog: sqlx::types::Json(catalog.clone()),
+                catalog_fetched_at: Utc::now(),
+                created_at: Utc::now(),
+                version: 1,
+            };
+            store::insert_broker(&mut tx, &row).await?;
+            "broker.register"
+        };
+        crate::store::audit::append(
+            &mut tx,
+            crate::store::audit::AuditRecord {
+                tenant_id: None,
+                actor_id: None,
+                actor: "system",
+                action,
+                target_kind: "broker",
+                target: &name,
+                details,
+                source_ip: None,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The registered brokers.
@@ -873,6 +942,12 @@ impl Platform {
         let (env, mut tx, row) = self
             .lock_for_change(access, environment, name, if_version)
             .await?;
+        let bound = store::instance_bindings(&mut *tx, row.id).await?;
+        if bound > 0 {
+            return Err(CoreError::WrongState(format!(
+                "service instance '{name}' is bound to {bound} application(s): unbind them first"
+            )));
+        }
         let busy = matches!(
             row.operation,
             Some(Operation::Provision | Operation::Update)
@@ -1000,5 +1075,582 @@ fn instance_view(
         created_at: row.created_at,
         updated_at: row.updated_at,
         version: row.version,
+    }
+}
+
+/// A binding to make: the application (in the instance's environment) and the prefix of
+/// its variables (default: the instance's name, upper-cased).
+#[derive(Debug, Clone)]
+pub struct NewBinding {
+    pub application: String,
+    pub prefix: Option<String>,
+}
+
+/// A binding as members see it: which variables it gives the application, never their
+/// values.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ServiceBinding {
+    pub id: Uuid,
+    pub instance: String,
+    pub application: String,
+    pub prefix: String,
+    pub state: crate::store::services::BindingState,
+    /// The environment variables the application gets (values are secrets).
+    pub variables: Vec<String>,
+    /// What the platform still has to tell the broker, if anything.
+    pub operation: Option<crate::store::services::BindingOperation>,
+    pub last_description: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+fn binding_view(v: &crate::store::services::BindingView) -> ServiceBinding {
+    ServiceBinding {
+        id: v.row.id,
+        instance: v.instance.clone(),
+        application: v.application.clone(),
+        prefix: v.row.prefix.clone(),
+        state: v.row.state,
+        variables: v.row.variables.clone(),
+        operation: v.row.operation,
+        last_description: v.row.last_description.clone(),
+        created_by: v.row.created_by.clone(),
+        created_at: v.row.created_at,
+    }
+}
+
+/// What a binding's credentials are sealed for.
+pub(crate) fn credentials_context(binding: Uuid) -> String {
+    format!("binding:{binding}:credentials")
+}
+
+/// The variable holding every binding of an application as one JSON document.
+pub const SERVICES_VARIABLE: &str = "PAAS_SERVICES";
+
+fn check_prefix(prefix: &str) -> Result<(), FieldError> {
+    let ok = (1..=40).contains(&prefix.len())
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && prefix
+            .as_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_uppercase)
+        && prefix != "PAAS"
+        && !prefix.starts_with("PAAS_")
+        && prefix != "PORT";
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "prefix",
+            "must be 1 to 40 upper-case letters, digits or '_', starting with a letter, and not PAAS or PORT",
+        ))
+    }
+}
+
+/// The variables a binding's credentials give: `<P>_URL` (the credentials' `uri` or
+/// `url`) and `<P>_<KEY>` for every scalar credential.
+pub fn binding_variables(
+    prefix: &str,
+    credentials: &serde_json::Map<String, serde_json::Value>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut vars = std::collections::BTreeMap::new();
+    for (key, value) in credentials {
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => continue,
+        };
+        let suffix: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if suffix.is_empty() {
+            continue;
+        }
+        vars.insert(format!("{prefix}_{suffix}"), text);
+    }
+    if let Some(url) = credentials
+        .get("uri")
+        .or_else(|| credentials.get("url"))
+        .and_then(serde_json::Value::as_str)
+    {
+        vars.insert(format!("{prefix}_URL"), url.to_owned());
+    }
+    vars
+}
+
+impl Platform {
+    /// The bindings of an instance.
+    pub async fn service_bindings(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        instance: &str,
+    ) -> Result<Vec<ServiceBinding>, CoreError> {
+        let env = self.environment(access, environment).await?;
+        let row = self.instance_row(access, &env, instance).await?;
+        Ok(
+            store::bindings(&self.pool, access.tenant().id, env.id, Some(row.id))
+                .await?
+                .iter()
+                .map(binding_view)
+                .collect(),
+        )
+    }
+
+    /// Every binding of an environment (the application pages show theirs).
+    pub async fn environment_bindings(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+    ) -> Result<Vec<ServiceBinding>, CoreError> {
+        let env = self.environment(access, environment).await?;
+        Ok(
+            store::bindings(&self.pool, access.tenant().id, env.id, None)
+                .await?
+                .iter()
+                .map(binding_view)
+                .collect(),
+        )
+    }
+
+    async fn instance_row(
+        &self,
+        access: &TenantAccess,
+        env: &crate::model::Environment,
+        name: &str,
+    ) -> Result<InstanceRow, CoreError> {
+        let not_found = || CoreError::not_found("service instance", format!("{}/{name}", env.name));
+        AppName::parse(name).map_err(|_| not_found())?;
+        store::instance(&self.pool, access.tenant().id, env.id, name)
+            .await?
+            .ok_or_else(not_found)
+    }
+
+    async fn endpoint_of(&self, broker_id: Uuid) -> Result<(Endpoint, osb::Catalog), CoreError> {
+        let broker = store::broker(&self.pool, broker_id)
+            .await?
+            .ok_or_else(|| CoreError::Internal("an instance's broker is gone".into()))?;
+        let password = self
+            .master_key()
+            .open(
+                &broker.password_sealed,
+                &crate::services::worker::super_context(broker.id),
+            )
+            .map_err(|e| CoreError::Internal(e.to_string()))?;
+        Ok((
+            Endpoint {
+                url: broker.url.clone(),
+                username: broker.username.clone(),
+                password: SecretValue::new(String::from_utf8(password).unwrap_or_default()),
+            },
+            broker.catalog.0,
+        ))
+    }
+
+    /// The application's `PAAS_SERVICES` document: every bound binding but `except`,
+    /// plus `extra` (a binding being made), keyed by instance name.
+    async fn services_document(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        application_id: Uuid,
+        except: Option<Uuid>,
+        extra: Option<(&str, serde_json::Value)>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, CoreError> {
+        let catalogs = self.broker_names().await?;
+        let mut doc = serde_json::Map::new();
+        for binding in store::bindings_of_app(&mut *tx, application_id).await? {
+            if Some(binding.row.id) == except {
+                continue;
+            }
+            let Some(sealed) = &binding.row.credentials_sealed else {
+                continue;
+            };
+            let credentials: serde_json::Value = self
+                .master_key()
+                .open(sealed, &credentials_context(binding.row.id))
+                .ok()
+                .and_then(|p| serde_json::from_slice(&p).ok())
+                .unwrap_or(serde_json::Value::Null);
+            let instance = store::instance_by_id(&mut *tx, binding.row.instance_id).await?;
+            let (service, plan) = instance
+                .as_ref()
+                .and_then(|i| {
+                    let (_, catalog) = catalogs.get(&i.broker_id)?;
+                    let s = catalog.services.iter().find(|s| s.id == i.service_id)?;
+                    Some((
+                        s.name.clone(),
+                        s.plan(&i.plan_id)
+                            .map(|p| p.name.clone())
+                            .unwrap_or_default(),
+                    ))
+                })
+                .unwrap_or_default();
+            doc.insert(
+                binding.instance.clone(),
+                json!({"service": service, "plan": plan, "prefix": binding.row.prefix, "credentials": credentials}),
+            );
+        }
+        if let Some((name, value)) = extra {
+            doc.insert(name.to_owned(), value);
+        }
+        Ok(doc)
+    }
+
+    /// Binds an instance to an application: the broker makes the credentials (a
+    /// synchronous call; a broker that cannot be reached refuses the binding at once),
+    /// which become sealed secrets of a new revision of the application, rolled out as
+    /// any change. A bind whose outcome is unknown is unbound again by the worker.
+    pub async fn bind_service(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        instance: &str,
+        new: NewBinding,
+    ) -> Result<ServiceBinding, CoreError> {
+        use osb::outcome::{Call, Outcome};
+        let env = self.environment(access, environment).await?;
+        access.require(
+            Permission::ChangeApps {
+                protected_environment: env.protected,
+            },
+            "bind services in a protected environment",
+        )?;
+        let row = self.instance_row(access, &env, instance).await?;
+        if row.state != InstanceState::Ready || row.operation.is_some() {
+            return Err(CoreError::WrongState(format!(
+                "service instance '{instance}' is {}; only a ready instance can be bound",
+                state_word(row.state)
+            )));
+        }
+        let application = self
+            .find_application(access, environment, &new.application)
+            .await
+            .map_err(|_| {
+                FieldError::new(
+                    "application",
+                    format!(
+                        "no application '{}' in environment '{environment}'",
+                        new.application
+                    ),
+                )
+            })?;
+        let prefix = new
+            .prefix
+            .unwrap_or_else(|| instance.to_ascii_uppercase().replace('-', "_"));
+        check_prefix(&prefix)?;
+        let (endpoint, catalog) = self.endpoint_of(row.broker_id).await?;
+        let service = catalog.services.iter().find(|s| s.id == row.service_id);
+        let bindable = service
+            .zip(service.and_then(|s| s.plan(&row.plan_id)))
+            .is_some_and(|(s, p)| s.plan_bindable(p));
+        if !bindable {
+            return Err(FieldError::new(
+                "application",
+                format!("service instance '{instance}' cannot be bound (its plan is not bindable)"),
+            )
+            .into());
+        }
+        if store::bindings_of_app(&self.pool, application.id)
+            .await?
+            .iter()
+            .any(|b| b.row.prefix == prefix)
+        {
+            return Err(CoreError::Conflict {
+                field: "prefix",
+                message: format!(
+                    "application '{}' already has a binding with prefix {prefix}",
+                    new.application
+                ),
+            });
+        }
+        let id = Uuid::new_v4();
+        let now = Utc::now();
+        // Until the broker has answered and the answer is recorded, the row is orphan
+        // mitigation waiting to happen: if this process dies mid-call, the worker
+        // unbinds once the call could no longer be running.
+        let after_call = now
+            + chrono::Duration::from_std(
+                self.service_config.call_timeout + std::time::Duration::from_secs(60),
+            )
+            .unwrap_or(chrono::Duration::minutes(2));
+        let binding = store::BindingRow {
+            id,
+            tenant_id: access.tenant().id,
+            instance_id: row.id,
+            application_id: application.id,
+            prefix: prefix.clone(),
+            state: store::BindingState::Binding,
+            variables: Vec::new(),
+            credentials_sealed: None,
+            operation: Some(store::BindingOperation::Mitigate),
+            next_attempt_at: Some(after_call),
+            operation_deadline: Some(self.operation_deadline(None)),
+            attempts: 0,
+            claimed_until: None,
+            last_description: None,
+            created_by: access.principal().username.clone(),
+            created_at: now,
+            version: 1,
+        };
+        let target = format!("{}/{instance}", env.name);
+        let mut tx = self.pool.begin().await?;
+        store::insert_binding(&mut tx, &binding)
+            .await
+            .map_err(|e| {
+                crate::error::conflict_on_unique(
+                    e,
+                    "application",
+                    format!(
+                        "service instance '{instance}' is already bound to application '{}'",
+                        new.application
+                    ),
+                )
+            })?;
+        record(
+            &mut tx,
+            access.principal(),
+            Audit {
+                tenant_id: Some(access.tenant().id),
+                action: "service_instance.bind",
+                target_kind: "service_instance",
+                target: &target,
+                details: json!({"application": new.application, "prefix": prefix, "binding": id}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+
+        let request = osb::wire::BindRequest {
+            service_id: row.service_id.clone(),
+            plan_id: row.plan_id.clone(),
+            context: {
+                let mut c = serde_json::Map::new();
+                c.insert("platform".into(), "paas".into());
+                c.insert("tenant_id".into(), access.tenant().id.to_string().into());
+                c.insert("application".into(), new.application.clone().into());
+                c
+            },
+            bind_resource: Some(osb::wire::BindResource {
+                app_guid: Some(application.id.to_string()),
+            }),
+            parameters: None,
+        };
+        let reply = BrokerClient::new(self.service_config.call_timeout)
+            .bind(&endpoint, &row.id.to_string(), &id.to_string(), &request)
+            .await;
+        let outcome = match osb::outcome::interpret(Call::Bind, reply.answer, reply.concurrency()) {
+            // This platform binds synchronously; an asynchronous answer is not one.
+            Outcome::Accepted => Outcome::Failed { mitigate: true },
+            o => o,
+        };
+        let description = reply.describe();
+        let credentials = reply
+            .body
+            .as_ref()
+            .and_then(|b| b.credentials.clone())
+            .unwrap_or_default();
+        if outcome == Outcome::Done {
+            match self
+                .record_bound(access, &binding, instance, &row, &catalog, &credentials)
+                .await
+            {
+                Ok(()) => {
+                    let views =
+                        store::bindings(&self.pool, access.tenant().id, env.id, Some(row.id))
+                            .await?;
+                    return views
+                        .iter()
+                        .find(|v| v.row.id == id)
+                        .map(binding_view)
+                        .ok_or_else(|| CoreError::Internal("a new binding vanished".into()));
+                }
+                Err(e) => {
+                    self.binding_failed(
+                        id,
+                        true,
+                        &format!("the platform could not record the binding: {e}"),
+                    )
+                    .await?;
+                    return Err(e);
+                }
+            }
+        }
+        let mitigate = matches!(outcome, Outcome::Failed { mitigate: true });
+        self.binding_failed(id, mitigate, &description).await?;
+        Err(CoreError::BrokerUnavailable(format!(
+            "the broker did not bind service instance '{instance}': {description}"
+        )))
+    }
+
+    /// The bind succeeded: the credentials sealed and the application's new revision
+    /// with the variables, in one transaction.
+    async fn record_bound(
+        &self,
+        access: &TenantAccess,
+        binding: &store::BindingRow,
+        instance: &str,
+        row: &InstanceRow,
+        catalog: &osb::Catalog,
+        credentials: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), CoreError> {
+        let mut vars = binding_variables(&binding.prefix, credentials);
+        let service = catalog.services.iter().find(|s| s.id == row.service_id);
+        let entry = json!({
+            "service": service.map(|s| s.name.clone()),
+            "plan": service.and_then(|s| s.plan(&row.plan_id)).map(|p| p.name.clone()),
+            "prefix": binding.prefix,
+            "credentials": credentials,
+        });
+        let sealed = self
+            .master_key()
+            .seal(
+                serde_json::to_vec(credentials)
+                    .unwrap_or_default()
+                    .as_slice(),
+                &credentials_context(binding.id),
+            )
+            .map_err(|e| CoreError::Internal(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        let doc = self
+            .services_document(
+                &mut tx,
+                binding.application_id,
+                None,
+                Some((instance, entry)),
+            )
+            .await?;
+        let names: Vec<String> = vars.keys().cloned().collect();
+        vars.insert(
+            SERVICES_VARIABLE.to_owned(),
+            serde_json::Value::Object(doc).to_string(),
+        );
+        let set: std::collections::BTreeMap<String, SecretValue> = vars
+            .into_iter()
+            .map(|(k, v)| (k, SecretValue::new(v)))
+            .collect();
+        self.change_secrets_in(
+            &mut tx,
+            access,
+            binding.application_id,
+            &set,
+            &[],
+            super::releases::Cause::Binding,
+        )
+        .await?;
+        store::set_bound(&mut tx, binding.id, &sealed, &names).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A bind that did not succeed: gone when nothing can exist at the broker, else
+    /// left to the worker to unbind.
+    async fn binding_failed(
+        &self,
+        id: Uuid,
+        mitigate: bool,
+        description: &str,
+    ) -> Result<(), CoreError> {
+        let mut tx = self.pool.begin().await?;
+        if mitigate {
+            store::request_unbind(
+                &mut tx,
+                id,
+                store::BindingState::Failed,
+                store::BindingOperation::Mitigate,
+                self.operation_deadline(None),
+                Some(description),
+            )
+            .await?;
+        } else {
+            store::delete_binding(&mut *tx, id).await?;
+        }
+        tx.commit().await?;
+        self.service_wake.notify_one();
+        Ok(())
+    }
+
+    /// Unbinds an instance from an application: the variables leave the application in
+    /// a new revision now; the broker revokes the credentials afterwards (the worker).
+    pub async fn unbind_service(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        instance: &str,
+        application: &str,
+    ) -> Result<(), CoreError> {
+        let env = self.environment(access, environment).await?;
+        access.require(
+            Permission::ChangeApps {
+                protected_environment: env.protected,
+            },
+            "unbind services in a protected environment",
+        )?;
+        let row = self.instance_row(access, &env, instance).await?;
+        let not_found =
+            || CoreError::not_found("binding", format!("{}/{instance}/{application}", env.name));
+        let app = self
+            .find_application(access, environment, application)
+            .await
+            .map_err(|_| not_found())?;
+        let mut tx = self.pool.begin().await?;
+        let binding = store::lock_binding(&mut tx, row.id, app.id)
+            .await?
+            .ok_or_else(not_found)?;
+        let doc = self
+            .services_document(&mut tx, app.id, Some(binding.id), None)
+            .await?;
+        let mut set = std::collections::BTreeMap::new();
+        let mut remove = binding.variables.clone();
+        if doc.is_empty() {
+            remove.push(SERVICES_VARIABLE.to_owned());
+        } else {
+            set.insert(
+                SERVICES_VARIABLE.to_owned(),
+                SecretValue::new(serde_json::Value::Object(doc).to_string()),
+            );
+        }
+        self.change_secrets_in(
+            &mut tx,
+            access,
+            app.id,
+            &set,
+            &remove,
+            super::releases::Cause::Binding,
+        )
+        .await?;
+        store::request_unbind(
+            &mut tx,
+            binding.id,
+            store::BindingState::Unbinding,
+            store::BindingOperation::Unbind,
+            self.operation_deadline(None),
+            None,
+        )
+        .await?;
+        record(
+            &mut tx,
+            access.principal(),
+            Audit {
+                tenant_id: Some(access.tenant().id),
+                action: "service_instance.unbind",
+                target_kind: "service_instance",
+                target: &format!("{}/{instance}", env.name),
+                details: json!({"application": application, "binding": binding.id}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        self.service_wake.notify_one();
+        Ok(())
     }
 }

@@ -200,6 +200,45 @@ impl BrokerClient {
         read(sent, &[200, 202]).await
     }
 
+    /// `PUT /v2/service_instances/:id/service_bindings/:binding_id`, synchronous (no
+    /// `accepts_incomplete`: a broker that can only bind asynchronously answers 422).
+    pub async fn bind(
+        &self,
+        endpoint: &Endpoint,
+        instance: &str,
+        binding: &str,
+        body: &osb::wire::BindRequest,
+    ) -> Reply<osb::wire::BindResponse> {
+        let path = format!("/v2/service_instances/{instance}/service_bindings/{binding}");
+        let sent = self
+            .request(reqwest::Method::PUT, endpoint, &path)
+            .json(body)
+            .send()
+            .await;
+        read(sent, &[200, 201]).await
+    }
+
+    /// `DELETE /v2/service_instances/:id/service_bindings/:binding_id`, synchronous.
+    pub async fn unbind(
+        &self,
+        endpoint: &Endpoint,
+        instance: &str,
+        binding: &str,
+        service_id: &str,
+        plan_id: &str,
+    ) -> Reply<OperationResponse> {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("service_id", service_id)
+            .append_pair("plan_id", plan_id)
+            .finish();
+        let path = format!("/v2/service_instances/{instance}/service_bindings/{binding}?{query}");
+        let sent = self
+            .request(reqwest::Method::DELETE, endpoint, &path)
+            .send()
+            .await;
+        read(sent, &[200]).await
+    }
+
     /// `GET /v2/service_instances/:id/last_operation`.
     pub async fn last_operation(
         &self,

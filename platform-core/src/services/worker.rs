@@ -381,6 +381,23 @@ impl OperationsWorker {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
+            match store::claim_due_binding(&self.pool, hold).await {
+                Ok(Some(binding)) => {
+                    let worker = self.clone();
+                    tokio::spawn(async move {
+                        let id = binding.id;
+                        if let Err(e) = worker.work_binding(binding).await {
+                            tracing::warn!(binding = %id, error = %e, "service binding: could not record the broker's answer");
+                        }
+                        drop(permit);
+                    });
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "service operations: the store is unavailable")
+                }
+            }
             match store::claim_due(&self.pool, hold).await {
                 Ok(Some(row)) => {
                     let worker = self.clone();
@@ -451,6 +468,75 @@ impl OperationsWorker {
             self.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Unbinds a binding at its broker (an unbinding a user asked for, or orphan
+    /// mitigation of a bind whose outcome is unknown), retried until the broker
+    /// confirms or the deadline passes.
+    async fn work_binding(&self, mut row: store::BindingRow) -> Result<(), sqlx::Error> {
+        let Some(instance) = store::instance_by_id(&self.pool, row.instance_id).await? else {
+            return store::delete_binding(&self.pool, row.id).await;
+        };
+        let Some(broker) = store::broker(&self.pool, instance.broker_id).await? else {
+            return store::delete_binding(&self.pool, row.id).await;
+        };
+        let password = self
+            .master
+            .open(&broker.password_sealed, &super_context(broker.id))
+            .ok()
+            .and_then(|p| String::from_utf8(p).ok())
+            .unwrap_or_default();
+        let endpoint = Endpoint {
+            url: broker.url.trim_end_matches('/').to_owned(),
+            username: broker.username.clone(),
+            password: SecretValue::new(password),
+        };
+        let reply = self
+            .client
+            .unbind(
+                &endpoint,
+                &instance.id.to_string(),
+                &row.id.to_string(),
+                &instance.service_id,
+                &instance.plan_id,
+            )
+            .await;
+        let outcome = osb::outcome::interpret(Call::Unbind, reply.answer, reply.concurrency());
+        let now = Utc::now();
+        let mitigation = row.operation == Some(store::BindingOperation::Mitigate);
+        match outcome {
+            Outcome::Done | Outcome::Gone if !mitigation => {
+                return store::delete_binding(&self.pool, row.id).await;
+            }
+            Outcome::Done | Outcome::Gone => {
+                let reason = row
+                    .last_description
+                    .clone()
+                    .unwrap_or_else(|| "binding failed".into());
+                row.last_description = Some(format!("{reason}{CLEANED}"));
+                row.state = store::BindingState::Failed;
+                row.operation = None;
+                row.next_attempt_at = None;
+            }
+            _ if row.operation_deadline.is_some_and(|d| now >= d) => {
+                let reason = row.last_description.clone().unwrap_or_default();
+                row.last_description = Some(format!(
+                    "{reason} (the broker did not confirm the unbinding: {})",
+                    reply.describe()
+                ));
+                row.state = store::BindingState::Failed;
+                row.operation = None;
+                row.next_attempt_at = None;
+            }
+            _ => {
+                let backoff = Duration::from_secs(1 << row.attempts.clamp(0, 16))
+                    .min(self.config.max_backoff);
+                row.attempts += 1;
+                row.next_attempt_at = Some(now + wait(Some(backoff), backoff));
+                self.wake.notify_one();
+            }
+        }
+        store::save_binding_progress(&self.pool, &row).await
     }
 
     async fn call(&self, endpoint: &Endpoint, row: &InstanceRow, operation: Operation) -> Event {

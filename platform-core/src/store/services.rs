@@ -322,8 +322,12 @@ pub async fn claim_due<'e>(
 /// When the next operation falls due (for the worker's sleep).
 pub async fn next_due<'e>(ex: impl PgExecutor<'e>) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT min(GREATEST(next_attempt_at, COALESCE(claimed_until, next_attempt_at)))
-         FROM service_instances WHERE operation IS NOT NULL",
+        "SELECT min(due) FROM (
+             SELECT GREATEST(next_attempt_at, COALESCE(claimed_until, next_attempt_at)) AS due
+             FROM service_instances WHERE operation IS NOT NULL
+             UNION ALL
+             SELECT GREATEST(next_attempt_at, COALESCE(claimed_until, next_attempt_at))
+             FROM service_bindings WHERE operation IS NOT NULL) d",
     )
     .fetch_one(ex)
     .await
@@ -426,4 +430,268 @@ pub fn operation_name(operation: Operation) -> &'static str {
         Operation::Deprovision => "deprovision",
         Operation::Mitigate => "orphan mitigation",
     }
+}
+
+/// Where a binding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "service_binding_state", rename_all = "snake_case")]
+pub enum BindingState {
+    /// The broker is being asked (a crash now leaves the row to orphan mitigation).
+    Binding,
+    Bound,
+    Unbinding,
+    Failed,
+}
+
+/// What the worker still has to tell the broker about a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "service_binding_operation", rename_all = "snake_case")]
+pub enum BindingOperation {
+    Unbind,
+    /// Orphan mitigation: unbind what a bind with no clear answer may have made.
+    Mitigate,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BindingRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub instance_id: Uuid,
+    pub application_id: Uuid,
+    pub prefix: String,
+    pub state: BindingState,
+    pub variables: Vec<String>,
+    pub credentials_sealed: Option<Vec<u8>>,
+    pub operation: Option<BindingOperation>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub operation_deadline: Option<DateTime<Utc>>,
+    pub attempts: i32,
+    pub claimed_until: Option<DateTime<Utc>>,
+    pub last_description: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+/// A binding with the names of its instance and application.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BindingView {
+    #[sqlx(flatten)]
+    pub row: BindingRow,
+    pub instance: String,
+    pub application: String,
+}
+
+pub async fn insert_binding(conn: &mut PgConnection, row: &BindingRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO service_bindings (id, tenant_id, instance_id, application_id, prefix, state,
+             variables, credentials_sealed, operation, next_attempt_at, operation_deadline,
+             last_description, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(row.id)
+    .bind(row.tenant_id)
+    .bind(row.instance_id)
+    .bind(row.application_id)
+    .bind(&row.prefix)
+    .bind(row.state)
+    .bind(&row.variables)
+    .bind(&row.credentials_sealed)
+    .bind(row.operation)
+    .bind(row.next_attempt_at)
+    .bind(row.operation_deadline)
+    .bind(&row.last_description)
+    .bind(&row.created_by)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+const BINDING_VIEW: &str = "SELECT b.*, i.name AS instance, a.name AS application
+     FROM service_bindings b JOIN service_instances i ON i.id = b.instance_id
+     JOIN applications a ON a.id = b.application_id";
+
+/// The bindings of an instance (or of every instance of an environment).
+pub async fn bindings<'e>(
+    ex: impl PgExecutor<'e>,
+    tenant_id: Uuid,
+    environment_id: Uuid,
+    instance_id: Option<Uuid>,
+) -> Result<Vec<BindingView>, sqlx::Error> {
+    let mut q = sqlx::QueryBuilder::new(BINDING_VIEW);
+    q.push(" WHERE b.tenant_id = ").push_bind(tenant_id);
+    q.push(" AND i.environment_id = ").push_bind(environment_id);
+    if let Some(id) = instance_id {
+        q.push(" AND b.instance_id = ").push_bind(id);
+    }
+    q.push(" ORDER BY i.name, a.name, b.created_at");
+    q.build_query_as().fetch_all(ex).await
+}
+
+/// The live bindings of an application (its variables' sources).
+pub async fn bindings_of_app<'e>(
+    ex: impl PgExecutor<'e>,
+    application_id: Uuid,
+) -> Result<Vec<BindingView>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{BINDING_VIEW} WHERE b.application_id = $1 AND b.state = 'bound' ORDER BY b.prefix"
+    ))
+    .bind(application_id)
+    .fetch_all(ex)
+    .await
+}
+
+/// How many bindings an instance has that are not gone yet.
+pub async fn instance_bindings<'e>(
+    ex: impl PgExecutor<'e>,
+    instance_id: Uuid,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM service_bindings WHERE instance_id = $1 AND state <> 'failed'",
+    )
+    .bind(instance_id)
+    .fetch_one(ex)
+    .await
+}
+
+/// The instance's bound binding of an application, locked.
+pub async fn lock_binding(
+    conn: &mut PgConnection,
+    instance_id: Uuid,
+    application_id: Uuid,
+) -> Result<Option<BindingRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM service_bindings WHERE instance_id = $1 AND application_id = $2
+           AND state = 'bound' FOR UPDATE",
+    )
+    .bind(instance_id)
+    .bind(application_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records a successful bind: the sealed credentials and the variables set.
+pub async fn set_bound(
+    conn: &mut PgConnection,
+    id: Uuid,
+    sealed: &[u8],
+    variables: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE service_bindings SET state = 'bound', credentials_sealed = $2, variables = $3,
+             operation = NULL, next_attempt_at = NULL, last_description = NULL
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(sealed)
+    .bind(variables)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Hands a binding to the worker: unbind (or mitigate) at the broker, from now on.
+pub async fn request_unbind(
+    conn: &mut PgConnection,
+    id: Uuid,
+    state: BindingState,
+    operation: BindingOperation,
+    deadline: DateTime<Utc>,
+    description: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE service_bindings SET state = $2, operation = $3, next_attempt_at = now(),
+             operation_deadline = $4, attempts = 0, credentials_sealed = NULL,
+             last_description = COALESCE($5, last_description)
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(operation)
+    .bind(deadline)
+    .bind(description)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Every bound binding of a deleted application goes to the worker for unbinding.
+pub async fn unbind_all_of_app(
+    conn: &mut PgConnection,
+    application_id: Uuid,
+    deadline: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE service_bindings SET state = 'unbinding', operation = 'unbind',
+             next_attempt_at = now(), operation_deadline = $2, attempts = 0,
+             credentials_sealed = NULL
+         WHERE application_id = $1 AND state = 'bound'",
+    )
+    .bind(application_id)
+    .bind(deadline)
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected())
+}
+
+/// Takes the next binding whose operation is due, as [`claim_due`] does for instances.
+pub async fn claim_due_binding<'e>(
+    ex: impl PgExecutor<'e>,
+    hold: std::time::Duration,
+) -> Result<Option<BindingRow>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE service_bindings SET claimed_until = now() + make_interval(secs => $1)
+         WHERE id = (
+             SELECT id FROM service_bindings
+             WHERE operation IS NOT NULL AND next_attempt_at <= now()
+               AND (claimed_until IS NULL OR claimed_until < now())
+             ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+         RETURNING *",
+    )
+    .bind(hold.as_secs_f64())
+    .fetch_optional(ex)
+    .await
+}
+
+/// Writes a binding's next attempt (or its end), ending the claim.
+pub async fn save_binding_progress<'e>(
+    ex: impl PgExecutor<'e>,
+    row: &BindingRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE service_bindings SET state = $2, operation = $3, next_attempt_at = $4,
+             attempts = $5, claimed_until = NULL, last_description = $6
+         WHERE id = $1",
+    )
+    .bind(row.id)
+    .bind(row.state)
+    .bind(row.operation)
+    .bind(row.next_attempt_at)
+    .bind(row.attempts)
+    .bind(&row.last_description)
+    .execute(ex)
+    .await
+    .map(|_| ())
+}
+
+/// Forgets a binding the broker no longer has.
+pub async fn delete_binding<'e>(ex: impl PgExecutor<'e>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM service_bindings WHERE id = $1")
+        .bind(id)
+        .execute(ex)
+        .await
+        .map(|_| ())
+}
+
+/// One service instance by id (no tenant scope: for the platform's own bookkeeping).
+pub async fn instance_by_id<'e>(
+    ex: impl PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<InstanceRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM service_instances WHERE id = $1")
+        .bind(id)
+        .fetch_optional(ex)
+        .await
 }

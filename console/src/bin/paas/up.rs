@@ -15,6 +15,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 use platform_core::Platform;
 use platform_core::bootstrap::CreatedAccount;
+use platform_core::names::Password;
+use platform_core::platform::services::NewBroker;
+use platform_core::sealing::SecretValue;
 use runtime_local::LocalRuntime;
 
 use crate::serve::{HttpArgs, local_runtime, open_database, run_http};
@@ -103,6 +106,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         let pool = open_database(&url, args.http.db_max_connections).await?;
         let platform = Platform::start(pool.clone(), args.http.tokens.config(), master).await?;
         let accounts = platform.bootstrap_demo().await?;
+        let brokers = Brokers::prepare(&data_dir)?;
+        platform
+            .bootstrap_services(BROKER_ACCOUNT, &brokers.platform_password)
+            .await?;
+        let registrar = platform.clone();
         let token = agent_token(&data_dir)?;
         let metrics = router_metrics(&data_dir, args.router_metrics_listen)?;
         let mut http = args.http.clone();
@@ -123,7 +131,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             pool,
             Some(runtime.clone()),
             |addr| {
-                let members = members(
+                let mut members = members(
                     &data_dir,
                     &format!("http://{addr}"),
                     &token,
@@ -131,13 +139,19 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                     &args,
                 );
                 let nodes: Vec<String> = members.iter().filter_map(|m| m.node.clone()).collect();
+                let started = brokers.members(&data_dir, &format!("http://{addr}"));
+                let registrations: Vec<NewBroker> =
+                    started.iter().map(|(_, r)| r.clone()).collect();
+                members.extend(started.into_iter().map(|(m, _)| m));
                 fleet = Some(Fleet::supervise(members, record_deaths(runtime.clone())));
-                // The console is announced once its agents report, so that what a
-                // newcomer does first finds nodes to place on.
+                // The console is announced once its agents report and its brokers are
+                // in the catalog, so that what a newcomer does first finds nodes to
+                // place on and a populated marketplace.
                 let (runtime, router, accounts) =
                     (runtime.clone(), args.router_listen, accounts.clone());
                 tokio::spawn(async move {
                     agents_ready(&runtime, &nodes).await;
+                    register_brokers(&registrar, registrations).await;
                     announce(addr, router, &accounts);
                 });
             },
@@ -160,6 +174,176 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     result
+}
+
+/// The account the brokers sign in to the platform with (a tenant admin of the
+/// service tenant only).
+const BROKER_ACCOUNT: &str = "service-broker";
+
+/// The middleware brokers `paas up` runs: (name in the catalog, program found beside
+/// the `paas` executable).
+const BROKERS: [(&str, &str); 1] = [("cache", "paas-cache-broker")];
+
+/// The brokers' credentials, generated once into the data directory (mode 0600).
+struct Brokers {
+    /// What the platform signs in to its brokers with (basic authentication).
+    osb_password: String,
+    /// What the brokers sign in to the platform with.
+    platform_password: Password,
+}
+
+impl Brokers {
+    fn prepare(data_dir: &Path) -> anyhow::Result<Self> {
+        let osb_password = secret_file(&data_dir.join("broker-password"))?;
+        let platform_text = match std::fs::read_to_string(data_dir.join("broker-platform-password"))
+        {
+            Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
+            _ => {
+                let p = Password::generate();
+                crate::serve::write_private(
+                    &data_dir.join("broker-platform-password"),
+                    p.expose(),
+                )?;
+                p.expose().to_owned()
+            }
+        };
+        let platform_password = Password::from_login(&platform_text)
+            .context("the broker account's password file holds no usable password")?;
+        Ok(Self {
+            osb_password,
+            platform_password,
+        })
+    }
+
+    /// A supervised member per broker whose program is installed beside `paas`, and
+    /// what registering it takes.
+    fn members(&self, data_dir: &Path, control_plane: &str) -> Vec<(Member, NewBroker)> {
+        let Ok(exe) = local_node::host::own_executable() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, program) in BROKERS {
+            let program = exe.with_file_name(program);
+            if !program.exists() {
+                tracing::warn!(broker = name, program = %program.display(), "the broker is not installed; its service is missing from the catalog");
+                continue;
+            }
+            let dir = data_dir.join("brokers").join(name);
+            let listen = match persisted_port(&dir.join("listen")) {
+                Ok(addr) => addr,
+                Err(e) => {
+                    tracing::warn!(broker = name, error = %e, "no port for the broker");
+                    continue;
+                }
+            };
+            let args: Vec<OsString> = vec![
+                "--listen".into(),
+                listen.to_string().into(),
+                "--state-dir".into(),
+                dir.join("state").into(),
+                "--lock-file".into(),
+                dir.join("broker.lock").into(),
+                "--platform-url".into(),
+                control_plane.into(),
+            ];
+            // Secrets in the environment, not the arguments, which every process can read.
+            let env = vec![
+                ("PAAS_BROKER_USERNAME".to_owned(), "platform".to_owned()),
+                ("PAAS_BROKER_PASSWORD".to_owned(), self.osb_password.clone()),
+                (
+                    "PAAS_PLATFORM_USERNAME".to_owned(),
+                    BROKER_ACCOUNT.to_owned(),
+                ),
+                (
+                    "PAAS_PLATFORM_PASSWORD".to_owned(),
+                    self.platform_password.expose().to_owned(),
+                ),
+                (
+                    "PAAS_PLATFORM_TENANT".to_owned(),
+                    platform_core::bootstrap::SERVICE_TENANT.to_owned(),
+                ),
+                (
+                    "PAAS_PLATFORM_ENVIRONMENT".to_owned(),
+                    platform_core::bootstrap::SERVICE_ENVIRONMENT.to_owned(),
+                ),
+            ];
+            out.push((
+                Member {
+                    name: format!("{name}-broker"),
+                    node: None,
+                    lock: dir.join("broker.lock"),
+                    program,
+                    args,
+                    env,
+                    replace_arg: None,
+                },
+                NewBroker {
+                    name: name.to_owned(),
+                    url: format!("http://{listen}"),
+                    username: "platform".to_owned(),
+                    password: SecretValue::new(self.osb_password.clone()),
+                },
+            ));
+        }
+        out
+    }
+}
+
+/// Puts the platform's brokers in the catalog, each as soon as it answers (at most a
+/// minute each).
+async fn register_brokers(platform: &Platform, brokers: Vec<NewBroker>) {
+    for broker in brokers {
+        let name = broker.name.clone();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match platform.ensure_broker(broker.clone()).await {
+                Ok(()) => {
+                    tracing::info!(broker = name, "the broker is in the service catalog");
+                    break;
+                }
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(broker = name, error = %e, "the broker is not ready yet");
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(broker = name, error = %e, "the broker could not be registered");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A secret generated once into `path` (mode 0600) and read from there afterwards.
+fn secret_file(path: &Path) -> anyhow::Result<String> {
+    if let Ok(text) = std::fs::read_to_string(path)
+        && !text.trim().is_empty()
+    {
+        return Ok(text.trim().to_owned());
+    }
+    let secret = platform_core::auth::tokens::random_token();
+    crate::serve::write_private(path, &secret)?;
+    Ok(secret)
+}
+
+/// A loopback port chosen once and kept in `path`, so that a broker keeps its address
+/// (the catalog's URL) across restarts.
+fn persisted_port(path: &Path) -> anyhow::Result<SocketAddr> {
+    if let Some(addr) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|a| a.trim().parse().ok())
+    {
+        return Ok(addr);
+    }
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("finding a free port for a broker")?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, addr.to_string())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(addr)
 }
 
 /// Waits (at most 30 s) until every node named has registered and reports ready.
