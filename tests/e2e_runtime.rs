@@ -2535,3 +2535,195 @@ async fn draining_a_node_is_refused_with_the_reason_when_it_cannot_finish_and_ot
         "{audit:#}"
     );
 }
+
+/// An application that uses the Redis binding it is given: `?set=k&value=v` and
+/// `?get=k` speak the Redis protocol with the binding's own user; `/` says whether it
+/// is bound.
+fn redis_client_spec() -> Value {
+    let script = r#"
+import os, socket, http.server, urllib.parse
+def redis(*parts):
+    s = socket.create_connection((os.environ["CACHE_HOST"], int(os.environ["CACHE_PORT"])), timeout=3)
+    def send(*p):
+        s.sendall(b"*%d\r\n" % len(p) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in (q.encode() for q in p)))
+        return s.recv(65536).decode().strip()
+    auth = send("AUTH", os.environ["CACHE_USERNAME"], os.environ["CACHE_PASSWORD"])
+    out = send(*parts)
+    s.close()
+    return auth + " " + out
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        if "set" in q:
+            body = redis("SET", q["set"][0], q["value"][0])
+        elif "get" in q:
+            body = redis("GET", q["get"][0])
+        else:
+            body = "bound" if "CACHE_HOST" in os.environ else "unbound"
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body.encode())
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+    json!({"command": "python3", "args": ["-c", script], "replicas": 1, "ports": [{"name": "http"}]})
+}
+
+/// GETs `url` until its body satisfies `check` (or 60 s pass); the body.
+async fn body_until(url: &str, check: impl Fn(&str) -> bool) -> String {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = match http.get(url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        if check(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} never answered as expected; last: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cache_from_the_marketplace_runs_as_a_platform_workload_and_serves_a_bound_application() {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+
+    // `paas up` put its cache broker in the catalog before announcing the console.
+    let (status, market) = dev.get_api("/api/v1/catalog/services").await;
+    assert_eq!(status, StatusCode::OK);
+    let redis = market["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|s| s["name"] == "redis").cloned())
+        .unwrap_or_else(|| panic!("no redis in the marketplace: {market}"));
+    assert_eq!(redis["broker"], "cache");
+    assert_eq!(redis["broker_version"], "1.0.0");
+
+    let instances = "/environments/dev/service-instances";
+    let (status, body) = dev
+        .call(
+            reqwest::Method::POST,
+            instances,
+            Some(json!({"name": "cache", "service": "redis", "plan": "small"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, instance) = dev
+            .call(reqwest::Method::GET, &format!("{instances}/cache"), None)
+            .await;
+        if instance["state"] == "ready" {
+            break;
+        }
+        assert_ne!(instance["state"], "failed", "{instance}");
+        assert!(
+            Instant::now() < deadline,
+            "the cache was never ready: {instance}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Its server is a real redis-server, run by the platform in the service tenant,
+    // and its administrator password is on no command line of the machine.
+    assert_eq!(processes_mentioning("redis-server"), 1);
+    let registry: Value = serde_json::from_slice(&must(std::fs::read(
+        site.data_dir.join("brokers/cache/state/registry.json"),
+    )))
+    .unwrap_or(Value::Null);
+    let admin_password = registry["instances"]
+        .as_object()
+        .and_then(|i| i.values().next())
+        .and_then(|i| i["facts"]["admin_password"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(admin_password.len() >= 32, "{registry}");
+    assert!(
+        support::procs::all()
+            .iter()
+            .all(|p| !p.cmdline.contains(&admin_password)),
+        "the Redis administrator's password is on a command line"
+    );
+
+    // An application bound to it writes and reads through the real protocol as the
+    // binding's own user.
+    dev.onboard("shop", redis_client_spec()).await;
+    let app = format!("{}/apps/acme/dev/shop/", site.router());
+    body_until(&app, |b| b == "unbound").await;
+    let (status, binding) = dev
+        .call(
+            reqwest::Method::POST,
+            &format!("{instances}/cache/bindings"),
+            Some(json!({"application": "shop"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{binding}");
+    body_until(&app, |b| b == "bound").await;
+    let set = body_until(&format!("{app}?set=greeting&value=hello-cache"), |b| {
+        b.starts_with("+OK")
+    })
+    .await;
+    assert_eq!(set, "+OK +OK");
+    let got = body_until(&format!("{app}?get=greeting"), |b| {
+        b.contains("hello-cache")
+    })
+    .await;
+    assert!(got.starts_with("+OK $11"), "{got}");
+
+    // Unbinding: the application loses the variables and the user is gone from Redis.
+    let (status, _) = dev
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{instances}/cache/bindings/shop"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    body_until(&app, |b| b == "unbound").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, bindings) = dev
+            .call(
+                reqwest::Method::GET,
+                &format!("{instances}/cache/bindings"),
+                None,
+            )
+            .await;
+        if bindings["items"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the binding never went: {bindings}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Deprovisioning removes the server.
+    let (status, _) = dev
+        .call(reqwest::Method::DELETE, &format!("{instances}/cache"), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = dev
+            .call(reqwest::Method::GET, &format!("{instances}/cache"), None)
+            .await;
+        if status == StatusCode::NOT_FOUND && processes_mentioning("redis-server") == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cache's server outlived its deprovisioning"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    paas.stop().await;
+}

@@ -69,6 +69,20 @@ impl Tenant {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// A call to any API path (`/api/v1/...`), not only below the tenant.
+    pub async fn get_api(&self, path: &str) -> (StatusCode, Value) {
+        let response = must(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await,
+        );
+        let status = response.status();
+        let text = must(response.text().await);
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     pub async fn onboard(&self, name: &str, spec: Value) {
         let (status, body) = self
             .call(
