@@ -282,6 +282,24 @@ impl Backend for RedisBackend {
 
     async fn destroy(&self, instance: &InstanceRecord) -> Result<(), BackendError> {
         let app = app_name(instance);
+        // The data goes before the server: the platform keeps a stateful ordinal's
+        // directory on its node after the application is deleted. Best effort: a
+        // server that never started (a failed creation) has nothing to wipe.
+        if let Ok(mut admin) = self.admin(instance).await {
+            let _ = admin.ok(&["FLUSHALL", "SYNC"]).await;
+            if let Ok(Reply::Array(Some(users))) = admin.ok(&["ACL", "USERS"]).await {
+                for user in users {
+                    if let Reply::Bulk(Some(name)) = user {
+                        let name = String::from_utf8_lossy(&name).into_owned();
+                        if name != "default" {
+                            let _ = admin.ok(&["ACL", "DELUSER", &name]).await;
+                        }
+                    }
+                }
+            }
+            let _ = admin.ok(&["ACL", "SAVE"]).await;
+            let _ = admin.ok(&["BGREWRITEAOF"]).await;
+        }
         self.platform.remove(&app).await?;
         self.platform.wait_gone(&app, Duration::from_secs(60)).await
     }
