@@ -741,3 +741,103 @@ async fn a_platform_admin_is_told_why_a_drain_cannot_finish_and_may_force_it_the
     assert!(client.find(Locator::Css("#draining-node-1")).await.is_err());
     must(client.close().await);
 }
+
+#[tokio::test]
+async fn a_developer_provisions_a_cache_from_the_marketplace_and_binds_it_to_an_application() {
+    let (site, platform) = platform().await;
+    let (_driver, client) = browser(&site).await;
+    let base = platform.url.as_str();
+    log_in(&client, base, "dev", &platform.passwords["dev"]).await;
+    wait_for_path(&client, "/t/acme").await;
+
+    // The marketplace shows the platform's cache with its broker's version.
+    click(&client, "#nav-marketplace").await;
+    wait_for_heading(&client, "Marketplace").await;
+    let card = wait_for_text(&client, "#service-redis", "Redis cache").await;
+    assert!(card.contains("cache") && card.contains("1.0.0"), "{card}");
+
+    // A bad name is refused in red beside its field, and nothing is made.
+    click(&client, "#service-redis details:first-of-type summary").await;
+    let form = "#provision-redis-small";
+    type_into(&client, &format!("{form} input[name=name]"), "Not A Name").await;
+    click(&client, &format!("{form} button[type=submit]")).await;
+    let error = wait_for_text(&client, &format!("{form} .field-error"), "lowercase").await;
+    assert!(error.contains("letters"), "{error}");
+
+    // The form generated from the plan's schema: an eviction policy to choose.
+    type_into(&client, &format!("{form} input[name=name]"), "cache").await;
+    let policy = must(
+        client
+            .find(Locator::Css(&format!(
+                "{form} select[name='param.maxmemory_policy']"
+            )))
+            .await,
+    );
+    must(policy.select_by_value("allkeys-lru").await);
+    click(&client, &format!("{form} button[type=submit]")).await;
+    wait_for_path(&client, "/t/acme/services").await;
+    // The page follows the broker until the instance is ready.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let state = match client.find(Locator::Css("#state-cache")).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if state == "ready" {
+            break;
+        }
+        assert_ne!(state, "failed");
+        if Instant::now() >= deadline {
+            let last = match client.find(Locator::Css("#last-operation-cache")).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            panic!("the cache never showed ready ({state}): {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    screenshot(&client, "services-ready.png").await;
+
+    // Bound to the sample application: its variables are listed, never their values.
+    let application = must(
+        client
+            .find(Locator::Css("#bind-cache select[name=application]"))
+            .await,
+    );
+    must(application.select_by_value("hello").await);
+    click(&client, "#bind-cache button[type=submit]").await;
+    let row = wait_for_text(&client, "#instance-cache tr.binding", "hello").await;
+    assert!(
+        row.contains("CACHE_URL") && row.contains("CACHE_PASSWORD") && row.contains("bound"),
+        "{row}"
+    );
+    let page = must(client.source().await);
+    assert!(
+        !page.contains("redis://binding-"),
+        "a credential is on the page"
+    );
+    screenshot(&client, "services-bound.png").await;
+
+    // Deprovisioning is refused while bound, in red on the instance.
+    click(&client, "#deprovision-cache").await;
+    wait_for_text(&client, "#instance-cache .alert.error", "unbind them first").await;
+    click(&client, "#unbind-cache-hello").await;
+    wait_for_path(&client, "/t/acme/services").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .find(Locator::Css("#instance-cache tr.binding"))
+        .await
+        .is_ok()
+    {
+        assert!(Instant::now() < deadline, "the binding never went");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        must(client.refresh().await);
+    }
+    click(&client, "#deprovision-cache").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client.find(Locator::Css("#instance-cache")).await.is_ok() {
+        assert!(Instant::now() < deadline, "the cache never went");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        must(client.refresh().await);
+    }
+}

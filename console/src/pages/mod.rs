@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod onboard;
 pub mod releases;
+pub mod services;
 pub mod tenant;
 
 use std::collections::BTreeMap;
@@ -166,7 +167,8 @@ pub fn form_errors(e: CoreError) -> Result<FormErrors, PageError> {
         | CoreError::WrongState(_)
         | CoreError::QuotaExceeded { .. }
         | CoreError::Infeasible { .. }
-        | CoreError::VersionMismatch { .. } => Ok(FormErrors::general_message(e.to_string())),
+        | CoreError::VersionMismatch { .. }
+        | CoreError::BrokerUnavailable(_) => Ok(FormErrors::general_message(e.to_string())),
         other => Err(PageError::from(other)),
     }
 }
@@ -453,6 +455,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/logout", web::post().to(auth::logout))
     .route("/t/{tenant}", web::get().to(tenant::dashboard))
     .route("/t/{tenant}/apps", web::get().to(tenant::apps))
+    .route(
+        "/t/{tenant}/marketplace",
+        web::get().to(services::marketplace),
+    )
+    .route("/t/{tenant}/services", web::get().to(services::services))
+    .route("/t/{tenant}/services", web::post().to(services::provision))
+    .route(
+        "/t/{tenant}/services/{env}/{service_instance}/{action}",
+        web::post().to(services::instance_action),
+    )
     .route("/t/{tenant}/apps/new", web::get().to(app::new_app_form))
     .route("/t/{tenant}/apps/new", web::post().to(app::create_app))
     .route(

@@ -157,6 +157,18 @@ pub enum InstanceState {
     Failed,
 }
 
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisioning => "provisioning",
+            Self::Ready => "ready",
+            Self::Updating => "updating",
+            Self::Deprovisioning => "deprovisioning",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// What the operations worker has to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
@@ -442,6 +454,17 @@ pub enum BindingState {
     Bound,
     Unbinding,
     Failed,
+}
+
+impl BindingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Binding => "binding",
+            Self::Bound => "bound",
+            Self::Unbinding => "unbinding",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 /// What the worker still has to tell the broker about a binding.
