@@ -17,6 +17,10 @@ if ! command -v bwrap >/dev/null; then
   echo "installing bubblewrap (the sandbox the local runtime runs instances in)"
   missing+=(bubblewrap)
 fi
+if ! command -v redis-server >/dev/null; then
+  echo "installing redis-server (the cache service's servers)"
+  missing+=(redis-server)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -25,5 +29,6 @@ if ! command -v cargo >/dev/null; then
   echo "cargo is needed to build the platform: https://rustup.rs" >&2
   exit 1
 fi
-cargo build --release --locked --bin paas
+# The platform and the brokers it runs beside itself (found next to `paas`).
+cargo build --release --locked --bin paas --bin paas-cache-broker --bin paas-database-broker
 exec ./target/release/paas up "$@"

@@ -2727,3 +2727,183 @@ async fn a_cache_from_the_marketplace_runs_as_a_platform_workload_and_serves_a_b
     }
     paas.stop().await;
 }
+
+/// An application that uses the PostgreSQL binding it is given, through `psql` and the
+/// binding's URL: `?put=v` inserts, `?get` reads every value back.
+fn postgres_client_spec() -> Value {
+    let script = r#"
+import os, subprocess, http.server, urllib.parse
+def sql(q):
+    r = subprocess.run(["psql", os.environ["DB_URL"], "-tAc", q], capture_output=True, text=True, timeout=10)
+    return (r.stdout + r.stderr).strip()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query, keep_blank_values=True)
+        if "DB_URL" not in os.environ:
+            body = "unbound"
+        elif "put" in q:
+            body = sql("CREATE TABLE IF NOT EXISTS notes (v text); INSERT INTO notes VALUES ('%s')" % q["put"][0].replace("'", ""))
+        elif "get" in q:
+            body = sql("SELECT string_agg(v, ',' ORDER BY v) FROM notes")
+        else:
+            body = "bound"
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body.encode())
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+    json!({"command": "python3", "args": ["-c", script], "replicas": 1, "ports": [{"name": "http"}]})
+}
+
+#[tokio::test]
+async fn a_database_from_the_marketplace_is_a_database_of_its_own_with_a_role_per_binding() {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    let (_, market) = dev.get_api("/api/v1/catalog/services").await;
+    assert!(
+        market["items"].as_array().is_some_and(|i| i
+            .iter()
+            .any(|s| s["name"] == "postgresql" && s["broker_version"] == "1.0.0")),
+        "{market}"
+    );
+    let instances = "/environments/dev/service-instances";
+    let (status, body) = dev
+        .call(
+            reqwest::Method::POST,
+            instances,
+            Some(json!({"name": "orders", "service": "postgresql", "plan": "shared"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, instance) = dev
+            .call(reqwest::Method::GET, &format!("{instances}/orders"), None)
+            .await;
+        if instance["state"] == "ready" {
+            break;
+        }
+        assert_ne!(instance["state"], "failed", "{instance}");
+        assert!(
+            Instant::now() < deadline,
+            "the database was never ready: {instance}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    dev.onboard("ledger", postgres_client_spec()).await;
+    let app = format!("{}/apps/acme/dev/ledger/", site.router());
+    body_until(&app, |b| b == "unbound").await;
+    let (status, binding) = dev
+        .call(
+            reqwest::Method::POST,
+            &format!("{instances}/orders/bindings"),
+            Some(json!({"application": "ledger", "prefix": "DB"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{binding}");
+    body_until(&app, |b| b == "bound").await;
+    body_until(&format!("{app}?put=first"), |b| b.contains("INSERT 0 1")).await;
+    body_until(&format!("{app}?put=second"), |b| b.contains("INSERT 0 1")).await;
+    assert_eq!(
+        body_until(&format!("{app}?get"), |b| b.contains("first")).await,
+        "first,second"
+    );
+
+    // What the database holds is its own: the shared cluster's administrator sees a
+    // database and a login role for this instance and binding, and after unbinding and
+    // deprovisioning neither is left.
+    let admin_password = must(std::fs::read_to_string(
+        site.data_dir
+            .join("brokers/database/state/backend/shared-admin-password"),
+    ));
+    let registry: Value = serde_json::from_slice(&must(std::fs::read(
+        site.data_dir.join("brokers/database/state/registry.json"),
+    )))
+    .unwrap_or(Value::Null);
+    let shared = registry["instances"]
+        .as_object()
+        .and_then(|i| i.values().next())
+        .and_then(|i| i["facts"]["address"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let admin_sql = |sql: &str| {
+        let out = must(
+            std::process::Command::new("psql")
+                .arg(format!(
+                    "postgresql://admin:{}@{shared}/postgres",
+                    admin_password.trim()
+                ))
+                .args(["-tAc", sql])
+                .output(),
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    };
+    let census = "SELECT (SELECT count(*) FROM pg_database WHERE datname LIKE 'db_%') || '/' || (SELECT count(*) FROM pg_roles WHERE rolname LIKE 'b_%' OR rolname LIKE 'owner_%')";
+    assert_eq!(admin_sql(census), "1/2");
+    let (status, _) = dev
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{instances}/orders/bindings/ledger"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    body_until(&app, |b| b == "unbound").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, bindings) = dev
+            .call(
+                reqwest::Method::GET,
+                &format!("{instances}/orders/bindings"),
+                None,
+            )
+            .await;
+        if bindings["items"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the binding never went: {bindings}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(admin_sql(census), "1/1");
+    let (status, _) = dev
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{instances}/orders"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = dev
+            .call(reqwest::Method::GET, &format!("{instances}/orders"), None)
+            .await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the database was never deprovisioned"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let registry: Value = serde_json::from_slice(&must(std::fs::read(
+        site.data_dir.join("brokers/database/state/registry.json"),
+    )))
+    .unwrap_or(Value::Null);
+    let phase = registry["instances"]
+        .as_object()
+        .and_then(|i| i.values().next())
+        .map(|i| i["phase"].clone());
+    assert_eq!(phase, Some(json!("gone")), "{registry}");
+    assert_eq!(admin_sql(census), "0/0");
+    paas.stop().await;
+}

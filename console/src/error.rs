@@ -141,7 +141,7 @@ impl From<CoreError> for ApiError {
             "the platform's database cannot be reached just now; retry in a few seconds".to_owned()
         } else if status.is_server_error() {
             // The detail goes to the log, not to the client.
-            tracing::error!(error = %e, "request failed inside the platform");
+            tracing::error!(error = %e, detail = ?e, "request failed inside the platform");
             "the platform could not complete the request; it has been logged".to_owned()
         } else {
             e.to_string()

@@ -76,21 +76,27 @@ impl PlatformClient {
             .ok_or_else(|| BackendError::new("the platform's sign-in answer has no token"))
     }
 
-    /// One API call (`path` below `/api/v1`); signs in again once if the session ended.
+    /// One API call (`path` below `/api/v1`): signs in again once if the session
+    /// ended, and retries the platform's own faults (a 500, 502 or 503: its database
+    /// restarting, say) a few times before they fail the operation.
     pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), BackendError> {
-        for attempt in 0..2 {
+        let mut signed_in_again = false;
+        let mut sign_in = false;
+        let mut retries = 0_u32;
+        loop {
             let token = {
                 let mut cached = self.token.lock().await;
-                if cached.is_none() || attempt > 0 {
+                if cached.is_none() || sign_in {
                     *cached = Some(self.login().await?);
                 }
                 cached.clone().unwrap_or_default()
             };
+            sign_in = false;
             let mut request = self
                 .http
                 .request(method.clone(), format!("{}/api/v1{path}", self.target.url))
@@ -103,16 +109,20 @@ impl PlatformClient {
                 .await
                 .map_err(|e| failure("the platform could not be reached", e))?;
             let status = response.status().as_u16();
-            if status == 401 && attempt == 0 {
+            if status == 401 && !signed_in_again {
+                signed_in_again = true;
+                sign_in = true;
+                continue;
+            }
+            if matches!(status, 500 | 502 | 503) && retries < 4 {
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(250 * u64::from(retries))).await;
                 continue;
             }
             let text = response.text().await.unwrap_or_default();
             let value = serde_json::from_str(&text).unwrap_or(Value::Null);
             return Ok((status, value));
         }
-        Err(BackendError::new(
-            "the platform refused the broker's session",
-        ))
     }
 
     fn app_path(&self, name: &str) -> String {
@@ -236,6 +246,18 @@ impl PlatformClient {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Whether application `name` exists.
+    pub async fn exists(&self, name: &str) -> Result<bool, BackendError> {
+        let (status, _) = self.call(Method::GET, &self.app_path(name), None).await?;
+        match status {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(BackendError::new(format!(
+                "the platform answered {status} about application '{name}'"
+            ))),
         }
     }
 

@@ -866,7 +866,17 @@ fn instance_config(
     };
     let sandbox = a
         .uid
-        .and_then(|uid| isolation.sandbox(uid, &config.hide, &a.name));
+        .and_then(|uid| isolation.sandbox(uid, &config.hide, &a.name))
+        .map(|mut sandbox| {
+            if sandbox.bwrap.is_some() {
+                let dir = config.state_dir.join("identities").join(sandbox.uid.to_string());
+                match crate::sandbox::write_identity_files(&dir, sandbox.uid, sandbox.gid) {
+                    Ok(()) => sandbox.etc = Some(dir),
+                    Err(e) => tracing::warn!(instance = %a.name, error = %e, "no passwd entry for the instance's identity"),
+                }
+            }
+            sandbox
+        });
     let instance = InstanceConfig {
         name: a.name.clone(),
         command: spec.command.clone(),

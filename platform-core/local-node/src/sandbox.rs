@@ -39,6 +39,11 @@ pub struct Sandbox {
     pub hide: Vec<PathBuf>,
     /// The sandbox's host name.
     pub hostname: String,
+    /// A directory with `passwd` and `group` that name the instance's identity (the
+    /// node's own entries plus `app`), mounted over `/etc/passwd` and `/etc/group`:
+    /// programs that look their user up (PostgreSQL's `initdb`, say) find one.
+    #[serde(default)]
+    pub etc: Option<PathBuf>,
 }
 
 /// What the node offers, found once when the agent starts.
@@ -84,6 +89,7 @@ impl Isolation {
                 bwrap: Some(bwrap.clone()),
                 hide: Vec::new(),
                 hostname: "probe".into(),
+                etc: None,
             };
             let (program, args) = probe.wrap(Path::new("/bin/true"), &[], Path::new("/"));
             std::process::Command::new(program)
@@ -118,10 +124,43 @@ impl Isolation {
                 bwrap: bwrap.clone(),
                 hide: hide.to_vec(),
                 hostname: hostname.to_owned(),
+                etc: None,
             }),
             Self::None { .. } => None,
         }
     }
+}
+
+/// Writes `dir/passwd` and `dir/group`: the node's entries and one for `uid`/`gid`
+/// named `app` (root-owned, readable by all, so that the sandbox can mount them).
+pub fn write_identity_files(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let keep = |path: &str, id_field: usize, id: u32| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.split(':').nth(id_field) != Some(id.to_string().as_str())
+                    && !l.starts_with("app:")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    let passwd = format!(
+        "{}app:x:{uid}:{gid}:application:/tmp:/usr/sbin/nologin\n",
+        keep("/etc/passwd", 2, uid)
+    );
+    let group = format!("{}app:x:{gid}:\n", keep("/etc/group", 2, gid));
+    for (name, text) in [("passwd", passwd), ("group", group)] {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+        std::fs::rename(tmp, path)?;
+    }
+    Ok(())
 }
 
 impl Sandbox {
@@ -179,6 +218,13 @@ impl Sandbox {
                 out.push("--tmpfs".into());
                 out.push(hidden.clone().into());
             }
+            if let Some(etc) = &self.etc {
+                for file in ["passwd", "group"] {
+                    out.push("--ro-bind".into());
+                    out.push(etc.join(file).into());
+                    out.push(Path::new("/etc").join(file).into());
+                }
+            }
             out.push("--bind".into());
             out.push(workdir.into());
             out.push(workdir.into());
@@ -199,6 +245,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn identity_files_name_the_instances_user_beside_the_nodes() {
+        let dir = std::env::temp_dir().join(format!("paas-identity-{}", std::process::id()));
+        write_identity_files(&dir, 1_234_567, 1_234_567).unwrap_or_else(|e| panic!("{e}"));
+        let passwd = std::fs::read_to_string(dir.join("passwd")).unwrap_or_default();
+        assert!(passwd.starts_with("root:"), "{passwd}");
+        assert!(
+            passwd.ends_with("app:x:1234567:1234567:application:/tmp:/usr/sbin/nologin\n"),
+            "{passwd}"
+        );
+        let group = std::fs::read_to_string(dir.join("group")).unwrap_or_default();
+        assert!(group.ends_with("app:x:1234567:\n"), "{group}");
+        // Written again, the entry is not repeated.
+        write_identity_files(&dir, 1_234_567, 1_234_567).unwrap_or_else(|e| panic!("{e}"));
+        let again = std::fs::read_to_string(dir.join("passwd")).unwrap_or_default();
+        assert_eq!(again.matches("app:x:").count(), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn the_instance_runs_after_the_identity_change_and_inside_the_sandbox() {
         let sandbox = Sandbox {
             uid: 1_000_001,
@@ -207,6 +272,7 @@ mod tests {
             bwrap: Some("/usr/bin/bwrap".into()),
             hide: vec!["/var/lib/paas".into()],
             hostname: "web-1".into(),
+            etc: Some("/var/lib/paas/agents/n1/identities/1000001".into()),
         };
         let (program, args) = sandbox.wrap(
             Path::new("/usr/bin/python3"),
@@ -226,6 +292,12 @@ mod tests {
         assert!(at("/var/lib/paas") < at("--bind"));
         assert!(at("--bind") < at("/usr/bin/python3"));
         assert_eq!(args.last().map(String::as_str), Some("http.server"));
+        // The identity has a name inside: the node's passwd with the instance's entry.
+        assert_eq!(
+            args.get(at("/var/lib/paas/agents/n1/identities/1000001/passwd") + 1)
+                .map(String::as_str),
+            Some("/etc/passwd")
+        );
 
         let plain = Sandbox {
             bwrap: None,

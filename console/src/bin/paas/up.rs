@@ -182,7 +182,10 @@ const BROKER_ACCOUNT: &str = "service-broker";
 
 /// The middleware brokers `paas up` runs: (name in the catalog, program found beside
 /// the `paas` executable).
-const BROKERS: [(&str, &str); 1] = [("cache", "paas-cache-broker")];
+const BROKERS: [(&str, &str); 2] = [
+    ("cache", "paas-cache-broker"),
+    ("database", "paas-database-broker"),
+];
 
 /// The brokers' credentials, generated once into the data directory (mode 0600).
 struct Brokers {
