@@ -753,11 +753,14 @@ async fn plans_are_visible_to_the_tenants_they_are_meant_for(pool: PgPool) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Quotas count service instances.
-    must(
-        sqlx::query("UPDATE tenants SET max_service_instances = 1 WHERE slug = 'acme'")
-            .execute(&server.pool)
-            .await,
-    );
+    let (status, body) = admin
+        .put(
+            "/api/v1/admin/tenants/acme/quota",
+            json!({"max_service_instances": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["max_service_instances"], 1);
     let (status, _) = dev
         .post(
             INSTANCES,

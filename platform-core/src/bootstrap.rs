@@ -87,6 +87,7 @@ impl Platform {
                     max_instances: Some(20),
                     max_cpu_millis: Some(4000),
                     max_memory_mib: Some(4096),
+                    max_service_instances: Some(10),
                 },
             )
             .await?;

@@ -17,6 +17,10 @@ pub struct Quota {
     pub max_cpu_millis: Option<u32>,
     #[schema(minimum = 0, maximum = 2147483647)]
     pub max_memory_mib: Option<u32>,
+    /// Service instances from the catalog, in every environment.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 2147483647)]
+    pub max_service_instances: Option<u32>,
 }
 
 impl Quota {
@@ -29,6 +33,7 @@ impl Quota {
             ("max_instances", self.max_instances),
             ("max_cpu_millis", self.max_cpu_millis),
             ("max_memory_mib", self.max_memory_mib),
+            ("max_service_instances", self.max_service_instances),
         ] {
             if value.is_some_and(|v| v > Self::MAX_LIMIT) {
                 return Err(crate::FieldError::new(
@@ -142,6 +147,7 @@ mod tests {
             max_instances: Some(4),
             max_cpu_millis: Some(1000),
             max_memory_mib: None,
+            max_service_instances: None,
         };
         let usage = |instances, cpu_millis| Usage {
             instances,
@@ -177,6 +183,7 @@ mod tests {
             max_instances: Some(10),
             max_cpu_millis: Some(2000),
             max_memory_mib: None,
+            max_service_instances: None,
         };
         // Instances leave 7, CPU leaves (2000 - 500) / 250 = 6.
         assert_eq!(quota.room(others, each), Some(6));

@@ -201,6 +201,7 @@ fn quota_of(q: &store::tenants::QuotaRow) -> crate::quota::Quota {
         max_instances: q.max_instances.and_then(|v| u32::try_from(v).ok()),
         max_cpu_millis: q.max_cpu_millis.and_then(|v| u32::try_from(v).ok()),
         max_memory_mib: q.max_memory_mib.and_then(|v| u32::try_from(v).ok()),
+        max_service_instances: q.max_service_instances.and_then(|v| u32::try_from(v).ok()),
     }
 }
 
@@ -212,7 +213,12 @@ async fn enforce_quota_of(
     except: Option<Uuid>,
     demand: crate::quota::Usage,
 ) -> Result<(), CoreError> {
-    if quota == crate::quota::Quota::default() {
+    // The service-instance limit is checked where instances are provisioned.
+    let applications = crate::quota::Quota {
+        max_service_instances: None,
+        ..quota
+    };
+    if applications == crate::quota::Quota::default() {
         return Ok(());
     }
     store::tenants::lock(&mut *conn, tenant_id).await?;

@@ -788,7 +788,9 @@ impl Platform {
         };
         let target = format!("{}/{name}", env.name);
         let mut tx = self.pool.begin().await?;
-        let quota = crate::store::tenants::service_quota(&mut *tx, access.tenant().id).await?;
+        let quota = crate::store::tenants::quota(&mut *tx, access.tenant().id)
+            .await?
+            .max_service_instances;
         if let Some(max) = quota {
             crate::store::tenants::lock(&mut tx, access.tenant().id).await?;
             let used = store::tenant_instances(&mut *tx, access.tenant().id).await?;

@@ -329,6 +329,7 @@ impl Platform {
                 max_instances: q.max_instances.and_then(|v| u32::try_from(v).ok()),
                 max_cpu_millis: q.max_cpu_millis.and_then(|v| u32::try_from(v).ok()),
                 max_memory_mib: q.max_memory_mib.and_then(|v| u32::try_from(v).ok()),
+                max_service_instances: q.max_service_instances.and_then(|v| u32::try_from(v).ok()),
             },
             Usage {
                 instances: u64::try_from(instances).unwrap_or(0),
@@ -373,6 +374,7 @@ impl Platform {
                 max_instances: to_i32(quota.max_instances),
                 max_cpu_millis: to_i32(quota.max_cpu_millis),
                 max_memory_mib: to_i32(quota.max_memory_mib),
+                max_service_instances: to_i32(quota.max_service_instances),
             },
         )
         .await?;

@@ -220,26 +220,17 @@ pub struct QuotaRow {
     pub max_instances: Option<i32>,
     pub max_cpu_millis: Option<i32>,
     pub max_memory_mib: Option<i32>,
+    pub max_service_instances: Option<i32>,
 }
 
 pub async fn quota<'e>(ex: impl PgExecutor<'e>, tenant_id: Uuid) -> Result<QuotaRow, sqlx::Error> {
     sqlx::query_as(
-        "SELECT max_instances, max_cpu_millis, max_memory_mib FROM tenants WHERE id = $1",
+        "SELECT max_instances, max_cpu_millis, max_memory_mib, max_service_instances
+         FROM tenants WHERE id = $1",
     )
     .bind(tenant_id)
     .fetch_one(ex)
     .await
-}
-
-/// How many service instances the tenant may have (`None`: no limit).
-pub async fn service_quota<'e>(
-    ex: impl PgExecutor<'e>,
-    tenant_id: Uuid,
-) -> Result<Option<i32>, sqlx::Error> {
-    sqlx::query_scalar("SELECT max_service_instances FROM tenants WHERE id = $1")
-        .bind(tenant_id)
-        .fetch_one(ex)
-        .await
 }
 
 pub async fn set_quota(
@@ -248,13 +239,18 @@ pub async fn set_quota(
     quota: QuotaRow,
 ) -> Result<i64, sqlx::Error> {
     // The tenant's version after the change (the trigger's).
-    sqlx::query_scalar("UPDATE tenants SET max_instances = $2, max_cpu_millis = $3, max_memory_mib = $4 WHERE id = $1 RETURNING version")
-        .bind(tenant_id)
-        .bind(quota.max_instances)
-        .bind(quota.max_cpu_millis)
-        .bind(quota.max_memory_mib)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar(
+        "UPDATE tenants SET max_instances = $2, max_cpu_millis = $3, max_memory_mib = $4,
+             max_service_instances = $5
+         WHERE id = $1 RETURNING version",
+    )
+    .bind(tenant_id)
+    .bind(quota.max_instances)
+    .bind(quota.max_cpu_millis)
+    .bind(quota.max_memory_mib)
+    .bind(quota.max_service_instances)
+    .fetch_one(conn)
+    .await
 }
 
 /// What a tenant's running applications ask for: instances, CPU and memory, leaving
