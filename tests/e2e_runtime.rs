@@ -2907,3 +2907,115 @@ async fn a_database_from_the_marketplace_is_a_database_of_its_own_with_a_role_pe
     assert_eq!(admin_sql(census), "0/0");
     paas.stop().await;
 }
+
+#[tokio::test]
+async fn a_broker_killed_mid_provision_leaves_nothing_behind() {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    let instances = "/environments/dev/service-instances";
+    let registry_path = site.data_dir.join("brokers/cache/state/registry.json");
+    let (status, body) = dev
+        .call(
+            reqwest::Method::POST,
+            instances,
+            Some(json!({"name": "cache", "service": "redis", "plan": "small"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // The broker took the request (its registry says it is making the instance): it
+    // dies now, in the middle of making the server.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&registry_path).is_ok_and(|r| r.contains("\"creating\"")) {
+        assert!(
+            Instant::now() < deadline,
+            "the broker never started making the instance"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let needle = format!("{}/brokers/cache/state", site.data_dir.display());
+    let killed = support::procs::signal_the_one(&needle, nix::sys::signal::Signal::SIGKILL);
+
+    // `paas up` starts the broker again; it reports the cut operation failed, and the
+    // platform removes whatever the broker had made (orphan mitigation).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let settled = loop {
+        let (_, instance) = dev
+            .call(reqwest::Method::GET, &format!("{instances}/cache"), None)
+            .await;
+        if instance["state"] == "failed" && instance["operation"].is_null() {
+            break instance;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the instance never settled: {instance}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let description = settled["last_operation"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        description.contains("restarted during the operation")
+            && description.contains("was removed"),
+        "{settled}"
+    );
+    let restarted = support::procs::mentioning(&needle);
+    assert!(
+        restarted.len() == 1 && restarted[0].pid != killed.pid,
+        "{restarted:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pool = must(sqlx::PgPool::connect(&site.database_url).await);
+        let (apps,): (i64,) = must(
+            sqlx::query_as(
+                "SELECT count(*) FROM applications a JOIN tenants t ON t.id = a.tenant_id
+                 WHERE t.slug = 'system' AND a.deleted_at IS NULL",
+            )
+            .fetch_one(&pool)
+            .await,
+        );
+        pool.close().await;
+        let servers = site_processes(&site, "redis-server");
+        if apps == 0 && servers == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {apps} application(s), {servers} server(s)"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The failed instance is deleted like any other.
+    let (status, _) = dev
+        .call(reqwest::Method::DELETE, &format!("{instances}/cache"), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dev
+        .call(reqwest::Method::GET, &format!("{instances}/cache"), None)
+        .await
+        .0
+        != StatusCode::NOT_FOUND
+    {
+        assert!(Instant::now() < deadline, "the failed instance never went");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    paas.stop().await;
+}
+
+/// Live processes of this site's instances whose command line mentions `needle` (an
+/// instance runs in a working directory under the site's data directory).
+fn site_processes(site: &Site, needle: &str) -> usize {
+    let data = site.data_dir.display().to_string();
+    support::procs::all()
+        .iter()
+        .filter(|p| p.cmdline.contains(needle))
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{}/cwd", p.pid))
+                .is_ok_and(|cwd| cwd.to_string_lossy().starts_with(&data))
+        })
+        .count()
+}
