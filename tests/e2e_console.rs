@@ -841,3 +841,42 @@ async fn a_developer_provisions_a_cache_from_the_marketplace_and_binds_it_to_an_
         must(client.refresh().await);
     }
 }
+
+#[tokio::test]
+async fn a_platform_admin_sees_the_brokers_and_a_broker_that_cannot_be_reached_is_refused_in_red() {
+    let (site, platform) = platform().await;
+    let (_driver, client) = browser(&site).await;
+    let base = platform.url.as_str();
+    log_in(&client, base, "admin", &platform.passwords["admin"]).await;
+    must(client.goto(&format!("{base}/admin/brokers")).await);
+    wait_for_heading(&client, "Brokers").await;
+    let cache = wait_for_text(&client, "#broker-cache", "redis").await;
+    assert!(
+        cache.contains("1.0.0") && cache.contains("small") && cache.contains("all"),
+        "{cache}"
+    );
+    let database = wait_for_text(&client, "#broker-database", "postgresql").await;
+    assert!(
+        database.contains("shared") && database.contains("dedicated"),
+        "{database}"
+    );
+
+    // A broker nobody answers for is refused with the reason, nothing is stored, and
+    // the password typed is not sent back.
+    let port = free_port();
+    type_into(&client, "#broker-name", "queue").await;
+    type_into(&client, "#broker-url", &format!("http://127.0.0.1:{port}")).await;
+    type_into(&client, "#broker-username", "platform").await;
+    type_into(&client, "#broker-password", "typed-secret").await;
+    click(&client, "#new-broker-form button[type=submit]").await;
+    let error = wait_for_text(
+        &client,
+        "#new-broker-form .alert.error",
+        "could not be read",
+    )
+    .await;
+    assert!(error.contains(&port.to_string()), "{error}");
+    let page = must(client.source().await);
+    assert!(!page.contains("typed-secret"));
+    assert!(client.find(Locator::Css("#broker-queue")).await.is_err());
+}

@@ -563,6 +563,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/admin/audit", web::get().to(admin::audit))
     .route("/admin/runtimes", web::get().to(admin::runtimes))
+    .route("/admin/brokers", web::get().to(services::brokers))
+    .route("/admin/brokers", web::post().to(services::register_broker))
+    .route(
+        "/admin/brokers/{broker}/{action}",
+        web::post().to(services::broker_action),
+    )
     .route(
         "/admin/runtimes/{runtime}/nodes/{node}/confirm-lost",
         web::post().to(admin::confirm_node_lost),

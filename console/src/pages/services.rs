@@ -551,3 +551,137 @@ pub async fn instance_action(
         }
     }
 }
+
+#[derive(Debug, Default, Deserialize)]
+pub struct BrokerForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_brokers.html")]
+struct BrokersPage {
+    layout: Layout,
+    brokers: Vec<platform_core::platform::services::BrokerInfo>,
+    form: BrokerForm,
+    /// Which broker's action the errors are about (empty: the registration form).
+    failed: String,
+    errors: FormErrors,
+}
+
+async fn brokers_page(
+    state: &AppState,
+    auth: &PageAuth,
+    form: BrokerForm,
+    failed: String,
+    errors: FormErrors,
+) -> Result<BrokersPage, PageError> {
+    let layout = Layout::for_user(&auth.0, "Brokers", "admin-brokers");
+    Ok(BrokersPage {
+        brokers: state
+            .platform
+            .brokers(&auth.0.principal)
+            .await
+            .map_err(|e| PageError::from(e).within(layout.clone()))?,
+        layout,
+        form,
+        failed,
+        errors,
+    })
+}
+
+/// Admin → Brokers: the registered brokers, their services, versions and plans.
+pub async fn brokers(state: Data<AppState>, auth: PageAuth) -> Result<HttpResponse, PageError> {
+    render(
+        &brokers_page(
+            &state,
+            &auth,
+            BrokerForm::default(),
+            String::new(),
+            FormErrors::none(),
+        )
+        .await?,
+    )
+}
+
+/// Registers a broker (its catalog is read first).
+pub async fn register_broker(
+    state: Data<AppState>,
+    auth: PageAuth,
+    form: Form<BrokerForm>,
+) -> Result<HttpResponse, PageError> {
+    let form = form.into_inner();
+    let result = state
+        .platform
+        .register_broker(
+            &auth.0.principal,
+            platform_core::platform::services::NewBroker {
+                name: form.name.trim().to_owned(),
+                url: form.url.trim().to_owned(),
+                username: form.username.clone(),
+                password: platform_core::sealing::SecretValue::new(form.password.clone()),
+            },
+        )
+        .await;
+    match result {
+        Ok(_) => Ok(see_other("/admin/brokers")),
+        Err(e) => {
+            let layout = Layout::for_user(&auth.0, "Brokers", "admin-brokers");
+            let errors = form_errors(e).map_err(|e| e.within(layout))?;
+            // The password is never sent back.
+            let form = BrokerForm {
+                password: String::new(),
+                ..form
+            };
+            render_with_status(
+                &brokers_page(&state, &auth, form, String::new(), errors).await?,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BrokerPath {
+    broker: String,
+    action: String,
+}
+
+/// Refreshes or removes a broker.
+pub async fn broker_action(
+    state: Data<AppState>,
+    auth: PageAuth,
+    path: Path<BrokerPath>,
+) -> Result<HttpResponse, PageError> {
+    let BrokerPath { broker, action } = path.into_inner();
+    let principal = &auth.0.principal;
+    let result = match action.as_str() {
+        "refresh" => state
+            .platform
+            .refresh_broker(principal, &broker)
+            .await
+            .map(|_| ()),
+        "delete" => state.platform.delete_broker(principal, &broker).await,
+        _ => Err(platform_core::CoreError::not_found(
+            "action",
+            action.clone(),
+        )),
+    };
+    match result {
+        Ok(()) => Ok(see_other("/admin/brokers")),
+        Err(e) => {
+            let layout = Layout::for_user(&auth.0, "Brokers", "admin-brokers");
+            let errors = form_errors(e).map_err(|e| e.within(layout))?;
+            render_with_status(
+                &brokers_page(&state, &auth, BrokerForm::default(), broker, errors).await?,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+        }
+    }
+}
