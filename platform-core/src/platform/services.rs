@@ -1,9 +1,11 @@
 //! The service catalog for people: platform administrators register brokers and say
-//! which tenants may use which plans; members see the marketplace and provision,
-//! update and deprovision service instances in their environments. Every change is
-//! one transaction with its audit record; the broker is called afterwards by the
-//! operations worker (`crate::services`), so no request waits on a broker but the
-//! registration, which must read the broker's catalog.
+//! which tenants may use which plans; members see the marketplace, provision, update
+//! and deprovision service instances in their environments, and bind them to
+//! applications. Every change is one transaction with its audit record. Provisioning,
+//! updating, deprovisioning and unbinding reach the broker afterwards, through the
+//! operations worker (`crate::services`); only registering a broker (its catalog must
+//! be read) and binding (its credentials must reach the caller's transaction) wait on
+//! one.
 
 use std::collections::HashMap;
 

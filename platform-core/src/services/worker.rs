@@ -437,7 +437,16 @@ impl OperationsWorker {
             return store::release_claim(&self.pool, row.id).await;
         };
         let Some(broker) = store::broker(&self.pool, row.broker_id).await? else {
-            return store::release_claim(&self.pool, row.id).await;
+            // Nothing can be asked of a broker that is gone (a broker with instances
+            // cannot be removed through the platform): the operation ends here.
+            row.last_state = Some("failed".into());
+            row.last_description = Some("the instance's broker is no longer registered".into());
+            if row.state != InstanceState::Ready {
+                row.state = InstanceState::Failed;
+            }
+            idle(&mut row);
+            store::save_progress(&self.pool, &row, claimed_version).await?;
+            return Ok(());
         };
         let password = self
             .master
