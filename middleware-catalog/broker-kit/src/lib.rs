@@ -14,6 +14,7 @@
 //!   directory after each change, so a restarted broker knows what it made (an
 //!   operation cut by a restart is reported `failed`, which makes the platform clean up).
 
+pub mod cli;
 pub mod lock;
 pub mod platform;
 pub mod registry;

@@ -332,7 +332,7 @@ impl Platform {
             .master_key()
             .seal(
                 new.password.expose().as_bytes(),
-                &crate::services::worker::super_context(id),
+                &crate::services::client::password_context(id),
             )
             .map_err(|e| CoreError::Internal(e.to_string()))?;
         let row = BrokerRow {
@@ -401,7 +401,7 @@ impl Platform {
             .master_key()
             .seal(
                 new.password.expose().as_bytes(),
-                &crate::services::worker::super_context(id),
+                &crate::services::client::password_context(id),
             )
             .map_err(|e| CoreError::Internal(e.to_string()))?;
         let services: Vec<&str> = catalog.services.iter().map(|s| s.name.as_str()).collect();
@@ -476,18 +476,8 @@ impl Platform {
         let row = store::broker_by_name(&self.pool, name)
             .await?
             .ok_or_else(|| CoreError::not_found("broker", name))?;
-        let password = self
-            .master_key()
-            .open(
-                &row.password_sealed,
-                &crate::services::worker::super_context(row.id),
-            )
+        let endpoint = Endpoint::of(self.master_key(), &row)
             .map_err(|e| CoreError::Internal(e.to_string()))?;
-        let endpoint = Endpoint {
-            url: row.url.clone(),
-            username: row.username.clone(),
-            password: SecretValue::new(String::from_utf8(password).unwrap_or_default()),
-        };
         let catalog = self
             .broker_client()
             .catalog(&endpoint)
@@ -1244,21 +1234,9 @@ impl Platform {
         let broker = store::broker(&self.pool, broker_id)
             .await?
             .ok_or_else(|| CoreError::Internal("an instance's broker is gone".into()))?;
-        let password = self
-            .master_key()
-            .open(
-                &broker.password_sealed,
-                &crate::services::worker::super_context(broker.id),
-            )
+        let endpoint = Endpoint::of(self.master_key(), &broker)
             .map_err(|e| CoreError::Internal(e.to_string()))?;
-        Ok((
-            Endpoint {
-                url: broker.url.clone(),
-                username: broker.username.clone(),
-                password: SecretValue::new(String::from_utf8(password).unwrap_or_default()),
-            },
-            broker.catalog.0,
-        ))
+        Ok((endpoint, broker.catalog.0))
     }
 
     /// The application's `PAAS_SERVICES` document: every bound binding but `except`,

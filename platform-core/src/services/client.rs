@@ -23,6 +23,26 @@ pub struct Endpoint {
     pub password: SecretValue,
 }
 
+impl Endpoint {
+    /// A registered broker's endpoint, its password opened with the master key.
+    pub fn of(
+        master: &crate::sealing::MasterKey,
+        broker: &crate::store::services::BrokerRow,
+    ) -> Result<Self, crate::sealing::SealError> {
+        let password = master.open(&broker.password_sealed, &password_context(broker.id))?;
+        Ok(Self {
+            url: broker.url.trim_end_matches('/').to_owned(),
+            username: broker.username.clone(),
+            password: SecretValue::new(String::from_utf8(password).unwrap_or_default()),
+        })
+    }
+}
+
+/// What a broker's password is sealed for.
+pub(crate) fn password_context(broker_id: uuid::Uuid) -> String {
+    format!("broker:{broker_id}:password")
+}
+
 /// A broker's answer to a call that changes something.
 #[derive(Debug, Clone)]
 pub struct Reply<T> {

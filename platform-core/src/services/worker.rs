@@ -430,6 +430,19 @@ impl OperationsWorker {
         }
     }
 
+    /// The broker's endpoint. A password that does not open (the master key was
+    /// changed) is sent empty: the broker refuses it, and the operation fails with that.
+    fn endpoint(&self, broker: &store::BrokerRow) -> Endpoint {
+        Endpoint::of(&self.master, broker).unwrap_or_else(|e| {
+            tracing::error!(broker = %broker.name, error = %e, "the broker's password does not open");
+            Endpoint {
+                url: broker.url.trim_end_matches('/').to_owned(),
+                username: broker.username.clone(),
+                password: SecretValue::new(String::new()),
+            }
+        })
+    }
+
     /// One call or poll for a claimed instance, and its result written.
     async fn work(&self, mut row: InstanceRow) -> Result<(), sqlx::Error> {
         let claimed_version = row.version;
@@ -448,17 +461,7 @@ impl OperationsWorker {
             store::save_progress(&self.pool, &row, claimed_version).await?;
             return Ok(());
         };
-        let password = self
-            .master
-            .open(&broker.password_sealed, &super_context(broker.id))
-            .ok()
-            .and_then(|p| String::from_utf8(p).ok())
-            .unwrap_or_default();
-        let endpoint = Endpoint {
-            url: broker.url.trim_end_matches('/').to_owned(),
-            username: broker.username.clone(),
-            password: SecretValue::new(password),
-        };
+        let endpoint = self.endpoint(&broker);
         let event = self.call(&endpoint, &row, operation).await;
         tracing::debug!(instance = %row.id, ?operation, ?event, "service operation");
         match advance(&mut row, event, Utc::now(), &self.config) {
@@ -489,17 +492,7 @@ impl OperationsWorker {
         let Some(broker) = store::broker(&self.pool, instance.broker_id).await? else {
             return store::delete_binding(&self.pool, row.id).await;
         };
-        let password = self
-            .master
-            .open(&broker.password_sealed, &super_context(broker.id))
-            .ok()
-            .and_then(|p| String::from_utf8(p).ok())
-            .unwrap_or_default();
-        let endpoint = Endpoint {
-            url: broker.url.trim_end_matches('/').to_owned(),
-            username: broker.username.clone(),
-            password: SecretValue::new(password),
-        };
+        let endpoint = self.endpoint(&broker);
         let reply = self
             .client
             .unbind(
@@ -656,11 +649,6 @@ impl OperationsWorker {
             instance_usable: usable,
         }
     }
-}
-
-/// What a broker's password is sealed for.
-pub(crate) fn super_context(broker_id: uuid::Uuid) -> String {
-    format!("broker:{broker_id}:password")
 }
 
 /// The `context` object sent with provisioning and updates.
