@@ -51,6 +51,9 @@ if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# `paas up` runs the middleware brokers found beside the `paas` executable; `cargo test`
+# builds only the binaries of the package under test, so build every program first.
+cargo build --workspace --bins --locked
 cargo test --workspace --all-targets --locked
 
 # The Helm chart: linted, rendered with real Helm, every object validated, RBAC checked.

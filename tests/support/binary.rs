@@ -175,6 +175,22 @@ pub async fn paas_up(site: &Site) -> Paas {
         .binary
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_paas")));
+    // `paas up` runs the brokers installed beside it; a test run that did not build
+    // them would see an empty catalog and fail far from the cause. (A test that runs a
+    // copy of `paas` elsewhere runs it without brokers on purpose.)
+    let brokers: &[&str] = if site.binary.is_none() {
+        &["paas-cache-broker", "paas-database-broker"]
+    } else {
+        &[]
+    };
+    for broker in brokers {
+        assert!(
+            program.with_file_name(broker).exists(),
+            "{broker} is not built beside {}: run `cargo build --workspace --bins` first \
+             (scripts/test.sh does)",
+            program.display()
+        );
+    }
     let mut command = Command::new(program);
     command
         .args([
