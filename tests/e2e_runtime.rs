@@ -2536,6 +2536,44 @@ async fn draining_a_node_is_refused_with_the_reason_when_it_cannot_finish_and_ot
     );
 }
 
+/// Waits (up to `seconds`) until the service instance at `path` is ready; fails at
+/// once if it failed.
+async fn until_ready(dev: &Tenant, path: &str, seconds: u64) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let (_, instance) = dev.call(reqwest::Method::GET, path, None).await;
+        if instance["state"] == "ready" {
+            return;
+        }
+        assert_ne!(instance["state"], "failed", "{instance}");
+        assert!(
+            Instant::now() < deadline,
+            "{path} was never ready: {instance}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Deprovisions the service instance at `path` and waits until it is gone and no
+/// process of the site mentions `server` any more.
+async fn deprovision_until_gone(dev: &Tenant, site: &Site, path: &str, server: &str) {
+    let (status, _) = dev.call(reqwest::Method::DELETE, path, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = dev.call(reqwest::Method::GET, path, None).await;
+        if status == StatusCode::NOT_FOUND && support::procs::count_in(server, &site.data_dir) == 0
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}'s server ({server}) outlived its deprovisioning"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// An application that uses the Redis binding it is given: `?set=k&value=v` and
 /// `?get=k` speak the Redis protocol with the binding's own user; `/` says whether it
 /// is bound.
@@ -2616,24 +2654,10 @@ async fn a_cache_from_the_marketplace_runs_as_a_platform_workload_and_serves_a_b
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (_, instance) = dev
-            .call(reqwest::Method::GET, &format!("{instances}/cache"), None)
-            .await;
-        if instance["state"] == "ready" {
-            break;
-        }
-        assert_ne!(instance["state"], "failed", "{instance}");
-        assert!(
-            Instant::now() < deadline,
-            "the cache was never ready: {instance}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    until_ready(&dev, &format!("{instances}/cache"), 90).await;
     // Its server is a real redis-server, run by the platform in the service tenant,
     // and its administrator password is on no command line of the machine.
-    assert_eq!(processes_mentioning("redis-server"), 1);
+    assert_eq!(support::procs::count_in("redis-server", &site.data_dir), 1);
     let registry: Value = serde_json::from_slice(&must(std::fs::read(
         site.data_dir.join("brokers/cache/state/registry.json"),
     )))
@@ -2707,24 +2731,7 @@ async fn a_cache_from_the_marketplace_runs_as_a_platform_workload_and_serves_a_b
     }
 
     // Deprovisioning removes the server.
-    let (status, _) = dev
-        .call(reqwest::Method::DELETE, &format!("{instances}/cache"), None)
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, _) = dev
-            .call(reqwest::Method::GET, &format!("{instances}/cache"), None)
-            .await;
-        if status == StatusCode::NOT_FOUND && processes_mentioning("redis-server") == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the cache's server outlived its deprovisioning"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    deprovision_until_gone(&dev, &site, &format!("{instances}/cache"), "redis-server").await;
     paas.stop().await;
 }
 
@@ -2776,21 +2783,7 @@ async fn a_database_from_the_marketplace_is_a_database_of_its_own_with_a_role_pe
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, instance) = dev
-            .call(reqwest::Method::GET, &format!("{instances}/orders"), None)
-            .await;
-        if instance["state"] == "ready" {
-            break;
-        }
-        assert_ne!(instance["state"], "failed", "{instance}");
-        assert!(
-            Instant::now() < deadline,
-            "the database was never ready: {instance}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    until_ready(&dev, &format!("{instances}/orders"), 120).await;
     dev.onboard("ledger", postgres_client_spec()).await;
     let app = format!("{}/apps/acme/dev/ledger/", site.router());
     body_until(&app, |b| b == "unbound").await;
@@ -3018,4 +3011,176 @@ fn site_processes(site: &Site, needle: &str) -> usize {
                 .is_ok_and(|cwd| cwd.to_string_lossy().starts_with(&data))
         })
         .count()
+}
+
+/// An application that uses the NATS binding it is given, speaking the NATS protocol
+/// with the binding's bearer JWT: `?publish=v` stores `v` in a JetStream stream,
+/// `?last` reads the last message back, `?jwt` tells the test its credential (to try
+/// it once unbound); `/` says whether it is bound.
+fn nats_client_spec() -> Value {
+    let script = r#"
+import os, socket, json, base64, http.server, urllib.parse
+def nats(requests):
+    s = socket.create_connection((os.environ["QUEUE_HOST"], int(os.environ["QUEUE_PORT"])), timeout=5)
+    f = s.makefile("rb")
+    f.readline()
+    hello = {"jwt": os.environ["QUEUE_JWT"], "verbose": False, "pedantic": False, "headers": False, "protocol": 1}
+    s.sendall(b"CONNECT " + json.dumps(hello).encode() + b"\r\nPING\r\nSUB _INBOX.app.* 1\r\n")
+    line = f.readline().strip()
+    if line != b"PONG":
+        return [{"error": line.decode()}]
+    out = []
+    for i, (subject, payload) in enumerate(requests):
+        s.sendall(b"PUB %s _INBOX.app.%d %d\r\n%s\r\n" % (subject.encode(), i, len(payload), payload))
+        while True:
+            line = f.readline().strip()
+            if line == b"PING":
+                s.sendall(b"PONG\r\n")
+            elif line.startswith(b"MSG "):
+                n = int(line.split()[-1])
+                out.append(json.loads(f.read(n + 2)[:n]))
+                break
+            elif line.startswith(b"-ERR") or not line:
+                out.append({"error": line.decode()})
+                break
+    s.close()
+    return out
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query, keep_blank_values=True)
+        if "QUEUE_JWT" not in os.environ:
+            body = "unbound"
+        elif "publish" in q:
+            stream = json.dumps({"name": "orders", "subjects": ["orders.>"], "storage": "file"}).encode()
+            created, ack = nats([("$JS.API.STREAM.CREATE.orders", stream), ("orders.new", q["publish"][0].encode())])
+            body = "stored %s" % ack.get("seq") if "seq" in ack else json.dumps([created, ack])
+        elif "last" in q:
+            got = nats([("$JS.API.STREAM.MSG.GET.orders", b'{"last_by_subj":"orders.new"}')])[0]
+            body = base64.b64decode(got["message"]["data"]).decode() if "message" in got else json.dumps(got)
+        elif "jwt" in q:
+            body = os.environ["QUEUE_JWT"]
+        else:
+            body = "bound"
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body.encode())
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+    json!({"command": "python3", "args": ["-c", script], "replicas": 1, "ports": [{"name": "http"}]})
+}
+
+/// What a NATS server at `address` answers a client signing in with `jwt`: `PONG` or
+/// its error.
+async fn nats_sign_in(address: &str, jwt: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let Ok(stream) = tokio::net::TcpStream::connect(address).await else {
+        return "unreachable".into();
+    };
+    let mut stream = tokio::io::BufReader::new(stream);
+    let mut line = String::new();
+    let _ = stream.read_line(&mut line).await;
+    let hello = json!({"jwt": jwt, "verbose": false, "pedantic": false, "protocol": 1});
+    let _ = stream
+        .get_mut()
+        .write_all(format!("CONNECT {hello}\r\nPING\r\n").as_bytes())
+        .await;
+    line.clear();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_line(&mut line)).await;
+    line.trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_queue_from_the_marketplace_keeps_a_bound_applications_messages_and_refuses_it_once_unbound()
+ {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+
+    let (_, market) = dev.get_api("/api/v1/catalog/services").await;
+    let nats = market["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|s| s["name"] == "nats").cloned())
+        .unwrap_or_else(|| panic!("no nats in the marketplace: {market}"));
+    assert_eq!(nats["broker"], "queue");
+    assert_eq!(nats["broker_version"], "1.0.0");
+
+    let instances = "/environments/dev/service-instances";
+    let (status, body) = dev
+        .call(
+            reqwest::Method::POST,
+            instances,
+            Some(json!({"name": "queue", "service": "nats", "plan": "small", "parameters": {"max_payload_kib": 64}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    until_ready(&dev, &format!("{instances}/queue"), 90).await;
+    // A real nats-server, run by the platform; the instance's keys are on no command
+    // line (only its public JWTs are in the server's environment).
+    assert_eq!(
+        support::procs::count_in("nats-server -c", &site.data_dir),
+        1
+    );
+    let registry: Value = serde_json::from_slice(&must(std::fs::read(
+        site.data_dir.join("brokers/queue/state/registry.json"),
+    )))
+    .unwrap_or(Value::Null);
+    let facts = registry["instances"]
+        .as_object()
+        .and_then(|i| i.values().next())
+        .map(|i| i["facts"].clone())
+        .unwrap_or(Value::Null);
+    let seed = facts["seeds"]["account"].as_str().unwrap_or_default();
+    assert!(seed.starts_with("SA"), "{facts}");
+    assert!(
+        support::procs::all()
+            .iter()
+            .all(|p| !p.cmdline.contains(seed)),
+        "the account's key is on a command line"
+    );
+    let address = facts["address"].as_str().unwrap_or_default().to_owned();
+
+    // A bound application stores a message in a stream and reads it back.
+    dev.onboard("shop", nats_client_spec()).await;
+    let app = format!("{}/apps/acme/dev/shop/", site.router());
+    body_until(&app, |b| b == "unbound").await;
+    let (status, binding) = dev
+        .call(
+            reqwest::Method::POST,
+            &format!("{instances}/queue/bindings"),
+            Some(json!({"application": "shop"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{binding}");
+    body_until(&app, |b| b == "bound").await;
+    body_until(&format!("{app}?publish=order-1"), |b| b == "stored 1").await;
+    body_until(&format!("{app}?last"), |b| b == "order-1").await;
+    let jwt = body_until(&format!("{app}?jwt"), |b| b.starts_with("eyJ")).await;
+    assert_eq!(nats_sign_in(&address, &jwt).await, "PONG");
+
+    // Unbinding: the variables go, and the server refuses the binding's user.
+    let (status, _) = dev
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{instances}/queue/bindings/shop"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    body_until(&app, |b| b == "unbound").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = nats_sign_in(&address, &jwt).await;
+        if answer.contains("Authorization Violation") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the unbound user still signs in: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Deprovisioning removes the server.
+    deprovision_until_gone(&dev, &site, &format!("{instances}/queue"), "nats-server -c").await;
+    paas.stop().await;
 }

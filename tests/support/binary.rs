@@ -60,6 +60,18 @@ pub fn fixed_port() -> u16 {
     }
 }
 
+/// A block of 40 ports in the router's TCP range (30000-32767) no other site of this
+/// test process has.
+fn tcp_port_block() -> String {
+    loop {
+        let block = u16::try_from(uuid::Uuid::new_v4().as_u128() % 69).unwrap_or(0);
+        let first = 30_000 + block * 40;
+        if claim(first) {
+            return format!("{first}-{}", first + 39);
+        }
+    }
+}
+
 /// Records a port as handed out; false when it was already.
 fn claim(port: u16) -> bool {
     static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
@@ -79,6 +91,9 @@ pub struct Site {
     pub database_url: String,
     pub data_dir: PathBuf,
     pub router_port: u16,
+    /// The router's ports for TCP services (`first-last`): a block of this site's own,
+    /// since every platform starts handing them out at the same port otherwise.
+    pub router_tcp_ports: String,
     /// Fixed, so that agents and the router that outlive a control plane find the next one.
     pub console_port: u16,
     pub extra_args: Vec<String>,
@@ -109,6 +124,7 @@ impl Site {
             database_url: fresh_database().await,
             data_dir,
             router_port: fixed_port(),
+            router_tcp_ports: tcp_port_block(),
             console_port: fixed_port(),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
             log: None,
@@ -126,6 +142,7 @@ impl Site {
             log: Some(data_dir.join("paas.log")),
             data_dir,
             router_port: fixed_port(),
+            router_tcp_ports: tcp_port_block(),
             console_port: fixed_port(),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
             binary: None,
@@ -179,7 +196,11 @@ pub async fn paas_up(site: &Site) -> Paas {
     // them would see an empty catalog and fail far from the cause. (A test that runs a
     // copy of `paas` elsewhere runs it without brokers on purpose.)
     let brokers: &[&str] = if site.binary.is_none() {
-        &["paas-cache-broker", "paas-database-broker"]
+        &[
+            "paas-cache-broker",
+            "paas-database-broker",
+            "paas-queue-broker",
+        ]
     } else {
         &[]
     };
@@ -203,6 +224,7 @@ pub async fn paas_up(site: &Site) -> Paas {
         .arg("--router-listen")
         .arg(format!("127.0.0.1:{}", site.router_port))
         .args(&site.extra_args)
+        .env("PAAS_ROUTER_TCP_PORTS", &site.router_tcp_ports)
         .stdout(Stdio::piped())
         .kill_on_drop(true);
     if site.database_url.is_empty() {

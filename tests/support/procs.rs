@@ -46,6 +46,18 @@ pub fn mentioning(needle: &str) -> Vec<Proc> {
         .collect()
 }
 
+/// How many live processes mention `needle` and work in `dir` (an instance works in a
+/// directory of its platform's data directory): those of one platform among several
+/// that run at once.
+pub fn count_in(needle: &str, dir: &std::path::Path) -> usize {
+    mentioning(needle)
+        .iter()
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{}/cwd", p.pid)).is_ok_and(|cwd| cwd.starts_with(dir))
+        })
+        .count()
+}
+
 /// How many live processes mention `needle`.
 pub fn count(needle: &str) -> usize {
     mentioning(needle).len()

@@ -39,6 +39,35 @@ pub struct BrokerArgs {
     pub lock_file: Option<PathBuf>,
 }
 
+/// What a broker binary is.
+#[derive(Debug, Clone, Copy)]
+pub struct Program {
+    /// The broker's name in the platform's catalog (`cache`).
+    pub name: &'static str,
+    /// Its executable (`paas-cache-broker`).
+    pub binary: &'static str,
+    pub version: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
+}
+
+/// A broker binary's whole `main`: reads the command line ([`BrokerArgs`]; `--help`
+/// and `--version` answered), then [`run`]s.
+pub async fn main(
+    program: Program,
+    catalog: osb::Catalog,
+    make: impl FnOnce(PlatformClient, &Path) -> Arc<dyn Backend>,
+) -> std::io::Result<()> {
+    use clap::{Args as _, FromArgMatches as _};
+    let command = BrokerArgs::augment_args(
+        clap::Command::new(program.binary)
+            .version(program.version)
+            .about(program.about),
+    );
+    let args = BrokerArgs::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
+    run(program.name, program.version, args, catalog, make).await
+}
+
 /// Logs, takes the lock (a second broker for the same lock exits at once), and serves
 /// `catalog` with the backend `make` builds from the platform client and the broker's
 /// state directory, until the process is asked to stop.

@@ -76,6 +76,24 @@ impl PlatformClient {
             .ok_or_else(|| BackendError::new("the platform's sign-in answer has no token"))
     }
 
+    /// Whether the service environment runs on the platform's local runtime, where a
+    /// server listens on the loopback (the router forwards to it); elsewhere (a pod on
+    /// Kubernetes) it listens on every address of its own network namespace.
+    pub async fn runs_locally(&self) -> Result<bool, BackendError> {
+        let (_, envs) = self
+            .call(
+                Method::GET,
+                &format!("/tenants/{}/environments", self.target.tenant),
+                None,
+            )
+            .await?;
+        Ok(envs["items"].as_array().is_some_and(|items| {
+            items
+                .iter()
+                .any(|e| e["name"] == self.target.environment.as_str() && e["runtime"] == "local")
+        }))
+    }
+
     /// One API call (`path` below `/api/v1`): signs in again once if the session
     /// ended, and retries the platform's own faults (a 500, 502 or 503: its database
     /// restarting, say) a few times before they fail the operation.

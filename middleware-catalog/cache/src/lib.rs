@@ -9,7 +9,7 @@ pub mod resp;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use broker_kit::platform::{Method, PlatformClient};
+use broker_kit::platform::PlatformClient;
 use broker_kit::{Backend, BackendError, BindingRecord, InstanceRecord};
 use serde_json::{Map, Value, json};
 
@@ -160,7 +160,7 @@ impl RedisBackend {
         }
         // On Kubernetes the server listens on the pod's address; on the local runtime the
         // router forwards to the loopback.
-        let bind = if self.runtime().await?.as_deref() == Some("local") {
+        let bind = if self.platform.runs_locally().await? {
             "127.0.0.1"
         } else {
             "0.0.0.0"
@@ -175,26 +175,6 @@ impl RedisBackend {
             "ports": [{"name": "redis", "protocol": "tcp"}],
             "resources": {"memory_mib": memory + 32, "cpu_millis": 100},
             "labels": {"service": "redis"}
-        }))
-    }
-
-    /// The runtime of the service environment.
-    async fn runtime(&self) -> Result<Option<String>, BackendError> {
-        let target = self.platform.target();
-        let (_, envs) = self
-            .platform
-            .call(
-                Method::GET,
-                &format!("/tenants/{}/environments", target.tenant),
-                None,
-            )
-            .await?;
-        Ok(envs["items"].as_array().and_then(|items| {
-            items
-                .iter()
-                .find(|e| e["name"] == target.environment.as_str())
-                .and_then(|e| e["runtime"].as_str())
-                .map(str::to_owned)
         }))
     }
 

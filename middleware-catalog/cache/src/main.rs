@@ -3,26 +3,17 @@
 
 use std::sync::Arc;
 
-use clap::Parser;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "paas-cache-broker",
-    version,
-    about = "The platform's cache (Redis) service broker"
-)]
-struct Args {
-    #[command(flatten)]
-    broker: broker_kit::cli::BrokerArgs,
-}
+use broker_kit::cli::Program;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let args = Args::parse();
-    broker_kit::cli::run(
-        "cache",
-        env!("CARGO_PKG_VERSION"),
-        args.broker,
+    broker_kit::cli::main(
+        Program {
+            name: "cache",
+            binary: "paas-cache-broker",
+            version: env!("CARGO_PKG_VERSION"),
+            about: "The platform's cache (Redis) service broker",
+        },
         cache_broker::catalog(),
         |platform, _| Arc::new(cache_broker::RedisBackend::new(platform)),
     )

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use broker_kit::platform::{Method, PlatformClient};
+use broker_kit::platform::PlatformClient;
 use broker_kit::{Backend, BackendError, BindingRecord, InstanceRecord};
 use serde_json::{Map, Value, json};
 use sqlx::Connection;
@@ -125,20 +125,7 @@ impl PostgresBackend {
     }
 
     async fn spec(&self) -> Result<Value, BackendError> {
-        let target = self.platform.target();
-        let (_, envs) = self
-            .platform
-            .call(
-                Method::GET,
-                &format!("/tenants/{}/environments", target.tenant),
-                None,
-            )
-            .await?;
-        let local = envs["items"].as_array().is_some_and(|items| {
-            items
-                .iter()
-                .any(|e| e["name"] == target.environment.as_str() && e["runtime"] == "local")
-        });
+        let local = self.platform.runs_locally().await?;
         Ok(json!({
             "kind": "stateful",
             "command": "sh",

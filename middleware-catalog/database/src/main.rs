@@ -4,26 +4,17 @@
 
 use std::sync::Arc;
 
-use clap::Parser;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "paas-database-broker",
-    version,
-    about = "The platform's database (PostgreSQL) service broker"
-)]
-struct Args {
-    #[command(flatten)]
-    broker: broker_kit::cli::BrokerArgs,
-}
+use broker_kit::cli::Program;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let args = Args::parse();
-    broker_kit::cli::run(
-        "database",
-        env!("CARGO_PKG_VERSION"),
-        args.broker,
+    broker_kit::cli::main(
+        Program {
+            name: "database",
+            binary: "paas-database-broker",
+            version: env!("CARGO_PKG_VERSION"),
+            about: "The platform's database (PostgreSQL) service broker",
+        },
         database_broker::catalog(),
         |platform, state| {
             Arc::new(database_broker::PostgresBackend::new(

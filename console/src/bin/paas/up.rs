@@ -182,9 +182,10 @@ const BROKER_ACCOUNT: &str = "service-broker";
 
 /// The middleware brokers `paas up` runs: (name in the catalog, program found beside
 /// the `paas` executable).
-const BROKERS: [(&str, &str); 2] = [
+const BROKERS: [(&str, &str); 3] = [
     ("cache", "paas-cache-broker"),
     ("database", "paas-database-broker"),
+    ("queue", "paas-queue-broker"),
 ];
 
 /// The brokers' credentials, generated once into the data directory (mode 0600).
