@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the platform on a Debian machine: installs what the tests need
-# (PostgreSQL, Chromium and its driver, redis-server, nats-server, Prometheus, the Kubernetes validation tools in a Python
+# (PostgreSQL, Chromium and its driver, redis-server, nats-server, HAProxy, Prometheus, the Kubernetes validation tools in a Python
 # venv), starts a throwaway PostgreSQL that each test creates its own fresh database
 # in, runs the Rust test suites, lints and validates the Helm chart, then validates
 # the OpenAPI document and runs the API conformance run (schemathesis, every role).
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
-for pkg in postgresql chromium chromium-driver bubblewrap redis-server nats-server prometheus; do
+for pkg in postgresql chromium chromium-driver bubblewrap redis-server nats-server haproxy prometheus; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

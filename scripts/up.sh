@@ -25,6 +25,10 @@ if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
   echo "installing nats-server (the message-queue service's servers)"
   missing+=(nats-server)
 fi
+if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+  echo "installing haproxy (the API gateway service's servers)"
+  missing+=(haproxy)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -34,5 +38,5 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 # The platform and the brokers it runs beside itself (found next to `paas`).
-cargo build --release --locked --bin paas --bin paas-cache-broker --bin paas-database-broker --bin paas-queue-broker
+cargo build --release --locked --bin paas --bin paas-cache-broker --bin paas-database-broker --bin paas-queue-broker --bin paas-gateway-broker
 exec ./target/release/paas up "$@"

@@ -19,6 +19,7 @@ pub mod lock;
 pub mod platform;
 pub mod registry;
 mod server;
+pub mod state;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -73,11 +74,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn destroy(&self, instance: &InstanceRecord) -> Result<(), BackendError>;
 
     /// Makes credentials of this binding's own; returns what the application needs
-    /// (`uri`, `host`, `port`, `username`, `password`, ...).
+    /// (`uri`, `host`, `port`, `username`, `password`, ...). `binding` is the record
+    /// about to be kept (its credentials still empty).
     async fn bind(
         &self,
         instance: &InstanceRecord,
-        binding_id: &str,
+        binding: &BindingRecord,
     ) -> Result<Map<String, Value>, BackendError>;
 
     /// Revokes a binding's credentials.

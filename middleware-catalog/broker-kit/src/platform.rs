@@ -212,6 +212,41 @@ impl PlatformClient {
         }
     }
 
+    /// Whether an instance of `name` is ready on the application's newest revision.
+    async fn ready(&self, name: &str) -> Result<bool, BackendError> {
+        let (_, app) = self
+            .call(reqwest::Method::GET, &self.app_path(name), None)
+            .await?;
+        let revision = app["current_revision"].as_i64();
+        let (_, instances) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("{}/instances", self.app_path(name)),
+                None,
+            )
+            .await?;
+        Ok(instances["items"].as_array().is_some_and(|items| {
+            items
+                .iter()
+                .any(|i| i["ready"] == true && i["revision"].as_i64() == revision)
+        }))
+    }
+
+    /// Waits until an instance of `name` is ready on its newest revision.
+    pub async fn wait_ready(&self, name: &str, within: Duration) -> Result<(), BackendError> {
+        let deadline = Instant::now() + within;
+        while !self.ready(name).await? {
+            if Instant::now() > deadline {
+                return Err(BackendError::new(format!(
+                    "the server's application '{name}' was not ready within {} s",
+                    within.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Ok(())
+    }
+
     /// Waits until an instance of `name` is ready on its newest revision and returns
     /// the stable address of its port `port` (`host:port`).
     pub async fn wait_address(
@@ -222,23 +257,7 @@ impl PlatformClient {
     ) -> Result<String, BackendError> {
         let deadline = Instant::now() + within;
         loop {
-            let (_, app) = self
-                .call(reqwest::Method::GET, &self.app_path(name), None)
-                .await?;
-            let revision = app["current_revision"].as_i64();
-            let (_, instances) = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("{}/instances", self.app_path(name)),
-                    None,
-                )
-                .await?;
-            let ready = instances["items"].as_array().is_some_and(|items| {
-                items
-                    .iter()
-                    .any(|i| i["ready"] == true && i["revision"].as_i64() == revision)
-            });
-            if ready {
+            if self.ready(name).await? {
                 let (_, endpoints) = self
                     .call(
                         reqwest::Method::GET,

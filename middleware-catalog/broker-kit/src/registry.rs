@@ -57,6 +57,9 @@ pub struct BindingRecord {
     pub instance_id: String,
     #[serde(default)]
     pub app_guid: Option<String>,
+    /// Where the bound application serves HTTP, when the platform said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     #[serde(default)]
     pub parameters: Map<String, Value>,
     pub credentials: Map<String, Value>,

@@ -11,7 +11,7 @@ use osb::wire::{
     ProvisionRequest, ProvisionResponse, UpdateRequest, codes,
 };
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Map, json};
 
 use crate::registry::{BindingRecord, InstanceRecord, Phase, Registry};
 use crate::{Backend, BackendError};
@@ -565,6 +565,7 @@ async fn bind(
         .bind_resource
         .as_ref()
         .and_then(|r| r.app_guid.clone());
+    let route = request.bind_resource.as_ref().and_then(|r| r.route.clone());
     let instance = {
         let registry = shared.registry();
         if let Some(existing) = registry.binding(&binding_id) {
@@ -607,15 +608,17 @@ async fn bind(
             "service_id and plan_id must name a bindable plan",
         );
     }
-    match shared.backend.bind(&instance, &binding_id).await {
+    let mut record = BindingRecord {
+        id: binding_id,
+        instance_id: id,
+        app_guid,
+        route,
+        parameters,
+        credentials: Map::new(),
+    };
+    match shared.backend.bind(&instance, &record).await {
         Ok(credentials) => {
-            let record = BindingRecord {
-                id: binding_id,
-                instance_id: id,
-                app_guid,
-                parameters,
-                credentials: credentials.clone(),
-            };
+            record.credentials = credentials.clone();
             if let Err(e) = shared.registry().put_binding(record) {
                 return io_error(&e);
             }

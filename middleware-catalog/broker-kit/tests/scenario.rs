@@ -45,16 +45,16 @@ impl Backend for Memory {
     async fn bind(
         &self,
         instance: &InstanceRecord,
-        binding_id: &str,
+        binding: &BindingRecord,
     ) -> Result<Map<String, Value>, BackendError> {
         self.users
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(binding_id.to_owned());
+            .push(binding.id.clone());
         let mut c = Map::new();
         c.insert(
             "uri".into(),
-            format!("mem://{binding_id}@{}", instance.id).into(),
+            format!("mem://{}@{}", binding.id, instance.id).into(),
         );
         Ok(c)
     }

@@ -287,8 +287,9 @@ impl Backend for RedisBackend {
     async fn bind(
         &self,
         instance: &InstanceRecord,
-        binding_id: &str,
+        binding: &BindingRecord,
     ) -> Result<Map<String, Value>, BackendError> {
+        let binding_id = binding.id.as_str();
         let user = user_name(binding_id);
         let password = random_secret();
         let mut admin = self.admin(instance).await?;

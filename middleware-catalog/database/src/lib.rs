@@ -388,8 +388,9 @@ impl Backend for PostgresBackend {
     async fn bind(
         &self,
         instance: &InstanceRecord,
-        binding_id: &str,
+        binding: &BindingRecord,
     ) -> Result<Map<String, Value>, BackendError> {
+        let binding_id = binding.id.as_str();
         let role = format!("b_{}", stem(binding_id, 16));
         let password = random_secret();
         let (address, database, owner) = (

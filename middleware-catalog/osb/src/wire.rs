@@ -108,6 +108,10 @@ pub struct BindRequest {
 pub struct BindResource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_guid: Option<String>,
+    /// Where the application serves HTTP, for a service that sits in front of it (an
+    /// API gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
 }
 
 /// A 200 or 201 answer to binding (a 202 carries only `operation`).

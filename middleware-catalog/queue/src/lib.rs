@@ -278,42 +278,16 @@ impl NatsBackend {
         }
     }
 
-    fn state_path(&self, instance: &InstanceRecord) -> PathBuf {
-        let id: String = instance
-            .id
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .collect();
-        self.state_dir.join(format!("{id}.json"))
-    }
-
     fn load_state(&self, instance: &InstanceRecord) -> Result<AccountState, BackendError> {
-        match std::fs::read(self.state_path(instance)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| BackendError::new(format!("the account state is unreadable: {e}"))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AccountState::default()),
-            Err(e) => Err(BackendError::new(format!(
-                "the account state is unreadable: {e}"
-            ))),
-        }
+        broker_kit::state::load(&self.state_dir, &instance.id)
     }
 
-    /// Written through a temporary file and a rename.
     fn save_state(
         &self,
         instance: &InstanceRecord,
         state: &AccountState,
     ) -> Result<(), BackendError> {
-        let fail = |e: std::io::Error| {
-            BackendError::new(format!("the account state cannot be saved: {e}"))
-        };
-        std::fs::create_dir_all(&self.state_dir).map_err(fail)?;
-        let path = self.state_path(instance);
-        let tmp = path.with_extension("json.tmp");
-        let bytes =
-            serde_json::to_vec_pretty(state).map_err(|e| BackendError::new(e.to_string()))?;
-        std::fs::write(&tmp, bytes).map_err(fail)?;
-        std::fs::rename(&tmp, &path).map_err(fail)
+        broker_kit::state::save(&self.state_dir, &instance.id, state)
     }
 
     /// The application's spec for an instance's plan and parameters, and its keys.
@@ -540,18 +514,15 @@ impl Backend for NatsBackend {
         self.platform
             .wait_gone(&app, Duration::from_secs(60))
             .await?;
-        match std::fs::remove_file(self.state_path(instance)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(BackendError::new(format!("the account state stays: {e}"))),
-        }
+        broker_kit::state::remove(&self.state_dir, &instance.id)
     }
 
     async fn bind(
         &self,
         instance: &InstanceRecord,
-        binding_id: &str,
+        binding: &BindingRecord,
     ) -> Result<Map<String, Value>, BackendError> {
+        let binding_id = binding.id.as_str();
         let keys = Self::keys(instance)?;
         let account = keys.account.public_key();
         let user = user_name(binding_id);

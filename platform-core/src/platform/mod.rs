@@ -51,6 +51,9 @@ pub struct Platform {
     service_config: crate::services::WorkerConfig,
     /// Woken when a service instance's operation is requested.
     service_wake: Arc<tokio::sync::Notify>,
+    /// Where the local runtime's router serves applications (`http://host:port`), for
+    /// brokers that route to a bound application.
+    router_url: Option<String>,
 }
 
 impl Platform {
@@ -72,7 +75,15 @@ impl Platform {
             metric_sources: crate::autoscaler::MetricSources::default(),
             service_config: crate::services::WorkerConfig::default(),
             service_wake: Arc::new(tokio::sync::Notify::new()),
+            router_url: None,
         })
+    }
+
+    /// Where the local runtime's router serves applications.
+    #[must_use]
+    pub fn with_router_url(mut self, url: Option<String>) -> Self {
+        self.router_url = url.map(|u| u.trim_end_matches('/').to_owned());
+        self
     }
 
     /// Notified after a change that calls for a full reconcile pass.

@@ -1424,6 +1424,21 @@ impl Platform {
             },
             bind_resource: Some(osb::wire::BindResource {
                 app_guid: Some(application.id.to_string()),
+                // On the local runtime the router serves every application under its
+                // path; a Kubernetes environment has no address the platform could
+                // name for a broker outside the cluster.
+                route: self
+                    .router_url
+                    .as_deref()
+                    .filter(|_| env.runtime == "local")
+                    .map(|r| {
+                        format!(
+                            "{r}/apps/{}/{}/{}/",
+                            access.tenant().slug,
+                            env.name,
+                            new.application
+                        )
+                    }),
             }),
             parameters: None,
         };

@@ -303,12 +303,14 @@ pub async fn run_http(
     local: Option<Arc<LocalRuntime>>,
     on_listen: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    let router_url = router_url.or_else(|| http.router_url.clone());
+    let platform = platform.with_router_url(router_url.clone());
     let config = WebConfig {
         secure_cookies: http.secure_cookies,
         trust_proxy: http.trust_proxy,
         login_per_user_per_minute: http.login_rate_per_user,
         login_per_address_per_minute: http.login_rate_per_address,
-        router_url: router_url.or_else(|| http.router_url.clone()),
+        router_url,
         metrics: console::MetricsExposure {
             on_main_listener: http.metrics_listen.is_none(),
             token: http.metrics_token.clone().filter(|t| !t.is_empty()),

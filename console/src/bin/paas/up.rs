@@ -182,10 +182,11 @@ const BROKER_ACCOUNT: &str = "service-broker";
 
 /// The middleware brokers `paas up` runs: (name in the catalog, program found beside
 /// the `paas` executable).
-const BROKERS: [(&str, &str); 3] = [
+const BROKERS: [(&str, &str); 4] = [
     ("cache", "paas-cache-broker"),
     ("database", "paas-database-broker"),
     ("queue", "paas-queue-broker"),
+    ("gateway", "paas-gateway-broker"),
 ];
 
 /// The brokers' credentials, generated once into the data directory (mode 0600).

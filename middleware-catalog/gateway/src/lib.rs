@@ -1,0 +1,360 @@
+//! The API gateway broker: each service instance is an HAProxy (Debian's `haproxy` on
+//! the local runtime, the `haproxy:2.6` image on Kubernetes) run as an application of
+//! the platform's service tenant, reached through the platform's router like any
+//! application.
+//!
+//! An instance's parameters name its consumers: a name, the SHA-256 of the API key
+//! the consumer sends as `X-API-Key` (keys are made and kept by their owners; the
+//! platform and the broker only see digests) and a limit in requests per minute.
+//! Binding an application exposes it under a route named after it,
+//! `<gateway>/<application>/...`; unbinding takes the route away. Every change
+//! renders a new configuration and becomes a new revision of the gateway's
+//! application, which the platform rolls out as it rolls out any change: the new
+//! server is ready before the old one stops taking requests, so a change of routes
+//! or consumers loses no request.
+
+pub mod config;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use broker_kit::platform::PlatformClient;
+use broker_kit::{Backend, BackendError, BindingRecord, InstanceRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::config::{Consumer, Route};
+
+/// The service's id in the catalog.
+pub const SERVICE_ID: &str = "2c9d7a31-gateway-haproxy";
+const PLAN_ID: &str = "2c9d7a31-gateway-haproxy-standard";
+
+/// The broker's catalog.
+pub fn catalog() -> osb::Catalog {
+    let schema = json!({
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "type": "object",
+        "properties": {
+            "consumers": {
+                "type": "array",
+                "maxItems": 100,
+                "description": "Who may call the gateway's routes",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "key_sha256", "requests_per_minute"],
+                    "properties": {
+                        "name": {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,31}$"},
+                        "key_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256 of the consumer's API key, hexadecimal"},
+                        "requests_per_minute": {"type": "integer", "minimum": 1, "maximum": 1_000_000}
+                    },
+                    "additionalProperties": false
+                }
+            }
+        },
+        "additionalProperties": false
+    });
+    let plans = serde_json::from_value(json!([{
+        "id": PLAN_ID, "name": "standard", "free": true,
+        "description": "Routes to bound applications, API keys and rate limits per consumer, Prometheus metrics",
+        "maximum_polling_duration": 600,
+        "schemas": {"service_instance": {"create": {"parameters": schema}, "update": {"parameters": schema}}}
+    }]))
+    .unwrap_or_default();
+    osb::Catalog {
+        services: vec![osb::Service {
+            name: "api-gateway".into(),
+            id: SERVICE_ID.into(),
+            description: "API gateway: bound applications under routes, with API keys and rate limits per consumer".into(),
+            tags: vec!["gateway".into(), "api".into(), "haproxy".into()],
+            bindable: true,
+            instances_retrievable: true,
+            bindings_retrievable: true,
+            plan_updateable: true,
+            plans,
+            metadata: Some(
+                json!({"displayName": "API gateway", "version": env!("CARGO_PKG_VERSION"), "providerDisplayName": "PaaS middleware"}),
+            ),
+        }],
+    }
+}
+
+/// The application that runs an instance's gateway.
+fn app_name(instance: &InstanceRecord) -> String {
+    let id: String = instance
+        .id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect();
+    format!("gateway-{}", id.to_ascii_lowercase())
+}
+
+/// The consumers an instance's parameters name.
+fn consumers(instance: &InstanceRecord) -> Result<Vec<Consumer>, BackendError> {
+    match instance.parameters.get("consumers") {
+        None => Ok(Vec::new()),
+        Some(list) => serde_json::from_value(list.clone())
+            .map_err(|e| BackendError::new(format!("consumers: {e}"))),
+    }
+}
+
+/// The script that starts the server: the configuration and its maps from the
+/// environment, then HAProxy in the foreground.
+const START: &str = r#"umask 077
+printf '%s' "$GW_CONFIG" > haproxy.cfg
+printf '%s' "$GW_CONSUMERS" > consumers.map
+printf '%s' "$GW_LIMITS" > limits.map
+printf '%s' "$GW_ROUTES" > routes.map
+exec haproxy -db -f haproxy.cfg"#;
+
+/// The environment [`START`] needs besides `PORT` and the metrics token.
+pub fn server_env(
+    consumers: &[Consumer],
+    routes: &[Route],
+    bind: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let rendered = config::render(consumers, routes)?;
+    Ok(BTreeMap::from([
+        ("GW_BIND".to_owned(), bind.to_owned()),
+        ("GW_CONFIG".to_owned(), rendered.config),
+        ("GW_CONSUMERS".to_owned(), rendered.consumers),
+        ("GW_LIMITS".to_owned(), rendered.limits),
+        ("GW_ROUTES".to_owned(), rendered.routes),
+    ]))
+}
+
+/// The script the server runs (for tests that start one outside the platform).
+pub fn start_script() -> &'static str {
+    START
+}
+
+/// The routes of an instance, by binding.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RouteState {
+    routes: BTreeMap<String, Route>,
+}
+
+/// Runs gateways as platform applications.
+#[derive(Debug)]
+pub struct GatewayBackend {
+    platform: PlatformClient,
+    state_dir: PathBuf,
+    /// Route changes of one instance are rendered one at a time.
+    routes: tokio::sync::Mutex<()>,
+    ready_within: Duration,
+}
+
+impl GatewayBackend {
+    pub fn new(platform: PlatformClient, state_dir: PathBuf) -> Self {
+        Self {
+            platform,
+            state_dir,
+            routes: tokio::sync::Mutex::new(()),
+            ready_within: Duration::from_secs(120),
+        }
+    }
+
+    async fn spec(
+        &self,
+        instance: &InstanceRecord,
+        routes: &RouteState,
+    ) -> Result<Value, BackendError> {
+        if instance.plan_id != PLAN_ID {
+            return Err(BackendError::new(format!("no plan '{}'", instance.plan_id)));
+        }
+        let bind = if self.platform.runs_locally().await? {
+            "127.0.0.1"
+        } else {
+            "0.0.0.0"
+        };
+        let routes: Vec<Route> = routes.routes.values().cloned().collect();
+        let env = server_env(&consumers(instance)?, &routes, bind).map_err(BackendError::new)?;
+        Ok(json!({
+            "kind": "service",
+            "command": "sh",
+            "image": "haproxy:2.6",
+            "args": ["-c", START],
+            "env": env,
+            "replicas": 1,
+            "ports": [{"name": "http"}],
+            "health": {"readiness": {"http_path": "/_gateway/health", "period_ms": 500}},
+            "resources": {"memory_mib": 64, "cpu_millis": 200},
+            "labels": {"service": "api-gateway"}
+        }))
+    }
+
+    /// Renders the instance's gateway with its routes and waits for the revision.
+    async fn apply(
+        &self,
+        instance: &InstanceRecord,
+        routes: &RouteState,
+    ) -> Result<(), BackendError> {
+        let app = app_name(instance);
+        let spec = self.spec(instance, routes).await?;
+        self.platform.update(&app, &spec).await?;
+        self.platform.wait_ready(&app, self.ready_within).await
+    }
+}
+
+/// Where the platform's router serves the gateway: the route's own router (the part
+/// of the bound application's URL before `/apps/`), under the service tenant's path.
+fn gateway_url(route: &str, platform: &PlatformClient, app: &str) -> Option<String> {
+    let (router, _) = route.split_once("/apps/")?;
+    let target = platform.target();
+    Some(format!(
+        "{router}/apps/{}/{}/{app}",
+        target.tenant, target.environment
+    ))
+}
+
+#[async_trait]
+impl Backend for GatewayBackend {
+    async fn create(&self, instance: &InstanceRecord) -> Result<Map<String, Value>, BackendError> {
+        let app = app_name(instance);
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let spec = self.spec(instance, &RouteState::default()).await?;
+        self.platform
+            .deploy(
+                &app,
+                "API gateway of a service instance",
+                &spec,
+                &[("GW_METRICS_TOKEN", &token)],
+            )
+            .await?;
+        self.platform.wait_ready(&app, self.ready_within).await?;
+        let mut facts = Map::new();
+        facts.insert("app".into(), app.into());
+        facts.insert("metrics_token".into(), token.into());
+        Ok(facts)
+    }
+
+    async fn update(&self, instance: &InstanceRecord) -> Result<Map<String, Value>, BackendError> {
+        let _guard = self.routes.lock().await;
+        let routes = broker_kit::state::load(&self.state_dir, &instance.id)?;
+        self.apply(instance, &routes).await?;
+        Ok(instance.facts.clone())
+    }
+
+    async fn destroy(&self, instance: &InstanceRecord) -> Result<(), BackendError> {
+        let app = app_name(instance);
+        self.platform.remove(&app).await?;
+        self.platform
+            .wait_gone(&app, Duration::from_secs(60))
+            .await?;
+        broker_kit::state::remove(&self.state_dir, &instance.id)
+    }
+
+    async fn bind(
+        &self,
+        instance: &InstanceRecord,
+        binding: &BindingRecord,
+    ) -> Result<Map<String, Value>, BackendError> {
+        let url = binding.route.as_deref().ok_or_else(|| {
+            BackendError::new("the platform named no HTTP route for the application; only an application the platform serves over HTTP can be bound to a gateway")
+        })?;
+        let name = url
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let route = Route::from_url(&name, url).map_err(BackendError::new)?;
+        let _guard = self.routes.lock().await;
+        let mut routes: RouteState = broker_kit::state::load(&self.state_dir, &instance.id)?;
+        if routes
+            .routes
+            .iter()
+            .any(|(id, r)| r.name == route.name && *id != binding.id)
+        {
+            return Err(BackendError::new(format!(
+                "the gateway already has a route named '{}'",
+                route.name
+            )));
+        }
+        routes.routes.insert(binding.id.clone(), route.clone());
+        broker_kit::state::save(&self.state_dir, &instance.id, &routes)?;
+        self.apply(instance, &routes).await?;
+        let app = app_name(instance);
+        let base = gateway_url(url, &self.platform, &app).ok_or_else(|| {
+            BackendError::new(format!("the route '{url}' is not the platform router's"))
+        })?;
+        let mut credentials = Map::new();
+        credentials.insert("uri".into(), format!("{base}/{}/", route.name).into());
+        credentials.insert("route".into(), format!("/{}", route.name).into());
+        credentials.insert(
+            "metrics_url".into(),
+            format!("{base}/_gateway/metrics").into(),
+        );
+        credentials.insert(
+            "metrics_token".into(),
+            instance
+                .facts
+                .get("metrics_token")
+                .cloned()
+                .unwrap_or(Value::Null),
+        );
+        Ok(credentials)
+    }
+
+    async fn unbind(
+        &self,
+        instance: &InstanceRecord,
+        binding: &BindingRecord,
+    ) -> Result<(), BackendError> {
+        let _guard = self.routes.lock().await;
+        let mut routes: RouteState = broker_kit::state::load(&self.state_dir, &instance.id)?;
+        if routes.routes.remove(&binding.id).is_none() {
+            return Ok(());
+        }
+        broker_kit::state::save(&self.state_dir, &instance.id, &routes)?;
+        self.apply(instance, &routes).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalog_is_valid() {
+        let c = catalog();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.services[0].plans.len(), 1);
+    }
+
+    #[test]
+    fn consumers_come_from_the_parameters() {
+        let mut i = InstanceRecord {
+            id: "0f4e-AB12-cd34-ef56-7890".into(),
+            service_id: SERVICE_ID.into(),
+            plan_id: PLAN_ID.into(),
+            parameters: Map::new(),
+            context: Map::new(),
+            phase: broker_kit::registry::Phase::Creating,
+            operation: String::new(),
+            operation_kind: String::new(),
+            description: None,
+            facts: Map::new(),
+            usable: true,
+        };
+        assert_eq!(app_name(&i), "gateway-0f4eab12cd34");
+        assert_eq!(consumers(&i).ok().map(|c| c.len()), Some(0));
+        i.parameters.insert(
+            "consumers".into(),
+            json!([{"name": "mobile", "key_sha256": "ab".repeat(32), "requests_per_minute": 5}]),
+        );
+        assert_eq!(
+            consumers(&i).ok().map(|c| c[0].requests_per_minute),
+            Some(5)
+        );
+        i.parameters
+            .insert("consumers".into(), json!([{"name": "mobile"}]));
+        assert!(consumers(&i).is_err());
+    }
+}
