@@ -2536,6 +2536,72 @@ async fn draining_a_node_is_refused_with_the_reason_when_it_cannot_finish_and_ot
     );
 }
 
+/// The marketplace's entry for `service`.
+async fn marketplace_entry(dev: &Tenant, service: &str) -> Value {
+    let (status, market) = dev.get_api("/api/v1/catalog/services").await;
+    assert_eq!(status, StatusCode::OK);
+    market["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|s| s["name"] == service).cloned())
+        .unwrap_or_else(|| panic!("no {service} in the marketplace: {market}"))
+}
+
+/// What a broker of the site recorded about its (first) instance.
+fn broker_facts(site: &Site, broker: &str) -> Value {
+    let registry: Value = serde_json::from_slice(&must(std::fs::read(
+        site.data_dir
+            .join(format!("brokers/{broker}/state/registry.json")),
+    )))
+    .unwrap_or(Value::Null);
+    registry["instances"]
+        .as_object()
+        .and_then(|i| i.values().next())
+        .map(|i| i["facts"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// Binds the service instance at `instance` (`body`: the application, the prefix).
+async fn bind(dev: &Tenant, instance: &str, body: Value) {
+    let (status, binding) = dev
+        .call(
+            reqwest::Method::POST,
+            &format!("{instance}/bindings"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{binding}");
+}
+
+/// Unbinds `application` from the service instance at `instance` and waits until its
+/// binding is gone.
+async fn unbind_until_gone(dev: &Tenant, instance: &str, application: &str) {
+    let (status, _) = dev
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{instance}/bindings/{application}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, bindings) = dev
+            .call(reqwest::Method::GET, &format!("{instance}/bindings"), None)
+            .await;
+        if bindings["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().all(|b| b["application"] != application))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the binding never went: {bindings}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Waits (up to `seconds`) until the service instance at `path` is ready; fails at
 /// once if it failed.
 async fn until_ready(dev: &Tenant, path: &str, seconds: u64) {
@@ -2681,14 +2747,12 @@ async fn a_cache_from_the_marketplace_runs_as_a_platform_workload_and_serves_a_b
     dev.onboard("shop", redis_client_spec()).await;
     let app = format!("{}/apps/acme/dev/shop/", site.router());
     body_until(&app, |b| b == "unbound").await;
-    let (status, binding) = dev
-        .call(
-            reqwest::Method::POST,
-            &format!("{instances}/cache/bindings"),
-            Some(json!({"application": "shop"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{binding}");
+    bind(
+        &dev,
+        &format!("{instances}/cache"),
+        json!({"application": "shop"}),
+    )
+    .await;
     body_until(&app, |b| b == "bound").await;
     let set = body_until(&format!("{app}?set=greeting&value=hello-cache"), |b| {
         b.starts_with("+OK")
@@ -2702,33 +2766,8 @@ async fn a_cache_from_the_marketplace_runs_as_a_platform_workload_and_serves_a_b
     assert!(got.starts_with("+OK $11"), "{got}");
 
     // Unbinding: the application loses the variables and the user is gone from Redis.
-    let (status, _) = dev
-        .call(
-            reqwest::Method::DELETE,
-            &format!("{instances}/cache/bindings/shop"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    unbind_until_gone(&dev, &format!("{instances}/cache"), "shop").await;
     body_until(&app, |b| b == "unbound").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, bindings) = dev
-            .call(
-                reqwest::Method::GET,
-                &format!("{instances}/cache/bindings"),
-                None,
-            )
-            .await;
-        if bindings["items"].as_array().is_some_and(Vec::is_empty) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the binding never went: {bindings}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 
     // Deprovisioning removes the server.
     deprovision_until_gone(&dev, &site, &format!("{instances}/cache"), "redis-server").await;
@@ -2787,14 +2826,12 @@ async fn a_database_from_the_marketplace_is_a_database_of_its_own_with_a_role_pe
     dev.onboard("ledger", postgres_client_spec()).await;
     let app = format!("{}/apps/acme/dev/ledger/", site.router());
     body_until(&app, |b| b == "unbound").await;
-    let (status, binding) = dev
-        .call(
-            reqwest::Method::POST,
-            &format!("{instances}/orders/bindings"),
-            Some(json!({"application": "ledger", "prefix": "DB"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{binding}");
+    bind(
+        &dev,
+        &format!("{instances}/orders"),
+        json!({"application": "ledger", "prefix": "DB"}),
+    )
+    .await;
     body_until(&app, |b| b == "bound").await;
     body_until(&format!("{app}?put=first"), |b| b.contains("INSERT 0 1")).await;
     body_until(&format!("{app}?put=second"), |b| b.contains("INSERT 0 1")).await;
@@ -2838,33 +2875,8 @@ async fn a_database_from_the_marketplace_is_a_database_of_its_own_with_a_role_pe
     };
     let census = "SELECT (SELECT count(*) FROM pg_database WHERE datname LIKE 'db_%') || '/' || (SELECT count(*) FROM pg_roles WHERE rolname LIKE 'b_%' OR rolname LIKE 'owner_%')";
     assert_eq!(admin_sql(census), "1/2");
-    let (status, _) = dev
-        .call(
-            reqwest::Method::DELETE,
-            &format!("{instances}/orders/bindings/ledger"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    unbind_until_gone(&dev, &format!("{instances}/orders"), "ledger").await;
     body_until(&app, |b| b == "unbound").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, bindings) = dev
-            .call(
-                reqwest::Method::GET,
-                &format!("{instances}/orders/bindings"),
-                None,
-            )
-            .await;
-        if bindings["items"].as_array().is_some_and(Vec::is_empty) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the binding never went: {bindings}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
     assert_eq!(admin_sql(census), "1/1");
     let (status, _) = dev
         .call(
@@ -3096,11 +3108,7 @@ async fn a_queue_from_the_marketplace_keeps_a_bound_applications_messages_and_re
     let paas = paas_up(&site).await;
     let dev = Tenant::login(&paas, "dev").await;
 
-    let (_, market) = dev.get_api("/api/v1/catalog/services").await;
-    let nats = market["items"]
-        .as_array()
-        .and_then(|items| items.iter().find(|s| s["name"] == "nats").cloned())
-        .unwrap_or_else(|| panic!("no nats in the marketplace: {market}"));
+    let nats = marketplace_entry(&dev, "nats").await;
     assert_eq!(nats["broker"], "queue");
     assert_eq!(nats["broker_version"], "1.0.0");
 
@@ -3120,15 +3128,7 @@ async fn a_queue_from_the_marketplace_keeps_a_bound_applications_messages_and_re
         support::procs::count_in("nats-server -c", &site.data_dir),
         1
     );
-    let registry: Value = serde_json::from_slice(&must(std::fs::read(
-        site.data_dir.join("brokers/queue/state/registry.json"),
-    )))
-    .unwrap_or(Value::Null);
-    let facts = registry["instances"]
-        .as_object()
-        .and_then(|i| i.values().next())
-        .map(|i| i["facts"].clone())
-        .unwrap_or(Value::Null);
+    let facts = broker_facts(&site, "queue");
     let seed = facts["seeds"]["account"].as_str().unwrap_or_default();
     assert!(seed.starts_with("SA"), "{facts}");
     assert!(
@@ -3143,14 +3143,12 @@ async fn a_queue_from_the_marketplace_keeps_a_bound_applications_messages_and_re
     dev.onboard("shop", nats_client_spec()).await;
     let app = format!("{}/apps/acme/dev/shop/", site.router());
     body_until(&app, |b| b == "unbound").await;
-    let (status, binding) = dev
-        .call(
-            reqwest::Method::POST,
-            &format!("{instances}/queue/bindings"),
-            Some(json!({"application": "shop"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{binding}");
+    bind(
+        &dev,
+        &format!("{instances}/queue"),
+        json!({"application": "shop"}),
+    )
+    .await;
     body_until(&app, |b| b == "bound").await;
     body_until(&format!("{app}?publish=order-1"), |b| b == "stored 1").await;
     body_until(&format!("{app}?last"), |b| b == "order-1").await;
@@ -3158,14 +3156,7 @@ async fn a_queue_from_the_marketplace_keeps_a_bound_applications_messages_and_re
     assert_eq!(nats_sign_in(&address, &jwt).await, "PONG");
 
     // Unbinding: the variables go, and the server refuses the binding's user.
-    let (status, _) = dev
-        .call(
-            reqwest::Method::DELETE,
-            &format!("{instances}/queue/bindings/shop"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    unbind_until_gone(&dev, &format!("{instances}/queue"), "shop").await;
     body_until(&app, |b| b == "unbound").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -3182,5 +3173,206 @@ async fn a_queue_from_the_marketplace_keeps_a_bound_applications_messages_and_re
 
     // Deprovisioning removes the server.
     deprovision_until_gone(&dev, &site, &format!("{instances}/queue"), "nats-server -c").await;
+    paas.stop().await;
+}
+
+/// An application that answers every request with its name and the path it saw.
+fn named_spec(name: &str) -> Value {
+    let script = format!(
+        r#"
+import os, http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("{name} " + self.path).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#
+    );
+    json!({"command": "python3", "args": ["-c", script], "replicas": 1, "ports": [{"name": "http"}]})
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+#[tokio::test]
+async fn an_api_gateway_routes_to_bound_applications_by_key_and_rate_and_a_route_change_loses_no_request()
+ {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+
+    let gateway = marketplace_entry(&dev, "api-gateway").await;
+    assert_eq!(gateway["broker"], "gateway");
+    assert_eq!(gateway["broker_version"], "1.0.0");
+
+    // Two consumers, known to the platform by their keys' digests only.
+    let (mobile, partner) = ("mobile-key-5f0c2a9e41d7", "partner-key-93b1e6c07a54");
+    let instances = "/environments/dev/service-instances";
+    let (status, body) = dev
+        .call(
+            reqwest::Method::POST,
+            instances,
+            Some(json!({"name": "edge", "service": "api-gateway", "plan": "standard", "parameters": {"consumers": [
+                {"name": "mobile", "key_sha256": sha256_hex(mobile), "requests_per_minute": 1_000_000},
+                {"name": "partner", "key_sha256": sha256_hex(partner), "requests_per_minute": 3}
+            ]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    until_ready(&dev, &format!("{instances}/edge"), 90).await;
+    let facts = broker_facts(&site, "gateway");
+    let gateway_url = format!(
+        "{}/apps/system/services/{}",
+        site.router(),
+        facts["app"].as_str().unwrap_or_default()
+    );
+    let token = facts["metrics_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    // Binding exposes the application under its name.
+    dev.onboard("shop", named_spec("shop")).await;
+    dev.onboard("orders", named_spec("orders")).await;
+    wait_for_200(&format!("{}/apps/acme/dev/shop/", site.router())).await;
+    wait_for_200(&format!("{}/apps/acme/dev/orders/", site.router())).await;
+    bind(
+        &dev,
+        &format!("{instances}/edge"),
+        json!({"application": "shop"}),
+    )
+    .await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default();
+    let shop = format!("{gateway_url}/shop/items?id=7");
+    let call = |url: String, key: Option<&'static str>| {
+        let mut request = http.get(url);
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        async move {
+            match request.send().await {
+                Ok(r) => (r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = call(shop.clone(), Some(mobile)).await;
+        if status == StatusCode::OK {
+            assert_eq!(body, "shop /items?id=7");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shop's route never answered: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // No key, a wrong key: 401. A consumer over its rate: 429, the other unaffected.
+    assert_eq!(call(shop.clone(), None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(shop.clone(), Some("guess")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    for _ in 0..3 {
+        assert_eq!(call(shop.clone(), Some(partner)).await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        call(shop.clone(), Some(partner)).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(call(shop.clone(), Some(mobile)).await.0, StatusCode::OK);
+
+    // A route change under load: four clients call the shop's route while the orders
+    // application is bound (a new revision of the gateway rolls out); none fails.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let stop = stop.clone();
+        let http = http.clone();
+        let url = shop.clone();
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http.get(&url).header("x-api-key", mobile).send().await {
+                    Ok(r) if r.status() == StatusCode::OK => ok += 1,
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bind(
+        &dev,
+        &format!("{instances}/edge"),
+        json!({"application": "orders"}),
+    )
+    .await;
+    let orders = format!("{gateway_url}/orders/");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while call(orders.clone(), Some(mobile)).await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "the orders route never answered");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for task in load {
+        let (o, f) = must(task.await);
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 20, "only {ok} requests went through during the change");
+
+    // Request metrics per route, for the holder of the instance's token.
+    let (status, _) = call(format!("{gateway_url}/_gateway/metrics"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let metrics = must(
+        must(
+            http.get(format!("{gateway_url}/_gateway/metrics"))
+                .bearer_auth(&token)
+                .send()
+                .await,
+        )
+        .text()
+        .await,
+    );
+    assert!(
+        metrics.contains("haproxy_backend_http_responses_total{proxy=\"route_shop\",code=\"2xx\"}"),
+        "{metrics}"
+    );
+
+    // Unbinding takes the route away; deprovisioning the gateway.
+    unbind_until_gone(&dev, &format!("{instances}/edge"), "shop").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while call(shop.clone(), Some(mobile)).await.0 != StatusCode::NOT_FOUND {
+        assert!(
+            Instant::now() < deadline,
+            "the shop's route outlived its binding"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    unbind_until_gone(&dev, &format!("{instances}/edge"), "orders").await;
+    deprovision_until_gone(&dev, &site, &format!("{instances}/edge"), "haproxy -db").await;
     paas.stop().await;
 }

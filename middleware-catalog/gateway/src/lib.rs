@@ -101,12 +101,14 @@ fn consumers(instance: &InstanceRecord) -> Result<Vec<Consumer>, BackendError> {
 }
 
 /// The script that starts the server: the configuration and its maps from the
-/// environment, then HAProxy in the foreground.
+/// environment, then HAProxy in the foreground. (`printenv`, not `$NAME`: the local
+/// runtime expands `$NAME` in arguments with the spec's environment before the shell
+/// runs, which would paste the configuration into the script.)
 const START: &str = r#"umask 077
-printf '%s' "$GW_CONFIG" > haproxy.cfg
-printf '%s' "$GW_CONSUMERS" > consumers.map
-printf '%s' "$GW_LIMITS" > limits.map
-printf '%s' "$GW_ROUTES" > routes.map
+printenv GW_CONFIG > haproxy.cfg
+printenv GW_CONSUMERS > consumers.map
+printenv GW_LIMITS > limits.map
+printenv GW_ROUTES > routes.map
 exec haproxy -db -f haproxy.cfg"#;
 
 /// The environment [`START`] needs besides `PORT` and the metrics token.
@@ -129,6 +131,10 @@ pub fn server_env(
 pub fn start_script() -> &'static str {
     START
 }
+
+/// How long a binding's route change may take to roll out: the platform waits a
+/// minute for a broker's answer to a binding, and a clear failure beats its timeout.
+const BINDING_WITHIN: Duration = Duration::from_secs(45);
 
 /// The routes of an instance, by binding.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -185,16 +191,18 @@ impl GatewayBackend {
         }))
     }
 
-    /// Renders the instance's gateway with its routes and waits for the revision.
+    /// Renders the instance's gateway with its routes and waits (up to `within`) for
+    /// the revision.
     async fn apply(
         &self,
         instance: &InstanceRecord,
         routes: &RouteState,
+        within: Duration,
     ) -> Result<(), BackendError> {
         let app = app_name(instance);
         let spec = self.spec(instance, routes).await?;
         self.platform.update(&app, &spec).await?;
-        self.platform.wait_ready(&app, self.ready_within).await
+        self.platform.wait_ready(&app, within).await
     }
 }
 
@@ -237,7 +245,7 @@ impl Backend for GatewayBackend {
     async fn update(&self, instance: &InstanceRecord) -> Result<Map<String, Value>, BackendError> {
         let _guard = self.routes.lock().await;
         let routes = broker_kit::state::load(&self.state_dir, &instance.id)?;
-        self.apply(instance, &routes).await?;
+        self.apply(instance, &routes, self.ready_within).await?;
         Ok(instance.facts.clone())
     }
 
@@ -279,7 +287,7 @@ impl Backend for GatewayBackend {
         }
         routes.routes.insert(binding.id.clone(), route.clone());
         broker_kit::state::save(&self.state_dir, &instance.id, &routes)?;
-        self.apply(instance, &routes).await?;
+        self.apply(instance, &routes, BINDING_WITHIN).await?;
         let app = app_name(instance);
         let base = gateway_url(url, &self.platform, &app).ok_or_else(|| {
             BackendError::new(format!("the route '{url}' is not the platform router's"))
@@ -313,7 +321,7 @@ impl Backend for GatewayBackend {
             return Ok(());
         }
         broker_kit::state::save(&self.state_dir, &instance.id, &routes)?;
-        self.apply(instance, &routes).await
+        self.apply(instance, &routes, BINDING_WITHIN).await
     }
 }
 
