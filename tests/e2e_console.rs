@@ -755,6 +755,15 @@ async fn a_developer_provisions_a_cache_from_the_marketplace_and_binds_it_to_an_
     wait_for_heading(&client, "Marketplace").await;
     let card = wait_for_text(&client, "#service-redis", "Redis cache").await;
     assert!(card.contains("cache") && card.contains("1.0.0"), "{card}");
+    // The four middleware services, each with its broker's version.
+    for (service, broker) in [
+        ("postgresql", "database"),
+        ("nats", "queue"),
+        ("api-gateway", "gateway"),
+    ] {
+        let card = wait_for_text(&client, &format!("#service-{service}"), "1.0.0").await;
+        assert!(card.contains(broker), "{card}");
+    }
 
     // A bad name is refused in red beside its field, and nothing is made.
     click(&client, "#service-redis details:first-of-type summary").await;
