@@ -10,13 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pin="4.32.5"
-venv="${PAAS_CONFORMANCE_VENV:-$PWD/target/conformance-venv}"
-if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$pin"; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$pin"
-fi
+venv=$(scripts/conformance-venv.sh)
 
 bin="${PAAS_BIN:-./target/debug/paas}"
 examples="${PAAS_CONFORMANCE_EXAMPLES:-40}"

@@ -72,3 +72,6 @@ print('openapi: %s paths, valid OpenAPI %s' % (len(doc['paths']), doc['openapi']
 
 # The API conformance run: schemathesis against a throwaway platform, once per role.
 scripts/conformance.sh
+
+# Each middleware broker against the Open Service Broker API's OpenAPI document.
+scripts/osb-conformance.sh

@@ -873,7 +873,7 @@ async fn a_platform_admin_sees_the_brokers_and_a_broker_that_cannot_be_reached_i
     // A broker nobody answers for is refused with the reason, nothing is stored, and
     // the password typed is not sent back.
     let port = free_port();
-    type_into(&client, "#broker-name", "queue").await;
+    type_into(&client, "#broker-name", "partner").await;
     type_into(&client, "#broker-url", &format!("http://127.0.0.1:{port}")).await;
     type_into(&client, "#broker-username", "platform").await;
     type_into(&client, "#broker-password", "typed-secret").await;
@@ -887,5 +887,5 @@ async fn a_platform_admin_sees_the_brokers_and_a_broker_that_cannot_be_reached_i
     assert!(error.contains(&port.to_string()), "{error}");
     let page = must(client.source().await);
     assert!(!page.contains("typed-secret"));
-    assert!(client.find(Locator::Css("#broker-queue")).await.is_err());
+    assert!(client.find(Locator::Css("#broker-partner")).await.is_err());
 }

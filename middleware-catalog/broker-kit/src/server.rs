@@ -53,32 +53,59 @@ pub fn configure(
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(shared.clone())
             .app_data(web::PayloadConfig::new(256 * 1024))
-            .route("/v2/catalog", web::get().to(catalog))
-            .route("/v2/service_instances/{id}", web::put().to(provision))
-            .route("/v2/service_instances/{id}", web::patch().to(update))
-            .route("/v2/service_instances/{id}", web::delete().to(deprovision))
-            .route("/v2/service_instances/{id}", web::get().to(fetch_instance))
-            .route(
-                "/v2/service_instances/{id}/last_operation",
-                web::get().to(last_operation),
+            // A query that does not parse is answered like every other refusal: the
+            // specification's error body, as JSON.
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                let response = error(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    format!("the query is not valid: {e}"),
+                );
+                actix_web::error::InternalError::from_response(e, response).into()
+            }))
+            .service(
+                web::resource("/v2/catalog")
+                    .route(web::get().to(catalog))
+                    .default_service(web::to(|| not_allowed("GET"))),
             )
-            .route(
-                "/v2/service_instances/{id}/service_bindings/{binding}",
-                web::put().to(bind),
+            .service(
+                web::resource("/v2/service_instances/{id}")
+                    .route(web::put().to(provision))
+                    .route(web::patch().to(update))
+                    .route(web::delete().to(deprovision))
+                    .route(web::get().to(fetch_instance))
+                    .default_service(web::to(|| not_allowed("GET, PUT, PATCH, DELETE"))),
             )
-            .route(
-                "/v2/service_instances/{id}/service_bindings/{binding}",
-                web::delete().to(unbind),
+            .service(
+                web::resource("/v2/service_instances/{id}/last_operation")
+                    .route(web::get().to(last_operation))
+                    .default_service(web::to(|| not_allowed("GET"))),
             )
-            .route(
-                "/v2/service_instances/{id}/service_bindings/{binding}",
-                web::get().to(fetch_binding),
+            .service(
+                web::resource("/v2/service_instances/{id}/service_bindings/{binding}")
+                    .route(web::put().to(bind))
+                    .route(web::delete().to(unbind))
+                    .route(web::get().to(fetch_binding))
+                    .default_service(web::to(|| not_allowed("GET, PUT, DELETE"))),
             )
-            .route(
-                "/v2/service_instances/{id}/service_bindings/{binding}/last_operation",
-                web::get().to(binding_last_operation),
+            .service(
+                web::resource(
+                    "/v2/service_instances/{id}/service_bindings/{binding}/last_operation",
+                )
+                .route(web::get().to(binding_last_operation))
+                .default_service(web::to(|| not_allowed("GET"))),
             );
     }
+}
+
+/// A method the resource does not have: 405 with the ones it has.
+async fn not_allowed(allow: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header(("Allow", allow))
+        .json(ErrorBody::new(
+            None,
+            format!("this resource answers {allow}"),
+        ))
 }
 
 fn error(status: StatusCode, code: Option<&str>, description: impl Into<String>) -> HttpResponse {
@@ -135,7 +162,12 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("the body is not valid: {e}"))
 }
 
-async fn catalog(req: HttpRequest, shared: Data<Shared>) -> HttpResponse {
+/// No query parameters at all.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoQuery {}
+
+async fn catalog(req: HttpRequest, shared: Data<Shared>, _query: Query<NoQuery>) -> HttpResponse {
     if let Some(r) = refused(&req, &shared) {
         return r;
     }
@@ -143,9 +175,10 @@ async fn catalog(req: HttpRequest, shared: Data<Shared>) -> HttpResponse {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AsyncQuery {
     #[serde(default)]
-    accepts_incomplete: Option<String>,
+    accepts_incomplete: Option<bool>,
     #[serde(default)]
     service_id: Option<String>,
     #[serde(default)]
@@ -156,7 +189,7 @@ struct AsyncQuery {
 
 impl AsyncQuery {
     fn accepts_incomplete(&self) -> bool {
-        self.accepts_incomplete.as_deref() == Some("true")
+        self.accepts_incomplete == Some(true)
     }
 }
 
@@ -482,7 +515,12 @@ async fn deprovision(
     })
 }
 
-async fn fetch_instance(req: HttpRequest, shared: Data<Shared>, id: Path<String>) -> HttpResponse {
+async fn fetch_instance(
+    req: HttpRequest,
+    shared: Data<Shared>,
+    id: Path<String>,
+    _query: Query<AsyncQuery>,
+) -> HttpResponse {
     if let Some(r) = refused(&req, &shared) {
         return r;
     }
@@ -675,6 +713,7 @@ async fn fetch_binding(
     req: HttpRequest,
     shared: Data<Shared>,
     path: Path<(String, String)>,
+    _query: Query<AsyncQuery>,
 ) -> HttpResponse {
     if let Some(r) = refused(&req, &shared) {
         return r;
@@ -698,6 +737,7 @@ async fn binding_last_operation(
     req: HttpRequest,
     shared: Data<Shared>,
     path: Path<(String, String)>,
+    _query: Query<AsyncQuery>,
 ) -> HttpResponse {
     if let Some(r) = refused(&req, &shared) {
         return r;
