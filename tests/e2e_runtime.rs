@@ -3376,3 +3376,182 @@ async fn an_api_gateway_routes_to_bound_applications_by_key_and_rate_and_a_route
     deprovision_until_gone(&dev, &site, &format!("{instances}/edge"), "haproxy -db").await;
     paas.stop().await;
 }
+
+/// The installation of `bundle` in dev once `check` holds for it (or panics after 240 s).
+async fn bundle_until(dev: &Tenant, bundle: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (status, installation) = dev
+            .call(
+                reqwest::Method::GET,
+                &format!("/environments/dev/bundles/{bundle}"),
+                None,
+            )
+            .await;
+        if status == StatusCode::OK && check(&installation) {
+            return installation;
+        }
+        assert_ne!(installation["state"], "failed", "{installation:#}");
+        assert!(
+            Instant::now() < deadline,
+            "the bundle never got there: {status} {installation:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_retail_bundle_installs_in_one_request_upgrades_with_a_diff_and_uninstalls() {
+    let site = Site::new(&[]).await;
+    let paas = paas_up(&site).await;
+    let dev = Tenant::login(&paas, "dev").await;
+    let (status, offered) = dev.get_api("/api/v1/bundles").await;
+    assert_eq!(status, StatusCode::OK);
+    let retail = offered["items"]
+        .as_array()
+        .and_then(|i| i.iter().find(|b| b["name"] == "retail").cloned())
+        .unwrap_or_else(|| panic!("no retail bundle: {offered}"));
+    assert_eq!(retail["versions"], json!(["1.0.0", "1.1.0"]));
+
+    // One request: four services, three applications, six bindings.
+    let (status, change) = dev
+        .call(
+            reqwest::Method::POST,
+            "/bundles",
+            Some(json!({"bundle": "retail", "version": "1.0.0", "environment": "dev"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{change}");
+    let added = change["diff"]
+        .as_array()
+        .map(|d| d.iter().filter(|c| c["change"] == "added").count());
+    assert_eq!(added, Some(13), "{change:#}");
+    let installed = bundle_until(&dev, "retail", |i| i["state"] == "ready").await;
+    assert!(
+        installed["components"]
+            .as_array()
+            .is_some_and(|c| c.iter().all(|c| ["ready", "onboarded", "bound"]
+                .contains(&c["state"].as_str().unwrap_or_default()))),
+        "{installed:#}"
+    );
+    let storefront = format!("{}/apps/acme/dev/storefront/", site.router());
+    body_until(&storefront, |b| {
+        b.contains(r#""version": "1.0.0""#) && b.contains(r#""bound": ["CACHE", "DB", "EDGE"]"#)
+    })
+    .await;
+
+    // 1.1 over 1.0: a dry run says what changes and changes nothing.
+    let upgrade = json!({"bundle": "retail", "version": "1.1.0", "environment": "dev"});
+    let mut dry = upgrade.clone();
+    dry["dry_run"] = json!(true);
+    let (status, diff) = dev.call(reqwest::Method::POST, "/bundles", Some(dry)).await;
+    assert_eq!(status, StatusCode::OK, "{diff}");
+    let changed: Vec<(String, Value)> = diff["diff"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["change"] != "unchanged")
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_owned(),
+                c["fields"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            ("daily-report".to_owned(), json!(["schedule"])),
+            (
+                "storefront".to_owned(),
+                json!([
+                    "env.FEATURE_RECOMMENDATIONS",
+                    "env.RETAIL_VERSION",
+                    "replicas"
+                ])
+            ),
+            ("storefront → queue".to_owned(), Value::Null),
+        ],
+        "{diff:#}"
+    );
+    let (_, still) = dev
+        .call(
+            reqwest::Method::GET,
+            "/environments/dev/bundles/retail",
+            None,
+        )
+        .await;
+    assert_eq!(still["version"], "1.0.0");
+
+    // The upgrade goes through the release path: a new revision of the storefront.
+    let (status, change) = dev
+        .call(reqwest::Method::POST, "/bundles", Some(upgrade))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{change}");
+    assert_eq!(change["from_version"], "1.0.0");
+    bundle_until(&dev, "retail", |i| {
+        i["state"] == "ready" && i["version"] == "1.1.0"
+    })
+    .await;
+    body_until(&storefront, |b| {
+        b.contains(r#""version": "1.1.0""#)
+            && b.contains(r#""recommendations": "on""#)
+            && b.contains(r#""bound": ["CACHE", "DB", "EDGE", "QUEUE"]"#)
+    })
+    .await;
+    let (_, app) = dev
+        .call(
+            reqwest::Method::GET,
+            "/environments/dev/applications/storefront",
+            None,
+        )
+        .await;
+    assert!(app["current_revision"].as_i64().unwrap_or(0) > 1, "{app}");
+
+    // Uninstalling removes what it installed.
+    let (status, _) = dev
+        .call(
+            reqwest::Method::DELETE,
+            "/environments/dev/bundles/retail",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (status, installation) = dev
+            .call(
+                reqwest::Method::GET,
+                "/environments/dev/bundles/retail",
+                None,
+            )
+            .await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bundle was never uninstalled: {installation:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, instances) = dev
+        .call(
+            reqwest::Method::GET,
+            "/environments/dev/service-instances",
+            None,
+        )
+        .await;
+    assert_eq!(instances["items"], json!([]), "{instances}");
+    for app in ["storefront", "order-worker", "daily-report"] {
+        let (status, _) = dev
+            .call(
+                reqwest::Method::GET,
+                &format!("/environments/dev/applications/{app}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{app}");
+    }
+    paas.stop().await;
+}

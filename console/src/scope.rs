@@ -246,6 +246,7 @@ segments! {
     ActionSegment { action },
     ApplicationSegment { application },
     BrokerSegment { broker },
+    BundleSegment { bundle },
     PlanSegment { plan },
     ServiceInstanceSegment { service_instance },
     InstanceSegment { instance },

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod apps;
 pub mod auth;
 pub mod autoscaling;
+pub mod bundles;
 pub mod openapi;
 pub mod packages;
 pub mod releases;
@@ -372,6 +373,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::put().to(services::set_plan_access),
             )
             .route("/catalog/services", web::get().to(services::catalog))
+            .route("/bundles", web::get().to(bundles::available))
+            .route("/tenants/{tenant}/bundles", web::get().to(bundles::installed))
+            .route("/tenants/{tenant}/bundles", web::post().to(bundles::install))
+            .route(
+                "/tenants/{tenant}/environments/{env}/bundles/{bundle}",
+                web::get().to(bundles::get),
+            )
+            .route(
+                "/tenants/{tenant}/environments/{env}/bundles/{bundle}",
+                web::delete().to(bundles::uninstall),
+            )
             .route(
                 "/tenants/{tenant}/environments/{env}/service-instances",
                 web::get().to(services::list_instances),

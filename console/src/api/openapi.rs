@@ -4,7 +4,9 @@ use actix_web::web::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, apps, auth, autoscaling, packages, releases, secrets, services, tenants};
+use super::{
+    admin, apps, auth, autoscaling, bundles, packages, releases, secrets, services, tenants,
+};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -19,12 +21,14 @@ use super::{admin, apps, auth, autoscaling, packages, releases, secrets, service
         admin::audit, admin::rotate_keys, admin::runtimes, admin::confirm_node_lost, admin::cordon_node, admin::drain_node, admin::cordon_node_by_name, admin::drain_node_by_name,
         services::register_broker, services::list_brokers, services::get_broker, services::refresh_broker, services::delete_broker, services::set_plan_access,
         services::catalog, services::list_instances, services::provision, services::get_instance, services::update_instance, services::deprovision, services::list_bindings, services::bind, services::unbind,
+        bundles::available, bundles::installed, bundles::install, bundles::get, bundles::uninstall,
     ),
     modifiers(&BearerAuth, &EveryStatus, &Links),
     tags(
         (name = "auth", description = "Tokens and identity"),
         (name = "tenants"), (name = "environments"), (name = "members"), (name = "applications"), (name = "packages", description = "Package archives the local runtime unpacks and runs"), (name = "audit"), (name = "autoscaling", description = "Autoscaling policies, their preview and the decision ledger"), (name = "releases", description = "Releases of new revisions: strategies, approvals, freezes, rollbacks"),
         (name = "services", description = "The service catalog: brokers (Open Service Broker API), the marketplace, service instances"),
+        (name = "bundles", description = "Domain bundles: services, applications and bindings installed and upgraded as one"),
         (name = "admin", description = "Platform administration"),
     )
 )]

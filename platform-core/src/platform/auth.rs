@@ -144,7 +144,7 @@ impl Platform {
         Ok((principal_of(found, source_ip), claims))
     }
 
-    async fn load_principal(
+    pub(crate) async fn load_principal(
         &self,
         user_id: Uuid,
         source_ip: Option<&str>,

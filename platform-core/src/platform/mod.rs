@@ -5,6 +5,7 @@
 mod apps;
 mod auth;
 pub mod autoscaling;
+pub mod bundles;
 mod packages;
 pub mod placement;
 pub mod releases;
@@ -51,6 +52,8 @@ pub struct Platform {
     service_config: crate::services::WorkerConfig,
     /// Woken when a service instance's operation is requested.
     service_wake: Arc<tokio::sync::Notify>,
+    /// Woken when a bundle is installed, upgraded or uninstalled.
+    bundle_wake: Arc<tokio::sync::Notify>,
     /// Where the local runtime's router serves applications (`http://host:port`), for
     /// brokers that route to a bound application.
     router_url: Option<String>,
@@ -75,6 +78,7 @@ impl Platform {
             metric_sources: crate::autoscaler::MetricSources::default(),
             service_config: crate::services::WorkerConfig::default(),
             service_wake: Arc::new(tokio::sync::Notify::new()),
+            bundle_wake: Arc::new(tokio::sync::Notify::new()),
             router_url: None,
         })
     }

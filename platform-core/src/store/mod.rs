@@ -7,6 +7,7 @@
 pub mod apps;
 pub mod audit;
 pub mod autoscaling;
+pub mod bundles;
 pub mod keys;
 pub mod packages;
 pub mod releases;

@@ -37,6 +37,13 @@ pub async fn by_slug<'e>(
         .await
 }
 
+pub async fn by_id<'e>(ex: impl PgExecutor<'e>, id: Uuid) -> Result<Option<Tenant>, sqlx::Error> {
+    sqlx::query_as("SELECT id, slug, display_name, created_at FROM tenants WHERE id = $1")
+        .bind(id)
+        .fetch_optional(ex)
+        .await
+}
+
 #[derive(sqlx::FromRow)]
 struct MemberRow {
     user_id: Uuid,

@@ -323,6 +323,12 @@ pub async fn run_http(
     let stopped_nodes = stopped.clone();
     // Service instances' operations go to their brokers whatever runtimes there are.
     tokio::spawn(platform.operations_worker().run(stopped.clone()));
+    // Bundles converge their environments through the same calls.
+    {
+        let platform = platform.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move { platform.run_bundles_worker(stopped).await });
+    }
     let mut platform = platform;
     let mut runtimes = Runtimes::default();
     if let Some(runtime) = &local {
