@@ -889,3 +889,65 @@ async fn a_platform_admin_sees_the_brokers_and_a_broker_that_cannot_be_reached_i
     assert!(!page.contains("typed-secret"));
     assert!(client.find(Locator::Css("#broker-partner")).await.is_err());
 }
+
+#[tokio::test]
+async fn a_developer_previews_installs_upgrades_and_uninstalls_a_bundle_from_the_console() {
+    let (site, platform) = platform().await;
+    let (_driver, client) = browser(&site).await;
+    let base = platform.url.as_str();
+    log_in(&client, base, "dev", &platform.passwords["dev"]).await;
+    wait_for_path(&client, "/t/acme").await;
+    click(&client, "#nav-bundles").await;
+    wait_for_heading(&client, "Bundles").await;
+    let card = wait_for_text(&client, "#bundle-retail", "storefront").await;
+    assert!(card.contains("1.1.0"), "{card}");
+
+    // A preview of 1.0.0 in dev lists what it adds; nothing is installed yet.
+    let version = must(
+        client
+            .find(Locator::Css("#install-retail select[name=version]"))
+            .await,
+    );
+    must(version.select_by_value("1.0.0").await);
+    click(&client, "#install-retail button[value=preview]").await;
+    let diff = wait_for_text(&client, "#bundle-diff", "storefront").await;
+    assert!(
+        diff.contains("added") && diff.contains("order-worker") && diff.contains("edge"),
+        "{diff}"
+    );
+    assert!(client.find(Locator::Css("#no-bundles")).await.is_ok());
+    screenshot(&client, "bundle-preview.png").await;
+
+    // Installed from the preview: the installation shows its components.
+    click(&client, "#apply-preview button[type=submit]").await;
+    wait_for_path(&client, "/t/acme/bundles").await;
+    let installed = wait_for_text(&client, "#installed-dev-retail", "retail 1.0.0").await;
+    assert!(installed.contains("storefront → db"), "{installed}");
+
+    // The upgrade's preview names the fields that change.
+    click(&client, "#upgrade-dev-retail button[type=submit]").await;
+    let diff = wait_for_text(&client, "#bundle-preview", "1.0.0 → 1.1.0").await;
+    assert!(
+        diff.contains("changed") && diff.contains("replicas") && diff.contains("schedule"),
+        "{diff}"
+    );
+    screenshot(&client, "bundle-upgrade-preview.png").await;
+
+    // Uninstalling removes the installation once everything it made is gone.
+    click(&client, "#uninstall-dev-retail button[type=submit]").await;
+    wait_for_path(&client, "/t/acme/bundles").await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while client
+        .find(Locator::Css("#installed-dev-retail"))
+        .await
+        .is_ok()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the bundle was never uninstalled"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        must(client.refresh().await);
+    }
+    must(client.close().await);
+}

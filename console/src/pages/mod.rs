@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod bundles;
 pub mod onboard;
 pub mod releases;
 pub mod services;
@@ -458,6 +459,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route(
         "/t/{tenant}/marketplace",
         web::get().to(services::marketplace),
+    )
+    .route("/t/{tenant}/bundles", web::get().to(bundles::bundles))
+    .route("/t/{tenant}/bundles", web::post().to(bundles::install))
+    .route(
+        "/t/{tenant}/bundles/{env}/{bundle}/uninstall",
+        web::post().to(bundles::uninstall),
     )
     .route("/t/{tenant}/services", web::get().to(services::services))
     .route("/t/{tenant}/services", web::post().to(services::provision))

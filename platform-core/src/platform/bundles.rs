@@ -578,7 +578,8 @@ impl Platform {
                 if b.state != BindingState::Unbinding {
                     match self.unbind_service(access, &env.name, service, app).await {
                         Ok(()) | Err(CoreError::NotFound { .. }) => {}
-                        Err(e) => return Err(e),
+                        // A binding still being made: the next pass removes it.
+                        Err(e) => busy(e)?,
                     }
                 }
                 waiting.push(format!("binding {app} → {service} is being removed"));
@@ -598,7 +599,10 @@ impl Platform {
             {
                 Ok(()) => waiting.push(format!("application '{}' is being removed", a.name)),
                 Err(CoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    busy(e)?;
+                    waiting.push(format!("application '{}' waits to be removed", a.name));
+                }
             }
         }
         for s in &had.services {
@@ -620,8 +624,13 @@ impl Platform {
                     if still_bound {
                         waiting.push(format!("service '{}' waits for its bindings to go", s.name));
                     } else {
-                        self.deprovision_service(access, &env.name, &s.name, None)
-                            .await?;
+                        // An instance still being made is deprovisioned once it is.
+                        if let Err(e) = self
+                            .deprovision_service(access, &env.name, &s.name, None)
+                            .await
+                        {
+                            busy(e)?;
+                        }
                         waiting.push(format!("service '{}' is being deprovisioned", s.name));
                     }
                 }
@@ -651,6 +660,17 @@ impl Platform {
                 return;
             }
         }
+    }
+}
+
+/// Passes over a refusal that only says "not now" (an operation still running, a
+/// change in flight): the next pass tries again. Anything else is the pass's error.
+fn busy(e: CoreError) -> Result<(), CoreError> {
+    match e {
+        CoreError::WrongState(_)
+        | CoreError::Conflict { .. }
+        | CoreError::VersionMismatch { .. } => Ok(()),
+        e => Err(e),
     }
 }
 

@@ -19,6 +19,17 @@ pub enum BundleState {
     Failed,
 }
 
+impl std::fmt::Display for BundleState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Installing => "installing",
+            Self::Ready => "ready",
+            Self::Uninstalling => "uninstalling",
+            Self::Failed => "failed",
+        })
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InstallationRow {
     pub id: Uuid,
