@@ -3,9 +3,10 @@
 
 use crate::manifest::{BundleManifest, version_key};
 
-const MANIFESTS: [&str; 2] = [
+const MANIFESTS: [&str; 3] = [
     include_str!("../bundles/retail-1.0.0.json"),
     include_str!("../bundles/retail-1.1.0.json"),
+    include_str!("../bundles/starter-1.0.0.json"),
 ];
 
 /// Every bundle version, by name and then version (oldest first). A manifest that does

@@ -41,6 +41,12 @@ pub struct ServiceComponent {
 #[serde(deny_unknown_fields)]
 pub struct AppComponent {
     pub name: String,
+    /// A title for one-click onboarding (the platform's templates are a bundle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The id under which the onboarding page offers it alone, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
     pub description: String,
     /// The application's spec (the platform checks it like any other).
     pub spec: Value,

@@ -324,7 +324,7 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), count, "duplicate operationIds");
-        assert_eq!(count, 76, "documented operations: {ids:?}");
+        assert_eq!(count, 81, "documented operations: {ids:?}");
     }
 
     #[test]

@@ -19,10 +19,10 @@ use crate::state::AppState;
 /// A template as the onboarding page shows it.
 #[derive(Debug, Clone)]
 pub struct TemplateCard {
-    pub id: &'static str,
-    pub title: &'static str,
-    pub description: &'static str,
-    pub default_name: &'static str,
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub default_name: String,
 }
 
 #[derive(Template)]
