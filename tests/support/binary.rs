@@ -176,6 +176,17 @@ impl Site {
             .arg(&self.data_dir)
             .env("PAAS_LOG", "warn")
             .status();
+        // What else still names the data directory goes too: a browser whose profile
+        // lives there outlives its killed chromedriver otherwise.
+        let needle = self.data_dir.display().to_string();
+        for p in super::procs::all() {
+            if p.cmdline.contains(&needle) && p.pid != std::process::id().cast_signed() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 }
 
