@@ -9,32 +9,37 @@ const MANIFESTS: [&str; 3] = [
     include_str!("../bundles/starter-1.0.0.json"),
 ];
 
-/// Every bundle version, by name and then version (oldest first). A manifest that does
-/// not parse or validate is left out (the tests below keep that from happening).
-pub fn all() -> Vec<BundleManifest> {
-    let mut out: Vec<BundleManifest> = MANIFESTS
-        .iter()
-        .filter_map(|text| serde_json::from_str::<BundleManifest>(text).ok())
-        .filter(|m| m.validate().is_ok())
-        .collect();
-    out.sort_by(|a, b| {
-        a.name
-            .cmp(&b.name)
-            .then(version_key(&a.version).cmp(&version_key(&b.version)))
-    });
-    out
+/// Every bundle version, by name and then version (oldest first), parsed once. A
+/// manifest that does not parse or validate is left out (the tests below keep that
+/// from happening).
+pub fn all() -> &'static [BundleManifest] {
+    static ALL: std::sync::OnceLock<Vec<BundleManifest>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut out: Vec<BundleManifest> = MANIFESTS
+            .iter()
+            .filter_map(|text| serde_json::from_str::<BundleManifest>(text).ok())
+            .filter(|m| m.validate().is_ok())
+            .collect();
+        out.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then(version_key(&a.version).cmp(&version_key(&b.version)))
+        });
+        out
+    })
 }
 
 /// One version of a bundle.
 pub fn find(name: &str, version: &str) -> Option<BundleManifest> {
     all()
-        .into_iter()
+        .iter()
         .find(|m| m.name == name && m.version == version)
+        .cloned()
 }
 
 /// The newest version of a bundle.
 pub fn latest(name: &str) -> Option<BundleManifest> {
-    all().into_iter().rfind(|m| m.name == name)
+    all().iter().rfind(|m| m.name == name).cloned()
 }
 
 #[cfg(test)]

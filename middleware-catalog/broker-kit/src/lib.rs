@@ -45,6 +45,45 @@ pub async fn serve(
         .await
 }
 
+/// The application that runs an instance's server: `<kind>-` and the first twelve
+/// letters and digits of the instance's id, lower case (a DNS label).
+pub fn app_name(kind: &str, instance: &InstanceRecord) -> String {
+    format!("{kind}-{}", short_id(&instance.id, 12))
+}
+
+/// The server-side user of a binding: `binding-` and the first sixteen letters and
+/// digits of its id, lower case.
+pub fn user_name(binding_id: &str) -> String {
+    format!("binding-{}", short_id(binding_id, 16))
+}
+
+fn short_id(id: &str, len: usize) -> String {
+    id.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(len)
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+/// The credentials every binding has for a server at `address` (`host:port`, the port
+/// `default_port` when it names none): `uri` (made by `uri` from the host and port),
+/// `host` and `port`.
+pub fn address_credentials(
+    address: &str,
+    default_port: u16,
+    uri: impl FnOnce(&str, u16) -> String,
+) -> Map<String, Value> {
+    let (host, port) = match address.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().unwrap_or(default_port)),
+        None => (address, default_port),
+    };
+    let mut credentials = Map::new();
+    credentials.insert("uri".into(), uri(host, port).into());
+    credentials.insert("host".into(), host.into());
+    credentials.insert("port".into(), port.into());
+    credentials
+}
+
 /// Why the backend could not do what was asked; the text reaches the platform's users
 /// as the operation's description.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -88,4 +127,25 @@ pub trait Backend: Send + Sync + 'static {
         instance: &InstanceRecord,
         binding: &BindingRecord,
     ) -> Result<(), BackendError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_derive_from_ids() {
+        assert_eq!(user_name("a-b-c"), "binding-abc");
+        assert_eq!(short_id("0f4e-AB12-cd34-ef56-7890", 12), "0f4eab12cd34");
+    }
+
+    #[test]
+    fn credentials_name_the_address() {
+        let c = address_credentials("10.0.0.5:6380", 6379, |h, p| format!("redis://{h}:{p}"));
+        assert_eq!(c["uri"], "redis://10.0.0.5:6380");
+        assert_eq!(c["host"], "10.0.0.5");
+        assert_eq!(c["port"], 6380);
+        let d = address_credentials("db.svc", 5432, |h, p| format!("postgresql://{h}:{p}"));
+        assert_eq!(d["port"], 5432);
+    }
 }

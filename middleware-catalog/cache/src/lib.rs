@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use broker_kit::platform::PlatformClient;
-use broker_kit::{Backend, BackendError, BindingRecord, InstanceRecord};
+use broker_kit::{Backend, BackendError, BindingRecord, InstanceRecord, user_name};
 use serde_json::{Map, Value, json};
 
 use crate::resp::{Connection, Reply};
@@ -98,23 +98,7 @@ fn random_secret() -> String {
 
 /// The application that runs an instance's server.
 fn app_name(instance: &InstanceRecord) -> String {
-    let id: String = instance
-        .id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(12)
-        .collect();
-    format!("redis-{}", id.to_ascii_lowercase())
-}
-
-/// The ACL user of a binding.
-fn user_name(binding_id: &str) -> String {
-    let id: String = binding_id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(16)
-        .collect();
-    format!("binding-{id}")
+    broker_kit::app_name("redis", instance)
 }
 
 /// The shell script that starts the server: the administrator (the `default` user)
@@ -318,17 +302,9 @@ impl Backend for RedisBackend {
             .get("address")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let (host, port) = address.rsplit_once(':').unwrap_or((address, "6379"));
-        let mut credentials = Map::new();
-        credentials.insert(
-            "uri".into(),
-            format!("redis://{user}:{password}@{host}:{port}").into(),
-        );
-        credentials.insert("host".into(), host.into());
-        credentials.insert(
-            "port".into(),
-            port.parse::<u16>().map_or(Value::from(port), Value::from),
-        );
+        let mut credentials = broker_kit::address_credentials(address, 6379, |host, port| {
+            format!("redis://{user}:{password}@{host}:{port}")
+        });
         credentials.insert("username".into(), user.into());
         credentials.insert("password".into(), password.into());
         Ok(credentials)

@@ -415,17 +415,9 @@ impl Backend for PostgresBackend {
         )
         .await?;
         let _ = admin.close().await;
-        let (host, port) = address.rsplit_once(':').unwrap_or((address, "5432"));
-        let mut credentials = Map::new();
-        credentials.insert(
-            "uri".into(),
-            format!("postgresql://{role}:{password}@{host}:{port}/{database}").into(),
-        );
-        credentials.insert("host".into(), host.into());
-        credentials.insert(
-            "port".into(),
-            port.parse::<u16>().map_or(Value::from(port), Value::from),
-        );
+        let mut credentials = broker_kit::address_credentials(address, 5432, |host, port| {
+            format!("postgresql://{role}:{password}@{host}:{port}/{database}")
+        });
         credentials.insert("database".into(), database.into());
         credentials.insert("username".into(), role.into());
         credentials.insert("password".into(), password.into());

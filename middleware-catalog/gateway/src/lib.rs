@@ -82,13 +82,7 @@ pub fn catalog() -> osb::Catalog {
 
 /// The application that runs an instance's gateway.
 fn app_name(instance: &InstanceRecord) -> String {
-    let id: String = instance
-        .id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(12)
-        .collect();
-    format!("gateway-{}", id.to_ascii_lowercase())
+    broker_kit::app_name("gateway", instance)
 }
 
 /// The consumers an instance's parameters name.

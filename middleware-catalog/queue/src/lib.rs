@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use broker_kit::platform::PlatformClient;
-use broker_kit::{Backend, BackendError, BindingRecord, InstanceRecord};
+use broker_kit::{Backend, BackendError, BindingRecord, InstanceRecord, user_name};
 use nkeys::KeyPair;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -112,23 +112,7 @@ fn storage(plan: &Plan) -> Storage {
 
 /// The application that runs an instance's server.
 fn app_name(instance: &InstanceRecord) -> String {
-    let id: String = instance
-        .id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(12)
-        .collect();
-    format!("nats-{}", id.to_ascii_lowercase())
-}
-
-/// The user of a binding.
-fn user_name(binding_id: &str) -> String {
-    let id: String = binding_id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(16)
-        .collect();
-    format!("binding-{id}")
+    broker_kit::app_name("nats", instance)
 }
 
 pub fn now() -> i64 {
@@ -538,14 +522,9 @@ impl Backend for NatsBackend {
         let (user_jwt, seed) = jwt::user(&signer, &account, &user, now())
             .map_err(|e| BackendError::new(format!("the binding's user: {e}")))?;
         let address = Self::address(instance);
-        let (host, port) = address.rsplit_once(':').unwrap_or((address, "4222"));
-        let mut credentials = Map::new();
-        credentials.insert("uri".into(), format!("nats://{host}:{port}").into());
-        credentials.insert("host".into(), host.into());
-        credentials.insert(
-            "port".into(),
-            port.parse::<u16>().map_or(Value::from(port), Value::from),
-        );
+        let mut credentials = broker_kit::address_credentials(address, 4222, |host, port| {
+            format!("nats://{host}:{port}")
+        });
         credentials.insert("username".into(), user.into());
         credentials.insert("account".into(), account.into());
         credentials.insert("jwt".into(), user_jwt.clone().into());

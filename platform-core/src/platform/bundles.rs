@@ -112,7 +112,7 @@ impl Platform {
     pub fn available_bundles(&self) -> Vec<BundleInfo> {
         let mut out: Vec<BundleInfo> = Vec::new();
         // By name, then version: each bundle's latest version comes last.
-        for m in domain_paas::catalog::all() {
+        for m in domain_paas::catalog::all().iter().cloned() {
             let mut versions = match out.last() {
                 Some(b) if b.name == m.name => out.pop().map(|b| b.versions).unwrap_or_default(),
                 _ => Vec::new(),
@@ -455,9 +455,13 @@ impl Platform {
         manifest: &BundleManifest,
     ) -> Result<Pass, CoreError> {
         let mut waiting = Vec::new();
+        // The instances found ready in this pass: bindings wait for the others.
+        let mut ready = std::collections::HashSet::new();
         for s in &manifest.services {
             match self.service_instance(access, &env.name, &s.name).await {
-                Ok(i) if i.state == InstanceState::Ready => {}
+                Ok(i) if i.state == InstanceState::Ready => {
+                    ready.insert(s.name.as_str());
+                }
                 Ok(i) if i.state == InstanceState::Failed => {
                     return Err(CoreError::WrongState(format!(
                         "service '{}' failed: {}",
@@ -529,11 +533,7 @@ impl Platform {
             {
                 continue;
             }
-            let ready = matches!(
-                self.service_instance(access, &env.name, service).await,
-                Ok(i) if i.state == InstanceState::Ready
-            );
-            if !ready {
+            if !ready.contains(service) {
                 waiting.push(format!("binding {app} → {service} waits for the service"));
                 continue;
             }
