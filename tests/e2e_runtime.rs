@@ -2620,21 +2620,30 @@ async fn until_ready(dev: &Tenant, path: &str, seconds: u64) {
     }
 }
 
-/// Deprovisions the service instance at `path` and waits until it is gone and no
-/// process of the site mentions `server` any more.
+/// Deprovisions the service instance at `path` and waits until it is gone, no
+/// process of the site mentions `server` any more, and the directory the server
+/// worked in (its data) is gone from its node.
 async fn deprovision_until_gone(dev: &Tenant, site: &Site, path: &str, server: &str) {
+    let worked_in = support::procs::cwds_in(server, &site.data_dir);
+    assert!(
+        !worked_in.is_empty(),
+        "no {server} works in {}",
+        site.data_dir.display()
+    );
     let (status, _) = dev.call(reqwest::Method::DELETE, path, None).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (status, _) = dev.call(reqwest::Method::GET, path, None).await;
-        if status == StatusCode::NOT_FOUND && support::procs::count_in(server, &site.data_dir) == 0
+        if status == StatusCode::NOT_FOUND
+            && support::procs::count_in(server, &site.data_dir) == 0
+            && worked_in.iter().all(|dir| !dir.exists())
         {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{path}'s server ({server}) outlived its deprovisioning"
+            "{path}'s server ({server}) or its files in {worked_in:?} outlived its deprovisioning"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -3439,6 +3448,15 @@ async fn a_retail_bundle_installs_in_one_request_upgrades_with_a_diff_and_uninst
         b.contains(r#""version": "1.0.0""#) && b.contains(r#""bound": ["CACHE", "DB", "EDGE"]"#)
     })
     .await;
+    // The bundle's default autoscaling policy, set by a developer's install.
+    let autoscaling = "/environments/dev/applications/storefront/autoscaling";
+    let (status, policy) = dev.call(reqwest::Method::GET, autoscaling, None).await;
+    assert_eq!(status, StatusCode::OK, "{policy}");
+    assert_eq!(
+        (&policy["policy"]["min"], &policy["policy"]["max"]),
+        (&json!(2), &json!(4)),
+        "{policy}"
+    );
 
     // 1.1 over 1.0: a dry run says what changes and changes nothing.
     let upgrade = json!({"bundle": "retail", "version": "1.1.0", "environment": "dev"});
@@ -3461,10 +3479,12 @@ async fn a_retail_bundle_installs_in_one_request_upgrades_with_a_diff_and_uninst
     assert_eq!(
         changed,
         [
+            ("cache".to_owned(), json!(["parameters.maxmemory_policy"])),
             ("daily-report".to_owned(), json!(["schedule"])),
             (
                 "storefront".to_owned(),
                 json!([
+                    "autoscaling.max",
                     "env.FEATURE_RECOMMENDATIONS",
                     "env.RETAIL_VERSION",
                     "replicas"
@@ -3507,6 +3527,43 @@ async fn a_retail_bundle_installs_in_one_request_upgrades_with_a_diff_and_uninst
         )
         .await;
     assert!(app["current_revision"].as_i64().unwrap_or(0) > 1, "{app}");
+    // Released with the bundle's strategy for it, not the environment's default.
+    let (_, releases) = dev
+        .call(
+            reqwest::Method::GET,
+            "/environments/dev/applications/storefront/releases",
+            None,
+        )
+        .await;
+    let newest = releases["items"]
+        .as_array()
+        .and_then(|r| r.iter().max_by_key(|r| r["to_revision"].as_i64()))
+        .cloned()
+        .unwrap_or_default();
+    let strategy = &newest["strategy"];
+    assert_eq!(
+        (
+            &strategy["type"],
+            &strategy["max_surge"],
+            &strategy["max_unavailable"]
+        ),
+        (&json!("rolling"), &json!(1), &json!(0)),
+        "{releases:#}"
+    );
+    // The untouched default follows the new version; the service's parameters too.
+    let (_, policy) = dev.call(reqwest::Method::GET, autoscaling, None).await;
+    assert_eq!(policy["policy"]["max"], json!(6), "{policy}");
+    let (_, cache) = dev
+        .call(
+            reqwest::Method::GET,
+            "/environments/dev/service-instances/cache",
+            None,
+        )
+        .await;
+    assert_eq!(
+        cache["parameters"]["maxmemory_policy"], "allkeys-lfu",
+        "{cache}"
+    );
 
     // Uninstalling removes what it installed.
     let (status, _) = dev

@@ -60,7 +60,7 @@ mod tests {
     }
 
     #[test]
-    fn retail_one_one_changes_the_storefront_and_the_report() {
+    fn retail_one_one_changes_the_cache_the_storefront_and_the_report() {
         use crate::manifest::{Change, diff};
         let (Some(from), Some(to)) = (find("retail", "1.0.0"), find("retail", "1.1.0")) else {
             panic!("retail 1.0.0 and 1.1.0 are shipped");
@@ -75,6 +75,11 @@ mod tests {
             changed,
             [
                 (
+                    "service",
+                    "cache",
+                    &Change::Changed(vec!["parameters.maxmemory_policy".into()])
+                ),
+                (
                     "application",
                     "daily-report",
                     &Change::Changed(vec!["schedule".into()])
@@ -83,6 +88,7 @@ mod tests {
                     "application",
                     "storefront",
                     &Change::Changed(vec![
+                        "autoscaling.max".into(),
                         "env.FEATURE_RECOMMENDATIONS".into(),
                         "env.RETAIL_VERSION".into(),
                         "replicas".into()

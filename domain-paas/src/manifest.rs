@@ -53,6 +53,16 @@ pub struct AppComponent {
     /// The bundle's service instances it is bound to.
     #[serde(default)]
     pub bindings: Vec<BindingComponent>,
+    /// Its default autoscaling policy (the platform's policy document): set when the
+    /// application has none, and on an upgrade replaced by the new version's only
+    /// while it is still the previous version's (a tenant admin's own policy stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Value>,
+    /// The release strategy (the platform's strategy document) of the releases the
+    /// bundle's upgrades make of this application; the environment's default
+    /// otherwise. Approvals and freeze windows stay the environment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +87,8 @@ pub enum ManifestError {
     UnknownService(String, String),
     #[error("application '{0}' has a spec that is not an object")]
     BadSpec(String),
+    #[error("application '{0}' has a {1} policy that is not an object")]
+    BadPolicy(String, &'static str),
 }
 
 fn dns_label(s: &str) -> bool {
@@ -121,6 +133,11 @@ impl BundleManifest {
         for app in &self.applications {
             if !app.spec.is_object() {
                 return Err(ManifestError::BadSpec(app.name.clone()));
+            }
+            for (what, policy) in [("autoscaling", &app.autoscaling), ("release", &app.release)] {
+                if policy.as_ref().is_some_and(|p| !p.is_object()) {
+                    return Err(ManifestError::BadPolicy(app.name.clone(), what));
+                }
             }
             for b in &app.bindings {
                 if !self.services.iter().any(|s| s.name == b.service) {
@@ -235,7 +252,8 @@ pub fn diff(from: &BundleManifest, to: &BundleManifest) -> Vec<ComponentDiff> {
             .map(|a| {
                 (
                     a.name.clone(),
-                    serde_json::json!({"description": a.description, "spec": a.spec}),
+                    serde_json::json!({"description": a.description, "spec": a.spec,
+                        "autoscaling": a.autoscaling, "release": a.release}),
                 )
             })
             .collect()

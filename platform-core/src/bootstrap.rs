@@ -149,6 +149,7 @@ impl Platform {
                     health: HealthSpec::default(),
                     placement: Default::default(),
                     labels: Default::default(),
+                    storage_mib: None,
                 };
                 let spec_json =
                     serde_json::to_value(&spec).map_err(|e| CoreError::Internal(e.to_string()))?;

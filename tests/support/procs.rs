@@ -50,12 +50,17 @@ pub fn mentioning(needle: &str) -> Vec<Proc> {
 /// directory of its platform's data directory): those of one platform among several
 /// that run at once.
 pub fn count_in(needle: &str, dir: &std::path::Path) -> usize {
+    cwds_in(needle, dir).len()
+}
+
+/// The working directories of the live processes that mention `needle` and work in
+/// `dir`, one per process.
+pub fn cwds_in(needle: &str, dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     mentioning(needle)
         .iter()
-        .filter(|p| {
-            std::fs::read_link(format!("/proc/{}/cwd", p.pid)).is_ok_and(|cwd| cwd.starts_with(dir))
-        })
-        .count()
+        .filter_map(|p| std::fs::read_link(format!("/proc/{}/cwd", p.pid)).ok())
+        .filter(|cwd| cwd.starts_with(dir))
+        .collect()
 }
 
 /// How many live processes mention `needle`.

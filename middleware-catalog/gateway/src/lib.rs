@@ -200,15 +200,36 @@ impl GatewayBackend {
     }
 }
 
-/// Where the platform's router serves the gateway: the route's own router (the part
-/// of the bound application's URL before `/apps/`), under the service tenant's path.
-fn gateway_url(route: &str, platform: &PlatformClient, app: &str) -> Option<String> {
-    let (router, _) = route.split_once("/apps/")?;
-    let target = platform.target();
-    Some(format!(
-        "{router}/apps/{}/{}/{app}",
-        target.tenant, target.environment
-    ))
+/// Where the gateway is reached. On the local runtime, where the platform names a
+/// bound application by its path on the router, the same router (the part of that
+/// URL before `/apps/`) under the service tenant's path; in a cluster, where it names
+/// a Service, the gateway's own stable address there.
+async fn gateway_url(
+    route: &str,
+    platform: &PlatformClient,
+    app: &str,
+) -> Result<String, BackendError> {
+    if let Some((router, _)) = route.split_once("/apps/") {
+        let target = platform.target();
+        return Ok(format!(
+            "{router}/apps/{}/{}/{app}",
+            target.tenant, target.environment
+        ));
+    }
+    let address = platform
+        .wait_address(app, "http", Duration::from_secs(10))
+        .await?;
+    Ok(format!("http://{address}"))
+}
+
+/// A route's name: the bound application's, the last segment of its path on the
+/// router or, for a cluster Service's URL (no path), the Service's name.
+fn route_name(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    match parsed.path().trim_end_matches('/').rsplit('/').next() {
+        Some(last) if !last.is_empty() => Some(last.to_owned()),
+        _ => parsed.host_str()?.split('.').next().map(str::to_owned),
+    }
 }
 
 #[async_trait]
@@ -260,12 +281,7 @@ impl Backend for GatewayBackend {
         let url = binding.route.as_deref().ok_or_else(|| {
             BackendError::new("the platform named no HTTP route for the application; only an application the platform serves over HTTP can be bound to a gateway")
         })?;
-        let name = url
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let name = route_name(url).unwrap_or_default();
         let route = Route::from_url(&name, url).map_err(BackendError::new)?;
         let _guard = self.routes.lock().await;
         let mut routes: RouteState = broker_kit::state::load(&self.state_dir, &instance.id)?;
@@ -283,9 +299,7 @@ impl Backend for GatewayBackend {
         broker_kit::state::save(&self.state_dir, &instance.id, &routes)?;
         self.apply(instance, &routes, BINDING_WITHIN).await?;
         let app = app_name(instance);
-        let base = gateway_url(url, &self.platform, &app).ok_or_else(|| {
-            BackendError::new(format!("the route '{url}' is not the platform router's"))
-        })?;
+        let base = gateway_url(url, &self.platform, &app).await?;
         let mut credentials = Map::new();
         credentials.insert("uri".into(), format!("{base}/{}/", route.name).into());
         credentials.insert("route".into(), format!("/{}", route.name).into());
@@ -322,6 +336,20 @@ impl Backend for GatewayBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_is_named_after_its_application_on_the_router_and_in_a_cluster() {
+        let name = |url: &str| route_name(url);
+        assert_eq!(
+            name("http://127.0.0.1:8080/apps/acme/dev/storefront/").as_deref(),
+            Some("storefront")
+        );
+        assert_eq!(
+            name("http://storefront.paas-acme-dev.svc.cluster.local:8080/").as_deref(),
+            Some("storefront")
+        );
+        assert_eq!(name("not a url"), None);
+    }
 
     #[test]
     fn the_catalog_is_valid() {

@@ -11,13 +11,13 @@
 //! When the control plane cannot be reached, everything keeps running as it is, except
 //! fenced instances (stateful ordinals), which stop once their lease lapses.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::proto::{
-    Assignment, Assignments, Desired, Heartbeat, InstanceReport, Registered, Registration,
+    Assignment, Assignments, Desired, Heartbeat, InstanceReport, Purge, Registered, Registration,
 };
 use platform_spec::spec::{CheckSpec, Resources, WorkloadKind};
 use platform_spec::workload::Phase;
@@ -78,6 +78,13 @@ struct InstanceRecord {
     /// The stateful ordinal it holds.
     #[serde(default)]
     ordinal: Option<u32>,
+    /// Its application (absent in records of agents before the field).
+    #[serde(default)]
+    app_id: Option<Uuid>,
+    /// Its working directory: removed once a stateless instance has stopped (a
+    /// stateful ordinal's stays until its application is purged).
+    #[serde(default)]
+    workdir: Option<PathBuf>,
     fenced: bool,
     log: LogFile,
 }
@@ -101,8 +108,8 @@ struct Instances {
     /// Shims being started (creating directories, unpacking, connecting), with what
     /// they were asked to run.
     starting: HashMap<Uuid, (JoinHandle<Result<Running, String>>, Assignment)>,
-    /// Instances draining, then stopping, with the stateful ordinal they still hold.
-    stopping: HashMap<Uuid, (JoinHandle<()>, Option<HeldOrdinal>)>,
+    /// Instances draining, then stopping.
+    stopping: HashMap<Uuid, Stopping>,
     /// Stateful instances waiting for the previous holder of their ordinal on this
     /// node to be gone (an ordinal never runs twice, not even for a moment), with why
     /// and what to start then.
@@ -113,10 +120,23 @@ struct Instances {
     /// what to try again (with its secrets, which the control plane does not send
     /// twice).
     failed: HashMap<Uuid, Failed>,
+    /// Deleted applications whose files are removed, acknowledged in every heartbeat
+    /// until the control plane stops sending their purge.
+    purged: HashSet<Uuid>,
 }
 
 /// A stateful ordinal of a workload.
 type HeldOrdinal = (WorkloadKey, u32);
+
+/// An instance draining, then stopping.
+#[derive(Debug)]
+struct Stopping {
+    task: JoinHandle<()>,
+    /// The stateful ordinal it still holds.
+    holds: Option<HeldOrdinal>,
+    /// Its application, whose files are not purged before it has stopped.
+    app_id: Option<Uuid>,
+}
 
 /// A start that failed, to be tried again after a pause.
 #[derive(Debug)]
@@ -222,6 +242,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
             instances: instances.reports(),
             version: held.as_ref().and_then(|a| a.version.clone()),
             wait_ms: Some(if hold { wait_ms } else { 0 }),
+            purged: instances.purged.iter().copied().collect(),
         };
         let answer = if hold {
             tokio::select! {
@@ -532,7 +553,7 @@ impl Instances {
                 crate::shim::clean_up(&r.dir);
             }
         }
-        self.stopping.retain(|_, (handle, _)| !handle.is_finished());
+        self.stopping.retain(|_, s| !s.task.is_finished());
     }
 
     /// Whether an instance other than `except` holds (or is about to hold) `ordinal`
@@ -542,8 +563,8 @@ impl Instances {
         self.running
             .iter()
             .any(|(id, r)| *id != except && same(&r.record.key, r.record.ordinal))
-            || self.stopping.iter().any(|(id, (_, holds))| {
-                *id != except && holds.as_ref().is_some_and(|(k, o)| same(k, Some(*o)))
+            || self.stopping.iter().any(|(id, s)| {
+                *id != except && s.holds.as_ref().is_some_and(|(k, o)| same(k, Some(*o)))
             })
             || self
                 .starting
@@ -651,11 +672,25 @@ impl Instances {
                 tracing::info!(instance = %r.record.name, "draining, then stopping");
                 let drain = config.drain;
                 let holds = r.record.ordinal.map(|o| (r.record.key.clone(), o));
+                // A stateless instance's files go with it; a stateful ordinal's stay
+                // for its next instance, until its application is purged.
+                let scratch = r.record.workdir.clone().filter(|_| holds.is_none());
+                let app_id = r.record.app_id;
                 let task = tokio::spawn(async move {
                     tokio::time::sleep(drain).await;
                     r.shim.stop().await;
+                    if let Some(dir) = scratch {
+                        remove_tree(&dir);
+                    }
                 });
-                self.stopping.insert(id, (task, holds));
+                self.stopping.insert(
+                    id,
+                    Stopping {
+                        task,
+                        holds,
+                        app_id,
+                    },
+                );
             }
         }
         for (id, fresh) in wanted {
@@ -698,6 +733,8 @@ impl Instances {
                 port,
                 ports,
                 ordinal: assignment.ordinal,
+                app_id: assignment.app_id,
+                workdir: Some(instance.workdir.clone()),
                 fenced,
                 log: instance.log.clone(),
             };
@@ -721,6 +758,86 @@ impl Instances {
             });
             self.starting.insert(id, (task, assignment));
         }
+        self.purge(&config.state_dir, &assignments.purges, changed);
+    }
+
+    /// Removes the files of deleted applications none of whose instances is still
+    /// here (an instance that is stopping finishes first), and forgets the purges
+    /// the control plane no longer sends (it has taken the acknowledgement).
+    fn purge(&mut self, state_dir: &Path, purges: &[Purge], changed: &Arc<Notify>) {
+        self.purged
+            .retain(|id| purges.iter().any(|p| p.app_id == *id));
+        for p in purges {
+            if self.purged.contains(&p.app_id) || self.holds_app(p.app_id) {
+                continue;
+            }
+            for tree in ["work", "logs", "ports"] {
+                let dir = app_dir(&state_dir.join(tree), &p.key, Some(p.app_id));
+                remove_tree(&dir);
+                // The name's own directory goes too once nothing else is in it.
+                if let Some(parent) = dir.parent() {
+                    let _ = std::fs::remove_dir(parent);
+                }
+            }
+            tracing::info!(app = %p.key, app_id = %p.app_id, "removed a deleted application's files");
+            self.purged.insert(p.app_id);
+            // Acknowledged at once rather than at the next period.
+            changed.notify_one();
+        }
+    }
+
+    /// Whether an instance of the application is on this node in any state.
+    fn holds_app(&self, app_id: Uuid) -> bool {
+        let of = |a: &Assignment| a.app_id == Some(app_id);
+        self.running
+            .values()
+            .any(|r| r.record.app_id == Some(app_id))
+            || self.starting.values().any(|(_, a)| of(a))
+            || self.waiting.values().any(|(_, a)| of(a))
+            || self.failed.values().any(|f| of(&f.assignment))
+            || self.stopping.values().any(|s| s.app_id == Some(app_id))
+    }
+}
+
+/// Moves an ordinal's data directory from where agents kept it before files were
+/// kept per application id (`work/<tenant>/<env>/<app>/ordinal-N`) to its place now,
+/// so that an upgraded node keeps its stateful data.
+fn adopt_unkeyed_data(state_dir: &Path, a: &Assignment, leaf: &str, workdir: &Path) {
+    let legacy = app_dir(&state_dir.join("work"), &a.key, None).join(leaf);
+    if workdir.exists() || !legacy.is_dir() {
+        return;
+    }
+    let moved = workdir
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::rename(&legacy, workdir));
+    match moved {
+        Ok(()) => {
+            tracing::info!(instance = %a.name, from = %legacy.display(), "kept the ordinal's data from before per-application directories")
+        }
+        Err(e) => {
+            tracing::warn!(instance = %a.name, error = %e, "the ordinal's earlier data directory could not be moved")
+        }
+    }
+}
+
+/// Where an application's files live in one of the state directory's trees (`work`,
+/// `logs`, `ports`): under the application's id, so that one created again under a
+/// deleted one's name starts empty.
+fn app_dir(tree: &Path, key: &WorkloadKey, app_id: Option<Uuid>) -> PathBuf {
+    let dir = tree.join(&key.tenant).join(&key.environment).join(&key.app);
+    match app_id {
+        Some(id) => dir.join(id.to_string()),
+        None => dir,
+    }
+}
+
+/// Removes a directory tree, saying why when it cannot (a file left is data kept).
+fn remove_tree(dir: &Path) {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "could not remove"),
     }
 }
 
@@ -767,13 +884,7 @@ fn instance_config(
     // A stateful ordinal gets the ports it had before whenever they are free, so that
     // its peers and clients find it where it was.
     let kept_at = a.ordinal.map(|o| {
-        config
-            .state_dir
-            .join("ports")
-            .join(&a.key.tenant)
-            .join(&a.key.environment)
-            .join(&a.key.app)
-            .join(format!("ordinal-{o}.json"))
+        app_dir(&config.state_dir.join("ports"), &a.key, a.app_id).join(format!("ordinal-{o}.json"))
     });
     let kept: BTreeMap<String, u16> = kept_at
         .as_ref()
@@ -819,20 +930,16 @@ fn instance_config(
             .iter()
             .map(|(name, value)| (name.clone(), value.expose().to_owned())),
     );
-    let app_dir = PathBuf::from(&a.key.tenant)
-        .join(&a.key.environment)
-        .join(&a.key.app);
     // A stateful instance keeps its directory per ordinal across restarts and revisions.
     let workdir_leaf = a
         .ordinal
         .map_or_else(|| a.name.clone(), |o| format!("ordinal-{o}"));
-    let workdir = config
-        .state_dir
-        .join("work")
-        .join(&app_dir)
-        .join(workdir_leaf);
+    let workdir = app_dir(&config.state_dir.join("work"), &a.key, a.app_id).join(&workdir_leaf);
+    if a.ordinal.is_some() && a.app_id.is_some() {
+        adopt_unkeyed_data(&config.state_dir, a, &workdir_leaf, &workdir);
+    }
     let log = LogFile::new(
-        &config.state_dir.join("logs").join(&app_dir),
+        &app_dir(&config.state_dir.join("logs"), &a.key, a.app_id),
         &a.name,
         config.log_limit_bytes,
     );
@@ -969,5 +1076,91 @@ mod tests {
         check("$UNKNOWN and $", "$UNKNOWN and $");
         check("${PORT", "${PORT");
         check("cost: 5$", "cost: 5$");
+    }
+
+    fn assignment(key: &WorkloadKey, app_id: Uuid, ordinal: u32) -> Assignment {
+        Assignment {
+            id: Uuid::new_v4(),
+            name: format!("{}-{ordinal}", key.app),
+            key: key.clone(),
+            app_id: Some(app_id),
+            revision: 1,
+            ordinal: Some(ordinal),
+            desired: Desired::Run,
+            spec: serde_json::from_value(serde_json::json!({"kind": "stateful", "command": "db"}))
+                .unwrap_or_else(|e| panic!("{e}")),
+            uid: None,
+            secrets: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_purge_waits_for_the_applications_instances_and_spares_a_new_one_of_the_same_name() {
+        let state = std::env::temp_dir().join(format!("paas-purge-{}", Uuid::new_v4()));
+        let key = WorkloadKey {
+            tenant: "acme".into(),
+            environment: "dev".into(),
+            app: "db".into(),
+        };
+        let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
+        let data = |id: Uuid, tree: &str| app_dir(&state.join(tree), &key, Some(id));
+        for id in [old, new] {
+            for tree in ["work", "logs", "ports"] {
+                std::fs::create_dir_all(data(id, tree).join("ordinal-0"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        let changed = Arc::new(Notify::new());
+        let purge = vec![Purge {
+            app_id: old,
+            key: key.clone(),
+        }];
+        let mut instances = Instances::default();
+        // An instance of the deleted application still waits to start here: its files
+        // stay.
+        let waiting = assignment(&key, old, 0);
+        instances
+            .waiting
+            .insert(waiting.id, ("waits".into(), waiting.clone()));
+        instances.purge(&state, &purge, &changed);
+        assert!(data(old, "work").exists() && instances.purged.is_empty());
+
+        instances.waiting.clear();
+        instances.purge(&state, &purge, &changed);
+        for tree in ["work", "logs", "ports"] {
+            assert!(!data(old, tree).exists(), "{tree}");
+            assert!(data(new, tree).join("ordinal-0").exists(), "{tree}");
+        }
+        assert_eq!(instances.purged, HashSet::from([old]));
+        // Acknowledged until the control plane stops sending it.
+        instances.purge(&state, &purge, &changed);
+        assert_eq!(instances.purged, HashSet::from([old]));
+        instances.purge(&state, &[], &changed);
+        assert!(instances.purged.is_empty());
+        let _ = std::fs::remove_dir_all(&state);
+    }
+
+    #[test]
+    fn an_ordinal_keeps_the_data_it_had_before_files_were_kept_per_application() {
+        let state = std::env::temp_dir().join(format!("paas-legacy-{}", Uuid::new_v4()));
+        let key = WorkloadKey {
+            tenant: "acme".into(),
+            environment: "dev".into(),
+            app: "db".into(),
+        };
+        let a = assignment(&key, Uuid::new_v4(), 1);
+        let legacy = app_dir(&state.join("work"), &key, None).join("ordinal-1");
+        std::fs::create_dir_all(&legacy).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(legacy.join("PG_VERSION"), "16").unwrap_or_else(|e| panic!("{e}"));
+        let workdir = app_dir(&state.join("work"), &key, a.app_id).join("ordinal-1");
+        adopt_unkeyed_data(&state, &a, "ordinal-1", &workdir);
+        assert_eq!(
+            std::fs::read_to_string(workdir.join("PG_VERSION"))
+                .ok()
+                .as_deref(),
+            Some("16")
+        );
+        assert!(!legacy.exists());
+        let _ = std::fs::remove_dir_all(&state);
     }
 }

@@ -52,6 +52,10 @@ pub struct Heartbeat {
     /// agent's heartbeat period, so the node keeps counting as alive.
     #[serde(default)]
     pub wait_ms: Option<u64>,
+    /// The deleted applications whose files this node has removed (acknowledging the
+    /// [`Purge`]s it was sent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub purged: Vec<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +88,11 @@ pub struct Assignment {
     pub id: Uuid,
     pub name: String,
     pub key: WorkloadKey,
+    /// The application the instance belongs to: its files on the node are kept under
+    /// it, so that an application created again under a deleted one's name never
+    /// finds the deleted one's data.
+    #[serde(default)]
+    pub app_id: Option<Uuid>,
     pub revision: i32,
     pub ordinal: Option<u32>,
     pub desired: Desired,
@@ -112,6 +121,18 @@ pub struct Assignments {
     /// How long a fenced instance's lease lasts from the heartbeat that renewed it.
     #[serde(default)]
     pub lease_ttl_ms: Option<u64>,
+    /// Deleted applications whose files (stateful data, logs, kept ports) the node
+    /// removes once none of their instances runs there, then acknowledges in its
+    /// heartbeats (`purged`) until the control plane stops sending them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub purges: Vec<Purge>,
+}
+
+/// A deleted application whose files a node removes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Purge {
+    pub app_id: Uuid,
+    pub key: WorkloadKey,
 }
 
 /// Where an application's traffic may go.

@@ -9,7 +9,10 @@
 //!   Service (`<app>`) selects the app across revisions.
 //! - `stateful`: one StatefulSet (`<app>`) whose template is the newest revision; the
 //!   ordinals the core moved to it are those at or above the rolling-update partition,
-//!   which is how ordinals move one at a time, highest first.
+//!   which is how ordinals move one at a time, highest first. Each ordinal claims a
+//!   `data` volume of the spec's `storage_mib`, mounted at `/data` as its working
+//!   directory; the claims outlive pods, revisions and scale-ins and are deleted with
+//!   the StatefulSet (the application).
 //! - `job`: one Job per revision; `cronjob`: one CronJob (suspended at zero);
 //!   `daemon`: one DaemonSet (absent at zero).
 //! - A revision's secrets: one immutable `Secret` (`<app>-r<revision>-secrets`),
@@ -26,8 +29,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, DeploymentStrategy,
-    RollingUpdateDeployment, RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec,
-    StatefulSetUpdateStrategy,
+    RollingUpdateDeployment, RollingUpdateStatefulSetStrategy, StatefulSet,
+    StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
@@ -37,9 +40,10 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext, Service,
-    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    HTTPGetAction, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -424,17 +428,81 @@ fn stateful_set(
                     max_unavailable: None,
                 }),
             }),
-            template: pod_template(
+            template: with_data_directory(pod_template(
                 pod_labels,
                 &newest.spec,
                 secret_env(key, newest),
                 PodRestart::Always,
                 placement,
+            )),
+            volume_claim_templates: Some(vec![data_claim(&newest.spec)]),
+            // An ordinal's data outlives its pods and revisions, and a scale-in (it
+            // may come back); it goes with the application.
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".to_owned()),
+                    when_scaled: Some("Retain".to_owned()),
+                },
             ),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
     }
+}
+
+/// Where a stateful ordinal's data volume is mounted: its working directory, as on
+/// the local runtime (an ordinal works in its data directory there too).
+pub const DATA_DIR: &str = "/data";
+
+/// The claim each ordinal of a stateful application makes for its data.
+fn data_claim(spec: &AppSpec) -> PersistentVolumeClaim {
+    let mib = spec.storage().unwrap_or(AppSpec::DEFAULT_STORAGE_MIB);
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    quantity_memory(mib),
+                )])),
+                limits: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Mounts the ordinal's data volume as the container's working directory and home.
+fn with_data_directory(mut template: PodTemplateSpec) -> PodTemplateSpec {
+    if let Some(container) = template
+        .spec
+        .as_mut()
+        .and_then(|pod| pod.containers.first_mut())
+    {
+        container
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: "data".to_owned(),
+                mount_path: DATA_DIR.to_owned(),
+                ..VolumeMount::default()
+            });
+        container.working_dir = Some(DATA_DIR.to_owned());
+        let env = container.env.get_or_insert_with(Vec::new);
+        if !env.iter().any(|e| e.name == "HOME") {
+            env.push(EnvVar {
+                name: "HOME".to_owned(),
+                value: Some(DATA_DIR.to_owned()),
+                value_from: None,
+            });
+        }
+    }
+    template
 }
 
 fn job(key: &WorkloadKey, ns: &str, shape: &RevisionShape, n: u32, placement: &Placement) -> Job {

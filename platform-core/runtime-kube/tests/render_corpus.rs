@@ -37,7 +37,7 @@ prop_compose! {
               cpu_extra in prop::option::of(0u32..2000), memory_extra in prop::option::of(0u32..2048),
               ports in prop::collection::btree_set("[a-z]{1,6}", 0..3),
               readiness in prop::option::of(check()), liveness in prop::option::of(check()),
-              minute in 0u32..60,
+              minute in 0u32..60, storage in prop::option::of(64u32..8192),
               labels in prop::collection::btree_map("[a-z]{1,6}(\\.[a-z]{1,4}/[a-z]{1,6})?", "[a-z0-9]{0,8}", 0..3))
         -> AppSpec {
         let ports: Vec<_> = ports.into_iter().map(|p| serde_json::json!({"name": p})).collect();
@@ -55,6 +55,7 @@ prop_compose! {
             "resources": {"cpu_millis": cpu, "memory_mib": memory}, "limits": limits,
             "ports": ports, "health": health, "labels": labels,
             "schedule": (kind == WorkloadKind::Cronjob).then(|| format!("{minute} */2 * * *")),
+            "storage_mib": storage.filter(|_| kind == WorkloadKind::Stateful),
         });
         let spec: AppSpec = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
         spec.validate().unwrap_or_else(|e| panic!("generated an invalid spec: {e:?}"));
@@ -236,6 +237,59 @@ fn violations(template: &PodTemplateSpec) -> Vec<String> {
     v
 }
 
+/// How a StatefulSet's ordinals fail to keep their data: a claim of the newest
+/// revision's size, mounted as the working directory, deleted with the application
+/// and kept through a scale-in.
+fn data_volume(set: &k8s_openapi::api::apps::v1::StatefulSet, w: &Workload) -> Vec<String> {
+    let mut v = Vec::new();
+    let Some(spec) = &set.spec else {
+        return vec!["no spec".into()];
+    };
+    let newest = w.revisions.iter().max_by_key(|r| r.revision);
+    let want = newest
+        .and_then(|r| r.spec.storage())
+        .map(|mib| format!("{mib}Mi"));
+    let claims: Vec<_> = spec.volume_claim_templates.iter().flatten().collect();
+    let size = claims
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("data"))
+        .and_then(|c| {
+            c.spec
+                .as_ref()?
+                .resources
+                .as_ref()?
+                .requests
+                .as_ref()?
+                .get("storage")
+        })
+        .map(|q| q.0.clone());
+    if size != want {
+        v.push(format!("data claim of {size:?}, not {want:?}"));
+    }
+    let policy = spec
+        .persistent_volume_claim_retention_policy
+        .clone()
+        .unwrap_or_default();
+    if (
+        policy.when_deleted.as_deref(),
+        policy.when_scaled.as_deref(),
+    ) != (Some("Delete"), Some("Retain"))
+    {
+        v.push(format!("claims retained {policy:?}"));
+    }
+    for c in spec.template.spec.iter().flat_map(|p| &p.containers) {
+        let mounted = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == "data" && m.mount_path == "/data");
+        if !mounted || c.working_dir.as_deref() != Some("/data") {
+            v.push(format!("{}: does not work in its data volume", c.name));
+        }
+    }
+    v
+}
+
 fn corpus_dir() -> PathBuf {
     std::env::var_os("PAAS_K8S_CORPUS").map_or_else(
         || PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("k8s-corpus"),
@@ -259,6 +313,10 @@ fn the_rendered_corpus_is_restricted_and_schema_valid() {
             let rendered = render(&w).map_err(|e| TestCaseError::fail(format!("{e}")))?;
             for object in &rendered.objects {
                 *kinds.borrow_mut().entry(object.kind()).or_default() += 1;
+                if let Object::StatefulSet(set) = object {
+                    let found = data_volume(set, &w);
+                    prop_assert!(found.is_empty(), "StatefulSet {}: {found:?}", object.name());
+                }
                 for t in templates(object) {
                     let found = violations(t);
                     prop_assert!(

@@ -30,7 +30,7 @@ use platform_core::runtime::{
 use platform_core::sealing::MasterKey;
 use platform_core::spec::{AppSpec, Resources, WorkloadKind};
 use proto::{
-    Assignment, Assignments, CanaryRoute, Desired, Heartbeat, InstanceReport, Registered,
+    Assignment, Assignments, CanaryRoute, Desired, Heartbeat, InstanceReport, Purge, Registered,
     Registration, Route, RouteTable, TcpRoute,
 };
 use store::{InstanceRow, NewInstance, Observation, Wanted};
@@ -40,10 +40,17 @@ pub const MAX_WAIT_MS: u64 = 30_000;
 
 /// The version of a node's assignments: which instances, and whether each should run.
 /// What an assignment carries besides never changes for an instance.
-fn assignments_version(instances: &[Assignment]) -> String {
+/// The purges it carries count too.
+fn assignments_version(instances: &[Assignment], purges: &[Purge]) -> String {
     let mut pairs: Vec<(Uuid, Desired)> = instances.iter().map(|a| (a.id, a.desired)).collect();
     pairs.sort_by_key(|(id, _)| *id);
-    changes::version_of(&pairs)
+    let mut purged: Vec<Uuid> = purges.iter().map(|p| p.app_id).collect();
+    purged.sort();
+    if purged.is_empty() {
+        changes::version_of(&pairs)
+    } else {
+        changes::version_of(&(pairs, purged))
+    }
 }
 
 /// How long a node may be silent before its stateless instances are replaced
@@ -602,13 +609,26 @@ impl LocalRuntime {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let instances = self.assignments(node, &reported).await?;
-            let version = assignments_version(&instances);
+            let purges: Vec<Purge> = store::purges(&self.pool, node)
+                .await?
+                .into_iter()
+                .map(|p| Purge {
+                    app_id: p.application_id,
+                    key: WorkloadKey {
+                        tenant: p.tenant,
+                        environment: p.environment,
+                        app: p.app,
+                    },
+                })
+                .collect();
+            let version = assignments_version(&instances, &purges);
             if beat.version.as_deref() != Some(version.as_str()) {
                 return Ok(Assignments {
                     instances,
                     version: Some(version),
                     unchanged: false,
                     lease_ttl_ms,
+                    purges,
                 });
             }
             match tokio::time::timeout_at(deadline, wake.changed()).await {
@@ -620,6 +640,7 @@ impl LocalRuntime {
                         version: Some(version),
                         unchanged: true,
                         lease_ttl_ms,
+                        purges: Vec::new(),
                     });
                 }
             }
@@ -685,6 +706,7 @@ impl LocalRuntime {
                 .await?;
             }
         }
+        store::acknowledge_purges(&mut tx, node, &beat.purged).await?;
         let reported: Vec<Uuid> = beat.instances.iter().map(|r| r.id).collect();
         for gone in store::forget_stopped(&mut tx, node, &reported).await? {
             let message = format!("stopped on {node}");
@@ -746,6 +768,7 @@ impl LocalRuntime {
                     environment: row.environment,
                     app: row.app,
                 },
+                app_id: Some(row.application_id),
                 revision: row.revision,
                 ordinal: row.ordinal.and_then(|o| u32::try_from(o).ok()),
                 desired,
@@ -1889,6 +1912,10 @@ impl Runtime for LocalRuntime {
         .is_none()
         {
             store::release_router_ports(&mut tx, app_id)
+                .await
+                .map_err(unavailable)?;
+            // Its files go from every node once its instances there have stopped.
+            store::add_purges(&mut tx, app_id)
                 .await
                 .map_err(unavailable)?;
         }

@@ -444,6 +444,55 @@ pub async fn forget_stopped(
     .fetch_all(conn)
     .await
 }
+/// Asks every node to remove a deleted application's files (again, if it was asked
+/// before and has not acknowledged).
+pub async fn add_purges(conn: &mut PgConnection, application_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO local_purges (node, application_id) SELECT name, $1 FROM nodes
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(application_id)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+/// A deleted application whose files a node should remove.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PurgeRow {
+    pub application_id: Uuid,
+    pub tenant: String,
+    pub environment: String,
+    pub app: String,
+}
+pub async fn purges<'e>(ex: impl PgExecutor<'e>, node: &str) -> Result<Vec<PurgeRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT p.application_id, t.slug AS tenant, e.name AS environment, a.name AS app
+         FROM local_purges p
+         JOIN applications a ON a.id = p.application_id
+         JOIN environments e ON e.id = a.environment_id
+         JOIN tenants t ON t.id = a.tenant_id
+         WHERE p.node = $1 ORDER BY p.created_at, p.application_id",
+    )
+    .bind(node)
+    .fetch_all(ex)
+    .await
+}
+/// Takes a node's acknowledgement that it removed these applications' files.
+pub async fn acknowledge_purges(
+    conn: &mut PgConnection,
+    node: &str,
+    application_ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    if application_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM local_purges WHERE node = $1 AND application_id = ANY($2)")
+        .bind(node)
+        .bind(application_ids)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
 /// A backend the router may send an application's traffic to.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RouteRow {

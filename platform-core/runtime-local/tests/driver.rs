@@ -347,6 +347,7 @@ async fn a_held_heartbeat_is_answered_the_moment_its_node_is_given_an_instance_a
         instances: Vec::new(),
         version,
         wait_ms: Some(wait_ms),
+        purged: Vec::new(),
     };
     let first = must(runtime.heartbeat("n1", &beat(None, 0)).await);
     assert!(first.instances.is_empty() && !first.unchanged);
@@ -585,4 +586,96 @@ async fn each_nodes_requests_follow_every_placement_stop_and_removal(pool: PgPoo
     must(reconciler.tick().await);
     check("deleting both").await;
     assert!(requests(&pool).await.0.is_empty());
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_deleted_application_keeps_its_name_until_released_then_every_node_purges_its_files(
+    pool: PgPool,
+) {
+    use platform_core::reconciler::Reconciler;
+    use runtime_local::proto::Heartbeat;
+    let world = World::new(pool.clone()).await;
+    let runtime = std::sync::Arc::new(runtime_local::LocalRuntime::new(
+        pool.clone(),
+        "token".into(),
+        master(),
+    ));
+    for name in ["n1", "n2"] {
+        node(&runtime, name).await;
+    }
+    let alice = world.login("alice").await;
+    let access = must(world.platform.tenant(&alice, "acme").await);
+    let new_db = || NewApplication {
+        environment: must(EnvName::parse("dev")),
+        name: must(AppName::parse("db")),
+        description: String::new(),
+        spec: must(serde_json::from_value(
+            serde_json::json!({"kind": "stateful", "command": "db", "replicas": 1}),
+        )),
+    };
+    let first = must(world.platform.create_application(&access, new_db()).await).application;
+    let runtimes = platform_core::runtime::Runtimes::default().with("local", runtime.clone());
+    let reconciler = Reconciler::new(pool.clone(), runtimes, master());
+    must(reconciler.tick().await);
+    let beat = |purged: Vec<uuid::Uuid>| Heartbeat {
+        instances: Vec::new(),
+        version: None,
+        wait_ms: None,
+        purged,
+    };
+    let holder = placed(&pool, "db").await[0].1.clone();
+    let assigned = must(runtime.heartbeat(&holder, &beat(Vec::new())).await);
+    assert_eq!(assigned.instances[0].app_id, Some(first.id));
+    assert!(assigned.purges.is_empty());
+
+    must(
+        world
+            .platform
+            .delete_application(&access, "dev", "db", None)
+            .await,
+    );
+    // Until its runtime has released it, the name is not free: a new `db` would be
+    // removed with the old one.
+    match world.platform.create_application(&access, new_db()).await {
+        Err(CoreError::Conflict {
+            field: "name",
+            message,
+        }) => {
+            assert!(message.contains("still being removed"), "{message}");
+        }
+        other => panic!("a held name was taken: {other:?}"),
+    }
+    must(reconciler.tick().await);
+
+    // Every node is asked to remove the deleted application's files, the node that
+    // ran it with the stop of its instance.
+    let mut versions = Vec::new();
+    for name in ["n1", "n2"] {
+        let answer = must(runtime.heartbeat(name, &beat(Vec::new())).await);
+        let purge = answer.purges.iter().map(|p| (p.app_id, p.key.to_string()));
+        assert_eq!(
+            purge.collect::<Vec<_>>(),
+            vec![(first.id, "acme/dev/db".to_owned())],
+            "{name}"
+        );
+        versions.push(answer.version);
+    }
+    // The name is free again; the new application's instances carry their own id.
+    let second = must(world.platform.create_application(&access, new_db()).await).application;
+    assert_ne!(second.id, first.id);
+    must(reconciler.tick().await);
+
+    // An acknowledgement ends the purge for that node only, and changes its version.
+    let acked = must(runtime.heartbeat("n1", &beat(vec![first.id])).await);
+    assert!(acked.purges.is_empty(), "{acked:?}");
+    assert_ne!(acked.version, versions[0]);
+    let other = must(runtime.heartbeat("n2", &beat(Vec::new())).await);
+    assert_eq!(other.purges.len(), 1);
+    let ids: Vec<Option<uuid::Uuid>> = [acked, other]
+        .iter()
+        .flat_map(|a| a.instances.iter().filter(|i| i.key.app == "db"))
+        .filter(|i| i.desired == runtime_local::proto::Desired::Run)
+        .map(|i| i.app_id)
+        .collect();
+    assert_eq!(ids, vec![Some(second.id)]);
 }

@@ -288,6 +288,14 @@ pub struct AppSpec {
     /// term's `selector`); on Kubernetes its pods carry them too.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Only for `stateful`: the size of each ordinal's data directory, its working
+    /// directory, which outlives restarts and revisions and goes with the application.
+    /// On Kubernetes, the volume each ordinal claims (1024 MiB unless set); on the
+    /// local runtime, a directory on its node's disk, not limited. It cannot change
+    /// once the application exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 64, maximum = 1048576)]
+    pub storage_mib: Option<u32>,
 }
 
 /// The schema of `env`, from the bounds [`AppSpec::validate`] checks.
@@ -333,6 +341,30 @@ impl AppSpec {
     /// Checks every field, reporting the first problem with its path under `spec.`.
     pub fn validate(&self) -> Result<(), FieldError> {
         self.check().map_err(|e| e.under("spec"))
+    }
+
+    /// The size of a stateful ordinal's data directory, where it has one.
+    pub fn storage(&self) -> Option<u32> {
+        (self.kind == WorkloadKind::Stateful)
+            .then(|| self.storage_mib.unwrap_or(Self::DEFAULT_STORAGE_MIB))
+    }
+
+    pub const DEFAULT_STORAGE_MIB: u32 = 1024;
+
+    /// Checks what may not change from `current` to this spec: a stateful
+    /// application's storage (its ordinals' volumes keep the size they were made with).
+    pub fn check_change_from(&self, current: &Self) -> Result<(), FieldError> {
+        if let (Some(was), Some(now)) = (current.storage(), self.storage())
+            && was != now
+        {
+            return Err(FieldError::new(
+                "spec.storage_mib",
+                format!(
+                    "cannot change once the application exists (its ordinals' data directories were made with {was} MiB)"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn check(&self) -> Result<(), FieldError> {
@@ -441,6 +473,20 @@ impl AppSpec {
                 "limits.memory_mib",
                 "must be at least resources.memory_mib and at most 262144",
             ));
+        }
+        if let Some(storage) = self.storage_mib {
+            if self.kind != WorkloadKind::Stateful {
+                return Err(FieldError::new(
+                    "storage_mib",
+                    "only a stateful application has a data directory to size",
+                ));
+            }
+            if !(64..=1_048_576).contains(&storage) {
+                return Err(FieldError::new(
+                    "storage_mib",
+                    "must be between 64 and 1048576",
+                ));
+            }
         }
         if self.ports.len() > 8 {
             return Err(FieldError::new("ports", "must have at most 8 entries"));

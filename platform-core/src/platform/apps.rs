@@ -236,6 +236,30 @@ impl Platform {
         .await
     }
 
+    /// An update released with `strategy` rather than the environment's default (a
+    /// bundle's upgrade of its application); approvals and freezes still apply.
+    pub(super) async fn update_released_by(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        name: &str,
+        spec: AppSpec,
+        description: Option<String>,
+        strategy: Option<crate::releases::policy::Strategy>,
+    ) -> Result<ApplicationDetail, CoreError> {
+        let mut plan = self
+            .plan_update(access, environment, name, spec, description, None)
+            .await?;
+        if plan.changes_nothing() {
+            return Ok(plan.current);
+        }
+        plan.strategy = strategy;
+        let mut tx = self.pool.begin().await?;
+        let detail = self.write_update(&mut tx, access, plan).await?;
+        tx.commit().await?;
+        Ok(detail)
+    }
+
     /// An update whose release names `cause`.
     pub(super) async fn update_caused(
         &self,
@@ -289,6 +313,7 @@ impl Platform {
         }
         self.preflight(&env, &spec)?;
         let current = self.application(access, environment, name).await?;
+        spec.check_change_from(&current.spec)?;
         self.check_version(
             &self.pool,
             access,
@@ -306,6 +331,7 @@ impl Platform {
             current,
             spec,
             cause: super::releases::Cause::Change,
+            strategy: None,
             description,
             if_version,
         })
@@ -323,6 +349,7 @@ impl Platform {
             current,
             spec,
             cause,
+            strategy,
             description,
             if_version,
         } = plan;
@@ -379,7 +406,7 @@ impl Platform {
             }
             release = Some(
                 super::releases::new_revision(
-                    &mut *tx, access, app_id, revision, &spec_json, &secrets, cause, None,
+                    &mut *tx, access, app_id, revision, &spec_json, &secrets, cause, strategy,
                 )
                 .await?,
             );
@@ -978,6 +1005,8 @@ struct PlannedUpdate {
     spec: AppSpec,
     /// What the new revision's release says caused it.
     cause: super::releases::Cause,
+    /// The release's strategy, when not the environment's default.
+    strategy: Option<crate::releases::policy::Strategy>,
     /// The new description, when it differs.
     description: Option<String>,
     if_version: Option<i64>,
@@ -1050,7 +1079,7 @@ async fn insert_planned<'e>(
             e,
             "name",
             format!(
-                "an application '{}' already exists in '{}'",
+                "an application '{}' already exists in '{}' (or, just deleted, is still being removed)",
                 input.name, env.name
             ),
         )

@@ -106,6 +106,65 @@ impl Platform {
         force: bool,
     ) -> Result<StoredPolicy, CoreError> {
         access.require(Permission::ManageAutoscaling, "set autoscaling policies")?;
+        self.write_autoscaling_policy(access, environment, app, policy, (if_version, force), None)
+            .await
+    }
+
+    /// Applies a bundle's default policy to the application it installed: when it has
+    /// none, or still has the previous version's default (`previous`), never over a
+    /// policy someone set. The bundle catalog is the platform's own (compiled in, not
+    /// sent by users), so its defaults are applied with the installer's rights to the
+    /// application even where they do not include managing autoscaling; the audit
+    /// record says which bundle set it.
+    pub(super) async fn apply_default_autoscaling(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        app: &str,
+        default: &serde_json::Value,
+        previous: Option<&serde_json::Value>,
+        via: &str,
+    ) -> Result<(), CoreError> {
+        let parse = |v: &serde_json::Value| serde_json::from_value::<Policy>(v.clone());
+        let policy = parse(default).map_err(|e| {
+            CoreError::Internal(format!("{app}: the bundle's autoscaling policy: {e}"))
+        })?;
+        let current = self.autoscaling_policy(access, environment, app).await?;
+        let replace = match &current {
+            None => true,
+            Some(stored) => {
+                stored.policy != policy
+                    && previous
+                        .and_then(|p| parse(p).ok())
+                        .is_some_and(|p| p == stored.policy)
+            }
+        };
+        if !replace {
+            return Ok(());
+        }
+        let version = current.map(|c| c.version);
+        self.write_autoscaling_policy(
+            access,
+            environment,
+            app,
+            policy,
+            (version, false),
+            Some(via),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Checks and stores a policy; `via` names what set it (a bundle) for the audit.
+    async fn write_autoscaling_policy(
+        &self,
+        access: &TenantAccess,
+        environment: &str,
+        app: &str,
+        policy: Policy,
+        (if_version, force): (Option<i64>, bool),
+        via: Option<&str>,
+    ) -> Result<StoredPolicy, CoreError> {
         let detail = self.application(access, environment, app).await?;
         let id = detail.application.id;
         policy.compile_draft(detail.spec.kind, Utc::now())?;
@@ -138,6 +197,10 @@ impl Platform {
         let value = serde_json::to_value(&policy)
             .map_err(|e| CoreError::Internal(format!("autoscaling policy: {e}")))?;
         let version = store::autoscaling::upsert(&mut tx, access.tenant().id, id, &value).await?;
+        let mut details = json!({"policy": value, "version": version});
+        if let Some(via) = via {
+            details["via"] = json!(via);
+        }
         audit_app(
             &mut tx,
             access,
@@ -148,7 +211,7 @@ impl Platform {
             },
             environment,
             app,
-            json!({"policy": value, "version": version}),
+            details,
         )
         .await?;
         tx.commit().await?;

@@ -17,12 +17,13 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::services::{NewBinding, NewServiceInstance};
+use super::services::{NewBinding, NewServiceInstance, ServiceInstanceChange};
 use super::{Audit, Platform, record};
 use crate::authz::{Permission, TenantAccess};
 use crate::model::Environment;
 use crate::names::{AppName, EnvName};
 use crate::platform::apps::NewApplication;
+use crate::releases::policy::Strategy;
 use crate::spec::AppSpec;
 use crate::store::bundles::{self as store, BundleState, InstallationRow};
 use crate::store::services::{BindingState, InstanceState};
@@ -434,16 +435,19 @@ impl Platform {
                 .await;
         }
         // What the version it came from had and this one has not goes first.
-        if let Some(previous) = &row.previous_version {
-            let previous = manifest_of(row, previous)?;
-            if let Pass::Waiting(why) = self
-                .remove_components(&access, &env, &previous, &current)
+        let previous = match &row.previous_version {
+            Some(v) => Some(manifest_of(row, v)?),
+            None => None,
+        };
+        if let Some(previous) = &previous
+            && let Pass::Waiting(why) = self
+                .remove_components(&access, &env, previous, &current)
                 .await?
-            {
-                return Ok(Pass::Waiting(why));
-            }
+        {
+            return Ok(Pass::Waiting(why));
         }
-        self.add_components(&access, &env, &current).await
+        self.add_components(&access, &env, &current, previous.as_ref())
+            .await
     }
 
     /// Provisions, onboards, applies and binds what `manifest` has; `Done` when all is
@@ -453,12 +457,29 @@ impl Platform {
         access: &TenantAccess,
         env: &Environment,
         manifest: &BundleManifest,
+        previous: Option<&BundleManifest>,
     ) -> Result<Pass, CoreError> {
         let mut waiting = Vec::new();
         // The instances found ready in this pass: bindings wait for the others.
         let mut ready = std::collections::HashSet::new();
         for s in &manifest.services {
             match self.service_instance(access, &env.name, &s.name).await {
+                Ok(i) if i.state == InstanceState::Ready && i.operation.is_some() => {
+                    waiting.push(format!("service '{}' is being changed", s.name));
+                }
+                // A new version's plan or parameters are an update of the instance.
+                Ok(i)
+                    if i.state == InstanceState::Ready
+                        && (i.plan != s.plan || i.parameters != s.parameters) =>
+                {
+                    let change = ServiceInstanceChange {
+                        plan: (i.plan != s.plan).then(|| s.plan.clone()),
+                        parameters: (i.parameters != s.parameters).then(|| s.parameters.clone()),
+                    };
+                    self.update_service(access, &env.name, &s.name, change, Some(i.version))
+                        .await?;
+                    waiting.push(format!("service '{}' is being changed", s.name));
+                }
                 Ok(i) if i.state == InstanceState::Ready => {
                     ready.insert(s.name.as_str());
                 }
@@ -495,13 +516,21 @@ impl Platform {
             match self.application(access, &env.name, &a.name).await {
                 Ok(detail) if detail.spec == spec => {}
                 Ok(_) => {
-                    self.update_application(
+                    let strategy = a
+                        .release
+                        .clone()
+                        .map(serde_json::from_value::<Strategy>)
+                        .transpose()
+                        .map_err(|e| {
+                            CoreError::Internal(format!("{}'s release strategy: {e}", a.name))
+                        })?;
+                    self.update_released_by(
                         access,
                         &env.name,
                         &a.name,
                         spec,
                         Some(a.description.clone()),
-                        None,
+                        strategy,
                     )
                     .await?;
                 }
@@ -523,6 +552,14 @@ impl Platform {
                     .await?;
                 }
                 Err(e) => return Err(e),
+            }
+            if let Some(default) = &a.autoscaling {
+                let before = previous
+                    .and_then(|p| p.applications.iter().find(|x| x.name == a.name))
+                    .and_then(|x| x.autoscaling.as_ref());
+                let via = format!("bundle {} {}", manifest.name, manifest.version);
+                self.apply_default_autoscaling(access, &env.name, &a.name, default, before, &via)
+                    .await?;
             }
         }
         let bindings = self.environment_bindings(access, &env.name).await?;
@@ -680,4 +717,41 @@ enum Pass {
     Done,
     /// Waiting for brokers or rollouts; what for.
     Waiting(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autoscaling::policy::Policy;
+
+    #[test]
+    fn every_bundles_specs_and_policies_are_the_platforms_own_and_valid() {
+        let mut policies = 0;
+        for bundle in domain_paas::catalog::all() {
+            for a in &bundle.applications {
+                let at = format!("{} {}: {}", bundle.name, bundle.version, a.name);
+                let spec: AppSpec = serde_json::from_value(a.spec.clone())
+                    .unwrap_or_else(|e| panic!("{at}: spec: {e}"));
+                spec.validate()
+                    .unwrap_or_else(|e| panic!("{at}: spec: {e:?}"));
+                if let Some(p) = &a.autoscaling {
+                    let policy: Policy = serde_json::from_value(p.clone())
+                        .unwrap_or_else(|e| panic!("{at}: autoscaling: {e}"));
+                    policy
+                        .compile_draft(spec.kind, Utc::now())
+                        .unwrap_or_else(|e| panic!("{at}: autoscaling: {e:?}"));
+                    policies += 1;
+                }
+                if let Some(r) = &a.release {
+                    let strategy: Strategy = serde_json::from_value(r.clone())
+                        .unwrap_or_else(|e| panic!("{at}: release: {e}"));
+                    strategy
+                        .check_for(spec.kind)
+                        .unwrap_or_else(|e| panic!("{at}: release: {e:?}"));
+                    policies += 1;
+                }
+            }
+        }
+        assert!(policies >= 4, "the retail bundle's defaults are checked");
+    }
 }

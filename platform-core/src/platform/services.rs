@@ -1412,6 +1412,7 @@ impl Platform {
         .await?;
         tx.commit().await?;
 
+        let route = self.route_of(access, &env, &new.application).await;
         let request = osb::wire::BindRequest {
             service_id: row.service_id.clone(),
             plan_id: row.plan_id.clone(),
@@ -1424,21 +1425,7 @@ impl Platform {
             },
             bind_resource: Some(osb::wire::BindResource {
                 app_guid: Some(application.id.to_string()),
-                // On the local runtime the router serves every application under its
-                // path; a Kubernetes environment has no address the platform could
-                // name for a broker outside the cluster.
-                route: self
-                    .router_url
-                    .as_deref()
-                    .filter(|_| env.runtime == "local")
-                    .map(|r| {
-                        format!(
-                            "{r}/apps/{}/{}/{}/",
-                            access.tenant().slug,
-                            env.name,
-                            new.application
-                        )
-                    }),
+                route,
             }),
             parameters: None,
         };
@@ -1649,5 +1636,37 @@ impl Platform {
         tx.commit().await?;
         self.service_wake.notify_one();
         Ok(())
+    }
+}
+
+impl Platform {
+    /// The URL a broker reaches a bound application's HTTP port at (a gateway routes
+    /// to it): on the local runtime, the router's path for the application; elsewhere
+    /// the runtime's stable address for the port (a Service name on Kubernetes, which
+    /// a broker's servers running in the same cluster resolve). `None` when the
+    /// application serves no HTTP or the runtime names no address.
+    async fn route_of(
+        &self,
+        access: &TenantAccess,
+        env: &crate::model::Environment,
+        app: &str,
+    ) -> Option<String> {
+        if env.runtime == "local" {
+            return self
+                .router_url
+                .as_deref()
+                .map(|r| format!("{r}/apps/{}/{}/{app}/", access.tenant().slug, env.name));
+        }
+        let detail = self.application(access, &env.name, app).await.ok()?;
+        let port = detail
+            .spec
+            .ports
+            .iter()
+            .find(|p| p.protocol == crate::spec::PortProtocol::Http)?;
+        let endpoints = self.endpoints(access, &env.name, app).await.ok()?;
+        endpoints
+            .into_iter()
+            .find(|e| e.port == port.name && e.ordinal.is_none())
+            .map(|e| format!("http://{}/", e.address))
     }
 }

@@ -47,6 +47,9 @@ pub struct AppForm {
     pub(super) limit_cpu_millis: String,
     #[serde(default)]
     pub(super) limit_memory_mib: String,
+    /// A stateful application's data directory size (empty: the default).
+    #[serde(default)]
+    pub(super) storage_mib: String,
     /// The placement rules as JSON (empty: none).
     #[serde(default)]
     pub(super) placement: String,
@@ -82,6 +85,7 @@ impl Default for AppForm {
             package: String::new(),
             limit_cpu_millis: String::new(),
             limit_memory_mib: String::new(),
+            storage_mib: String::new(),
             placement: String::new(),
             labels: String::new(),
             force: String::new(),
@@ -134,6 +138,7 @@ impl AppForm {
                 .memory_mib
                 .map(|v| v.to_string())
                 .unwrap_or_default(),
+            storage_mib: spec.storage_mib.map(|v| v.to_string()).unwrap_or_default(),
             placement: if spec.placement.is_empty() {
                 String::new()
             } else {
@@ -239,6 +244,7 @@ impl AppForm {
                 )?
             },
             labels,
+            storage_mib: optional_number("storage_mib", &self.storage_mib)?,
             health: HealthSpec {
                 readiness: Some(self.health_path.trim())
                     .filter(|p| !p.is_empty())

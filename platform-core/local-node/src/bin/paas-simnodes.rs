@@ -111,6 +111,11 @@ async fn node(args: Arc<Args>, http: reqwest::Client, index: usize, held_total: 
             instances: reports,
             version: held.as_ref().and_then(|a| a.version.clone()),
             wait_ms: Some(args.heartbeat_ms),
+            // A simulated node holds no files: every purge is done at once.
+            purged: held
+                .as_ref()
+                .map(|a| a.purges.iter().map(|p| p.app_id).collect())
+                .unwrap_or_default(),
         };
         let answer = http
             .post(format!(
