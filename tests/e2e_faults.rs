@@ -64,13 +64,13 @@ fn running(site: &Site) -> Vec<Running> {
         .filter_map(|p| {
             let cwd = std::fs::read_link(format!("/proc/{}/cwd", p.pid)).ok()?;
             let rest = cwd.strip_prefix(&agents).ok()?;
-            // <node>/work/<tenant>/<env>/<app>/<leaf>
+            // <node>/work/<tenant>/<env>/<app>/<app id>/<leaf>
             let parts: Vec<String> = rest
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .collect();
             match parts.as_slice() {
-                [node, work, _, _, app, leaf] if work == "work" => Some(Running {
+                [node, work, _, _, app, _, leaf] if work == "work" => Some(Running {
                     node: node.clone(),
                     app: app.clone(),
                     leaf: leaf.clone(),
@@ -415,8 +415,16 @@ async fn a_node_that_never_comes_back_fences_its_ordinal_which_moves_only_when_a
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Its data is still on the node it left, for an operator to recover.
+    let (_, redis) = dev
+        .call(
+            reqwest::Method::GET,
+            "/environments/dev/applications/redis",
+            None,
+        )
+        .await;
     let left_behind = site.data_dir.join(format!(
-        "agents/{node}/work/acme/dev/redis/ordinal-0/appendonlydir"
+        "agents/{node}/work/acme/dev/redis/{}/ordinal-0/appendonlydir",
+        redis["id"].as_str().unwrap_or_default()
     ));
     assert!(left_behind.exists(), "{}", left_behind.display());
     paas.stop().await;

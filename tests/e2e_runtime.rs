@@ -302,6 +302,16 @@ async fn stateful_daemon_and_job_kinds_run_as_their_kind_says() {
             .unwrap_or("")
             .to_owned()
     };
+    // An ordinal's data directory is kept under its application's id.
+    let (_, app) = dev
+        .call(
+            reqwest::Method::GET,
+            "/environments/dev/applications/db",
+            None,
+        )
+        .await;
+    let app_id = app["id"].as_str().unwrap_or_default().to_owned();
+    assert!(!app_id.is_empty(), "{app}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let node = node_of_0(&dev.instances("db").await);
@@ -309,7 +319,7 @@ async fn stateful_daemon_and_job_kinds_run_as_their_kind_says() {
             .data_dir
             .join("agents")
             .join(&node)
-            .join("work/acme/dev/db/ordinal-0/data.log");
+            .join(format!("work/acme/dev/db/{app_id}/ordinal-0/data.log"));
         if std::fs::read_to_string(&log).is_ok_and(|l| l.lines().count() >= 2) {
             break;
         }
@@ -3527,7 +3537,8 @@ async fn a_retail_bundle_installs_in_one_request_upgrades_with_a_diff_and_uninst
         )
         .await;
     assert!(app["current_revision"].as_i64().unwrap_or(0) > 1, "{app}");
-    // Released with the bundle's strategy for it, not the environment's default.
+    // Released with the bundle's strategy for it, not the environment's default (the
+    // release of the new spec; the queue's binding makes one of its own).
     let (_, releases) = dev
         .call(
             reqwest::Method::GET,
@@ -3537,7 +3548,11 @@ async fn a_retail_bundle_installs_in_one_request_upgrades_with_a_diff_and_uninst
         .await;
     let newest = releases["items"]
         .as_array()
-        .and_then(|r| r.iter().max_by_key(|r| r["to_revision"].as_i64()))
+        .and_then(|r| {
+            r.iter()
+                .filter(|r| r["cause"] == "change")
+                .max_by_key(|r| r["to_revision"].as_i64())
+        })
         .cloned()
         .unwrap_or_default();
     let strategy = &newest["strategy"];
