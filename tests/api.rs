@@ -59,14 +59,37 @@ async fn a_developer_creates_changes_and_deletes_an_application(pool: PgPool) {
         (status, body["error"].as_str()),
         (StatusCode::NOT_FOUND, Some("not_found"))
     );
-    // The name is free again once the application is deleted.
-    let (status, _) = dev
-        .post(
-            "/api/v1/tenants/acme/applications",
-            json!({"environment": "dev", "name": "shop", "spec": service_spec()}),
-        )
+    // The name stays taken until the runtime has released the deleted application
+    // (a new one must not be removed with it), then it is free again.
+    let recreate = json!({"environment": "dev", "name": "shop", "spec": service_spec()});
+    let (status, body) = dev
+        .post("/api/v1/tenants/acme/applications", recreate.clone())
         .await;
-    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        (status, body["error"].as_str(), body["field"].as_str()),
+        (StatusCode::CONFLICT, Some("already_exists"), Some("name")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("still being removed")),
+        "{body}"
+    );
+    let master = must(platform_core::sealing::MasterKey::generate()).0;
+    let local =
+        runtime_local::LocalRuntime::new(server.pool.clone(), "token".into(), master.clone());
+    let runtimes =
+        platform_core::runtime::Runtimes::default().with("local", std::sync::Arc::new(local));
+    must(
+        platform_core::reconciler::Reconciler::new(server.pool.clone(), runtimes, master)
+            .tick()
+            .await,
+    );
+    let (status, body) = dev
+        .post("/api/v1/tenants/acme/applications", recreate)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -95,6 +95,16 @@ fn stem(id: &str, len: usize) -> String {
 /// port the platform gives, TCP only.
 const START: &str = r#"umask 077
 BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+# initdb and postgres look their user up: an identity the image does not list (a
+# cluster's non-root UID) is named through nss_wrapper where the image has it.
+if ! id -un >/dev/null 2>&1; then
+  for lib in /usr/lib/*/libnss_wrapper.so /usr/lib/libnss_wrapper.so; do
+    [ -f "$lib" ] && export LD_PRELOAD="$lib"
+  done
+  echo "postgres:x:$(id -u):$(id -g):PostgreSQL:$PWD:/bin/false" > passwd
+  echo "postgres:x:$(id -g):" > group
+  export NSS_WRAPPER_PASSWD="$PWD/passwd" NSS_WRAPPER_GROUP="$PWD/group"
+fi
 if [ ! -f data/PG_VERSION ]; then
   printf '%s' "$POSTGRES_ADMIN_PASSWORD" > pwfile
   "$BIN/initdb" -D data -U admin --auth=scram-sha-256 --pwfile=pwfile --encoding=UTF8 --locale=C.UTF-8 >/dev/null

@@ -95,10 +95,12 @@ fn consumers(instance: &InstanceRecord) -> Result<Vec<Consumer>, BackendError> {
 }
 
 /// The script that starts the server: the configuration and its maps from the
-/// environment, then HAProxy in the foreground. (`printenv`, not `$NAME`: the local
+/// environment (in the working directory, or `/tmp` where it is read-only, as a
+/// container's is on Kubernetes), then HAProxy in the foreground. (`printenv`, not `$NAME`: the local
 /// runtime expands `$NAME` in arguments with the spec's environment before the shell
 /// runs, which would paste the configuration into the script.)
 const START: &str = r#"umask 077
+[ -w . ] || cd /tmp
 printenv GW_CONFIG > haproxy.cfg
 printenv GW_CONSUMERS > consumers.map
 printenv GW_LIMITS > limits.map

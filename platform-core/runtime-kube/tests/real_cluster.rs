@@ -2,7 +2,9 @@
 //! (kind or k3d will do; see the README). Skipped, and says so, otherwise.
 //!
 //! Onboards a service, scales it, runs two revisions side by side, and deletes it, in
-//! a namespace of its own (`paas-kt<random>-dev`) that it removes at the end.
+//! a namespace of its own (`paas-kt<random>-dev`) that it removes at the end; runs a
+//! stateful ordinal whose data outlives its pod and goes with the application (the
+//! cluster needs a default StorageClass, as kind's and k3d's have).
 
 use std::time::{Duration, Instant};
 
@@ -134,4 +136,115 @@ async fn onboard_scale_two_revisions_and_delete_on_a_real_cluster() {
             &DeleteParams::default(),
         )
         .await;
+}
+
+/// The kubeconfig's client, for what the driver does not show (claims, pod deletion).
+async fn client() -> kube::Client {
+    must(kube::Client::try_from(must(
+        kube::Config::from_custom_kubeconfig(
+            must(kube::config::Kubeconfig::read_from(
+                std::env::var_os("PAAS_TEST_KUBECONFIG").unwrap_or_default(),
+            )),
+            &Default::default(),
+        )
+        .await,
+    )))
+}
+
+/// Waits until the ordinal's log says it has started `n` times in its data directory.
+async fn started_times(runtime: &KubeRuntime, key: &WorkloadKey, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let want = format!("starts={n}");
+    loop {
+        let logs = runtime.logs(key, "store-0", 20).await.unwrap_or_default();
+        if logs.iter().any(|l| l.trim() == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store-0 never said {want}: {logs:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stateful_ordinal_keeps_its_data_volume_across_pods_and_it_goes_with_the_application() {
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+    if std::env::var_os("PAAS_TEST_KUBECONFIG").is_none() {
+        eprintln!(
+            "SKIPPED: the real-cluster suite needs PAAS_TEST_KUBECONFIG (see README: kind or k3d)"
+        );
+        return;
+    }
+    let source = ClusterSource::Kubeconfig(
+        std::env::var_os("PAAS_TEST_KUBECONFIG")
+            .unwrap_or_default()
+            .into(),
+    );
+    let runtime = must(KubeRuntime::connect(&source).await);
+    let key = WorkloadKey {
+        tenant: format!("ks{}", std::process::id()),
+        environment: "dev".into(),
+        app: "store".into(),
+    };
+    // Counts its starts in a file of its working directory, its data volume.
+    let spec: AppSpec = must(serde_json::from_value(serde_json::json!({
+        "kind": "stateful",
+        "image": "busybox:1.36",
+        "command": "sh",
+        "args": ["-c", "echo start >> starts.log; echo starts=$(wc -l < starts.log); exec sleep 3600"],
+        "storage_mib": 64,
+        "resources": {"cpu_millis": 20, "memory_mib": 32}
+    })));
+    let workload = Workload {
+        key: key.clone(),
+        kind: WorkloadKind::Stateful,
+        revisions: vec![RevisionShape {
+            revision: 1,
+            spec,
+            slots: Slots::Ordinals(vec![0]),
+            weight: None,
+            in_place: false,
+            secrets: Default::default(),
+        }],
+        placement: Placement::default(),
+    };
+    must(runtime.apply(&workload).await);
+    started_times(&runtime, &key, 1).await;
+
+    // The pod goes; its successor finds the file it wrote.
+    let ns = format!("paas-{}-dev", key.tenant);
+    let client = client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    must(pods.delete("store-0", &DeleteParams::default()).await);
+    started_times(&runtime, &key, 2).await;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let claim = must(claims.get("data-store-0").await);
+    let size = claim
+        .spec
+        .and_then(|s| s.resources)
+        .and_then(|r| r.requests)
+        .and_then(|r| r.get("storage").cloned());
+    assert_eq!(size.map(|q| q.0), Some("64Mi".to_owned()));
+
+    // Removed, the application takes its data with it.
+    must(runtime.remove(&key).await);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while must(claims.list(&Default::default()).await)
+        .items
+        .iter()
+        .any(|c| {
+            c.metadata.name.as_deref() == Some("data-store-0")
+                && c.metadata.deletion_timestamp.is_none()
+        })
+    {
+        assert!(
+            Instant::now() < deadline,
+            "data-store-0 outlived its application"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let namespaces: Api<Namespace> = Api::all(client);
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
 }
