@@ -57,6 +57,21 @@ const PLANS: [Plan; 2] = [
     },
 ];
 
+/// The data directory every instance gets (a volume on Kubernetes): the largest plan's
+/// stream storage and room for the account resolver, whatever the plan, since an
+/// instance may change plans and its volume cannot grow.
+const STORAGE_MIB: i64 = {
+    let mut most = 0;
+    let mut i = 0;
+    while i < PLANS.len() {
+        if PLANS[i].disk_mib > most {
+            most = PLANS[i].disk_mib;
+        }
+        i += 1;
+    }
+    most + 512
+};
+
 /// The largest message an instance accepts unless its parameters say otherwise (KiB).
 const DEFAULT_MAX_PAYLOAD_KIB: u64 = 1024;
 
@@ -322,6 +337,7 @@ impl NatsBackend {
             "replicas": 1,
             "ports": [{"name": "nats", "protocol": "tcp"}],
             "resources": {"memory_mib": plan.memory_mib + 64, "cpu_millis": 100},
+            "storage_mib": STORAGE_MIB,
             "labels": {"service": "nats"}
         }))
     }
@@ -561,6 +577,8 @@ mod tests {
             plan("8b2e4f60-queue-nats-large").map(|p| p.disk_mib),
             Some(4096)
         );
+        // Whatever plan an instance moves to, its streams fit its volume.
+        assert_eq!(STORAGE_MIB, 4096 + 512);
     }
 
     #[test]
