@@ -3625,5 +3625,21 @@ async fn a_retail_bundle_installs_in_one_request_upgrades_with_a_diff_and_uninst
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{app}");
     }
+
+    // Installed again at once, it comes back whole: an application whose deleted
+    // namesake is still being released waits for it rather than failing.
+    let (status, change) = dev
+        .call(
+            reqwest::Method::POST,
+            "/bundles",
+            Some(json!({"bundle": "retail", "version": "1.0.0", "environment": "dev"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{change}");
+    bundle_until(&dev, "retail", |i| i["state"] == "ready").await;
+    body_until(&storefront, |b| {
+        b.contains(r#""version": "1.0.0""#) && b.contains(r#""bound": ["CACHE", "DB", "EDGE"]"#)
+    })
+    .await;
     paas.stop().await;
 }

@@ -540,16 +540,31 @@ impl Platform {
                     let environment = EnvName::parse(&env.name).map_err(|_| {
                         CoreError::Internal(format!("environment name {}", env.name))
                     })?;
-                    self.create_application(
-                        access,
-                        NewApplication {
-                            environment,
-                            name,
-                            description: a.description.clone(),
-                            spec,
-                        },
-                    )
-                    .await?;
+                    let created = self
+                        .create_application(
+                            access,
+                            NewApplication {
+                                environment,
+                                name,
+                                description: a.description.clone(),
+                                spec,
+                            },
+                        )
+                        .await;
+                    match created {
+                        Ok(_) => {}
+                        // No live application has the name (it was just looked up): a
+                        // deleted one (an uninstall moments ago) is still being released
+                        // by its runtime.
+                        Err(CoreError::Conflict { field: "name", .. }) => {
+                            waiting.push(format!(
+                                "application '{}' waits for its deleted namesake to be removed",
+                                a.name
+                            ));
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 Err(e) => return Err(e),
             }
