@@ -3433,14 +3433,18 @@ async fn a_retail_bundle_installs_in_one_request_upgrades_with_a_diff_and_uninst
     assert_eq!(retail["versions"], json!(["1.0.0", "1.1.0"]));
 
     // One request: four services, three applications, six bindings.
-    let (status, change) = dev
-        .call(
-            reqwest::Method::POST,
-            "/bundles",
-            Some(json!({"bundle": "retail", "version": "1.0.0", "environment": "dev"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{change}");
+    let install = || async {
+        let (status, change) = dev
+            .call(
+                reqwest::Method::POST,
+                "/bundles",
+                Some(json!({"bundle": "retail", "version": "1.0.0", "environment": "dev"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{change}");
+        change
+    };
+    let change = install().await;
     let added = change["diff"]
         .as_array()
         .map(|d| d.iter().filter(|c| c["change"] == "added").count());
@@ -3628,14 +3632,7 @@ async fn a_retail_bundle_installs_in_one_request_upgrades_with_a_diff_and_uninst
 
     // Installed again at once, it comes back whole: an application whose deleted
     // namesake is still being released waits for it rather than failing.
-    let (status, change) = dev
-        .call(
-            reqwest::Method::POST,
-            "/bundles",
-            Some(json!({"bundle": "retail", "version": "1.0.0", "environment": "dev"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{change}");
+    install().await;
     bundle_until(&dev, "retail", |i| i["state"] == "ready").await;
     body_until(&storefront, |b| {
         b.contains(r#""version": "1.0.0""#) && b.contains(r#""bound": ["CACHE", "DB", "EDGE"]"#)

@@ -43,17 +43,9 @@ const PLANS: [(&str, &str, &str, u32); 3] = [
 /// The data directory every instance gets (a volume on Kubernetes): room for the
 /// largest plan's snapshot and append-only file, whatever the plan, since an instance
 /// may change plans and its volume cannot grow.
-const STORAGE_MIB: u32 = {
-    let mut most = 0;
-    let mut i = 0;
-    while i < PLANS.len() {
-        if PLANS[i].3 > most {
-            most = PLANS[i].3;
-        }
-        i += 1;
-    }
-    most * 3
-};
+fn storage_mib() -> u32 {
+    PLANS.iter().map(|p| p.3).max().unwrap_or(0) * 3
+}
 
 /// Eviction policies a plan's instance may be given.
 const POLICIES: [&str; 4] = ["noeviction", "allkeys-lru", "volatile-lru", "allkeys-lfu"];
@@ -173,7 +165,7 @@ impl RedisBackend {
             "replicas": 1,
             "ports": [{"name": "redis", "protocol": "tcp"}],
             "resources": {"memory_mib": memory + 32, "cpu_millis": 100},
-            "storage_mib": STORAGE_MIB,
+            "storage_mib": storage_mib(),
             "labels": {"service": "redis"}
         }))
     }
@@ -358,7 +350,7 @@ mod tests {
         assert_eq!(c.services[0].plans.len(), 3);
         assert_eq!(plan_memory("6f1c2d1e-cache-redis-medium"), Some(256));
         // The largest plan's snapshot and append-only file fit every instance's volume.
-        assert_eq!(STORAGE_MIB, 3 * 1024);
+        assert_eq!(storage_mib(), 3 * 1024);
     }
 
     #[test]

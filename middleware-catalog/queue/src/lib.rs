@@ -60,17 +60,9 @@ const PLANS: [Plan; 2] = [
 /// The data directory every instance gets (a volume on Kubernetes): the largest plan's
 /// stream storage and room for the account resolver, whatever the plan, since an
 /// instance may change plans and its volume cannot grow.
-const STORAGE_MIB: i64 = {
-    let mut most = 0;
-    let mut i = 0;
-    while i < PLANS.len() {
-        if PLANS[i].disk_mib > most {
-            most = PLANS[i].disk_mib;
-        }
-        i += 1;
-    }
-    most + 512
-};
+fn storage_mib() -> i64 {
+    PLANS.iter().map(|p| p.disk_mib).max().unwrap_or(0) + 512
+}
 
 /// The largest message an instance accepts unless its parameters say otherwise (KiB).
 const DEFAULT_MAX_PAYLOAD_KIB: u64 = 1024;
@@ -337,7 +329,7 @@ impl NatsBackend {
             "replicas": 1,
             "ports": [{"name": "nats", "protocol": "tcp"}],
             "resources": {"memory_mib": plan.memory_mib + 64, "cpu_millis": 100},
-            "storage_mib": STORAGE_MIB,
+            "storage_mib": storage_mib(),
             "labels": {"service": "nats"}
         }))
     }
@@ -578,7 +570,7 @@ mod tests {
             Some(4096)
         );
         // Whatever plan an instance moves to, its streams fit its volume.
-        assert_eq!(STORAGE_MIB, 4096 + 512);
+        assert_eq!(storage_mib(), 4096 + 512);
     }
 
     #[test]

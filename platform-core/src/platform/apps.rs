@@ -231,36 +231,14 @@ impl Platform {
             name,
             spec,
             (description, if_version),
-            super::releases::Cause::Change,
+            (super::releases::Cause::Change, None),
         )
         .await
     }
 
-    /// An update released with `strategy` rather than the environment's default (a
-    /// bundle's upgrade of its application); approvals and freezes still apply.
-    pub(super) async fn update_released_by(
-        &self,
-        access: &TenantAccess,
-        environment: &str,
-        name: &str,
-        spec: AppSpec,
-        description: Option<String>,
-        strategy: Option<crate::releases::policy::Strategy>,
-    ) -> Result<ApplicationDetail, CoreError> {
-        let mut plan = self
-            .plan_update(access, environment, name, spec, description, None)
-            .await?;
-        if plan.changes_nothing() {
-            return Ok(plan.current);
-        }
-        plan.strategy = strategy;
-        let mut tx = self.pool.begin().await?;
-        let detail = self.write_update(&mut tx, access, plan).await?;
-        tx.commit().await?;
-        Ok(detail)
-    }
-
-    /// An update whose release names `cause`.
+    /// An update whose release names `cause` and moves by `strategy` (`None`: the
+    /// environment's default; a bundle names its own). Approvals and freezes apply
+    /// either way.
     pub(super) async fn update_caused(
         &self,
         access: &TenantAccess,
@@ -268,12 +246,16 @@ impl Platform {
         name: &str,
         spec: AppSpec,
         (description, if_version): (Option<String>, Option<i64>),
-        cause: super::releases::Cause,
+        (cause, strategy): (
+            super::releases::Cause,
+            Option<crate::releases::policy::Strategy>,
+        ),
     ) -> Result<ApplicationDetail, CoreError> {
         let mut plan = self
             .plan_update(access, environment, name, spec, description, if_version)
             .await?;
         plan.cause = cause;
+        plan.strategy = strategy;
         if plan.changes_nothing() {
             return Ok(plan.current);
         }

@@ -524,13 +524,13 @@ impl Platform {
                         .map_err(|e| {
                             CoreError::Internal(format!("{}'s release strategy: {e}", a.name))
                         })?;
-                    self.update_released_by(
+                    self.update_caused(
                         access,
                         &env.name,
                         &a.name,
                         spec,
-                        Some(a.description.clone()),
-                        strategy,
+                        (Some(a.description.clone()), None),
+                        (super::releases::Cause::Change, strategy),
                     )
                     .await?;
                 }

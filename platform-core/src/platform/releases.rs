@@ -676,7 +676,7 @@ impl Platform {
                 app,
                 spec,
                 (None, None),
-                Cause::Promotion,
+                (Cause::Promotion, None),
             )
             .await?;
         let open = store::releases::of_application(&self.pool, detail.application.id, 1)
