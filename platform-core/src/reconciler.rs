@@ -51,6 +51,8 @@ pub struct Reconciler {
     runtimes: Runtimes,
     /// Opens revisions' secrets for runtimes that need them in the workload.
     master: MasterKey,
+    /// The Prometheus a canary analysis with PromQL queries reads, and its client.
+    prometheus: Option<(String, reqwest::Client)>,
 }
 
 impl Reconciler {
@@ -61,7 +63,21 @@ impl Reconciler {
             pool,
             runtimes,
             master,
+            prometheus: None,
         }
+    }
+
+    /// Where canary analyses with PromQL queries read their figures (`paas serve
+    /// --prometheus-url`); without one such an analysis is inconclusive.
+    pub fn with_prometheus(mut self, base: Option<String>) -> Self {
+        self.prometheus = base.map(|base| {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default();
+            (base, http)
+        });
+        self
     }
 
     /// Reconciles each runtime in its own loop, every `period` and at once when the
@@ -696,25 +712,34 @@ impl Reconciler {
                 .map_or(0, |p| p.target_ready);
             let replicas = desired_replicas(row.run_state, row.replicas, &spec);
             let now = chrono::Utc::now();
-            // The figures are read at every tick of a running step (a runtime keeps
-            // its readings a tick apart) and judged when a check is due.
-            let figures = match self.runtimes.get(&row.runtime) {
-                Some(runtime) if state.ready_since.is_some() && !state.promoting(&c) => {
+            // A runtime's own figures are read at every tick of a running step (it
+            // keeps its readings a tick apart) and judged when a check is due;
+            // Prometheus is asked only then, over the interval.
+            let running = state.ready_since.is_some() && !state.promoting(&c);
+            let due = state.check_due(&c, now);
+            let figures = match (self.runtimes.get(&row.runtime), &c.analysis.promql) {
+                (_, Some(queries)) if running && due => Some(
+                    self.prometheus_figures(&row, queries, c.analysis.interval_s)
+                        .await,
+                ),
+                (Some(runtime), None) if running => {
                     let window = Duration::from_secs(u64::from(c.analysis.interval_s));
-                    runtime.canary_traffic(&key_of(&row), window).await
+                    Some(
+                        runtime
+                            .canary_traffic(&key_of(&row), window)
+                            .await
+                            .ok_or_else(|| "no traffic figures for this runtime".to_owned()),
+                    )
                 }
                 _ => None,
             };
-            let verdict = if state.check_due(&c, now) {
-                Some(match figures {
-                    Some(t) => crate::releases::canary::analyse(&c.analysis, &t.canary, &t.stable),
-                    None => crate::releases::canary::Verdict::Inconclusive {
-                        reason: "no traffic figures for this runtime".to_owned(),
-                    },
-                })
-            } else {
-                None
-            };
+            let verdict = due.then(|| match figures {
+                Some(Ok(t)) => crate::releases::canary::analyse(&c.analysis, &t.canary, &t.stable),
+                Some(Err(reason)) => crate::releases::canary::Verdict::Inconclusive { reason },
+                None => crate::releases::canary::Verdict::Inconclusive {
+                    reason: "no traffic figures for this runtime".to_owned(),
+                },
+            });
             let tick =
                 crate::releases::canary::tick(&c, &state, replicas, target_ready, now, verdict);
             if tick.state == state && tick.roll_back.is_none() {
@@ -754,6 +779,58 @@ impl Reconciler {
             tx.commit().await?;
         }
         Ok(())
+    }
+
+    /// A canary release's figures from Prometheus: each query run for the canary
+    /// (the release's target) and for the stable revision (its `from`). A query that
+    /// returns nothing counts as no requests, no errors, no p99.
+    async fn prometheus_figures(
+        &self,
+        row: &store::runtime::DesiredRow,
+        queries: &crate::releases::canary::PromQueries,
+        interval_s: u32,
+    ) -> Result<crate::runtime::CanaryTraffic, String> {
+        use crate::autoscaler::{PromError, prometheus_query};
+        use crate::releases::canary::{QuerySide, Sample, fill};
+        let Some((base, http)) = &self.prometheus else {
+            return Err(
+                "the analysis reads Prometheus, and none is configured (paas serve --prometheus-url)"
+                    .to_owned(),
+            );
+        };
+        let Some(stable) = row.release_from else {
+            return Err("the release has no stable revision".to_owned());
+        };
+        let mut samples = Vec::with_capacity(2);
+        for (side, revision) in [("canary", row.revision), ("stable", stable)] {
+            let at = QuerySide {
+                revision,
+                side,
+                tenant: &row.tenant,
+                environment: &row.environment,
+                app: &row.app,
+                interval_s,
+            };
+            let mut values = Vec::with_capacity(3);
+            for (name, query) in queries.named() {
+                let value = match prometheus_query(http, base, &fill(query, &at)).await {
+                    Ok(v) => Some(v),
+                    Err(PromError::NoValue) => None,
+                    Err(e) => return Err(format!("the {side}'s {name} query: {e}")),
+                };
+                values.push(value);
+            }
+            let count = |v: Option<f64>| v.map_or(0, |v| v.max(0.0).round() as u64);
+            samples.push(Sample {
+                requests: count(values[0]),
+                errors: count(values[1]),
+                p99_ms: values.get(2).copied().flatten().filter(|v| *v >= 0.0),
+            });
+        }
+        Ok(crate::runtime::CanaryTraffic {
+            canary: samples[0],
+            stable: samples[1],
+        })
     }
 
     /// The spec one revision of an application was created with.

@@ -3,6 +3,7 @@
 //! the old revision's Deployment keeps the old pod template.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -127,12 +128,28 @@ async fn changed_app(
     Runtimes,
     platform_core::sealing::MasterKey,
 ) {
+    changed_app_with(pool, None, None).await
+}
+
+/// The same, with a Prometheus for the platform and a release strategy for `dev` set
+/// before the change.
+async fn changed_app_with(
+    pool: &PgPool,
+    prometheus: Option<String>,
+    strategy: Option<serde_json::Value>,
+) -> (
+    Platform,
+    Arc<Cluster>,
+    Runtimes,
+    platform_core::sealing::MasterKey,
+) {
     let master = must(platform_core::sealing::MasterKey::generate()).0;
     let cluster = Arc::new(Cluster::default());
     let runtimes = Runtimes::default().with("local", cluster.clone());
     let platform =
         must(Platform::start(pool.clone(), TokenConfig::default(), master.clone()).await)
-            .with_runtimes(runtimes.clone());
+            .with_runtimes(runtimes.clone())
+            .with_metric_sources(platform_core::autoscaler::MetricSources { prometheus });
     assert!(must(
         platform
             .bootstrap_admin("root", &must(Password::parse_new(PASSWORD)))
@@ -179,6 +196,15 @@ async fn changed_app(
             )
             .await,
     );
+    if let Some(strategy) = strategy {
+        let mut policy = must(platform.release_policy(&acme, "dev").await).policy;
+        policy.strategy = must(serde_json::from_value(strategy));
+        must(
+            platform
+                .set_release_policy(&acme, "dev", policy, None)
+                .await,
+        );
+    }
     must(
         platform
             .update_application(
@@ -350,4 +376,196 @@ async fn a_clusters_pod_events_become_the_applications_events(pool: PgPool) {
     }
     must(stop.send(true));
     must(loops.await);
+}
+
+/// A Prometheus that answers instant queries as a service mesh's metrics would for a
+/// canary (revision 2) failing one request in five: 100 requests and 20 errors in the
+/// interval against the stable revision's 300 and none. It records every query.
+async fn fake_prometheus() -> (String, Arc<Mutex<Vec<String>>>) {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let recorded = seen.clone();
+    let server = must(
+        HttpServer::new(move || {
+            let recorded = recorded.clone();
+            App::new().route(
+                "/api/v1/query",
+                web::get().to(
+                    move |q: web::Query<std::collections::HashMap<String, String>>| {
+                        let recorded = recorded.clone();
+                        async move {
+                            let query = q.get("query").cloned().unwrap_or_default();
+                            must(recorded.lock()).push(query.clone());
+                            if query.contains("syntax error") {
+                                return HttpResponse::BadRequest().json(json!({
+                                    "status": "error", "errorType": "bad_data",
+                                    "error": "1:1: parse error: unexpected identifier"
+                                }));
+                            }
+                            let canary = query.contains("paas_dev_revision=\"2\"");
+                            let value = match (
+                                query.starts_with("errors"),
+                                query.starts_with("p99"),
+                                canary,
+                            ) {
+                                (true, _, true) => Some(20.0),
+                                (true, _, false) => None,
+                                (_, true, true) => Some(40.0),
+                                (_, true, false) => Some(35.0),
+                                (_, _, true) => Some(100.0),
+                                (_, _, false) => Some(300.0),
+                            };
+                            let result: Vec<serde_json::Value> = value
+                                .map(|v| json!({"metric": {}, "value": [0, format!("{v}")]}))
+                                .into_iter()
+                                .collect();
+                            HttpResponse::Ok().json(json!({
+                                "status": "success",
+                                "data": {"resultType": "vector", "result": result}
+                            }))
+                        }
+                    },
+                ),
+            )
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0)),
+    );
+    let port = server.addrs()[0].port();
+    tokio::spawn(server.run());
+    (format!("http://127.0.0.1:{port}"), seen)
+}
+
+fn promql_canary() -> serde_json::Value {
+    json!({
+        "type": "canary",
+        "steps": [{"weight": 33, "pause_s": 600}, {"weight": 100}],
+        "analysis": {
+            "interval_s": 1,
+            "promql": {
+                "requests": "requests{paas_dev_app=\"{{app}}\",paas_dev_revision=\"{{revision}}\"}[{{interval}}]",
+                "errors": "errors{paas_dev_app=\"{{app}}\",paas_dev_revision=\"{{revision}}\"}[{{interval}}]",
+                "p99_ms": "p99{paas_dev_revision=\"{{revision}}\"}"
+            }
+        }
+    })
+}
+
+/// On Kubernetes the platform does not see the traffic: a canary's analysis reads it
+/// from Prometheus, one query per figure and side. A canary failing one request in five
+/// is rolled back at its first check, and the stable revision's Deployment keeps its
+/// three replicas throughout.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_canarys_promql_analysis_rolls_a_failing_canary_back_on_kubernetes(pool: PgPool) {
+    let (url, seen) = fake_prometheus().await;
+    let (platform, cluster, runtimes, master) =
+        changed_app_with(&pool, Some(url.clone()), Some(promql_canary())).await;
+    let reconciler = Reconciler::new(pool.clone(), runtimes, master).with_prometheus(Some(url));
+    let tom = must(platform.login("tom", PASSWORD, None).await).principal;
+    let acme = must(platform.tenant(&tom, "acme").await);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let release = loop {
+        let report = must(reconciler.tick().await);
+        assert_eq!(report.failed, 0, "{report:?}");
+        if let Some(applied) = must(cluster.applied.lock()).last() {
+            let step = replicas(applied);
+            assert!(
+                step.contains(&(1, 3)),
+                "the stable revision was touched: {step:?}"
+            );
+            *must(cluster.running.lock()) = Some(
+                step.iter()
+                    .map(|(r, n)| (*r, u32::try_from(*n).unwrap_or_default()))
+                    .collect(),
+            );
+        }
+        must(reconciler.canary_tick().await);
+        let release = must(platform.releases(&acme, "dev", "web").await).remove(0);
+        if release.state != platform_core::releases::gate::State::Progressing {
+            break release;
+        }
+        assert!(std::time::Instant::now() < deadline, "{release:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        release.state,
+        platform_core::releases::gate::State::RolledBack,
+        "{release:?}"
+    );
+    assert!(release.reason.contains("20.00%"), "{}", release.reason);
+    // The canary ran: one instance (33% of 3) beside the stable three.
+    assert!(
+        must(cluster.applied.lock())
+            .iter()
+            .any(|w| replicas(w) == [(2, 1), (1, 3)])
+    );
+    let queries = must(seen.lock()).clone();
+    for expected in [
+        "requests{paas_dev_app=\"web\",paas_dev_revision=\"2\"}[1s]",
+        "errors{paas_dev_app=\"web\",paas_dev_revision=\"1\"}[1s]",
+        "p99{paas_dev_revision=\"2\"}",
+    ] {
+        assert!(
+            queries.iter().any(|q| q == expected),
+            "{expected} not in {queries:?}"
+        );
+    }
+    let detail = must(platform.release(&acme, "dev", "web", release.id).await);
+    assert!(
+        detail
+            .timeline
+            .iter()
+            .any(|e| e.kind == "analysis" && e.message.contains("20.00%")),
+        "{:?}",
+        detail.timeline
+    );
+}
+
+/// A policy whose analysis reads Prometheus needs one configured, and a query it can
+/// run: each refusal names the field.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_promql_analysis_needs_a_prometheus_that_takes_its_queries(pool: PgPool) {
+    let (url, _) = fake_prometheus().await;
+    let (without, _, _, master) = changed_app_with(&pool, None, None).await;
+    let with = must(Platform::start(pool.clone(), TokenConfig::default(), master).await)
+        .with_metric_sources(platform_core::autoscaler::MetricSources {
+            prometheus: Some(url),
+        });
+    for (platform, errors_query, field, message) in [
+        (
+            &without,
+            "errors{r=\"{{revision}}\"}",
+            "strategy.analysis.promql",
+            "no Prometheus is configured",
+        ),
+        (
+            &with,
+            "syntax error {{revision}}",
+            "strategy.analysis.promql.errors",
+            "parse error",
+        ),
+        (
+            &with,
+            "errors{r=\"{{release}}\"}",
+            "strategy.analysis.promql.errors",
+            "{{release}} is not a placeholder",
+        ),
+    ] {
+        let tom = must(platform.login("tom", PASSWORD, None).await).principal;
+        let acme = must(platform.tenant(&tom, "acme").await);
+        let mut strategy = promql_canary();
+        strategy["analysis"]["promql"]["errors"] = json!(errors_query);
+        let mut policy = must(platform.release_policy(&acme, "dev").await).policy;
+        policy.strategy = must(serde_json::from_value(strategy));
+        match platform
+            .set_release_policy(&acme, "dev", policy, None)
+            .await
+        {
+            Err(platform_core::CoreError::Invalid(e)) => {
+                assert_eq!(e.field, field);
+                assert!(e.message.contains(message), "{}", e.message);
+            }
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
 }

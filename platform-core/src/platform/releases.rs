@@ -584,6 +584,10 @@ impl Platform {
         strategy: Option<Strategy>,
     ) -> Result<ReleaseDetail, CoreError> {
         let application = self.change_target(access, environment, app).await?;
+        if let Some(s) = &strategy {
+            s.check()?;
+            self.check_analysis_queries(s).await?;
+        }
         let mut tx = self.pool.begin().await?;
         let latest = store::apps::lock(&mut tx, access.tenant().id, application.id)
             .await?
@@ -828,6 +832,51 @@ impl Platform {
         Ok(StoredReleasePolicy { policy, version })
     }
 
+    /// Refuses a canary analysis whose PromQL queries cannot be run: no Prometheus is
+    /// configured, or it refuses a query (filled in for revision 1 of `app` in `env`;
+    /// a query that finds nothing yet is fine).
+    async fn check_analysis_queries(&self, strategy: &Strategy) -> Result<(), CoreError> {
+        let Strategy::Canary(c) = strategy else {
+            return Ok(());
+        };
+        let Some(queries) = &c.analysis.promql else {
+            return Ok(());
+        };
+        let Some(base) = self.metric_sources.prometheus.as_deref() else {
+            return Err(FieldError::new(
+                "strategy.analysis.promql",
+                "no Prometheus is configured for this platform (paas serve --prometheus-url)",
+            )
+            .into());
+        };
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        let side = crate::releases::canary::QuerySide {
+            revision: 1,
+            side: "canary",
+            tenant: "tenant",
+            environment: "env",
+            app: "app",
+            interval_s: c.analysis.interval_s,
+        };
+        for (name, query) in queries.named() {
+            let filled = crate::releases::canary::fill(query, &side);
+            match crate::autoscaler::prometheus_query(&http, base, &filled).await {
+                Ok(_) | Err(crate::autoscaler::PromError::NoValue) => {}
+                Err(e) => {
+                    return Err(FieldError::new(
+                        format!("strategy.analysis.promql.{name}"),
+                        e.to_string(),
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Sets the environment's release policy. Tenant admins only.
     pub async fn set_release_policy(
         &self,
@@ -839,6 +888,7 @@ impl Platform {
         access.require(Permission::ManageEnvironments, "set release policies")?;
         let env = self.environment(access, environment).await?;
         policy.compile(Utc::now())?;
+        self.check_analysis_queries(&policy.strategy).await?;
         let mut tx = self.pool.begin().await?;
         let current = store::releases::lock_policy(&mut tx, env.id).await?;
         super::check_version(

@@ -62,6 +62,9 @@ impl Canary {
                 "must be at most 100",
             ));
         }
+        if let Some(q) = &a.promql {
+            q.check()?;
+        }
         if !(10..=86_400).contains(&self.step_deadline_s) {
             return Err(FieldError::new(
                 "strategy.step_deadline_s",
@@ -268,7 +271,7 @@ pub struct CanaryStep {
 }
 
 /// Thresholds of the automated analysis.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Analysis {
     /// Seconds between checks.
@@ -292,6 +295,139 @@ pub struct Analysis {
     /// How many failed checks are tolerated before the release is rolled back.
     #[serde(default)]
     pub failures_tolerated: u32,
+    /// Where the figures come from when not from the runtime itself: PromQL queries
+    /// against the platform's Prometheus (`paas serve --prometheus-url`), run for each
+    /// side. Needed on Kubernetes, where the platform does not see the traffic; on the
+    /// local runtime the router's own counters serve unless this is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promql: Option<PromQueries>,
+}
+
+/// PromQL queries giving one side's figures over one analysis interval. Each may use
+/// `{{revision}}` (the side's revision number), `{{side}}` (`canary` or `stable`),
+/// `{{tenant}}`, `{{environment}}`, `{{app}}` and `{{interval}}` (the analysis
+/// interval, as `10s`), and must use `{{revision}}` or `{{side}}` to tell the sides
+/// apart. A query that returns nothing counts as 0 (no requests, no errors; no p99).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromQueries {
+    /// The side's requests in the interval, e.g.
+    /// `sum(increase(http_requests_total{paas_dev_app="{{app}}",paas_dev_revision="{{revision}}"}[{{interval}}]))`.
+    pub requests: String,
+    /// The side's failed requests in the interval (5xx, say).
+    pub errors: String,
+    /// The side's 99th-percentile latency in milliseconds (optional: without it the
+    /// analysis judges the error rate only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<String>,
+}
+
+/// The placeholders a PromQL query of the analysis may use.
+pub const PROMQL_PLACEHOLDERS: [&str; 6] = [
+    "revision",
+    "side",
+    "tenant",
+    "environment",
+    "app",
+    "interval",
+];
+
+impl PromQueries {
+    /// The queries with their fields' names (under `strategy.analysis.promql`).
+    pub fn named(&self) -> Vec<(&'static str, &str)> {
+        let mut out = vec![
+            ("requests", self.requests.as_str()),
+            ("errors", self.errors.as_str()),
+        ];
+        if let Some(q) = &self.p99_ms {
+            out.push(("p99_ms", q.as_str()));
+        }
+        out
+    }
+
+    /// Checks each query's placeholders, naming the one that is wrong.
+    pub fn check(&self) -> Result<(), FieldError> {
+        for (name, query) in self.named() {
+            let field = format!("strategy.analysis.promql.{name}");
+            if query.trim().is_empty() || query.len() > 2000 {
+                return Err(FieldError::new(
+                    field,
+                    "must hold a query of 1 to 2000 characters",
+                ));
+            }
+            let used = placeholders(query).map_err(|m| FieldError::new(field.clone(), m))?;
+            if !used.iter().any(|p| p == "revision" || p == "side") {
+                return Err(FieldError::new(
+                    field,
+                    "must tell the sides apart with {{revision}} or {{side}}",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The values a query's placeholders take for one side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuerySide<'a> {
+    pub revision: i32,
+    pub side: &'a str,
+    pub tenant: &'a str,
+    pub environment: &'a str,
+    pub app: &'a str,
+    pub interval_s: u32,
+}
+
+/// The `{{name}}` placeholders of a query, in order; an unknown or unclosed one is an
+/// error in words.
+fn placeholders(query: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut rest = query;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            return Err("has a {{ without its }}".to_owned());
+        };
+        let name = after[..end].trim();
+        if !PROMQL_PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "{{{{{name}}}}} is not a placeholder (known: {})",
+                PROMQL_PLACEHOLDERS
+                    .map(|p| format!("{{{{{p}}}}}"))
+                    .join(", ")
+            ));
+        }
+        out.push(name.to_owned());
+        rest = &after[end + 2..];
+    }
+    Ok(out)
+}
+
+/// The query with its placeholders filled in for one side (a checked query: an unknown
+/// placeholder is left as it is).
+pub fn fill(query: &str, side: &QuerySide<'_>) -> String {
+    let mut out = String::with_capacity(query.len() + 16);
+    let mut rest = query;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            break;
+        };
+        let value = match after[..end].trim() {
+            "revision" => side.revision.to_string(),
+            "side" => side.side.to_owned(),
+            "tenant" => side.tenant.to_owned(),
+            "environment" => side.environment.to_owned(),
+            "app" => side.app.to_owned(),
+            "interval" => format!("{}s", side.interval_s),
+            _ => rest[start..start + 2 + end + 2].to_owned(),
+        };
+        out.push_str(&value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn interval() -> u32 {
@@ -319,6 +455,7 @@ impl Default for Analysis {
             min_p99_increase_ms: latency_floor(),
             min_requests: min_requests(),
             failures_tolerated: 0,
+            promql: None,
         }
     }
 }
@@ -712,7 +849,7 @@ mod tests {
         let tolerant = Canary {
             analysis: Analysis {
                 failures_tolerated: 1,
-                ..c.analysis
+                ..c.analysis.clone()
             },
             ..c.clone()
         };
@@ -731,5 +868,65 @@ mod tests {
                 .roll_back
                 .is_some_and(|why| why.contains("not ready within 60 s"))
         );
+    }
+
+    #[test]
+    fn promql_queries_name_their_placeholders_and_fill_them_per_side() {
+        let q = |requests: &str| PromQueries {
+            requests: requests.to_owned(),
+            errors: "sum(increase(e{rev=\"{{revision}}\"}[{{interval}}]))".to_owned(),
+            p99_ms: None,
+        };
+        let cases: [(&str, Option<&str>); 7] = [
+            ("sum(increase(r{rev=\"{{revision}}\"}[{{interval}}]))", None),
+            (
+                "sum(increase(r{split=\"{{ side }}\",app=\"{{app}}\"}[1m]))",
+                None,
+            ),
+            ("sum(r{app=\"{{app}}\"})", Some("must tell the sides apart")),
+            (
+                "sum(r{rev=\"{{rev}}\"})",
+                Some("{{rev}} is not a placeholder"),
+            ),
+            ("sum(r{rev=\"{{revision\"})", Some("without its }}")),
+            ("   ", Some("1 to 2000 characters")),
+            ("r{x=\"{{revision}}\"}", None),
+        ];
+        for (requests, expected) in cases {
+            let got = Canary {
+                steps: vec![weight(10)],
+                analysis: Analysis {
+                    promql: Some(q(requests)),
+                    ..Analysis::default()
+                },
+                step_deadline_s: 600,
+            }
+            .check();
+            match expected {
+                None => assert_eq!(got, Ok(()), "{requests}"),
+                Some(message) => {
+                    let e = got.expect_err(requests);
+                    assert_eq!(e.field, "strategy.analysis.promql.requests");
+                    assert!(e.message.contains(message), "{requests}: {}", e.message);
+                }
+            }
+        }
+        let side = QuerySide {
+            revision: 7,
+            side: "canary",
+            tenant: "acme",
+            environment: "prod",
+            app: "shop",
+            interval_s: 10,
+        };
+        assert_eq!(
+            fill(
+                "sum(increase(r{t=\"{{tenant}}\",e=\"{{environment}}\",a=\"{{app}}\",r=\"{{revision}}\",s=\"{{ side }}\"}[{{interval}}]))",
+                &side
+            ),
+            "sum(increase(r{t=\"acme\",e=\"prod\",a=\"shop\",r=\"7\",s=\"canary\"}[10s]))"
+        );
+        // The label matchers' own braces are left alone.
+        assert_eq!(fill("up{job=\"x\"}", &side), "up{job=\"x\"}");
     }
 }

@@ -81,7 +81,8 @@ pub struct HttpArgs {
     /// running out, a lost notification).
     #[arg(long, env = "PAAS_RECONCILE_PERIOD_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     reconcile_period_ms: u64,
-    /// A Prometheus server (base URL) that autoscaling rules of type `promql` query.
+    /// A Prometheus server (base URL) that autoscaling rules of type `promql` and
+    /// canary analyses with `promql` queries read.
     #[arg(long, env = "PAAS_PROMETHEUS_URL")]
     prometheus_url: Option<String>,
     /// The routers' traffic counters (`http://host:port` of each router's
@@ -351,7 +352,8 @@ pub async fn run_http(
             platform.metric_sources().clone(),
         );
         tokio::spawn(autoscaler.run(stopped.clone()));
-        let reconciler = Reconciler::new(pool, runtimes.clone(), platform.master_key().clone());
+        let reconciler = Reconciler::new(pool, runtimes.clone(), platform.master_key().clone())
+            .with_prometheus(platform.metric_sources().prometheus.clone());
         let period = Duration::from_millis(http.reconcile_period_ms);
         tokio::spawn(reconciler.run(period, platform.changes(), stopped));
         platform = platform.with_runtimes(runtimes);
