@@ -105,6 +105,19 @@ pub struct LocalRuntime {
     seen: std::sync::Arc<std::sync::Mutex<HashMap<WorkloadKey, Seen>>>,
     /// The stored traffic splits, as this control plane last read or wrote them.
     splits: std::sync::Arc<std::sync::Mutex<Splits>>,
+    /// Applies waiting to be converged together (see `converge_together`).
+    converging: std::sync::Arc<Converging>,
+}
+
+/// Where an apply's outcome goes.
+type Converged = tokio::sync::oneshot::Sender<Result<(), RuntimeError>>;
+
+/// The workloads queued for the next shared transaction, and whose turn it is to run
+/// one.
+#[derive(Debug, Default)]
+struct Converging {
+    queue: std::sync::Mutex<Vec<(Workload, Converged)>>,
+    turn: tokio::sync::Mutex<()>,
 }
 
 /// A traffic split: the canary revision and its percent of the requests.
@@ -186,6 +199,7 @@ impl LocalRuntime {
             changes: changes::Changes::default(),
             seen: std::sync::Arc::default(),
             splits: std::sync::Arc::default(),
+            converging: std::sync::Arc::default(),
         }
     }
 
@@ -965,6 +979,252 @@ impl LocalRuntime {
 
     /// A cron workload: its schedule, its finished runs' history, and on suspension
     /// its active run.
+    /// Converges the workload in a transaction shared with the other applies that
+    /// must write at the same time ("group commit"): the reconciler applies a few
+    /// workloads at a time, and each placement holds the placement lock, so together
+    /// they take it once, read the nodes once and commit once. Whoever holds the turn
+    /// converges everything queued, its own workload included; the others find their
+    /// result when their turn comes.
+    async fn converge_together(&self, workload: &Workload) -> Result<(), RuntimeError> {
+        let (sent, mut result) = tokio::sync::oneshot::channel();
+        self.converging
+            .queue
+            .lock()
+            .map_err(|_| RuntimeError::Other("the convergence queue is poisoned".into()))?
+            .push((workload.clone(), sent));
+        let interrupted =
+            || RuntimeError::Unavailable("the shared transaction was interrupted".into());
+        let _turn = tokio::select! {
+            biased;
+            done = &mut result => return done.unwrap_or_else(|_| Err(interrupted())),
+            turn = self.converging.turn.lock() => turn,
+        };
+        match result.try_recv() {
+            Ok(done) => return done,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return Err(interrupted()),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+        }
+        let batch: Vec<_> = self
+            .converging
+            .queue
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default();
+        self.converge_batch(batch).await;
+        result.try_recv().unwrap_or_else(|_| Err(interrupted()))
+    }
+
+    /// Converges a batch in one transaction, each workload's application locked in
+    /// name order (so that two control planes' batches cannot deadlock). A workload
+    /// that is gone fails alone; a failing transaction fails them all, to be tried
+    /// again.
+    async fn converge_batch(&self, mut batch: Vec<(Workload, Converged)>) {
+        batch.sort_by(|a, b| a.0.key.cmp(&b.0.key));
+        let mut outcomes: Vec<Result<(), RuntimeError>> = Vec::with_capacity(batch.len());
+        let failed = async {
+            let mut tx = self.pool.begin().await.map_err(unavailable)?;
+            let mut nodes = None;
+            for (workload, _) in &batch {
+                outcomes.push(
+                    match self.converge_in(&mut tx, workload, &mut nodes).await {
+                        Ok(None) => Ok(()),
+                        Ok(Some(why)) => Err(RuntimeError::Unschedulable(why)),
+                        Err(e @ RuntimeError::NotFound { .. }) => Err(e),
+                        Err(e) => return Err(e),
+                    },
+                );
+            }
+            tx.commit().await.map_err(unavailable)
+        }
+        .await
+        .err()
+        .map(|e| e.to_string());
+        for (i, (_, sent)) in batch.into_iter().enumerate() {
+            let outcome = match &failed {
+                Some(why) => Err(RuntimeError::Unavailable(why.clone())),
+                None => outcomes
+                    .get_mut(i)
+                    .map_or(Ok(()), |o| std::mem::replace(o, Ok(()))),
+            };
+            let _ = sent.send(outcome);
+        }
+    }
+
+    /// Converges one workload within `tx`: its instances read under its application's
+    /// lock, the plan, and its writes. `shared`: the nodes and their loads, read (under
+    /// the placement lock) by the first workload of the transaction that places.
+    /// Returns why some instances cannot be placed, if they cannot.
+    async fn converge_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        workload: &Workload,
+        shared: &mut Option<Vec<NodeLoad>>,
+    ) -> Result<Option<String>, RuntimeError> {
+        let key = &workload.key;
+        let (app_id, tenant_id) = platform_core::store::runtime::lock_application(
+            &mut *tx,
+            &key.tenant,
+            &key.environment,
+            &key.app,
+        )
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| RuntimeError::NotFound {
+            kind: "application",
+            name: key.to_string(),
+        })?;
+        let existing = store::instances_of(&mut *tx, app_id)
+            .await
+            .map_err(unavailable)?;
+        let nodes_seen = self.nodes_of(&mut *tx, &existing).await?;
+        let stateful = workload.kind == WorkloadKind::Stateful;
+        let (lost, waiting) = self.verdicts(workload, &existing, &nodes_seen);
+        let drained = drained(workload, &existing, &nodes_seen, &lost);
+        // Every node and its load is read only when something is to be placed: a
+        // workload that already has its instances costs a pass two small queries.
+        // Read once per transaction, under the placement lock, and kept for the
+        // workloads converged after this one: each placement charges what it placed.
+        let mut no_nodes = Vec::new();
+        let nodes: &mut Vec<NodeLoad> = if placing(workload, &existing, &lost, &drained) {
+            if shared.is_none() {
+                store::lock_placement(&mut *tx).await.map_err(unavailable)?;
+                *shared = Some(
+                    node_loads(&mut *tx, self.timing)
+                        .await
+                        .map_err(unavailable)?,
+                );
+            }
+            let nodes = shared.get_or_insert_with(Vec::new);
+            for_workload(nodes, &existing);
+            if names_others(&workload.placement.rules, &key.app) {
+                count_neighbours(nodes, &mut *tx, app_id)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            nodes
+        } else {
+            &mut no_nodes
+        };
+        let Plan {
+            lost,
+            waiting,
+            mut to_stop,
+            to_create,
+            unschedulable,
+        } = plan(workload, &existing, lost, waiting, &drained, nodes);
+        to_stop.sort();
+        to_stop.dedup();
+        if !to_stop.is_empty() {
+            store::mark_stop(&mut *tx, &to_stop)
+                .await
+                .map_err(unavailable)?;
+            for id in &to_stop {
+                if let Some(i) = existing.iter().find(|i| i.id == *id) {
+                    platform_core::store::runtime::append_event(
+                        &mut *tx,
+                        app_id,
+                        Some(&i.name),
+                        "Stopping",
+                        &format!("stopping on {}", i.node),
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                }
+            }
+        }
+        // Every new instance and its `Scheduled` event in two statements, whatever
+        // their number.
+        let names: Vec<String> = to_create
+            .iter()
+            .map(|(revision, ordinal, node, _)| {
+                instance_name(&key.app, *revision, *ordinal, workload.kind, node)
+            })
+            .collect();
+        let new: Vec<NewInstance<'_>> = to_create
+            .iter()
+            .zip(&names)
+            .map(|((revision, ordinal, node, request), name)| {
+                NewInstance::of(app_id, tenant_id, *revision, *ordinal, name, node, *request)
+            })
+            .collect();
+        if !new.is_empty() {
+            store::insert_instances(&mut *tx, &new)
+                .await
+                .map_err(unavailable)?;
+            let messages: Vec<String> = to_create
+                .iter()
+                .map(|(revision, _, node, _)| format!("revision {revision} placed on {node}"))
+                .collect();
+            platform_core::store::runtime::append_events(
+                &mut *tx,
+                app_id,
+                &names,
+                "Scheduled",
+                &messages,
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        if let Some(why) = &unschedulable {
+            let message = format!("not every instance can be placed: {why}");
+            say_once(&mut *tx, app_id, None, "Unschedulable", &message).await?;
+        }
+        for (name, why) in &waiting {
+            say_once(&mut *tx, app_id, Some(name), "Waiting", why).await?;
+        }
+        let wanted = Self::wanted_router_ports(workload);
+        if !wanted.is_empty() {
+            let have: Vec<(String, i32)> = store::router_ports(&mut *tx, app_id)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(|p| (p.port_name, p.ordinal))
+                .collect();
+            let missing: Vec<(String, i32)> =
+                wanted.into_iter().filter(|w| !have.contains(w)).collect();
+            let range = (
+                i32::from(self.router_ports.0),
+                i32::from(self.router_ports.1),
+            );
+            if !missing.is_empty()
+                && !store::allocate_router_ports(&mut *tx, app_id, &missing, range)
+                    .await
+                    .map_err(unavailable)?
+            {
+                let message = format!(
+                    "no free router port in {}-{}: some TCP ports have no stable address",
+                    range.0, range.1
+                );
+                say_once(&mut *tx, app_id, None, "Unroutable", &message).await?;
+            }
+        }
+        for id in &lost {
+            if let Some(i) = existing.iter().find(|i| i.id == *id) {
+                let message = if stateful {
+                    format!(
+                        "{} was confirmed lost: the ordinal starts on another node with an empty data directory (its data stays on {})",
+                        i.node, i.node
+                    )
+                } else {
+                    format!(
+                        "{} stopped reporting: the instance is replaced on another node",
+                        i.node
+                    )
+                };
+                platform_core::store::runtime::append_event(
+                    &mut *tx,
+                    app_id,
+                    Some(&i.name),
+                    "Moved",
+                    &message,
+                )
+                .await
+                .map_err(unavailable)?;
+            }
+        }
+        Ok(unschedulable)
+    }
+
     async fn apply_cron(&self, workload: &Workload) -> Result<(), RuntimeError> {
         let key = &workload.key;
         let current = workload.revisions.iter().max_by_key(|r| r.revision);
@@ -1466,9 +1726,8 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
         .await
         .map_err(unavailable)?;
     store::lock_placement(&mut tx).await.map_err(unavailable)?;
-    let mut nodes = node_loads(&existing, &mut tx, timing)
-        .await
-        .map_err(unavailable)?;
+    let mut nodes = node_loads(&mut tx, timing).await.map_err(unavailable)?;
+    for_workload(&mut nodes, &existing);
     if names_others(&run.placement.rules, &key.app) {
         count_neighbours(&mut nodes, &mut tx, app_id)
             .await
@@ -1519,7 +1778,6 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
 
 /// Nodes with their load, counting `instances` (the workload's, already read).
 async fn node_loads(
-    instances: &[InstanceRow],
     conn: &mut sqlx::PgConnection,
     timing: Timing,
 ) -> Result<Vec<NodeLoad>, sqlx::Error> {
@@ -1528,10 +1786,7 @@ async fn node_loads(
         .into_iter()
         .map(|n| NodeLoad {
             healthy: fencing::condition(node_view(&n), timing) == Condition::Ready,
-            workload_instances: instances
-                .iter()
-                .filter(|i| i.node == n.name && i.desired == Wanted::Run)
-                .count() as u32,
+            workload_instances: 0,
             apps: BTreeMap::new(),
             cordoned: n.cordoned,
             labels: serde_json::from_value(n.labels).unwrap_or_default(),
@@ -1546,6 +1801,19 @@ async fn node_loads(
             name: n.name,
         })
         .collect())
+}
+
+/// Makes the nodes' loads those of one workload: its own running instances per node,
+/// and no neighbours counted yet.
+fn for_workload(nodes: &mut [NodeLoad], existing: &[InstanceRow]) {
+    let mut own: HashMap<&str, u32> = HashMap::new();
+    for i in existing.iter().filter(|i| i.desired == Wanted::Run) {
+        *own.entry(i.node.as_str()).or_default() += 1;
+    }
+    for n in nodes.iter_mut() {
+        n.workload_instances = own.get(n.name.as_str()).copied().unwrap_or(0);
+        n.apps.clear();
+    }
 }
 
 /// Whether placement rules name applications other than the one placed.
@@ -1715,164 +1983,7 @@ impl Runtime for LocalRuntime {
                 return Ok(());
             }
         }
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let (app_id, tenant_id) = platform_core::store::runtime::lock_application(
-            &mut tx,
-            &key.tenant,
-            &key.environment,
-            &key.app,
-        )
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| RuntimeError::NotFound {
-            kind: "application",
-            name: key.to_string(),
-        })?;
-        let existing = store::instances_of(&mut *tx, app_id)
-            .await
-            .map_err(unavailable)?;
-        let nodes_seen = self.nodes_of(&mut *tx, &existing).await?;
-        let stateful = workload.kind == WorkloadKind::Stateful;
-        let (lost, waiting) = self.verdicts(workload, &existing, &nodes_seen);
-        let drained = drained(workload, &existing, &nodes_seen, &lost);
-        // Every node and its load is read only when something is to be placed: a
-        // workload that already has its instances costs a pass two small queries.
-        let mut nodes = if placing(workload, &existing, &lost, &drained) {
-            store::lock_placement(&mut tx).await.map_err(unavailable)?;
-            let mut nodes = node_loads(&existing, &mut tx, self.timing)
-                .await
-                .map_err(unavailable)?;
-            if names_others(&workload.placement.rules, &key.app) {
-                count_neighbours(&mut nodes, &mut tx, app_id)
-                    .await
-                    .map_err(unavailable)?;
-            }
-            nodes
-        } else {
-            Vec::new()
-        };
-        let Plan {
-            lost,
-            waiting,
-            mut to_stop,
-            to_create,
-            unschedulable,
-        } = plan(workload, &existing, lost, waiting, &drained, &mut nodes);
-        to_stop.sort();
-        to_stop.dedup();
-        if !to_stop.is_empty() {
-            store::mark_stop(&mut tx, &to_stop)
-                .await
-                .map_err(unavailable)?;
-            for id in &to_stop {
-                if let Some(i) = existing.iter().find(|i| i.id == *id) {
-                    platform_core::store::runtime::append_event(
-                        &mut tx,
-                        app_id,
-                        Some(&i.name),
-                        "Stopping",
-                        &format!("stopping on {}", i.node),
-                    )
-                    .await
-                    .map_err(unavailable)?;
-                }
-            }
-        }
-        // Every new instance and its `Scheduled` event in two statements, whatever
-        // their number.
-        let names: Vec<String> = to_create
-            .iter()
-            .map(|(revision, ordinal, node, _)| {
-                instance_name(&key.app, *revision, *ordinal, workload.kind, node)
-            })
-            .collect();
-        let new: Vec<NewInstance<'_>> = to_create
-            .iter()
-            .zip(&names)
-            .map(|((revision, ordinal, node, request), name)| {
-                NewInstance::of(app_id, tenant_id, *revision, *ordinal, name, node, *request)
-            })
-            .collect();
-        if !new.is_empty() {
-            store::insert_instances(&mut tx, &new)
-                .await
-                .map_err(unavailable)?;
-            let messages: Vec<String> = to_create
-                .iter()
-                .map(|(revision, _, node, _)| format!("revision {revision} placed on {node}"))
-                .collect();
-            platform_core::store::runtime::append_events(
-                &mut tx,
-                app_id,
-                &names,
-                "Scheduled",
-                &messages,
-            )
-            .await
-            .map_err(unavailable)?;
-        }
-        if let Some(why) = &unschedulable {
-            let message = format!("not every instance can be placed: {why}");
-            say_once(&mut tx, app_id, None, "Unschedulable", &message).await?;
-        }
-        for (name, why) in &waiting {
-            say_once(&mut tx, app_id, Some(name), "Waiting", why).await?;
-        }
-        let wanted = Self::wanted_router_ports(workload);
-        if !wanted.is_empty() {
-            let have: Vec<(String, i32)> = store::router_ports(&mut *tx, app_id)
-                .await
-                .map_err(unavailable)?
-                .into_iter()
-                .map(|p| (p.port_name, p.ordinal))
-                .collect();
-            let missing: Vec<(String, i32)> =
-                wanted.into_iter().filter(|w| !have.contains(w)).collect();
-            let range = (
-                i32::from(self.router_ports.0),
-                i32::from(self.router_ports.1),
-            );
-            if !missing.is_empty()
-                && !store::allocate_router_ports(&mut tx, app_id, &missing, range)
-                    .await
-                    .map_err(unavailable)?
-            {
-                let message = format!(
-                    "no free router port in {}-{}: some TCP ports have no stable address",
-                    range.0, range.1
-                );
-                say_once(&mut tx, app_id, None, "Unroutable", &message).await?;
-            }
-        }
-        for id in &lost {
-            if let Some(i) = existing.iter().find(|i| i.id == *id) {
-                let message = if stateful {
-                    format!(
-                        "{} was confirmed lost: the ordinal starts on another node with an empty data directory (its data stays on {})",
-                        i.node, i.node
-                    )
-                } else {
-                    format!(
-                        "{} stopped reporting: the instance is replaced on another node",
-                        i.node
-                    )
-                };
-                platform_core::store::runtime::append_event(
-                    &mut tx,
-                    app_id,
-                    Some(&i.name),
-                    "Moved",
-                    &message,
-                )
-                .await
-                .map_err(unavailable)?;
-            }
-        }
-        tx.commit().await.map_err(unavailable)?;
-        match unschedulable {
-            Some(why) => Err(RuntimeError::Unschedulable(why)),
-            None => Ok(()),
-        }
+        self.converge_together(workload).await
     }
 
     async fn remove(&self, key: &WorkloadKey) -> Result<(), RuntimeError> {

@@ -679,3 +679,98 @@ async fn a_deleted_application_keeps_its_name_until_released_then_every_node_pur
         .collect();
     assert_eq!(ids, vec![Some(second.id)]);
 }
+
+/// Applies at the same time are converged together, in one transaction that reads the
+/// nodes once: what one workload placed counts against the room of the next, a
+/// workload that does not exist fails alone, and one that finds no room says so
+/// without holding back the others.
+#[sqlx::test(migrations = "../../migrations")]
+async fn concurrent_applies_share_the_nodes_room_and_fail_alone(pool: PgPool) {
+    use platform_core::runtime::{Placement, RevisionShape, Runtime, Slots, Workload, WorkloadKey};
+    use platform_core::spec::WorkloadKind;
+    use runtime_local::{LocalRuntime, proto::Registration};
+    let world = World::new(pool.clone()).await;
+    let runtime = LocalRuntime::new(pool.clone(), "token".into(), master());
+    for name in ["n1", "n2"] {
+        must(
+            runtime
+                .register(&Registration {
+                    name: name.into(),
+                    labels: Default::default(),
+                    capacity: platform_core::spec::Resources {
+                        cpu_millis: 1000,
+                        memory_mib: 1000,
+                    },
+                    address: "127.0.0.1".into(),
+                    api_port: 0,
+                    heartbeat_ms: None,
+                })
+                .await,
+        );
+    }
+    let alice = world.login("alice").await;
+    let access = must(world.platform.tenant(&alice, "acme").await);
+    let mut one = spec("web");
+    one.replicas = 1;
+    one.resources.cpu_millis = 400;
+    one.resources.memory_mib = 100;
+    for i in 0..6 {
+        must(
+            world
+                .platform
+                .create_application(
+                    &access,
+                    NewApplication {
+                        environment: must(EnvName::parse("dev")),
+                        name: must(AppName::parse(&format!("app-{i}"))),
+                        description: String::new(),
+                        spec: one.clone(),
+                    },
+                )
+                .await,
+        );
+    }
+    // Six that exist and one that does not, applied at once.
+    let mut applies = tokio::task::JoinSet::new();
+    for i in 0..7 {
+        let runtime = runtime.clone();
+        let workload = Workload {
+            key: WorkloadKey {
+                tenant: "acme".into(),
+                environment: "dev".into(),
+                app: format!("app-{i}"),
+            },
+            kind: WorkloadKind::Service,
+            revisions: vec![RevisionShape {
+                revision: 1,
+                spec: one.clone(),
+                slots: Slots::Count(1),
+                weight: None,
+                in_place: false,
+                secrets: Default::default(),
+            }],
+            placement: Placement::standard(),
+        };
+        applies.spawn(async move { runtime.apply(&workload).await });
+    }
+    let (mut placed, mut no_room, mut missing) = (0, 0, 0);
+    while let Some(done) = applies.join_next().await {
+        match must(done) {
+            Ok(()) => placed += 1,
+            Err(platform_core::runtime::RuntimeError::Unschedulable(_)) => no_room += 1,
+            Err(platform_core::runtime::RuntimeError::NotFound { name, .. }) => {
+                assert!(name.ends_with("app-6"), "{name}");
+                missing += 1;
+            }
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    // Two instances of 400 millicores fit a node of 1,000; a third does not.
+    assert_eq!((placed, no_room, missing), (4, 2, 1));
+    let per_node: Vec<(String, i64)> = must(
+        sqlx::query_as("SELECT node, count(*) FROM instances GROUP BY node ORDER BY node")
+            .fetch_all(&pool)
+            .await,
+    );
+    assert_eq!(per_node, [("n1".to_owned(), 2), ("n2".to_owned(), 2)]);
+}
