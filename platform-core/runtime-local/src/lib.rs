@@ -1061,21 +1061,7 @@ impl LocalRuntime {
         shared: &mut Option<Vec<NodeLoad>>,
     ) -> Result<Option<String>, RuntimeError> {
         let key = &workload.key;
-        let (app_id, tenant_id) = platform_core::store::runtime::lock_application(
-            &mut *tx,
-            &key.tenant,
-            &key.environment,
-            &key.app,
-        )
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| RuntimeError::NotFound {
-            kind: "application",
-            name: key.to_string(),
-        })?;
-        let existing = store::instances_of(&mut *tx, app_id)
-            .await
-            .map_err(unavailable)?;
+        let (app_id, tenant_id, existing) = locked_instances(&mut *tx, key).await?;
         let nodes_seen = self.nodes_of(&mut *tx, &existing).await?;
         let stateful = workload.kind == WorkloadKind::Stateful;
         let (lost, waiting) = self.verdicts(workload, &existing, &nodes_seen);
@@ -1086,22 +1072,16 @@ impl LocalRuntime {
         // workloads converged after this one: each placement charges what it placed.
         let mut no_nodes = Vec::new();
         let nodes: &mut Vec<NodeLoad> = if placing(workload, &existing, &lost, &drained) {
-            if shared.is_none() {
-                store::lock_placement(&mut *tx).await.map_err(unavailable)?;
-                *shared = Some(
-                    node_loads(&mut *tx, self.timing)
-                        .await
-                        .map_err(unavailable)?,
-                );
-            }
-            let nodes = shared.get_or_insert_with(Vec::new);
-            for_workload(nodes, &existing);
-            if names_others(&workload.placement.rules, &key.app) {
-                count_neighbours(nodes, &mut *tx, app_id)
-                    .await
-                    .map_err(unavailable)?;
-            }
-            nodes
+            let rules = &workload.placement.rules;
+            workload_loads(
+                &mut *tx,
+                self.timing,
+                shared,
+                (app_id, &key.app, rules),
+                &existing,
+            )
+            .await
+            .map_err(unavailable)?
         } else {
             &mut no_nodes
         };
@@ -1688,21 +1668,7 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
     let timing = run.timing;
     let key = &run.key;
     let mut tx = pool.begin().await.map_err(unavailable)?;
-    let (app_id, tenant_id) = platform_core::store::runtime::lock_application(
-        &mut tx,
-        &key.tenant,
-        &key.environment,
-        &key.app,
-    )
-    .await
-    .map_err(unavailable)?
-    .ok_or_else(|| RuntimeError::NotFound {
-        kind: "application",
-        name: key.to_string(),
-    })?;
-    let existing = store::instances_of(&mut *tx, app_id)
-        .await
-        .map_err(unavailable)?;
+    let (app_id, tenant_id, existing) = locked_instances(&mut tx, key).await?;
     let active = existing
         .iter()
         .find(|i| i.desired == Wanted::Run && !is_finished(i));
@@ -1725,17 +1691,20 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
     store::mark_stop(&mut tx, &forget)
         .await
         .map_err(unavailable)?;
-    store::lock_placement(&mut tx).await.map_err(unavailable)?;
-    let mut nodes = node_loads(&mut tx, timing).await.map_err(unavailable)?;
-    for_workload(&mut nodes, &existing);
-    if names_others(&run.placement.rules, &key.app) {
-        count_neighbours(&mut nodes, &mut tx, app_id)
-            .await
-            .map_err(unavailable)?;
-    }
+    let mut shared = None;
+    let rules = &run.placement.rules;
+    let nodes = workload_loads(
+        &mut tx,
+        timing,
+        &mut shared,
+        (app_id, &key.app, rules),
+        &existing,
+    )
+    .await
+    .map_err(unavailable)?;
     let request = run.shape.spec.resources;
     for _ in 0..run.parallelism {
-        let node = match choose(&nodes, &run.placement, &key.app, request) {
+        let node = match choose(nodes, &run.placement, &key.app, request) {
             Ok(node) => node.name.clone(),
             Err(e) => {
                 platform_core::store::runtime::append_event(
@@ -1750,7 +1719,7 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
                 break;
             }
         };
-        charge(&mut nodes, &node, request);
+        charge(nodes, &node, request);
         let name = instance_name(
             &key.app,
             run.shape.revision,
@@ -1801,6 +1770,54 @@ async fn node_loads(
             name: n.name,
         })
         .collect())
+}
+
+/// Locks the application of `key` (its row, `FOR NO KEY UPDATE`) and reads its
+/// instances: its id, its tenant's and the instances.
+async fn locked_instances(
+    tx: &mut sqlx::PgConnection,
+    key: &WorkloadKey,
+) -> Result<(Uuid, Uuid, Vec<InstanceRow>), RuntimeError> {
+    let (app_id, tenant_id) = platform_core::store::runtime::lock_application(
+        &mut *tx,
+        &key.tenant,
+        &key.environment,
+        &key.app,
+    )
+    .await
+    .map_err(unavailable)?
+    .ok_or_else(|| RuntimeError::NotFound {
+        kind: "application",
+        name: key.to_string(),
+    })?;
+    let existing = store::instances_of(&mut *tx, app_id)
+        .await
+        .map_err(unavailable)?;
+    Ok((app_id, tenant_id, existing))
+}
+
+/// The nodes' loads as one workload (`app`: its id, name and rules) sees them: read
+/// under the placement lock by the transaction's first placement and kept in `shared`
+/// for the next ones, with the workload's own instances and, where its rules name
+/// them, its neighbours counted.
+async fn workload_loads<'s>(
+    tx: &mut sqlx::PgConnection,
+    timing: Timing,
+    shared: &'s mut Option<Vec<NodeLoad>>,
+    app: (Uuid, &str, &platform_core::placement_spec::PlacementSpec),
+    existing: &[InstanceRow],
+) -> Result<&'s mut Vec<NodeLoad>, sqlx::Error> {
+    let (app_id, name, rules) = app;
+    if shared.is_none() {
+        store::lock_placement(&mut *tx).await?;
+        *shared = Some(node_loads(&mut *tx, timing).await?);
+    }
+    let nodes = shared.get_or_insert_with(Vec::new);
+    for_workload(nodes, existing);
+    if names_others(rules, name) {
+        count_neighbours(nodes, &mut *tx, app_id).await?;
+    }
+    Ok(nodes)
 }
 
 /// Makes the nodes' loads those of one workload: its own running instances per node,

@@ -94,24 +94,10 @@ impl World {
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_workload_no_node_can_hold_says_so_once_as_an_event(pool: PgPool) {
     use platform_core::reconciler::Reconciler;
-    use runtime_local::{LocalRuntime, proto::Registration};
+    use runtime_local::LocalRuntime;
     let world = World::new(pool.clone()).await;
     let runtime = LocalRuntime::new(pool.clone(), "token".into(), master());
-    must(
-        runtime
-            .register(&Registration {
-                name: "small".into(),
-                labels: Default::default(),
-                capacity: platform_core::spec::Resources {
-                    cpu_millis: 1000,
-                    memory_mib: 256,
-                },
-                address: "127.0.0.1".into(),
-                api_port: 0,
-                heartbeat_ms: None,
-            })
-            .await,
-    );
+    sized_node(&runtime, "small", (1000, 256), None).await;
     let alice = world.login("alice").await;
     let access = must(world.platform.tenant(&alice, "acme").await);
     let mut big = spec("web");
@@ -149,6 +135,16 @@ async fn a_workload_no_node_can_hold_says_so_once_as_an_event(pool: PgPool) {
 
 /// Registers a node of the local runtime that offers plenty.
 async fn node(runtime: &runtime_local::LocalRuntime, name: &str) {
+    sized_node(runtime, name, (4000, 4096), Some(200)).await;
+}
+
+/// Registers a node offering `(millicores, MiB)`, beating every `heartbeat_ms`.
+async fn sized_node(
+    runtime: &runtime_local::LocalRuntime,
+    name: &str,
+    (cpu_millis, memory_mib): (u32, u32),
+    heartbeat_ms: Option<u32>,
+) {
     use runtime_local::proto::Registration;
     must(
         runtime
@@ -156,12 +152,12 @@ async fn node(runtime: &runtime_local::LocalRuntime, name: &str) {
                 name: name.into(),
                 labels: Default::default(),
                 capacity: platform_core::spec::Resources {
-                    cpu_millis: 4000,
-                    memory_mib: 4096,
+                    cpu_millis,
+                    memory_mib,
                 },
                 address: "127.0.0.1".into(),
                 api_port: 0,
-                heartbeat_ms: Some(200),
+                heartbeat_ms,
             })
             .await,
     );
@@ -688,25 +684,11 @@ async fn a_deleted_application_keeps_its_name_until_released_then_every_node_pur
 async fn concurrent_applies_share_the_nodes_room_and_fail_alone(pool: PgPool) {
     use platform_core::runtime::{Placement, RevisionShape, Runtime, Slots, Workload, WorkloadKey};
     use platform_core::spec::WorkloadKind;
-    use runtime_local::{LocalRuntime, proto::Registration};
+    use runtime_local::LocalRuntime;
     let world = World::new(pool.clone()).await;
     let runtime = LocalRuntime::new(pool.clone(), "token".into(), master());
     for name in ["n1", "n2"] {
-        must(
-            runtime
-                .register(&Registration {
-                    name: name.into(),
-                    labels: Default::default(),
-                    capacity: platform_core::spec::Resources {
-                        cpu_millis: 1000,
-                        memory_mib: 1000,
-                    },
-                    address: "127.0.0.1".into(),
-                    api_port: 0,
-                    heartbeat_ms: None,
-                })
-                .await,
-        );
+        sized_node(&runtime, name, (1000, 1000), None).await;
     }
     let alice = world.login("alice").await;
     let access = must(world.platform.tenant(&alice, "acme").await);
