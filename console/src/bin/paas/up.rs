@@ -340,15 +340,35 @@ fn persisted_port(path: &Path) -> anyhow::Result<SocketAddr> {
     {
         return Ok(addr);
     }
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("finding a free port for a broker")?;
+    let addr = steady_port().context("finding a free port for a broker")?;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(path, addr.to_string())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(addr)
+}
+
+/// A free loopback port below the kernel's range of ephemeral ports and the router's
+/// stable ports. A port from the ephemeral range (what binding port 0 gives) may, by
+/// the time the broker binds it, be the local end of any outgoing connection, and then
+/// stays taken for as long as that lasts; below both, only another listener can take it.
+fn steady_port() -> std::io::Result<SocketAddr> {
+    use rand::Rng as _;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let below = ephemeral.min(runtime_local::DEFAULT_ROUTER_PORTS.0);
+    let (from, to) = (10_000u16, below.max(10_100));
+    let mut rng = rand::thread_rng();
+    for _ in 0..200 {
+        let port = rng.gen_range(from..to);
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr();
+        }
+    }
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr())
 }
 
 /// Waits (at most 30 s) until every node named has registered and reports ready.
