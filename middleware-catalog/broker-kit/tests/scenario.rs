@@ -83,11 +83,21 @@ struct Broker {
     base: String,
     http: reqwest::Client,
     backend: Arc<Memory>,
+    /// The registry's directory, removed with the broker.
+    _dir: tempfile::TempDir,
+}
+
+/// A directory for a registry, removed when dropped.
+fn registry_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("broker-kit-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn start(backend: Memory) -> Broker {
-    let dir = std::env::temp_dir().join(format!("broker-kit-{}", uuid::Uuid::new_v4().simple()));
-    let registry = Registry::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let dir = registry_dir();
+    let registry = Registry::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let backend = Arc::new(backend);
     let routes = broker_kit::configure(
         BrokerConfig {
@@ -109,6 +119,7 @@ async fn start(backend: Memory) -> Broker {
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
         backend,
+        _dir: dir,
     }
 }
 
@@ -402,8 +413,9 @@ async fn a_failed_creation_is_reported_failed_and_can_be_deprovisioned() {
 
 #[tokio::test]
 async fn an_operation_cut_by_a_restart_is_failed_not_forgotten() {
-    let dir = std::env::temp_dir().join(format!("broker-kit-{}", uuid::Uuid::new_v4().simple()));
-    let mut registry = Registry::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let temp = registry_dir();
+    let dir = temp.path();
+    let mut registry = Registry::open(dir).unwrap_or_else(|e| panic!("{e}"));
     registry
         .put_instance(InstanceRecord {
             id: "r1".into(),
@@ -420,7 +432,7 @@ async fn an_operation_cut_by_a_restart_is_failed_not_forgotten() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     drop(registry);
-    let reopened = Registry::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let reopened = Registry::open(dir).unwrap_or_else(|e| panic!("{e}"));
     let record = reopened
         .instance("r1")
         .cloned()
@@ -431,5 +443,4 @@ async fn an_operation_cut_by_a_restart_is_failed_not_forgotten() {
         .map(|m| m.permissions().mode() & 0o777)
         .unwrap_or(0);
     assert_eq!(mode, 0o600);
-    let _ = std::fs::remove_dir_all(dir);
 }
