@@ -350,7 +350,8 @@ fn persisted_port(path: &Path) -> anyhow::Result<SocketAddr> {
 }
 
 /// A free loopback port below the kernel's range of ephemeral ports and the router's
-/// stable ports. A port from the ephemeral range (what binding port 0 gives) may, by
+/// stable ports, for a listener whose address is kept (a broker's, the router's
+/// metrics). A port from the ephemeral range (what binding port 0 gives) may, by
 /// the time the broker binds it, be the local end of any outgoing connection, and then
 /// stays taken for as long as that lasts; below both, only another listener can take it.
 fn steady_port() -> std::io::Result<SocketAddr> {
@@ -538,9 +539,7 @@ fn router_metrics(
             .and_then(|a| a.trim().parse().ok())
         {
             Some(a) => a,
-            None => std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .context("finding a free port for the router's metrics")?,
+            None => steady_port().context("finding a free port for the router's metrics")?,
         },
     };
     std::fs::write(&addr_path, addr.to_string())
