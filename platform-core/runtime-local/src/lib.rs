@@ -1023,16 +1023,28 @@ impl LocalRuntime {
         let mut outcomes: Vec<Result<(), RuntimeError>> = Vec::with_capacity(batch.len());
         let failed = async {
             let mut tx = self.pool.begin().await.map_err(unavailable)?;
-            let mut nodes = None;
+            // Every application's lock first, in name order, and only then (as the
+            // first placement needs it) the placement lock: every batch and every
+            // single apply takes them in that order, so none waits on another in a
+            // circle.
+            let mut locked = Vec::with_capacity(batch.len());
             for (workload, _) in &batch {
-                outcomes.push(
-                    match self.converge_in(&mut tx, workload, &mut nodes).await {
+                locked.push(match lock_app(&mut tx, &workload.key).await {
+                    Err(e @ RuntimeError::NotFound { .. }) => Err(e),
+                    Err(e) => return Err(e),
+                    Ok(ids) => Ok(ids),
+                });
+            }
+            let mut nodes = None;
+            for ((workload, _), ids) in batch.iter().zip(locked) {
+                outcomes.push(match ids {
+                    Err(e) => Err(e),
+                    Ok(ids) => match self.converge_in(&mut tx, workload, ids, &mut nodes).await {
                         Ok(None) => Ok(()),
                         Ok(Some(why)) => Err(RuntimeError::Unschedulable(why)),
-                        Err(e @ RuntimeError::NotFound { .. }) => Err(e),
                         Err(e) => return Err(e),
                     },
-                );
+                });
             }
             tx.commit().await.map_err(unavailable)
         }
@@ -1050,18 +1062,22 @@ impl LocalRuntime {
         }
     }
 
-    /// Converges one workload within `tx`: its instances read under its application's
-    /// lock, the plan, and its writes. `shared`: the nodes and their loads, read (under
-    /// the placement lock) by the first workload of the transaction that places.
-    /// Returns why some instances cannot be placed, if they cannot.
+    /// Converges one workload within `tx`, its application (`ids`: its id and its
+    /// tenant's) already locked: its instances read (after whatever the transaction
+    /// wrote before), the plan, and its writes. `shared`: the nodes and their loads,
+    /// read (under the placement lock) by the first workload of the transaction that
+    /// places. Returns why some instances cannot be placed, if they cannot.
     async fn converge_in(
         &self,
         tx: &mut sqlx::PgConnection,
         workload: &Workload,
+        (app_id, tenant_id): (Uuid, Uuid),
         shared: &mut Option<Vec<NodeLoad>>,
     ) -> Result<Option<String>, RuntimeError> {
         let key = &workload.key;
-        let (app_id, tenant_id, existing) = locked_instances(&mut *tx, key).await?;
+        let existing = store::instances_of(&mut *tx, app_id)
+            .await
+            .map_err(unavailable)?;
         let nodes_seen = self.nodes_of(&mut *tx, &existing).await?;
         let stateful = workload.kind == WorkloadKind::Stateful;
         let (lost, waiting) = self.verdicts(workload, &existing, &nodes_seen);
@@ -1668,7 +1684,10 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
     let timing = run.timing;
     let key = &run.key;
     let mut tx = pool.begin().await.map_err(unavailable)?;
-    let (app_id, tenant_id, existing) = locked_instances(&mut tx, key).await?;
+    let (app_id, tenant_id) = lock_app(&mut tx, key).await?;
+    let existing = store::instances_of(&mut *tx, app_id)
+        .await
+        .map_err(unavailable)?;
     let active = existing
         .iter()
         .find(|i| i.desired == Wanted::Run && !is_finished(i));
@@ -1772,13 +1791,13 @@ async fn node_loads(
         .collect())
 }
 
-/// Locks the application of `key` (its row, `FOR NO KEY UPDATE`) and reads its
-/// instances: its id, its tenant's and the instances.
-async fn locked_instances(
+/// Locks the application of `key` (its row, `FOR NO KEY UPDATE`): its id and its
+/// tenant's.
+async fn lock_app(
     tx: &mut sqlx::PgConnection,
     key: &WorkloadKey,
-) -> Result<(Uuid, Uuid, Vec<InstanceRow>), RuntimeError> {
-    let (app_id, tenant_id) = platform_core::store::runtime::lock_application(
+) -> Result<(Uuid, Uuid), RuntimeError> {
+    platform_core::store::runtime::lock_application(
         &mut *tx,
         &key.tenant,
         &key.environment,
@@ -1789,11 +1808,7 @@ async fn locked_instances(
     .ok_or_else(|| RuntimeError::NotFound {
         kind: "application",
         name: key.to_string(),
-    })?;
-    let existing = store::instances_of(&mut *tx, app_id)
-        .await
-        .map_err(unavailable)?;
-    Ok((app_id, tenant_id, existing))
+    })
 }
 
 /// The nodes' loads as one workload (`app`: its id, name and rules) sees them: read

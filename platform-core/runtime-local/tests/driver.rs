@@ -82,6 +82,23 @@ impl World {
         must(self.platform.create_tenant(&self.admin, input).await);
     }
 
+    /// Creates application `name` in `env` of the tenant of `access`.
+    async fn create_app(
+        &self,
+        access: &platform_core::authz::TenantAccess,
+        env: &str,
+        name: impl AsRef<str>,
+        spec: AppSpec,
+    ) {
+        let input = NewApplication {
+            environment: must(EnvName::parse(env)),
+            name: must(AppName::parse(name.as_ref())),
+            description: String::new(),
+            spec,
+        };
+        must(self.platform.create_application(access, input).await);
+    }
+
     async fn session(&self, user: &str) -> Session {
         must(self.platform.login(user, PASSWORD, Some("10.1.2.3")).await)
     }
@@ -102,20 +119,7 @@ async fn a_workload_no_node_can_hold_says_so_once_as_an_event(pool: PgPool) {
     let access = must(world.platform.tenant(&alice, "acme").await);
     let mut big = spec("web");
     big.resources.memory_mib = 4096;
-    must(
-        world
-            .platform
-            .create_application(
-                &access,
-                NewApplication {
-                    environment: must(EnvName::parse("dev")),
-                    name: must(AppName::parse("big")),
-                    description: String::new(),
-                    spec: big,
-                },
-            )
-            .await,
-    );
+    world.create_app(&access, "dev", "big", big).await;
     let runtimes =
         platform_core::runtime::Runtimes::default().with("local", std::sync::Arc::new(runtime));
     let reconciler = Reconciler::new(pool, runtimes, master());
@@ -131,6 +135,29 @@ async fn a_workload_no_node_can_hold_says_so_once_as_an_event(pool: PgPool) {
         .collect();
     assert_eq!(unschedulable.len(), 1, "{events:?}");
     assert!(unschedulable[0].contains("4096 MiB"), "{unschedulable:?}");
+}
+
+/// A service workload of `replicas` instances of revision 1 of `spec`, as the
+/// reconciler would apply it.
+fn service(app: &str, spec: &AppSpec, replicas: u32) -> platform_core::runtime::Workload {
+    use platform_core::runtime::{Placement, RevisionShape, Slots, Workload, WorkloadKey};
+    Workload {
+        key: WorkloadKey {
+            tenant: "acme".into(),
+            environment: "dev".into(),
+            app: app.into(),
+        },
+        kind: platform_core::spec::WorkloadKind::Service,
+        revisions: vec![RevisionShape {
+            revision: 1,
+            spec: spec.clone(),
+            slots: Slots::Count(replicas),
+            weight: None,
+            in_place: false,
+            secrets: Default::default(),
+        }],
+        placement: Placement::standard(),
+    }
 }
 
 /// Registers a node of the local runtime that offers plenty.
@@ -208,20 +235,7 @@ async fn a_silent_node_loses_its_stateless_instances_but_an_ordinal_waits_for_an
     for (name, kind) in [("web", "service"), ("db", "stateful")] {
         let mut s = spec(name);
         s.kind = must(platform_core::spec::WorkloadKind::parse(kind));
-        must(
-            world
-                .platform
-                .create_application(
-                    &access,
-                    NewApplication {
-                        environment: must(EnvName::parse("dev")),
-                        name: must(AppName::parse(name)),
-                        description: String::new(),
-                        spec: s,
-                    },
-                )
-                .await,
-        );
+        world.create_app(&access, "dev", name, s).await;
     }
     let runtimes = platform_core::runtime::Runtimes::default().with("local", runtime.clone());
     let platform = world.platform.clone().with_runtimes(runtimes.clone());
@@ -370,20 +384,7 @@ async fn a_held_heartbeat_is_answered_the_moment_its_node_is_given_an_instance_a
     tokio::time::sleep(Duration::from_millis(300)).await;
     let alice = world.login("alice").await;
     let access = must(world.platform.tenant(&alice, "acme").await);
-    must(
-        world
-            .platform
-            .create_application(
-                &access,
-                NewApplication {
-                    environment: must(EnvName::parse("dev")),
-                    name: must(AppName::parse("web")),
-                    description: String::new(),
-                    spec: spec("web"),
-                },
-            )
-            .await,
-    );
+    world.create_app(&access, "dev", "web", spec("web")).await;
     let runtimes = platform_core::runtime::Runtimes::default().with("local", runtime.clone());
     let placed_at = Instant::now();
     must(
@@ -441,20 +442,7 @@ async fn a_change_to_one_application_is_reconciled_at_once_without_a_full_pass(p
     tokio::time::sleep(Duration::from_millis(500)).await;
     let alice = world.login("alice").await;
     let access = must(world.platform.tenant(&alice, "acme").await);
-    must(
-        world
-            .platform
-            .create_application(
-                &access,
-                NewApplication {
-                    environment: must(EnvName::parse("dev")),
-                    name: must(AppName::parse("web")),
-                    description: String::new(),
-                    spec: spec("web"),
-                },
-            )
-            .await,
-    );
+    world.create_app(&access, "dev", "web", spec("web")).await;
     let created = placed_within(&pool, "web", 1, Duration::from_secs(10)).await;
     assert!(created.is_some(), "a new application was not placed");
     must(world.platform.scale(&access, "dev", "web", 3, None).await);
@@ -516,20 +504,7 @@ async fn each_nodes_requests_follow_every_placement_stop_and_removal(pool: PgPoo
             cpu_millis: cpu,
             memory_mib: memory,
         };
-        must(
-            world
-                .platform
-                .create_application(
-                    &access,
-                    NewApplication {
-                        environment: must(EnvName::parse("dev")),
-                        name: must(AppName::parse(app)),
-                        description: String::new(),
-                        spec: s,
-                    },
-                )
-                .await,
-        );
+        world.create_app(&access, "dev", app, s).await;
     }
     let runtimes = platform_core::runtime::Runtimes::default().with("local", runtime.clone());
     let reconciler = Reconciler::new(pool.clone(), runtimes, master());
@@ -682,8 +657,7 @@ async fn a_deleted_application_keeps_its_name_until_released_then_every_node_pur
 /// without holding back the others.
 #[sqlx::test(migrations = "../../migrations")]
 async fn concurrent_applies_share_the_nodes_room_and_fail_alone(pool: PgPool) {
-    use platform_core::runtime::{Placement, RevisionShape, Runtime, Slots, Workload, WorkloadKey};
-    use platform_core::spec::WorkloadKind;
+    use platform_core::runtime::Runtime as _;
     use runtime_local::LocalRuntime;
     let world = World::new(pool.clone()).await;
     let runtime = LocalRuntime::new(pool.clone(), "token".into(), master());
@@ -697,42 +671,15 @@ async fn concurrent_applies_share_the_nodes_room_and_fail_alone(pool: PgPool) {
     one.resources.cpu_millis = 400;
     one.resources.memory_mib = 100;
     for i in 0..6 {
-        must(
-            world
-                .platform
-                .create_application(
-                    &access,
-                    NewApplication {
-                        environment: must(EnvName::parse("dev")),
-                        name: must(AppName::parse(&format!("app-{i}"))),
-                        description: String::new(),
-                        spec: one.clone(),
-                    },
-                )
-                .await,
-        );
+        world
+            .create_app(&access, "dev", format!("app-{i}"), one.clone())
+            .await;
     }
     // Six that exist and one that does not, applied at once.
     let mut applies = tokio::task::JoinSet::new();
     for i in 0..7 {
         let runtime = runtime.clone();
-        let workload = Workload {
-            key: WorkloadKey {
-                tenant: "acme".into(),
-                environment: "dev".into(),
-                app: format!("app-{i}"),
-            },
-            kind: WorkloadKind::Service,
-            revisions: vec![RevisionShape {
-                revision: 1,
-                spec: one.clone(),
-                slots: Slots::Count(1),
-                weight: None,
-                in_place: false,
-                secrets: Default::default(),
-            }],
-            placement: Placement::standard(),
-        };
+        let workload = service(&format!("app-{i}"), &one, 1);
         applies.spawn(async move { runtime.apply(&workload).await });
     }
     let (mut placed, mut no_room, mut missing) = (0, 0, 0);
@@ -755,4 +702,27 @@ async fn concurrent_applies_share_the_nodes_room_and_fail_alone(pool: PgPool) {
             .await,
     );
     assert_eq!(per_node, [("n1".to_owned(), 2), ("n2".to_owned(), 2)]);
+    // The same workload applied three times at once (a full pass and a change's own
+    // reconcile, say) gets its one instance once.
+    let mut small = one.clone();
+    small.resources.cpu_millis = 100;
+    world
+        .create_app(&access, "dev", "small", small.clone())
+        .await;
+    let workload = service("small", &small, 1);
+    let (a, b, c) = tokio::join!(
+        runtime.apply(&workload),
+        runtime.apply(&workload),
+        runtime.apply(&workload)
+    );
+    must(a.and(b).and(c));
+    let instances: i64 = must(
+        sqlx::query_scalar(
+            "SELECT count(*) FROM instances i JOIN applications a ON a.id = i.application_id
+             WHERE a.name = 'small'",
+        )
+        .fetch_one(&pool)
+        .await,
+    );
+    assert_eq!(instances, 1);
 }
