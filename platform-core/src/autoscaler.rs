@@ -37,8 +37,32 @@ const MEMORY: chrono::Duration = chrono::Duration::seconds(3600);
 /// Where metrics that neither the runtime's instances nor the policy hold come from.
 #[derive(Debug, Clone, Default)]
 pub struct MetricSources {
-    /// A Prometheus server's base URL, for `promql` rules.
-    pub prometheus: Option<String>,
+    /// A Prometheus server, for `promql` rules and canary analyses.
+    pub prometheus: Option<Prometheus>,
+}
+
+/// A Prometheus server (its base URL) and the client that asks it, with a timeout.
+#[derive(Debug, Clone)]
+pub struct Prometheus {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Prometheus {
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            base: base.into(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Runs an instant query; the sum of the values it returns.
+    pub async fn query(&self, query: &str) -> Result<f64, PromError> {
+        prometheus_query(&self.http, &self.base, query).await
+    }
 }
 
 /// What the evaluator remembers of one application.
@@ -66,7 +90,6 @@ pub struct Autoscaler {
     pool: PgPool,
     runtimes: Runtimes,
     sources: MetricSources,
-    http: reqwest::Client,
     started: DateTime<Utc>,
     apps: HashMap<Uuid, Memory>,
 }
@@ -77,10 +100,6 @@ impl Autoscaler {
             pool,
             runtimes,
             sources,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
             started: Utc::now(),
             apps: HashMap::new(),
         }
@@ -390,8 +409,7 @@ impl Autoscaler {
             Metric::Cpu => usage(instances?, |i| i.cpu_millis, spec.resources.cpu_millis),
             Metric::Memory => usage(instances?, |i| i.memory_mib, spec.resources.memory_mib),
             Metric::Promql { query } => {
-                let base = self.sources.prometheus.as_deref()?;
-                let total = prometheus_query(&self.http, base, query).await.ok()?;
+                let total = self.sources.prometheus.as_ref()?.query(query).await.ok()?;
                 (ready > 0).then(|| Reading {
                     value: total / f64::from(ready),
                     window_s: 0,
@@ -483,8 +501,7 @@ pub enum PromError {
     NoValue,
 }
 
-/// Runs an instant query; the sum of the values it returns.
-pub async fn prometheus_query(
+async fn prometheus_query(
     http: &reqwest::Client,
     base: &str,
     query: &str,

@@ -51,8 +51,8 @@ pub struct Reconciler {
     runtimes: Runtimes,
     /// Opens revisions' secrets for runtimes that need them in the workload.
     master: MasterKey,
-    /// The Prometheus a canary analysis with PromQL queries reads, and its client.
-    prometheus: Option<(String, reqwest::Client)>,
+    /// The Prometheus a canary analysis with PromQL queries reads.
+    prometheus: Option<crate::autoscaler::Prometheus>,
 }
 
 impl Reconciler {
@@ -69,14 +69,8 @@ impl Reconciler {
 
     /// Where canary analyses with PromQL queries read their figures (`paas serve
     /// --prometheus-url`); without one such an analysis is inconclusive.
-    pub fn with_prometheus(mut self, base: Option<String>) -> Self {
-        self.prometheus = base.map(|base| {
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default();
-            (base, http)
-        });
+    pub fn with_prometheus(mut self, prometheus: Option<crate::autoscaler::Prometheus>) -> Self {
+        self.prometheus = prometheus;
         self
     }
 
@@ -717,28 +711,24 @@ impl Reconciler {
             // Prometheus is asked only then, over the interval.
             let running = state.ready_since.is_some() && !state.promoting(&c);
             let due = state.check_due(&c, now);
+            let no_figures = || "no traffic figures for this runtime".to_owned();
             let figures = match (self.runtimes.get(&row.runtime), &c.analysis.promql) {
-                (_, Some(queries)) if running && due => Some(
+                (_, Some(queries)) if running && due => {
                     self.prometheus_figures(&row, queries, c.analysis.interval_s)
-                        .await,
-                ),
+                        .await
+                }
                 (Some(runtime), None) if running => {
                     let window = Duration::from_secs(u64::from(c.analysis.interval_s));
-                    Some(
-                        runtime
-                            .canary_traffic(&key_of(&row), window)
-                            .await
-                            .ok_or_else(|| "no traffic figures for this runtime".to_owned()),
-                    )
+                    runtime
+                        .canary_traffic(&key_of(&row), window)
+                        .await
+                        .ok_or_else(no_figures)
                 }
-                _ => None,
+                _ => Err(no_figures()),
             };
             let verdict = due.then(|| match figures {
-                Some(Ok(t)) => crate::releases::canary::analyse(&c.analysis, &t.canary, &t.stable),
-                Some(Err(reason)) => crate::releases::canary::Verdict::Inconclusive { reason },
-                None => crate::releases::canary::Verdict::Inconclusive {
-                    reason: "no traffic figures for this runtime".to_owned(),
-                },
+                Ok(t) => crate::releases::canary::analyse(&c.analysis, &t.canary, &t.stable),
+                Err(reason) => crate::releases::canary::Verdict::Inconclusive { reason },
             });
             let tick =
                 crate::releases::canary::tick(&c, &state, replicas, target_ready, now, verdict);
@@ -790,9 +780,9 @@ impl Reconciler {
         queries: &crate::releases::canary::PromQueries,
         interval_s: u32,
     ) -> Result<crate::runtime::CanaryTraffic, String> {
-        use crate::autoscaler::{PromError, prometheus_query};
+        use crate::autoscaler::PromError;
         use crate::releases::canary::{QuerySide, Sample, fill};
-        let Some((base, http)) = &self.prometheus else {
+        let Some(prometheus) = &self.prometheus else {
             return Err(
                 "the analysis reads Prometheus, and none is configured (paas serve --prometheus-url)"
                     .to_owned(),
@@ -813,7 +803,7 @@ impl Reconciler {
             };
             let mut values = Vec::with_capacity(3);
             for (name, query) in queries.named() {
-                let value = match prometheus_query(http, base, &fill(query, &at)).await {
+                let value = match prometheus.query(&fill(query, &at)).await {
                     Ok(v) => Some(v),
                     Err(PromError::NoValue) => None,
                     Err(e) => return Err(format!("the {side}'s {name} query: {e}")),

@@ -149,7 +149,9 @@ async fn changed_app_with(
     let platform =
         must(Platform::start(pool.clone(), TokenConfig::default(), master.clone()).await)
             .with_runtimes(runtimes.clone())
-            .with_metric_sources(platform_core::autoscaler::MetricSources { prometheus });
+            .with_metric_sources(platform_core::autoscaler::MetricSources {
+                prometheus: prometheus.map(platform_core::autoscaler::Prometheus::new),
+            });
     assert!(must(
         platform
             .bootstrap_admin("root", &must(Password::parse_new(PASSWORD)))
@@ -460,7 +462,8 @@ async fn a_canarys_promql_analysis_rolls_a_failing_canary_back_on_kubernetes(poo
     let (url, seen) = fake_prometheus().await;
     let (platform, cluster, runtimes, master) =
         changed_app_with(&pool, Some(url.clone()), Some(promql_canary())).await;
-    let reconciler = Reconciler::new(pool.clone(), runtimes, master).with_prometheus(Some(url));
+    let reconciler = Reconciler::new(pool.clone(), runtimes, master)
+        .with_prometheus(Some(platform_core::autoscaler::Prometheus::new(url)));
     let tom = must(platform.login("tom", PASSWORD, None).await).principal;
     let acme = must(platform.tenant(&tom, "acme").await);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -529,7 +532,7 @@ async fn a_promql_analysis_needs_a_prometheus_that_takes_its_queries(pool: PgPoo
     let (without, _, _, master) = changed_app_with(&pool, None, None).await;
     let with = must(Platform::start(pool.clone(), TokenConfig::default(), master).await)
         .with_metric_sources(platform_core::autoscaler::MetricSources {
-            prometheus: Some(url),
+            prometheus: Some(platform_core::autoscaler::Prometheus::new(url)),
         });
     for (platform, errors_query, field, message) in [
         (

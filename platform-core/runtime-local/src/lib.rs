@@ -977,8 +977,6 @@ impl LocalRuntime {
         env
     }
 
-    /// A cron workload: its schedule, its finished runs' history, and on suspension
-    /// its active run.
     /// Converges the workload in a transaction shared with the other applies that
     /// must write at the same time ("group commit"): the reconciler applies a few
     /// workloads at a time, and each placement holds the placement lock, so together
@@ -1014,52 +1012,60 @@ impl LocalRuntime {
         result.try_recv().unwrap_or_else(|_| Err(interrupted()))
     }
 
-    /// Converges a batch in one transaction, each workload's application locked in
-    /// name order (so that two control planes' batches cannot deadlock). A workload
-    /// that is gone fails alone; a failing transaction fails them all, to be tried
-    /// again.
+    /// Converges a batch in one transaction and hands each workload its outcome. A
+    /// failing transaction fails them all, to be tried again.
     async fn converge_batch(&self, mut batch: Vec<(Workload, Converged)>) {
         batch.sort_by(|a, b| a.0.key.cmp(&b.0.key));
-        let mut outcomes: Vec<Result<(), RuntimeError>> = Vec::with_capacity(batch.len());
-        let failed = async {
-            let mut tx = self.pool.begin().await.map_err(unavailable)?;
-            // Every application's lock first, in name order, and only then (as the
-            // first placement needs it) the placement lock: every batch and every
-            // single apply takes them in that order, so none waits on another in a
-            // circle.
-            let mut locked = Vec::with_capacity(batch.len());
-            for (workload, _) in &batch {
-                locked.push(match lock_app(&mut tx, &workload.key).await {
-                    Err(e @ RuntimeError::NotFound { .. }) => Err(e),
-                    Err(e) => return Err(e),
-                    Ok(ids) => Ok(ids),
-                });
+        let workloads: Vec<&Workload> = batch.iter().map(|(w, _)| w).collect();
+        match self.converge_all(&workloads).await {
+            Ok(outcomes) => {
+                for ((_, sent), outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = sent.send(outcome);
+                }
             }
-            let mut nodes = None;
-            for ((workload, _), ids) in batch.iter().zip(locked) {
-                outcomes.push(match ids {
-                    Err(e) => Err(e),
-                    Ok(ids) => match self.converge_in(&mut tx, workload, ids, &mut nodes).await {
-                        Ok(None) => Ok(()),
-                        Ok(Some(why)) => Err(RuntimeError::Unschedulable(why)),
-                        Err(e) => return Err(e),
-                    },
-                });
+            Err(e) => {
+                let why = match e {
+                    RuntimeError::Unavailable(why) => why,
+                    e => e.to_string(),
+                };
+                for (_, sent) in batch {
+                    let _ = sent.send(Err(RuntimeError::Unavailable(why.clone())));
+                }
             }
-            tx.commit().await.map_err(unavailable)
         }
-        .await
-        .err()
-        .map(|e| e.to_string());
-        for (i, (_, sent)) in batch.into_iter().enumerate() {
-            let outcome = match &failed {
-                Some(why) => Err(RuntimeError::Unavailable(why.clone())),
-                None => outcomes
-                    .get_mut(i)
-                    .map_or(Ok(()), |o| std::mem::replace(o, Ok(()))),
-            };
-            let _ = sent.send(outcome);
+    }
+
+    /// Converges workloads (in name order) in one transaction: each one's outcome, a
+    /// workload that is gone or finds no room failing alone.
+    async fn converge_all(
+        &self,
+        workloads: &[&Workload],
+    ) -> Result<Vec<Result<(), RuntimeError>>, RuntimeError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Every application's lock first, in name order, and only then (as the first
+        // placement needs it) the placement lock: every batch and every single apply
+        // takes them in that order, so none waits on another in a circle.
+        let mut locked = Vec::with_capacity(workloads.len());
+        for workload in workloads {
+            locked.push(match lock_app(&mut tx, &workload.key).await {
+                Err(e @ RuntimeError::NotFound { .. }) => Err(e),
+                Err(e) => return Err(e),
+                Ok(ids) => Ok(ids),
+            });
         }
+        let mut nodes = None;
+        let mut outcomes = Vec::with_capacity(workloads.len());
+        for (workload, ids) in workloads.iter().zip(locked) {
+            outcomes.push(match ids {
+                Err(e) => Err(e),
+                Ok(ids) => match self.converge_in(&mut tx, workload, ids, &mut nodes).await? {
+                    None => Ok(()),
+                    Some(why) => Err(RuntimeError::Unschedulable(why)),
+                },
+            });
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(outcomes)
     }
 
     /// Converges one workload within `tx`, its application (`ids`: its id and its
@@ -1221,6 +1227,8 @@ impl LocalRuntime {
         Ok(unschedulable)
     }
 
+    /// A cron workload: its schedule, its finished runs' history, and on suspension
+    /// its active run.
     async fn apply_cron(&self, workload: &Workload) -> Result<(), RuntimeError> {
         let key = &workload.key;
         let current = workload.revisions.iter().max_by_key(|r| r.revision);
@@ -1764,7 +1772,7 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
     tx.commit().await.map_err(unavailable)
 }
 
-/// Nodes with their load, counting `instances` (the workload's, already read).
+/// Nodes with their load, as no workload in particular sees them (see `for_workload`).
 async fn node_loads(
     conn: &mut sqlx::PgConnection,
     timing: Timing,

@@ -259,29 +259,33 @@ impl Platform {
     /// Refuses a `promql` rule whose query the configured Prometheus does not answer
     /// with a number (or when no Prometheus is configured).
     async fn check_promql(&self, policy: &Policy) -> Result<(), CoreError> {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
         for (i, rule) in policy.rules.iter().enumerate() {
             let Metric::Promql { query } = &rule.metric else {
                 continue;
             };
             let field = format!("rules[{i}].metric.query");
-            let Some(base) = self.metric_sources.prometheus.as_deref() else {
-                return Err(FieldError::new(
-                    field,
-                    "no Prometheus is configured for this platform (paas serve --prometheus-url)",
-                )
-                .into());
-            };
-            crate::autoscaler::prometheus_query(&http, base, query)
+            self.prometheus_for(&field)?
+                .query(query)
                 .await
                 .map_err(|e| {
                     FieldError::new(field, format!("{e}; the query must return a number"))
                 })?;
         }
         Ok(())
+    }
+
+    /// The configured Prometheus, or why `field` cannot name a query.
+    pub(super) fn prometheus_for(
+        &self,
+        field: &str,
+    ) -> Result<&crate::autoscaler::Prometheus, CoreError> {
+        self.metric_sources.prometheus.as_ref().ok_or_else(|| {
+            FieldError::new(
+                field,
+                "no Prometheus is configured for this platform (paas serve --prometheus-url)",
+            )
+            .into()
+        })
     }
 
     async fn check_policy_version(

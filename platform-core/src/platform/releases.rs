@@ -842,17 +842,7 @@ impl Platform {
         let Some(queries) = &c.analysis.promql else {
             return Ok(());
         };
-        let Some(base) = self.metric_sources.prometheus.as_deref() else {
-            return Err(FieldError::new(
-                "strategy.analysis.promql",
-                "no Prometheus is configured for this platform (paas serve --prometheus-url)",
-            )
-            .into());
-        };
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
+        let prometheus = self.prometheus_for("strategy.analysis.promql")?;
         let side = crate::releases::canary::QuerySide {
             revision: 1,
             side: "canary",
@@ -863,7 +853,7 @@ impl Platform {
         };
         for (name, query) in queries.named() {
             let filled = crate::releases::canary::fill(query, &side);
-            match crate::autoscaler::prometheus_query(&http, base, &filled).await {
+            match prometheus.query(&filled).await {
                 Ok(_) | Err(crate::autoscaler::PromError::NoValue) => {}
                 Err(e) => {
                     return Err(FieldError::new(

@@ -381,53 +381,62 @@ pub struct QuerySide<'a> {
 /// The `{{name}}` placeholders of a query, in order; an unknown or unclosed one is an
 /// error in words.
 fn placeholders(query: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut rest = query;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            return Err("has a {{ without its }}".to_owned());
-        };
-        let name = after[..end].trim();
-        if !PROMQL_PLACEHOLDERS.contains(&name) {
-            return Err(format!(
-                "{{{{{name}}}}} is not a placeholder (known: {})",
-                PROMQL_PLACEHOLDERS
-                    .map(|p| format!("{{{{{p}}}}}"))
-                    .join(", ")
-            ));
-        }
-        out.push(name.to_owned());
-        rest = &after[end + 2..];
-    }
-    Ok(out)
+    let mut used = Vec::new();
+    substitute(query, |name| {
+        used.push(name.to_owned());
+        Some(String::new())
+    })?;
+    Ok(used)
 }
 
 /// The query with its placeholders filled in for one side (a checked query: an unknown
 /// placeholder is left as it is).
 pub fn fill(query: &str, side: &QuerySide<'_>) -> String {
-    let mut out = String::with_capacity(query.len() + 16);
-    let mut rest = query;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            break;
-        };
-        let value = match after[..end].trim() {
+    let filled = substitute(query, |name| {
+        Some(match name {
             "revision" => side.revision.to_string(),
             "side" => side.side.to_owned(),
             "tenant" => side.tenant.to_owned(),
             "environment" => side.environment.to_owned(),
             "app" => side.app.to_owned(),
             "interval" => format!("{}s", side.interval_s),
-            _ => rest[start..start + 2 + end + 2].to_owned(),
-        };
-        out.push_str(&value);
+            _ => return None,
+        })
+    });
+    filled.unwrap_or_else(|_| query.to_owned())
+}
+
+/// The query with each `{{name}}` replaced by `value(name)`; `None` from it, or an
+/// unclosed `{{`, is an error in words (naming the placeholders there are).
+fn substitute(
+    query: &str,
+    mut value: impl FnMut(&str) -> Option<String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(query.len() + 16);
+    let mut rest = query;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| "has a {{ without its }}".to_owned())?;
+        let name = after[..end].trim();
+        let known = PROMQL_PLACEHOLDERS.contains(&name);
+        match value(name).filter(|_| known) {
+            Some(v) => out.push_str(&v),
+            None => {
+                return Err(format!(
+                    "{{{{{name}}}}} is not a placeholder (known: {})",
+                    PROMQL_PLACEHOLDERS
+                        .map(|p| format!("{{{{{p}}}}}"))
+                        .join(", ")
+                ));
+            }
+        }
         rest = &after[end + 2..];
     }
     out.push_str(rest);
-    out
+    Ok(out)
 }
 
 fn interval() -> u32 {

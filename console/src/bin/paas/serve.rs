@@ -318,7 +318,11 @@ pub async fn run_http(
         },
     };
     let platform = platform.with_metric_sources(platform_core::autoscaler::MetricSources {
-        prometheus: http.prometheus_url.clone().filter(|u| !u.is_empty()),
+        prometheus: http
+            .prometheus_url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .map(platform_core::autoscaler::Prometheus::new),
     });
     let (stop_reconciler, stopped) = tokio::sync::watch::channel(false);
     let stopped_nodes = stopped.clone();

@@ -331,8 +331,8 @@ fn secret_file(path: &Path) -> anyhow::Result<String> {
     Ok(secret)
 }
 
-/// A loopback port chosen once and kept in `path`, so that a broker keeps its address
-/// (the catalog's URL) across restarts.
+/// A loopback port chosen once and kept in `path`, so that a listener keeps its
+/// address across restarts (a broker's is the catalog's URL).
 fn persisted_port(path: &Path) -> anyhow::Result<SocketAddr> {
     if let Some(addr) = std::fs::read_to_string(path)
         .ok()
@@ -340,7 +340,8 @@ fn persisted_port(path: &Path) -> anyhow::Result<SocketAddr> {
     {
         return Ok(addr);
     }
-    let addr = steady_port().context("finding a free port for a broker")?;
+    let addr =
+        steady_port().with_context(|| format!("finding a free port for {}", path.display()))?;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -533,17 +534,13 @@ fn router_metrics(
     };
     let addr_path = data_dir.join("router-metrics-addr");
     let addr = match listen {
-        Some(a) => a,
-        None => match std::fs::read_to_string(&addr_path)
-            .ok()
-            .and_then(|a| a.trim().parse().ok())
-        {
-            Some(a) => a,
-            None => steady_port().context("finding a free port for the router's metrics")?,
-        },
+        Some(a) => {
+            std::fs::write(&addr_path, a.to_string())
+                .with_context(|| format!("writing {}", addr_path.display()))?;
+            a
+        }
+        None => persisted_port(&addr_path)?,
     };
-    std::fs::write(&addr_path, addr.to_string())
-        .with_context(|| format!("writing {}", addr_path.display()))?;
     Ok((addr, token))
 }
 
