@@ -701,6 +701,8 @@ async fn a_platform_admin_is_told_why_a_drain_cannot_finish_and_may_force_it_the
     let (_driver, client) = browser(&site).await;
     let base = platform.url.as_str();
     log_in(&client, base, "admin", &platform.passwords["admin"]).await;
+    // Signed in (the sign-in's own redirect would otherwise land after the next page).
+    wait_for_path(&client, "/admin/tenants").await;
     must(client.goto(&format!("{base}/admin/runtimes")).await);
     wait_for_heading(&client, "Runtimes").await;
     // The demo's hello runs on the only node: draining it could not finish, and the
@@ -857,6 +859,8 @@ async fn a_platform_admin_sees_the_brokers_and_a_broker_that_cannot_be_reached_i
     let (_driver, client) = browser(&site).await;
     let base = platform.url.as_str();
     log_in(&client, base, "admin", &platform.passwords["admin"]).await;
+    // Signed in (the sign-in's own redirect would otherwise land after the next page).
+    wait_for_path(&client, "/admin/tenants").await;
     must(client.goto(&format!("{base}/admin/brokers")).await);
     wait_for_heading(&client, "Brokers").await;
     let cache = wait_for_text(&client, "#broker-cache", "redis").await;
