@@ -105,19 +105,6 @@ pub struct LocalRuntime {
     seen: std::sync::Arc<std::sync::Mutex<HashMap<WorkloadKey, Seen>>>,
     /// The stored traffic splits, as this control plane last read or wrote them.
     splits: std::sync::Arc<std::sync::Mutex<Splits>>,
-    /// Applies waiting to be converged together (see `converge_together`).
-    converging: std::sync::Arc<Converging>,
-}
-
-/// Where an apply's outcome goes.
-type Converged = tokio::sync::oneshot::Sender<Result<(), RuntimeError>>;
-
-/// The workloads queued for the next shared transaction, and whose turn it is to run
-/// one.
-#[derive(Debug, Default)]
-struct Converging {
-    queue: std::sync::Mutex<Vec<(Workload, Converged)>>,
-    turn: tokio::sync::Mutex<()>,
 }
 
 /// A traffic split: the canary revision and its percent of the requests.
@@ -199,7 +186,6 @@ impl LocalRuntime {
             changes: changes::Changes::default(),
             seen: std::sync::Arc::default(),
             splits: std::sync::Arc::default(),
-            converging: std::sync::Arc::default(),
         }
     }
 
@@ -977,256 +963,6 @@ impl LocalRuntime {
         env
     }
 
-    /// Converges the workload in a transaction shared with the other applies that
-    /// must write at the same time ("group commit"): the reconciler applies a few
-    /// workloads at a time, and each placement holds the placement lock, so together
-    /// they take it once, read the nodes once and commit once. Whoever holds the turn
-    /// converges everything queued, its own workload included; the others find their
-    /// result when their turn comes.
-    async fn converge_together(&self, workload: &Workload) -> Result<(), RuntimeError> {
-        let (sent, mut result) = tokio::sync::oneshot::channel();
-        self.converging
-            .queue
-            .lock()
-            .map_err(|_| RuntimeError::Other("the convergence queue is poisoned".into()))?
-            .push((workload.clone(), sent));
-        let interrupted =
-            || RuntimeError::Unavailable("the shared transaction was interrupted".into());
-        let _turn = tokio::select! {
-            biased;
-            done = &mut result => return done.unwrap_or_else(|_| Err(interrupted())),
-            turn = self.converging.turn.lock() => turn,
-        };
-        match result.try_recv() {
-            Ok(done) => return done,
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return Err(interrupted()),
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
-        }
-        let batch: Vec<_> = self
-            .converging
-            .queue
-            .lock()
-            .map(|mut q| std::mem::take(&mut *q))
-            .unwrap_or_default();
-        self.converge_batch(batch).await;
-        result.try_recv().unwrap_or_else(|_| Err(interrupted()))
-    }
-
-    /// Converges a batch in one transaction and hands each workload its outcome. A
-    /// failing transaction fails them all, to be tried again.
-    async fn converge_batch(&self, mut batch: Vec<(Workload, Converged)>) {
-        batch.sort_by(|a, b| a.0.key.cmp(&b.0.key));
-        let workloads: Vec<&Workload> = batch.iter().map(|(w, _)| w).collect();
-        match self.converge_all(&workloads).await {
-            Ok(outcomes) => {
-                for ((_, sent), outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = sent.send(outcome);
-                }
-            }
-            Err(e) => {
-                let why = match e {
-                    RuntimeError::Unavailable(why) => why,
-                    e => e.to_string(),
-                };
-                for (_, sent) in batch {
-                    let _ = sent.send(Err(RuntimeError::Unavailable(why.clone())));
-                }
-            }
-        }
-    }
-
-    /// Converges workloads (in name order) in one transaction: each one's outcome, a
-    /// workload that is gone or finds no room failing alone.
-    async fn converge_all(
-        &self,
-        workloads: &[&Workload],
-    ) -> Result<Vec<Result<(), RuntimeError>>, RuntimeError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // Every application's lock first, in name order, and only then (as the first
-        // placement needs it) the placement lock: every batch and every single apply
-        // takes them in that order, so none waits on another in a circle.
-        let mut locked = Vec::with_capacity(workloads.len());
-        for workload in workloads {
-            locked.push(match lock_app(&mut tx, &workload.key).await {
-                Err(e @ RuntimeError::NotFound { .. }) => Err(e),
-                Err(e) => return Err(e),
-                Ok(ids) => Ok(ids),
-            });
-        }
-        let mut nodes = None;
-        let mut outcomes = Vec::with_capacity(workloads.len());
-        for (workload, ids) in workloads.iter().zip(locked) {
-            outcomes.push(match ids {
-                Err(e) => Err(e),
-                Ok(ids) => match self.converge_in(&mut tx, workload, ids, &mut nodes).await? {
-                    None => Ok(()),
-                    Some(why) => Err(RuntimeError::Unschedulable(why)),
-                },
-            });
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(outcomes)
-    }
-
-    /// Converges one workload within `tx`, its application (`ids`: its id and its
-    /// tenant's) already locked: its instances read (after whatever the transaction
-    /// wrote before), the plan, and its writes. `shared`: the nodes and their loads,
-    /// read (under the placement lock) by the first workload of the transaction that
-    /// places. Returns why some instances cannot be placed, if they cannot.
-    async fn converge_in(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        workload: &Workload,
-        (app_id, tenant_id): (Uuid, Uuid),
-        shared: &mut Option<Vec<NodeLoad>>,
-    ) -> Result<Option<String>, RuntimeError> {
-        let key = &workload.key;
-        let existing = store::instances_of(&mut *tx, app_id)
-            .await
-            .map_err(unavailable)?;
-        let nodes_seen = self.nodes_of(&mut *tx, &existing).await?;
-        let stateful = workload.kind == WorkloadKind::Stateful;
-        let (lost, waiting) = self.verdicts(workload, &existing, &nodes_seen);
-        let drained = drained(workload, &existing, &nodes_seen, &lost);
-        // Every node and its load is read only when something is to be placed: a
-        // workload that already has its instances costs a pass two small queries.
-        // Read once per transaction, under the placement lock, and kept for the
-        // workloads converged after this one: each placement charges what it placed.
-        let mut no_nodes = Vec::new();
-        let nodes: &mut Vec<NodeLoad> = if placing(workload, &existing, &lost, &drained) {
-            let rules = &workload.placement.rules;
-            workload_loads(
-                &mut *tx,
-                self.timing,
-                shared,
-                (app_id, &key.app, rules),
-                &existing,
-            )
-            .await
-            .map_err(unavailable)?
-        } else {
-            &mut no_nodes
-        };
-        let Plan {
-            lost,
-            waiting,
-            mut to_stop,
-            to_create,
-            unschedulable,
-        } = plan(workload, &existing, lost, waiting, &drained, nodes);
-        to_stop.sort();
-        to_stop.dedup();
-        if !to_stop.is_empty() {
-            store::mark_stop(&mut *tx, &to_stop)
-                .await
-                .map_err(unavailable)?;
-            for id in &to_stop {
-                if let Some(i) = existing.iter().find(|i| i.id == *id) {
-                    platform_core::store::runtime::append_event(
-                        &mut *tx,
-                        app_id,
-                        Some(&i.name),
-                        "Stopping",
-                        &format!("stopping on {}", i.node),
-                    )
-                    .await
-                    .map_err(unavailable)?;
-                }
-            }
-        }
-        // Every new instance and its `Scheduled` event in two statements, whatever
-        // their number.
-        let names: Vec<String> = to_create
-            .iter()
-            .map(|(revision, ordinal, node, _)| {
-                instance_name(&key.app, *revision, *ordinal, workload.kind, node)
-            })
-            .collect();
-        let new: Vec<NewInstance<'_>> = to_create
-            .iter()
-            .zip(&names)
-            .map(|((revision, ordinal, node, request), name)| {
-                NewInstance::of(app_id, tenant_id, *revision, *ordinal, name, node, *request)
-            })
-            .collect();
-        if !new.is_empty() {
-            store::insert_instances(&mut *tx, &new)
-                .await
-                .map_err(unavailable)?;
-            let messages: Vec<String> = to_create
-                .iter()
-                .map(|(revision, _, node, _)| format!("revision {revision} placed on {node}"))
-                .collect();
-            platform_core::store::runtime::append_events(
-                &mut *tx,
-                app_id,
-                &names,
-                "Scheduled",
-                &messages,
-            )
-            .await
-            .map_err(unavailable)?;
-        }
-        if let Some(why) = &unschedulable {
-            let message = format!("not every instance can be placed: {why}");
-            say_once(&mut *tx, app_id, None, "Unschedulable", &message).await?;
-        }
-        for (name, why) in &waiting {
-            say_once(&mut *tx, app_id, Some(name), "Waiting", why).await?;
-        }
-        let wanted = Self::wanted_router_ports(workload);
-        if !wanted.is_empty() {
-            let have: Vec<(String, i32)> = store::router_ports(&mut *tx, app_id)
-                .await
-                .map_err(unavailable)?
-                .into_iter()
-                .map(|p| (p.port_name, p.ordinal))
-                .collect();
-            let missing: Vec<(String, i32)> =
-                wanted.into_iter().filter(|w| !have.contains(w)).collect();
-            let range = (
-                i32::from(self.router_ports.0),
-                i32::from(self.router_ports.1),
-            );
-            if !missing.is_empty()
-                && !store::allocate_router_ports(&mut *tx, app_id, &missing, range)
-                    .await
-                    .map_err(unavailable)?
-            {
-                let message = format!(
-                    "no free router port in {}-{}: some TCP ports have no stable address",
-                    range.0, range.1
-                );
-                say_once(&mut *tx, app_id, None, "Unroutable", &message).await?;
-            }
-        }
-        for id in &lost {
-            if let Some(i) = existing.iter().find(|i| i.id == *id) {
-                let message = if stateful {
-                    format!(
-                        "{} was confirmed lost: the ordinal starts on another node with an empty data directory (its data stays on {})",
-                        i.node, i.node
-                    )
-                } else {
-                    format!(
-                        "{} stopped reporting: the instance is replaced on another node",
-                        i.node
-                    )
-                };
-                platform_core::store::runtime::append_event(
-                    &mut *tx,
-                    app_id,
-                    Some(&i.name),
-                    "Moved",
-                    &message,
-                )
-                .await
-                .map_err(unavailable)?;
-            }
-        }
-        Ok(unschedulable)
-    }
-
     /// A cron workload: its schedule, its finished runs' history, and on suspension
     /// its active run.
     async fn apply_cron(&self, workload: &Workload) -> Result<(), RuntimeError> {
@@ -1692,7 +1428,18 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
     let timing = run.timing;
     let key = &run.key;
     let mut tx = pool.begin().await.map_err(unavailable)?;
-    let (app_id, tenant_id) = lock_app(&mut tx, key).await?;
+    let (app_id, tenant_id) = platform_core::store::runtime::lock_application(
+        &mut tx,
+        &key.tenant,
+        &key.environment,
+        &key.app,
+    )
+    .await
+    .map_err(unavailable)?
+    .ok_or_else(|| RuntimeError::NotFound {
+        kind: "application",
+        name: key.to_string(),
+    })?;
     let existing = store::instances_of(&mut *tx, app_id)
         .await
         .map_err(unavailable)?;
@@ -1718,20 +1465,18 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
     store::mark_stop(&mut tx, &forget)
         .await
         .map_err(unavailable)?;
-    let mut shared = None;
-    let rules = &run.placement.rules;
-    let nodes = workload_loads(
-        &mut tx,
-        timing,
-        &mut shared,
-        (app_id, &key.app, rules),
-        &existing,
-    )
-    .await
-    .map_err(unavailable)?;
+    store::lock_placement(&mut tx).await.map_err(unavailable)?;
+    let mut nodes = node_loads(&existing, &mut tx, timing)
+        .await
+        .map_err(unavailable)?;
+    if names_others(&run.placement.rules, &key.app) {
+        count_neighbours(&mut nodes, &mut tx, app_id)
+            .await
+            .map_err(unavailable)?;
+    }
     let request = run.shape.spec.resources;
     for _ in 0..run.parallelism {
-        let node = match choose(nodes, &run.placement, &key.app, request) {
+        let node = match choose(&nodes, &run.placement, &key.app, request) {
             Ok(node) => node.name.clone(),
             Err(e) => {
                 platform_core::store::runtime::append_event(
@@ -1746,7 +1491,7 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
                 break;
             }
         };
-        charge(nodes, &node, request);
+        charge(&mut nodes, &node, request);
         let name = instance_name(
             &key.app,
             run.shape.revision,
@@ -1772,8 +1517,9 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
     tx.commit().await.map_err(unavailable)
 }
 
-/// Nodes with their load, as no workload in particular sees them (see `for_workload`).
+/// Nodes with their load, counting `instances` (the workload's, already read).
 async fn node_loads(
+    instances: &[InstanceRow],
     conn: &mut sqlx::PgConnection,
     timing: Timing,
 ) -> Result<Vec<NodeLoad>, sqlx::Error> {
@@ -1782,7 +1528,10 @@ async fn node_loads(
         .into_iter()
         .map(|n| NodeLoad {
             healthy: fencing::condition(node_view(&n), timing) == Condition::Ready,
-            workload_instances: 0,
+            workload_instances: instances
+                .iter()
+                .filter(|i| i.node == n.name && i.desired == Wanted::Run)
+                .count() as u32,
             apps: BTreeMap::new(),
             cordoned: n.cordoned,
             labels: serde_json::from_value(n.labels).unwrap_or_default(),
@@ -1797,63 +1546,6 @@ async fn node_loads(
             name: n.name,
         })
         .collect())
-}
-
-/// Locks the application of `key` (its row, `FOR NO KEY UPDATE`): its id and its
-/// tenant's.
-async fn lock_app(
-    tx: &mut sqlx::PgConnection,
-    key: &WorkloadKey,
-) -> Result<(Uuid, Uuid), RuntimeError> {
-    platform_core::store::runtime::lock_application(
-        &mut *tx,
-        &key.tenant,
-        &key.environment,
-        &key.app,
-    )
-    .await
-    .map_err(unavailable)?
-    .ok_or_else(|| RuntimeError::NotFound {
-        kind: "application",
-        name: key.to_string(),
-    })
-}
-
-/// The nodes' loads as one workload (`app`: its id, name and rules) sees them: read
-/// under the placement lock by the transaction's first placement and kept in `shared`
-/// for the next ones, with the workload's own instances and, where its rules name
-/// them, its neighbours counted.
-async fn workload_loads<'s>(
-    tx: &mut sqlx::PgConnection,
-    timing: Timing,
-    shared: &'s mut Option<Vec<NodeLoad>>,
-    app: (Uuid, &str, &platform_core::placement_spec::PlacementSpec),
-    existing: &[InstanceRow],
-) -> Result<&'s mut Vec<NodeLoad>, sqlx::Error> {
-    let (app_id, name, rules) = app;
-    if shared.is_none() {
-        store::lock_placement(&mut *tx).await?;
-        *shared = Some(node_loads(&mut *tx, timing).await?);
-    }
-    let nodes = shared.get_or_insert_with(Vec::new);
-    for_workload(nodes, existing);
-    if names_others(rules, name) {
-        count_neighbours(nodes, &mut *tx, app_id).await?;
-    }
-    Ok(nodes)
-}
-
-/// Makes the nodes' loads those of one workload: its own running instances per node,
-/// and no neighbours counted yet.
-fn for_workload(nodes: &mut [NodeLoad], existing: &[InstanceRow]) {
-    let mut own: HashMap<&str, u32> = HashMap::new();
-    for i in existing.iter().filter(|i| i.desired == Wanted::Run) {
-        *own.entry(i.node.as_str()).or_default() += 1;
-    }
-    for n in nodes.iter_mut() {
-        n.workload_instances = own.get(n.name.as_str()).copied().unwrap_or(0);
-        n.apps.clear();
-    }
 }
 
 /// Whether placement rules name applications other than the one placed.
@@ -2023,7 +1715,164 @@ impl Runtime for LocalRuntime {
                 return Ok(());
             }
         }
-        self.converge_together(workload).await
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let (app_id, tenant_id) = platform_core::store::runtime::lock_application(
+            &mut tx,
+            &key.tenant,
+            &key.environment,
+            &key.app,
+        )
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| RuntimeError::NotFound {
+            kind: "application",
+            name: key.to_string(),
+        })?;
+        let existing = store::instances_of(&mut *tx, app_id)
+            .await
+            .map_err(unavailable)?;
+        let nodes_seen = self.nodes_of(&mut *tx, &existing).await?;
+        let stateful = workload.kind == WorkloadKind::Stateful;
+        let (lost, waiting) = self.verdicts(workload, &existing, &nodes_seen);
+        let drained = drained(workload, &existing, &nodes_seen, &lost);
+        // Every node and its load is read only when something is to be placed: a
+        // workload that already has its instances costs a pass two small queries.
+        let mut nodes = if placing(workload, &existing, &lost, &drained) {
+            store::lock_placement(&mut tx).await.map_err(unavailable)?;
+            let mut nodes = node_loads(&existing, &mut tx, self.timing)
+                .await
+                .map_err(unavailable)?;
+            if names_others(&workload.placement.rules, &key.app) {
+                count_neighbours(&mut nodes, &mut tx, app_id)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            nodes
+        } else {
+            Vec::new()
+        };
+        let Plan {
+            lost,
+            waiting,
+            mut to_stop,
+            to_create,
+            unschedulable,
+        } = plan(workload, &existing, lost, waiting, &drained, &mut nodes);
+        to_stop.sort();
+        to_stop.dedup();
+        if !to_stop.is_empty() {
+            store::mark_stop(&mut tx, &to_stop)
+                .await
+                .map_err(unavailable)?;
+            for id in &to_stop {
+                if let Some(i) = existing.iter().find(|i| i.id == *id) {
+                    platform_core::store::runtime::append_event(
+                        &mut tx,
+                        app_id,
+                        Some(&i.name),
+                        "Stopping",
+                        &format!("stopping on {}", i.node),
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                }
+            }
+        }
+        // Every new instance and its `Scheduled` event in two statements, whatever
+        // their number.
+        let names: Vec<String> = to_create
+            .iter()
+            .map(|(revision, ordinal, node, _)| {
+                instance_name(&key.app, *revision, *ordinal, workload.kind, node)
+            })
+            .collect();
+        let new: Vec<NewInstance<'_>> = to_create
+            .iter()
+            .zip(&names)
+            .map(|((revision, ordinal, node, request), name)| {
+                NewInstance::of(app_id, tenant_id, *revision, *ordinal, name, node, *request)
+            })
+            .collect();
+        if !new.is_empty() {
+            store::insert_instances(&mut tx, &new)
+                .await
+                .map_err(unavailable)?;
+            let messages: Vec<String> = to_create
+                .iter()
+                .map(|(revision, _, node, _)| format!("revision {revision} placed on {node}"))
+                .collect();
+            platform_core::store::runtime::append_events(
+                &mut tx,
+                app_id,
+                &names,
+                "Scheduled",
+                &messages,
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        if let Some(why) = &unschedulable {
+            let message = format!("not every instance can be placed: {why}");
+            say_once(&mut tx, app_id, None, "Unschedulable", &message).await?;
+        }
+        for (name, why) in &waiting {
+            say_once(&mut tx, app_id, Some(name), "Waiting", why).await?;
+        }
+        let wanted = Self::wanted_router_ports(workload);
+        if !wanted.is_empty() {
+            let have: Vec<(String, i32)> = store::router_ports(&mut *tx, app_id)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(|p| (p.port_name, p.ordinal))
+                .collect();
+            let missing: Vec<(String, i32)> =
+                wanted.into_iter().filter(|w| !have.contains(w)).collect();
+            let range = (
+                i32::from(self.router_ports.0),
+                i32::from(self.router_ports.1),
+            );
+            if !missing.is_empty()
+                && !store::allocate_router_ports(&mut tx, app_id, &missing, range)
+                    .await
+                    .map_err(unavailable)?
+            {
+                let message = format!(
+                    "no free router port in {}-{}: some TCP ports have no stable address",
+                    range.0, range.1
+                );
+                say_once(&mut tx, app_id, None, "Unroutable", &message).await?;
+            }
+        }
+        for id in &lost {
+            if let Some(i) = existing.iter().find(|i| i.id == *id) {
+                let message = if stateful {
+                    format!(
+                        "{} was confirmed lost: the ordinal starts on another node with an empty data directory (its data stays on {})",
+                        i.node, i.node
+                    )
+                } else {
+                    format!(
+                        "{} stopped reporting: the instance is replaced on another node",
+                        i.node
+                    )
+                };
+                platform_core::store::runtime::append_event(
+                    &mut tx,
+                    app_id,
+                    Some(&i.name),
+                    "Moved",
+                    &message,
+                )
+                .await
+                .map_err(unavailable)?;
+            }
+        }
+        tx.commit().await.map_err(unavailable)?;
+        match unschedulable {
+            Some(why) => Err(RuntimeError::Unschedulable(why)),
+            None => Ok(()),
+        }
     }
 
     async fn remove(&self, key: &WorkloadKey) -> Result<(), RuntimeError> {

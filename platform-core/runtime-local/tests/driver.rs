@@ -82,23 +82,6 @@ impl World {
         must(self.platform.create_tenant(&self.admin, input).await);
     }
 
-    /// Creates application `name` in `env` of the tenant of `access`.
-    async fn create_app(
-        &self,
-        access: &platform_core::authz::TenantAccess,
-        env: &str,
-        name: impl AsRef<str>,
-        spec: AppSpec,
-    ) {
-        let input = NewApplication {
-            environment: must(EnvName::parse(env)),
-            name: must(AppName::parse(name.as_ref())),
-            description: String::new(),
-            spec,
-        };
-        must(self.platform.create_application(access, input).await);
-    }
-
     async fn session(&self, user: &str) -> Session {
         must(self.platform.login(user, PASSWORD, Some("10.1.2.3")).await)
     }
@@ -111,15 +94,42 @@ impl World {
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_workload_no_node_can_hold_says_so_once_as_an_event(pool: PgPool) {
     use platform_core::reconciler::Reconciler;
-    use runtime_local::LocalRuntime;
+    use runtime_local::{LocalRuntime, proto::Registration};
     let world = World::new(pool.clone()).await;
     let runtime = LocalRuntime::new(pool.clone(), "token".into(), master());
-    sized_node(&runtime, "small", (1000, 256), None).await;
+    must(
+        runtime
+            .register(&Registration {
+                name: "small".into(),
+                labels: Default::default(),
+                capacity: platform_core::spec::Resources {
+                    cpu_millis: 1000,
+                    memory_mib: 256,
+                },
+                address: "127.0.0.1".into(),
+                api_port: 0,
+                heartbeat_ms: None,
+            })
+            .await,
+    );
     let alice = world.login("alice").await;
     let access = must(world.platform.tenant(&alice, "acme").await);
     let mut big = spec("web");
     big.resources.memory_mib = 4096;
-    world.create_app(&access, "dev", "big", big).await;
+    must(
+        world
+            .platform
+            .create_application(
+                &access,
+                NewApplication {
+                    environment: must(EnvName::parse("dev")),
+                    name: must(AppName::parse("big")),
+                    description: String::new(),
+                    spec: big,
+                },
+            )
+            .await,
+    );
     let runtimes =
         platform_core::runtime::Runtimes::default().with("local", std::sync::Arc::new(runtime));
     let reconciler = Reconciler::new(pool, runtimes, master());
@@ -137,41 +147,8 @@ async fn a_workload_no_node_can_hold_says_so_once_as_an_event(pool: PgPool) {
     assert!(unschedulable[0].contains("4096 MiB"), "{unschedulable:?}");
 }
 
-/// A service workload of `replicas` instances of revision 1 of `spec`, as the
-/// reconciler would apply it.
-fn service(app: &str, spec: &AppSpec, replicas: u32) -> platform_core::runtime::Workload {
-    use platform_core::runtime::{Placement, RevisionShape, Slots, Workload, WorkloadKey};
-    Workload {
-        key: WorkloadKey {
-            tenant: "acme".into(),
-            environment: "dev".into(),
-            app: app.into(),
-        },
-        kind: platform_core::spec::WorkloadKind::Service,
-        revisions: vec![RevisionShape {
-            revision: 1,
-            spec: spec.clone(),
-            slots: Slots::Count(replicas),
-            weight: None,
-            in_place: false,
-            secrets: Default::default(),
-        }],
-        placement: Placement::standard(),
-    }
-}
-
 /// Registers a node of the local runtime that offers plenty.
 async fn node(runtime: &runtime_local::LocalRuntime, name: &str) {
-    sized_node(runtime, name, (4000, 4096), Some(200)).await;
-}
-
-/// Registers a node offering `(millicores, MiB)`, beating every `heartbeat_ms`.
-async fn sized_node(
-    runtime: &runtime_local::LocalRuntime,
-    name: &str,
-    (cpu_millis, memory_mib): (u32, u32),
-    heartbeat_ms: Option<u32>,
-) {
     use runtime_local::proto::Registration;
     must(
         runtime
@@ -179,12 +156,12 @@ async fn sized_node(
                 name: name.into(),
                 labels: Default::default(),
                 capacity: platform_core::spec::Resources {
-                    cpu_millis,
-                    memory_mib,
+                    cpu_millis: 4000,
+                    memory_mib: 4096,
                 },
                 address: "127.0.0.1".into(),
                 api_port: 0,
-                heartbeat_ms,
+                heartbeat_ms: Some(200),
             })
             .await,
     );
@@ -235,7 +212,20 @@ async fn a_silent_node_loses_its_stateless_instances_but_an_ordinal_waits_for_an
     for (name, kind) in [("web", "service"), ("db", "stateful")] {
         let mut s = spec(name);
         s.kind = must(platform_core::spec::WorkloadKind::parse(kind));
-        world.create_app(&access, "dev", name, s).await;
+        must(
+            world
+                .platform
+                .create_application(
+                    &access,
+                    NewApplication {
+                        environment: must(EnvName::parse("dev")),
+                        name: must(AppName::parse(name)),
+                        description: String::new(),
+                        spec: s,
+                    },
+                )
+                .await,
+        );
     }
     let runtimes = platform_core::runtime::Runtimes::default().with("local", runtime.clone());
     let platform = world.platform.clone().with_runtimes(runtimes.clone());
@@ -384,7 +374,20 @@ async fn a_held_heartbeat_is_answered_the_moment_its_node_is_given_an_instance_a
     tokio::time::sleep(Duration::from_millis(300)).await;
     let alice = world.login("alice").await;
     let access = must(world.platform.tenant(&alice, "acme").await);
-    world.create_app(&access, "dev", "web", spec("web")).await;
+    must(
+        world
+            .platform
+            .create_application(
+                &access,
+                NewApplication {
+                    environment: must(EnvName::parse("dev")),
+                    name: must(AppName::parse("web")),
+                    description: String::new(),
+                    spec: spec("web"),
+                },
+            )
+            .await,
+    );
     let runtimes = platform_core::runtime::Runtimes::default().with("local", runtime.clone());
     let placed_at = Instant::now();
     must(
@@ -442,7 +445,20 @@ async fn a_change_to_one_application_is_reconciled_at_once_without_a_full_pass(p
     tokio::time::sleep(Duration::from_millis(500)).await;
     let alice = world.login("alice").await;
     let access = must(world.platform.tenant(&alice, "acme").await);
-    world.create_app(&access, "dev", "web", spec("web")).await;
+    must(
+        world
+            .platform
+            .create_application(
+                &access,
+                NewApplication {
+                    environment: must(EnvName::parse("dev")),
+                    name: must(AppName::parse("web")),
+                    description: String::new(),
+                    spec: spec("web"),
+                },
+            )
+            .await,
+    );
     let created = placed_within(&pool, "web", 1, Duration::from_secs(10)).await;
     assert!(created.is_some(), "a new application was not placed");
     must(world.platform.scale(&access, "dev", "web", 3, None).await);
@@ -504,7 +520,20 @@ async fn each_nodes_requests_follow_every_placement_stop_and_removal(pool: PgPoo
             cpu_millis: cpu,
             memory_mib: memory,
         };
-        world.create_app(&access, "dev", app, s).await;
+        must(
+            world
+                .platform
+                .create_application(
+                    &access,
+                    NewApplication {
+                        environment: must(EnvName::parse("dev")),
+                        name: must(AppName::parse(app)),
+                        description: String::new(),
+                        spec: s,
+                    },
+                )
+                .await,
+        );
     }
     let runtimes = platform_core::runtime::Runtimes::default().with("local", runtime.clone());
     let reconciler = Reconciler::new(pool.clone(), runtimes, master());
@@ -649,80 +678,4 @@ async fn a_deleted_application_keeps_its_name_until_released_then_every_node_pur
         .map(|i| i.app_id)
         .collect();
     assert_eq!(ids, vec![Some(second.id)]);
-}
-
-/// Applies at the same time are converged together, in one transaction that reads the
-/// nodes once: what one workload placed counts against the room of the next, a
-/// workload that does not exist fails alone, and one that finds no room says so
-/// without holding back the others.
-#[sqlx::test(migrations = "../../migrations")]
-async fn concurrent_applies_share_the_nodes_room_and_fail_alone(pool: PgPool) {
-    use platform_core::runtime::Runtime as _;
-    use runtime_local::LocalRuntime;
-    let world = World::new(pool.clone()).await;
-    let runtime = LocalRuntime::new(pool.clone(), "token".into(), master());
-    for name in ["n1", "n2"] {
-        sized_node(&runtime, name, (1000, 1000), None).await;
-    }
-    let alice = world.login("alice").await;
-    let access = must(world.platform.tenant(&alice, "acme").await);
-    let mut one = spec("web");
-    one.replicas = 1;
-    one.resources.cpu_millis = 400;
-    one.resources.memory_mib = 100;
-    for i in 0..6 {
-        world
-            .create_app(&access, "dev", format!("app-{i}"), one.clone())
-            .await;
-    }
-    // Six that exist and one that does not, applied at once.
-    let mut applies = tokio::task::JoinSet::new();
-    for i in 0..7 {
-        let runtime = runtime.clone();
-        let workload = service(&format!("app-{i}"), &one, 1);
-        applies.spawn(async move { runtime.apply(&workload).await });
-    }
-    let (mut placed, mut no_room, mut missing) = (0, 0, 0);
-    while let Some(done) = applies.join_next().await {
-        match must(done) {
-            Ok(()) => placed += 1,
-            Err(platform_core::runtime::RuntimeError::Unschedulable(_)) => no_room += 1,
-            Err(platform_core::runtime::RuntimeError::NotFound { name, .. }) => {
-                assert!(name.ends_with("app-6"), "{name}");
-                missing += 1;
-            }
-            Err(e) => panic!("unexpected error: {e:?}"),
-        }
-    }
-    // Two instances of 400 millicores fit a node of 1,000; a third does not.
-    assert_eq!((placed, no_room, missing), (4, 2, 1));
-    let per_node: Vec<(String, i64)> = must(
-        sqlx::query_as("SELECT node, count(*) FROM instances GROUP BY node ORDER BY node")
-            .fetch_all(&pool)
-            .await,
-    );
-    assert_eq!(per_node, [("n1".to_owned(), 2), ("n2".to_owned(), 2)]);
-    // The same workload applied three times at once (a full pass and a change's own
-    // reconcile, say) gets its one instance once.
-    let mut small = one.clone();
-    small.resources.cpu_millis = 100;
-    world
-        .create_app(&access, "dev", "small", small.clone())
-        .await;
-    let workload = service("small", &small, 1);
-    let (a, b, c) = tokio::join!(
-        runtime.apply(&workload),
-        runtime.apply(&workload),
-        runtime.apply(&workload)
-    );
-    must(a.and(b).and(c));
-    let instances: i64 = must(
-        sqlx::query_scalar(
-            "SELECT count(*) FROM instances i JOIN applications a ON a.id = i.application_id
-             WHERE a.name = 'small'",
-        )
-        .fetch_one(&pool)
-        .await,
-    );
-    assert_eq!(instances, 1);
 }
