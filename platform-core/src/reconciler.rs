@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, broadcast, watch};
 
 use crate::model::desired_replicas;
@@ -36,6 +35,7 @@ use crate::runtime::{
 use crate::sealing::MasterKey;
 use crate::spec::{AppSpec, WorkloadKind};
 use crate::store;
+use crate::store::notifications::Heard;
 
 /// What one tick did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -496,63 +496,37 @@ const DESIRED_CHANNEL: &str = "paas_desired";
 const TOUCHED_BACKLOG: usize = 4096;
 
 /// Hears `paas_desired` notifications and passes the application ids on. A node that
-/// joined or changed condition (the payload `nodes`), or a lost connection
-/// (notifications may have been missed), gives every runtime a full pass.
+/// joined or changed condition (the payload `nodes`), or listening again after a lost
+/// connection (notifications may have been missed), gives every runtime a full pass.
 async fn listen(
     pool: PgPool,
     touched: broadcast::Sender<uuid::Uuid>,
     full: Arc<Vec<Arc<Notify>>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let all = || full.iter().for_each(|w| w.notify_one());
-    let mut connected = false;
-    loop {
-        let connect = async {
-            let mut l = PgListener::connect_with(&pool).await?;
-            l.listen(DESIRED_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(l)
-        };
-        let mut listener = tokio::select! {
-            l = connect => match l {
-                Ok(l) => l,
-                Err(e) => {
-                    if connected {
-                        tracing::warn!(error = %e, "lost the desired-state notifications; retrying");
-                        connected = false;
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = shutdown.changed() => return,
-                    }
+    let mut first = true;
+    store::notifications::follow(
+        pool,
+        &[DESIRED_CHANNEL],
+        "desired-state notifications",
+        shutdown,
+        |heard| match heard {
+            // Every loop starts with a full pass of its own.
+            Heard::Listening if first => first = false,
+            Heard::Listening => all(),
+            Heard::Notification { payload, .. } => match payload.parse::<uuid::Uuid>() {
+                // No receiver yet (no runtime) is not an error.
+                Ok(id) => {
+                    let _ = touched.send(id);
                 }
+                // A node joined or changed condition.
+                Err(_) => all(),
             },
-            _ = shutdown.changed() => return,
-        };
-        if connected {
-            all();
-        }
-        connected = true;
-        loop {
-            tokio::select! {
-                n = listener.try_recv() => match n {
-                    Ok(Some(n)) => match n.payload().parse::<uuid::Uuid>() {
-                        // No receiver yet (no runtime) is not an error.
-                        Ok(id) => {
-                            let _ = touched.send(id);
-                        }
-                        // A node joined or changed condition.
-                        Err(_) => all(),
-                    },
-                    Ok(None) => all(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "desired-state notifications interrupted");
-                        break;
-                    }
-                },
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
+            Heard::Lost => {}
+        },
+    )
+    .await;
 }
 
 /// How often waiting releases are looked at (a freeze window's end, an approval

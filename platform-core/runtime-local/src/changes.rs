@@ -14,12 +14,10 @@
 //! - When the listening connection is lost (PostgreSQL restarted), every waiter is
 //!   woken once it is back, since notifications sent meanwhile are lost.
 
+use platform_core::store::notifications::{self, Heard};
+use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
 /// The channel the triggers notify.
@@ -88,48 +86,22 @@ impl Changes {
 
     /// Listens for notifications until `shutdown` turns true, reconnecting when the
     /// connection is lost.
-    pub async fn listen(self, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
-        let mut connected = false;
-        loop {
-            let listener = async {
-                let mut l = PgListener::connect_with(&pool).await?;
-                l.listen(CHANNEL).await?;
-                Ok::<_, sqlx::Error>(l)
-            };
-            let mut listener = tokio::select! {
-                l = listener => match l {
-                    Ok(l) => l,
-                    Err(e) => {
-                        if connected {
-                            tracing::warn!(error = %e, "lost the change notifications; retrying");
-                            connected = false;
-                        }
-                        tokio::select! {
-                            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                            _ = shutdown.changed() => return,
-                        }
-                    }
-                },
-                _ = shutdown.changed() => return,
-            };
-            connected = true;
-            // Whatever changed while nobody listened.
-            self.all_changed();
-            loop {
-                tokio::select! {
-                    n = listener.try_recv() => match n {
-                        Ok(Some(n)) => self.changed(n.payload()),
-                        // The connection was lost; notifications may have been missed.
-                        Ok(None) => self.all_changed(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "change notifications interrupted");
-                            break;
-                        }
-                    },
-                    _ = shutdown.changed() => return,
+    pub async fn listen(self, pool: PgPool, shutdown: watch::Receiver<bool>) {
+        notifications::follow(
+            pool,
+            &[CHANNEL],
+            "change notifications",
+            shutdown,
+            |heard| {
+                match heard {
+                    // Whatever changed while nobody listened.
+                    Heard::Listening => self.all_changed(),
+                    Heard::Notification { payload, .. } => self.changed(payload),
+                    Heard::Lost => {}
                 }
-            }
-        }
+            },
+        )
+        .await;
     }
 }
 

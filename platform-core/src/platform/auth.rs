@@ -125,12 +125,21 @@ impl Platform {
             .map_err(AuthFailure::Token)?;
         let user_id =
             Uuid::parse_str(&claims.sub).map_err(|_| AuthFailure::Token(TokenError::Malformed))?;
-        // One statement: the user, the session's revocation and the memberships.
-        let found = store::users::session_user(&self.pool, user_id, &claims.jti)
-            .await
-            .map_err(|e| AuthFailure::Core(e.into()))?;
-        let Some(found) = found else {
-            return Err(AuthFailure::UserGone);
+        // Held in memory while changes are heard; otherwise one statement: the user,
+        // the session's revocation and the memberships.
+        let found = match self.access.session(user_id, &claims.jti) {
+            Ok(found) => found,
+            Err(ticket) => {
+                let found = store::users::session_user(&self.pool, user_id, &claims.jti)
+                    .await
+                    .map_err(|e| AuthFailure::Core(e.into()))?;
+                let Some(found) = found else {
+                    return Err(AuthFailure::UserGone);
+                };
+                self.access
+                    .keep_session(ticket, user_id, &claims.jti, &found);
+                found
+            }
         };
         if found.revoked {
             return Err(AuthFailure::LoggedOut);
@@ -176,6 +185,7 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
+        self.access_changed();
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! authorized, validated and, when it changes state, written in one transaction together
 //! with its audit record.
 
+mod access_cache;
 mod apps;
 mod auth;
 pub mod autoscaling;
@@ -57,6 +58,8 @@ pub struct Platform {
     /// Where the local runtime's router serves applications (`http://host:port`), for
     /// brokers that route to a bound application.
     router_url: Option<String>,
+    /// Sessions' users and tenants' environments, held while changes are heard.
+    access: Arc<access_cache::AccessCache>,
 }
 
 impl Platform {
@@ -80,6 +83,7 @@ impl Platform {
             service_wake: Arc::new(tokio::sync::Notify::new()),
             bundle_wake: Arc::new(tokio::sync::Notify::new()),
             router_url: None,
+            access: Arc::default(),
         })
     }
 
@@ -147,6 +151,39 @@ impl Platform {
     /// instances).
     pub fn master_key(&self) -> &MasterKey {
         &self.master
+    }
+
+    /// Listens for changes to users, memberships, tenants, revoked sessions and
+    /// environments made by any control plane, until `shutdown` turns true. While it
+    /// listens, sessions and environments are served from memory (see
+    /// [`access_cache`]); without it, every request reads them from the database.
+    pub async fn follow_access_changes(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let access = self.access.clone();
+        store::notifications::follow(
+            self.pool.clone(),
+            &[access_cache::CHANNEL],
+            "access notifications",
+            shutdown,
+            |heard| match heard {
+                store::notifications::Heard::Listening => access.set_live(true),
+                store::notifications::Heard::Notification { .. } => access.forget(),
+                store::notifications::Heard::Lost => access.set_live(false),
+            },
+        )
+        .await;
+        access.set_live(false);
+    }
+
+    /// Whether sessions and environments are served from memory: changes to them are
+    /// heard (for diagnostics and tests).
+    pub fn serves_access_from_memory(&self) -> bool {
+        self.access.is_live()
+    }
+
+    /// After a committed change to what the access cache holds: this control plane's
+    /// next request sees it without waiting for the notification.
+    pub(crate) fn access_changed(&self) {
+        self.access.forget();
     }
 
     /// Whether the database answers (for readiness probes).

@@ -121,12 +121,21 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
+        self.access_changed();
         Ok(tenant)
     }
 
     pub async fn environments(&self, access: &TenantAccess) -> Result<Vec<Environment>, CoreError> {
         access.require(Permission::View, "view environments")?;
-        Ok(store::tenants::environments(&self.pool, access.tenant().id).await?)
+        let tenant = access.tenant().id;
+        match self.access.environments(tenant) {
+            Ok(held) => Ok(held),
+            Err(ticket) => {
+                let found = store::tenants::environments(&self.pool, tenant).await?;
+                self.access.keep_environments(ticket, tenant, &found);
+                Ok(found)
+            }
+        }
     }
 
     pub async fn environment(
@@ -197,6 +206,7 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
+        self.access_changed();
         Ok(env)
     }
 
@@ -252,6 +262,7 @@ impl Platform {
                 CoreError::Internal("member vanished inside its own transaction".into())
             })?;
         tx.commit().await?;
+        self.access_changed();
         Ok(member)
     }
 
@@ -289,6 +300,7 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
+        self.access_changed();
         Ok(())
     }
 
@@ -391,6 +403,7 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
+        self.access_changed();
         Ok((quota, version))
     }
 

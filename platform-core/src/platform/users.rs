@@ -60,6 +60,7 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
+        self.access_changed();
         Ok(user)
     }
 
@@ -114,6 +115,7 @@ impl Platform {
             .await?
             .ok_or_else(|| CoreError::not_found("user", username))?;
         tx.commit().await?;
+        self.access_changed();
         Ok(user)
     }
 }

@@ -82,10 +82,6 @@ pub async fn list<'e>(
     .await
 }
 
-/// One page of a tenant's live applications in name order (then environment), after
-/// `after` (`(name, environment)`), of one environment and with `search` in the name
-/// when given. Reads along `applications_by_tenant_name`, so the page costs the same
-/// whatever the tenant's size.
 /// One page of a tenant's live applications in (name, environment) order, after the
 /// cursor `after` (name, environment), optionally in one environment and with `search`
 /// in the name. The SQL holds only the conditions given, so that each combination gets

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod autoscaling;
 pub mod bundles;
 pub mod keys;
+pub mod notifications;
 pub mod packages;
 pub mod releases;
 pub mod runtime;

@@ -136,7 +136,7 @@ pub async fn set_password(
 
 /// What a request's credentials come to, read in one statement: the user, whether the
 /// session was revoked, and the user's tenants with a role in each (in slug order).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SessionUser {
     pub user: User,
     pub revoked: bool,

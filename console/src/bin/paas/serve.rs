@@ -334,6 +334,13 @@ pub async fn run_http(
         let stopped = stopped.clone();
         tokio::spawn(async move { platform.run_bundles_worker(stopped).await });
     }
+    // Sessions and environments are served from memory while every change to them is
+    // heard.
+    {
+        let platform = platform.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move { platform.follow_access_changes(stopped).await });
+    }
     let mut platform = platform;
     let mut runtimes = Runtimes::default();
     if let Some(runtime) = &local {
