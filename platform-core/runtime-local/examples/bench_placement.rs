@@ -1,5 +1,6 @@
 //! P5: placement at scale through the local driver's own `apply` (the code path the
-//! reconciler takes, store included): 1,000 applications of 10 instances each onto 500
+//! reconciler takes, store included, eight workloads at a time as the reconciler
+//! applies them): 1,000 applications of 10 instances each onto 500
 //! simulated nodes in 3 zones, once without placement rules and once with required
 //! one-per-node anti-affinity and a zone spread that must hold. Needs `DATABASE_URL`
 //! naming an empty database (`scripts/bench-placement.sh` makes one). Prints one line
@@ -24,6 +25,8 @@ const NODES: usize = 500;
 const APPS: usize = 1_000;
 const REPLICAS: u32 = 10;
 const PASSWORD: &str = "a long enough password";
+/// How many workloads are applied at a time (the reconciler's own number).
+const PARALLEL: usize = 8;
 
 fn must<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("{e:?}"))
@@ -143,9 +146,23 @@ async fn main() {
                 .execute(&pool)
                 .await,
         );
+        // As the reconciler applies them: a few workloads at a time.
+        let workloads = std::sync::Arc::new(workloads);
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let started = Instant::now();
-        for w in &workloads {
-            must(runtime.apply(w).await);
+        let mut appliers = tokio::task::JoinSet::new();
+        for _ in 0..PARALLEL {
+            let (runtime, workloads, next) = (runtime.clone(), workloads.clone(), next.clone());
+            appliers.spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(w) = workloads.get(i) else { break };
+                    must(runtime.apply(w).await);
+                }
+            });
+        }
+        while let Some(done) = appliers.join_next().await {
+            must(done);
         }
         let took = started.elapsed().as_secs_f64();
         let placed: i64 = must(
@@ -171,6 +188,50 @@ async fn main() {
             (APPS as i64) * i64::from(REPLICAS),
             "every instance placed"
         );
+        // However fast, the load is spread: no node holds more than twice its share.
+        let busiest: i64 = must(
+            sqlx::query_scalar(
+                "SELECT max(c) FROM (SELECT i.node, count(*) AS c FROM instances i
+                 JOIN applications a ON a.id = i.application_id
+                 JOIN environments e ON e.id = a.environment_id WHERE e.name = $1
+                 GROUP BY 1) n",
+            )
+            .bind(env)
+            .fetch_one(&pool)
+            .await,
+        );
+        let share = placed / NODES as i64;
+        println!("  the busiest node holds {busiest} of them (an even share: {share})");
+        assert!(
+            busiest <= 2 * share,
+            "placements piled up: {busiest} on one node"
+        );
+        if env == "test" {
+            // Placed together, and still one per node and spread evenly over the zones.
+            let doubled: i64 = must(
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM (SELECT i.application_id, i.node FROM instances i
+                     JOIN applications a ON a.id = i.application_id
+                     JOIN environments e ON e.id = a.environment_id WHERE e.name = 'test'
+                     GROUP BY 1, 2 HAVING count(*) > 1) d",
+                )
+                .fetch_one(&pool)
+                .await,
+            );
+            let skewed: i64 = must(
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM (SELECT application_id FROM (
+                        SELECT i.application_id, n.labels->>'zone' AS zone, count(*) AS c
+                        FROM instances i JOIN nodes n ON n.name = i.node
+                        JOIN applications a ON a.id = i.application_id
+                        JOIN environments e ON e.id = a.environment_id WHERE e.name = 'test'
+                        GROUP BY 1, 2) z GROUP BY 1 HAVING max(c) - min(c) > 1 OR count(*) < 3) s",
+                )
+                .fetch_one(&pool)
+                .await,
+            );
+            assert_eq!((doubled, skewed), (0, 0), "the rules held");
+        }
         rates.push(rate);
     }
     println!(

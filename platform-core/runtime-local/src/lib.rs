@@ -105,7 +105,16 @@ pub struct LocalRuntime {
     seen: std::sync::Arc<std::sync::Mutex<HashMap<WorkloadKey, Seen>>>,
     /// The stored traffic splits, as this control plane last read or wrote them.
     splits: std::sync::Arc<std::sync::Mutex<Splits>>,
+    /// Every node with its requests, as read a moment ago, for plans that are checked
+    /// again under the placement lock (see [`LocalRuntime::early_loads`]).
+    early_nodes: std::sync::Arc<std::sync::Mutex<Option<EarlyNodes>>>,
 }
+
+/// Nodes read whole for early plans, and when.
+type EarlyNodes = (std::time::Instant, Vec<NodeLoad>);
+
+/// How long nodes read whole serve plans that are checked again under the lock.
+const EARLY_NODES_FOR: Duration = Duration::from_millis(500);
 
 /// A traffic split: the canary revision and its percent of the requests.
 type Split = (i32, i32);
@@ -186,7 +195,54 @@ impl LocalRuntime {
             changes: changes::Changes::default(),
             seen: std::sync::Arc::default(),
             splits: std::sync::Arc::default(),
+            early_nodes: std::sync::Arc::default(),
         }
+    }
+
+    /// Counts placed instances in the nodes held for early plans.
+    fn charge_early(&self, placed: &[(i32, Option<u32>, String, Resources)]) {
+        let Ok(mut early) = self.early_nodes.lock() else {
+            return;
+        };
+        let Some((_, nodes)) = early.as_mut() else {
+            return;
+        };
+        for (_, _, node, request) in placed {
+            if let Some(n) = nodes.iter_mut().find(|n| n.name == *node) {
+                n.requested.cpu_millis += request.cpu_millis;
+                n.requested.memory_mib += request.memory_mib;
+            }
+        }
+    }
+
+    /// Every node with what was placed on it a moment ago (read at most every
+    /// [`EARLY_NODES_FOR`] by this control plane, however many workloads are placed),
+    /// counting `instances` (the workload's, read under its lock). Good only for plans
+    /// whose chosen nodes' room is checked again under the placement lock.
+    async fn early_loads(
+        &self,
+        instances: &[InstanceRow],
+        conn: &mut sqlx::PgConnection,
+    ) -> Result<Vec<NodeLoad>, sqlx::Error> {
+        let held = self.early_nodes.lock().ok().and_then(|e| {
+            e.as_ref()
+                .filter(|(at, _)| at.elapsed() < EARLY_NODES_FOR)
+                .map(|(_, nodes)| nodes.clone())
+        });
+        let mut nodes = match held {
+            Some(nodes) => nodes,
+            None => {
+                let nodes = node_loads(&[], conn, self.timing).await?;
+                if let Ok(mut e) = self.early_nodes.lock() {
+                    *e = Some((std::time::Instant::now(), nodes.clone()));
+                }
+                nodes
+            }
+        };
+        for n in &mut nodes {
+            n.workload_instances = workload_instances(instances, &n.name);
+        }
+        Ok(nodes)
     }
 
     /// Writes the workload's traffic split (a canary step's weight) when it differs
@@ -1517,21 +1573,24 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
     tx.commit().await.map_err(unavailable)
 }
 
-/// Nodes with their load, counting `instances` (the workload's, already read).
+/// Every node and what is placed on it, counting `instances` (the workload's, already
+/// read).
 async fn node_loads(
     instances: &[InstanceRow],
     conn: &mut sqlx::PgConnection,
     timing: Timing,
 ) -> Result<Vec<NodeLoad>, sqlx::Error> {
-    let rows = store::nodes(&mut *conn).await?;
+    let rows = store::node_views(&mut *conn, None).await?;
+    let requested: HashMap<String, (i64, i64)> = store::node_requests(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|(node, cpu, memory)| (node, (cpu, memory)))
+        .collect();
     Ok(rows
         .into_iter()
         .map(|n| NodeLoad {
             healthy: fencing::condition(node_view(&n), timing) == Condition::Ready,
-            workload_instances: instances
-                .iter()
-                .filter(|i| i.node == n.name && i.desired == Wanted::Run)
-                .count() as u32,
+            workload_instances: workload_instances(instances, &n.name),
             apps: BTreeMap::new(),
             cordoned: n.cordoned,
             labels: serde_json::from_value(n.labels).unwrap_or_default(),
@@ -1539,13 +1598,38 @@ async fn node_loads(
                 cpu_millis: u32::try_from(n.cpu_millis).unwrap_or(0),
                 memory_mib: u32::try_from(n.memory_mib).unwrap_or(0),
             },
-            requested: Resources {
-                cpu_millis: u32::try_from(n.cpu_requested).unwrap_or(u32::MAX),
-                memory_mib: u32::try_from(n.memory_requested).unwrap_or(u32::MAX),
+            requested: {
+                let (cpu, memory) = requested.get(&n.name).copied().unwrap_or((0, 0));
+                Resources {
+                    cpu_millis: u32::try_from(cpu).unwrap_or(u32::MAX),
+                    memory_mib: u32::try_from(memory).unwrap_or(u32::MAX),
+                }
             },
             name: n.name,
         })
         .collect())
+}
+
+/// How many of the workload's `instances` should run on `node`.
+fn workload_instances(instances: &[InstanceRow], node: &str) -> u32 {
+    instances
+        .iter()
+        .filter(|i| i.node == node && i.desired == Wanted::Run)
+        .count() as u32
+}
+
+/// What a plan's new instances ask of each node: (node, CPU millis, memory MiB).
+fn room_wanted(to_create: &[(i32, Option<u32>, String, Resources)]) -> Vec<(String, i64, i64)> {
+    let mut wanted: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for (_, _, node, request) in to_create {
+        let w = wanted.entry(node.as_str()).or_default();
+        w.0 += i64::from(request.cpu_millis);
+        w.1 += i64::from(request.memory_mib);
+    }
+    wanted
+        .into_iter()
+        .map(|(node, (cpu, memory))| (node.to_owned(), cpu, memory))
+        .collect()
 }
 
 /// Whether placement rules name applications other than the one placed.
@@ -1737,19 +1821,60 @@ impl Runtime for LocalRuntime {
         let drained = drained(workload, &existing, &nodes_seen, &lost);
         // Every node and its load is read only when something is to be placed: a
         // workload that already has its instances costs a pass two small queries.
-        let mut nodes = if placing(workload, &existing, &lost, &drained) {
-            store::lock_placement(&mut tx).await.map_err(unavailable)?;
-            let mut nodes = node_loads(&existing, &mut tx, self.timing)
+        // Placements are serialized by the placement lock, held until commit. To hold
+        // it briefly, a workload whose rules name only itself is planned on the nodes as
+        // read a moment before the lock (`early_loads`), and under the lock only the
+        // chosen nodes' condition and room are checked again; when another placement took it meanwhile, the workload is
+        // planned again under the lock. Rules that name other applications count their
+        // instances, which only the lock holds still: those are read under it.
+        let placing = placing(workload, &existing, &lost, &drained);
+        let others = names_others(&workload.placement.rules, &key.app);
+        let mut planned = None;
+        if placing && !others {
+            let mut nodes = self
+                .early_loads(&existing, &mut tx)
                 .await
                 .map_err(unavailable)?;
-            if names_others(&workload.placement.rules, &key.app) {
-                count_neighbours(&mut nodes, &mut tx, app_id)
+            let early = plan(
+                workload,
+                &existing,
+                lost.clone(),
+                waiting.clone(),
+                &drained,
+                &mut nodes,
+            );
+            store::lock_placement(&mut tx).await.map_err(unavailable)?;
+            // A plan that could not place everything is made again on what the lock
+            // holds still: room may have been freed meanwhile.
+            let wanted = room_wanted(&early.to_create);
+            if early.unschedulable.is_none()
+                && store::room_holds(&mut *tx, &wanted)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(unavailable)?
+            {
+                planned = Some(early);
             }
-            nodes
-        } else {
-            Vec::new()
+        } else if placing {
+            store::lock_placement(&mut tx).await.map_err(unavailable)?;
+        }
+        let planned = match planned {
+            Some(planned) => planned,
+            None => {
+                let mut nodes = if placing {
+                    let mut nodes = node_loads(&existing, &mut tx, self.timing)
+                        .await
+                        .map_err(unavailable)?;
+                    if others {
+                        count_neighbours(&mut nodes, &mut tx, app_id)
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                    nodes
+                } else {
+                    Vec::new()
+                };
+                plan(workload, &existing, lost, waiting, &drained, &mut nodes)
+            }
         };
         let Plan {
             lost,
@@ -1757,7 +1882,7 @@ impl Runtime for LocalRuntime {
             mut to_stop,
             to_create,
             unschedulable,
-        } = plan(workload, &existing, lost, waiting, &drained, &mut nodes);
+        } = planned;
         to_stop.sort();
         to_stop.dedup();
         if !to_stop.is_empty() {
@@ -1869,6 +1994,10 @@ impl Runtime for LocalRuntime {
             }
         }
         tx.commit().await.map_err(unavailable)?;
+        // The next early plans of this control plane count what was just placed, so
+        // that a burst of placements spreads instead of all choosing the nodes that
+        // were least loaded a moment ago.
+        self.charge_early(&to_create);
         match unschedulable {
             Some(why) => Err(RuntimeError::Unschedulable(why)),
             None => Ok(()),

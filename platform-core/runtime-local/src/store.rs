@@ -149,6 +149,44 @@ pub async fn nodes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<NodeRow>, sqlx::Er
     .fetch_all(ex)
     .await
 }
+/// What the instances that should run on each node request: (node, CPU millis,
+/// memory MiB). Read under the placement lock.
+pub async fn node_requests<'e>(
+    ex: impl PgExecutor<'e>,
+) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT node, cpu_millis, memory_mib FROM node_requests")
+        .fetch_all(ex)
+        .await
+}
+
+/// Whether every node of `wanted` ((node, CPU millis, memory MiB)) still takes new
+/// instances and has that much room besides what is placed on it. Read under the
+/// placement lock.
+pub async fn room_holds<'e>(
+    ex: impl PgExecutor<'e>,
+    wanted: &[(String, i64, i64)],
+) -> Result<bool, sqlx::Error> {
+    if wanted.is_empty() {
+        return Ok(true);
+    }
+    let nodes: Vec<&str> = wanted.iter().map(|w| w.0.as_str()).collect();
+    let cpu: Vec<i64> = wanted.iter().map(|w| w.1).collect();
+    let memory: Vec<i64> = wanted.iter().map(|w| w.2).collect();
+    let fitting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS w(node, cpu, memory)
+         JOIN nodes n ON n.name = w.node AND NOT n.cordoned
+         LEFT JOIN node_requests r ON r.node = w.node
+         WHERE COALESCE(r.cpu_millis, 0) + w.cpu <= n.cpu_millis
+           AND COALESCE(r.memory_mib, 0) + w.memory <= n.memory_mib",
+    )
+    .bind(&nodes)
+    .bind(&cpu)
+    .bind(&memory)
+    .fetch_one(ex)
+    .await?;
+    Ok(fitting == i64::try_from(wanted.len()).unwrap_or(i64::MAX))
+}
+
 /// Serializes placement (until the transaction ends) among every workload and control
 /// plane, so that two placements never both count on the same free capacity.
 pub async fn lock_placement(conn: &mut PgConnection) -> Result<(), sqlx::Error> {

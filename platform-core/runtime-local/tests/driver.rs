@@ -89,6 +89,28 @@ impl World {
     async fn login(&self, user: &str) -> Principal {
         self.session(user).await.principal
     }
+
+    /// Creates `name` in the dev environment of the tenant `access` opens.
+    async fn create_dev_app(
+        &self,
+        access: &platform_core::authz::TenantAccess,
+        name: &str,
+        spec: AppSpec,
+    ) {
+        must(
+            self.platform
+                .create_application(
+                    access,
+                    NewApplication {
+                        environment: must(EnvName::parse("dev")),
+                        name: must(AppName::parse(name)),
+                        description: String::new(),
+                        spec,
+                    },
+                )
+                .await,
+        );
+    }
 }
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -212,20 +234,7 @@ async fn a_silent_node_loses_its_stateless_instances_but_an_ordinal_waits_for_an
     for (name, kind) in [("web", "service"), ("db", "stateful")] {
         let mut s = spec(name);
         s.kind = must(platform_core::spec::WorkloadKind::parse(kind));
-        must(
-            world
-                .platform
-                .create_application(
-                    &access,
-                    NewApplication {
-                        environment: must(EnvName::parse("dev")),
-                        name: must(AppName::parse(name)),
-                        description: String::new(),
-                        spec: s,
-                    },
-                )
-                .await,
-        );
+        world.create_dev_app(&access, name, s).await;
     }
     let runtimes = platform_core::runtime::Runtimes::default().with("local", runtime.clone());
     let platform = world.platform.clone().with_runtimes(runtimes.clone());
@@ -520,20 +529,7 @@ async fn each_nodes_requests_follow_every_placement_stop_and_removal(pool: PgPoo
             cpu_millis: cpu,
             memory_mib: memory,
         };
-        must(
-            world
-                .platform
-                .create_application(
-                    &access,
-                    NewApplication {
-                        environment: must(EnvName::parse("dev")),
-                        name: must(AppName::parse(app)),
-                        description: String::new(),
-                        spec: s,
-                    },
-                )
-                .await,
-        );
+        world.create_dev_app(&access, app, s).await;
     }
     let runtimes = platform_core::runtime::Runtimes::default().with("local", runtime.clone());
     let reconciler = Reconciler::new(pool.clone(), runtimes, master());
@@ -678,4 +674,98 @@ async fn a_deleted_application_keeps_its_name_until_released_then_every_node_pur
         .map(|i| i.app_id)
         .collect();
     assert_eq!(ids, vec![Some(second.id)]);
+}
+
+/// The workload of one revision of `app` in acme's dev environment, `replicas` of
+/// `spec`, with the standard placement.
+fn workload(app: &str, spec: &AppSpec, replicas: u32) -> platform_core::runtime::Workload {
+    use platform_core::runtime::{Placement, RevisionShape, Slots, Workload, WorkloadKey};
+    Workload {
+        key: WorkloadKey {
+            tenant: "acme".into(),
+            environment: "dev".into(),
+            app: app.into(),
+        },
+        kind: platform_core::spec::WorkloadKind::Service,
+        revisions: vec![RevisionShape {
+            revision: 1,
+            spec: spec.clone(),
+            slots: Slots::Count(replicas),
+            weight: None,
+            in_place: false,
+            secrets: Default::default(),
+        }],
+        placement: Placement::standard(),
+    }
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn two_control_planes_planning_on_what_they_read_a_moment_ago_never_overcommit_a_node(
+    pool: PgPool,
+) {
+    use platform_core::runtime::{Runtime, RuntimeError};
+    use runtime_local::{LocalRuntime, proto::Registration};
+    let world = World::new(pool.clone()).await;
+    let a = LocalRuntime::new(pool.clone(), "token".into(), master());
+    let b = LocalRuntime::new(pool.clone(), "token".into(), master());
+    for name in ["one", "two"] {
+        must(
+            a.register(&Registration {
+                name: name.into(),
+                labels: Default::default(),
+                capacity: platform_core::spec::Resources {
+                    cpu_millis: 1000,
+                    memory_mib: 1024,
+                },
+                address: "127.0.0.1".into(),
+                api_port: 0,
+                heartbeat_ms: Some(60_000),
+            })
+            .await,
+        );
+    }
+    let tom = world.login("tom").await;
+    let access = must(world.platform.tenant(&tom, "acme").await);
+    // Each instance takes a whole node's memory.
+    let mut whole = spec("web");
+    whole.resources.memory_mib = 1024;
+    let mut huge = spec("web");
+    huge.resources.memory_mib = 4096;
+    for (name, s) in [
+        ("huge", &huge),
+        ("first", &whole),
+        ("second", &whole),
+        ("third", &whole),
+    ] {
+        world.create_dev_app(&access, name, s.clone()).await;
+    }
+    // Both control planes read the nodes (empty) while trying what fits nowhere.
+    for runtime in [&a, &b] {
+        assert!(matches!(
+            runtime.apply(&workload("huge", &huge, 1)).await,
+            Err(RuntimeError::Unschedulable(_))
+        ));
+    }
+    // One places on a node; the other, planning on the nodes as it read them (both
+    // empty), finds the room taken when it checks under the lock, and plans again.
+    must(a.apply(&workload("first", &whole, 1)).await);
+    must(b.apply(&workload("second", &whole, 1)).await);
+    let first = placed(&pool, "first").await;
+    let second = placed(&pool, "second").await;
+    assert_eq!((first.len(), second.len()), (1, 1));
+    assert_ne!(
+        first[0].1, second[0].1,
+        "both on one node: {first:?} {second:?}"
+    );
+    // No room is left anywhere, whichever control plane asks.
+    assert!(matches!(
+        b.apply(&workload("third", &whole, 1)).await,
+        Err(RuntimeError::Unschedulable(_))
+    ));
+    let (requests, _) = requests(&pool).await;
+    assert!(
+        requests.iter().all(|(_, _, memory)| *memory <= 1024),
+        "{requests:?}"
+    );
+    assert!(placed(&pool, "third").await.is_empty());
 }
