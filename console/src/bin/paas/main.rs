@@ -88,6 +88,12 @@ fn init_tracing(format: &str) {
     }
 }
 
+/// mimalloc rather than glibc's malloc: with one arena per thread that ever allocated
+/// (up to eight per core), glibc kept a control plane serving 500 nodes at about
+/// 125 MiB where mimalloc keeps it lower (P8 in the README).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
