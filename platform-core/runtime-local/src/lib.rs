@@ -1479,13 +1479,14 @@ fn beyond_history(instances: &[InstanceRow], keep: usize) -> Vec<Uuid> {
     finished.iter().skip(keep).map(|i| i.id).collect()
 }
 
-/// Places one run of a cron workload, unless the previous one is still active.
-pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), RuntimeError> {
-    let timing = run.timing;
-    let key = &run.key;
-    let mut tx = pool.begin().await.map_err(unavailable)?;
+/// Locks the workload's application for the rest of the transaction and reads its
+/// instances: (application id, tenant id, instances).
+async fn lock_workload(
+    conn: &mut sqlx::PgConnection,
+    key: &WorkloadKey,
+) -> Result<(Uuid, Uuid, Vec<InstanceRow>), RuntimeError> {
     let (app_id, tenant_id) = platform_core::store::runtime::lock_application(
-        &mut tx,
+        &mut *conn,
         &key.tenant,
         &key.environment,
         &key.app,
@@ -1496,9 +1497,18 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
         kind: "application",
         name: key.to_string(),
     })?;
-    let existing = store::instances_of(&mut *tx, app_id)
+    let existing = store::instances_of(&mut *conn, app_id)
         .await
         .map_err(unavailable)?;
+    Ok((app_id, tenant_id, existing))
+}
+
+/// Places one run of a cron workload, unless the previous one is still active.
+pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), RuntimeError> {
+    let timing = run.timing;
+    let key = &run.key;
+    let mut tx = pool.begin().await.map_err(unavailable)?;
+    let (app_id, tenant_id, existing) = lock_workload(&mut tx, key).await?;
     let active = existing
         .iter()
         .find(|i| i.desired == Wanted::Run && !is_finished(i));
@@ -1580,12 +1590,7 @@ async fn node_loads(
     conn: &mut sqlx::PgConnection,
     timing: Timing,
 ) -> Result<Vec<NodeLoad>, sqlx::Error> {
-    let rows = store::node_views(&mut *conn, None).await?;
-    let requested: HashMap<String, (i64, i64)> = store::node_requests(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|(node, cpu, memory)| (node, (cpu, memory)))
-        .collect();
+    let rows = store::nodes(&mut *conn).await?;
     Ok(rows
         .into_iter()
         .map(|n| NodeLoad {
@@ -1598,12 +1603,9 @@ async fn node_loads(
                 cpu_millis: u32::try_from(n.cpu_millis).unwrap_or(0),
                 memory_mib: u32::try_from(n.memory_mib).unwrap_or(0),
             },
-            requested: {
-                let (cpu, memory) = requested.get(&n.name).copied().unwrap_or((0, 0));
-                Resources {
-                    cpu_millis: u32::try_from(cpu).unwrap_or(u32::MAX),
-                    memory_mib: u32::try_from(memory).unwrap_or(u32::MAX),
-                }
+            requested: Resources {
+                cpu_millis: u32::try_from(n.cpu_requested).unwrap_or(u32::MAX),
+                memory_mib: u32::try_from(n.memory_requested).unwrap_or(u32::MAX),
             },
             name: n.name,
         })
@@ -1800,21 +1802,7 @@ impl Runtime for LocalRuntime {
             }
         }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let (app_id, tenant_id) = platform_core::store::runtime::lock_application(
-            &mut tx,
-            &key.tenant,
-            &key.environment,
-            &key.app,
-        )
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| RuntimeError::NotFound {
-            kind: "application",
-            name: key.to_string(),
-        })?;
-        let existing = store::instances_of(&mut *tx, app_id)
-            .await
-            .map_err(unavailable)?;
+        let (app_id, tenant_id, existing) = lock_workload(&mut tx, key).await?;
         let nodes_seen = self.nodes_of(&mut *tx, &existing).await?;
         let stateful = workload.kind == WorkloadKind::Stateful;
         let (lost, waiting) = self.verdicts(workload, &existing, &nodes_seen);

@@ -149,16 +149,6 @@ pub async fn nodes<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<NodeRow>, sqlx::Er
     .fetch_all(ex)
     .await
 }
-/// What the instances that should run on each node request: (node, CPU millis,
-/// memory MiB). Read under the placement lock.
-pub async fn node_requests<'e>(
-    ex: impl PgExecutor<'e>,
-) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT node, cpu_millis, memory_mib FROM node_requests")
-        .fetch_all(ex)
-        .await
-}
-
 /// Whether every node of `wanted` ((node, CPU millis, memory MiB)) still takes new
 /// instances and has that much room besides what is placed on it. Read under the
 /// placement lock.

@@ -138,20 +138,7 @@ async fn a_workload_no_node_can_hold_says_so_once_as_an_event(pool: PgPool) {
     let access = must(world.platform.tenant(&alice, "acme").await);
     let mut big = spec("web");
     big.resources.memory_mib = 4096;
-    must(
-        world
-            .platform
-            .create_application(
-                &access,
-                NewApplication {
-                    environment: must(EnvName::parse("dev")),
-                    name: must(AppName::parse("big")),
-                    description: String::new(),
-                    spec: big,
-                },
-            )
-            .await,
-    );
+    world.create_dev_app(&access, "big", big).await;
     let runtimes =
         platform_core::runtime::Runtimes::default().with("local", std::sync::Arc::new(runtime));
     let reconciler = Reconciler::new(pool, runtimes, master());
@@ -383,20 +370,7 @@ async fn a_held_heartbeat_is_answered_the_moment_its_node_is_given_an_instance_a
     tokio::time::sleep(Duration::from_millis(300)).await;
     let alice = world.login("alice").await;
     let access = must(world.platform.tenant(&alice, "acme").await);
-    must(
-        world
-            .platform
-            .create_application(
-                &access,
-                NewApplication {
-                    environment: must(EnvName::parse("dev")),
-                    name: must(AppName::parse("web")),
-                    description: String::new(),
-                    spec: spec("web"),
-                },
-            )
-            .await,
-    );
+    world.create_dev_app(&access, "web", spec("web")).await;
     let runtimes = platform_core::runtime::Runtimes::default().with("local", runtime.clone());
     let placed_at = Instant::now();
     must(
@@ -454,20 +428,7 @@ async fn a_change_to_one_application_is_reconciled_at_once_without_a_full_pass(p
     tokio::time::sleep(Duration::from_millis(500)).await;
     let alice = world.login("alice").await;
     let access = must(world.platform.tenant(&alice, "acme").await);
-    must(
-        world
-            .platform
-            .create_application(
-                &access,
-                NewApplication {
-                    environment: must(EnvName::parse("dev")),
-                    name: must(AppName::parse("web")),
-                    description: String::new(),
-                    spec: spec("web"),
-                },
-            )
-            .await,
-    );
+    world.create_dev_app(&access, "web", spec("web")).await;
     let created = placed_within(&pool, "web", 1, Duration::from_secs(10)).await;
     assert!(created.is_some(), "a new application was not placed");
     must(world.platform.scale(&access, "dev", "web", 3, None).await);

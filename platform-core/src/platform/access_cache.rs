@@ -78,6 +78,14 @@ impl<K: Eq + Hash, V: Clone> Entries<K, V> {
     }
 }
 
+impl Inner {
+    fn forget(&mut self) {
+        self.epoch += 1;
+        self.sessions.0.clear();
+        self.environments.0.clear();
+    }
+}
+
 /// A read about to go to the database: where its answer may be kept.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ticket(Option<u64>);
@@ -135,11 +143,7 @@ impl AccessCache {
 
     /// Forgets everything held (a change was made or heard).
     pub(crate) fn forget(&self) {
-        self.with(|i| {
-            i.epoch += 1;
-            i.sessions.0.clear();
-            i.environments.0.clear();
-        });
+        self.with(Inner::forget);
     }
 
     /// Changes are heard (`true`) or no longer are; either way, what is held is
@@ -147,9 +151,7 @@ impl AccessCache {
     pub(crate) fn set_live(&self, live: bool) {
         self.with(|i| {
             i.live = live;
-            i.epoch += 1;
-            i.sessions.0.clear();
-            i.environments.0.clear();
+            i.forget();
         });
     }
 }
