@@ -1831,6 +1831,12 @@ impl Runtime for LocalRuntime {
                 &drained,
                 &mut nodes,
             );
+            // The next early plans of this control plane, concurrent ones included,
+            // count these placements at once, so that a burst spreads instead of
+            // choosing the nodes that were least loaded a moment ago. Should the check
+            // below fail, the nodes are charged for a while for nothing, which only
+            // moves preferences.
+            self.charge_early(&early.to_create);
             store::lock_placement(&mut tx).await.map_err(unavailable)?;
             // A plan that could not place everything is made again on what the lock
             // holds still: room may have been freed meanwhile.
@@ -1845,6 +1851,7 @@ impl Runtime for LocalRuntime {
         } else if placing {
             store::lock_placement(&mut tx).await.map_err(unavailable)?;
         }
+        let planned_early = planned.is_some();
         let planned = match planned {
             Some(planned) => planned,
             None => {
@@ -1982,10 +1989,10 @@ impl Runtime for LocalRuntime {
             }
         }
         tx.commit().await.map_err(unavailable)?;
-        // The next early plans of this control plane count what was just placed, so
-        // that a burst of placements spreads instead of all choosing the nodes that
-        // were least loaded a moment ago.
-        self.charge_early(&to_create);
+        // A plan made under the lock is counted once placed (an early one already is).
+        if !planned_early {
+            self.charge_early(&to_create);
+        }
         match unschedulable {
             Some(why) => Err(RuntimeError::Unschedulable(why)),
             None => Ok(()),
