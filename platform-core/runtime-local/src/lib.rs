@@ -1814,11 +1814,14 @@ impl Runtime for LocalRuntime {
         // read a moment before the lock (`early_loads`), and under the lock only the
         // chosen nodes' condition and room are checked again; when another placement took it meanwhile, the workload is
         // planned again under the lock. Rules that name other applications count their
-        // instances, which only the lock holds still: those are read under it.
+        // instances, which only the lock holds still: those are read under it, as are
+        // stateful workloads.
         let placing = placing(workload, &existing, &lost, &drained);
         let others = names_others(&workload.placement.rules, &key.app);
         let mut planned = None;
-        if placing && !others {
+        // A stateful ordinal, which must never run twice, is placed only on what is
+        // read under the lock.
+        if placing && !others && !stateful {
             let mut nodes = self
                 .early_loads(&existing, &mut tx)
                 .await
