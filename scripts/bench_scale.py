@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 PAAS = os.path.abspath(sys.argv[1])
 SIMNODES = os.path.abspath(sys.argv[2])
-NODES, APPS, REPLICAS, CHANGES = 500, 1000, 10, 50
+NODES, APPS, REPLICAS, CHANGES = 500, 1000, 10, 200
 
 
 def free_port():
@@ -295,7 +295,7 @@ def main():
                     latencies.append(30000)
                     break
                 time.sleep(0.002)
-            time.sleep(0.2)
+            time.sleep(0.1)
         rss_mib = rss_kib / 1024
         pass_ms = max(passes) * 1000 if passes else None
         change_p99 = p99(latencies)

@@ -1535,7 +1535,7 @@ pub(crate) async fn start_cron_run(pool: &PgPool, run: &CronRun) -> Result<(), R
     let mut nodes = node_loads(&existing, &mut tx, timing)
         .await
         .map_err(unavailable)?;
-    if names_others(&run.placement.rules, &key.app) {
+    if run.placement.rules.names_others(&key.app) {
         count_neighbours(&mut nodes, &mut tx, app_id)
             .await
             .map_err(unavailable)?;
@@ -1632,15 +1632,6 @@ fn room_wanted(to_create: &[(i32, Option<u32>, String, Resources)]) -> Vec<(Stri
         .into_iter()
         .map(|(node, (cpu, memory))| (node.to_owned(), cpu, memory))
         .collect()
-}
-
-/// Whether placement rules name applications other than the one placed.
-fn names_others(rules: &platform_core::placement_spec::PlacementSpec, own: &str) -> bool {
-    rules
-        .app_affinity
-        .iter()
-        .chain(&rules.app_anti_affinity)
-        .any(|t| !t.selector.is_empty() || t.apps.iter().any(|a| a != "self" && a != own))
 }
 
 /// Adds the instances of the environment's other applications to the nodes' loads.
@@ -1817,7 +1808,7 @@ impl Runtime for LocalRuntime {
         // instances, which only the lock holds still: those are read under it, as are
         // stateful workloads.
         let placing = placing(workload, &existing, &lost, &drained);
-        let others = names_others(&workload.placement.rules, &key.app);
+        let others = workload.placement.rules.names_others(&key.app);
         let mut planned = None;
         // A stateful ordinal, which must never run twice, is placed only on what is
         // read under the lock.

@@ -286,6 +286,15 @@ pub enum WhenUnsatisfiable {
 }
 
 impl PlacementSpec {
+    /// Whether the rules name applications other than `own` (by name or by labels):
+    /// only then does placing it depend on where other applications run.
+    pub fn names_others(&self, own: &str) -> bool {
+        self.app_affinity
+            .iter()
+            .chain(&self.app_anti_affinity)
+            .any(|t| !t.selector.is_empty() || t.apps.iter().any(|a| a != "self" && a != own))
+    }
+
     /// Whether some application term selects by labels.
     pub fn selects_by_label(&self) -> bool {
         self.app_affinity
@@ -626,6 +635,39 @@ mod tests {
         ];
         for (expr, value, holds) in cases {
             assert_eq!(expr.holds(value), holds, "{} of {value:?}", expr.text());
+        }
+    }
+
+    #[test]
+    fn rules_name_others_by_name_or_by_labels_but_not_by_self() {
+        let names = |rules: serde_json::Value| {
+            serde_json::from_value::<PlacementSpec>(rules)
+                .expect("rules parse")
+                .names_others("web")
+        };
+        let cases = [
+            (json!({}), false),
+            (
+                json!({"app_anti_affinity": [{"apps": ["self"], "required": true}]}),
+                false,
+            ),
+            (json!({"app_anti_affinity": [{"apps": ["web"]}]}), false),
+            (
+                json!({"spread": [{"topology": "zone", "max_skew": 1}]}),
+                false,
+            ),
+            (json!({"app_affinity": [{"apps": ["cache"]}]}), true),
+            (
+                json!({"app_anti_affinity": [{"apps": ["self", "db"]}]}),
+                true,
+            ),
+            (
+                json!({"app_affinity": [{"selector": {"tier": "db"}}]}),
+                true,
+            ),
+        ];
+        for (rules, others) in cases {
+            assert_eq!(names(rules.clone()), others, "{rules}");
         }
     }
 }

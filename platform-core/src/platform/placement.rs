@@ -79,15 +79,22 @@ impl Platform {
                 ));
             }
         };
-        let apps = store::apps::list(&self.pool, access.tenant().id, Some(environment)).await?;
-        let keys: Vec<WorkloadKey> = apps
-            .iter()
-            .map(|a| WorkloadKey {
-                tenant: access.tenant().slug.clone(),
-                environment: environment.to_owned(),
-                app: a.name.clone(),
-            })
-            .collect();
+        let key = |app: &str| WorkloadKey {
+            tenant: access.tenant().slug.clone(),
+            environment: environment.to_owned(),
+            app: app.to_owned(),
+        };
+        // The nodes' loads already count every instance's requests: other
+        // applications' instances matter one by one only to rules that name them.
+        let keys: Vec<WorkloadKey> = if spec.placement.names_others(app) {
+            store::apps::list(&self.pool, access.tenant().id, Some(environment))
+                .await?
+                .iter()
+                .map(|a| key(&a.name))
+                .collect()
+        } else {
+            vec![key(app)]
+        };
         let observed = match runtime.instances_of_many(&keys).await {
             Ok(o) => o,
             Err(e) => {
