@@ -18,7 +18,7 @@ pub mod observe;
 pub mod quantity;
 pub mod render;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -37,9 +37,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use platform_core::FieldError;
 use platform_core::runtime::{
-    Instance, InstanceEvent, Node, Runtime, RuntimeError, Workload, WorkloadKey,
+    Instance, InstanceEvent, Node, Runtime, RuntimeError, Slots, Workload, WorkloadKey,
 };
-use platform_core::spec::AppSpec;
+use platform_core::spec::{AppSpec, WorkloadKind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -233,6 +233,94 @@ impl KubeRuntime {
         prune_kind::<Secret>(c, &ns, &selector, "Secret", keep).await?;
         prune_kind::<PodDisruptionBudget>(c, &ns, &selector, "PodDisruptionBudget", keep).await?;
         Ok(())
+    }
+
+    /// An in-place release of a service, as Kubernetes can run one: the new revision's
+    /// pods keep to the nodes the old revisions' pods ran on when the release made its
+    /// Deployment (read back from that Deployment afterwards), and a new pod is asked
+    /// for only once an old one has gone, so that it takes the room the old one freed
+    /// there. Returns the kept nodes of every service revision that has them, and the
+    /// workload with the new revision's replicas held back while old pods remain
+    /// (`None`: as asked).
+    async fn in_place(
+        &self,
+        workload: &Workload,
+    ) -> Result<(render::KeptNodes, Option<Workload>), RuntimeError> {
+        let ns = namespace_name(&workload.key);
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &ns);
+        let lp = ListParams::default().labels(&app_selector(&workload.key));
+        let existing = match retried(|| async { with_timeout(api.list(&lp)).await }).await {
+            Ok(list) => list.items,
+            Err(RuntimeError::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let revision_of = |labels: Option<&BTreeMap<String, String>>| {
+            labels
+                .and_then(|l| l.get(render::LABEL_REVISION))
+                .and_then(|r| r.parse::<i32>().ok())
+        };
+        let mut kept = render::KeptNodes::new();
+        let mut made = BTreeSet::new();
+        for d in &existing {
+            let Some(revision) = revision_of(d.metadata.labels.as_ref()) else {
+                continue;
+            };
+            made.insert(revision);
+            if let Some(nodes) = d
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(render::KEPT_NODES))
+            {
+                kept.insert(
+                    revision,
+                    nodes
+                        .split(',')
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                );
+            }
+        }
+        let Some(target) = workload.revisions.iter().find(|r| r.in_place) else {
+            return Ok((kept, None));
+        };
+        let pods = self.pods_of(&workload.key).await?;
+        let others: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| revision_of(p.metadata.labels.as_ref()) != Some(target.revision))
+            .collect();
+        if !made.contains(&target.revision) {
+            let nodes: BTreeSet<String> = others
+                .iter()
+                .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
+                .collect();
+            kept.insert(target.revision, nodes.into_iter().collect());
+        }
+        let Slots::Count(asked) = target.slots else {
+            return Ok((kept, None));
+        };
+        let total: u32 = workload
+            .revisions
+            .iter()
+            .map(|r| match r.slots {
+                Slots::Count(n) => n,
+                _ => 0,
+            })
+            .sum();
+        let own = pods.len() - others.len();
+        let room = total.saturating_sub(u32::try_from(others.len()).unwrap_or(u32::MAX));
+        let allowed = asked.min(room.max(u32::try_from(own).unwrap_or(u32::MAX)));
+        if allowed == asked {
+            return Ok((kept, None));
+        }
+        let mut held = workload.clone();
+        for shape in &mut held.revisions {
+            if shape.revision == target.revision {
+                shape.slots = Slots::Count(allowed);
+            }
+        }
+        Ok((kept, Some(held)))
     }
 
     async fn pods_of(&self, key: &WorkloadKey) -> Result<Vec<Pod>, RuntimeError> {
@@ -692,7 +780,13 @@ impl Runtime for KubeRuntime {
     }
 
     async fn apply(&self, workload: &Workload) -> Result<(), RuntimeError> {
-        let rendered = render::render(workload)
+        let (kept, held) = if workload.kind == WorkloadKind::Service {
+            self.in_place(workload).await?
+        } else {
+            Default::default()
+        };
+        let workload = &held.unwrap_or_else(|| workload.clone());
+        let rendered = render::render_keeping(workload, &kept)
             .map_err(|e| RuntimeError::Other(format!("cannot run on Kubernetes: {e}")))?;
         let ns = namespace_name(&workload.key);
         if self.manage_namespaces {

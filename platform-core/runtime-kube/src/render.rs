@@ -6,7 +6,8 @@
 //!   "restricted" Pod Security Standard.
 //! - `service`: one Deployment per live revision (`<app>-r<revision>`) with the replica
 //!   count the core chose, so two revisions run side by side during a rollout; one
-//!   Service (`<app>`) selects the app across revisions.
+//!   Service (`<app>`) selects the app across revisions. A revision an in-place
+//!   release made prefers the nodes the app ran on ([`KeptNodes`]).
 //! - `stateful`: one StatefulSet (`<app>`) whose template is the newest revision; the
 //!   ordinals the core moved to it are those at or above the rolling-update partition,
 //!   which is how ordinals move one at a time, highest first. Each ordinal claims a
@@ -201,8 +202,25 @@ fn meta(name: String, namespace: &str, labels: BTreeMap<String, String>) -> Obje
     }
 }
 
+/// The annotation on a service revision's Deployment that names the nodes its pods
+/// keep to (an in-place release; see [`KeptNodes`]).
+pub const KEPT_NODES: &str = "paas.dev/in-place-nodes";
+
+/// Per revision of a service, the nodes its pods keep to: those the application's
+/// other revisions ran on when an in-place release made the revision's Deployment. Each
+/// new pod then takes the room an old one frees on its node, as an in-place release
+/// does on the local runtime. Fixed for the Deployment's life (read back from
+/// [`KEPT_NODES`]), so that its pod template, and its pods, do not change when the
+/// release ends.
+pub type KeptNodes = BTreeMap<i32, Vec<String>>;
+
 /// Renders the namespace and every object of the workload.
 pub fn render(workload: &Workload) -> Result<Rendered, RenderError> {
+    render_keeping(workload, &KeptNodes::new())
+}
+
+/// Renders the workload, each service revision named in `kept` keeping to its nodes.
+pub fn render_keeping(workload: &Workload, kept: &KeptNodes) -> Result<Rendered, RenderError> {
     let key = &workload.key;
     let placement = &workload.placement;
     let ns = namespace_name(key);
@@ -245,9 +263,11 @@ pub fn render(workload: &Workload) -> Result<Rendered, RenderError> {
                     Slots::Count(n) => n,
                     _ => 0,
                 };
-                objects.push(Object::Deployment(Box::new(deployment(
-                    key, &ns, shape, replicas, placement,
-                ))));
+                let mut deployment = deployment(key, &ns, shape, replicas, placement);
+                if let Some(nodes) = kept.get(&shape.revision).filter(|n| !n.is_empty()) {
+                    keep_to(&mut deployment, nodes);
+                }
+                objects.push(Object::Deployment(Box::new(deployment)));
             }
         }
         WorkloadKind::Stateful => {
@@ -387,6 +407,40 @@ fn deployment(
         }),
         ..Deployment::default()
     }
+}
+
+/// Pods of `deployment` prefer `nodes` above anything else the scheduler weighs, and
+/// the Deployment records them.
+fn keep_to(deployment: &mut Deployment, nodes: &[String]) {
+    deployment
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(KEPT_NODES.to_owned(), nodes.join(","));
+    let Some(pod) = deployment
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+    else {
+        return;
+    };
+    pod.affinity
+        .get_or_insert_with(Affinity::default)
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default)
+        .preferred_during_scheduling_ignored_during_execution
+        .get_or_insert_with(Vec::new)
+        .push(PreferredSchedulingTerm {
+            weight: 100,
+            preference: NodeSelectorTerm {
+                match_expressions: Some(vec![NodeSelectorRequirement {
+                    key: "kubernetes.io/hostname".to_owned(),
+                    operator: "In".to_owned(),
+                    values: Some(nodes.to_vec()),
+                }]),
+                ..NodeSelectorTerm::default()
+            },
+        });
 }
 
 fn stateful_set(

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use http::{Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::client::Body;
 use kube_fake_client::{ClientBuilder, interceptor};
 use platform_core::runtime::{
@@ -894,4 +894,144 @@ async fn a_drain_marks_and_cordons_the_node_evicts_its_pods_and_any_control_plan
     assert_eq!(must(runtime.resume_drains().await), 0);
     assert!(must(runtime.set_cordoned("node-a", false).await));
     must(server.await);
+}
+
+/// The in-place shape of a service at one step: `old` instances of revision 1 beside
+/// `new` of revision 2, which takes their place.
+fn in_place_step(old: u32, new: u32) -> Workload {
+    let mut w = service_workload("web", &[(1, "shop/web:1.0", old), (2, "shop/web:1.1", new)]);
+    w.revisions
+        .retain(|r| r.slots != Slots::Count(0) || r.revision == 2);
+    if let Some(new) = w.revisions.last_mut() {
+        new.in_place = true;
+    }
+    w
+}
+
+async fn put_pod(pods: &Api<Pod>, name: &str, revision: i32, node: &str) {
+    let pod: Pod = must(serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "paas-acme-dev",
+            "labels": {"app.kubernetes.io/managed-by": "paas", "paas.dev/tenant": "acme",
+                "paas.dev/environment": "dev", "paas.dev/app": "web", "paas.dev/revision": revision.to_string()}},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "x:1"}]},
+    })));
+    must(pods.create(&kube::api::PostParams::default(), &pod).await);
+}
+
+/// The new revision's Deployment: its replicas, the nodes it records, and the nodes its
+/// pod template prefers.
+async fn kept(client: &kube::Client) -> (i32, Option<String>, Vec<String>) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "paas-acme-dev");
+    let d = must(api.get("web-r2").await);
+    let recorded = d
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(runtime_kube::render::KEPT_NODES).cloned());
+    let spec = d.spec.unwrap_or_default();
+    let preferred = spec
+        .template
+        .spec
+        .and_then(|p| p.affinity)
+        .and_then(|a| a.node_affinity)
+        .and_then(|n| n.preferred_during_scheduling_ignored_during_execution)
+        .unwrap_or_default();
+    let nodes = preferred
+        .iter()
+        .filter(|t| t.weight == 100)
+        .flat_map(|t| t.preference.match_expressions.clone().unwrap_or_default())
+        .filter(|e| e.key == "kubernetes.io/hostname" && e.operator == "In")
+        .flat_map(|e| e.values.unwrap_or_default())
+        .collect();
+    (spec.replicas.unwrap_or(-1), recorded, nodes)
+}
+
+#[tokio::test]
+async fn an_in_place_release_of_a_service_keeps_its_pods_on_their_nodes_and_starts_each_once_an_old_one_is_gone()
+ {
+    let client = must(ClientBuilder::new().build().await);
+    let runtime = KubeRuntime::new(client.clone()).with_existing_namespaces();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "paas-acme-dev");
+    must(
+        runtime
+            .apply(&service_workload("web", &[(1, "shop/web:1.0", 3)]))
+            .await,
+    );
+    // What the ReplicaSet made of revision 1, and another app's pod elsewhere.
+    for (name, node) in [("web-r1-a", "n1"), ("web-r1-b", "n2"), ("web-r1-c", "n3")] {
+        put_pod(&pods, name, 1, node).await;
+    }
+    let mut other = service_workload("api", &[(4, "shop/api:2.0", 1)]);
+    other.key = key("api");
+    must(runtime.apply(&other).await);
+    // The first step: one old instance goes, and its replacement waits for it to be
+    // gone; the new revision's pods keep to revision 1's nodes.
+    must(runtime.apply(&in_place_step(2, 1)).await);
+    let all = vec!["n1".to_owned(), "n2".to_owned(), "n3".to_owned()];
+    assert_eq!(
+        kept(&client).await,
+        (0, Some("n1,n2,n3".to_owned()), all.clone())
+    );
+    assert_eq!(
+        deployments(&client).await[1..],
+        [
+            ("web-r1".to_owned(), 2, "shop/web:1.0".to_owned()),
+            ("web-r2".to_owned(), 0, "shop/web:1.1".to_owned())
+        ]
+    );
+    // The old pod is gone: the new one is asked for, to take its room.
+    must(pods.delete("web-r1-c", &DeleteParams::default()).await);
+    must(runtime.apply(&in_place_step(2, 1)).await);
+    assert_eq!(
+        kept(&client).await,
+        (1, Some("n1,n2,n3".to_owned()), all.clone())
+    );
+    put_pod(&pods, "web-r2-x", 2, "n3").await;
+    // The next step: the nodes stay those of the release's start (the template does
+    // not change, so the new revision's running pods are not replaced).
+    must(runtime.apply(&in_place_step(1, 2)).await);
+    assert_eq!(kept(&client).await.0, 1);
+    must(pods.delete("web-r1-b", &DeleteParams::default()).await);
+    must(runtime.apply(&in_place_step(1, 2)).await);
+    assert_eq!(
+        kept(&client).await,
+        (2, Some("n1,n2,n3".to_owned()), all.clone())
+    );
+    put_pod(&pods, "web-r2-y", 2, "n2").await;
+    must(pods.delete("web-r1-a", &DeleteParams::default()).await);
+    must(runtime.apply(&in_place_step(0, 3)).await);
+    assert_eq!(kept(&client).await.0, 3);
+    // Done: the final shape is no longer in place, and the Deployment keeps its
+    // template as it was; revision 1 is pruned.
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "paas-acme-dev");
+    let before = must(api.get("web-r2").await).spec.map(|s| s.template);
+    must(
+        runtime
+            .apply(&service_workload("web", &[(2, "shop/web:1.1", 3)]))
+            .await,
+    );
+    assert_eq!(
+        must(api.get("web-r2").await).spec.map(|s| s.template),
+        before
+    );
+    assert_eq!(kept(&client).await, (3, Some("n1,n2,n3".to_owned()), all));
+    assert_eq!(
+        deployments(&client).await,
+        [
+            ("api-r4".to_owned(), 1, "shop/api:2.0".to_owned()),
+            ("web-r2".to_owned(), 3, "shop/web:1.1".to_owned())
+        ]
+    );
+    // A rolling release (not in place) keeps to no node.
+    must(
+        runtime
+            .apply(&service_workload(
+                "web",
+                &[(2, "shop/web:1.1", 3), (3, "shop/web:1.2", 1)],
+            ))
+            .await,
+    );
+    let r3 = must(api.get("web-r3").await);
+    assert!(r3.metadata.annotations.unwrap_or_default().is_empty());
 }

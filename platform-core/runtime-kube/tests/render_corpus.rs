@@ -13,7 +13,7 @@ use platform_core::sealing::SecretValue;
 use platform_core::spec::{AppSpec, WorkloadKind};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use runtime_kube::render::{Object, render};
+use runtime_kube::render::{KeptNodes, Object, render, render_keeping};
 
 fn kind() -> impl Strategy<Value = WorkloadKind> {
     prop::sample::select(WorkloadKind::ALL.to_vec())
@@ -310,7 +310,18 @@ fn the_rendered_corpus_is_restricted_and_schema_valid() {
     let kinds = std::cell::RefCell::new(BTreeMap::<&'static str, usize>::new());
     runner
         .run(&workload(), |w| {
-            let rendered = render(&w).map_err(|e| TestCaseError::fail(format!("{e}")))?;
+            // Every other case as an in-place release renders it: the service's
+            // revisions keep to the nodes it ran on.
+            let kept: KeptNodes = if counter.get() % 2 == 1 {
+                w.revisions
+                    .iter()
+                    .map(|r| (r.revision, vec!["node-a".to_owned(), "node-b".to_owned()]))
+                    .collect()
+            } else {
+                KeptNodes::new()
+            };
+            let rendered =
+                render_keeping(&w, &kept).map_err(|e| TestCaseError::fail(format!("{e}")))?;
             for object in &rendered.objects {
                 *kinds.borrow_mut().entry(object.kind()).or_default() += 1;
                 if let Object::StatefulSet(set) = object {
