@@ -238,6 +238,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
             continue;
         };
         let sent = Instant::now();
+        let sent_boot = crate::shim::boot_ms();
         let beat = Heartbeat {
             instances: instances.reports(),
             version: held.as_ref().and_then(|a| a.version.clone()),
@@ -286,7 +287,11 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
                     lease_ttl = Duration::from_millis(ms);
                 }
                 lease_from = Some(sent);
-                let lease_left = lease_ttl.saturating_sub(sent.elapsed());
+                // The lease ends a term after the heartbeat was sent, as a point on
+                // the boot clock: an answer read late, or a renewal that reaches its
+                // shim late, grants no more than that.
+                let lease_until = sent_boot
+                    .saturating_add(u64::try_from(lease_ttl.as_millis()).unwrap_or(u64::MAX));
                 // Only what the control plane still wants here keeps its lease: an
                 // ordinal it moved away while this node was silent must not start again.
                 for (id, r) in instances.running.iter().filter(|(_, r)| r.record.fenced) {
@@ -295,7 +300,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
                         .iter()
                         .any(|a| a.id == *id && a.desired == Desired::Run);
                     if wanted {
-                        r.shim.renew(lease_left);
+                        r.shim.renew(lease_until);
                     }
                 }
                 instances.reconcile(
@@ -303,7 +308,7 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
                     cgroups.as_ref(),
                     &isolation,
                     assignments,
-                    lease_left,
+                    lease_until,
                     &changed,
                 );
                 index_logs(&log_index, &instances);
@@ -649,7 +654,7 @@ impl Instances {
         cgroups: Option<&crate::limits::Cgroups>,
         isolation: &Arc<Isolation>,
         assignments: Assignments,
-        lease_left: Duration,
+        lease_until: u64,
         changed: &Arc<Notify>,
     ) {
         let wanted: HashMap<Uuid, Assignment> = assignments
@@ -741,7 +746,8 @@ impl Instances {
             let spec = ShimSpec {
                 config: instance,
                 fenced,
-                lease_ms: u64::try_from(lease_left.as_millis()).unwrap_or(u64::MAX),
+                lease_ms: lease_until.saturating_sub(crate::shim::boot_ms()),
+                lease_until_ms: Some(lease_until),
                 restarts_before: self.restarts.get(&id).copied().unwrap_or(0),
             };
             tracing::info!(instance = %assignment.name, port, "starting instance");

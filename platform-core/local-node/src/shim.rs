@@ -14,6 +14,8 @@
 //! - A fenced instance (a stateful ordinal) runs only while its lease holds: when the
 //!   agent has not renewed it for its whole term, because the agent or the control
 //!   plane is gone, the shim stops the process and waits; a renewal starts it again.
+//!   A lease ends at a point on the boot clock ([`boot_ms`]), so a renewal that
+//!   arrives after that point starts nothing.
 //!   The control plane counts on this before it starts the ordinal anywhere else.
 //! - The instance's processes die with the shim (bubblewrap's `--die-with-parent`, or
 //!   the parent-death signal `setpriv` sets), so a killed shim leaves no orphan.
@@ -45,8 +47,12 @@ pub struct ShimSpec {
     pub config: InstanceConfig,
     /// Whether the instance runs only while its lease holds.
     pub fenced: bool,
-    /// What is left of the lease when the shim starts (fenced instances).
+    /// What is left of the lease when the shim starts (fenced instances), as an agent
+    /// before `lease_until_ms` said it.
     pub lease_ms: u64,
+    /// When the lease ends, on the boot clock ([`boot_ms`]). Wins over `lease_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until_ms: Option<u64>,
     /// Restarts the instance already had under an earlier shim.
     #[serde(default)]
     pub restarts_before: u32,
@@ -56,10 +62,35 @@ pub struct ShimSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Order {
-    /// The lease holds for this much longer, from now.
-    Lease { ttl_ms: u64 },
+    /// The lease holds until `until_ms` on the boot clock ([`boot_ms`]); `ttl_ms`,
+    /// this much longer from now, is for a shim started before `until_ms` was.
+    Lease {
+        ttl_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until_ms: Option<u64>,
+    },
     /// Stop the instance gracefully and exit.
     Stop,
+}
+
+/// Milliseconds on the machine's boot clock (`CLOCK_BOOTTIME`), which an agent and its
+/// shims share and which also counts the time a machine is suspended.
+///
+/// A lease is a point on this clock, never a duration: a duration is counted from
+/// when it is read, and an order that waited (an agent frozen between reading its
+/// heartbeat's answer and writing the renewal, a shim slow to read) would otherwise
+/// grant a whole term to a node the control plane has already given up on, and run a
+/// moved ordinal twice. A point in the past grants nothing, however late it arrives.
+pub fn boot_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    let millis = u64::try_from(t.tv_nsec).unwrap_or(0) / 1_000_000;
+    secs.saturating_mul(1000).saturating_add(millis)
+}
+
+/// The moment `until_ms` on the boot clock comes, on the shim's timer.
+fn deadline(until_ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(until_ms.saturating_sub(boot_ms()))
 }
 
 /// Why a shim could not start.
@@ -109,9 +140,10 @@ async fn run(dir: &Path, spec: ShimSpec, listener: UnixListener) -> Result<(), S
     let mut clients = tokio::task::JoinSet::new();
     let mut terminate = signal(SignalKind::terminate())?;
     let fenced_message = "fenced: its lease lapsed (the node lost its agent or the control plane), so it waits for a renewal rather than risk running twice";
-    let mut lease_until = spec
-        .fenced
-        .then(|| Instant::now() + Duration::from_millis(spec.lease_ms));
+    let mut lease_until = spec.fenced.then(|| match spec.lease_until_ms {
+        Some(until) => deadline(until),
+        None => Instant::now() + Duration::from_millis(spec.lease_ms),
+    });
     let lease_holds = |until: Option<Instant>| until.is_none_or(|u| u > Instant::now());
     let mut running: Option<(Supervised, JoinHandle<()>)> = None;
     let mut restarts_before = spec.restarts_before;
@@ -147,9 +179,12 @@ async fn run(dir: &Path, spec: ShimSpec, listener: UnixListener) -> Result<(), S
                 }
             }
             order = orders.recv() => match order {
-                Some(Order::Lease { ttl_ms }) => {
+                Some(Order::Lease { ttl_ms, until_ms }) => {
                     if spec.fenced {
-                        lease_until = Some(Instant::now() + Duration::from_millis(ttl_ms));
+                        lease_until = Some(match until_ms {
+                            Some(until) => deadline(until),
+                            None => Instant::now() + Duration::from_millis(ttl_ms),
+                        });
                     }
                 }
                 Some(Order::Stop) | None => break,
@@ -411,10 +446,11 @@ impl Shim {
         *self.lost.borrow()
     }
 
-    /// Extends the lease of a fenced instance by `ttl` from now.
-    pub fn renew(&self, ttl: Duration) {
+    /// Extends the lease of a fenced instance until `until_ms` on the boot clock.
+    pub fn renew(&self, until_ms: u64) {
         let _ = self.orders.send(Order::Lease {
-            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            ttl_ms: until_ms.saturating_sub(boot_ms()),
+            until_ms: Some(until_ms),
         });
     }
 
@@ -462,4 +498,134 @@ pub fn clean_up(dir: &Path) {
 /// Whether a shim holds `dir` (its lock is taken).
 pub fn is_alive(dir: &Path) -> bool {
     crate::lock::holder_alive(&dir.join(LOCK))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::supervisor::{Backoff, RestartPolicy};
+
+    /// A fenced `sleep` in a shim run in this process, whose lease ends at `until_ms`;
+    /// and the agent's handle on it.
+    async fn fenced_shim(name: &str, until_ms: u64) -> (Shim, tokio::task::JoinHandle<()>) {
+        let dir = std::env::temp_dir().join(format!("paas-shim-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let log = LogFile::new(&dir.join("logs"), name, 64 * 1024);
+        let spec = ShimSpec {
+            config: InstanceConfig {
+                name: name.to_owned(),
+                command: "sleep".to_owned(),
+                args: vec!["1000".to_owned()],
+                env: BTreeMap::new(),
+                port: None,
+                workdir: dir.join("work"),
+                log: log.clone(),
+                readiness: None,
+                liveness: None,
+                restart: RestartPolicy::Always,
+                backoff: Backoff {
+                    initial: Duration::from_millis(100),
+                    max: Duration::from_millis(400),
+                    reset_after: Duration::from_secs(60),
+                },
+                grace: Duration::from_secs(1),
+                package: None,
+                ceilings: Default::default(),
+                cgroups: None,
+                sandbox: None,
+            },
+            fenced: true,
+            lease_ms: until_ms.saturating_sub(boot_ms()),
+            lease_until_ms: Some(until_ms),
+            restarts_before: 0,
+        };
+        let listener = {
+            let (_handle, short) = socket_path(&dir).unwrap_or_else(|e| panic!("{e}"));
+            UnixListener::bind(&short).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let served = dir.clone();
+        let task = tokio::spawn(async move {
+            let _ = run(&served, spec, listener).await;
+        });
+        let shim = Shim::adopt(&dir, log)
+            .await
+            .unwrap_or_else(|| panic!("the shim does not answer"));
+        (shim, task)
+    }
+
+    /// Whether the instance's process runs at some moment within `within`.
+    async fn starts_within(shim: &Shim, within: Duration) -> bool {
+        let mut status = shim.watch();
+        let end = Instant::now() + within;
+        loop {
+            if status.borrow_and_update().pid.is_some() {
+                return true;
+            }
+            if tokio::time::timeout_at(end, status.changed())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_renewal_that_arrives_after_its_lease_ended_starts_nothing() {
+        // The agent read its heartbeat's answer with 100 ms of the term left, then was
+        // frozen before the renewal reached the shim: by the time it does, the lease
+        // the control plane granted has ended, and the ordinal may run elsewhere.
+        let (shim, task) = fenced_shim("late", 0).await;
+        assert!(!starts_within(&shim, Duration::from_millis(200)).await);
+        let until = boot_ms() + 100;
+        let renewal = Order::Lease {
+            ttl_ms: until.saturating_sub(boot_ms()),
+            until_ms: Some(until),
+        };
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let _ = shim.orders.send(renewal);
+        assert!(
+            !starts_within(&shim, Duration::from_millis(400)).await,
+            "a lease that had ended started the instance"
+        );
+        // A renewal in its term starts it again, and its end stops it.
+        shim.renew(boot_ms() + 600);
+        assert!(starts_within(&shim, Duration::from_secs(2)).await);
+        let mut status = shim.watch();
+        let stopped = tokio::time::timeout(Duration::from_secs(5), async {
+            while status.borrow_and_update().pid.is_some() {
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(stopped.is_ok(), "the lease ended and the instance ran on");
+        let _ = shim.stop().await;
+        let _ = task.await;
+    }
+
+    #[test]
+    fn a_lease_order_still_reads_as_its_older_form() {
+        // A shim started by an older agent reads `ttl_ms` and ignores `until_ms`; a
+        // newer shim given only `ttl_ms` counts it from now.
+        let order = Order::Lease {
+            ttl_ms: 4000,
+            until_ms: Some(123),
+        };
+        let text = serde_json::to_string(&order).unwrap_or_default();
+        assert_eq!(text, r#"{"op":"lease","ttl_ms":4000,"until_ms":123}"#);
+        let old: Order = serde_json::from_str(r#"{"op":"lease","ttl_ms":4000}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            old,
+            Order::Lease {
+                ttl_ms: 4000,
+                until_ms: None
+            }
+        );
+    }
 }
