@@ -88,9 +88,11 @@ pub fn boot_ms() -> u64 {
     secs.saturating_mul(1000).saturating_add(millis)
 }
 
-/// The moment `until_ms` on the boot clock comes, on the shim's timer.
-fn deadline(until_ms: u64) -> Instant {
-    Instant::now() + Duration::from_millis(until_ms.saturating_sub(boot_ms()))
+/// When a lease ends, on the shim's timer: at `until_ms` on the boot clock, or, from
+/// an agent that does not say it, `ttl_ms` from now.
+fn lease_end(until_ms: Option<u64>, ttl_ms: u64) -> Instant {
+    let left = until_ms.map_or(ttl_ms, |until| until.saturating_sub(boot_ms()));
+    Instant::now() + Duration::from_millis(left)
 }
 
 /// Why a shim could not start.
@@ -140,10 +142,9 @@ async fn run(dir: &Path, spec: ShimSpec, listener: UnixListener) -> Result<(), S
     let mut clients = tokio::task::JoinSet::new();
     let mut terminate = signal(SignalKind::terminate())?;
     let fenced_message = "fenced: its lease lapsed (the node lost its agent or the control plane), so it waits for a renewal rather than risk running twice";
-    let mut lease_until = spec.fenced.then(|| match spec.lease_until_ms {
-        Some(until) => deadline(until),
-        None => Instant::now() + Duration::from_millis(spec.lease_ms),
-    });
+    let mut lease_until = spec
+        .fenced
+        .then(|| lease_end(spec.lease_until_ms, spec.lease_ms));
     let lease_holds = |until: Option<Instant>| until.is_none_or(|u| u > Instant::now());
     let mut running: Option<(Supervised, JoinHandle<()>)> = None;
     let mut restarts_before = spec.restarts_before;
@@ -181,10 +182,7 @@ async fn run(dir: &Path, spec: ShimSpec, listener: UnixListener) -> Result<(), S
             order = orders.recv() => match order {
                 Some(Order::Lease { ttl_ms, until_ms }) => {
                     if spec.fenced {
-                        lease_until = Some(match until_ms {
-                            Some(until) => deadline(until),
-                            None => Instant::now() + Duration::from_millis(ttl_ms),
-                        });
+                        lease_until = Some(lease_end(until_ms, ttl_ms));
                     }
                 }
                 Some(Order::Stop) | None => break,
@@ -508,8 +506,11 @@ mod tests {
     use crate::supervisor::{Backoff, RestartPolicy};
 
     /// A fenced `sleep` in a shim run in this process, whose lease ends at `until_ms`;
-    /// and the agent's handle on it.
-    async fn fenced_shim(name: &str, until_ms: u64) -> (Shim, tokio::task::JoinHandle<()>) {
+    /// the agent's handle on it, and its directory.
+    async fn fenced_shim(
+        name: &str,
+        until_ms: u64,
+    ) -> (Shim, tokio::task::JoinHandle<()>, PathBuf) {
         let dir = std::env::temp_dir().join(format!("paas-shim-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
@@ -553,7 +554,7 @@ mod tests {
         let shim = Shim::adopt(&dir, log)
             .await
             .unwrap_or_else(|| panic!("the shim does not answer"));
-        (shim, task)
+        (shim, task, dir)
     }
 
     /// Whether the instance's process runs at some moment within `within`.
@@ -578,7 +579,7 @@ mod tests {
         // The agent read its heartbeat's answer with 100 ms of the term left, then was
         // frozen before the renewal reached the shim: by the time it does, the lease
         // the control plane granted has ended, and the ordinal may run elsewhere.
-        let (shim, task) = fenced_shim("late", 0).await;
+        let (shim, task, dir) = fenced_shim("late", 0).await;
         assert!(!starts_within(&shim, Duration::from_millis(200)).await);
         let until = boot_ms() + 100;
         let renewal = Order::Lease {
@@ -606,6 +607,7 @@ mod tests {
         assert!(stopped.is_ok(), "the lease ended and the instance ran on");
         let _ = shim.stop().await;
         let _ = task.await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -1805,14 +1805,11 @@ impl Runtime for LocalRuntime {
         // read a moment before the lock (`early_loads`), and under the lock only the
         // chosen nodes' condition and room are checked again; when another placement took it meanwhile, the workload is
         // planned again under the lock. Rules that name other applications count their
-        // instances, which only the lock holds still: those are read under it, as are
-        // stateful workloads.
+        // instances, which only the lock holds still: those are read under it.
         let placing = placing(workload, &existing, &lost, &drained);
         let others = workload.placement.rules.names_others(&key.app);
         let mut planned = None;
-        // A stateful ordinal, which must never run twice, is placed only on what is
-        // read under the lock.
-        if placing && !others && !stateful {
+        if placing && !others {
             let mut nodes = self
                 .early_loads(&existing, &mut tx)
                 .await
